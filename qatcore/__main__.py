@@ -1,0 +1,5 @@
+import sys
+
+from qatcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""Forward quantizers: the paper's uniform b-bit weight quantizer and sign.
+
+The uniform quantizer of *Custom Gradient Estimators are STEs in Disguise*: per layer a range
+``m`` (by default the He-uniform limit ``sqrt(6 / fan_in)``), ``2**bits`` levels evenly spaced
+on ``[-m, m]`` with step ``Δ = 2m / (2**bits - 1)``, none of them at 0.
+
+A *bin* is the interval between two neighbouring levels, ``[-m + iΔ, -m + (i+1)Δ]`` for
+``i = 0 … 2**bits - 2``; its centre is a rounding threshold. Estimators (``qatcore.estimators``)
+are periodic over these bins.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+MAX_BITS = 16
+
+
+def check_bits(bits: object) -> int:
+    """Return ``bits`` if it is an int in [1, 16], else raise a ValueError naming it."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise ValueError(f"bits must be an int from 1 to {MAX_BITS}, got {bits!r}")
+    if not 1 <= int(bits) <= MAX_BITS:
+        raise ValueError(f"bits must be an int from 1 to {MAX_BITS}, got {bits!r}")
+    return int(bits)
+
+
+def check_range(m: object) -> float:
+    """Return the quantizer range ``m`` as a float if it is finite and positive."""
+    if isinstance(m, bool) or not isinstance(m, numbers.Real) or not math.isfinite(m) or m <= 0:
+        raise ValueError(f"m (the quantizer range) must be a finite number > 0, got {m!r}")
+    return float(m)
+
+
+def he_uniform_range(fan_in: int) -> float:
+    """The paper's default range ``m = sqrt(6 / fan_in)``, the He-uniform initialiser's limit."""
+    if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or fan_in < 1:
+        raise ValueError(f"fan_in must be an int >= 1, got {fan_in!r}")
+    return math.sqrt(6.0 / fan_in)
+
+
+def fan_in(weight: torch.Tensor) -> int:
+    """Inputs feeding one output unit: ``in_features`` for a linear weight, ``C_in/groups·k_h·k_w`` for a conv."""
+    if weight.dim() < 2:
+        raise ValueError(f"weight must have at least 2 dimensions, got shape {tuple(weight.shape)}")
+    return int(weight[0].numel())
+
+
+def step_size(bits: int, m: float) -> float:
+    """The level spacing ``Δ = 2m / (2**bits - 1)``."""
+    return 2.0 * check_range(m) / (2 ** check_bits(bits) - 1)
+
+
+def levels(bits: int, m: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The ``2**bits`` quantization levels ``-m + iΔ``."""
+    bits, m = check_bits(bits), check_range(m)
+    return -m + step_size(bits, m) * torch.arange(2**bits, dtype=dtype)
+
+
+def thresholds(bits: int, m: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The ``2**bits - 1`` rounding thresholds, half-way between levels (the bin centres)."""
+    return bin_centre(torch.arange(2 ** check_bits(bits) - 1, dtype=dtype), bits, m)
+
+
+def uniform_quantize(w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
+    """``Q(w) = Δ·round((clip(w, -m, m) + m) / Δ) - m`` (forward only; no gradient defined)."""
+    bits, m = check_bits(bits), check_range(m)
+    delta = step_size(bits, m)
+    return delta * torch.round((torch.clamp(w, -m, m) + m) / delta) - m
+
+
+def bin_index(w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
+    """Index ``i`` of the bin ``[-m + iΔ, -m + (i+1)Δ]`` holding ``w`` (clamped to the range)."""
+    bits, m = check_bits(bits), check_range(m)
+    delta = step_size(bits, m)
+    return torch.clamp(torch.floor((w + m) / delta), 0, 2**bits - 2)
+
+
+def bin_centre(index: torch.Tensor, bits: int, m: float) -> torch.Tensor:
+    """Centre ``-m + (i + ½)Δ`` of bin ``i``: the rounding threshold inside it."""
+    return -check_range(m) + (index + 0.5) * step_size(bits, m)
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """Binary sign with ``sign(0) = +1``, so every value maps to one of two levels."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))

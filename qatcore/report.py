@@ -1,0 +1,61 @@
+"""The one helper notebooks use to state what they verified and which numbers they measured.
+
+``check`` is an assertion that also prints what it verified; ``headline`` prints a measured
+number beside the paper's claim. When ``qatcore reproduce`` runs a notebook it sets
+``QATCORE_REPORT`` to a JSON-lines file, and every check and headline is appended there, so one
+table can collect the verdicts of the whole course. ``save_figure`` writes into ``$QATCORE_FIGURES``
+(set by ``qatcore reproduce`` to ``figures/``) and does nothing otherwise, so running a notebook
+by hand or under test never rewrites the committed figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+REPORT_VARIABLE = "QATCORE_REPORT"
+FIGURES_VARIABLE = "QATCORE_FIGURES"
+NOTEBOOK_VARIABLE = "QATCORE_NOTEBOOK"
+
+
+class CheckFailed(AssertionError):
+    """A theory check or a claimed number did not hold."""
+
+
+def _record(entry: dict[str, Any]) -> None:
+    path = os.environ.get(REPORT_VARIABLE)
+    if not path:
+        return
+    entry = {"notebook": os.environ.get(NOTEBOOK_VARIABLE, ""), **entry}
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def check(name: str, passed: bool, detail: str = "") -> None:
+    """Assert ``passed``; print ``✔ verified: name (detail)``, or raise ``CheckFailed``."""
+    passed = bool(passed)
+    _record({"kind": "check", "name": name, "passed": passed, "detail": detail})
+    line = f"{name}" + (f" ({detail})" if detail else "")
+    if not passed:
+        raise CheckFailed(f"✘ FAILED: {line}")
+    print(f"✔ verified: {line}")
+
+
+def headline(name: str, value: float | str, claim: str = "", digits: int = 3) -> None:
+    """Print a measured number (rounded to ``digits``) beside the paper's claim, and record it."""
+    shown = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    _record({"kind": "headline", "name": name, "value": shown, "claim": claim})
+    print(f"● {name}: {shown}" + (f"   (paper: {claim})" if claim else ""))
+
+
+def save_figure(fig, filename: str) -> Path | None:
+    """Write ``fig`` to ``$QATCORE_FIGURES/filename`` when that variable is set; return the path."""
+    folder = os.environ.get(FIGURES_VARIABLE)
+    if not folder:
+        return None
+    path = Path(folder) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return path

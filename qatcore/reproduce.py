@@ -1,0 +1,114 @@
+"""``qatcore reproduce``: run every notebook headless and print one table of checks and numbers.
+
+Each notebook is executed with nbclient into a build folder (the committed notebooks are left
+alone unless ``inplace``), with ``$QATCORE_REPORT`` pointing at a JSON-lines file that
+``qatcore.report`` appends to and ``$QATCORE_FIGURES`` pointing at ``figures/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from qatcore.report import FIGURES_VARIABLE, NOTEBOOK_VARIABLE, REPORT_VARIABLE
+from qatcore.train import PROGRESS_VARIABLE
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class ReproduceReport:
+    runs: list[NotebookRun] = field(default_factory=list)
+    entries: list[dict] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[dict]:
+        return [e for e in self.entries if e["kind"] == "check" and not e["passed"]]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and not self.failed_checks and not any(r.error for r in self.runs)
+
+    def to_markdown(self) -> str:
+        lines = ["| notebook | kind | what | result | paper |", "|---|---|---|---|---|"]
+        for e in self.entries:
+            if e["kind"] == "check":
+                result = "pass" if e["passed"] else "FAIL"
+                lines.append(f"| {e['notebook']} | check | {e['name']} | {result} | |")
+            else:
+                lines.append(f"| {e['notebook']} | number | {e['name']} | {e['value']} | {e['claim']} |")
+        for r in self.runs:
+            status = f"ERROR: {r.error}" if r.error else f"ran in {r.seconds:.0f} s"
+            lines.append(f"| {r.name} | notebook | executed | {status} | |")
+        return "\n".join(lines)
+
+
+@contextmanager
+def _environment(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def reproduce(
+    notebooks: Path = Path("notebooks"),
+    build: Path = Path("build/notebooks"),
+    figures: Path = Path("figures"),
+    inplace: bool = False,
+    timeout: int = 1200,
+) -> ReproduceReport:
+    """Execute every ``*.ipynb`` in ``notebooks`` (sorted) and collect their checks and numbers."""
+    paths = sorted(Path(notebooks).glob("*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"no notebooks (*.ipynb) found in {notebooks}")
+    build.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    report_file = build / "report.jsonl"
+    report_file.write_text("")
+    report = ReproduceReport()
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        started = time.monotonic()
+        error = ""
+        with _environment(
+            **{
+                REPORT_VARIABLE: str(report_file.resolve()),
+                FIGURES_VARIABLE: str(figures.resolve()),
+                NOTEBOOK_VARIABLE: path.stem,
+                PROGRESS_VARIABLE: "0",
+            }
+        ):
+            client = NotebookClient(
+                nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            )
+            try:
+                client.execute()
+            except CellExecutionError as exc:
+                error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        report.runs.append(NotebookRun(path.stem, time.monotonic() - started, error))
+        nbformat.write(nb, path if inplace else build / path.name)
+    report.entries = [json.loads(line) for line in report_file.read_text().splitlines() if line]
+    if build.resolve() != Path(notebooks).resolve():
+        shutil.copy(report_file, build / "report.jsonl")
+    return report

@@ -1,0 +1,48 @@
+"""Reproducibility: one call that fixes seeds, torch's thread count and deterministic kernels.
+
+Notebooks call ``configure()`` in their first cell. The thread count comes from the
+``QATCORE_THREADS`` environment variable (default 2, this course's reference machine), so a test
+can rerun every notebook with another thread count and check that the stored outputs still match.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEFAULT_THREADS = 2
+THREADS_VARIABLE = "QATCORE_THREADS"
+
+
+def thread_count() -> int:
+    """Threads for torch: ``$QATCORE_THREADS`` if set, else 2."""
+    raw = os.environ.get(THREADS_VARIABLE, str(DEFAULT_THREADS))
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{THREADS_VARIABLE} must be an int >= 1, got {raw!r}")
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure(seed: int = 0, threads: int | None = None) -> None:
+    """Fix seeds, thread count (``threads`` or ``thread_count()``) and deterministic algorithms."""
+    threads = thread_count() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    seed_everything(seed)

@@ -1,0 +1,176 @@
+"""A deterministic training loop that records weight trajectories.
+
+The first paper's recipe: SGD with momentum 0.9 or Adam with β₂ = 0.95, a linear warm-up over
+2 % of the steps and then cosine decay to 0, cross-entropy loss. Batches are drawn from a
+generator seeded by ``TrainConfig.seed``, so two runs with the same seed, thread count and
+initial weights give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from qatcore.data import Dataset
+from qatcore.layers import quantized_layers
+
+OPTIMIZERS = ("sgd", "adam")
+PROGRESS_VARIABLE = "QATCORE_PROGRESS"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one run (the paper's defaults).
+
+    ``quantized_lr_factor`` multiplies the learning rate of the quantized weights only: the α of
+    the STE-equivalence theorem.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    beta2: float = 0.95
+    batch_size: int = 600
+    epochs: int = 10
+    warmup_fraction: float = 0.02
+    seed: int = 0
+    quantized_lr_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name in ("lr", "quantized_lr_factor"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if not 0 <= self.momentum < 1 or not 0 < self.beta2 < 1:
+            raise ValueError("momentum must be in [0, 1) and beta2 in (0, 1)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+
+    def steps_per_epoch(self, examples: int) -> int:
+        return math.ceil(examples / self.batch_size)
+
+
+def learning_rate(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    """Per-step losses and learning rates, latent weights of the quantized layers at the recorded
+    steps (step 0 is the initialisation), and final accuracies."""
+
+    losses: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    train_accuracy: float = float("nan")
+    test_accuracy: float = float("nan")
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return os.environ.get(PROGRESS_VARIABLE, "1") != "0" and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    quantized = {id(layer.weight) for layer in quantized_layers(model).values()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in quantized], "factor": config.quantized_lr_factor},
+        {"params": [p for p in model.parameters() if id(p) not in quantized], "factor": 1.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, config.beta2))
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the quantized layers' latent weights, by layer name."""
+    return {name: layer.weight.detach().clone() for name, layer in quantized_layers(model).items()}
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of examples whose arg-max prediction equals the label."""
+    was_training = model.training
+    model.eval()
+    correct = sum(
+        int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
+        for i in range(0, len(x), batch_size)
+    )
+    model.train(was_training)
+    return correct / len(x)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig = TrainConfig(),
+    record_steps: Iterable[int] = (),
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data`` with ``config``; record latent weights at ``record_steps``.
+
+    ``progress``: a tqdm bar (a widget in JupyterLab, text in a terminal); ``None`` shows it
+    unless ``$QATCORE_PROGRESS`` is ``0`` or the call runs under pytest.
+    """
+    n = len(data.x_train)
+    per_epoch = config.steps_per_epoch(n)
+    total = per_epoch * config.epochs
+    record = sorted(set(record_steps))
+    if record and (record[0] < 0 or record[-1] > total):
+        raise ValueError(f"record_steps must lie in [0, {total}] (the run has {total} steps)")
+    optimizer = _optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    result = TrainResult()
+    if 0 in record:
+        result.snapshots[0] = snapshot(model)
+    model.train()
+    bar = tqdm(total=total, desc=f"{config.optimizer} lr={config.lr:g}", disable=not _show_progress(progress), leave=False)
+    step = 0
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.batch_size):
+            batch = order[start : start + config.batch_size]
+            lr = learning_rate(step, total, config.lr, config.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["factor"]
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            loss.backward()
+            optimizer.step()
+            step += 1
+            result.losses.append(float(loss))
+            result.learning_rates.append(lr)
+            if step in record:
+                result.snapshots[step] = snapshot(model)
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+    bar.close()
+    result.train_accuracy = accuracy(model, data.x_train, data.y_train)
+    result.test_accuracy = accuracy(model, data.x_test, data.y_test)
+    return result
