@@ -205,8 +205,7 @@ def _find_idx_files(folder: Path) -> dict[tuple[str, str], Path]:
             missing.append(" or ".join(candidates(stem)))
     if missing:
         raise FileNotFoundError(
-            f"Missing IDX files in {folder}: looked for {'; '.join(missing)}. "
-            f"{_how_to_get(folder)}"
+            f"Missing IDX files in {folder}: looked for {'; '.join(missing)}. {_how_to_get(folder)}"
         )
     return found
 

@@ -64,6 +64,7 @@ class Parameter:
     lower: float = 0.0
     upper: float = math.inf
     lower_open: bool = True
+    upper_open: bool = False
 
     @property
     def symbol(self) -> sp.Symbol:
@@ -76,10 +77,11 @@ class Parameter:
         if not bad:
             value = float(value)
             low_ok = value > self.lower if self.lower_open else value >= self.lower
-            bad = not (math.isfinite(value) and low_ok and value <= self.upper)
+            high_ok = value < self.upper if self.upper_open else value <= self.upper
+            bad = not (math.isfinite(value) and low_ok and high_ok)
         if bad:
             low = f"> {self.lower:g}" if self.lower_open else f">= {self.lower:g}"
-            high = "" if math.isinf(self.upper) else f" and <= {self.upper:g}"
+            high = "" if math.isinf(self.upper) else f" and {'<' if self.upper_open else '<='} {self.upper:g}"
             raise ValueError(f"{self.name} must be a number {low}{high}, got {value!r}")
         return value
 
@@ -275,9 +277,10 @@ class Estimator:
         grid, values = self._bin_values(bits, m)
         worst = int(np.argmin(values[0]))
         lowest = float(values[0][worst])
-        if not lowest > 1e-12 * float(np.max(np.abs(values[0]))):
+        tolerance = 1e-15 * float(np.max(np.abs(values[0])))  # below this, Q̂′ is 0 in float64
+        if not lowest > tolerance:
             where = grid[worst] / step_size(bits, m)
-            what = "vanishes" if abs(lowest) <= 1e-12 else "is negative"
+            what = "is negative" if lowest < -tolerance else "vanishes"
             raise ValueError(
                 f"no weight map for estimator {self.name!r} at {bits} bits: the map needs Q̂′ > 0 "
                 f"throughout each bin, but Q̂′ {what} ({lowest:.3g}) at u = {where:+.3f}·Δ, "
@@ -357,7 +360,9 @@ def _dsq() -> Definition:
 
 def _pwl() -> Definition:
     floor = Parameter(
-        "floor", "Q̂′ at the levels (the bin edges); 1 is the STE, 0 is ApproxSign", 0.5, 0.0, 1.0, False
+        "floor",
+        "Q̂′ at the levels (the bin edges); → 1 tends to the STE, 0 is ApproxSign",
+        0.5, lower=0.0, upper=1.0, lower_open=False, upper_open=True,
     )
     return Definition(
         "pwl",
