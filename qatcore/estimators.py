@@ -137,7 +137,7 @@ class Derivation:
     inverse_integral_numpy: Callable | None = field(repr=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derive(definition: Definition) -> Derivation:
     """Integrate ``1/Q̂′`` with sympy and lambdify everything a numeric caller needs (cached)."""
     args = definition.arguments

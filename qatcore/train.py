@@ -164,12 +164,12 @@ def train(
             loss.backward()
             optimizer.step()
             step += 1
-            result.losses.append(float(loss))
+            result.losses.append(loss.item())
             result.learning_rates.append(lr)
             if step in record:
                 result.snapshots[step] = snapshot(model)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            bar.set_postfix(loss=f"{result.losses[-1]:.3f}", refresh=False)
     bar.close()
     result.train_accuracy = accuracy(model, data.x_train, data.y_train)
     result.test_accuracy = accuracy(model, data.x_test, data.y_test)
