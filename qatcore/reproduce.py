@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -109,6 +108,4 @@ def reproduce(
         report.runs.append(NotebookRun(path.stem, time.monotonic() - started, error))
         nbformat.write(nb, path if inplace else build / path.name)
     report.entries = [json.loads(line) for line in report_file.read_text().splitlines() if line]
-    if build.resolve() != Path(notebooks).resolve():
-        shutil.copy(report_file, build / "report.jsonl")
     return report

@@ -1,0 +1,84 @@
+"""qatcore reproduce on real notebooks run by a real kernel: the table, the figures, the exit code."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from qatcore import report
+from qatcore.reproduce import reproduce
+
+PASSING = """\
+from matplotlib.figure import Figure
+from qatcore.report import check, headline, save_figure
+check("one plus one is two", 1 + 1 == 2)
+headline("a measured number", 0.12345, claim="about 0.1")
+fig = Figure(); fig.subplots().plot([0, 1])
+save_figure(fig, "tiny.png")
+"""
+
+
+def _notebook(folder, name, source):
+    folder.mkdir(exist_ok=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / name)
+
+
+def test_check_prints_records_and_raises(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "r.jsonl"
+    monkeypatch.setenv(report.REPORT_VARIABLE, str(log))
+    monkeypatch.setenv(report.NOTEBOOK_VARIABLE, "nb")
+    report.check("holds", True, "detail")
+    with pytest.raises(report.CheckFailed, match="FAILED: fails"):
+        report.check("fails", False)
+    report.headline("x", 1.23456, "paper", digits=2)
+    assert "✔ verified: holds (detail)" in capsys.readouterr().out
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["name"], e.get("passed"), e["notebook"]) for e in entries] == [
+        ("holds", True, "nb"), ("fails", False, "nb"), ("x", None, "nb")]
+    assert entries[2]["value"] == "1.23"
+
+
+def test_save_figure_writes_only_when_asked(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.delenv(report.FIGURES_VARIABLE, raising=False)
+    assert report.save_figure(Figure(), "a.png") is None
+    monkeypatch.setenv(report.FIGURES_VARIABLE, str(tmp_path))
+    assert report.save_figure(Figure(), "a.png") == tmp_path / "a.png"
+    assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_reproduce_collects_checks_numbers_and_figures(tmp_path):
+    _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
+    result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs")
+    assert result.ok
+    assert [e["name"] for e in result.entries] == ["one plus one is two", "a measured number"]
+    assert (tmp_path / "figs" / "tiny.png").exists()
+    executed = nbformat.read(tmp_path / "build" / "01_ok.ipynb", as_version=4)
+    assert "✔ verified: one plus one is two" in executed.cells[0].outputs[0]["text"]
+    untouched = nbformat.read(tmp_path / "nbs" / "01_ok.ipynb", as_version=4)
+    assert untouched.cells[0].outputs == []
+    table = result.to_markdown()
+    assert "| 01_ok | number | a measured number | 0.123 | about 0.1 |" in table
+
+
+def test_cli_exits_non_zero_when_a_check_fails(tmp_path):
+    _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
+    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.report import check\ncheck('false claim', 1 > 2)")
+    run = subprocess.run(
+        [sys.executable, "-m", "qatcore", "reproduce", "--notebooks", str(tmp_path / "nbs"),
+         "--build", str(tmp_path / "build"), "--figures", str(tmp_path / "figs")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "| 02_bad | check | false claim | FAIL |" in run.stdout
+    assert "FAILED: 1 check(s) failed" in run.stdout
+
+
+def test_reproduce_without_notebooks_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no notebooks"):
+        reproduce(tmp_path, tmp_path / "b", tmp_path / "f")
