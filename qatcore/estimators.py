@@ -112,7 +112,7 @@ class Definition:
         return (u, DELTA, M_RANGE, *(p.symbol for p in self.parameters), *extra)
 
 
-def _without_reciprocal_hyperbolics(expr: sp.Expr) -> sp.Expr:
+def without_reciprocal_hyperbolics(expr: sp.Expr) -> sp.Expr:
     """sech, csch, coth as cosh/sinh: the torch and numpy printers know only the latter."""
     return expr.replace(sp.sech, lambda a: 1 / sp.cosh(a)).replace(
         sp.csch, lambda a: 1 / sp.sinh(a)
@@ -125,6 +125,11 @@ def _complex_log(x):
 
 def _complex_sqrt(x):
     return np.sqrt(np.asarray(x, dtype=complex))
+
+
+#: lambdify modules that take logs and roots of negative numbers on the complex plane: sympy's
+#: closed forms may hold log(negative) terms whose imaginary parts cancel.
+COMPLEX_NUMPY = [{"log": _complex_log, "sqrt": _complex_sqrt}, "numpy"]
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,7 @@ class Derivation:
 def derive(definition: Definition) -> Derivation:
     """Integrate ``1/Q̂′`` with sympy and lambdify everything a numeric caller needs (cached)."""
     args = definition.arguments
-    expr = _without_reciprocal_hyperbolics(definition.derivative)
+    expr = without_reciprocal_hyperbolics(definition.derivative)
     derivative_torch = sp.lambdify(args, expr, modules="torch")
     derivative_numpy = sp.lambdify(args, expr, modules="numpy")
     inverse_integral, inverse_integral_numpy = None, None
@@ -151,8 +156,8 @@ def derive(definition: Definition) -> Derivation:
             inverse_integral = integral
             inverse_integral_numpy = sp.lambdify(
                 args,
-                _without_reciprocal_hyperbolics(integral),
-                modules=[{"log": _complex_log, "sqrt": _complex_sqrt}, "numpy"],
+                without_reciprocal_hyperbolics(integral),
+                modules=COMPLEX_NUMPY,
             )
     return Derivation(inverse_integral, derivative_torch, derivative_numpy, inverse_integral_numpy)
 
