@@ -43,3 +43,45 @@ def plot_estimators(
     backward.set_title("backward: Q̂′(w) (dotted: rounding thresholds)")
     backward.set_ylabel("Q̂′(w)")
     return fig
+
+
+def plot_weight_map(names: Sequence[str] = ("pwl", "dsq", "swish_sign"), bits: int = 2, m: float = 1.0) -> Figure:
+    """For each estimator: ``Q̂′`` and ``1/Q̂′`` (left) and the weight map ``M`` (right), α in the legend."""
+    w = torch.linspace(-m, m, 1201, dtype=torch.float64)
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for index, name in enumerate(names):
+        est = estimators.get(name)
+        colour = f"C{index}"
+        slope = est.derivative(w, bits, m)
+        left.plot(w, slope, color=colour, lw=1.6, label=f"Q̂′ {name}")
+        left.plot(w, 1 / slope, color=colour, lw=1.2, ls="--", label=f"1/Q̂′ {name}")
+        right.plot(w, est.weight_map(w, bits, m), color=colour, lw=1.6,
+                   label=f"M ({name}), α = {est.alpha(bits, m):.3f}")
+    right.plot(w, w, color="black", lw=0.8, ls=":", label="identity (STE)")
+    for axis in (left, right):
+        for t in thresholds(bits, m):
+            axis.axvline(float(t), color="grey", lw=0.6, ls=":")
+        axis.set_xlabel("latent weight w")
+        axis.legend(fontsize=7, loc="upper left")
+    left.set_ylim(0, None)
+    left.set_title(f"Q̂′ and 1/Q̂′ ({bits} bits)")
+    right.set_title("weight map M: remaps initial weights for the STE run")
+    return fig
+
+
+def plot_scaling(etas, one_step, fixed_time, slopes: tuple[float, float]) -> Figure:
+    """Log-log plot: one-step gap ∝ η² and fixed-time gap ∝ η, with the fitted slopes."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    for axis, gaps, slope, order, title in zip(
+        fig.subplots(1, 2), (one_step, fixed_time), slopes, (2, 1),
+        ("gap after one step", "gap at a fixed training time Tη"), strict=True,
+    ):
+        axis.loglog(etas, gaps, "o-", label=f"measured, fitted slope {slope:.2f}")
+        reference = [gaps[0] * (e / etas[0]) ** order for e in etas]
+        axis.loglog(etas, reference, "k:", label=f"slope {order} (theory)")
+        axis.set_xlabel("learning rate η")
+        axis.set_ylabel("max |M(w) − u|")
+        axis.set_title(title)
+        axis.legend(fontsize=8)
+    return fig
