@@ -1,0 +1,452 @@
+"""A numeric cross-check of "custom estimators are STEs in disguise" on a random quadratic loss.
+
+The loss ``½ (q − t)ᵀ A (q − t)`` is evaluated on the quantized weights ``q = Q(w)``, so its
+gradient ``g = A(q − t)`` depends on the latent weights only through ``Q(w)``, as the theorem
+requires. A run with a custom estimator ``Q̂′`` (rate ``η``, start ``w₀``) is paired with an STE
+run: for SGD and heavy-ball momentum the STE starts at ``M(w₀)`` with rate ``αη``; for Adam it
+starts at ``w₀`` with rate ``η``. The theory says the pair parts by ``O(η²)`` in one step and by
+``O(η)`` over a fixed training time ``steps·η``; ``one_step_gap``, ``fixed_time_gap`` and
+``fit_slope`` measure both orders.
+
+The defaults (``DEFAULT_ETAS``, ``DEFAULT_TIME``, 16 weights, 2 bits, ``m = 1``) put every η in
+the asymptotic regime for DSQ and PWL: the ranges stop where ``gap/η`` starts to drift with η, and
+the times were set from how far the weights travel. They were checked on ten seeds, not only the
+default one, and each fitted slope stayed within 0.1 of the theory. Momentum needs rates about 300
+times smaller than SGD's: its velocity is ``1/(1−μ) = 10`` times the gradient, and it adds up
+gradients from about ``μ/(1−μ) = 9`` steps back, where ``Q̂′`` was different. Everything is
+float64 and deterministic given the problem's seed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from qatcore import estimators
+from qatcore.estimators import Estimator
+from qatcore.quantizers import (
+    check_bits,
+    check_range,
+    levels,
+    step_size,
+    thresholds,
+    uniform_quantize,
+)
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+MOMENTUM = 0.9
+ADAM_BETAS = (0.9, 0.95)
+ADAM_EPS = 1e-12
+EIGENVALUE_RANGE = (0.5, 2.0)
+
+#: Training time ``steps·η`` of ``fixed_time_gap``. In time 1, SGD moves the median weight about a
+#: third of a bin (2 bits, ``m = 1``, seeds 0–3), and the farthest about one bin. Most weights
+#: reach a threshold and then hop back and forth across it, thousands of times in all. Momentum
+#: moves 10 times faster per unit of time. Its time is 50 times shorter, so the median weight moves
+#: a tenth of a bin, the farthest half a bin, and a third of the weights still cross.
+DEFAULT_TIME = {"sgd": 1.0, "momentum": 0.02, "adam": 1.0}
+
+#: η ranges where the gaps of DSQ and PWL at 2 bits follow their leading order. SGD's range spans
+#: 1.5 decades. Momentum's spans one decade: its higher-order terms are larger, so its rates are
+#: smaller, and each further decade down would cost ten times the steps.
+DEFAULT_ETAS = {
+    "sgd": np.logspace(-3.5, -2.0, 5),
+    "momentum": np.logspace(-5.5, -4.5, 5),
+}
+
+
+def _check_int(name: str, value: object, lowest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
+        raise ValueError(f"{name} must be an int >= {lowest}, got {value!r}")
+    return int(value)
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_optimizer(optimizer: object, allowed: Sequence[str] = OPTIMIZERS) -> str:
+    if not isinstance(optimizer, str) or optimizer not in allowed:
+        raise ValueError(f"optimizer must be one of {', '.join(allowed)}, got {optimizer!r}")
+    return optimizer
+
+
+def _check_etas(etas: Sequence[float]) -> np.ndarray:
+    try:
+        values = np.asarray(etas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"etas must be a sequence of learning rates, got {etas!r}") from None
+    if values.ndim != 1 or len(values) < 2 or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"etas must be at least 2 finite learning rates > 0, got {etas!r}")
+    return values
+
+
+def _check_weights(name: str, w: object, dim: int) -> np.ndarray:
+    if not isinstance(w, torch.Tensor) or w.shape != (dim,) or not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{name} must be a finite tensor of shape ({dim},), got {w!r}")
+    return w.detach().to(torch.float64).numpy()
+
+
+@dataclass(frozen=True)
+class QuadraticProblem:
+    """A random well-conditioned quadratic loss on ``dim`` quantized weights, fixed by ``seed``."""
+
+    dim: int = 16
+    bits: int = 2
+    m: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("dim", self.dim, 1)
+        check_bits(self.bits)
+        object.__setattr__(self, "m", check_range(self.m))
+        _check_int("seed", self.seed, 0)
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(self.dim, generator=generator, dtype=torch.float64)
+
+        basis, _ = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=generator, dtype=torch.float64))
+        matrix = (basis * uniform(*EIGENVALUE_RANGE)) @ basis.T
+        object.__setattr__(self, "_matrix", (matrix + matrix.T) / 2)  # symmetric to the last bit
+        object.__setattr__(self, "_target", uniform(-self.m, self.m))
+        object.__setattr__(self, "_w0", uniform(-self.m, self.m))
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The symmetric positive-definite ``A``, eigenvalues in [0.5, 2] (a copy)."""
+        return self._matrix.clone()
+
+    @property
+    def target(self) -> torch.Tensor:
+        """The minimiser ``t`` of the loss before quantization, uniform in ``[−m, m]`` (a copy)."""
+        return self._target.clone()
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """``Q(w)`` at this problem's bit width and range: the weights the loss sees."""
+        return uniform_quantize(w, self.bits, self.m)
+
+    def loss(self, q: torch.Tensor) -> torch.Tensor:
+        """``½ (q − t)ᵀ A (q − t)`` of quantized weights ``q`` (differentiable, batched over rows)."""
+        r = q - self._target
+        return 0.5 * ((r @ self._matrix) * r).sum(-1)
+
+    def gradient(self, q: torch.Tensor) -> torch.Tensor:
+        """``A(q − t)`` in closed form: the loss gradient with respect to the quantized weights."""
+        return (q - self._target) @ self._matrix
+
+    def initial_weights(self) -> torch.Tensor:
+        """A start ``w₀`` drawn uniformly from ``[−m, m]``, the same for the same seed (a copy)."""
+        return self._w0.clone()
+
+
+# --- training ---------------------------------------------------------------------------------
+
+#: ``Q̂′`` as a function of the latent weights and the loss gradient (numpy arrays, float64).
+Slope = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _estimator_slope(problem: QuadraticProblem, estimator: Estimator) -> Slope:
+    """``estimator.derivative`` as a fast numpy function: the same lambdified sympy ``Q̂′``, with
+    the argument checks and symbol look-ups done once instead of on each of thousands of steps.
+    The tests check it against ``estimator.derivative`` and autograd through ``estimator.quantize``.
+    """
+    bits, m = problem.bits, problem.m
+    if estimator.depends_on_gradient_sign:  # outside the theory; the slow, general path
+
+        def by_gradient_sign(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+            grad_sign = torch.from_numpy(np.where(g >= 0, 1.0, -1.0))
+            return estimator.derivative(torch.from_numpy(w), bits, m, grad_sign=grad_sign).numpy()
+
+        return by_gradient_sign
+    delta = step_size(bits, m)
+    formula = estimators.derive(estimator.definition).derivative_numpy
+    params = list(estimator.parameter_values(bits).values())
+
+    def slope(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+        index = np.minimum(np.maximum(np.floor((w + m) / delta), 0), 2**bits - 2)
+        offset = w + m - (index + 0.5) * delta  # from the threshold at the centre of w's bin
+        return np.where(np.abs(w) <= m, formula(offset, delta, m, *params), 0.0)
+
+    return slope
+
+
+def _train(
+    problem: QuadraticProblem, slope: Slope, eta: float | np.ndarray, steps: int, optimizer: str, w0: np.ndarray
+) -> np.ndarray:
+    """Latent weights ``(steps+1, *w0.shape)`` of ``optimizer`` on the estimate ``Q̂′(w)·g(Q(w))``.
+
+    Rows of a 2-d ``w0`` are independent runs, each with its own rate in ``eta`` (shape ``(n, 1)``).
+    Written in numpy rather than torch: with 16 weights, each torch call costs more than its
+    arithmetic, and the scaling checks take tens of thousands of steps. ``Q`` is
+    ``uniform_quantize``'s formula.
+    """
+    matrix, target = problem.matrix.numpy(), problem.target.numpy()
+    m, delta = problem.m, step_size(problem.bits, problem.m)
+    beta1, beta2 = ADAM_BETAS
+    trajectory = np.empty((steps + 1, *w0.shape))
+    w = trajectory[0] = w0
+    first, second = np.zeros_like(w), np.zeros_like(w)
+    for t in range(1, steps + 1):
+        q = delta * np.round((np.minimum(np.maximum(w, -m), m) + m) / delta) - m
+        g = (q - target) @ matrix
+        estimate = slope(w, g) * g
+        if optimizer == "sgd":
+            step = estimate
+        elif optimizer == "momentum":
+            first = MOMENTUM * first + estimate
+            step = first
+        else:
+            first = beta1 * first + (1 - beta1) * estimate
+            second = beta2 * second + (1 - beta2) * estimate**2
+            step = first / (1 - beta1**t) / (np.sqrt(second / (1 - beta2**t)) + ADAM_EPS)
+        w = trajectory[t] = w - eta * step
+    return trajectory
+
+
+def simulate(
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    eta: float,
+    steps: int,
+    optimizer: str = "sgd",
+    w0: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Latent weights ``(steps+1)×dim`` of training with the estimator's backward ``Q̂′(w)·g``."""
+    estimator = estimators.get(estimator)
+    eta = _check_positive("eta", eta)
+    steps = _check_int("steps", steps, 0)
+    optimizer = _check_optimizer(optimizer)
+    start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
+    slope = _estimator_slope(problem, estimator)
+    return torch.from_numpy(_train(problem, slope, eta, steps, optimizer, start))
+
+
+# --- paired runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedRun:
+    """A custom-estimator run, the STE run the theory pairs it with, and the gap between them.
+
+    ``gap[t]`` is ``max_i |M(w_t) − u_t|`` for adjusted SGD and momentum, which is the theorem's
+    claim in ``M``-space. For Adam and for the unadjusted baseline it is ``max_i |w_t − u_t|``,
+    because they claim the runs agree as they are. ``agreement`` is the fraction of weights with
+    ``Q(w_T) == Q(u_T)`` at the end. ``mean_agreement`` is the same fraction averaged over all
+    steps; it is less affected by weights that hop across a threshold near the end.
+    """
+
+    optimizer: str
+    eta: float
+    adjusted: bool
+    alpha: float
+    custom: torch.Tensor
+    ste: torch.Tensor
+    gap: torch.Tensor
+    agreement: float
+    mean_agreement: float
+
+    @property
+    def final_gap(self) -> float:
+        """The gap after the last step."""
+        return float(self.gap[-1])
+
+    @property
+    def max_gap(self) -> float:
+        """The largest gap along the run."""
+        return float(self.gap.max())
+
+
+def _pair(
+    problem: QuadraticProblem,
+    estimator: Estimator,
+    etas: np.ndarray,
+    steps: int,
+    optimizer: str,
+    adjusted: bool,
+    w0: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Both runs of a pair for every η at once (one row each): custom, STE, gap ``(steps+1, n)``, α."""
+    bits, m = problem.bits, problem.m
+    remap = adjusted and optimizer != "adam"
+    alpha = estimator.alpha(bits, m) if remap else 1.0
+
+    def to_ste_space(w: np.ndarray) -> np.ndarray:
+        return estimator.weight_map(torch.from_numpy(w), bits, m).numpy() if remap else w
+
+    rates = etas[:, None]
+    starts = np.tile(w0, (len(etas), 1))
+    custom = _train(problem, _estimator_slope(problem, estimator), rates, steps, optimizer, starts)
+    ste_slope = _estimator_slope(problem, estimators.get("ste"))
+    ste = _train(problem, ste_slope, alpha * rates, steps, optimizer, to_ste_space(starts))
+    gap = np.abs(to_ste_space(custom) - ste).max(axis=-1)
+    return custom, ste, gap, alpha
+
+
+def paired_runs(
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    eta: float,
+    steps: int,
+    optimizer: str = "sgd",
+    adjusted: bool = True,
+    w0: torch.Tensor | None = None,
+) -> PairedRun:
+    """Train with the custom estimator and with its STE counterpart, to measure how far they part.
+
+    Adjusted, the STE starts at ``M(w₀)`` with rate ``αη`` for SGD and momentum, and at ``w₀`` with
+    rate ``η`` for Adam (no remapping). Unadjusted (the naive baseline), it starts at ``w₀`` with
+    rate ``η`` for every optimizer; for Adam the two choices are the same.
+    """
+    estimator = estimators.get(estimator)
+    eta = _check_positive("eta", eta)
+    steps = _check_int("steps", steps, 0)
+    optimizer = _check_optimizer(optimizer)
+    if not isinstance(adjusted, bool):
+        raise ValueError(f"adjusted must be True or False, got {adjusted!r}")
+    start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
+    custom, ste, gap, alpha = _pair(problem, estimator, np.array([eta]), steps, optimizer, adjusted, start)
+    same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(torch.from_numpy(ste[:, 0]))
+    return PairedRun(
+        optimizer, eta, adjusted, alpha,
+        custom=torch.from_numpy(custom[:, 0]),
+        ste=torch.from_numpy(ste[:, 0]),
+        gap=torch.from_numpy(gap[:, 0]),
+        agreement=float(same[-1].double().mean()),
+        mean_agreement=float(same.double().mean()),
+    )
+
+
+# --- the two orders of the theory -------------------------------------------------------------
+
+
+def _step_bound(problem: QuadraticProblem, estimator: Estimator) -> float:
+    """A bound on ``|Q̂′(w)·g|`` at any weights: ``max Q̂′ · max_i Σ_j |A_ij| (m + |t_j|)``."""
+    grid = torch.linspace(-problem.m, problem.m, 4001, dtype=torch.float64)
+    slope = float(estimator.derivative(grid, problem.bits, problem.m).abs().max())
+    gradient = float((problem.matrix.abs() @ (problem.m + problem.target.abs())).max())
+    return slope * gradient
+
+
+def safe_start(problem: QuadraticProblem, reach: float) -> torch.Tensor:
+    """``w₀`` with every weight more than ``reach`` from each threshold and level (``±m`` included).
+
+    Any weight of ``initial_weights()`` that is too close is drawn again from a generator seeded by
+    the problem's seed, so the result is the same every time. Steps that move no weight further
+    than ``reach`` then cross no threshold, bin edge or clip.
+    """
+    reach = _check_positive("reach", reach)
+    marks = torch.cat([thresholds(problem.bits, problem.m), levels(problem.bits, problem.m)])
+    spacing = float(marks.sort().values.diff().min())
+    if reach >= 0.45 * spacing:
+        raise ValueError(
+            f"reach must be below {0.45 * spacing:.4g} (0.45 of the distance between a threshold "
+            f"and a level), got {reach!r}"
+        )
+    generator = torch.Generator().manual_seed(problem.seed + 1)
+    w0 = problem.initial_weights()
+    while True:
+        too_close = (w0[:, None] - marks).abs().amin(dim=1) <= reach
+        if not too_close.any():
+            return w0
+        fresh = problem.m * (2 * torch.rand(problem.dim, generator=generator, dtype=torch.float64) - 1)
+        w0 = torch.where(too_close, fresh, w0)
+
+
+def one_step_gap(
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    etas: Sequence[float],
+    optimizer: str = "sgd",
+    steps: int = 1,
+) -> np.ndarray:
+    """The gap after one step (or ``steps`` steps) for each ``η``; the theory says ``O(η²)``.
+
+    Every run starts from ``safe_start``. No weight starts within ``max(η)·max|Q̂′g|·steps²`` of a
+    threshold, level or ``±m``, so at the largest ``η`` no weight reaches one: ``g`` stays fixed and
+    the gap is the Taylor remainder of ``M`` alone. For momentum from rest, the first step is
+    SGD's; pass ``steps > 1`` to let the velocity build up. Adam is excluded because its first
+    step is ``η·sign(g)`` for every estimator, so there is no ``η²`` term to measure.
+    """
+    estimator = estimators.get(estimator)
+    etas = _check_etas(etas)
+    optimizer = _check_optimizer(optimizer, ("sgd", "momentum"))
+    steps = _check_int("steps", steps, 1)
+    w0 = safe_start(problem, etas.max() * _step_bound(problem, estimator) * steps**2)
+    _, _, gap, _ = _pair(problem, estimator, etas, steps, optimizer, True, w0.numpy())
+    return gap[-1]
+
+
+def fixed_time_gap(
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    etas: Sequence[float],
+    time: float | None = None,
+    optimizer: str = "sgd",
+) -> np.ndarray:
+    """The largest gap over ``round(time/η)`` steps for each ``η``; the theory says ``O(η)``.
+
+    The maximum over the run is used instead of the final value because it matches the theorem,
+    which bounds the gap over the whole run. Within time 1, SGD's weights reach thresholds and then
+    hop back and forth across them every few steps. Each hop changes ``g`` for every weight, and the
+    two runs hop a step apart in a pattern that depends on ``η``. The gap stays ``O(η)``, but its
+    final value swings by up to a factor of 2 from one ``η`` to the next, while the running
+    maximum varies by at most 1.2 (``gap/η``, seeds 0–3). Every step of every run counts; none is dropped.
+    """
+    estimator = estimators.get(estimator)
+    etas = _check_etas(etas)
+    optimizer = _check_optimizer(optimizer)
+    time = DEFAULT_TIME[optimizer] if time is None else _check_positive("time", time)
+    steps = [max(1, round(time / eta)) for eta in etas]
+    w0 = problem.initial_weights().numpy()
+    _, _, gap, _ = _pair(problem, estimator, etas, max(steps), optimizer, True, w0)
+    return np.array([gap[: n + 1, i].max() for i, n in enumerate(steps)])
+
+
+def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x``: the order ``p`` of a power law ``y ∝ x^p``."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
+        raise ValueError(f"x and y must be 1-d and of the same length >= 2, got shapes {x.shape} and {y.shape}")
+    if not (np.all(x > 0) and np.all(y > 0) and np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("x and y must be finite and > 0, to take their logarithms")
+    if np.ptp(np.log(x)) == 0:
+        raise ValueError("x must hold at least two different values")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def adam_scale_invariance(
+    problem: QuadraticProblem, scale: torch.Tensor | None = None, eta: float = 1e-2, steps: int = 100
+) -> dict[str, float]:
+    """Per optimizer, the largest difference in weights between training on ``g`` and on ``c·g``.
+
+    Here ``c`` is one positive factor per weight, by default ``10^U(−1, 1)`` drawn from the seed.
+    Adam's ``m̂/(√v̂ + ε)`` does not change when each coordinate's gradients are multiplied by a
+    constant ``c`` (up to ``ε``), which is why Adam needs no remap. SGD and momentum move ``c``
+    times as far. Both runs are STE runs from ``initial_weights()``.
+    """
+    eta = _check_positive("eta", eta)
+    steps = _check_int("steps", steps, 1)
+    if scale is None:
+        generator = torch.Generator().manual_seed(problem.seed + 2)
+        scale = 10 ** (2 * torch.rand(problem.dim, generator=generator, dtype=torch.float64) - 1)
+    factor = _check_weights("scale", scale, problem.dim)
+    if not np.all(factor > 0):
+        raise ValueError(f"scale must hold factors > 0, got {scale!r}")
+    ste = _estimator_slope(problem, estimators.get("ste"))
+
+    def scaled(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return factor * ste(w, g)
+
+    w0 = problem.initial_weights().numpy()
+    return {
+        opt: float(np.abs(_train(problem, scaled, eta, steps, opt, w0) - _train(problem, ste, eta, steps, opt, w0)).max())
+        for opt in OPTIMIZERS
+    }

@@ -1,0 +1,190 @@
+"""qatcore.quadratic: the numeric cross-check of "custom estimators are STEs in disguise"."""
+
+import numpy as np
+import pytest
+import torch
+
+from qatcore import estimators as E
+from qatcore import quadratic as Q
+from qatcore.quantizers import levels, thresholds
+
+SCALING = [(name, opt) for name in ("dsq", "pwl") for opt in ("sgd", "momentum")]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0)
+
+
+def test_problem_is_a_well_conditioned_quadratic_fixed_by_its_seed(problem):
+    a = problem.matrix
+    assert torch.equal(a, a.T)
+    eigenvalues = torch.linalg.eigvalsh(a)
+    assert eigenvalues.min() >= 0.5 - 1e-12 and eigenvalues.max() <= 2.0 + 1e-12
+    again = Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0)
+    assert torch.equal(again.matrix, a) and torch.equal(again.target, problem.target)
+    assert torch.equal(again.initial_weights(), problem.initial_weights())
+    assert not torch.equal(Q.QuadraticProblem(seed=1).matrix, a)
+    assert problem.initial_weights().abs().max() <= problem.m
+
+
+def test_gradient_is_autograd_of_the_loss(problem):
+    generator = torch.Generator().manual_seed(5)
+    q = problem.quantize(2 * torch.rand(4, problem.dim, generator=generator, dtype=torch.float64) - 1)
+    q.requires_grad_(True)
+    problem.loss(q).sum().backward()
+    torch.testing.assert_close(q.grad, problem.gradient(q.detach()), rtol=1e-13, atol=1e-14)
+    assert problem.loss(problem.target) == 0
+
+
+@pytest.mark.parametrize("name", ["ste", "pwl", "dsq", "ewgs"])  # swish_sign: sympy takes 7 s
+def test_simulated_step_is_autograd_through_the_estimators_quantize(name):
+    # weights on a grid across the whole range and past ±m, so every part of Q̂′ is exercised
+    problem = Q.QuadraticProblem(dim=97, seed=3)
+    w0 = torch.linspace(-1.2, 1.2, 97, dtype=torch.float64)
+    est = E.get(name)
+    eta = 1e-3
+    w1 = Q.simulate(problem, est, eta, 1, "sgd", w0=w0)[1]
+    w = w0.clone().requires_grad_(True)
+    problem.loss(est.quantize(w, problem.bits, problem.m)).backward()
+    torch.testing.assert_close((w0 - w1) / eta, w.grad, rtol=1e-9, atol=1e-12)
+    assert w.grad[w0.abs() > problem.m].abs().max() == 0  # clipped weights get no gradient
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "make"),
+    [
+        ("sgd", lambda p, lr: torch.optim.SGD(p, lr=lr)),
+        ("momentum", lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
+        ("adam", lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.9, 0.95), eps=1e-12)),
+    ],
+)
+def test_simulate_matches_torch_optimizers_with_autograd(problem, optimizer, make):
+    est, eta, steps = E.get("dsq"), 3e-3, 40
+    trajectory = Q.simulate(problem, est, eta, steps, optimizer)
+    w = problem.initial_weights().requires_grad_(True)
+    opt = make([w], eta)
+    expected = [w.detach().clone()]
+    for _ in range(steps):
+        opt.zero_grad()
+        problem.loss(est.quantize(w, problem.bits, problem.m)).backward()
+        opt.step()
+        expected.append(w.detach().clone())
+    torch.testing.assert_close(trajectory, torch.stack(expected), rtol=1e-10, atol=1e-12)
+    assert not torch.equal(trajectory[-1], trajectory[0])
+
+
+def test_runs_are_deterministic(problem):
+    a = Q.paired_runs(problem, "pwl", 1e-2, 50, "momentum")
+    b = Q.paired_runs(Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0), "pwl", 1e-2, 50, "momentum")
+    assert torch.equal(a.custom, b.custom) and torch.equal(a.ste, b.ste) and torch.equal(a.gap, b.gap)
+    assert a.custom.shape == (51, 16) and a.custom.dtype == torch.float64
+
+
+def test_paired_run_pairs_as_the_theory_says(problem):
+    est = E.get("dsq")
+    run = Q.paired_runs(problem, est, 1e-2, 10, "sgd")
+    assert run.alpha == pytest.approx(est.alpha(2, 1.0))
+    torch.testing.assert_close(run.ste[0], est.weight_map(problem.initial_weights(), 2, 1.0))
+    expected = Q.simulate(problem, "ste", run.alpha * 1e-2, 10, "sgd", w0=run.ste[0])
+    torch.testing.assert_close(run.ste, expected, rtol=0, atol=0)
+    mapped = est.weight_map(run.custom, 2, 1.0)
+    torch.testing.assert_close(run.gap, (mapped - run.ste).abs().amax(dim=1), rtol=0, atol=0)
+    adam = Q.paired_runs(problem, est, 1e-2, 10, "adam")
+    assert adam.alpha == 1.0 and torch.equal(adam.ste[0], problem.initial_weights())
+    unadjusted = Q.paired_runs(problem, est, 1e-2, 10, "adam", adjusted=False)
+    assert torch.equal(adam.gap, unadjusted.gap)
+
+
+@pytest.mark.parametrize("optimizer", Q.OPTIMIZERS)
+def test_ste_paired_with_itself_has_no_gap(problem, optimizer):
+    run = Q.paired_runs(problem, "ste", 1e-2, 100, optimizer)
+    assert run.max_gap < 1e-12
+    assert run.agreement == 1.0 and run.mean_agreement == 1.0
+
+
+def test_safe_start_keeps_away_from_thresholds_and_levels(problem):
+    w0 = Q.safe_start(problem, 0.1)
+    marks = torch.cat([thresholds(2, 1.0), levels(2, 1.0)])
+    assert (w0[:, None] - marks).abs().min() > 0.1
+    assert torch.equal(w0, Q.safe_start(problem, 0.1))
+
+
+@pytest.mark.parametrize(("name", "optimizer"), SCALING)
+def test_one_step_gap_is_second_order(problem, name, optimizer):
+    etas = Q.DEFAULT_ETAS[optimizer]
+    gaps = Q.one_step_gap(problem, name, etas, optimizer)
+    assert Q.fit_slope(etas, gaps) == pytest.approx(2.0, abs=0.2)
+    if optimizer == "momentum":  # from rest the first momentum step is SGD's
+        np.testing.assert_array_equal(gaps, Q.one_step_gap(problem, name, etas, "sgd"))
+        ten_steps = Q.one_step_gap(problem, name, etas, optimizer, steps=10)
+        assert Q.fit_slope(etas, ten_steps) == pytest.approx(2.0, abs=0.2)
+
+
+@pytest.mark.parametrize(("name", "optimizer"), SCALING)
+def test_fixed_time_gap_is_first_order(problem, name, optimizer):
+    etas = Q.DEFAULT_ETAS[optimizer]
+    assert np.ptp(np.log10(etas)) >= 1.0
+    gaps = Q.fixed_time_gap(problem, name, etas, optimizer=optimizer)
+    assert Q.fit_slope(etas, gaps) == pytest.approx(1.0, abs=0.2)
+
+
+@pytest.mark.parametrize("name", ["dsq", "pwl"])
+def test_the_remap_beats_the_plain_ste_for_sgd_and_adam_needs_none(problem, name):
+    eta, steps = 1e-3, 1000
+    adjusted = Q.paired_runs(problem, name, eta, steps, "sgd")
+    plain = Q.paired_runs(problem, name, eta, steps, "sgd", adjusted=False)
+    adam = Q.paired_runs(problem, name, eta, steps, "adam")
+    assert adjusted.max_gap < 0.05 * plain.max_gap
+    assert adjusted.mean_agreement > plain.mean_agreement
+    assert adam.max_gap < 0.3 * plain.max_gap
+
+
+def test_adam_is_invariant_to_a_constant_gradient_factor(problem):
+    differences = Q.adam_scale_invariance(problem)
+    assert differences["adam"] < 1e-9
+    assert differences["sgd"] > 0.1 and differences["momentum"] > 0.1
+
+
+def test_fit_slope_recovers_a_power_law():
+    x = np.array([1e-3, 3e-3, 1e-2, 3e-2])
+    assert Q.fit_slope(x, 7 * x**1.5) == pytest.approx(1.5, abs=1e-12)
+
+
+def test_estimators_outside_the_theory_can_train_but_not_pair(problem):
+    assert Q.simulate(problem, "ewgs", 1e-2, 5).shape == (6, 16)
+    with pytest.raises(ValueError, match="no weight map"):
+        Q.paired_runs(problem, "ewgs", 1e-2, 5)
+
+
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda p: Q.QuadraticProblem(dim=0), "dim"),
+        (lambda p: Q.QuadraticProblem(dim=2.5), "dim"),
+        (lambda p: Q.QuadraticProblem(bits=0), "bits"),
+        (lambda p: Q.QuadraticProblem(m=-1.0), "m"),
+        (lambda p: Q.QuadraticProblem(seed=-1), "seed"),
+        (lambda p: Q.simulate(p, "dsq", 0.0, 5), "eta"),
+        (lambda p: Q.simulate(p, "dsq", float("nan"), 5), "eta"),
+        (lambda p: Q.simulate(p, "dsq", 1e-2, -1), "steps"),
+        (lambda p: Q.simulate(p, "dsq", 1e-2, 5, "rmsprop"), "optimizer"),
+        (lambda p: Q.simulate(p, "dsq", 1e-2, 5, w0=torch.zeros(3)), "w0"),
+        (lambda p: Q.simulate(p, "nope", 1e-2, 5), "estimator"),
+        (lambda p: Q.paired_runs(p, "dsq", 1e-2, 5, adjusted="yes"), "adjusted"),
+        (lambda p: Q.one_step_gap(p, "dsq", [1e-3]), "etas"),
+        (lambda p: Q.one_step_gap(p, "dsq", [1e-3, -1e-2]), "etas"),
+        (lambda p: Q.one_step_gap(p, "dsq", [1e-3, 1e-2], "adam"), "optimizer"),
+        (lambda p: Q.one_step_gap(p, "dsq", [1e-3, 1e-2], steps=0), "steps"),
+        (lambda p: Q.one_step_gap(p, "dsq", [1e-2, 1.0]), "reach"),
+        (lambda p: Q.fixed_time_gap(p, "dsq", [1e-3, 1e-2], time=0), "time"),
+        (lambda p: Q.safe_start(p, 0.5), "reach"),
+        (lambda p: Q.fit_slope([1, 2], [1, 2, 3]), "x and y"),
+        (lambda p: Q.fit_slope([1, 2], [0, 1]), "x and y"),
+        (lambda p: Q.adam_scale_invariance(p, -torch.ones(16)), "scale"),
+        (lambda p: Q.adam_scale_invariance(p, eta=0), "eta"),
+    ],
+)
+def test_bad_arguments_are_named(problem, call, argument):
+    with pytest.raises(ValueError, match=argument):
+        call(problem)
