@@ -20,6 +20,30 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 1
 
 
+def _equivalence(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore import runtime
+    from qatcore.equivalence import EquivalenceConfig, run_equivalence
+
+    runtime.configure(seed=args.seed)
+    config = EquivalenceConfig(
+        estimator=args.estimator, bits=args.bits, optimizer=args.optimizer, lr=args.lr,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+    )
+    summary = run_equivalence(config, progress=not args.json).to_dict()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{config.estimator}, {config.bits} bits, {config.optimizer}, lr {config.rate:g}, α = {summary['alpha']:.4f}")
+    print(f"{'pair':<12}{'quantized agreement':>22}{'alignment error':>18}{'predictions':>14}")
+    for pair, metrics in summary["pairs"].items():
+        print(f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
+              f"{metrics['prediction_agreement']:>14.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qatcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -29,12 +53,36 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures", default="figures", help="where figures are written")
     rep.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves")
     rep.set_defaults(run=_reproduce)
+
+    from qatcore.data import DATASETS
+    from qatcore.estimators import names
+    from qatcore.train import OPTIMIZERS
+
+    eq = commands.add_parser(
+        "equivalence", help="train a custom estimator, its adjusted STE, the ablation and the jitter baseline"
+    )
+    eq.add_argument("--estimator", default="dsq", choices=names())
+    eq.add_argument("--bits", type=int, default=2)
+    eq.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    eq.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
+    eq.add_argument("--epochs", type=int, default=10)
+    eq.add_argument("--batch-size", type=int, default=64)
+    eq.add_argument("--seed", type=int, default=0)
+    eq.add_argument("--dataset", default="digits", choices=DATASETS)
+    eq.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
+    eq.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    eq.add_argument("--json", action="store_true", help="print one JSON object")
+    eq.set_defaults(run=_equivalence)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"qatcore {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ class Definition:
     integrates_to_delta: bool = True
     outside_theory: str | None = None
 
-    @property
+    @functools.cached_property
     def depends_on_gradient_sign(self) -> bool:
         return GRAD_SIGN in self.derivative.free_symbols
 
@@ -316,7 +316,7 @@ class Estimator:
         w64 = w.detach().to(torch.float64)
         centre = bin_centre(bin_index(w64, bits, m), bits, m)
         offset = (w64 - centre).cpu().numpy()
-        mapped = centre + alpha * torch.from_numpy(self._inverse_integral(offset, bits, m))
+        mapped = centre + alpha * torch.from_numpy(self._inverse_integral(offset, bits, m)).to(w64.device)
         inside = torch.abs(w64) <= m
         return torch.where(inside, mapped, w64).to(dtype=w.dtype, device=w.device)
 

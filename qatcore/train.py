@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -109,8 +109,8 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of the quantized layers' latent weights, by layer name."""
-    return {name: layer.weight.detach().clone() for name, layer in quantized_layers(model).items()}
+    """Copies of the quantized layers' latent weights, by layer name (on the CPU)."""
+    return {name: layer.weight.detach().cpu().clone() for name, layer in quantized_layers(model).items()}
 
 
 @torch.no_grad()
@@ -118,8 +118,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Fraction of examples whose arg-max prediction equals the label."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     correct = sum(
-        int((model(x[i : i + batch_size]).argmax(dim=1) == y[i : i + batch_size]).sum())
+        int((model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() == y[i : i + batch_size]).sum())
         for i in range(0, len(x), batch_size)
     )
     model.train(was_training)
@@ -132,8 +133,12 @@ def train(
     config: TrainConfig = TrainConfig(),
     record_steps: Iterable[int] = (),
     progress: bool | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``config``; record latent weights at ``record_steps``.
+
+    ``on_step(step, model)`` is called after every optimizer step (``step`` counts from 1), for
+    callers that record more than weight snapshots.
 
     ``progress``: a tqdm bar (a widget in JupyterLab, text in a terminal); ``None`` shows it
     unless ``$QATCORE_PROGRESS`` is ``0`` or the call runs under pytest.
@@ -145,6 +150,7 @@ def train(
     if record and (record[0] < 0 or record[-1] > total):
         raise ValueError(f"record_steps must lie in [0, {total}] (the run has {total} steps)")
     optimizer = _optimizer(model, config)
+    device = next(model.parameters()).device  # data stay on the CPU; each batch moves to the model
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
     if 0 in record:
@@ -160,7 +166,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["factor"]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            x, y = data.x_train[batch].to(device), data.y_train[batch].to(device)
+            loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
             step += 1
@@ -168,6 +175,8 @@ def train(
             result.learning_rates.append(lr)
             if step in record:
                 result.snapshots[step] = snapshot(model)
+            if on_step is not None:
+                on_step(step, model)
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.3f}", refresh=False)
     bar.close()

@@ -1,0 +1,366 @@
+"""How closely two training runs agree: the metrics of *Custom Gradient Estimators are STEs in Disguise*.
+
+The paper trains one quantized network twice: with a custom gradient estimator ``Q̂′`` (run ``a``)
+and with the STE from weights remapped by ``M`` at rate ``αη`` (run ``b``). If the theorem holds
+the runs coincide; these functions measure how far they do.
+
+* On the quantized weights: the *level index* ``k = round((clip(w, -m, m) + m) / Δ)`` of each
+  weight (``Q(w) = -m + kΔ``); the fraction of weights on the same level; the fraction whose
+  *change points* (the steps at which the level changes, and the new levels) coincide.
+* On the latent weights: the *alignment error*, the final distance ``Σ|M(w_Q̂) - w_STE| / m``
+  relative to the distance the STE run travelled, ``Σ_t Σ_i |w_{t+1} - w_t| / m``.
+* On the outputs: agreement of the predicted classes, mean squared logit difference, and the
+  Pearson correlation of the two loss curves.
+
+Trajectories are ``T × N`` tensors: one row per recorded step, one column per weight (the weights
+of several layers concatenated, each column with its own range ``m``). Every metric returns a
+Python float (or a tensor for per-step curves), deterministically; bad input raises a ValueError
+that names the argument.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from qatcore.quantizers import check_bits, check_range, step_size
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+# --- argument checks -------------------------------------------------------------------------
+
+
+def _check_tensor(
+    x: object,
+    name: str,
+    kind: str,
+    dim: int | None = None,
+    finite: bool = True,
+    layout: str = "T × N (steps × weights)",
+) -> torch.Tensor:
+    """``x`` as a tensor of ``kind`` ("float" or "int") with ``dim`` dimensions, non-empty.
+
+    ``finite``: also reject NaN and inf (callers on long trajectories check their results instead).
+    ``layout`` names what the dimensions of a 2-D ``x`` mean, for the error message.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if kind == "float" and not x.is_floating_point():
+        raise ValueError(f"{name} must have a floating-point dtype, got {x.dtype}")
+    if kind == "int" and x.dtype not in _INTEGER_DTYPES:
+        raise ValueError(
+            f"{name} must hold integer level indices (see level_indices), got dtype {x.dtype}"
+        )
+    if dim is not None and x.dim() != dim:
+        shape = layout if dim == 2 else f"{dim}-dimensional"
+        raise ValueError(f"{name} must be {shape}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if finite and kind == "float" and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return x
+
+
+def _check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def _check_levels(
+    levels_a: object, levels_b: object, dim: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    a = _check_tensor(levels_a, "levels_a", "int", dim)
+    b = _check_tensor(levels_b, "levels_b", "int", dim)
+    _check_same_shape(a, b, "levels_a", "levels_b")
+    return a, b
+
+
+def _check_m(m: object, columns: int) -> float | torch.Tensor:
+    """The range ``m``: a float, or a float64 tensor of shape ``(columns,)`` (one per weight)."""
+    if isinstance(m, torch.Tensor):
+        if not m.is_floating_point():
+            raise ValueError(f"m must have a floating-point dtype, got {m.dtype}")
+        if m.dim() == 0:
+            return check_range(float(m))
+        if m.shape != (columns,):
+            raise ValueError(
+                f"m must be a number or a tensor of shape ({columns},) (one range per weight "
+                f"column), got shape {tuple(m.shape)}"
+            )
+        if not bool((torch.isfinite(m) & (m > 0)).all()):
+            raise ValueError("m (the quantizer range) must be finite and > 0 in every column")
+        return m.detach().to(torch.float64)
+    return check_range(m)
+
+
+# --- quantized weights -----------------------------------------------------------------------
+
+
+def level_indices(w: torch.Tensor, bits: int, m: float | torch.Tensor) -> torch.Tensor:
+    """Level index ``k = round((clip(w, -m, m) + m) / Δ)`` of every weight, so ``Q(w) = -m + kΔ``.
+
+    ``w`` has any shape (one snapshot, or a ``T × N`` trajectory); ``m`` is a float or a tensor
+    of shape ``(N,)`` giving each column (last dimension) its own range. The result is int8 for
+    up to 7 bits, int16 up to 15 and int32 for 16: small, since trajectories are long.
+    """
+    bits = check_bits(bits)
+    w = _check_tensor(w, "w", "float", finite=False).detach()
+    if bool(torch.isnan(w).any()):
+        raise ValueError("w must not contain NaN")
+    m = _check_m(m, w.shape[-1] if w.dim() else 1)
+    if isinstance(m, torch.Tensor):
+        if w.dim() == 0:
+            raise ValueError("w must have a last dimension when m is given per column")
+        m = m.to(w.dtype)
+        delta = 2.0 * m / (2**bits - 1)
+    else:
+        delta = step_size(bits, m)
+    # The same operations as quantizers.uniform_quantize, so the indices match it exactly.
+    k = torch.clamp(w, -m, m).add_(m).div_(delta).round_()
+    dtype = torch.int8 if bits <= 7 else torch.int16 if bits <= 15 else torch.int32
+    return k.to(dtype)
+
+
+def quantized_weight_agreement(levels_a: torch.Tensor, levels_b: torch.Tensor) -> float:
+    """Fraction of weights on the same quantization level, over all entries of two equal shapes.
+
+    The paper's ``|Q(w_a) - Q(w_b)| < Δ/2``: equal level indices (from ``level_indices``).
+    """
+    a, b = _check_levels(levels_a, levels_b)
+    return float((a == b).double().mean())
+
+
+def agreement_over_training(levels_a: torch.Tensor, levels_b: torch.Tensor) -> torch.Tensor:
+    """``quantized_weight_agreement`` at every step of two ``T × N`` level trajectories (float64, T)."""
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    return (a == b).double().mean(dim=1)
+
+
+# --- latent weights --------------------------------------------------------------------------
+
+
+def path_length(trajectory: torch.Tensor, m: float | torch.Tensor) -> float:
+    """Distance a run's weights travel, ``Σ_t Σ_i |w_{t+1,i} - w_{t,i}| / m_i``, over all steps.
+
+    ``trajectory`` is ``T × N``; dividing by ``m`` puts layers with different ranges on one scale.
+    A single recorded step (``T = 1``) travels 0.
+    """
+    w = _check_tensor(trajectory, "trajectory", "float", dim=2, finite=False)
+    travelled = _travelled(w, _check_m(m, w.shape[1]))
+    if not math.isfinite(travelled):
+        raise ValueError("trajectory must be finite (no NaN or inf)")
+    return travelled
+
+
+def _travelled(w: torch.Tensor, m: float | torch.Tensor) -> float:
+    """``Σ_i (Σ_t |w_{t+1,i} - w_{t,i}|) / m_i`` in float64 (divided once per column, not per step)."""
+    steps = torch.diff(w.detach().to(torch.float64), dim=0).abs_()
+    return float((steps.sum(dim=0) / m).sum())
+
+
+def weight_alignment_error(
+    mapped_custom: torch.Tensor, ste: torch.Tensor, m: float | torch.Tensor
+) -> float:
+    """The paper's alignment error: final ``Σ_i |M(w_Q̂) - w_STE|_i / m_i`` over ``path_length(ste)``.
+
+    ``mapped_custom`` is the custom-estimator run's latent trajectory already mapped by ``M``,
+    ``ste`` the STE run's, both ``T × N``. The numerator is taken at the final step (last row):
+    how far apart the runs end up; the denominator, how far the STE run moved over all recorded
+    steps, makes the error a fraction of the motion (0: aligned; about 1 or more: unrelated).
+    Only ``mapped_custom``'s last row enters; it is taken whole so both runs are given alike.
+    If the STE run did not move the error is 0 when the runs end equal, else ``inf``.
+    """
+    return _alignment_error(mapped_custom, ste, m, ("mapped_custom", "ste"))
+
+
+def _alignment_error(mapped: object, ste: object, m: object, names: tuple[str, str]) -> float:
+    """``weight_alignment_error``, with errors naming the caller's arguments."""
+    a = _check_tensor(mapped, names[0], "float", dim=2, finite=False)
+    b = _check_tensor(ste, names[1], "float", dim=2, finite=False)
+    _check_same_shape(a, b, *names)
+    m = _check_m(m, b.shape[1])
+    final_a, final_b = (x[-1].detach().to(torch.float64) for x in (a, b))
+    distance = float(((final_a - final_b).abs() / m).sum())
+    if not math.isfinite(distance):
+        raise ValueError(f"{names[0]} and {names[1]} must be finite at the final step")
+    travelled = _travelled(b, m)
+    if not math.isfinite(travelled):
+        raise ValueError(f"{names[1]} must be finite (no NaN or inf)")
+    if travelled == 0.0:
+        return 0.0 if distance == 0.0 else math.inf
+    return distance / travelled
+
+
+# --- change points ---------------------------------------------------------------------------
+
+
+def change_point_agreement(levels_a: torch.Tensor, levels_b: torch.Tensor) -> float:
+    """Fraction of weights (columns of ``T × N`` level trajectories) whose change points coincide.
+
+    A weight's change points are the pairs (new level, step) at each step where its level changes.
+    Two runs agree on a weight when it starts on the same level in both and, at every step, either
+    both change to the same new level or neither changes. Equal initial levels are required: equal
+    change points from different starting levels are different trajectories. Together these say
+    exactly that the weight's whole level trajectory is the same in both runs, which is how it is
+    computed.
+    """
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    return float((a == b).all(dim=0).double().mean())
+
+
+def _compressed_paths(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Every weight's compressed level sequence, concatenated: (levels, column of each entry).
+
+    Run-length encode each column (the distinct consecutive levels it visits, steps dropped), then
+    drop every level equal to the one two places before it in that sequence. Entries come
+    column by column, in the order visited.
+    """
+    by_weight = np.ascontiguousarray(levels.detach().cpu().numpy().T)  # N × T, weight by weight
+    starts_run = np.ones(by_weight.shape, dtype=bool)
+    np.not_equal(by_weight[:, 1:], by_weight[:, :-1], out=starts_run[:, 1:])
+    visited = by_weight[starts_run]  # row-major: weight by weight, in step order
+    column = np.repeat(np.arange(by_weight.shape[0]), starts_run.sum(axis=1))
+    keep = np.ones(visited.shape, dtype=bool)
+    keep[2:] = (visited[2:] != visited[:-2]) | (column[2:] != column[:-2])
+    return visited[keep], column[keep]
+
+
+def compressed_change_point_agreement(levels_a: torch.Tensor, levels_b: torch.Tensor) -> float:
+    """Change-point agreement after collapsing oscillations: fraction of weights whose paths match.
+
+    Each weight's path is the sequence of distinct consecutive levels it visits (when it moved is
+    ignored). Oscillation is then collapsed: a level equal to the one two places before it (the
+    weight returning to the level it just left) is dropped, so a back-and-forth ``A→B→A→B…``
+    between two levels leaves the single ``A→B``, wherever it stops; the next new level ``C``
+    follows ``B`` (``A→B→A→C`` reads ``A→B→C``). Two runs agree on a weight when its collapsed
+    paths are equal, the initial level included. Vectorised with numpy: no loop over weights.
+    """
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    n = a.shape[1]
+    path_a, column_a = _compressed_paths(a)
+    path_b, column_b = _compressed_paths(b)
+    lengths_a = np.bincount(column_a, minlength=n)
+    lengths_b = np.bincount(column_b, minlength=n)
+    same_length = lengths_a == lengths_b
+    # Columns of equal length line up entry for entry once the others are removed.
+    in_a, in_b = same_length[column_a], same_length[column_b]
+    differs = path_a[in_a] != path_b[in_b]
+    agree = same_length.copy()
+    agree[column_a[in_a][differs]] = False
+    return float(agree.mean())
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def _check_logits(logits_a: object, logits_b: object) -> tuple[torch.Tensor, torch.Tensor]:
+    layout = "2-dimensional (examples × classes)"
+    a = _check_tensor(logits_a, "logits_a", "float", dim=2, layout=layout).detach()
+    b = _check_tensor(logits_b, "logits_b", "float", dim=2, layout=layout).detach()
+    _check_same_shape(a, b, "logits_a", "logits_b")
+    return a.to(torch.float64), b.to(torch.float64)
+
+
+def prediction_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
+    """Fraction of examples (rows of ``examples × classes`` logits) with the same predicted class.
+
+    Ties go to the first maximal class, in both runs alike.
+    """
+    a, b = _check_logits(logits_a, logits_b)
+    return float((a.argmax(dim=1) == b.argmax(dim=1)).double().mean())
+
+
+def logit_mse(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
+    """Mean squared difference of two ``examples × classes`` logit tensors, over all entries."""
+    a, b = _check_logits(logits_a, logits_b)
+    return float(((a - b) ** 2).mean())
+
+
+def _check_losses(losses: object, name: str) -> torch.Tensor:
+    if isinstance(losses, torch.Tensor):
+        x = losses.detach()
+    elif isinstance(losses, Sequence | np.ndarray) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in losses
+    ):
+        x = torch.as_tensor(np.asarray(losses, dtype=np.float64))
+    else:
+        raise ValueError(f"{name} must be a 1-D tensor or a sequence of floats")
+    x = _check_tensor(x.to(torch.float64) if x.is_floating_point() else x, name, "float", dim=1)
+    if len(x) < 2:
+        raise ValueError(f"{name} must have at least 2 values, got {len(x)}")
+    return x.to(torch.float64)
+
+
+def loss_correlation(
+    losses_a: torch.Tensor | Sequence[float], losses_b: torch.Tensor | Sequence[float]
+) -> float:
+    """Pearson correlation of two loss curves of equal length (at least 2 steps).
+
+    Undefined when either curve is constant; then ``nan`` is returned (not an error), so a
+    degenerate curve does not stop ``compare_runs`` from reporting the other metrics.
+    """
+    a, b = _check_losses(losses_a, "losses_a"), _check_losses(losses_b, "losses_b")
+    _check_same_shape(a, b, "losses_a", "losses_b")
+    if bool((a == a[0]).all()) or bool((b == b[0]).all()):
+        return math.nan
+    da, db = a - a.mean(), b - b.mean()
+    da, db = da / da.abs().max(), db / db.abs().max()  # scale-free; no underflow in the squares
+    r = float((da * db).sum() / torch.sqrt((da * da).sum() * (db * db).sum()))
+    return min(1.0, max(-1.0, r))
+
+
+# --- all together ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Every agreement metric for one pair of runs (``a``: custom estimator, ``b``: STE)."""
+
+    quantized_weight_agreement: float
+    alignment_error: float
+    change_point_agreement: float
+    compressed_change_point_agreement: float
+    prediction_agreement: float
+    logit_mse: float
+    loss_correlation: float
+
+    def to_dict(self) -> dict[str, float]:
+        """The metrics by name, rounded to 6 decimals (``nan`` and ``inf`` kept as they are)."""
+        return {k: round(v, 6) if math.isfinite(v) else v for k, v in asdict(self).items()}
+
+
+def compare_runs(
+    levels_a: torch.Tensor,
+    levels_b: torch.Tensor,
+    mapped_a: torch.Tensor,
+    weights_b: torch.Tensor,
+    m: float | torch.Tensor,
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    losses_a: torch.Tensor | Sequence[float],
+    losses_b: torch.Tensor | Sequence[float],
+) -> Agreement:
+    """All metrics for two runs: ``T × N`` level trajectories, latent trajectories (run ``a``'s
+    mapped by ``M``), the range ``m``, test logits and loss curves.
+
+    The quantized-weight agreement is taken at the final step (last row of the levels).
+    """
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    return Agreement(
+        quantized_weight_agreement=quantized_weight_agreement(a[-1], b[-1]),
+        alignment_error=_alignment_error(mapped_a, weights_b, m, ("mapped_a", "weights_b")),
+        change_point_agreement=change_point_agreement(a, b),
+        compressed_change_point_agreement=compressed_change_point_agreement(a, b),
+        prediction_agreement=prediction_agreement(logits_a, logits_b),
+        logit_mse=logit_mse(logits_a, logits_b),
+        loss_correlation=loss_correlation(losses_a, losses_b),
+    )
