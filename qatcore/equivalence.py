@@ -16,6 +16,7 @@ adjusted SGD pair (the custom run's weights mapped by ``M``), as they are for th
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -104,17 +105,19 @@ class EquivalenceResult:
 
     def to_dict(self) -> dict:
         """JSON-ready summary: the headline numbers first, then every metric of every pair."""
-        adjusted = self.agreements["adjusted"]
+        def metric(pair: str, name: str) -> float | None:
+            return round(getattr(self.agreements[pair], name), 6) if pair in self.agreements else None
+
         return {
             "estimator": self.config.estimator,
             "bits": self.config.bits,
             "optimizer": self.config.optimizer,
             "lr": self.config.rate,
-            "alpha": round(self.alpha, 6),
-            "quantized_weight_agreement": round(adjusted.quantized_weight_agreement, 6),
-            "alignment_error": round(adjusted.alignment_error, 6),
-            "jitter_agreement": round(self.agreements["jitter"].quantized_weight_agreement, 6),
-            "unadjusted_agreement": round(self.agreements["unadjusted"].quantized_weight_agreement, 6),
+            "alpha": None if math.isnan(self.alpha) else round(self.alpha, 6),
+            "quantized_weight_agreement": metric("adjusted", "quantized_weight_agreement"),
+            "alignment_error": metric("adjusted", "alignment_error"),
+            "jitter_agreement": metric("jitter", "quantized_weight_agreement"),
+            "unadjusted_agreement": metric("unadjusted", "quantized_weight_agreement"),
             "test_accuracy": {name: round(run.test_accuracy, 4) for name, run in self.runs.items()},
             "pairs": {name: a.to_dict() for name, a in self.agreements.items()},
             "config": asdict(self.config),
@@ -145,11 +148,18 @@ def run_equivalence(
     config: EquivalenceConfig = EquivalenceConfig(),
     data: datasets.Dataset | None = None,
     progress: bool | None = None,
+    runs: tuple[str, ...] = RUNS,
 ) -> EquivalenceResult:
-    """Train the four runs of ``config`` and measure how closely each follows ``custom``.
+    """Train ``runs`` (``custom`` and any of the others) and measure how closely each follows
+    ``custom``.
 
-    Raises ValueError (with notebook 01's reason) when the estimator has no weight map.
+    Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
+    estimator that has none; ``runs=("custom", "unadjusted", "jitter")`` works for any estimator
+    with SGD.
     """
+    unknown = set(runs) - set(RUNS)
+    if "custom" not in runs or unknown:
+        raise ValueError(f"runs must include 'custom' and be taken from {RUNS}, got {runs!r}")
     data = datasets.load(config.dataset, config.data_dir) if data is None else data
     runtime.seed_everything(config.seed)
     shape = dict(image_size=data.image_size, classes=data.num_classes)
@@ -157,23 +167,24 @@ def run_equivalence(
     layers = quantized_layers(custom_model)
     est = estimators.get(config.estimator)
     ms = {name: layer.m for name, layer in layers.items()}
-    alpha = est.alpha(config.bits, next(iter(ms.values())))  # α is the same for every m: Δ ∝ m
     init = copy.deepcopy(custom_model.state_dict())
 
     sgd_like = config.optimizer == "sgd"
-    adjusted_model = _model(config, "ste", init, **shape)
-    unadjusted_model = _model(config, "ste", init, **shape)
-    remapped = adjusted_model if sgd_like else unadjusted_model
-    for layer in quantized_layers(remapped).values():
-        layer.apply_weight_map(est)
-
-    factor = {"adjusted": alpha if sgd_like else 1.0, "unadjusted": 1.0 if sgd_like else alpha}
-    plan = {
-        "custom": (custom_model, config.train_config()),
-        "adjusted": (adjusted_model, config.train_config(quantized_lr_factor=factor["adjusted"])),
-        "unadjusted": (unadjusted_model, config.train_config(quantized_lr_factor=factor["unadjusted"])),
-        "jitter": (_model(config, config.estimator, init, **shape), config.train_config(lr_scale=JITTER)),
-    }
+    remapped = "adjusted" if sgd_like else "unadjusted"  # the run that gets M(w₀) and α·η
+    # α is the same for every layer (Δ ∝ m); asked only when a run needs it
+    alpha = est.alpha(config.bits, next(iter(ms.values()))) if remapped in runs else float("nan")
+    plan = {"custom": (custom_model, config.train_config())}
+    for name in ("adjusted", "unadjusted"):
+        if name in runs:
+            model = _model(config, "ste", init, **shape)
+            factor = 1.0
+            if name == remapped:
+                for layer in quantized_layers(model).values():
+                    layer.apply_weight_map(est)
+                factor = alpha
+            plan[name] = (model, config.train_config(quantized_lr_factor=factor))
+    if "jitter" in runs:
+        plan["jitter"] = (_model(config, config.estimator, init, **shape), config.train_config(lr_scale=JITTER))
     sizes = [layer.weight.numel() for layer in layers.values()]
     starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
     slices = {name: slice(starts[i], starts[i + 1]) for i, name in enumerate(layers)}
@@ -184,7 +195,7 @@ def run_equivalence(
 
     custom = result.runs["custom"]
     custom_levels = result.levels("custom")
-    for name in ("adjusted", "unadjusted", "jitter"):
+    for name in (n for n in RUNS[1:] if n in result.runs):
         other = result.runs[name]
         in_m_space = name == "adjusted" and sgd_like
         reference = result.mapped_custom() if in_m_space else custom.weights.double()

@@ -85,3 +85,52 @@ def plot_scaling(etas, one_step, fixed_time, slopes: tuple[float, float]) -> Fig
         axis.set_title(title)
         axis.legend(fontsize=8)
     return fig
+
+
+def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
+    """Four panels of an equivalence experiment (``qatcore.equivalence.EquivalenceResult``):
+    loss curves, agreement with the custom run over training, sampled weight paths in M-space,
+    and where the second conv layer's quantized weights disagree at the end."""
+    from qatcore.trajectory import agreement_over_training
+
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    (losses, agreement), (paths, heat) = fig.subplots(2, 2)
+    for name, run in result.runs.items():
+        losses.plot(run.losses, lw=1.0, label=name, alpha=0.9)
+    losses.set(title="loss curves", xlabel="step", ylabel="training loss (per batch)")
+    losses.legend(fontsize=8)
+    custom_levels = result.levels("custom")
+    for name in result.agreements:
+        agreement.plot(agreement_over_training(custom_levels, result.levels(name)), label=f"{name} vs custom")
+    agreement.set(title="quantized weight agreement with the custom run", xlabel="step", ylabel="agreement")
+    agreement.legend(fontsize=8)
+    if "adjusted" in result.runs:
+        sgd_like = result.config.optimizer == "sgd"
+        mapped = result.mapped_custom() if sgd_like else result.runs["custom"].weights.double()
+        ste = result.runs["adjusted"].weights.double()
+        movers = (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]  # the longest paths
+        for i, column in enumerate(movers.tolist()):
+            paths.plot(mapped[:, column], color=f"C{i}", lw=1.6)
+            paths.plot(ste[:, column], color=f"C{i}", lw=1.0, ls="--")
+        space = "M(w) custom" if sgd_like else "custom"
+        paths.set(title=f"longest weight paths: {space} (solid), STE (dashed)", xlabel="step", ylabel="latent weight")
+        conv = result.layer_slices[list(result.layer_slices)[-1]]
+        differ = result.levels("custom")[-1, conv] != result.levels("adjusted")[-1, conv]
+        shape = (64, differ.numel() // 64)
+        image = heat.imshow(differ.reshape(shape).float(), aspect="auto", cmap="Greys", interpolation="nearest")
+        heat.set(title=f"last conv: levels that differ at the end ({int(differ.sum())} of {differ.numel()})",
+                 xlabel="input channel × kernel position", ylabel="output channel")
+        fig.colorbar(image, ax=heat, ticks=[0, 1])
+    config = result.config
+    fig.suptitle(f"{config.estimator} vs the adjusted STE — {config.bits} bits, {config.optimizer}, lr {config.rate:g}")
+    return fig
+
+
+def plot_agreement_vs_lr(etas, disagreement, slope: float, title: str = "") -> Figure:
+    """Log-log: disagreement with the custom run at a fixed training time Tη, against η, with the fit."""
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    axis = fig.subplots()
+    axis.loglog(etas, disagreement, "o-", label=f"measured, fitted slope {slope:.2f}")
+    axis.set(xlabel="learning rate η (epochs × η fixed)", ylabel="1 − quantized weight agreement", title=title)
+    axis.legend(fontsize=8)
+    return fig

@@ -6,7 +6,8 @@ import ipywidgets as widgets
 from IPython.display import display
 
 from qatcore import estimators
-from qatcore.plots import plot_weight_map
+from qatcore.data import Dataset
+from qatcore.plots import plot_trajectory_overlap, plot_weight_map
 
 
 def describe_weight_map(name: str, bits: int, m: float = 1.0) -> str:
@@ -46,3 +47,50 @@ def weight_map_explorer(name: str = "dsq", bits: int = 2) -> widgets.VBox:
     width.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([choose, width]), label, out])
+
+
+def equivalence_view(
+    estimator: str, bits: int, optimizer: str, lr: float, epochs: int = 2, data: Dataset | None = None,
+    progress: bool | None = None,
+):
+    """A short equivalence experiment: a summary line and the trajectory figure. An estimator
+    outside the theory runs without the adjusted STE, and the line says why."""
+    from qatcore.equivalence import EquivalenceConfig, run_equivalence
+
+    config = EquivalenceConfig(estimator=estimator, bits=bits, optimizer=optimizer, lr=lr, epochs=epochs)
+    try:
+        result = run_equivalence(config, data, progress=progress)
+        why = ""
+    except ValueError as refusal:
+        plain = "unadjusted" if optimizer == "sgd" else "adjusted"  # the STE run that needs no map
+        result = run_equivalence(config, data, progress=progress, runs=("custom", plain, "jitter"))
+        why = f" — no remapped STE run: {refusal}"
+    summary = result.to_dict()
+    parts = [f"{name} {summary[key]:.4f}" for name, key in (
+        ("adjusted", "quantized_weight_agreement"), ("jitter", "jitter_agreement"),
+        ("unadjusted", "unadjusted_agreement")) if summary[key] is not None]
+    text = f"{estimator}, {bits} bits, {optimizer}, lr {lr:g}: agreement with the custom run: " + ", ".join(parts)
+    return text + why, plot_trajectory_overlap(result)
+
+
+def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
+    """Pick estimator, bits, optimizer and learning rate; press Run for a short live training."""
+    choose = widgets.Dropdown(options=estimators.names(), value="dsq", description="estimator")
+    width = widgets.IntSlider(value=2, min=1, max=4, description="bits")
+    optimizer = widgets.ToggleButtons(options=["sgd", "adam"], value="sgd", description="optimizer")
+    rate = widgets.FloatLogSlider(value=0.02, base=10, min=-4, max=-1, description="lr", readout_format=".1e")
+    run = widgets.Button(description="Run", button_style="primary")
+    label = widgets.Label()
+    out = widgets.Output()
+
+    def go(_=None):
+        run.disabled = True
+        out.clear_output()
+        with out:  # the progress bar shows here while the runs train
+            label.value, figure = equivalence_view(choose.value, width.value, optimizer.value, rate.value, data=data)
+            out.clear_output(wait=True)
+            display(figure)
+        run.disabled = False
+
+    run.on_click(go)
+    return widgets.VBox([widgets.HBox([choose, width]), optimizer, widgets.HBox([rate, run]), label, out])
