@@ -101,7 +101,7 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
     losses.legend(fontsize=8)
     custom_levels = result.levels("custom")
     for name in result.agreements:
-        agreement.plot(agreement_over_training(custom_levels, result.levels(name)), label=f"{name} vs custom")
+        agreement.plot(agreement_over_training(custom_levels, result.levels(name)).numpy(), label=f"{name} vs custom")
     agreement.set(title="quantized weight agreement with the custom run", xlabel="step", ylabel="agreement")
     agreement.legend(fontsize=8)
     if "adjusted" in result.runs:
@@ -110,14 +110,14 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
         ste = result.runs["adjusted"].weights.double()
         movers = (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]  # the longest paths
         for i, column in enumerate(movers.tolist()):
-            paths.plot(mapped[:, column], color=f"C{i}", lw=1.6)
-            paths.plot(ste[:, column], color=f"C{i}", lw=1.0, ls="--")
+            paths.plot(mapped[:, column].numpy(), color=f"C{i}", lw=1.6)
+            paths.plot(ste[:, column].numpy(), color=f"C{i}", lw=1.0, ls="--")
         space = "M(w) custom" if sgd_like else "custom"
         paths.set(title=f"longest weight paths: {space} (solid), STE (dashed)", xlabel="step", ylabel="latent weight")
         conv = result.layer_slices[list(result.layer_slices)[-1]]
         differ = result.levels("custom")[-1, conv] != result.levels("adjusted")[-1, conv]
         shape = (64, differ.numel() // 64)
-        image = heat.imshow(differ.reshape(shape).float(), aspect="auto", cmap="Greys", interpolation="nearest")
+        image = heat.imshow(differ.reshape(shape).float().numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
         heat.set(title=f"last conv: levels that differ at the end ({int(differ.sum())} of {differ.numel()})",
                  xlabel="input channel × kernel position", ylabel="output channel")
         fig.colorbar(image, ax=heat, ticks=[0, 1])

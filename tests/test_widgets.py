@@ -3,8 +3,8 @@
 import pytest
 from matplotlib.figure import Figure
 
-from qatcore import estimators
-from qatcore.widgets import weight_map_explorer, weight_map_view
+from qatcore import data, estimators
+from qatcore.widgets import equivalence_view, weight_map_explorer, weight_map_view
 
 
 @pytest.mark.parametrize("name", estimators.names())
@@ -26,3 +26,14 @@ def test_explorer_redraws_when_a_control_moves():
     assert label.value.startswith("dsq, 8 bits: α = ")
     choose.value = "ewgs"
     assert "no weight map" in label.value
+
+
+@pytest.mark.parametrize(
+    ("name", "bits", "optimizer", "lr"),
+    [("dsq", 1, "sgd", 1e-4), ("pwl", 4, "adam", 1e-1), ("ewgs", 2, "sgd", 1e-2), ("approx_sign", 2, "adam", 1e-3)],
+)
+def test_equivalence_view_at_the_controls_extremes(name, bits, optimizer, lr):
+    small = data.subset(data.load_digits(), train=128, test=50)
+    text, figure = equivalence_view(name, bits, optimizer, lr, epochs=1, data=small, progress=False)
+    assert isinstance(figure, Figure) and text.startswith(f"{name}, {bits} bits, {optimizer}")
+    assert ("no remapped STE run" in text) == (name in ("ewgs", "approx_sign"))

@@ -1,0 +1,121 @@
+"""The equivalence experiment runner and its CLI, on real (short) trainings of the MNIST CNN."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qatcore import data, runtime
+from qatcore.equivalence import RUNS, EquivalenceConfig, run_equivalence
+from qatcore.layers import quantized_layers
+from qatcore.models import MNISTCNN
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.subset(data.load_digits(), train=256, test=100)
+
+
+@pytest.fixture(scope="module")
+def sgd_result(digits):
+    runtime.configure(seed=0)
+    return run_equivalence(EquivalenceConfig(estimator="dsq", epochs=2), digits, progress=False)
+
+
+def test_all_runs_start_from_one_initialisation(sgd_result, digits):
+    runs = sgd_result.runs
+    assert set(runs) == set(RUNS)
+    assert torch.equal(runs["custom"].weights[0], runs["jitter"].weights[0])
+    assert torch.equal(runs["custom"].weights[0], runs["unadjusted"].weights[0])
+    # the adjusted STE starts at M(w₀): different latent weights, the same quantized levels
+    assert not torch.equal(runs["custom"].weights[0], runs["adjusted"].weights[0])
+    assert torch.equal(sgd_result.levels("custom")[0], sgd_result.levels("adjusted")[0])
+    assert torch.allclose(sgd_result.mapped_custom()[0], runs["adjusted"].weights[0].double(), atol=1e-6)
+    steps = 2 * 4  # 256 examples, batch 64
+    assert all(len(r.losses) == steps and r.weights.shape[0] == steps + 1 for r in runs.values())
+
+
+def test_the_adjusted_run_really_is_the_theorem_s(sgd_result, digits):
+    """Rebuild run (b) by hand — STE model, M(w₀), α on the quantized weights — and compare."""
+    runtime.seed_everything(0)
+    model = MNISTCNN(2, "dsq", 8)
+    for layer in quantized_layers(model).values():
+        layer.estimator = __import__("qatcore").estimators.get("ste")
+        layer.apply_weight_map("dsq")
+    from qatcore.train import TrainConfig, train
+
+    config = TrainConfig(lr=0.02, batch_size=64, epochs=2, quantized_lr_factor=sgd_result.alpha)
+    train(model, digits, config, progress=False)
+    flat = torch.cat([layer.weight.detach().reshape(-1) for layer in quantized_layers(model).values()])
+    assert torch.equal(flat, sgd_result.runs["adjusted"].weights[-1])
+
+
+def test_metrics_order_the_runs_as_the_theory_says(sgd_result):
+    a = sgd_result.agreements
+    assert a["adjusted"].quantized_weight_agreement > a["unadjusted"].quantized_weight_agreement
+    assert a["adjusted"].alignment_error < a["unadjusted"].alignment_error
+    summary = sgd_result.to_dict()
+    assert summary["quantized_weight_agreement"] == round(a["adjusted"].quantized_weight_agreement, 6)
+    assert summary["alpha"] == pytest.approx(0.454376, abs=1e-6)
+
+
+def test_same_config_same_numbers(sgd_result, digits):
+    runtime.configure(seed=0)
+    again = run_equivalence(EquivalenceConfig(estimator="dsq", epochs=2), digits, progress=False)
+    assert again.to_dict() == sgd_result.to_dict()
+
+
+def test_adam_compares_the_plain_ste(digits):
+    runtime.configure(seed=0)
+    result = run_equivalence(EquivalenceConfig(estimator="pwl", optimizer="adam", epochs=1), digits, progress=False,
+                             runs=("custom", "adjusted"))
+    assert torch.equal(result.runs["custom"].weights[0], result.runs["adjusted"].weights[0])
+    assert set(result.agreements) == {"adjusted"}
+    assert result.to_dict()["jitter_agreement"] is None
+
+
+@pytest.mark.parametrize("name", ["approx_sign", "ewgs"])
+def test_out_of_class_estimators_are_refused_with_the_reason(name, digits):
+    with pytest.raises(ValueError, match="no weight map"):
+        run_equivalence(EquivalenceConfig(estimator=name, epochs=1), digits, progress=False)
+    result = run_equivalence(EquivalenceConfig(estimator=name, epochs=1), digits, progress=False,
+                             runs=("custom", "unadjusted", "jitter"))
+    assert result.to_dict()["alpha"] is None and "unadjusted" in result.agreements
+
+
+@pytest.mark.parametrize(
+    ("changes", "word"),
+    [({"estimator": "nope"}, "estimator"), ({"optimizer": "rmsprop"}, "optimizer"), ({"dataset": "cifar"}, "dataset")],
+)
+def test_bad_config_is_refused(changes, word):
+    with pytest.raises(ValueError, match=word):
+        EquivalenceConfig(**changes)
+
+
+def test_runs_must_include_custom(digits):
+    with pytest.raises(ValueError, match="runs must include 'custom'"):
+        run_equivalence(EquivalenceConfig(epochs=1), digits, runs=("adjusted",))
+
+
+def test_cli_prints_one_json_object():
+    run = subprocess.run(
+        [sys.executable, "-m", "qatcore", "equivalence", "--estimator", "dsq", "--bits", "2", "--optimizer", "sgd",
+         "--epochs", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    for key in ("quantized_weight_agreement", "alignment_error", "jitter_agreement", "unadjusted_agreement"):
+        assert 0 <= summary[key] <= 1 or key == "alignment_error"
+    assert summary["estimator"] == "dsq" and summary["pairs"]["adjusted"]["change_point_agreement"] <= 1
+
+
+def test_cli_reports_an_estimator_outside_the_theory():
+    run = subprocess.run(
+        [sys.executable, "-m", "qatcore", "equivalence", "--estimator", "ewgs", "--epochs", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 2
+    assert "no weight map for estimator 'ewgs'" in run.stderr
