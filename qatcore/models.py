@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from qatcore.checks import int_at_least
 from qatcore.layers import QuantConv2d
 
 
@@ -18,10 +19,8 @@ class MNISTCNN(nn.Sequential):
     def __init__(
         self, bits: int = 2, estimator="ste", image_size: int = 28, num_classes: int = 10
     ) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
-            raise ValueError(f"image_size must be an int >= 4, got {image_size!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        int_at_least("image_size", image_size, 4)
+        int_at_least("num_classes", num_classes, 2)
         side = image_size // 2 // 2
         super().__init__(
             QuantConv2d(1, 32, 3, padding=1, bits=bits, estimator=estimator),

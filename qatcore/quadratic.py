@@ -19,8 +19,6 @@ float64 and deterministic given the problem's seed.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from qatcore import estimators
+from qatcore.checks import int_at_least, positive_number
 from qatcore.estimators import Estimator
 from qatcore.quantizers import (
     check_bits,
@@ -58,18 +57,6 @@ DEFAULT_ETAS = {
     "sgd": np.logspace(-3.5, -2.0, 5),
     "momentum": np.logspace(-5.5, -4.5, 5),
 }
-
-
-def _check_int(name: str, value: object, lowest: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest:
-        raise ValueError(f"{name} must be an int >= {lowest}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_optimizer(optimizer: object, allowed: Sequence[str] = OPTIMIZERS) -> str:
@@ -104,10 +91,10 @@ class QuadraticProblem:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("dim", self.dim, 1)
+        int_at_least("dim", self.dim, 1)
         check_bits(self.bits)
         object.__setattr__(self, "m", check_range(self.m))
-        _check_int("seed", self.seed, 0)
+        int_at_least("seed", self.seed, 0)
         generator = torch.Generator().manual_seed(self.seed)
 
         def uniform(low: float, high: float) -> torch.Tensor:
@@ -221,8 +208,8 @@ def simulate(
 ) -> torch.Tensor:
     """Latent weights ``(steps+1)×dim`` of training with the estimator's backward ``Q̂′(w)·g``."""
     estimator = estimators.get(estimator)
-    eta = _check_positive("eta", eta)
-    steps = _check_int("steps", steps, 0)
+    eta = positive_number("eta", eta)
+    steps = int_at_least("steps", steps, 0)
     optimizer = _check_optimizer(optimizer)
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
     slope = _estimator_slope(problem, estimator)
@@ -306,8 +293,8 @@ def paired_runs(
     rate ``η`` for every optimizer; for Adam the two choices are the same.
     """
     estimator = estimators.get(estimator)
-    eta = _check_positive("eta", eta)
-    steps = _check_int("steps", steps, 0)
+    eta = positive_number("eta", eta)
+    steps = int_at_least("steps", steps, 0)
     optimizer = _check_optimizer(optimizer)
     if not isinstance(adjusted, bool):
         raise ValueError(f"adjusted must be True or False, got {adjusted!r}")
@@ -342,7 +329,7 @@ def safe_start(problem: QuadraticProblem, reach: float) -> torch.Tensor:
     the problem's seed, so the result is the same every time. Steps that move no weight further
     than ``reach`` then cross no threshold, bin edge or clip.
     """
-    reach = _check_positive("reach", reach)
+    reach = positive_number("reach", reach)
     marks = torch.cat([thresholds(problem.bits, problem.m), levels(problem.bits, problem.m)])
     spacing = float(marks.sort().values.diff().min())
     if reach >= 0.45 * spacing:
@@ -378,7 +365,7 @@ def one_step_gap(
     estimator = estimators.get(estimator)
     etas = _check_etas(etas)
     optimizer = _check_optimizer(optimizer, ("sgd", "momentum"))
-    steps = _check_int("steps", steps, 1)
+    steps = int_at_least("steps", steps, 1)
     w0 = safe_start(problem, etas.max() * _step_bound(problem, estimator) * steps**2)
     _, _, gap, _ = _pair(problem, estimator, etas, steps, optimizer, True, w0.numpy())
     return gap[-1]
@@ -403,7 +390,7 @@ def fixed_time_gap(
     estimator = estimators.get(estimator)
     etas = _check_etas(etas)
     optimizer = _check_optimizer(optimizer)
-    time = DEFAULT_TIME[optimizer] if time is None else _check_positive("time", time)
+    time = DEFAULT_TIME[optimizer] if time is None else positive_number("time", time)
     steps = [max(1, round(time / eta)) for eta in etas]
     w0 = problem.initial_weights().numpy()
     _, _, gap, _ = _pair(problem, estimator, etas, max(steps), optimizer, True, w0)
@@ -432,8 +419,8 @@ def adam_scale_invariance(
     constant ``c`` (up to ``ε``), which is why Adam needs no remap. SGD and momentum move ``c``
     times as far. Both runs are STE runs from ``initial_weights()``.
     """
-    eta = _check_positive("eta", eta)
-    steps = _check_int("steps", steps, 1)
+    eta = positive_number("eta", eta)
+    steps = int_at_least("steps", steps, 1)
     if scale is None:
         generator = torch.Generator().manual_seed(problem.seed + 2)
         scale = 10 ** (2 * torch.rand(problem.dim, generator=generator, dtype=torch.float64) - 1)

@@ -16,6 +16,8 @@ import numbers
 
 import torch
 
+from qatcore.checks import int_at_least, positive_number
+
 MAX_BITS = 16
 
 
@@ -30,16 +32,12 @@ def check_bits(bits: object) -> int:
 
 def check_range(m: object) -> float:
     """Return the quantizer range ``m`` as a float if it is finite and positive."""
-    if isinstance(m, bool) or not isinstance(m, numbers.Real) or not math.isfinite(m) or m <= 0:
-        raise ValueError(f"m (the quantizer range) must be a finite number > 0, got {m!r}")
-    return float(m)
+    return positive_number("m (the quantizer range)", m)
 
 
 def he_uniform_range(fan_in: int) -> float:
     """The paper's default range ``m = sqrt(6 / fan_in)``, the He-uniform initialiser's limit."""
-    if isinstance(fan_in, bool) or not isinstance(fan_in, numbers.Integral) or fan_in < 1:
-        raise ValueError(f"fan_in must be an int >= 1, got {fan_in!r}")
-    return math.sqrt(6.0 / fan_in)
+    return math.sqrt(6.0 / int_at_least("fan_in", fan_in, 1))
 
 
 def fan_in(weight: torch.Tensor) -> int:

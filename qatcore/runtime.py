@@ -13,6 +13,8 @@ import random
 import numpy as np
 import torch
 
+from qatcore.checks import int_at_least
+
 DEFAULT_THREADS = 2
 THREADS_VARIABLE = "QATCORE_THREADS"
 
@@ -31,8 +33,7 @@ def thread_count() -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    int_at_least("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -41,8 +42,7 @@ def seed_everything(seed: int) -> None:
 def configure(seed: int = 0, threads: int | None = None) -> None:
     """Fix seeds, thread count (``threads`` or ``thread_count()``) and deterministic algorithms."""
     threads = thread_count() if threads is None else threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    int_at_least("threads", threads, 1)
     torch.set_num_threads(threads)
     # CPU kernels are all deterministic; on a GPU, an op without a deterministic kernel warns
     torch.use_deterministic_algorithms(True, warn_only=True)

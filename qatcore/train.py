@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.layers import quantized_layers
 
@@ -47,19 +48,14 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("lr", "quantized_lr_factor"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+            positive_number(name, getattr(self, name))
         for name in ("batch_size", "epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            int_at_least(name, getattr(self, name), 1)
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
         if not 0 <= self.momentum < 1 or not 0 < self.beta2 < 1:
             raise ValueError("momentum must be in [0, 1) and beta2 in (0, 1)")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        int_at_least("seed", self.seed, 0)
 
     def steps_per_epoch(self, examples: int) -> int:
         return math.ceil(examples / self.batch_size)
