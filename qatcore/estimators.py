@@ -314,11 +314,12 @@ class Estimator:
         """``M(w) = c + α ∫_0^u ds/Q̂′(s)`` inside ``[-m, m]``, ``w`` outside; same dtype as ``w``."""
         alpha = self.alpha(bits, m)
         w64 = w.detach().to(torch.float64)
-        centre = bin_centre(bin_index(w64, bits, m), bits, m)
-        offset = (w64 - centre).cpu().numpy()
-        mapped = centre + alpha * torch.from_numpy(self._inverse_integral(offset, bits, m)).to(w64.device)
-        inside = torch.abs(w64) <= m
-        return torch.where(inside, mapped, w64).to(dtype=w.dtype, device=w.device)
+        inside = torch.abs(w64) <= m  # outside the range M is the identity: map only what is inside
+        centre = bin_centre(bin_index(w64[inside], bits, m), bits, m)
+        offset = (w64[inside] - centre).cpu().numpy()
+        mapped = w64.clone()
+        mapped[inside] = centre + alpha * torch.from_numpy(self._inverse_integral(offset, bits, m)).to(w64.device)
+        return mapped.to(dtype=w.dtype, device=w.device)
 
 
 class _QuantizeWithEstimator(torch.autograd.Function):

@@ -88,6 +88,8 @@ def reproduce(
     report = ReproduceReport()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:  # no timestamps: a rerun changes a notebook only where its outputs change
+            cell.metadata.pop("execution", None)
         started = time.monotonic()
         error = ""
         with _environment(
@@ -96,10 +98,12 @@ def reproduce(
                 FIGURES_VARIABLE: str(figures.resolve()),
                 NOTEBOOK_VARIABLE: path.stem,
                 PROGRESS_VARIABLE: "0",
+                "PYTHONHASHSEED": "0",  # sympy's printed expressions do not depend on hash order
             }
         ):
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+                nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                resources={"metadata": {"path": str(path.parent)}},
             )
             try:
                 client.execute()
