@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from qatcore import data, runtime
+from qatcore import data, estimators, runtime
 from qatcore.equivalence import RUNS, EquivalenceConfig, run_equivalence
 from qatcore.layers import quantized_layers
 from qatcore.models import MNISTCNN
+from qatcore.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,8 @@ def test_the_adjusted_run_really_is_the_theorem_s(sgd_result, digits):
     runtime.seed_everything(0)
     model = MNISTCNN(2, "dsq", 8)
     for layer in quantized_layers(model).values():
-        layer.estimator = __import__("qatcore").estimators.get("ste")
+        layer.estimator = estimators.get("ste")
         layer.apply_weight_map("dsq")
-    from qatcore.train import TrainConfig, train
-
     config = TrainConfig(lr=0.02, batch_size=64, epochs=2, quantized_lr_factor=sgd_result.alpha)
     train(model, digits, config, progress=False)
     flat = torch.cat([layer.weight.detach().reshape(-1) for layer in quantized_layers(model).values()])

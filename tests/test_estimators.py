@@ -61,7 +61,7 @@ def _reference_derivative(est, w, bits, m, grad_sign):
         index = min(max(math.floor((wi + m) / delta), 0), 2**bits - 2)
         centre = -m + (index + 0.5) * delta
         subs = {E.u: wi - centre, E.DELTA: delta, E.M_RANGE: m, E.GRAD_SIGN: gi}
-        subs.update({sp.Symbol(p.name, **p.symbol.assumptions0): params[p.name] for p in est.definition.parameters})
+        subs.update({p.symbol: params[p.name] for p in est.definition.parameters})
         out.append(float(expr.subs(subs).evalf()))
     return torch.tensor(out, dtype=torch.float64)
 

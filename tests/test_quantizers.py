@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from strategies import quantizer_inputs
 
 from qatcore import quantizers as Q
 
@@ -27,11 +27,7 @@ def test_thresholds_sit_half_way_between_levels():
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    bits=st.integers(1, 16),
-    m=st.floats(1e-3, 10.0),
-    ws=st.lists(st.floats(-20.0, 20.0), min_size=1, max_size=30),
-)
+@given(**quantizer_inputs)
 def test_quantize_lands_on_a_level_within_half_a_step(bits, m, ws):
     w = torch.tensor(ws, dtype=torch.float64)
     q = Q.uniform_quantize(w, bits, m)

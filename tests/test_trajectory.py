@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import quantizer_inputs
 
 from qatcore import quantizers as Q
 from qatcore import trajectory as tr
@@ -75,11 +76,7 @@ def test_level_index_dtype_holds_every_level(bits, dtype):
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    bits=st.integers(1, 16),
-    m=st.floats(1e-3, 10.0),
-    ws=st.lists(st.floats(-20.0, 20.0), min_size=1, max_size=30),
-)
+@given(**quantizer_inputs)
 def test_level_indices_match_uniform_quantize(bits, m, ws):
     w = torch.tensor(ws, dtype=torch.float64)
     k = tr.level_indices(w, bits, m)
