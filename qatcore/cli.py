@@ -10,7 +10,9 @@ from pathlib import Path
 def _reproduce(args: argparse.Namespace) -> int:
     from qatcore.reproduce import reproduce
 
-    report = reproduce(Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace)
+    report = reproduce(
+        Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace, only=args.only
+    )
     print(report.to_markdown())
     if report.ok:
         print(f"\nall {len(report.runs)} notebooks ran; every check passed")
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--build", default="build/notebooks", help="where executed copies go")
     rep.add_argument("--figures", default="figures", help="where figures are written")
     rep.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves")
+    rep.add_argument("--only", default="", metavar="PREFIX", help="only notebooks whose name starts so")
     rep.set_defaults(run=_reproduce)
 
     from qatcore.data import DATASETS

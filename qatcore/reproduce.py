@@ -76,11 +76,15 @@ def reproduce(
     figures: Path = Path("figures"),
     inplace: bool = False,
     timeout: int = 1200,
+    only: str = "",
 ) -> ReproduceReport:
-    """Execute every ``*.ipynb`` in ``notebooks`` (sorted) and collect their checks and numbers."""
-    paths = sorted(Path(notebooks).glob("*.ipynb"))
+    """Execute every ``*.ipynb`` in ``notebooks`` (sorted) and collect their checks and numbers.
+
+    ``only`` keeps the notebooks whose name starts with it (``"03"`` runs notebook 03 alone).
+    """
+    paths = sorted(Path(notebooks).glob(f"{only}*.ipynb"))
     if not paths:
-        raise FileNotFoundError(f"no notebooks (*.ipynb) found in {notebooks}")
+        raise FileNotFoundError(f"no notebooks ({only}*.ipynb) found in {notebooks}")
     build.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     report_file = build / "report.jsonl"

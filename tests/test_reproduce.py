@@ -82,3 +82,12 @@ def test_cli_exits_non_zero_when_a_check_fails(tmp_path):
 def test_reproduce_without_notebooks_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no notebooks"):
         reproduce(tmp_path, tmp_path / "b", tmp_path / "f")
+
+
+def test_reproduce_only_runs_the_notebooks_with_that_prefix(tmp_path):
+    _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
+    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.report import check\ncheck('false claim', 1 > 2)")
+    result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", only="01")
+    assert result.ok and [r.name for r in result.runs] == ["01_ok"]
+    with pytest.raises(FileNotFoundError, match="03"):
+        reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", only="03")
