@@ -25,16 +25,20 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _equivalence(args: argparse.Namespace) -> int:
     import json
 
-    from qatcore import runtime
+    from qatcore import distributed, runtime
     from qatcore.equivalence import EquivalenceConfig, run_equivalence
 
+    if args.nproc > 1 and not distributed.init_from_environment():
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
     runtime.configure(seed=args.seed)
     config = EquivalenceConfig(
         estimator=args.estimator, bits=args.bits, optimizer=args.optimizer, lr=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         dataset=args.dataset, data_dir=args.data_dir, device=args.device,
     )
-    summary = run_equivalence(config, progress=not args.json).to_dict()
+    summary = run_equivalence(config, progress=not args.json and distributed.is_main_process()).to_dict()
+    if not distributed.is_main_process():
+        return 0
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -44,6 +48,17 @@ def _equivalence(args: argparse.Namespace) -> int:
         print(f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
               f"{metrics['prediction_agreement']:>14.4f}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` (the processes torchrun starts must not launch again)."""
+    kept, args = [], iter(argv)
+    for arg in args:
+        if arg == "--nproc":
+            next(args, None)
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
     eq.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
     eq.add_argument("--json", action="store_true", help="print one JSON object")
+    eq.add_argument(
+        "--nproc", type=int, default=1,
+        help="train on N local processes with DistributedDataParallel (through torchrun)",
+    )
     eq.set_defaults(run=_equivalence)
     return parser
 
@@ -82,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from qatcore import distributed
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.layers import quantized_layers
@@ -138,9 +139,13 @@ def train(
 
     ``progress``: a tqdm bar (a widget in JupyterLab, text in a terminal); ``None`` shows it
     unless ``$QATCORE_PROGRESS`` is ``0`` or the call runs under pytest.
+
+    Inside a ``torch.distributed`` process group, each process trains its shard of every global
+    batch under DistributedDataParallel (``qatcore.distributed``); losses are the global average.
     """
     n = len(data.x_train)
-    per_epoch = config.steps_per_epoch(n)
+    local, local_batch = distributed.shard(torch.arange(n), config.batch_size)
+    per_epoch = math.ceil(len(local) / local_batch)
     total = per_epoch * config.epochs
     record = sorted(set(record_steps))
     if record and (record[0] < 0 or record[-1] > total):
@@ -152,22 +157,23 @@ def train(
     if 0 in record:
         result.snapshots[0] = snapshot(model)
     model.train()
+    net = distributed.wrap(model)
     bar = tqdm(total=total, desc=f"{config.optimizer} lr={config.lr:g}", disable=not _show_progress(progress), leave=False)
     step = 0
     for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)
+        for start in range(0, len(order), local_batch):
+            batch = order[start : start + local_batch]
             lr = learning_rate(step, total, config.lr, config.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["factor"]
             optimizer.zero_grad(set_to_none=True)
             x, y = data.x_train[batch].to(device), data.y_train[batch].to(device)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(net(x), y)
             loss.backward()
             optimizer.step()
             step += 1
-            result.losses.append(loss.item())
+            result.losses.append(distributed.mean(loss.item()))
             result.learning_rates.append(lr)
             if step in record:
                 result.snapshots[step] = snapshot(model)
