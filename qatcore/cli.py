@@ -10,8 +10,12 @@ from pathlib import Path
 def _reproduce(args: argparse.Namespace) -> int:
     from qatcore.reproduce import reproduce
 
+    parameters = {}
+    if args.dataset != "digits":
+        parameters = {"PAPER_SCALE": True, "DATASET": args.dataset, "DATA_DIR": args.data_dir}
     report = reproduce(
-        Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace, only=args.only
+        Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace, only=args.only,
+        parameters=parameters,
     )
     print(report.to_markdown())
     if report.ok:
@@ -61,7 +65,62 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
+def _ace(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore.ace import count_zoo_model
+
+    report = count_zoo_model(args.model, args.w_bits, args.a_bits, args.elementwise_bits, args.cost_model)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 0
+    totals = report.totals
+    print(f"{args.model}: {totals['macs']:,} MACs, ACE {totals['ace']:.4g}, ACEv2 {totals['acev2']:.4g}, "
+          f"energy {totals['energy_pj'] / 1e6:.4g} µJ (45 nm)")
+    print(report.to_markdown())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore.export.exporter import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out, dataset=args.dataset,
+                               data_dir=args.data_dir, overwrite=args.overwrite, threads=args.threads)
+    summary = result.to_dict()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {summary['path']} ({summary['size_bytes']:,} bytes; float32 ONNX "
+              f"{summary['float_size_bytes']:,} bytes) and {summary['metadata']}")
+        print(f"parity with PyTorch on {result.parity.examples} test images: max |Δ| "
+              f"{summary['max_abs_diff']:.3g} (one output step {summary['output_step']:.3g}), "
+              f"prediction agreement {summary['prediction_agreement']:.4f}")
+    return 0 if result.parity.ok else 1
+
+
+def _bnn_memory(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore.bnn.measure import memory_summary
+
+    summary = memory_summary(args.model, args.batch, measure=args.measure)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{args.model}, batch {args.batch}: standard {summary['standard_bytes'] / 2**20:.2f} MiB, "
+          f"low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, ratio {summary['ratio']:.2f}× (model)")
+    for mode, measured in summary.get("measured", {}).items():
+        peak = measured["peak_rss_bytes"]
+        print(f"  measured {mode}: held {measured['held_bytes'] / 2**20:.2f} MiB, peak RSS increase "
+              f"{'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from qatcore.data import DATASETS
+
     parser = argparse.ArgumentParser(prog="qatcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     rep = commands.add_parser("reproduce", help="run every notebook headless; print the report table")
@@ -70,9 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures", default="figures", help="where figures are written")
     rep.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves")
     rep.add_argument("--only", default="", metavar="PREFIX", help="only notebooks whose name starts so")
+    rep.add_argument(
+        "--dataset", default="digits", choices=DATASETS,
+        help="another dataset runs each notebook's paper-scale variant (PAPER_SCALE, DATASET, DATA_DIR)",
+    )
+    rep.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files for --dataset")
     rep.set_defaults(run=_reproduce)
 
-    from qatcore.data import DATASETS
     from qatcore.estimators import names
     from qatcore.train import OPTIMIZERS
 
@@ -95,6 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on N local processes with DistributedDataParallel (through torchrun)",
     )
     eq.set_defaults(run=_equivalence)
+
+    from qatcore import zoo
+
+    ace = commands.add_parser("ace", help="count MACs, ACE, ACEv2 and 45 nm energy of a built-in model")
+    ace.add_argument("--model", required=True, choices=zoo.names())
+    ace.add_argument("--w-bits", type=int, default=None, help="weight bits of every conv/linear layer")
+    ace.add_argument("--a-bits", type=int, default=None, help="input (activation) bits of every conv/linear layer")
+    ace.add_argument("--elementwise-bits", type=int, default=None, help="bits of element-wise ops (default: float 32)")
+    ace.add_argument("--cost-model", default="acev2", choices=("ace", "acev2", "energy"))
+    ace.add_argument("--json", action="store_true", help="print one JSON object")
+    ace.set_defaults(run=_ace)
+
+    from qatcore.export import FORMATS
+
+    ex = commands.add_parser("export", help="export a checkpoint (ONNX, packed binary, torch.export) and check it")
+    ex.add_argument("checkpoint", help="a checkpoint written by qatcore.checkpoint.save")
+    ex.add_argument("--format", required=True, choices=FORMATS)
+    ex.add_argument("--out", required=True, help="output folder (created if missing)")
+    ex.add_argument("--json", action="store_true", help="print one JSON object")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing export files")
+    ex.add_argument("--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)")
+    ex.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
+    ex.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    ex.set_defaults(run=_export)
+
+    bnn = commands.add_parser("bnn-memory", help="modelled (and measured) memory of standard vs low-memory BNN training")
+    bnn.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"))
+    bnn.add_argument("--batch", type=int, default=100, help="batch size (default: 100)")
+    bnn.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
+    bnn.add_argument("--json", action="store_true", help="print one JSON object")
+    bnn.set_defaults(run=_bnn_memory)
     return parser
 
 
@@ -104,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         parser.exit(2, f"qatcore {args.command}: error: {error}\n")
 
 

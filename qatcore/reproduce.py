@@ -3,12 +3,17 @@
 Each notebook is executed with nbclient into a build folder (the committed notebooks are left
 alone unless ``inplace``), with ``$QATCORE_REPORT`` pointing at a JSON-lines file that
 ``qatcore.report`` appends to and ``$QATCORE_FIGURES`` pointing at ``figures/``.
+
+``parameters`` (for the paper-scale runs: ``PAPER_SCALE``, ``DATASET``, ``DATA_DIR``) are
+injected papermill-style: a cell after each notebook's ``parameters`` cell reassigns those of the
+names that cell assigns; a notebook without them runs as it is.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +61,22 @@ class ReproduceReport:
         return "\n".join(lines)
 
 
+def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> list[str]:
+    """Reassign, after the cell tagged ``parameters``, the ``parameters`` that cell assigns; return their names."""
+    for index, cell in enumerate(nb.cells):
+        if "parameters" in cell.metadata.get("tags", []):
+            assigned = set(re.findall(r"^(\w+(?:\s*,\s*\w+)*)\s*=", cell.source, flags=re.MULTILINE))
+            names = {name.strip() for group in assigned for name in group.split(",")}
+            chosen = [name for name in parameters if name in names]
+            if chosen:
+                source = "# injected by qatcore reproduce\n" + "".join(
+                    f"{name} = {parameters[name]!r}\n" for name in chosen)
+                injected = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+                nb.cells.insert(index + 1, injected)
+            return chosen
+    return []
+
+
 @contextmanager
 def _environment(**values: str):
     saved = {k: os.environ.get(k) for k in values}
@@ -77,11 +98,16 @@ def reproduce(
     inplace: bool = False,
     timeout: int = 1200,
     only: str = "",
+    parameters: dict | None = None,
 ) -> ReproduceReport:
     """Execute every ``*.ipynb`` in ``notebooks`` (sorted) and collect their checks and numbers.
 
-    ``only`` keeps the notebooks whose name starts with it (``"03"`` runs notebook 03 alone).
+    ``only`` keeps the notebooks whose name starts with it (``"03"`` runs notebook 03 alone);
+    ``parameters`` are injected into each notebook (never with ``inplace``: the committed
+    notebooks keep their default run).
     """
+    if parameters and inplace:
+        raise ValueError("parameters cannot be combined with inplace: the committed notebooks keep the default run")
     paths = sorted(Path(notebooks).glob(f"{only}*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"no notebooks ({only}*.ipynb) found in {notebooks}")
@@ -94,6 +120,7 @@ def reproduce(
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:  # no timestamps: a rerun changes a notebook only where its outputs change
             cell.metadata.pop("execution", None)
+        inject_parameters(nb, parameters or {})
         started = time.monotonic()
         error = ""
         with _environment(

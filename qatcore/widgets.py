@@ -7,7 +7,41 @@ from IPython.display import display
 
 from qatcore import estimators
 from qatcore.data import Dataset
-from qatcore.plots import plot_trajectory_overlap, plot_weight_map
+from qatcore.plots import plot_estimators, plot_trajectory_overlap, plot_weight_map
+from qatcore.quantizers import step_size
+
+
+def estimator_view(name: str, bits: int, m: float = 1.0):
+    """What the estimator explorer shows: Δ and the levels in a line, and the forward/backward figure."""
+    est = estimators.get(name)
+    text = f"{name} vs ste, {bits} bits: {2**bits} levels, Δ = {step_size(bits, m):.4g}"
+    names = ("ste",) if est.name == "ste" else ("ste", est.name)
+    return text, plot_estimators(names, bits, m)
+
+
+def estimator_explorer(name: str = "dsq", bits: int = 2) -> widgets.VBox:
+    """Pick an estimator and a bit width; see Q, the surrogate Q̂ and Q̂′ beside the STE's."""
+    return _estimator_and_bits(name, bits, estimator_view)
+
+
+def _estimator_and_bits(name: str, bits: int, view) -> widgets.VBox:
+    """A dropdown of estimators and a bits slider whose every change redraws ``view(name, bits)``."""
+    choose = widgets.Dropdown(options=estimators.names(), value=name, description="estimator")
+    width = widgets.IntSlider(value=bits, min=1, max=8, description="bits")
+    label = widgets.Label()
+    out = widgets.Output()
+
+    def redraw(_=None):
+        label.value, figure = view(choose.value, width.value)
+        out.clear_output(wait=True)
+        if figure is not None:
+            with out:
+                display(figure)
+
+    choose.observe(redraw, names="value")
+    width.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([choose, width]), label, out])
 
 
 def describe_weight_map(name: str, bits: int, m: float = 1.0) -> str:
@@ -31,22 +65,7 @@ def weight_map_view(name: str, bits: int, m: float = 1.0):
 
 def weight_map_explorer(name: str = "dsq", bits: int = 2) -> widgets.VBox:
     """Pick an estimator and a bit width; see Q̂′, 1/Q̂′, M and α (or why there is no map)."""
-    choose = widgets.Dropdown(options=estimators.names(), value=name, description="estimator")
-    width = widgets.IntSlider(value=bits, min=1, max=8, description="bits")
-    label = widgets.Label()
-    out = widgets.Output()
-
-    def redraw(_=None):
-        label.value, figure = weight_map_view(choose.value, width.value)
-        out.clear_output(wait=True)
-        if figure is not None:
-            with out:
-                display(figure)
-
-    choose.observe(redraw, names="value")
-    width.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([choose, width]), label, out])
+    return _estimator_and_bits(name, bits, weight_map_view)
 
 
 def equivalence_view(

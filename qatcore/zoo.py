@@ -14,7 +14,17 @@ from torch import nn
 
 MODELS: dict[str, str] = {
     "mnist_cnn": "qatcore.models:MNISTCNN",
+    "bnn_mlp": "qatcore.bnn.models:BNNMLP",
+    "cnv": "qatcore.bnn.models:CNV",
+    "binarynet": "qatcore.bnn.models:BinaryNet",
+    "mobilenet_v1": "qatcore.architectures:MobileNetV1",
+    "resnet18": "qatcore.architectures:ResNet18",
+    "resnet50": "qatcore.architectures:ResNet50",
+    "pikelpn_mobilenet": "qatcore.pikelpn:pikelpn_mobilenet",
 }
+
+#: input shape (without the batch) of models that do not carry an ``input_shape`` themselves
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {"mnist_cnn": (1, 28, 28)}
 
 
 def names() -> list[str]:
@@ -33,3 +43,11 @@ def factory(name: str):
 def build(name: str, **kwargs: Any) -> nn.Module:
     """A fresh model called ``name``, built with ``kwargs``."""
     return factory(name)(**kwargs)
+
+
+def input_shape(name: str, model: nn.Module) -> tuple[int, ...]:
+    """The input shape (without the batch) of ``model``, built as ``name`` with default arguments."""
+    shape = getattr(model, "input_shape", None) or INPUT_SHAPES.get(name)
+    if shape is None:
+        raise ValueError(f"model {name!r} has no input_shape attribute and no entry in zoo.INPUT_SHAPES")
+    return tuple(shape)

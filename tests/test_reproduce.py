@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from qatcore import report
-from qatcore.reproduce import reproduce
+from qatcore.reproduce import inject_parameters, reproduce
 
 PASSING = """\
 from matplotlib.figure import Figure
@@ -91,3 +91,22 @@ def test_reproduce_only_runs_the_notebooks_with_that_prefix(tmp_path):
     assert result.ok and [r.name for r in result.runs] == ["01_ok"]
     with pytest.raises(FileNotFoundError, match="03"):
         reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", only="03")
+
+
+def test_parameters_are_injected_after_the_parameters_cell_for_the_names_it_assigns():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("PAPER_SCALE = False\nEPOCHS, DATA_DIR = 3, None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(PAPER_SCALE)"),
+    ])
+    chosen = inject_parameters(nb, {"PAPER_SCALE": True, "DATA_DIR": "/data", "DATASET": "mnist"})
+    assert chosen == ["PAPER_SCALE", "DATA_DIR"]
+    assert nb.cells[1].source.splitlines()[1:] == ["PAPER_SCALE = True", "DATA_DIR = '/data'"]
+    assert nb.cells[1].metadata["tags"] == ["injected-parameters"] and len(nb.cells) == 3
+
+
+def test_a_notebook_without_those_parameters_runs_as_it_is(tmp_path):
+    _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
+    result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", parameters={"DATASET": "mnist"})
+    assert result.ok
+    with pytest.raises(ValueError, match="inplace"):
+        reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", inplace=True, parameters={"X": 1})

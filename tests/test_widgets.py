@@ -4,7 +4,13 @@ import pytest
 from matplotlib.figure import Figure
 
 from qatcore import data, estimators
-from qatcore.widgets import equivalence_view, weight_map_explorer, weight_map_view
+from qatcore.widgets import (
+    equivalence_view,
+    estimator_explorer,
+    estimator_view,
+    weight_map_explorer,
+    weight_map_view,
+)
 
 
 @pytest.mark.parametrize("name", estimators.names())
@@ -15,6 +21,23 @@ def test_weight_map_view_gives_a_figure_or_the_reason(name, bits):
         assert figure is None and "no weight map" in text
     else:
         assert isinstance(figure, Figure) and f"{bits} bits: α = " in text
+
+
+@pytest.mark.parametrize("name", estimators.names())
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_estimator_view_draws_every_estimator_at_every_width(name, bits):
+    text, figure = estimator_view(name, bits)
+    assert isinstance(figure, Figure) and f"{2**bits} levels" in text
+    assert len(figure.axes[1].lines) == (1 if name == "ste" else 2) + 2**bits - 1  # curves + thresholds
+
+
+def test_estimator_explorer_redraws_when_a_control_moves():
+    box = estimator_explorer("dsq", 2)
+    (choose, width), label = box.children[0].children, box.children[1]
+    assert label.value == "dsq vs ste, 2 bits: 4 levels, Δ = 0.6667"
+    width.value = 8
+    choose.value = "ewgs"
+    assert label.value.startswith("ewgs vs ste, 8 bits: 256 levels, Δ = 0.007843")
 
 
 def test_explorer_redraws_when_a_control_moves():

@@ -1,0 +1,184 @@
+"""Binary layers of the BNN-training models, identical in both training modes.
+
+Forward semantics (what an exporter may rely on, in either mode and after either kind of training):
+
+* ``BinaryLinear`` / ``BinaryConv2d`` compute ``y = op(x_b, sign(W))`` with ``sign(v) = +1`` for
+  ``v >= 0`` and ``-1`` otherwise, no scale factor and **no bias**; ``x_b = sign(x)`` unless the layer
+  is the first (``binary_input=False``: the full-precision input is used as it is). Attributes
+  ``weight_bits = 1`` and ``input_bits = 1`` (32 for the first layer). The latent weight may be
+  float32 (standard mode) or float16 (low-memory mode); only its sign matters in the forward pass.
+* Batch norm after each binary layer is an ``nn.BatchNorm1d/2d``: torch's own (standard mode) or its
+  subclass ``L1BatchNorm1d/2d`` (low-memory mode), whose *evaluation* formula is exactly torch's
+  ``γ·(x − running_mean)/sqrt(running_var + eps) + β`` with ``γ = 1``, ``eps = 0`` and
+  ``running_var`` holding the square of the running l1 dispersion σ. ``batch_norm_scale_shift``
+  gives the per-channel ``(a, b)`` with ``BN(x) = a·x + b`` for either.
+* ``SignActivation`` outputs ``sign(x)`` (±1, ``sign(0) = +1``); it follows every batch norm but the
+  last, whose output is the logits.
+* ``MaxPool2d`` is ``nn.MaxPool2d(2, 2)`` (2×2 windows, stride 2).
+
+A model is ``[binary layer → batch norm → sign]*`` with pooling in between, ending in
+``binary layer → batch norm``. The training mode (``low_memory`` flag on each layer, set with
+``qatcore.bnn.models.set_mode``) changes only what is kept for the backward pass and how gradients
+are computed (``qatcore.bnn.functions``), never the forward result in evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qatcore.bnn import functions as fn
+from qatcore.bnn.functions import sign
+
+
+def _training_step(module: nn.Module) -> bool:
+    """Use the autograd Functions only when gradients are being recorded in training."""
+    return module.training and torch.is_grad_enabled()
+
+
+class BinaryLayer:
+    """Mixin of the two binary layers: ``sign(W)`` weights, optional ``sign(x)`` inputs, no bias."""
+
+    weight: nn.Parameter
+    weight_bits = 1
+
+    def _setup_binary(self, binary_input: bool) -> None:
+        if not isinstance(binary_input, bool):
+            raise TypeError(f"binary_input must be a bool, got {binary_input!r}")
+        self.binary_input = binary_input
+        self.input_bits = 1 if binary_input else 32
+        self.low_memory = False
+        with torch.no_grad():  # the authors' initialisation: N(0, std = 1/sqrt(fan_in))
+            self.weight.normal_(0.0, 1.0 / math.sqrt(self.weight[0].numel()))
+
+    def binary_weight(self) -> torch.Tensor:
+        """``sign(W)`` as a plain tensor (float32, no gradient), the weights an exporter packs."""
+        return sign(self.weight.detach().float())
+
+    def _binary_forward(self, x: torch.Tensor, op) -> torch.Tensor:
+        if _training_step(self):
+            function = fn.LowMemoryBinaryLayer if self.low_memory else fn.StandardBinaryLayer
+            return function.apply(x, self.weight, op, self.binary_input)
+        xb = sign(x) if self.binary_input else x
+        return op(xb, sign(self.weight).to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, binary_input={self.binary_input}, low_memory={self.low_memory}"
+
+
+class BinaryLinear(BinaryLayer, nn.Linear):
+    """``nn.Linear`` without bias computing ``sign(x)·sign(W)ᵀ`` (``x`` itself if ``binary_input=False``)."""
+
+    def __init__(self, in_features: int, out_features: int, binary_input: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self._setup_binary(binary_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._binary_forward(x, fn.DenseOp())
+
+
+class BinaryConv2d(BinaryLayer, nn.Conv2d):
+    """``nn.Conv2d`` without bias convolving ``sign(x)`` (or ``x``) with ``sign(W)``."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 0,
+        stride: int = 1, binary_input: bool = True,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+        self._setup_binary(binary_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._binary_forward(x, fn.ConvOp(self.stride, self.padding))
+
+
+class SignActivation(nn.Module):
+    """``sign(x)`` with the clipped straight-through gradient ``1[|x| ≤ 1]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.low_memory = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _training_step(self):
+            return fn.SignSTE.apply(x, self.low_memory)
+        return sign(x)
+
+    def extra_repr(self) -> str:
+        return f"low_memory={self.low_memory}"
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, 2)`` that keeps only its switch mask for backward (float32 or packed bits)."""
+
+    def __init__(self) -> None:
+        super().__init__(kernel_size=2, stride=2)
+        self.low_memory = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _training_step(self):
+            return fn.MaxPool2x2.apply(x, self.low_memory)
+        return super().forward(x)
+
+
+class L1BatchNorm:
+    """Mixin: the paper's l1 batch norm as an ``nn.BatchNorm`` (``γ = 1`` frozen, ``eps = 0``).
+
+    Training uses ``σ = mean|x − μ|``; the running statistics keep ``μ`` and ``σ²`` (momentum 0.1,
+    the authors' 0.9 in Keras' convention), so evaluation is torch's batch-norm formula.
+    """
+
+    low_memory = True
+
+    def _setup_l1(self) -> None:
+        self.eps = 0.0
+        self.weight.requires_grad_(False)
+        self.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _training_step(self):
+            return F.batch_norm(
+                x, self.running_mean.float(), self.running_var.float(), self.weight.float(),
+                self.bias.float(), False, 0.0, self.eps,
+            )
+        out, mu, sigma = fn.L1BatchNorm.apply(x, self.bias)
+        with torch.no_grad():
+            keep = 1.0 - self.momentum
+            self.running_mean.copy_(keep * self.running_mean.float() + self.momentum * mu)
+            running_sigma = keep * self.running_var.float().sqrt() + self.momentum * sigma
+            self.running_var.copy_(running_sigma.square())
+            self.num_batches_tracked.add_(1)
+        return out
+
+
+class L1BatchNorm1d(L1BatchNorm, nn.BatchNorm1d):
+    """l1 batch norm over features (N×C)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self._setup_l1()
+
+
+class L1BatchNorm2d(L1BatchNorm, nn.BatchNorm2d):
+    """l1 batch norm over channels (N×C×H×W)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self._setup_l1()
+
+
+def batch_norm_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel float32 ``(a, b)`` with ``bn(x) = a·x + b`` in evaluation (torch's or l1 batch norm)."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_var is None:
+        raise TypeError(f"bn must be a batch norm with running statistics, got {type(bn).__name__}")
+    gamma = bn.weight.detach().float() if bn.weight is not None else torch.ones_like(bn.running_var.float())
+    beta = bn.bias.detach().float() if bn.bias is not None else torch.zeros_like(gamma)
+    a = gamma / torch.sqrt(bn.running_var.float() + bn.eps)
+    return a, beta - a * bn.running_mean.float()
+
+
+def binary_layers(model: nn.Module) -> dict[str, BinaryLayer]:
+    """The model's binary layers by name, in definition order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, BinaryLayer)}

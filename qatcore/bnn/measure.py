@@ -1,0 +1,190 @@
+"""Measuring a real training step: what autograd keeps, and the process's peak memory.
+
+*Held bytes* are counted, not estimated: a ``torch.autograd.graph.saved_tensors_hooks`` pack hook
+sees every tensor autograd keeps for backward (torch's own ops and our Functions alike); each
+storage is counted once (by ``data_ptr``, with its ``nbytes``), leaving out the parameters and
+buffers, which are counted with the gradients and the optimiser state. This is the quantity the
+analytic model (``qatcore.bnn.memory``) predicts.
+
+*Peak process memory* is the resident set's high-water mark (``VmHWM``) during one step, after
+resetting it by writing ``5`` to ``/proc/self/clear_refs``, minus the resident set before the step.
+It adds what the model leaves out: the forward outputs nobody saves, the backward's gradients in
+flight and float32 working copies. tracemalloc cannot see torch's allocations (they bypass
+Python's allocator) and psutil reports only the current RSS, not a peak. glibc would keep freed
+blocks and hide them from RSS, so during the measured step ``measure_step`` asks it (``mallopt``)
+to map every block over 64 KiB and return it on free (slower, so only for that step). Linux only:
+elsewhere the peak is ``None``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qatcore.bnn.models import set_mode
+from qatcore.bnn.optim import make_optimizer
+from qatcore.bnn.train import training_step
+from qatcore.checks import int_at_least
+
+_STATUS = Path("/proc/self/status")
+_M_MMAP_THRESHOLD = -3
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Bytes a real training step holds, by part, and its peak resident-memory increase."""
+
+    mode: str
+    batch_size: int
+    saved_bytes: int
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    peak_rss_bytes: int | None
+
+    @property
+    def held_bytes(self) -> int:
+        """Saved tensors + parameters and buffers + gradients + optimiser state."""
+        return self.saved_bytes + self.parameter_bytes + self.gradient_bytes + self.optimizer_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "held_bytes": self.held_bytes}
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def reset_peak() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def return_freed_memory(on: bool = True) -> None:
+    """With ``on``, ask glibc to mmap every block over 64 KiB (returned to the system when freed) and
+    trim its heap; without, set the threshold to glibc's largest dynamic value (32 MiB), so later
+    steps run at full speed again. A no-op where glibc is missing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024 if on else 32 * 2**20)
+        if on:
+            libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of the tensors' distinct storages."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer):
+    return [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+
+
+def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0) -> Measurement:
+    """Switch ``model`` to ``mode``, take one warm-up step (so Adam has state), then measure a step."""
+    batch_size = int_at_least("batch_size", batch_size, 2)
+    set_mode(model, mode)
+    model.train()
+    optimizer = make_optimizer(model, mode)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand((batch_size, *model.input_shape), generator=generator) * 2 - 1
+    classes = model(x[:2]).shape[1]
+    y = torch.randint(0, classes, (batch_size,), generator=generator)
+    training_step(model, optimizer, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    owned = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in owned:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    return_freed_memory()
+    try:
+        gc.collect()
+        before = _status_kib("VmRSS")
+        peak_ok = reset_peak() and before is not None
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        gradients = tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+        peak = _status_kib("VmHWM") if peak_ok else None
+    finally:
+        return_freed_memory(on=False)
+    return Measurement(
+        mode=mode, batch_size=batch_size, saved_bytes=sum(kept.values()),
+        parameter_bytes=tensor_bytes([*model.parameters(), *model.buffers()]),
+        gradient_bytes=gradients, optimizer_bytes=tensor_bytes(_optimizer_tensors(optimizer)),
+        peak_rss_bytes=None if peak is None else peak - before,
+    )
+
+
+def time_steps(model: nn.Module, mode: str, batch_size: int, steps: int = 5, seed: int = 0) -> float:
+    """Median seconds per training step of ``model`` in ``mode`` (after one warm-up step)."""
+    int_at_least("steps", steps, 1)
+    set_mode(model, mode)
+    model.train()
+    optimizer = make_optimizer(model, mode)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand((batch_size, *model.input_shape), generator=generator) * 2 - 1
+    y = torch.randint(0, model(x[:2]).shape[1], (batch_size,), generator=generator)
+    training_step(model, optimizer, x, y)
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        training_step(model, optimizer, x, y)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+#: command-line names of the paper's three models and their zoo names
+CLI_MODELS = {"mlp": "bnn_mlp", "cnv": "cnv", "binarynet": "binarynet"}
+
+
+def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int = 0) -> dict:
+    """Modelled bytes of both modes (``standard_bytes``, ``low_memory_bytes``, ``ratio``, per-kind
+    breakdowns) and, with ``measure``, the measured figures of one real step of each mode."""
+    from qatcore import zoo
+    from qatcore.bnn.memory import STANDARD, LOW_MEMORY, bytes_by_kind, layer_shapes, memory_rows, total_bytes
+
+    if model not in CLI_MODELS:
+        raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {model!r}")
+    batch_size = int_at_least("batch_size", batch_size, 2)
+    torch.manual_seed(seed)
+    net = zoo.build(CLI_MODELS[model])
+    shapes = layer_shapes(net)
+    rows = {mode: memory_rows(net, batch_size, c, shapes) for mode, c in
+            (("standard", STANDARD), ("low_memory", LOW_MEMORY))}
+    summary = {
+        "model": model, "batch_size": batch_size,
+        "standard_bytes": total_bytes(rows["standard"]), "low_memory_bytes": total_bytes(rows["low_memory"]),
+        "by_kind": {mode: bytes_by_kind(r) for mode, r in rows.items()},
+    }
+    summary["ratio"] = summary["standard_bytes"] / summary["low_memory_bytes"]
+    if measure:
+        measured = {mode: measure_step(net, mode, batch_size, seed).to_dict() for mode in rows}
+        summary["measured"] = measured
+        summary["measured_ratio"] = measured["standard"]["held_bytes"] / measured["low_memory"]["held_bytes"]
+    return summary

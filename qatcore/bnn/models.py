@@ -1,0 +1,156 @@
+"""The paper's BNN models (layer lists of the authors' public training code) and the mode switch.
+
+* ``BNNMLP``: 784 → 256 → 256 → 256 → 256 → 10 (an 8×8 ``digits`` image gives 64 inputs).
+* ``CNV``: conv 64, 64, pool, 128, 128, pool, 256, 256 (3×3, 'valid' padding), dense 512, 512, 10.
+  'valid' padding needs a 32×32 input; a smaller image (28×28, 8×8) uses 'same' padding instead.
+* ``BinaryNet``: conv 128, 128, pool, 256, 256, pool, 512, 512, pool (3×3, 'same'), dense 1024,
+  1024, 10; the pool sits between the conv and its batch norm, as in the authors' code.
+
+Every binary layer is followed by a batch norm, and every batch norm but the last by a sign
+activation; the first layer sees the full-precision image (scaled to [−1, 1] by the trainer).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from qatcore.bnn.layers import (
+    BinaryConv2d,
+    BinaryLayer,
+    BinaryLinear,
+    L1BatchNorm,
+    L1BatchNorm1d,
+    L1BatchNorm2d,
+    MaxPool2d,
+    SignActivation,
+)
+from qatcore.checks import int_at_least
+
+MODES = ("standard", "low_memory")
+BATCH_NORM_EPS = 1e-4  # the authors' Keras setting for the standard batch norm
+
+
+def _batch_norm(features: int, dims: int) -> nn.Module:
+    return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(features, eps=BATCH_NORM_EPS)
+
+
+def _dense_stack(widths: list[int], first_binary: bool) -> list[nn.Module]:
+    """Binary dense layers ``widths[0] → widths[1] → …`` with batch norm, sign between them."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        layers += [BinaryLinear(n_in, n_out, binary_input=first_binary or i > 0), _batch_norm(n_out, 1)]
+        if i < len(widths) - 2:
+            layers.append(SignActivation())
+    return layers
+
+
+def _check_shape(image_size: int, in_channels: int, num_classes: int) -> None:
+    int_at_least("image_size", image_size, 8)
+    int_at_least("in_channels", in_channels, 1)
+    int_at_least("num_classes", num_classes, 2)
+
+
+class BNNMLP(nn.Sequential):
+    """The paper's MNIST MLP: four hidden binary dense layers of 256."""
+
+    def __init__(
+        self, image_size: int = 28, in_channels: int = 1, num_classes: int = 10, hidden: int = 256,
+        mode: str = "standard",
+    ) -> None:
+        _check_shape(image_size, in_channels, num_classes)
+        int_at_least("hidden", hidden, 1)
+        widths = [in_channels * image_size**2] + [hidden] * 4 + [num_classes]
+        super().__init__(nn.Flatten(), *_dense_stack(widths, first_binary=False))
+        self.input_shape = (in_channels, image_size, image_size)
+        set_mode(self, mode)
+
+
+def _cnv_side(image_size: int, padding: int) -> int:
+    side = image_size
+    for _ in range(2):
+        side = (side - 4 + 4 * padding) // 2
+    return side - 4 + 4 * padding
+
+
+class CNV(nn.Sequential):
+    """The paper's CNV for 32×32 CIFAR-10/SVHN images (any square image ≥ 8 with 'same' padding)."""
+
+    def __init__(
+        self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10, mode: str = "standard"
+    ) -> None:
+        _check_shape(image_size, in_channels, num_classes)
+        padding = 0 if _cnv_side(image_size, 0) >= 1 else 1
+        layers: list[nn.Module] = []
+        channels = [in_channels, 64, 64, 128, 128, 256, 256]
+        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+            layers += [BinaryConv2d(c_in, c_out, 3, padding=padding, binary_input=i > 0),
+                       _batch_norm(c_out, 2), SignActivation()]
+            if i in (1, 3):
+                layers.append(MaxPool2d())
+        flat = 256 * _cnv_side(image_size, padding) ** 2
+        super().__init__(*layers, nn.Flatten(), *_dense_stack([flat, 512, 512, num_classes], True))
+        self.input_shape = (in_channels, image_size, image_size)
+        set_mode(self, mode)
+
+
+class BinaryNet(nn.Sequential):
+    """Courbariaux et al.'s BinaryNet for 32×32 images ('same' padding; any image ≥ 8 pixels)."""
+
+    def __init__(
+        self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10, mode: str = "standard"
+    ) -> None:
+        _check_shape(image_size, in_channels, num_classes)
+        layers: list[nn.Module] = []
+        channels = [in_channels, 128, 128, 256, 256, 512, 512]
+        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+            layers.append(BinaryConv2d(c_in, c_out, 3, padding=1, binary_input=i > 0))
+            if i % 2 == 1:
+                layers.append(MaxPool2d())
+            layers += [_batch_norm(c_out, 2), SignActivation()]
+        flat = 512 * (image_size // 8) ** 2
+        super().__init__(*layers, nn.Flatten(), *_dense_stack([flat, 1024, 1024, num_classes], True))
+        self.input_shape = (in_channels, image_size, image_size)
+        set_mode(self, mode)
+
+
+def check_mode(mode: object) -> str:
+    """``mode`` if it is one of MODES, else a ValueError naming it."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return str(mode)
+
+
+def _swap_batch_norm(bn: nn.modules.batchnorm._BatchNorm, low_memory: bool) -> nn.Module:
+    dims = 1 if isinstance(bn, nn.BatchNorm1d) else 2
+    if low_memory:
+        new = (L1BatchNorm1d if dims == 1 else L1BatchNorm2d)(bn.num_features)
+    else:
+        new = _batch_norm(bn.num_features, dims)
+    new.bias.data.copy_(bn.bias.data)
+    return new
+
+
+def set_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Switch ``model`` in place to the ``standard`` or ``low_memory`` training algorithm.
+
+    Low-memory: binary layers keep packed bits and get the paper's gradients, their latent weights
+    become float16, batch norms become l1 batch norms (float16). Standard: float32 and torch's
+    batch norm. Binary layers stay the same objects; batch norms keep their β.
+    """
+    low_memory = check_mode(mode) == "low_memory"
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and isinstance(child, L1BatchNorm) != low_memory:
+                setattr(parent, name, _swap_batch_norm(child, low_memory))
+    for module in model.modules():
+        if isinstance(module, BinaryLayer):
+            module.weight.data = module.weight.data.half() if low_memory else module.weight.data.float()
+        if isinstance(module, (BinaryLayer, SignActivation, MaxPool2d)):
+            module.low_memory = low_memory
+    model.training_mode = mode
+    return model
+
+
+def mode_of(model: nn.Module) -> str:
+    """The training mode ``set_mode`` last gave ``model`` ('standard' if never set)."""
+    return getattr(model, "training_mode", "standard")

@@ -1,0 +1,68 @@
+"""Bit packing in torch: 8 booleans per ``uint8``, most significant bit first (``np.packbits`` order).
+
+The low-memory mode keeps every 1-bit quantity it needs for the backward pass (signs of binary
+layer inputs, signs of the normalised batch-norm output, STE and pooling masks) in this form, so a
+tensor of ``n`` bits really occupies ``ceil(n / 8)`` bytes while autograd holds it.
+
+Packing reads each group of 8 booleans as one little-endian int64 and gathers its eight 0/1 bytes
+into the top byte with one multiplication (bit ``7 − i`` ← byte ``i``); unpacking looks each byte
+up in a 256-row table. Both are single passes, which keeps the low-memory mode's time close to the
+standard mode's.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # bit 7 first, like np.packbits
+# byte i of a little-endian int64 moves to bit 56 + 7 − i: the sum of 2**(63 − 9i), as a signed int64
+_GATHER = 0x8040201008040201 - (1 << 64)
+_BITS = ((torch.arange(256).unsqueeze(1) >> _SHIFTS.long()) & 1).bool()  # row b: the 8 bits of b
+_SIGNS = _BITS.float() * 2 - 1
+
+
+def packed_size(numel: int) -> int:
+    """Bytes needed for ``numel`` bits: ``ceil(numel / 8)``."""
+    return -(-int(numel) // 8)
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Pack a boolean tensor (any shape) into a flat ``uint8`` tensor of ``ceil(numel / 8)`` bytes."""
+    if bits.dtype != torch.bool:
+        raise TypeError(f"bits must be a bool tensor, got dtype {bits.dtype}")
+    flat = bits.reshape(-1)
+    padding = packed_size(flat.numel()) * 8 - flat.numel()
+    if padding:
+        flat = torch.cat([flat, flat.new_zeros(padding)])
+    groups = flat.view(torch.uint8).view(-1, 8)
+    if sys.byteorder != "little":  # pragma: no cover - the shift-and-add fallback
+        return (groups << _SHIFTS).sum(dim=1, dtype=torch.uint8)
+    return ((groups.contiguous().view(torch.int64).view(-1) * _GATHER) >> 56).bitwise_and_(0xFF).to(torch.uint8)
+
+
+def _lookup(packed: torch.Tensor, shape, table: torch.Tensor) -> torch.Tensor:
+    if packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise TypeError(f"packed must be a flat uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
+    numel = 1
+    for side in shape:
+        numel *= int(side)
+    if packed.numel() != packed_size(numel):
+        raise ValueError(f"packed has {packed.numel()} bytes; shape {tuple(shape)} needs {packed_size(numel)}")
+    return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Inverse of ``pack_bits``: the boolean tensor of ``shape`` that was packed into ``packed``."""
+    return _lookup(packed, shape, _BITS)
+
+
+def pack_signs(x: torch.Tensor) -> torch.Tensor:
+    """Packed ``sign(x) = +1`` bits (``x >= 0``, so ``sign(0) = +1``)."""
+    return pack_bits(x >= 0)
+
+
+def unpack_signs(packed: torch.Tensor, shape) -> torch.Tensor:
+    """The float32 ±1 tensor whose signs ``pack_signs`` stored."""
+    return _lookup(packed, shape, _SIGNS)

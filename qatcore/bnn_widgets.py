@@ -1,0 +1,46 @@
+"""The notebook-05 widget: pick a model and a batch size, see where a training step's memory goes."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+from IPython.display import display
+from matplotlib.figure import Figure
+
+from qatcore import zoo
+from qatcore.bnn.measure import CLI_MODELS
+from qatcore.bnn.memory import LOW_MEMORY, STANDARD, bytes_by_kind, layer_shapes, memory_rows
+from qatcore.bnn_plots import memory_breakdown_figure
+
+BATCH_RANGE = (1, 1024)
+_SHAPES: dict[str, list] = {}
+
+
+def breakdown_view(model: str, batch_size: int) -> tuple[str, Figure]:
+    """The line and the stacked bars the widget shows for ``model`` at ``batch_size``."""
+    if model not in CLI_MODELS:
+        raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {model!r}")
+    if model not in _SHAPES:  # layer shapes do not depend on the batch: read them once
+        _SHAPES[model] = layer_shapes(zoo.build(CLI_MODELS[model]))
+    shapes = _SHAPES[model]
+    breakdown = {mode: bytes_by_kind(memory_rows(None, batch_size, c, shapes))
+                 for mode, c in (("standard", STANDARD), ("low_memory", LOW_MEMORY))}
+    ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
+    return f"{model}, batch {batch_size}: {ratio:.2f}× less memory", memory_breakdown_figure({model: breakdown}, batch_size)
+
+
+def memory_explorer(model: str = "cnv", batch_size: int = 100) -> widgets.VBox:
+    """A model dropdown and a batch-size slider that redraw the memory breakdown."""
+    choose = widgets.Dropdown(options=list(CLI_MODELS), value=model, description="model")
+    batch = widgets.IntSlider(value=batch_size, min=BATCH_RANGE[0], max=BATCH_RANGE[1], description="batch")
+    label, out = widgets.Label(), widgets.Output()
+
+    def redraw(_=None):
+        label.value, figure = breakdown_view(choose.value, batch.value)
+        out.clear_output(wait=True)
+        with out:
+            display(figure)
+
+    choose.observe(redraw, names="value")
+    batch.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([choose, batch]), label, out])

@@ -1,0 +1,236 @@
+"""Cost models for ``qatcore.ace``: what one counted operation costs under ACE, ACEv2 or energy.
+
+An ``Operation`` is ``count`` arithmetic operations of one ``kind`` in one layer, each on operands
+of ``bits`` widths. Kinds: ``"mac"`` (a multiply-accumulate of a conv/linear/matmul, bits
+``(w_bits, a_bits)``), ``"mul"``, ``"div"``, ``"add"`` (also subtraction), ``"shift"`` (a
+multiplication by a power of two), ``"compare"`` (ReLU, max pooling, clipping) and ``"exp"``.
+A width of ``FLOAT_BITS`` (32) means an unquantised float32 operand; anything narrower is an
+integer of that many bits.
+
+Our reading of the papers (REFERENCE.md §2; ACEv2's per-operation costs are marked [verify] there):
+
+* ACE (PokeBNN): only multiply-accumulates count, each ``i·j`` for an i-bit by j-bit product.
+* ACEv2 (PikeLPN): ACE plus every element-wise operation ACE ignores. A multiplication (or
+  division, or an ``exp``, taken as one multiplication of its width) of i- and j-bit operands costs
+  ``i·j``; an addition, comparison or shift costs the wider operand's width; float32 operands count
+  at 32 bits. A MAC keeps ACE's cost ``i·j``: its accumulation is not counted again, unless
+  ``ACEv2(accumulator_bits=…)`` asks for it.
+* Energy: the 45 nm table of Horowitz (ISSCC 2014) as used by QKeras' qtools: fp32 add 0.9 pJ,
+  fp32 mul 3.7 pJ, int b-bit add ``0.003125·b`` pJ, int b×b mul ``0.002995·b² + 0.001042·b`` pJ
+  (an i×j product uses ``i·j`` and ``(i + j)/2``). A MAC is a multiplication plus an addition into
+  a 32-bit accumulator (int, or float when an operand is float); ``exp`` and ``div`` cost one
+  multiplication, a shift or comparison one addition.
+
+``AceReport`` applies every model to the counted operations and sums them per layer and kind.
+
+A cost model is any object with a ``name`` and a ``cost(op) -> float`` (the cost of all
+``op.count`` operations); ``ACE()``, ``ACEv2()`` and ``Energy45nm()`` are the built-in ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+FLOAT_BITS = 32
+KINDS = ("mac", "mul", "div", "add", "shift", "compare", "exp")
+_PRODUCTS = ("mac", "mul", "div", "exp")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """``count`` operations of one ``kind`` in ``layer``, each on operands ``bits`` wide."""
+
+    layer: str
+    kind: str
+    count: int
+    bits: tuple[int, ...]
+    role: str = ""  # what the operation does there: "batch norm", "rescale", "residual add" …
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count!r}")
+        if not self.bits or any(not 1 <= b <= FLOAT_BITS for b in self.bits):
+            raise ValueError(f"bits must be 1 to {FLOAT_BITS} operand widths, got {self.bits!r}")
+
+    @property
+    def is_float(self) -> bool:
+        """Whether any operand is an unquantised float32."""
+        return max(self.bits) >= FLOAT_BITS
+
+
+def _product(bits: tuple[int, ...]) -> int:
+    """Width product of a two-operand multiplication; a one-operand one (exp) squares its width."""
+    return bits[0] * (bits[1] if len(bits) > 1 else bits[0])
+
+
+@runtime_checkable
+class CostModel(Protocol):
+    """What a cost model provides: a ``name`` and the cost of one ``Operation`` record."""
+
+    name: str
+
+    def cost(self, op: Operation) -> float: ...
+
+
+@dataclass(frozen=True)
+class ACE:
+    """PokeBNN's Arithmetic Computation Effort: ``Σ n_ij·i·j`` over multiply-accumulates only."""
+
+    name: str = "ace"
+
+    def cost(self, op: Operation) -> float:
+        return float(op.count * _product(op.bits)) if op.kind == "mac" else 0.0
+
+
+@dataclass(frozen=True)
+class ACEv2:
+    """PikeLPN's ACEv2 (our reading): ACE plus every element-wise operation at its bit widths."""
+
+    name: str = "acev2"
+    accumulator_bits: int | None = None  # also charge each MAC's accumulation at this width
+
+    def cost(self, op: Operation) -> float:
+        if op.kind in _PRODUCTS:
+            each = _product(op.bits)
+            if op.kind == "mac" and self.accumulator_bits is not None:
+                each += self.accumulator_bits
+        else:
+            each = max(op.bits)
+        return float(op.count * each)
+
+
+@dataclass(frozen=True)
+class Energy45nm:
+    """Energy in pJ from Horowitz's 45 nm table (ISSCC 2014), as in QKeras qtools."""
+
+    name: str = "energy_pj"
+    fp32_add: float = 0.9
+    fp32_mul: float = 3.7
+    int_add_per_bit: float = 0.003125
+    int_mul_quadratic: float = 0.002995
+    int_mul_linear: float = 0.001042
+    accumulator_bits: int = 32
+
+    def add(self, bits: int) -> float:
+        """One addition at ``bits`` (float32 at 32)."""
+        return self.fp32_add if bits >= FLOAT_BITS else self.int_add_per_bit * bits
+
+    def mul(self, bits: tuple[int, ...]) -> float:
+        """One multiplication of operands ``bits`` wide."""
+        if max(bits) >= FLOAT_BITS:
+            return self.fp32_mul
+        mean = sum(bits) / len(bits)
+        return self.int_mul_quadratic * _product(bits) + self.int_mul_linear * mean
+
+    def cost(self, op: Operation) -> float:
+        if op.kind == "mac":
+            accumulate = self.fp32_add if op.is_float else self.int_add_per_bit * self.accumulator_bits
+            each = self.mul(op.bits) + accumulate
+        elif op.kind in _PRODUCTS:
+            each = self.mul(op.bits)
+        else:
+            each = self.add(max(op.bits))
+        return op.count * each
+
+
+STANDARD: dict[str, CostModel] = {"ace": ACE(), "acev2": ACEv2(), "energy_pj": Energy45nm()}
+
+
+def get(cost_model: str | CostModel) -> CostModel:
+    """A cost model by name (``"ace"``, ``"acev2"``, ``"energy"``/``"energy_pj"``) or itself."""
+    if isinstance(cost_model, str):
+        cost_model = "energy_pj" if cost_model == "energy" else cost_model
+        if cost_model not in STANDARD:
+            raise ValueError(f"cost_model must be one of {sorted(STANDARD)} or a CostModel, got {cost_model!r}")
+        return STANDARD[cost_model]
+    if not isinstance(cost_model, CostModel):
+        raise TypeError(f"cost_model must be one of {sorted(STANDARD)} or a CostModel, got {cost_model!r}")
+    return cost_model
+
+
+class AceReport:
+    """What ``qatcore.ace.count`` found: the operations, their costs, totals and tables."""
+
+    def __init__(self, operations: list[Operation], layer_types: dict[str, str], unknown: list[str],
+                 cost_model: CostModel, method: str) -> None:
+        self.operations, self.layer_types, self.unknown = list(operations), dict(layer_types), list(unknown)
+        self.cost_model, self.method = cost_model, method
+        self.models = dict(STANDARD)
+        self.models.setdefault(cost_model.name, cost_model)
+        self.costs = [{name: model.cost(op) for name, model in self.models.items()} for op in self.operations]
+
+    def _sum(self, keep) -> dict[str, float]:
+        total = {"macs": 0, "operations": 0, **{name: 0.0 for name in self.models}}
+        for op, cost in zip(self.operations, self.costs, strict=True):
+            if keep(op):
+                total["macs"] += op.count if op.kind == "mac" else 0
+                total["operations"] += op.count
+                for name, value in cost.items():
+                    total[name] += value
+        return total
+
+    @property
+    def totals(self) -> dict[str, float]:
+        """MACs, operation count and the total of every cost model (ACE, ACEv2, energy in pJ …)."""
+        return self._sum(lambda op: True)
+
+    @property
+    def total(self) -> float:
+        """The total under the chosen cost model."""
+        return self.totals[self.cost_model.name]
+
+    def layers(self) -> list[dict[str, Any]]:
+        """One row per layer, in execution order: its type, MACs and every model's cost."""
+        return [{"layer": name, "type": kind, **self._sum(lambda op, name=name: op.layer == name)}
+                for name, kind in self.layer_types.items()]
+
+    def breakdown(self, by: str = "kind") -> dict[str, dict[str, float]]:
+        """Totals per operation ``kind`` (mac, mul, add …) or per ``role`` (batch norm, rescale …)."""
+        if by not in ("kind", "role"):
+            raise ValueError(f"by must be one of ('kind', 'role'), got {by!r}")
+        keys = dict.fromkeys(getattr(op, by) for op in self.operations)
+        return {key: self._sum(lambda op, key=key: getattr(op, by) == key) for key in keys}
+
+    def elementwise_share(self, model: str = "acev2") -> float:
+        """The fraction of ``model``'s total spent outside multiply-accumulates."""
+        if model not in self.models:
+            raise ValueError(f"model must be one of {sorted(self.models)}, got {model!r}")
+        total = self.totals[model]
+        return 0.0 if total == 0 else 1.0 - self._sum(lambda op: op.kind == "mac")[model] / total
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): ``totals``, ``layers``, ``kinds``, ``roles``, ``unknown``."""
+        return {"cost_model": self.cost_model.name, "method": self.method, "totals": self.totals,
+                "layers": self.layers(), "kinds": self.breakdown("kind"), "roles": self.breakdown("role"),
+                "unknown": self.unknown}
+
+    def to_markdown(self) -> str:
+        """Totals, the per-layer table, the breakdown by kind and any operation left uncosted."""
+        names = ["macs", *self.models]
+        lines = ["| layer | type | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+        rows = [*self.layers(), {"layer": "**total**", "type": "", **self.totals}]
+        lines += [f"| {r['layer']} | {r['type']} | " + " | ".join(f"{r[n]:.4g}" for n in names) + " |"
+                  for r in rows]
+        lines += ["", "| kind | count | " + " | ".join(names[1:]) + " |", "|---|---:|" + "---:|" * (len(names) - 1)]
+        lines += [f"| {kind} | {t['operations']:,} | " + " | ".join(f"{t[n]:.4g}" for n in names[1:]) + " |"
+                  for kind, t in self.breakdown("kind").items()]
+        if self.unknown:
+            lines += ["", "Not costed: " + ", ".join(self.unknown)]
+        return "\n".join(lines)
+
+    def layer_breakdown(self, model: str = "acev2") -> dict[str, dict[str, float]]:
+        """``model``'s cost per role for each conv/linear layer, counting every element-wise op
+        (batch norm, activation, pooling, residual add …) with the conv/linear layer run before it."""
+        if model not in self.models:
+            raise ValueError(f"model must be one of {sorted(self.models)}, got {model!r}")
+        macs = {op.layer for op in self.operations if op.kind == "mac"}
+        groups: dict[str, dict[str, float]] = {}
+        current = None
+        for op, cost in zip(self.operations, self.costs, strict=True):
+            current = op.layer if op.layer in macs or current is None else current
+            roles = groups.setdefault(current, {})
+            roles[op.role or op.kind] = roles.get(op.role or op.kind, 0.0) + cost[model]
+        return groups

@@ -1,0 +1,184 @@
+"""``export``: write one deployable file and its metadata, then reload the file and check it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qatcore.checks import int_at_least
+from qatcore.export import FORMATS, files, graph, metadata, onnx_qdq, packed, pt2, reference
+
+SUFFIX = {"onnx": ".onnx", "packed": ".npz", "pt2": ".pt2"}
+
+
+@dataclass
+class ExportResult:
+    """Where the export went, its size against float32, and its parity with PyTorch."""
+
+    format: str
+    path: Path
+    metadata_path: Path
+    size_bytes: int
+    float_size_bytes: int | None
+    parity: metadata.Parity
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_ratio(self) -> float | None:
+        """float32 size / export size."""
+        return metadata.ratio(self.float_size_bytes, self.size_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON the CLI prints."""
+        return metadata.clean({
+            "format": self.format, "path": str(self.path), "metadata": str(self.metadata_path),
+            "max_abs_diff": self.parity.max_abs_diff, "output_step": self.parity.output_step,
+            "prediction_agreement": self.parity.prediction_agreement, "parity_ok": self.parity.ok,
+            "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
+            "size_ratio": self.size_ratio, "accuracy": self.metadata.get("accuracy"),
+        })
+
+
+def check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    return format
+
+
+def check_inputs(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() != 4 or len(x) == 0:
+        shown = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a non-empty float32 tensor N×C×H×W, got {shown}")
+    return x
+
+
+@torch.no_grad()
+def outputs(model, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """``model(x)`` (a module already in eval mode, or any callable) on the CPU in batches, as float64."""
+    return np.concatenate([model(x[i : i + batch_size]).double().numpy() for i in range(0, len(x), batch_size)])
+
+
+def packed_ops(ops: list[graph.Op]) -> list[graph.Op]:
+    """The ops in their deployed packed form (binary layers' BN folded into integer thresholds)."""
+    from qatcore.export import binary
+
+    return binary.fold_thresholds(ops) if hasattr(binary, "fold_thresholds") else ops
+
+
+def _write_and_reload(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor,
+                      path: Path, overwrite: bool, threads: int, info: dict) -> tuple[int, np.ndarray, dict]:
+    """Write the export file atomically, load it back from disk, run it on ``x``."""
+    extra: dict[str, Any] = {}
+    if format == "onnx":
+        proto = onnx_qdq.build(ops, tuple(x.shape[1:]), name=info.get("model") or "qatcore")
+        size = files.write_bytes(path, proto.SerializeToString(), overwrite)
+        extra["onnx"] = {"opset": onnx_qdq.OPSET, "node_types": onnx_qdq.node_types(proto),
+                         "weight_code_bounds": onnx_qdq.clip_bounds(proto)}
+        return size, onnx_qdq.run(onnx_qdq.session(path, threads), x.numpy()), extra
+    if format == "packed":
+        deployed = packed_ops(ops)
+        size = files.write_bytes(path, packed.to_bytes(deployed, info), overwrite)
+        loaded, _ = packed.load(path)
+        extra["packed"] = {"layers": [op.kind for op in loaded]}
+        return size, reference.infer(loaded, x.numpy()), extra
+    program = pt2.export_program(model, x[:2])
+    size = files.atomic_write(path, lambda tmp: pt2.save(program, tmp), overwrite)
+    return size, outputs(pt2.load(path), x), extra
+
+
+
+def export(
+    model: nn.Module,
+    out: str | Path,
+    format: str,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    name: str = "model",
+    overwrite: bool = False,
+    threads: int = 1,
+    info: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export ``model`` as ``out/name.{onnx,npz,pt2}`` with its metadata ``….json`` beside it.
+
+    The file is reloaded from disk and run on ``x`` (labels ``y`` give accuracies); its outputs are
+    compared with PyTorch's. ``info`` (e.g. the zoo name and keyword arguments) goes into the
+    metadata. Existing files raise FileExistsError unless ``overwrite``; nothing half-written is left.
+    """
+    check_format(format)
+    x = check_inputs(x)
+    int_at_least("threads", threads, 1)
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"name must be a plain file name without folders, got {name!r}")
+    folder = files.output_folder(out)
+    path, meta_path = folder / f"{name}{SUFFIX[format]}", folder / f"{name}{SUFFIX[format]}.json"
+    files.refuse_existing([path, meta_path], overwrite)
+    info = dict(info or {})
+    model = model.cpu().eval()
+    try:
+        ops = graph.lower(model)
+    except graph.UnsupportedLayerError:
+        if format != "pt2":  # torch.export takes any traceable model; only the float size is lost
+            raise
+        ops = None
+    float_size = None if ops is None else len(
+        onnx_qdq.build(graph.as_float(ops), tuple(x.shape[1:])).SerializeToString())
+    expected = outputs(model, x)
+    size, exported, extra = _write_and_reload(format, model, ops, x, path, overwrite, threads, info)
+    try:
+        result_parity = metadata.parity(expected, exported)
+        meta = metadata.clean({
+            "format": format, "file": path.name, **info,
+            "weight_bits": None if ops is None else graph.weight_bits(ops),
+            "ace": metadata.ace(model, x[:1]),
+            "accuracy": {"pytorch": metadata.accuracy(expected, y), "export": metadata.accuracy(exported, y)},
+            "size_bytes": size, "float_size_bytes": float_size,
+            "float_size_is": "the float32 ONNX file of the same network",
+            "size_ratio": metadata.ratio(float_size, size),
+            "parity": result_parity.to_dict(), **extra,
+        })
+        files.write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode(), overwrite)
+    except BaseException:  # no export without its metadata
+        path.unlink(missing_ok=True)
+        raise
+    return ExportResult(format, path, meta_path, size, float_size, result_parity, meta)
+
+
+#: checkpoint ``info["inputs"]`` values: how images in [0, 1] are fed to the model
+INPUT_SCALINGS = ("unit", "signed")
+
+
+def scaled_inputs(x: torch.Tensor, inputs: str) -> torch.Tensor:
+    """Images in [0, 1] as the model was trained on them: ``unit`` as they are, ``signed`` mapped to [−1, 1]."""
+    if inputs not in INPUT_SCALINGS:
+        raise ValueError(f"inputs must be one of {INPUT_SCALINGS}, got {inputs!r}")
+    return x * 2 - 1 if inputs == "signed" else x
+
+
+def export_checkpoint(
+    path: str | Path, format: str, out: str | Path, *, dataset: str | None = None,
+    data_dir: str | None = None, overwrite: bool = False, threads: int = 1,
+) -> ExportResult:
+    """Export a ``qatcore.checkpoint`` file, checking it on the test split of its dataset.
+
+    The dataset (default: the checkpoint's ``info["dataset"]``, else ``digits``) and the input
+    scaling (``info["inputs"]``) come from the checkpoint unless given.
+    """
+    from qatcore import checkpoint
+    from qatcore import data as datasets
+
+    check_format(format)
+    saved = checkpoint.load(path)
+    name = dataset or saved.info.get("dataset", "digits")
+    data = datasets.load(name, data_dir or saved.info.get("data_dir"))
+    x = scaled_inputs(data.x_test, saved.info.get("inputs", "unit"))
+    info = {"model": saved.name, "kwargs": saved.kwargs, "checkpoint": Path(path).name, "dataset": name,
+            "inputs": saved.info.get("inputs", "unit")}
+    return export(saved.model, out, format, x, data.y_test, name=Path(path).stem, overwrite=overwrite,
+                  threads=threads, info=info)

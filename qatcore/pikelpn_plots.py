@@ -1,0 +1,79 @@
+"""Figures for notebook 04 (PikeLPN's techniques): each function returns a Figure and never shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+
+from qatcore.cost_models import AceReport
+from qatcore.pikelpn import PikeLPN, separable_weights
+
+ROLE_ORDER = ("mac", "rescale", "batch norm", "activation", "quantise", "pooling", "bias")
+
+
+def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
+    """Depthwise vs pointwise latent weights: pooled histograms, and each conv's per-channel ranges."""
+    weights = separable_weights(model)
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    pooled, ranges = fig.subplots(1, 2)
+    for kind, colour in (("depthwise", "tab:orange"), ("pointwise", "tab:blue")):
+        pooled.hist(weights[kind].numpy(), bins=bins, density=True, alpha=0.55, color=colour,
+                    label=f"{kind} ({weights[kind].numel()} weights)")
+    pooled.set_xlabel("latent weight w")
+    pooled.set_ylabel("density")
+    pooled.set_title("all separable kernels, pooled")
+    pooled.legend(fontsize=8)
+    for position, conv in enumerate(model.separable_convs().values()):
+        per_channel = conv.weight.detach().flatten(1).abs().amax(dim=1).numpy()
+        colour = "tab:orange" if conv.depthwise else "tab:blue"
+        ranges.scatter([position] * len(per_channel), per_channel, s=8, alpha=0.6, color=colour)
+    names = list(model.separable_convs())
+    ranges.set_xticks(range(len(names)), names)
+    ranges.set_yscale("log")
+    ranges.set_ylabel("max |w| of each output channel")
+    ranges.set_title("per-channel ranges (orange: depthwise, blue: pointwise)")
+    return fig
+
+
+def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
+    """Test accuracy against ``cost`` (log scale) for each model, the Pareto front joined."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    axis = fig.subplots()
+    points = sorted((r[cost], 100 * r["test_accuracy"], r["model"]) for r in rows)
+    for x, y, name in points:
+        axis.scatter(x, y, s=40, zorder=3)
+        axis.annotate(name, (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)
+    front, best = [], -1.0
+    for x, y, _ in points:  # cheapest first: a point is on the front if nothing cheaper beats it
+        if y > best:
+            front.append((x, y))
+            best = y
+    axis.plot(*zip(*front, strict=True), color="grey", lw=1, ls="--", label="Pareto front")
+    axis.set_xscale("log")
+    axis.set_xlabel(f"{cost.upper() if cost != 'energy_pj' else 'energy (pJ)'} per image")
+    axis.set_ylabel("test accuracy (%)")
+    axis.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_cost_breakdown(report: AceReport, cost: str = "acev2", title: str = "") -> Figure:
+    """Per layer, ``cost`` stacked by what each operation does there (MACs, rescale, batch norm …)."""
+    layers = [row["layer"] for row in report.layers()]
+    roles = [r for r in ROLE_ORDER if any(op.role == r for op in report.operations)]
+    roles += sorted({op.role for op in report.operations} - set(roles))
+    totals = {role: [0.0] * len(layers) for role in roles}
+    index = {name: i for i, name in enumerate(layers)}
+    for op, op_cost in zip(report.operations, report.costs, strict=True):
+        totals[op.role][index[op.layer]] += op_cost[cost]
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    axis = fig.subplots()
+    bottom = [0.0] * len(layers)
+    for role in roles:
+        axis.bar(range(len(layers)), totals[role], bottom=bottom, label=role)
+        bottom = [b + t for b, t in zip(bottom, totals[role], strict=True)]
+    axis.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel(f"{cost} per image")
+    axis.set_title(title or f"total {cost}: {report.totals[cost]:,.0f}")
+    axis.legend(fontsize=8, ncols=2)
+    return fig

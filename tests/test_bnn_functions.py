@@ -1,0 +1,143 @@
+"""qatcore.bnn packing and backward passes against their defining formulas (numpy, float64)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qatcore.bnn import functions as fn
+from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
+
+shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**31 - 1))
+def test_packing_round_trips_exactly_and_matches_numpy(shape, seed):
+    bits = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) > 0.5
+    packed = pack_bits(bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == packed_size(bits.numel())
+    assert np.array_equal(packed.numpy(), np.packbits(bits.numpy().reshape(-1)))
+    assert torch.equal(unpack_bits(packed, bits.shape), bits)
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=40))
+def test_sign_bits_round_trip_to_plus_minus_one(values):
+    x = torch.tensor(values, dtype=torch.float32)
+    signs = unpack_signs(pack_signs(x), x.shape)
+    assert torch.equal(signs, torch.where(x >= 0, 1.0, -1.0))
+    assert torch.equal(fn.sign(x), signs)
+
+
+def test_packing_rejects_wrong_inputs():
+    with pytest.raises(TypeError, match="bits must be a bool tensor"):
+        pack_bits(torch.ones(3))
+    with pytest.raises(ValueError, match="needs 2"):
+        unpack_bits(torch.zeros(1, dtype=torch.uint8), (9,))
+
+
+def po2_reference(dy: np.ndarray) -> np.ndarray:
+    """REFERENCE.md: scale by 2^bias, sign·2^clip(round(log2|·|), −8, 7), scale back (zeros stay 0)."""
+    dy = dy.astype(np.float64)
+    bias = -np.round(np.log2(np.abs(dy).max())) + 8
+    with np.errstate(divide="ignore"):
+        exponent = np.clip(np.round(np.log2(np.abs(dy) * 2.0**bias)), -8, 7)
+    return np.where(dy == 0, 0.0, np.sign(dy) * 2.0 ** (exponent - bias))
+
+
+@settings(max_examples=80, deadline=None)
+@given(values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=60),
+       scale=st.sampled_from([1e-6, 1e-3, 1.0, 1e3]))
+def test_po2_quantize_equals_its_formula(values, scale):
+    x = torch.tensor(values, dtype=torch.float32) * scale
+    if not x.abs().max() > 0:
+        assert torch.equal(fn.po2_quantize(x), torch.zeros_like(x))
+        return
+    assert np.array_equal(fn.po2_quantize(x).numpy(), po2_reference(x.numpy()).astype(np.float32))
+
+
+def _grads(function, inputs, dy):
+    out = function(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    return torch.autograd.grad(out, [t for t in inputs if torch.is_tensor(t) and t.requires_grad], dy)
+
+
+def test_low_memory_dense_backward_equals_its_formula():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 20, generator=g).requires_grad_()
+    w = (torch.randn(5, 20, generator=g) * 0.8).half().requires_grad_()
+    dy = torch.randn(6, 5, generator=g)
+    dx, dw = _grads(lambda a, b: fn.LowMemoryBinaryLayer.apply(a, b, fn.DenseOp(), True), (x, w), dy)
+    q = po2_reference(dy.numpy())
+    sx, sw = np.where(x.detach().numpy() >= 0, 1.0, -1.0), np.where(w.detach().float().numpy() >= 0, 1.0, -1.0)
+    assert np.allclose(dx.numpy(), q @ sw, atol=1e-6)
+    expected = np.where(sx.T @ q >= 0, 1.0, -1.0).T / math.sqrt(w.numel()) * (np.abs(w.detach().float().numpy()) <= 1)
+    assert dw.dtype == torch.float16
+    assert np.array_equal(dw.numpy(), expected.astype(np.float16))
+
+
+def test_low_memory_first_conv_and_binary_conv_backward_equal_their_formula():
+    g = torch.Generator().manual_seed(1)
+    op = fn.ConvOp((1, 1), (1, 1))
+    for binary_input in (False, True):
+        x = torch.randn(2, 3, 6, 6, generator=g).requires_grad_()
+        w = (torch.randn(4, 3, 3, 3, generator=g) * 0.8).half().requires_grad_()
+        dy = torch.randn(2, 4, 6, 6, generator=g)
+        dx, dw = _grads(lambda a, b: fn.LowMemoryBinaryLayer.apply(a, b, op, binary_input), (x, w), dy)
+        q = torch.from_numpy(po2_reference(dy.numpy())).float()
+        xb = (fn.sign(x) if binary_input else x).detach().requires_grad_()
+        wb = fn.sign(w.detach().float()).requires_grad_()
+        ref_dx, ref_dw = torch.autograd.grad(F.conv2d(xb, wb, padding=1), [xb, wb], q)
+        assert torch.allclose(dx, ref_dx, atol=1e-5)
+        expected = fn.sign(ref_dw) / math.sqrt(w.numel()) * (w.detach().float().abs() <= 1)
+        assert torch.equal(dw.float(), expected.half().float())
+
+
+def test_l1_batch_norm_forward_and_backward_equal_their_formulas():
+    g = torch.Generator().manual_seed(2)
+    for shape in ((8, 5), (4, 3, 5, 5)):
+        x = (torch.randn(shape, generator=g) * 3 + 1).requires_grad_()
+        beta = (torch.randn(shape[1], generator=g)).half().requires_grad_()
+        dy = torch.randn(shape, generator=g)
+        out, mu, sigma = fn.L1BatchNorm.apply(x, beta)
+        dx, dbeta = torch.autograd.grad(out, [x, beta], dy)
+        axes = (0,) + tuple(range(2, len(shape)))
+        view = (1, -1) + (1,) * (len(shape) - 2)
+        xn = x.detach().double().numpy()
+        mu_ref = xn.mean(axes).astype(np.float16).astype(np.float64)
+        sigma_ref = np.abs(xn - mu_ref.reshape(view)).mean(axes).astype(np.float16).astype(np.float64)
+        xhat = (xn - mu_ref.reshape(view)) / sigma_ref.reshape(view)
+        assert np.allclose(out.detach().numpy(), xhat + beta.detach().double().numpy().reshape(view), atol=1e-5)
+        d = dy.numpy().astype(np.float16).astype(np.float64) / sigma_ref.reshape(view)
+        s = np.where(xhat >= 0, 1.0, -1.0)
+        mean_abs = np.abs(xhat).mean(axes).astype(np.float16).astype(np.float64).reshape(view)
+        expected = d - d.mean(axes, keepdims=True) - s * (s * d).mean(axes, keepdims=True) * mean_abs
+        assert np.allclose(dx.numpy(), expected, atol=1e-5)
+        assert np.allclose(dbeta.float().numpy(), dy.numpy().astype(np.float16).sum(axes), rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_sign_ste_gradient_is_the_clipped_identity(packed):
+    x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]).requires_grad_()
+    out = fn.SignSTE.apply(x, packed)
+    assert torch.equal(out, torch.tensor([-1.0, -1, -1, 1, 1, 1, 1]))
+    (dx,) = torch.autograd.grad(out, x, torch.arange(1.0, 8.0))
+    assert torch.equal(dx, torch.tensor([0.0, 2, 3, 4, 5, 6, 0]))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 6), (1, 2, 5, 7)])
+def test_max_pool_gradient_equals_torch_even_with_ties(packed, shape):
+    g = torch.Generator().manual_seed(3)
+    for x in (torch.randn(shape, generator=g), fn.sign(torch.randn(shape, generator=g))):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = fn.MaxPool2x2.apply(a, packed)
+        ref = F.max_pool2d(b, 2, 2)
+        dy = torch.randn(ref.shape, generator=g)
+        assert torch.equal(out, ref)
+        assert torch.equal(torch.autograd.grad(out, a, dy)[0], torch.autograd.grad(ref, b, dy)[0])

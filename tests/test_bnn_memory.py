@@ -1,0 +1,94 @@
+"""The analytic memory model against a measured training step, the CLI and the widget callback."""
+
+import json
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from qatcore.bnn.measure import measure_step, memory_summary
+from qatcore.bnn.memory import (
+    KINDS,
+    LOW_MEMORY,
+    STANDARD,
+    Choices,
+    MemoryRow,
+    choices_for,
+    compare_modes,
+    memory_rows,
+    memory_table,
+    total_bytes,
+    waterfall,
+)
+from qatcore.bnn.models import CNV, BinaryNet, BNNMLP
+from qatcore.bnn_widgets import BATCH_RANGE, breakdown_view
+from qatcore.cli import main
+
+
+@pytest.mark.parametrize("factory", [BNNMLP, CNV, BinaryNet])
+@pytest.mark.parametrize("mode", ["standard", "low_memory"])
+def test_model_equals_what_a_real_step_holds(factory, mode):
+    torch.manual_seed(0)
+    model = factory(image_size=8, in_channels=1)
+    rows = memory_rows(model, 12, choices_for(mode))
+    measured = measure_step(model, mode, 12)
+    assert measured.saved_bytes == pytest.approx(sum(r.bytes for r in rows if r.saved), rel=1e-3)
+    assert measured.held_bytes == pytest.approx(total_bytes(rows), rel=1e-3)
+
+
+def test_low_memory_really_keeps_bits():
+    model = BNNMLP(image_size=8)
+    standard, low = measure_step(model, "standard", 64), measure_step(model, "low_memory", 64)
+    # hidden layers: 4 binary inputs, 4 STE masks, 4 sign(x̂) of 64×256 values: 32 bits → 1 bit
+    assert standard.saved_bytes - low.saved_bytes > 12 * 64 * 256 * (4 - 1 / 8) * 0.99
+
+
+def test_rows_scale_with_batch_and_bits():
+    row = MemoryRow("l", "v", "masks", 17, 1)
+    assert row.bytes == 3 and MemoryRow("l", "v", "masks", 17, 32).bytes == 68
+    model = CNV()
+    small, large = memory_rows(model, 10, STANDARD), memory_rows(model, 20, STANDARD)
+    for a, b in zip(small, large):  # every variable is fixed or proportional to the batch
+        assert b.values in (a.values, 2 * a.values) and (b.values == a.values) == (a.kind in KINDS[:3] or
+                                                                                  a.variable in ("γ, β", "running μ, σ²", "dγ, dβ", "Adam m, v of γ, β", "μ, 1/σ"))
+    steps = waterfall(model, 100)
+    assert [total for _, total in steps] == sorted((total for _, total in steps), reverse=True)
+    assert steps[0][1] == compare_modes(model, 100)["standard_bytes"]
+    assert steps[-1][1] == compare_modes(model, 100)["low_memory_bytes"]
+    assert "**total**" in memory_table(memory_rows(model, 1, Choices(bit_masks=True)))
+
+
+def test_every_kind_shrinks_or_stays():
+    model = BinaryNet()
+    from qatcore.bnn.memory import bytes_by_kind
+    standard = bytes_by_kind(memory_rows(model, 100, STANDARD))
+    low = bytes_by_kind(memory_rows(model, 100, LOW_MEMORY))
+    assert all(low[k] <= standard[k] for k in KINDS)
+    assert low["weights"] * 2 == standard["weights"]
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="batch_size"):
+        memory_rows(BNNMLP(), 0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        choices_for("fast")
+    with pytest.raises(ValueError, match="model must be one of"):
+        memory_summary("resnet", 10)
+
+
+def test_cli_json_has_the_issue_fields(capsys):
+    assert main(["bnn-memory", "--model", "mlp", "--batch", "10", "--measure", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ratio"] == pytest.approx(summary["standard_bytes"] / summary["low_memory_bytes"])
+    for mode, key in (("standard", "standard_bytes"), ("low_memory", "low_memory_bytes")):
+        assert summary["measured"][mode]["held_bytes"] == pytest.approx(summary[key], rel=1e-3)
+    assert main(["bnn-memory", "--model", "cnv"]) == 0
+    assert "ratio" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnv", "binarynet"])
+@pytest.mark.parametrize("batch", [BATCH_RANGE[0], 100, BATCH_RANGE[1]])
+def test_widget_callback_at_every_control_extreme(model, batch):
+    text, figure = breakdown_view(model, batch)
+    assert text.startswith(f"{model}, batch {batch}:") and figure.axes
+    plt.close(figure)

@@ -1,0 +1,183 @@
+"""k-bit exports (ONNX Q/DQ, packed, torch.export) of a trained MNIST CNN, checked against PyTorch."""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import numpy_helper
+from torch import nn
+
+import qatcore
+from qatcore import checkpoint, data
+from qatcore.cli import main
+from qatcore.export import export, files, graph, metadata, onnx_qdq, packed, reference
+from qatcore.layers import QuantConv2d, quantized_layers
+from qatcore.models import MNISTCNN
+from qatcore.quantizers import uniform_quantize
+from qatcore.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A 2-bit MNIST CNN trained for 3 epochs on digits (≈ 85 % test accuracy)."""
+    qatcore.configure(seed=0, threads=1)
+    model = MNISTCNN(bits=2, image_size=8)
+    result = train(model, digits, TrainConfig(optimizer="adam", lr=3e-3, batch_size=64, epochs=3), progress=False)
+    assert result.test_accuracy > 0.6
+    return model.eval()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_onnx_graph_keeps_the_sub_8_bit_range_of_every_quantized_layer(bits):
+    model = MNISTCNN(bits=bits, image_size=8).eval()
+    proto = onnx_qdq.build(graph.lower(model), (1, 8, 8))
+    types = onnx_qdq.node_types(proto)
+    assert types["Clip"] == 2 and types["DequantizeLinear"] == 2 and types["Conv"] == 2
+    assert onnx_qdq.clip_bounds(proto) == {"0": (-(2**bits - 1), 2**bits - 1), "3": (-(2**bits - 1), 2**bits - 1)}
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for name in ("0", "3"):
+        codes = inits[f"{name}.weight_codes"]
+        assert codes.dtype.kind == "i" and name + ".weight" not in inits  # no float copy of the weight
+        assert set(np.unique(codes) % 2) == {1}  # odd codes: 2^b levels, none at 0
+        assert len(np.unique(codes)) <= 2**bits
+
+
+def test_onnx_initializers_dequantize_to_the_pytorch_quantized_weights():
+    model = MNISTCNN(bits=2, image_size=8).eval()
+    proto = onnx_qdq.build(graph.lower(model), (1, 8, 8))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for name, layer in quantized_layers(model).items():
+        weight = inits[f"{name}.weight_codes"].astype(np.float64) * float(inits[f"{name}.weight_scale"])
+        np.testing.assert_allclose(weight, layer.weight_levels().double().numpy(), rtol=0, atol=1e-6 * layer.m)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(1, 16), m=st.floats(1e-2, 5.0), seed=st.integers(0, 2**16))
+def test_odd_codes_times_half_step_are_the_quantizer_levels(bits, m, seed):
+    layer = QuantConv2d(2, 3, 3, bits=bits, m=m)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(seed)) * 2 * m)
+    weight = graph.uniform_weight(layer)
+    assert np.all(np.abs(weight.values) <= 2**bits - 1) and np.all(weight.values % 2 == 1)
+    expected = uniform_quantize(layer.weight.detach().double(), bits, m).numpy()
+    np.testing.assert_allclose(weight.dequantized(), expected, rtol=0, atol=1e-5 * m)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(1, 16), codes=st.lists(st.integers(0, 2**16 - 1), min_size=0, max_size=40))
+def test_packed_codes_round_trip_at_their_bit_width(bits, codes):
+    codes = np.array(codes, np.int64) % 2**bits
+    stored = packed.pack_codes(codes, bits)
+    assert len(stored) == -(-len(codes) * bits // 8)
+    np.testing.assert_array_equal(packed.unpack_codes(stored, bits, len(codes)), codes)
+
+
+def test_trained_2_bit_cnn_onnx_matches_pytorch_within_one_output_step(trained, digits, tmp_path):
+    result = export(trained, tmp_path, "onnx", digits.x_test, digits.y_test, threads=1)
+    assert result.parity.max_abs_diff <= result.parity.output_step
+    assert result.parity.prediction_agreement == 1.0 and result.parity.examples == len(digits.x_test)
+    assert result.size_bytes == os.path.getsize(tmp_path / "model.onnx") < result.float_size_bytes
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["weight_bits"] == {"0": 2, "3": 2, "7": 32, "9": 32}
+    assert meta["accuracy"]["export"] == meta["accuracy"]["pytorch"] > 0.6
+    assert meta["parity"]["ok"] and meta["onnx"]["weight_code_bounds"] == {"0": [-3, 3], "3": [-3, 3]}
+    assert meta["size_bytes"] == result.size_bytes and meta["float_size_bytes"] == result.float_size_bytes
+    try:
+        import qatcore.ace  # noqa: F401  (ACEv2 appears once that module exists)
+    except ImportError:
+        assert meta["ace"] is None
+    else:
+        assert meta["ace"]["totals"]["acev2"] > 0
+    onnx.checker.check_model(str(tmp_path / "model.onnx"), full_check=True)
+
+
+def test_packed_k_bit_export_runs_in_numpy_and_stores_2_bits_per_weight(trained, digits, tmp_path):
+    result = export(trained, tmp_path, "packed", digits.x_test, digits.y_test)
+    assert result.parity.ok
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as stored:
+        assert stored["0.weight"].nbytes == 32 * 9 * 2 // 8 and stored["3.weight"].nbytes == 64 * 32 * 9 * 2 // 8
+    ops, _ = packed.load(tmp_path / "model.npz")
+    np.testing.assert_allclose(reference.infer(ops, digits.x_test[:5].numpy()),
+                               trained(digits.x_test[:5]).detach().numpy(), atol=1e-4)
+
+
+def test_pt2_reloads_with_a_free_batch_size(trained, digits, tmp_path):
+    result = export(trained, tmp_path, "pt2", digits.x_test, digits.y_test)
+    assert result.parity.max_abs_diff == 0.0 and result.parity.ok
+    module = torch.export.load(str(tmp_path / "model.pt2")).module()
+    for batch in (1, 3):
+        torch.testing.assert_close(module(digits.x_test[:batch]), trained(digits.x_test[:batch]), rtol=0, atol=0)
+
+
+def test_a_layer_no_exporter_can_express_is_named(digits, tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(144, 10))
+    with pytest.raises(graph.UnsupportedLayerError, match=r"layer '1' \(GELU\)"):
+        export(model, tmp_path, "onnx", digits.x_test)
+    with pytest.raises(graph.UnsupportedLayerError, match=r"'0' \(Conv2d\): padding_mode='reflect'"):
+        graph.lower(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect")))
+    assert list(tmp_path.iterdir()) == []
+    # torch.export takes any traceable model: the same model exports to .pt2
+    assert export(model, tmp_path, "pt2", digits.x_test[:20]).parity.ok
+
+
+def test_an_existing_export_is_refused_unless_overwritten(trained, digits, tmp_path):
+    x = digits.x_test[:50]
+    export(trained, tmp_path, "onnx", x)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    with pytest.raises(FileExistsError, match="model.onnx' already exists"):
+        export(trained, tmp_path, "onnx", x)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    export(trained, tmp_path, "onnx", x, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+
+def test_a_failed_write_leaves_no_file_behind(tmp_path):
+    def explode(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        files.atomic_write(tmp_path / "model.onnx", explode)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments_are_named(trained, digits, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="out must be a folder"):
+        export(trained, tmp_path / "file", "onnx", digits.x_test)
+    with pytest.raises(ValueError, match=r"format must be one of \('onnx', 'packed', 'pt2'\), got 'tflite'"):
+        export(trained, tmp_path, "tflite", digits.x_test)
+    with pytest.raises(ValueError, match="x must be a non-empty float32 tensor"):
+        export(trained, tmp_path, "onnx", digits.x_test.double())
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        graph.lower("model")
+
+
+def test_parity_counts_the_largest_difference_and_the_agreeing_predictions():
+    ref = np.array([[0.0, 2.55], [1.0, 0.0]])
+    result = metadata.parity(ref, ref + [[0.0, 0.02], [0.0, 2.0]])
+    assert result.max_abs_diff == pytest.approx(2.0) and result.output_step == pytest.approx(0.01)
+    assert result.prediction_agreement == 0.5 and not result.ok
+    assert metadata.parity(ref, ref + 0.005).ok
+
+
+def test_cli_exports_a_checkpoint_and_prints_the_parity_json(trained, tmp_path, capsys):
+    path = checkpoint.save(tmp_path / "cnn.pt", trained, "mnist_cnn", {"bits": 2, "image_size": 8}, {"dataset": "digits"})
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "out"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"max_abs_diff", "prediction_agreement", "size_bytes", "float_size_bytes"} <= set(summary)
+    assert summary["prediction_agreement"] == 1.0 and summary["size_bytes"] < summary["float_size_bytes"]
+    assert json.loads((tmp_path / "out" / "cnn.onnx.json").read_text())["model"] == "mnist_cnn"
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "already exists" in capsys.readouterr().err
