@@ -1,0 +1,102 @@
+"""Run every benchmark script and the whole course; rewrite ``bench/results/README.md``.
+
+Each ``bench/bench_*.py`` runs in its own process with its default arguments and writes its own
+table to ``bench/results/<name>.md``; this script times it, keeps its exit status, and copies the
+lines of its table that state a criterion (PASS / FAIL) into one summary. Then it times
+``qatcore reproduce`` (every notebook, executed into ``build/``) and names the slowest notebook.
+Run from the repository root on a quiet machine (other load skews every timing):
+
+    .venv/bin/python bench/run_all.py                 # everything, about 15 minutes on 2 cores
+    .venv/bin/python bench/run_all.py --skip-reproduce
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+VERDICT = re.compile(r"\b(PASS|FAIL)\b")
+
+
+def run_benchmark(script: Path) -> dict:
+    """Run one benchmark script; its wall time, exit status and the verdict lines of its table."""
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    table = RESULTS / f"{script.stem.removeprefix('bench_')}.md"
+    lines = table.read_text().splitlines() if table.exists() else []
+    verdicts = [line.strip("*- ").replace("|", "/") for line in lines if VERDICT.search(line)]
+    if run.returncode:
+        verdicts.append(f"exit status {run.returncode}: {(run.stderr or run.stdout).strip().splitlines()[-1:]}")
+    return {"name": script.name, "table": table.name if table.exists() else "", "seconds": seconds,
+            "ok": run.returncode == 0, "verdicts": verdicts}
+
+
+def run_reproduce() -> dict:
+    """Time ``qatcore reproduce`` over every notebook; the slowest notebook and the check count."""
+    from qatcore.reproduce import reproduce
+
+    started = time.monotonic()
+    report = reproduce(ROOT / "notebooks", ROOT / "build" / "notebooks", ROOT / "figures")
+    slowest = max(report.runs, key=lambda r: r.seconds)
+    checks = [e for e in report.entries if e["kind"] == "check"]
+    return {"seconds": time.monotonic() - started, "ok": report.ok, "slowest": slowest.name,
+            "slowest_seconds": slowest.seconds, "checks": len(checks),
+            "failed": len(report.failed_checks), "notebooks": len(report.runs)}
+
+
+def summary(benchmarks: list[dict], course: dict | None) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/run_all.py`: torch {torch.__version__}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs. Each row links the script's own table.",
+        "",
+        "| benchmark | table | wall time (s) | status | criteria |",
+        "|---|---|---:|---|---|",
+    ]
+    for b in benchmarks:
+        link = f"[{b['table']}]({b['table']})" if b["table"] else "—"
+        lines.append(f"| `{b['name']}` | {link} | {b['seconds']:.0f} | {'ok' if b['ok'] else 'FAILED'} | "
+                     f"{'<br>'.join(b['verdicts']) or '—'} |")
+    if course:
+        lines += [
+            "",
+            "## The whole course",
+            "",
+            "| what | value |",
+            "|---|---:|",
+            f"| `make reproduce` wall time ({course['notebooks']} notebooks) | {course['seconds']:.0f} s |",
+            f"| slowest notebook | {course['slowest']} ({course['slowest_seconds']:.0f} s) |",
+            f"| checks passed | {course['checks'] - course['failed']} of {course['checks']} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-reproduce", action="store_true", help="benchmarks only")
+    args = parser.parse_args()
+    benchmarks = []
+    for script in sorted((ROOT / "bench").glob("bench_*.py")):
+        print(f"running {script.name} …", flush=True)
+        benchmarks.append(run_benchmark(script))
+    course = None if args.skip_reproduce else run_reproduce()
+    text = summary(benchmarks, course)
+    (RESULTS / "README.md").write_text(text)
+    print(text)
+    return 0 if all(b["ok"] for b in benchmarks) and (course is None or course["ok"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
