@@ -29,7 +29,7 @@ def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
 def memory_breakdown_figure(breakdowns: dict[str, dict[str, dict[str, int]]], batch_size: int) -> Figure:
     """Per model, standard vs low-memory bars stacked by variable kind (``bytes_by_kind`` per mode)."""
     fig, axes = plt.subplots(1, len(breakdowns), figsize=(3.6 * len(breakdowns), 3.8), squeeze=False)
-    for ax, (name, breakdown) in zip(axes[0], breakdowns.items()):
+    for ax, (name, breakdown) in zip(axes[0], breakdowns.items(), strict=False):
         _stacked_bars(ax, breakdown)
         ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
         ax.set_title(f"{name}: {ratio:.2f}× less")
@@ -43,7 +43,7 @@ def waterfall_figure(steps: list[tuple[str, int]], title: str) -> Figure:
     """Total bytes after each of the paper's choices in turn; each bar shows what the choice removed."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     totals = [total / MIB for _, total in steps]
-    for i, (label, total) in enumerate(zip([s[0] for s in steps], totals)):
+    for i, (_label, total) in enumerate(zip([s[0] for s in steps], totals, strict=False)):
         if i == 0 or i == len(steps) - 1:
             ax.bar(i, total, color="tab:blue" if i == 0 else "tab:green")
         else:
@@ -65,7 +65,7 @@ def memory_vs_batch_figure(
     ``modelled[model][mode]`` holds one total per batch; ``measured[model][mode]`` is ``(batch, bytes)``.
     """
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    colors = dict(zip(modelled, plt.get_cmap("tab10").colors))
+    colors = dict(zip(modelled, plt.get_cmap("tab10").colors, strict=False))
     for name, modes in modelled.items():
         for mode, totals in modes.items():
             style = "-" if mode == "standard" else "--"

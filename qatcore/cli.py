@@ -32,7 +32,7 @@ def _equivalence(args: argparse.Namespace) -> int:
     from qatcore import distributed, runtime
     from qatcore.equivalence import EquivalenceConfig, run_equivalence
 
-    if args.nproc > 1 and not distributed.init_from_environment():
+    if not distributed.init_from_environment() and args.nproc > 1:  # joins torchrun's group, if any
         return distributed.launch(args.nproc, _without_nproc(args.argv))
     runtime.configure(seed=args.seed)
     config = EquivalenceConfig(
@@ -118,6 +118,33 @@ def _bnn_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bnn_train(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore import data, distributed, runtime, zoo
+    from qatcore.bnn.measure import CLI_MODELS
+    from qatcore.bnn.train import BNNConfig, train_bnn
+
+    if not distributed.init_from_environment() and args.nproc > 1:  # joins torchrun's group, if any
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
+    runtime.configure(seed=args.seed)
+    if args.model not in CLI_MODELS:
+        raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {args.model!r}")
+    config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    dataset = data.load(args.dataset, args.data_dir)
+    model = zoo.build(CLI_MODELS[args.model], image_size=dataset.image_size, num_classes=dataset.num_classes)
+    result = train_bnn(model, dataset, config, progress=not args.json and distributed.is_main_process())
+    if not distributed.is_main_process():
+        return 0
+    summary = {"model": args.model, "mode": args.mode, "test_accuracy": round(result.test_accuracy, 4),
+               "train_accuracy": round(result.train_accuracy, 4), "final_loss": round(result.losses[-1], 4),
+               "seconds_per_step": round(result.seconds_per_step, 5)}
+    print(json.dumps(summary) if args.json else
+          f"{args.model}, {args.mode}: test accuracy {100 * result.test_accuracy:.1f} %, "
+          f"{1000 * result.seconds_per_step:.1f} ms a step")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qatcore.data import DATASETS
 
@@ -189,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     bnn.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
     bnn.add_argument("--json", action="store_true", help="print one JSON object")
     bnn.set_defaults(run=_bnn_memory)
+
+    from qatcore.bnn.models import MODES
+
+    bt = commands.add_parser("bnn-train", help="train a BNN with the standard or the low-memory algorithm")
+    bt.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"))
+    bt.add_argument("--mode", default="low_memory", choices=MODES)
+    bt.add_argument("--epochs", type=int, default=5)
+    bt.add_argument("--batch-size", type=int, default=100)
+    bt.add_argument("--lr", type=float, default=1e-3)
+    bt.add_argument("--seed", type=int, default=0)
+    bt.add_argument("--dataset", default="digits", choices=DATASETS)
+    bt.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
+    bt.add_argument("--json", action="store_true", help="print one JSON object")
+    bt.add_argument("--nproc", type=int, default=1, help="train on N local processes (DDP through torchrun)")
+    bt.set_defaults(run=_bnn_train)
     return parser
 
 

@@ -42,6 +42,6 @@ def plot_export_sizes(
         axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
         axis.set_yscale("log")
         axis.set_ylabel("ms per call")
-        axis.set_title("MNIST CNN latency (bench/bench_export.py)")
+        axis.set_title("MNIST CNN, 28×28: latency (bench/bench_export.py)")
         axis.legend(fontsize=8)
     return fig

@@ -287,15 +287,21 @@ def train_ladder(
     data: Dataset, train_config: TrainConfig, configs: dict[str, PikeLPNConfig] | None = None,
     seed: int = 0, progress: bool | None = None,
 ) -> list[LadderResult]:
-    """Train every configuration (default: ``ladder_configs`` for ``data``'s image size) from the same seed."""
+    """Train every configuration (default: ``ladder_configs`` for ``data``'s image size) from the same
+    seed, on one thread whatever ``torch``'s setting (so a rerun with other threads gives the same numbers)."""
     if configs is None:
         configs = ladder_configs(default_config(data.image_size, in_channels=int(data.x_train.shape[1]),
                                                 num_classes=data.num_classes))
     results = []
-    for name, config in configs.items():
-        model, run = train_pikelpn(config, data, train_config, seed, progress)
-        results.append(LadderResult(name, config, run.test_accuracy, run.train_accuracy,
-                                    cost_summary(cost(config)), model))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the float sums, hence the runs, do not depend on the setting
+    try:
+        for name, config in configs.items():
+            model, run = train_pikelpn(config, data, train_config, seed, progress)
+            results.append(LadderResult(name, config, run.test_accuracy, run.train_accuracy,
+                                        cost_summary(cost(config)), model))
+    finally:
+        torch.set_num_threads(threads)
     return results
 
 

@@ -40,7 +40,8 @@ def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
     """Test accuracy against ``cost`` (log scale) for each model, the Pareto front joined."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     axis = fig.subplots()
-    points = sorted((r[cost], 100 * r["test_accuracy"], r["model"]) for r in rows)
+    points = sorted(((r[cost], 100 * r["test_accuracy"], r["model"]) for r in rows),
+                    key=lambda p: (p[0], -p[1]))  # at equal cost, the most accurate first
     for x, y, name in points:
         axis.scatter(x, y, s=40, zorder=3)
         axis.annotate(name, (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)

@@ -88,7 +88,7 @@ def test_low_memory_first_conv_and_binary_conv_backward_equal_their_formula():
         x = torch.randn(2, 3, 6, 6, generator=g).requires_grad_()
         w = (torch.randn(4, 3, 3, 3, generator=g) * 0.8).half().requires_grad_()
         dy = torch.randn(2, 4, 6, 6, generator=g)
-        dx, dw = _grads(lambda a, b: fn.LowMemoryBinaryLayer.apply(a, b, op, binary_input), (x, w), dy)
+        dx, dw = _grads(lambda a, b, bi=binary_input: fn.LowMemoryBinaryLayer.apply(a, b, op, bi), (x, w), dy)
         q = torch.from_numpy(po2_reference(dy.numpy())).float()
         xb = (fn.sign(x) if binary_input else x).detach().requires_grad_()
         wb = fn.sign(w.detach().float()).requires_grad_()

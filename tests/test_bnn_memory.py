@@ -20,7 +20,7 @@ from qatcore.bnn.memory import (
     total_bytes,
     waterfall,
 )
-from qatcore.bnn.models import CNV, BinaryNet, BNNMLP
+from qatcore.bnn.models import BNNMLP, CNV, BinaryNet
 from qatcore.bnn_widgets import BATCH_RANGE, breakdown_view
 from qatcore.cli import main
 
@@ -48,7 +48,7 @@ def test_rows_scale_with_batch_and_bits():
     assert row.bytes == 3 and MemoryRow("l", "v", "masks", 17, 32).bytes == 68
     model = CNV()
     small, large = memory_rows(model, 10, STANDARD), memory_rows(model, 20, STANDARD)
-    for a, b in zip(small, large):  # every variable is fixed or proportional to the batch
+    for a, b in zip(small, large, strict=False):  # every variable is fixed or proportional to the batch
         assert b.values in (a.values, 2 * a.values) and (b.values == a.values) == (a.kind in KINDS[:3] or
                                                                                   a.variable in ("γ, β", "running μ, σ²", "dγ, dβ", "Adam m, v of γ, β", "μ, 1/σ"))
     steps = waterfall(model, 100)

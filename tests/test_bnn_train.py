@@ -17,7 +17,7 @@ from qatcore.bnn.layers import (
     batch_norm_scale_shift,
     binary_layers,
 )
-from qatcore.bnn.models import CNV, BinaryNet, BNNMLP, set_mode
+from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, set_mode
 from qatcore.bnn.optim import HalfAdam
 from qatcore.bnn.train import BNNConfig, train_bnn
 from qatcore.data import load, subset
@@ -52,7 +52,7 @@ def test_standard_mode_gradients_equal_plain_autograd(factory):
         model.zero_grad()
         F.cross_entropy(forward(x), y).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-    for ours, plain in zip(*grads):
+    for ours, plain in zip(*grads, strict=False):
         assert torch.allclose(ours, plain, rtol=1e-4, atol=1e-5)
 
 
@@ -125,7 +125,7 @@ def test_half_adam_follows_adam():
     a, b = torch.randn(50, requires_grad=True), None
     b = a.detach().clone().requires_grad_()
     reference, ours = torch.optim.Adam([a], lr=1e-2), HalfAdam([b], lr=1e-2)
-    for step in range(20):
+    for _step in range(20):
         g = torch.randn(50) * 1e-3
         a.grad, b.grad = g.clone(), g.clone()
         reference.step()

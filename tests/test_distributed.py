@@ -28,10 +28,10 @@ def _torchrun(*args):
 
 
 def test_two_processes_train_the_weights_of_one(tmp_path):
-    _run([sys.executable, str(WORKER), str(tmp_path / "one.pt")])
-    _run(_torchrun(str(WORKER), str(tmp_path / "two.pt")))
+    _run([sys.executable, str(WORKER), "cnn", str(tmp_path / "one.pt")])
+    _run(_torchrun(str(WORKER), "cnn", str(tmp_path / "two.pt")))
     one = torch.load(tmp_path / "one.pt", weights_only=True)
-    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.rank0.pt", weights_only=True)
     assert len(one["losses"]) == len(two["losses"]) == 20
     assert one["losses"] == pytest.approx(two["losses"], rel=1e-4)
     moved = 0.0
@@ -39,6 +39,18 @@ def test_two_processes_train_the_weights_of_one(tmp_path):
         torch.testing.assert_close(two["state"][name], weight, rtol=1e-4, atol=1e-5, msg=name)
         moved = max(moved, float((weight - two["state"][name]).abs().max()))
     assert moved < 1e-5
+
+
+def test_the_low_memory_bnn_trainer_runs_data_parallel(tmp_path):
+    """Batch norm statistics are per process, so the weights differ from one process's; the two
+    replicas' parameters must stay identical and the loss must fall."""
+    _run(_torchrun(str(WORKER), "bnn", str(tmp_path / "bnn.pt")))
+    rank0, rank1 = (torch.load(tmp_path / f"bnn.rank{r}.pt", weights_only=True) for r in (0, 1))
+    for name, tensor in rank0["parameters"].items():
+        assert torch.equal(tensor, rank1["parameters"][name]), name
+    assert rank0["losses"] == rank1["losses"]
+    losses = rank0["losses"]
+    assert len(losses) == 40 and sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
 
 def test_equivalence_metrics_are_the_same_on_two_processes():

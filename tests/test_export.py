@@ -181,3 +181,30 @@ def test_cli_exports_a_checkpoint_and_prints_the_parity_json(trained, tmp_path, 
     with pytest.raises(SystemExit) as stop:
         main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "out")])
     assert stop.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+    nn.AvgPool2d(2, padding=1, ceil_mode=True, count_include_pad=False),
+    nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+    nn.MaxPool2d(2),
+])
+def test_pooling_geometry_matches_pytorch_in_numpy_and_onnx(pool):
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=2, dilation=2), pool, nn.Hardtanh(-0.3, 0.4),
+                          nn.BatchNorm2d(3).eval(), nn.Flatten()).eval()
+    x = torch.randn(4, 2, 11, 11, generator=torch.Generator().manual_seed(0))
+    expected = model(x).detach().numpy()
+    ops = graph.lower(model)
+    np.testing.assert_allclose(reference.infer(ops, x.numpy()), expected, atol=1e-5)
+    session = onnx_qdq.session(onnx_qdq.build(ops, (2, 11, 11)).SerializeToString())
+    np.testing.assert_allclose(onnx_qdq.run(session, x.numpy()), expected, atol=1e-5)
+
+
+def test_the_size_figure_has_a_latency_panel_only_when_given_latencies():
+    from qatcore.export_plots import plot_export_sizes
+
+    sizes = {"a": (100, 3200), "b": (400, 800)}
+    fig = plot_export_sizes(sizes)
+    assert len(fig.axes) == 1 and [t.get_text() for t in fig.axes[0].texts] == ["32.0×", "2.0×"]
+    fig = plot_export_sizes(sizes, {"1": {"eager": 2.0, "onnxruntime": 0.5}, "256": {"eager": 9.0, "onnxruntime": 3.0}})
+    assert len(fig.axes) == 2 and len(fig.axes[1].patches) == 4

@@ -167,7 +167,14 @@ def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int
     """Modelled bytes of both modes (``standard_bytes``, ``low_memory_bytes``, ``ratio``, per-kind
     breakdowns) and, with ``measure``, the measured figures of one real step of each mode."""
     from qatcore import zoo
-    from qatcore.bnn.memory import STANDARD, LOW_MEMORY, bytes_by_kind, layer_shapes, memory_rows, total_bytes
+    from qatcore.bnn.memory import (
+        LOW_MEMORY,
+        STANDARD,
+        bytes_by_kind,
+        layer_shapes,
+        memory_rows,
+        total_bytes,
+    )
 
     if model not in CLI_MODELS:
         raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {model!r}")

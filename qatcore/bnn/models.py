@@ -37,7 +37,7 @@ def _batch_norm(features: int, dims: int) -> nn.Module:
 def _dense_stack(widths: list[int], first_binary: bool) -> list[nn.Module]:
     """Binary dense layers ``widths[0] → widths[1] → …`` with batch norm, sign between them."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):
         layers += [BinaryLinear(n_in, n_out, binary_input=first_binary or i > 0), _batch_norm(n_out, 1)]
         if i < len(widths) - 2:
             layers.append(SignActivation())
@@ -82,7 +82,7 @@ class CNV(nn.Sequential):
         padding = 0 if _cnv_side(image_size, 0) >= 1 else 1
         layers: list[nn.Module] = []
         channels = [in_channels, 64, 64, 128, 128, 256, 256]
-        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
             layers += [BinaryConv2d(c_in, c_out, 3, padding=padding, binary_input=i > 0),
                        _batch_norm(c_out, 2), SignActivation()]
             if i in (1, 3):
@@ -102,7 +102,7 @@ class BinaryNet(nn.Sequential):
         _check_shape(image_size, in_channels, num_classes)
         layers: list[nn.Module] = []
         channels = [in_channels, 128, 128, 256, 256, 512, 512]
-        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
             layers.append(BinaryConv2d(c_in, c_out, 3, padding=1, binary_input=i > 0))
             if i % 2 == 1:
                 layers.append(MaxPool2d())

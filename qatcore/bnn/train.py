@@ -2,6 +2,10 @@
 
 The paper's recipe: Adam, lr 1e-3, batch 100, inputs scaled to [−1, 1], cross-entropy on the
 last batch norm's output. Batches come from a generator seeded by ``BNNConfig.seed``.
+
+Under ``torchrun`` each process trains its shard of every global batch with
+DistributedDataParallel (``qatcore.distributed``): the replicas stay identical, while batch-norm
+statistics (and the power-of-two gradient quantisation) are per process, as on separate devices.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from qatcore import distributed
 from qatcore.bnn.models import check_mode, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.checks import int_at_least, positive_number
@@ -74,16 +79,19 @@ def train_bnn(model: nn.Module, data: Dataset, config: BNNConfig = BNNConfig(), 
     optimizer = make_optimizer(model, config.mode, config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
-    steps = -(-n // config.batch_size) * config.epochs
+    local, local_batch = distributed.shard(torch.arange(n), config.batch_size)
+    steps = -(-len(local) // local_batch) * config.epochs
+    net = distributed.wrap(model)
     result = BNNResult(mode=config.mode)
     bar = tqdm(total=steps, desc=config.mode, disable=not _show_progress(progress), leave=False)
     seconds = 0.0
     for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)
+        for start in range(0, len(order), local_batch):
+            batch = order[start : start + local_batch]
             started = time.perf_counter()
-            result.losses.append(training_step(model, optimizer, data.x_train[batch], data.y_train[batch]))
+            loss = training_step(net, optimizer, data.x_train[batch], data.y_train[batch])
+            result.losses.append(distributed.mean(loss))
             seconds += time.perf_counter() - started
             bar.update(1)
         result.epoch_test_accuracy.append(accuracy(model, data.x_test, data.y_test))
