@@ -28,20 +28,26 @@ def _estimator_and_bits(name: str, bits: int, view) -> widgets.VBox:
     """A dropdown of estimators and a bits slider whose every change redraws ``view(name, bits)``."""
     choose = widgets.Dropdown(options=estimators.names(), value=name, description="estimator")
     width = widgets.IntSlider(value=bits, min=1, max=8, description="bits")
+    return live_view([choose, width], view)
+
+
+def live_view(controls: list[widgets.ValueWidget], view) -> widgets.VBox:
+    """``controls`` in a row above a line of text and a figure, both from ``view(*values)``, redrawn
+    whenever a control moves (``view`` returns ``(text, figure or None)``)."""
     label = widgets.Label()
     out = widgets.Output()
 
     def redraw(_=None):
-        label.value, figure = view(choose.value, width.value)
+        label.value, figure = view(*(control.value for control in controls))
         out.clear_output(wait=True)
         if figure is not None:
             with out:
                 display(figure)
 
-    choose.observe(redraw, names="value")
-    width.observe(redraw, names="value")
+    for control in controls:
+        control.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([widgets.HBox([choose, width]), label, out])
+    return widgets.VBox([widgets.HBox(controls), label, out])
 
 
 def describe_weight_map(name: str, bits: int, m: float = 1.0) -> str:

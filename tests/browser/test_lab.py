@@ -47,7 +47,7 @@ def _accept_kernel_dialog(page) -> None:
 
 
 def _move_a_control(page) -> str:
-    """Change the first dropdown (or else the first slider) of the notebook's widgets; say which."""
+    """Change the first dropdown (else checkbox, else slider) of the notebook's widgets; say which."""
     dropdowns = page.locator(f"{PANEL} .jp-OutputArea-output .widget-dropdown select")
     if dropdowns.count():
         select = dropdowns.first
@@ -56,6 +56,10 @@ def _move_a_control(page) -> str:
         choice = next(o for o in options if o != current)
         select.select_option(choice)
         return f"dropdown → {choice}"
+    checkboxes = page.locator(f"{PANEL} .jp-OutputArea-output .widget-checkbox input[type=checkbox]")
+    if checkboxes.count():
+        checkboxes.first.click()
+        return "checkbox toggled"
     readout = page.locator(f"{PANEL} .jp-OutputArea-output .widget-slider .widget-readout").first
     readout.click()
     readout.press("ArrowRight")  # focus stays: type a new value over the readout
