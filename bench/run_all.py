@@ -8,6 +8,7 @@ Run from the repository root on a quiet machine (other load skews every timing):
 
     .venv/bin/python bench/run_all.py                 # everything, about 15 minutes on 2 cores
     .venv/bin/python bench/run_all.py --skip-reproduce
+    .venv/bin/python bench/run_all.py --inplace        # the notebooks' stored outputs too
 """
 
 from __future__ import annotations
@@ -35,19 +36,21 @@ def run_benchmark(script: Path) -> dict:
     seconds = time.monotonic() - started
     table = RESULTS / f"{script.stem.removeprefix('bench_')}.md"
     lines = table.read_text().splitlines() if table.exists() else []
-    verdicts = [line.strip("*- ").replace("|", "/") for line in lines if VERDICT.search(line)]
+    matching = [line.replace("**", "").strip("- ") for line in lines if VERDICT.search(line)]
+    sentences = [line for line in matching if not line.startswith("|")]  # prefer a stated criterion
+    verdicts = sentences or [line.strip("| ").replace("|", "/") for line in matching]
     if run.returncode:
         verdicts.append(f"exit status {run.returncode}: {(run.stderr or run.stdout).strip().splitlines()[-1:]}")
     return {"name": script.name, "table": table.name if table.exists() else "", "seconds": seconds,
             "ok": run.returncode == 0, "verdicts": verdicts}
 
 
-def run_reproduce() -> dict:
+def run_reproduce(inplace: bool = False) -> dict:
     """Time ``qatcore reproduce`` over every notebook; the slowest notebook and the check count."""
     from qatcore.reproduce import reproduce
 
     started = time.monotonic()
-    report = reproduce(ROOT / "notebooks", ROOT / "build" / "notebooks", ROOT / "figures")
+    report = reproduce(ROOT / "notebooks", ROOT / "build" / "notebooks", ROOT / "figures", inplace=inplace)
     slowest = max(report.runs, key=lambda r: r.seconds)
     checks = [e for e in report.entries if e["kind"] == "check"]
     return {"seconds": time.monotonic() - started, "ok": report.ok, "slowest": slowest.name,
@@ -86,12 +89,13 @@ def summary(benchmarks: list[dict], course: dict | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-reproduce", action="store_true", help="benchmarks only")
+    parser.add_argument("--inplace", action="store_true", help="let reproduce rewrite the committed notebooks")
     args = parser.parse_args()
     benchmarks = []
     for script in sorted((ROOT / "bench").glob("bench_*.py")):
         print(f"running {script.name} …", flush=True)
         benchmarks.append(run_benchmark(script))
-    course = None if args.skip_reproduce else run_reproduce()
+    course = None if args.skip_reproduce else run_reproduce(args.inplace)
     text = summary(benchmarks, course)
     (RESULTS / "README.md").write_text(text)
     print(text)

@@ -29,12 +29,11 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _equivalence(args: argparse.Namespace) -> int:
     import json
 
-    from qatcore import distributed, runtime
+    from qatcore import distributed
     from qatcore.equivalence import EquivalenceConfig, run_equivalence
 
-    if not distributed.init_from_environment() and args.nproc > 1:  # joins torchrun's group, if any
-        return distributed.launch(args.nproc, _without_nproc(args.argv))
-    runtime.configure(seed=args.seed)
+    if (launched := _launch_or_join(args)) is not None:
+        return launched
     config = EquivalenceConfig(
         estimator=args.estimator, bits=args.bits, optimizer=args.optimizer, lr=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -52,6 +51,17 @@ def _equivalence(args: argparse.Namespace) -> int:
         print(f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
               f"{metrics['prediction_agreement']:>14.4f}")
     return 0
+
+
+def _launch_or_join(args: argparse.Namespace) -> int | None:
+    """Under torchrun: join its process group and seed; with ``--nproc N``: start torchrun and
+    return its exit status (``None`` means: go on and train here)."""
+    from qatcore import distributed, runtime
+
+    if not distributed.init_from_environment() and args.nproc > 1:
+        return distributed.launch(args.nproc, _without_nproc(args.argv))
+    runtime.configure(seed=args.seed)
+    return None
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -121,13 +131,12 @@ def _bnn_memory(args: argparse.Namespace) -> int:
 def _bnn_train(args: argparse.Namespace) -> int:
     import json
 
-    from qatcore import data, distributed, runtime, zoo
+    from qatcore import data, distributed, zoo
     from qatcore.bnn.measure import CLI_MODELS
     from qatcore.bnn.train import BNNConfig, train_bnn
 
-    if not distributed.init_from_environment() and args.nproc > 1:  # joins torchrun's group, if any
-        return distributed.launch(args.nproc, _without_nproc(args.argv))
-    runtime.configure(seed=args.seed)
+    if (launched := _launch_or_join(args)) is not None:
+        return launched
     if args.model not in CLI_MODELS:
         raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {args.model!r}")
     config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)

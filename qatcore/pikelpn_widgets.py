@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ipywidgets as widgets
-from IPython.display import display
 
 from qatcore.pikelpn import PikeLPNConfig, cost, cost_summary, default_config
 from qatcore.pikelpn_plots import plot_cost_breakdown
+from qatcore.widgets import live_view
 
 
 def technique_view(quantnorm: bool, double_quant: bool, dhq: bool, base: PikeLPNConfig | None = None):
@@ -24,16 +24,4 @@ def technique_explorer(base: PikeLPNConfig | None = None) -> widgets.VBox:
     """Three check boxes (QuantNorm, Double Quantization, DHQ); the cost redraws on every change."""
     boxes = [widgets.Checkbox(value=False, description=d)
              for d in ("QuantNorm", "Double Quantization", "DHQ")]
-    label = widgets.Label()
-    out = widgets.Output()
-
-    def redraw(_=None):
-        label.value, figure = technique_view(*(b.value for b in boxes), base=base)
-        out.clear_output(wait=True)
-        with out:
-            display(figure)
-
-    for box in boxes:
-        box.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox(boxes), label, out])
+    return live_view(boxes, lambda *switches: technique_view(*switches, base=base))

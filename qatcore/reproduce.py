@@ -6,7 +6,8 @@ alone unless ``inplace``), with ``$QATCORE_REPORT`` pointing at a JSON-lines fil
 
 ``parameters`` (for the paper-scale runs: ``PAPER_SCALE``, ``DATASET``, ``DATA_DIR``) are
 injected papermill-style: a cell after each notebook's ``parameters`` cell reassigns those of the
-names that cell assigns; a notebook without them runs as it is.
+names that cell assigns; a notebook without them runs as it is. So a parameters cell holds plain
+assignments only, and settings derived from them (``if PAPER_SCALE: …``) go in the next cell.
 """
 
 from __future__ import annotations
