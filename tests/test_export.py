@@ -2,12 +2,14 @@
 
 import json
 import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 from torch import nn
@@ -20,6 +22,8 @@ from qatcore.layers import QuantConv2d, quantized_layers
 from qatcore.models import MNISTCNN
 from qatcore.quantizers import uniform_quantize
 from qatcore.train import TrainConfig, train
+
+ROOT = Path(qatcore.__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +67,16 @@ def test_onnx_initializers_dequantize_to_the_pytorch_quantized_weights():
 
 @settings(max_examples=60, deadline=None)
 @given(bits=st.integers(1, 16), m=st.floats(1e-2, 5.0), seed=st.integers(0, 2**16))
+@example(bits=15, m=4.625, seed=1)  # a weight on a threshold: float32 and float64 round apart
 def test_odd_codes_times_half_step_are_the_quantizer_levels(bits, m, seed):
     layer = QuantConv2d(2, 3, 3, bits=bits, m=m)
     with torch.no_grad():
         layer.weight.copy_(torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(seed)) * 2 * m)
     weight = graph.uniform_weight(layer)
     assert np.all(np.abs(weight.values) <= 2**bits - 1) and np.all(weight.values % 2 == 1)
-    expected = uniform_quantize(layer.weight.detach().double(), bits, m).numpy()
+    # the model quantizes its float32 weights: at 15–16 bits a float64 copy may round a weight
+    # that sits on a threshold to the neighbouring level, so compare with what the model computes
+    expected = uniform_quantize(layer.weight.detach(), bits, m).double().numpy()
     np.testing.assert_allclose(weight.dequantized(), expected, rtol=0, atol=1e-5 * m)
 
 
@@ -115,6 +122,8 @@ def test_pt2_reloads_with_a_free_batch_size(trained, digits, tmp_path):
     result = export(trained, tmp_path, "pt2", digits.x_test, digits.y_test)
     assert result.parity.max_abs_diff == 0.0 and result.parity.ok
     module = torch.export.load(str(tmp_path / "model.pt2")).module()
+    with zipfile.ZipFile(tmp_path / "model.pt2") as archive:  # no file paths of this machine inside
+        assert not any(str(ROOT).encode() in archive.read(entry) for entry in archive.namelist())
     for batch in (1, 3):
         torch.testing.assert_close(module(digits.x_test[:batch]), trained(digits.x_test[:batch]), rtol=0, atol=0)
 
