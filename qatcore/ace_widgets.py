@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 import torch
-from IPython.display import display
 from torch import nn
 
 from qatcore.ace import count
 from qatcore.ace_plots import plot_layer_breakdown
+from qatcore.widgets import live_view
 
 ELEMENTWISE_BITS = (2, 4, 8, 16, 32)  # 32 is float
 
@@ -30,16 +30,5 @@ def bit_width_explorer(model: nn.Module, example_input: torch.Tensor, w_bits: in
     weights = widgets.IntSlider(value=w_bits, min=1, max=8, description="weights")
     activations = widgets.IntSlider(value=a_bits, min=1, max=8, description="activations")
     elementwise = widgets.SelectionSlider(options=ELEMENTWISE_BITS, value=elementwise_bits, description="element-wise")
-    label = widgets.Label()
-    out = widgets.Output()
-
-    def redraw(_=None):
-        label.value, figure = breakdown_view(model, example_input, weights.value, activations.value, elementwise.value)
-        out.clear_output(wait=True)
-        with out:
-            display(figure)
-
-    for control in (weights, activations, elementwise):
-        control.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([weights, activations, elementwise]), label, out])
+    return live_view([weights, activations, elementwise],
+                     lambda w, a, e: breakdown_view(model, example_input, w, a, e))

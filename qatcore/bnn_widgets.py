@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipywidgets as widgets
-from IPython.display import display
 from matplotlib.figure import Figure
 
 from qatcore import zoo
 from qatcore.bnn.measure import CLI_MODELS
 from qatcore.bnn.memory import LOW_MEMORY, STANDARD, bytes_by_kind, layer_shapes, memory_rows
 from qatcore.bnn_plots import memory_breakdown_figure
+from qatcore.widgets import live_view
 
 BATCH_RANGE = (1, 1024)
 _SHAPES: dict[str, list] = {}
@@ -32,15 +32,4 @@ def memory_explorer(model: str = "cnv", batch_size: int = 100) -> widgets.VBox:
     """A model dropdown and a batch-size slider that redraw the memory breakdown."""
     choose = widgets.Dropdown(options=list(CLI_MODELS), value=model, description="model")
     batch = widgets.IntSlider(value=batch_size, min=BATCH_RANGE[0], max=BATCH_RANGE[1], description="batch")
-    label, out = widgets.Label(), widgets.Output()
-
-    def redraw(_=None):
-        label.value, figure = breakdown_view(choose.value, batch.value)
-        out.clear_output(wait=True)
-        with out:
-            display(figure)
-
-    choose.observe(redraw, names="value")
-    batch.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([choose, batch]), label, out])
+    return live_view([choose, batch], breakdown_view)
