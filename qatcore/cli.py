@@ -45,11 +45,42 @@ def _equivalence(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{config.estimator}, {config.bits} bits, {config.optimizer}, lr {config.rate:g}, α = {summary['alpha']:.4f}")
+    _print_pairs(summary)
+    return 0
+
+
+def _print_pairs(summary: dict) -> None:
+    """The agreement of each run with the custom-estimator run, one line a pair."""
+    alpha = "n/a" if summary["alpha"] is None else f"{summary['alpha']:.4f}"
+    print(f"{summary['estimator']}, {summary['bits']} bits, {summary['optimizer']}, lr {summary['lr']:g}, α = {alpha}")
     print(f"{'pair':<12}{'quantized agreement':>22}{'alignment error':>18}{'predictions':>14}")
     for pair, metrics in summary["pairs"].items():
         print(f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
               f"{metrics['prediction_agreement']:>14.4f}")
+
+
+def _imagenet(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore import distributed
+    from qatcore.imagenet import load_config, run_imagenet
+
+    config = load_config(args.config, data_dir=args.data_dir, out=args.out)
+    args.seed = config.seed
+    if (launched := _launch_or_join(args)) is not None:
+        return launched
+    result = run_imagenet(config, progress=not args.json and distributed.is_main_process(),
+                          stop_after_epochs=args.stop_after_epochs)
+    if result is None:
+        if distributed.is_main_process():
+            print(f"stopped; give the same command again to continue from {config.out}/runs/")
+        return 0
+    summary = result.to_dict()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_pairs(summary)
+        print(f"written: {config.out}/summary.json")
     return 0
 
 
@@ -194,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on N local processes with DistributedDataParallel (through torchrun)",
     )
     eq.set_defaults(run=_equivalence)
+
+    im = commands.add_parser(
+        "imagenet", help="the first paper's ImageNet ResNet experiment, from a TOML config (under torchrun)"
+    )
+    im.add_argument("--config", required=True, help="a TOML file, e.g. configs/imagenet_resnet50_dsq_sgd.toml")
+    im.add_argument("--data-dir", default=None, help="ImageNet folder (ROOT/train/CLASS/*, ROOT/val/CLASS/*)")
+    im.add_argument("--out", default=None, help="output folder (default: the config's out)")
+    im.add_argument("--stop-after-epochs", type=int, default=None,
+                    help="stop after N epochs of this call (rerun the command to continue)")
+    im.add_argument("--json", action="store_true", help="print one JSON object")
+    im.add_argument("--nproc", type=int, default=1, help="train on N local processes (DDP through torchrun)")
+    im.set_defaults(run=_imagenet)
 
     from qatcore import zoo
 

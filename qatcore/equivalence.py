@@ -144,6 +144,56 @@ def _model(config: EquivalenceConfig, estimator: str, init: dict, image_size: in
     return model.to(config.device)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """How one run differs from ``custom``: its estimator, whether its initial weights are mapped
+    by the custom estimator's ``M``, and its rate factors (all rates, and the quantized weights')."""
+
+    estimator: str
+    remap: bool = False
+    lr_scale: float = 1.0
+    quantized_lr_factor: float = 1.0
+
+
+def check_runs(runs: tuple[str, ...]) -> None:
+    """ValueError unless ``runs`` holds ``custom`` and names taken from ``RUNS``."""
+    if "custom" not in runs or set(runs) - set(RUNS):
+        raise ValueError(f"runs must include 'custom' and be taken from {RUNS}, got {runs!r}")
+
+
+def needs_alpha(optimizer: str, runs: tuple[str, ...]) -> bool:
+    """Whether one of ``runs`` is started from ``M(w₀)`` with ``α·η`` (so ``α`` must exist)."""
+    return ("adjusted" if optimizer == "sgd" else "unadjusted") in runs
+
+
+def plan_runs(estimator: str, optimizer: str, runs: tuple[str, ...], alpha: float) -> dict[str, RunPlan]:
+    """The plan of each of ``runs``: with SGD the ``adjusted`` STE gets ``M(w₀)`` and ``α·η``; with
+    Adam it gets neither and the ``unadjusted`` ablation gets both."""
+    check_runs(runs)
+    remapped = "adjusted" if optimizer == "sgd" else "unadjusted"
+    plan = {"custom": RunPlan(estimator)}
+    for name in ("adjusted", "unadjusted"):
+        if name in runs:
+            plan[name] = RunPlan("ste", True, 1.0, alpha) if name == remapped else RunPlan("ste")
+    if "jitter" in runs:
+        plan["jitter"] = RunPlan(estimator, lr_scale=JITTER)
+    return plan
+
+
+def compare(result: EquivalenceResult) -> None:
+    """Fill ``result.agreements``: every run against ``custom`` (the adjusted SGD run in ``M``-space)."""
+    custom = result.runs["custom"]
+    custom_levels = result.levels("custom")
+    for name in (n for n in RUNS[1:] if n in result.runs):
+        other = result.runs[name]
+        in_m_space = name == "adjusted" and result.config.optimizer == "sgd"
+        reference = result.mapped_custom() if in_m_space else custom.weights.double()
+        result.agreements[name] = trajectory.compare_runs(
+            custom_levels, result.levels(name), reference, other.weights.double(), result.m,
+            custom.test_logits, other.test_logits, custom.losses, other.losses,
+        )
+
+
 def run_equivalence(
     config: EquivalenceConfig = EquivalenceConfig(),
     data: datasets.Dataset | None = None,
@@ -157,9 +207,7 @@ def run_equivalence(
     estimator that has none; ``runs=("custom", "unadjusted", "jitter")`` works for any estimator
     with SGD.
     """
-    unknown = set(runs) - set(RUNS)
-    if "custom" not in runs or unknown:
-        raise ValueError(f"runs must include 'custom' and be taken from {RUNS}, got {runs!r}")
+    check_runs(runs)
     data = datasets.load(config.dataset, config.data_dir) if data is None else data
     runtime.seed_everything(config.seed)
     shape = dict(image_size=data.image_size, classes=data.num_classes)
@@ -168,40 +216,23 @@ def run_equivalence(
     est = estimators.get(config.estimator)
     ms = {name: layer.m for name, layer in layers.items()}
     init = copy.deepcopy(custom_model.state_dict())
-
-    sgd_like = config.optimizer == "sgd"
-    remapped = "adjusted" if sgd_like else "unadjusted"  # the run that gets M(w₀) and α·η
     # α is the same for every layer (Δ ∝ m); asked only when a run needs it
-    alpha = est.alpha(config.bits, next(iter(ms.values()))) if remapped in runs else float("nan")
-    plan = {"custom": (custom_model, config.train_config())}
-    for name in ("adjusted", "unadjusted"):
-        if name in runs:
-            model = _model(config, "ste", init, **shape)
-            factor = 1.0
-            if name == remapped:
-                for layer in quantized_layers(model).values():
+    alpha = est.alpha(config.bits, next(iter(ms.values()))) if needs_alpha(config.optimizer, runs) else float("nan")
+    models = {"custom": custom_model}
+    plan = plan_runs(config.estimator, config.optimizer, runs, alpha)
+    for name, run in plan.items():
+        if name != "custom":
+            models[name] = _model(config, run.estimator, init, **shape)
+            if run.remap:
+                for layer in quantized_layers(models[name]).values():
                     layer.apply_weight_map(est)
-                factor = alpha
-            plan[name] = (model, config.train_config(quantized_lr_factor=factor))
-    if "jitter" in runs:
-        plan["jitter"] = (_model(config, config.estimator, init, **shape), config.train_config(lr_scale=JITTER))
     sizes = [layer.weight.numel() for layer in layers.values()]
     starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
     slices = {name: slice(starts[i], starts[i + 1]) for i, name in enumerate(layers)}
     m = torch.cat([torch.full((n,), ms[name], dtype=torch.float64) for name, n in zip(layers, sizes, strict=True)])
     result = EquivalenceResult(config, alpha, m, slices)
-    for name, (model, train_config) in plan.items():
-        result.runs[name] = _train_recorded(model, data, train_config, progress)
-
-    custom = result.runs["custom"]
-    custom_levels = result.levels("custom")
-    for name in (n for n in RUNS[1:] if n in result.runs):
-        other = result.runs[name]
-        in_m_space = name == "adjusted" and sgd_like
-        reference = result.mapped_custom() if in_m_space else custom.weights.double()
-        result.agreements[name] = trajectory.compare_runs(
-            custom_levels, result.levels(name), reference, other.weights.double(), m,
-            custom.test_logits, other.test_logits, custom.losses, other.losses,
-        )
+    for name, run in plan.items():
+        train_config = config.train_config(run.lr_scale, run.quantized_lr_factor)
+        result.runs[name] = _train_recorded(models[name], data, train_config, progress)
+    compare(result)
     return result
-

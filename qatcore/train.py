@@ -93,7 +93,8 @@ def _show_progress(progress: bool | None) -> bool:
     return os.environ.get(PROGRESS_VARIABLE, "1") != "0" and "PYTEST_CURRENT_TEST" not in os.environ
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum) or Adam with two groups: the quantized weights (rate × ``quantized_lr_factor``) and the rest."""
     quantized = {id(layer.weight) for layer in quantized_layers(model).values()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) in quantized], "factor": config.quantized_lr_factor},
@@ -103,6 +104,18 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, config.beta2))
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
+    """One SGD/Adam step on batch ``(x, y)`` at rate ``lr`` (times each group's ``factor``);
+    returns the cross-entropy loss averaged over the processes."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["factor"]
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    optimizer.step()
+    return distributed.mean(loss.item())
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -150,7 +163,7 @@ def train(
     record = sorted(set(record_steps))
     if record and (record[0] < 0 or record[-1] > total):
         raise ValueError(f"record_steps must lie in [0, {total}] (the run has {total} steps)")
-    optimizer = _optimizer(model, config)
+    optimizer = build_optimizer(model, config)
     device = next(model.parameters()).device  # data stay on the CPU; each batch moves to the model
     generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult()
@@ -165,15 +178,9 @@ def train(
         for start in range(0, len(order), local_batch):
             batch = order[start : start + local_batch]
             lr = learning_rate(step, total, config.lr, config.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["factor"]
-            optimizer.zero_grad(set_to_none=True)
             x, y = data.x_train[batch].to(device), data.y_train[batch].to(device)
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            optimizer.step()
             step += 1
-            result.losses.append(distributed.mean(loss.item()))
+            result.losses.append(train_step(net, optimizer, x, y, lr))
             result.learning_rates.append(lr)
             if step in record:
                 result.snapshots[step] = snapshot(model)
