@@ -113,7 +113,7 @@ def test_the_command_line_trains_on_two_gloo_processes(tiny, tmp_path):
     config, result = tiny
     toml = tmp_path / "tiny.toml"
     toml.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {**TINY, "data_dir": config.data_dir}.items()))
-    env = {**os.environ, "QATCORE_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "QATCORE_THREADS": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo
     command = [sys.executable, "-m", "qatcore", "imagenet", "--config", str(toml), "--out", str(tmp_path / "out"),
                "--nproc", "2", "--json"]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
