@@ -5,7 +5,7 @@ ImageNet-layout folder on this machine's device, timing each run, then times bar
 of the shipped config's model at its per-GPU batch (256 / 8 = 32) on random tensors and projects
 the shipped config's wall time on 8 such devices (perfect scaling, data loading keeping up: a
 lower bound). The agreement numbers of a synthetic run say nothing about the paper; they show that
-the pipeline runs. Writes ``bench/results/imagenet_<device>.md`` and ``.json``.
+the pipeline runs. Writes ``bench/results/imagenet.md`` (CPU) or ``imagenet_cuda.md``, and ``.json``.
 
     .venv/bin/python bench/bench_imagenet.py            # CPU here: a small ResNet-18, about a minute
     python3 bench/bench_imagenet.py --results DIR       # on a GPU machine: ResNet-50 at 224 pixels
@@ -110,7 +110,8 @@ def main() -> int:
                                 "devices": 8, "hours_lower_bound": round(projected_hours, 1)}
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"imagenet_{device.type}.json").write_text(json.dumps(record, indent=1) + "\n")
+    stem = "imagenet" if device.type == "cpu" else f"imagenet_{device.type}"  # run_all.py links imagenet.md
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     run, step, projection = record["synthetic_run"], record["step_seconds"], record.get("projection")
     lines = [
         f"# ImageNet ResNet experiment on {name}", "",
@@ -130,7 +131,7 @@ def main() -> int:
                      f"({projection['runs']} runs × {projection['steps_per_run']} steps) | "
                      f"≥ {projection['hours_lower_bound']} h (perfect scaling, data loading keeping up) |")
     table = "\n".join([*lines, ""])
-    (out / f"imagenet_{device.type}.md").write_text(table)
+    (out / f"{stem}.md").write_text(table)
     print(table)
     return 0 if math.isfinite(seconds) else 1
 
