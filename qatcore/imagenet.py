@@ -167,13 +167,18 @@ class WeightSample:
                           for name, idx in self.indices.items()])
 
 
+def evaluation_share(indices: list[int], rank: int, world: int) -> list[int]:
+    """Process ``rank``'s images: positions ``rank, rank + W, …`` of ``indices``, padded with a repeat
+    to ``ceil(n / W)`` so every process computes as many logits (``gather_shards`` drops the extras)."""
+    share = math.ceil(len(indices) / world)
+    mine = indices[rank::world] or indices[:1]  # fewer images than processes: a spare
+    return mine + mine[-1:] * (share - len(mine))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: ImageFolder, indices: torch.Tensor, batch_size: int, workers: int) -> torch.Tensor:
     """Logits of ``dataset[indices]``, computed by all processes (each takes every W-th image)."""
-    rank, world = distributed.place()
-    share = math.ceil(len(indices) / world)
-    mine = indices[rank::world].tolist()
-    mine += mine[-1:] * (share - len(mine))  # equal lengths for the gather
+    mine = evaluation_share(indices.tolist(), *distributed.place())
     device = next(model.parameters()).device
     distributed.broadcast_buffers(model)
     model.eval()
@@ -271,6 +276,8 @@ def run_imagenet(config: ImageNetConfig, progress: bool | None = None,
     """Train ``config.runs`` one after another and compare each with ``custom``; on the main
     process, write ``out/summary.json`` and return the result (``None`` on the other processes,
     and when ``stop_after_epochs`` stopped the work before the end)."""
+    if stop_after_epochs is not None:
+        int_at_least("stop_after_epochs", stop_after_epochs, 1)
     out = output_folder(config.out)
     (out / "runs").mkdir(exist_ok=True)
     device = distributed.local_device(config.device)

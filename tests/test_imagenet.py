@@ -12,7 +12,14 @@ import torch
 
 from qatcore import distributed, estimators
 from qatcore.image_folder import write_synthetic_folder
-from qatcore.imagenet import ImageNetConfig, WeightSample, build_model, load_config, run_imagenet
+from qatcore.imagenet import (
+    ImageNetConfig,
+    WeightSample,
+    build_model,
+    evaluation_share,
+    load_config,
+    run_imagenet,
+)
 from qatcore.layers import quantized_layers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +90,8 @@ def test_a_stopped_experiment_continues_to_the_uninterrupted_result(tiny, tmp_pa
         assert torch.equal(again.runs[name].test_logits, run.test_logits)
     with pytest.raises(ValueError, match="run of other settings"):
         run_imagenet(replace(resumed, lr=0.06), progress=False)
+    with pytest.raises(ValueError, match="stop_after_epochs"):
+        run_imagenet(resumed, progress=False, stop_after_epochs=0)
 
 
 def test_configs_are_read_from_toml_with_named_errors(tmp_path):
@@ -150,3 +159,12 @@ def test_devices_and_shares_of_the_batch():
         distributed.local_batch_size(12, 5)
     rows = torch.arange(10.0).reshape(5, 2)
     assert torch.equal(distributed.gather_shards(rows, 4), rows[:4])
+
+
+def test_evaluation_shares_cover_the_images_once_in_gather_order():
+    for n, world in ((6, 2), (5, 2), (7, 3), (1, 2), (2, 4)):
+        images = list(range(100, 100 + n))
+        shares = [evaluation_share(images, rank, world) for rank in range(world)]
+        assert len({len(share) for share in shares}) == 1  # equal lengths for all_gather
+        rows = torch.tensor(shares).T.flatten()  # gather_shards' interleaving
+        assert rows[:n].tolist() == images
