@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -79,11 +80,23 @@ class RunRecord:
     test_accuracy: float
 
 
+class Settings(Protocol):
+    """What the comparison reads of an experiment's config (``EquivalenceConfig`` here, the ImageNet
+    experiment's ``qatcore.imagenet.ImageNetConfig``): a dataclass with these fields."""
+
+    estimator: str
+    bits: int
+    optimizer: str
+
+    @property
+    def rate(self) -> float: ...
+
+
 @dataclass
 class EquivalenceResult:
     """The four runs, the per-column range ``m``, ``α``, and the agreement of each run with ``custom``."""
 
-    config: EquivalenceConfig
+    config: Settings
     alpha: float
     m: torch.Tensor
     layer_slices: dict[str, slice]
