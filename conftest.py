@@ -6,3 +6,11 @@ import os
 os.environ["QATCORE_PROGRESS"] = "0"
 # sympy's integrate may order terms by hash; a fixed hash seed keeps printed expressions stable.
 os.environ["PYTHONHASHSEED"] = "0"
+
+# Hypothesis profiles: `ci` keeps every property test's full example count (make test-all),
+# `fast` runs a quarter of them (make test); tests take their counts from tests/strategies.examples.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=100, deadline=None)
+settings.register_profile("fast", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])

@@ -13,9 +13,13 @@ def _reproduce(args: argparse.Namespace) -> int:
     parameters = {}
     if args.dataset != "digits":
         parameters = {"PAPER_SCALE": True, "DATASET": args.dataset, "DATA_DIR": args.data_dir}
+    def announce(run) -> None:
+        status = f"ERROR: {run.error}" if run.error else "ok"
+        print(f"{run.name:<32} {run.seconds:6.1f} s  {status}", flush=True)
+
     report = reproduce(
         Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace, only=args.only,
-        parameters=parameters,
+        parameters=parameters, progress=announce,
     )
     print(report.to_markdown())
     if report.ok:

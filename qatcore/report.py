@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from qatcore.runtime import strict_checks
+
 REPORT_VARIABLE = "QATCORE_REPORT"
 FIGURES_VARIABLE = "QATCORE_FIGURES"
 NOTEBOOK_VARIABLE = "QATCORE_NOTEBOOK"
@@ -34,13 +36,22 @@ def _record(entry: dict[str, Any]) -> None:
 
 
 def check(name: str, passed: bool, detail: str = "") -> None:
-    """Assert ``passed``; print ``✔ verified: name (detail)``, or raise ``CheckFailed``."""
+    """Assert ``passed``; print ``✔ verified: name (detail)``, or raise ``CheckFailed``.
+
+    Outside strict mode (``qatcore.configure(strict=False)``) a failed check prints a warning
+    instead of raising, so a notebook run at other settings goes on to its end.
+    """
     passed = bool(passed)
     _record({"kind": "check", "name": name, "passed": passed, "detail": detail})
     line = f"{name}" + (f" ({detail})" if detail else "")
-    if not passed:
+    if passed:
+        print(f"✔ verified: {line}")
+    elif strict_checks():
         raise CheckFailed(f"✘ FAILED: {line}")
-    print(f"✔ verified: {line}")
+    else:
+        print(f"⚠ no longer holds: {line}\n   This claim was checked at the notebook's default settings. "
+              "Which setting you changed, and why it breaks the claim, is the interesting part: "
+              "compare the numbers above with a run at the defaults.")
 
 
 def headline(name: str, value: float | str, claim: str = "", digits: int = 3) -> None:

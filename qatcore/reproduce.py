@@ -16,11 +16,15 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ipykernel.kernelspec
 import nbformat
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -78,6 +82,25 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> list[str]:
     return []
 
 
+CURRENT_ENV_KERNEL = "qatcore-current-env"
+
+
+class _CurrentEnvironmentKernels(KernelSpecManager):
+    """Kernel specs where ``CURRENT_ENV_KERNEL`` is ipykernel in this very interpreter, whatever
+    ``python3`` kernelspec the user has installed elsewhere."""
+
+    def get_kernel_spec(self, kernel_name):
+        if kernel_name == CURRENT_ENV_KERNEL:
+            return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
+                                          **ipykernel.kernelspec.get_kernel_dict())
+        return super().get_kernel_spec(kernel_name)
+
+
+def current_environment_kernel() -> KernelManager:
+    """A kernel manager that starts ipykernel with ``sys.executable`` (the running interpreter)."""
+    return KernelManager(kernel_name=CURRENT_ENV_KERNEL, kernel_spec_manager=_CurrentEnvironmentKernels())
+
+
 @contextmanager
 def _environment(**values: str):
     saved = {k: os.environ.get(k) for k in values}
@@ -100,12 +123,14 @@ def reproduce(
     timeout: int = 1200,
     only: str = "",
     parameters: dict | None = None,
+    progress: Callable[[NotebookRun], None] | None = None,
 ) -> ReproduceReport:
     """Execute every ``*.ipynb`` in ``notebooks`` (sorted) and collect their checks and numbers.
 
     ``only`` keeps the notebooks whose name starts with it (``"03"`` runs notebook 03 alone);
     ``parameters`` are injected into each notebook (never with ``inplace``: the committed
-    notebooks keep their default run).
+    notebooks keep their default run). Kernels run in this interpreter's environment;
+    ``progress`` is called with each notebook's run as it finishes.
     """
     if parameters and inplace:
         raise ValueError("parameters cannot be combined with inplace: the committed notebooks keep the default run")
@@ -133,15 +158,22 @@ def reproduce(
                 "PYTHONHASHSEED": "0",  # sympy's printed expressions do not depend on hash order
             }
         ):
+            kernel = current_environment_kernel()
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                nb, km=kernel, timeout=timeout, record_timing=False,
                 resources={"metadata": {"path": str(path.parent)}},
             )
-            try:
-                client.execute()
+            try:  # the kernel's own log (start-up warnings, shutdown) goes to a file beside the copy
+                with open(build / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log:
+                    client.execute(stdout=log, stderr=log)
             except CellExecutionError as exc:
                 error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            finally:
+                if kernel.has_kernel:
+                    kernel.shutdown_kernel(now=True)
         report.runs.append(NotebookRun(path.stem, time.monotonic() - started, error))
+        if progress is not None:
+            progress(report.runs[-1])
         nbformat.write(nb, path if inplace else build / path.name)
     report.entries = [json.loads(line) for line in report_file.read_text().splitlines() if line]
     return report

@@ -17,6 +17,8 @@ from qatcore.checks import int_at_least
 
 DEFAULT_THREADS = 2
 THREADS_VARIABLE = "QATCORE_THREADS"
+STRICT_VARIABLE = "QATCORE_STRICT"
+_strict: bool | None = None  # None: read $QATCORE_STRICT
 
 
 def thread_count() -> int:
@@ -39,8 +41,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure(seed: int = 0, threads: int | None = None) -> None:
-    """Fix seeds, thread count (``threads`` or ``thread_count()``) and deterministic algorithms."""
+def strict_checks() -> bool:
+    """Whether a failed claim check raises (the default) or only warns: ``configure(strict=...)``
+    when called, else ``$QATCORE_STRICT`` (``0`` warns)."""
+    if _strict is not None:
+        return _strict
+    return os.environ.get(STRICT_VARIABLE, "1").strip().lower() not in ("0", "false", "no")
+
+
+def configure(seed: int = 0, threads: int | None = None, strict: bool | None = None) -> None:
+    """Fix seeds, thread count (``threads`` or ``thread_count()``) and deterministic algorithms.
+
+    ``strict=False`` turns a failing claim check into a visible warning, for a student who moves a
+    parameter away from the notebook's defaults and wants to read on; None keeps the current mode.
+    """
+    global _strict
+    if strict is not None:
+        _strict = bool(strict)
     threads = thread_count() if threads is None else threads
     int_at_least("threads", threads, 1)
     torch.set_num_threads(threads)

@@ -5,8 +5,9 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import examples
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -117,7 +118,7 @@ def test_fx_and_hooks_count_the_same(build):
     assert by_fx.totals == by_hooks.totals and by_fx.layers() == by_hooks.layers()
 
 
-@settings(max_examples=25, deadline=None)
+@examples(25)
 @given(c_in=st.integers(1, 4), c_out_per_group=st.integers(1, 3), groups=st.integers(1, 3),
        kernel=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 2), side=st.integers(4, 9),
        w_bits=st.integers(1, 8), a_bits=st.integers(1, 8))

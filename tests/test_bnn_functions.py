@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import examples
 
 from qatcore.bnn import functions as fn
 from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
@@ -15,7 +16,7 @@ from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits,
 shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4)
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(shape=shapes, seed=st.integers(0, 2**31 - 1))
 def test_packing_round_trips_exactly_and_matches_numpy(shape, seed):
     bits = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) > 0.5
@@ -25,7 +26,7 @@ def test_packing_round_trips_exactly_and_matches_numpy(shape, seed):
     assert torch.equal(unpack_bits(packed, bits.shape), bits)
 
 
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(values=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=40))
 def test_sign_bits_round_trip_to_plus_minus_one(values):
     x = torch.tensor(values, dtype=torch.float32)
@@ -50,7 +51,7 @@ def po2_reference(dy: np.ndarray) -> np.ndarray:
     return np.where(dy == 0, 0.0, np.sign(dy) * 2.0 ** (exponent - bias))
 
 
-@settings(max_examples=80, deadline=None)
+@examples(80)
 @given(values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=60),
        scale=st.sampled_from([1e-6, 1e-3, 1.0, 1e3]))
 def test_po2_quantize_equals_its_formula(values, scale):
@@ -59,6 +60,22 @@ def test_po2_quantize_equals_its_formula(values, scale):
         assert torch.equal(fn.po2_quantize(x), torch.zeros_like(x))
         return
     assert np.array_equal(fn.po2_quantize(x).numpy(), po2_reference(x.numpy()).astype(np.float32))
+
+
+@examples(60)
+@given(values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=30),
+       top=st.sampled_from([1.12e-44, 1e-42, 1e-40, 1.2e-38, 1e37, 1e38, 3.4e38]))
+def test_po2_quantize_equals_its_formula_for_subnormal_and_huge_maxima(values, top):
+    x = torch.tensor(values, dtype=torch.float32)
+    x = torch.cat([x / max(float(x.abs().max()), 1.0) * top, torch.tensor([top], dtype=torch.float32)])
+    out = fn.po2_quantize(x)
+    assert torch.isfinite(out).all()
+    assert np.array_equal(out.numpy(), po2_reference(x.numpy()).astype(np.float32))
+
+
+def test_po2_quantize_of_a_subnormal_maximum_stays_tiny():
+    out = fn.po2_quantize(torch.tensor([1.12e-44, -1e-45, 0.0]))
+    assert out.abs().max() <= 1.12e-44 and out[0] > 0 and out[1] <= 0 and out[2] == 0
 
 
 def _grads(function, inputs, dy):

@@ -27,6 +27,7 @@ def _torchrun(*args):
             "--master-addr=127.0.0.1", f"--master-port={distributed.free_port()}", *args]
 
 
+@pytest.mark.distributed
 def test_two_processes_train_the_weights_of_one(tmp_path):
     _run([sys.executable, str(WORKER), "cnn", str(tmp_path / "one.pt")])
     _run(_torchrun(str(WORKER), "cnn", str(tmp_path / "two.pt")))
@@ -41,6 +42,7 @@ def test_two_processes_train_the_weights_of_one(tmp_path):
     assert moved < 1e-5
 
 
+@pytest.mark.distributed
 def test_the_low_memory_bnn_trainer_runs_data_parallel(tmp_path):
     """Batch norm statistics are per process, so the weights differ from one process's; the two
     replicas' parameters must stay identical and the loss must fall."""
@@ -53,6 +55,7 @@ def test_the_low_memory_bnn_trainer_runs_data_parallel(tmp_path):
     assert len(losses) == 40 and sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
 
+@pytest.mark.distributed
 def test_equivalence_metrics_are_the_same_on_two_processes():
     args = ["equivalence", "--epochs", "1", "--json"]
     one = json.loads(_run([sys.executable, "-m", "qatcore", *args]))

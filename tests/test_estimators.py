@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from scipy.integrate import quad
+from strategies import examples
 
 from qatcore import estimators as E
 from qatcore.quantizers import levels, step_size, thresholds, uniform_quantize
@@ -106,7 +107,7 @@ def _theory_estimator(data, name, bits):
 
 
 @pytest.mark.parametrize("name", IN_THEORY)
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(data=st.data(), bits=st.integers(1, 8), m=st.floats(0.05, 3.0))
 def test_weight_map_keeps_every_quantized_value(name, data, bits, m):
     est = _theory_estimator(data, name, bits)
@@ -119,7 +120,7 @@ def test_weight_map_keeps_every_quantized_value(name, data, bits, m):
 
 
 @pytest.mark.parametrize("name", IN_THEORY)
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(data=st.data(), bits=st.integers(1, 8), m=st.floats(0.05, 3.0))
 def test_weight_map_is_monotone_and_fixes_levels_and_thresholds(name, data, bits, m):
     est = _theory_estimator(data, name, bits)
@@ -141,7 +142,7 @@ def test_weight_map_slope_is_alpha_over_the_derivative(name):
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
-@settings(max_examples=25, deadline=None)
+@examples(25)
 @given(data=st.data(), bits=st.integers(1, 8), m=st.floats(0.05, 3.0))
 def test_derivative_integrates_to_delta_over_a_bin(name, data, bits, m):
     est = _theory_estimator(data, name, bits)

@@ -9,9 +9,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from onnx import numpy_helper
+from strategies import examples
 from torch import nn
 
 import qatcore
@@ -65,7 +66,7 @@ def test_onnx_initializers_dequantize_to_the_pytorch_quantized_weights():
         np.testing.assert_allclose(weight, layer.weight_levels().double().numpy(), rtol=0, atol=1e-6 * layer.m)
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(bits=st.integers(1, 16), m=st.floats(1e-2, 5.0), seed=st.integers(0, 2**16))
 @example(bits=15, m=4.625, seed=1)  # a weight on a threshold: float32 and float64 round apart
 def test_odd_codes_times_half_step_are_the_quantizer_levels(bits, m, seed):
@@ -80,7 +81,7 @@ def test_odd_codes_times_half_step_are_the_quantizer_levels(bits, m, seed):
     np.testing.assert_allclose(weight.dequantized(), expected, rtol=0, atol=1e-5 * m)
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(bits=st.integers(1, 16), codes=st.lists(st.integers(0, 2**16 - 1), min_size=0, max_size=40))
 def test_packed_codes_round_trip_at_their_bit_width(bits, codes):
     codes = np.array(codes, np.int64) % 2**bits

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from strategies import examples
 from torch import nn
 
 import qatcore
@@ -48,7 +49,7 @@ def _random_statistics(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
-@settings(max_examples=80, deadline=None)
+@examples(80)
 @given(n=st.integers(1, 70), rows=st.integers(1, 4), outs=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_xnor_popcount_is_the_dot_product_over_valid_positions(n, rows, outs, seed):
     rng = np.random.default_rng(seed)
@@ -58,7 +59,7 @@ def test_xnor_popcount_is_the_dot_product_over_valid_positions(n, rows, outs, se
     np.testing.assert_array_equal(z, (x * valid) @ w.T)
 
 
-@settings(max_examples=80, deadline=None)
+@examples(80)
 @given(gamma=st.floats(-3, 3), beta=st.floats(-5, 5), mean=st.floats(-20, 20), var=st.floats(0.01, 50),
        fan_in=st.integers(1, 60))
 def test_integer_thresholds_give_the_sign_of_the_batch_norm(gamma, beta, mean, var, fan_in):

@@ -118,6 +118,7 @@ def test_a_batch_larger_than_the_data_is_refused(data_dir, tmp_path):
         run_imagenet(config, progress=False)
 
 
+@pytest.mark.distributed
 def test_the_command_line_trains_on_two_gloo_processes(tiny, tmp_path):
     config, result = tiny
     toml = tmp_path / "tiny.toml"

@@ -4,9 +4,10 @@ import itertools
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
+from strategies import examples
 from torch import nn
 
 from qatcore import ace, data, zoo
@@ -106,7 +107,7 @@ def test_clipped_range_of_a_pointwise_channel_ignores_an_outlier():
 # --- QuantNorm -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(seed=st.integers(0, 10_000), norm_bits=st.integers(2, 10), bias_bits=st.integers(2, 16))
 def test_quantnorm_in_eval_is_the_folded_batch_norm_up_to_its_quantisation_error(seed, norm_bits, bias_bits):
     generator = torch.Generator().manual_seed(seed)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from strategies import quantizer_inputs
+from hypothesis import given
+from strategies import examples, quantizer_inputs
 
 from qatcore import quantizers as Q
 
@@ -26,7 +26,7 @@ def test_thresholds_sit_half_way_between_levels():
     assert torch.allclose(th, (lv[1:] + lv[:-1]) / 2)
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(**quantizer_inputs)
 def test_quantize_lands_on_a_level_within_half_a_step(bits, m, ws):
     w = torch.tensor(ws, dtype=torch.float64)

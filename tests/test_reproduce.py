@@ -110,3 +110,37 @@ def test_a_notebook_without_those_parameters_runs_as_it_is(tmp_path):
     assert result.ok
     with pytest.raises(ValueError, match="inplace"):
         reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", inplace=True, parameters={"X": 1})
+
+
+def test_a_failed_check_warns_instead_of_raising_outside_strict_mode(capsys, monkeypatch):
+    from qatcore import runtime
+
+    monkeypatch.setattr(runtime, "_strict", None)
+    monkeypatch.setenv(runtime.STRICT_VARIABLE, "0")
+    report.check("a claim at other settings", False, "42")
+    assert "⚠ no longer holds: a claim at other settings (42)" in capsys.readouterr().out
+    runtime.configure(strict=True)
+    with pytest.raises(report.CheckFailed):
+        report.check("a claim at other settings", False)
+    runtime.configure(strict=False)
+    report.check("a claim at other settings", False)
+    monkeypatch.setattr(runtime, "_strict", None)
+    monkeypatch.delenv(runtime.STRICT_VARIABLE)
+    assert runtime.strict_checks()
+
+
+def test_reproduce_runs_kernels_in_this_interpreter_whatever_python3_kernelspec_is_installed(tmp_path, monkeypatch):
+    broken = tmp_path / "jupyter" / "kernels" / "python3"
+    broken.mkdir(parents=True)
+    (broken / "kernel.json").write_text(json.dumps({
+        "argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "another Python", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    _notebook(tmp_path / "nbs", "01_which.ipynb", "import sys\nprint(sys.executable)")
+    seen = []
+    result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", progress=seen.append)
+    assert result.ok, result.runs
+    assert [run.name for run in seen] == ["01_which"]
+    executed = nbformat.read(tmp_path / "build" / "01_which.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == sys.executable
+    assert (tmp_path / "build" / "01_which.kernel.log").exists()

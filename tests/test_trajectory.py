@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from strategies import quantizer_inputs
+from strategies import examples, quantizer_inputs
 
 from qatcore import quantizers as Q
 from qatcore import trajectory as tr
@@ -75,7 +75,7 @@ def test_level_index_dtype_holds_every_level(bits, dtype):
     assert k.tolist() == [0, 2**bits - 1]
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(**quantizer_inputs)
 def test_level_indices_match_uniform_quantize(bits, m, ws):
     w = torch.tensor(ws, dtype=torch.float64)
@@ -142,7 +142,7 @@ def test_alignment_error_when_the_ste_run_did_not_move():
     assert tr.weight_alignment_error(still + 0.1, still, 1.0) == math.inf
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(
     rows=st.integers(1, 6),
     cols=st.integers(1, 5),
@@ -211,7 +211,7 @@ def test_compressed_variant_keeps_a_real_difference():
     assert tr.compressed_change_point_agreement(a, b) == pytest.approx(1 / 3)
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(level_trajectories)
 def test_change_point_agreements_match_the_literal_definitions(pair):
     a, b = (torch.tensor(x, dtype=torch.int16) for x in pair)
@@ -240,7 +240,7 @@ LEVEL_METRICS = [
 ]
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(level_trajectories)
 def test_level_metrics_are_in_unit_interval_symmetric_and_one_on_themselves(pair):
     a, b = (torch.tensor(x, dtype=torch.int8) for x in pair)
@@ -265,7 +265,7 @@ def test_prediction_agreement_and_logit_mse_known_answers():
     assert tr.logit_mse(a, b) == pytest.approx(3.0 / 12)
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(rows=st.integers(1, 8), classes=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_output_metrics_symmetric_and_exact_on_themselves(rows, classes, seed):
     g = torch.Generator().manual_seed(seed)
@@ -291,7 +291,7 @@ def test_loss_correlation_of_a_constant_curve_is_nan():
     assert math.isnan(tr.loss_correlation([3.0, 2.0, 1.0], [0.5, 0.5, 0.5]))
 
 
-@settings(max_examples=100, deadline=None)
+@examples(100)
 @given(
     st.integers(2, 20).flatmap(
         lambda n: st.tuples(

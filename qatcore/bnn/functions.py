@@ -68,18 +68,39 @@ def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
 
     Computed on the float32 bit patterns: ``round(log2|v|)`` is the exponent field, plus one when
     the mantissa is at least √2, so no logarithm is evaluated and no rounding error can creep in.
+    When the clipped exponents leave float32's normal range (a subnormal or a huge largest |dY|),
+    the same rule runs on float64 exponents and the result rounds to float32 once.
     """
     dy = dy.to(torch.float32).contiguous()
     top = float(dy.abs().max())
     if not math.isfinite(top) or top == 0:
         return torch.zeros_like(dy)
-    bias = PO2_HEADROOM - round(math.log2(top))
+    bias = PO2_HEADROOM - _round_log2(top)
     lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
+    low, high = 127 + lowest - bias, 127 + highest - bias
+    if low < 1 or high > 254:
+        return _po2_quantize_wide(dy, bias, lowest, highest)
     bits = dy.view(torch.int32)
     magnitude = bits & 0x7FFFFFFF
-    exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(127 + lowest - bias, 127 + highest - bias)
+    exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
     out = (exponent << 23).bitwise_or_(bits & -0x80000000)
     return out.mul_(magnitude != 0).view(torch.float32)
+
+
+def _round_log2(value: float) -> int:
+    """``round(log2 value)`` for a positive finite float, exactly: ``value = m·2^e`` with m in [½, 1)."""
+    mantissa, exponent = math.frexp(value)
+    return exponent - (mantissa < math.sqrt(0.5))
+
+
+def _po2_quantize_wide(dy: torch.Tensor, bias: int, lowest: int, highest: int) -> torch.Tensor:
+    """``po2_quantize`` on float64 exponents, for maxima whose outputs leave float32's normal range."""
+    wide = dy.to(torch.float64)
+    mantissa, exponent = torch.frexp(wide.abs())
+    rounded = exponent - (mantissa < math.sqrt(0.5)).to(exponent.dtype)
+    kept = (rounded + bias).clamp_(lowest, highest) - bias
+    out = torch.ldexp(torch.sign(wide), kept.to(torch.float64))
+    return out.to(torch.float32)
 
 
 def _binary_input(x: torch.Tensor, binary_input: bool) -> torch.Tensor:
