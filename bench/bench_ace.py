@@ -1,4 +1,4 @@
-"""Time to count a ResNet-50 (224×224, batch 1): ``qatcore.ace.count`` against torch's FlopCounterMode.
+"""Time to count a ResNet-50 (224×224, batch 1): ``qatcore.cost.ace.count`` against torch's FlopCounterMode.
 
 fvcore is not installed; ``torch.utils.flop_counter.FlopCounterMode`` (built into torch) is the peer.
 Both run the model once on the same input in the same process: the peer counts the FLOPs of
@@ -8,7 +8,7 @@ and the 45 nm energy table. Each round times one count of every variant, round-r
 rotating, so load from other processes hits all alike. Reported: median time (min–max over rounds)
 and the median per-round ratio to the peer.
 
-Acceptance criterion: ``qatcore.ace.count`` (default method, torch.fx) takes at most 2× the peer;
+Acceptance criterion: ``qatcore.cost.ace.count`` (default method, torch.fx) takes at most 2× the peer;
 the script exits 1 otherwise. Run from the repository root:
 
     .venv/bin/python bench/bench_ace.py            # about half a minute; writes bench/results/ace.md
@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from qatcore import ace, runtime
+from qatcore import runtime
 from qatcore.architectures import ResNet50
+from qatcore.cost import ace
 
 LIMIT = 2.0
 RESULTS = Path(__file__).resolve().parent / "results" / "ace.md"
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     x = model.example_input()
     variants = {
         "FlopCounterMode (peer)": lambda: peer(model, x),
-        "qatcore.ace.count (fx, default)": lambda: ace.count(model, x, method="fx"),
-        "qatcore.ace.count (hooks)": lambda: ace.count(model, x, method="hooks"),
+        "qatcore.cost.ace.count (fx, default)": lambda: ace.count(model, x, method="fx"),
+        "qatcore.cost.ace.count (hooks)": lambda: ace.count(model, x, method="hooks"),
     }
     names = list(variants)
     for run in variants.values():  # warm-up
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     assert 2 * report.totals["macs"] == flops, (report.totals["macs"], flops)
     base = names[0]
     lines = [
-        "# Counting a ResNet-50 (224×224, batch 1): qatcore.ace vs torch FlopCounterMode",
+        "# Counting a ResNet-50 (224×224, batch 1): qatcore.cost.ace vs torch FlopCounterMode",
         "",
         f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, "
         f"{repeats} rounds (median, min–max). Both count {report.totals['macs']:,} MACs "

@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from qatcore import runtime
+from qatcore.estimators.layers import quantized_layers
+from qatcore.estimators.models import MNISTCNN
 from qatcore.export import graph, onnx_qdq
-from qatcore.layers import quantized_layers
-from qatcore.models import MNISTCNN
 
 BITS = 2
 BATCHES = (1, 256)

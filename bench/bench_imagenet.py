@@ -1,6 +1,6 @@
 """The ImageNet ResNet experiment end to end on a synthetic folder, and a step-time projection.
 
-Runs ``qatcore.imagenet.run_imagenet`` (all four runs, evaluation, summary) on a synthetic
+Runs ``qatcore.estimators.imagenet.run_imagenet`` (all four runs, evaluation, summary) on a synthetic
 ImageNet-layout folder on this machine's device, timing each run, then times bare training steps
 of the shipped config's model at its per-GPU batch (256 / 8 = 32) on random tensors and projects
 the shipped config's wall time on 8 such devices (perfect scaling, data loading keeping up: a
@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qatcore import distributed, runtime  # noqa: E402
-from qatcore.image_folder import write_synthetic_folder  # noqa: E402
-from qatcore.imagenet import ImageNetConfig, build_model, load_config, run_imagenet  # noqa: E402
-from qatcore.train import TrainConfig, build_optimizer, train_step  # noqa: E402
+from qatcore.data.image_folder import write_synthetic_folder  # noqa: E402
+from qatcore.estimators.imagenet import ImageNetConfig, build_model, load_config, run_imagenet  # noqa: E402
+from qatcore.estimators.train import TrainConfig, build_optimizer, train_step  # noqa: E402
 
 SHIPPED = ROOT / "configs" / "imagenet_resnet50_dsq_sgd.toml"
 #: per device kind: the synthetic folder, the experiment's settings, the timed model

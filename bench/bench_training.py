@@ -34,8 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qatcore import runtime
-from qatcore.layers import QuantConv2d
-from qatcore.models import MNISTCNN
+from qatcore.estimators.layers import QuantConv2d
+from qatcore.estimators.models import MNISTCNN
 
 BITS = 2
 LR = 1e-3
@@ -199,7 +199,7 @@ def report(rows: list[Row], repeats: int, warmup: int, quick: bool) -> str:
         "",
         "## Settings",
         "",
-        f"- model: `qatcore.models.MNISTCNN`, {BITS} bits, only the two conv kernels quantized; "
+        f"- model: `qatcore.estimators.models.MNISTCNN`, {BITS} bits, only the two conv kernels quantized; "
         "float = the same network with plain `nn.Conv2d` kernels (same initial weights)",
         f"- step: forward + cross-entropy + backward + SGD step (lr {LR:g}, momentum {MOMENTUM}) "
         "on one fixed random batch",

@@ -47,7 +47,7 @@ def run_benchmark(script: Path) -> dict:
 
 def run_reproduce(inplace: bool = False) -> dict:
     """Time ``qatcore reproduce`` over every notebook; the slowest notebook and the check count."""
-    from qatcore.reproduce import reproduce
+    from qatcore.course.reproduce import reproduce
 
     started = time.monotonic()
     report = reproduce(ROOT / "notebooks", ROOT / "build" / "notebooks", ROOT / "figures", inplace=inplace)

@@ -1,11 +1,11 @@
-"""Float reference architectures without torchvision, to cost with ``qatcore.ace``.
+"""Float reference architectures without torchvision, to cost with ``qatcore.cost.ace``.
 
 ResNet-18 and ResNet-50 (He et al. 2016; the torchvision layout, stride on the 3×3 conv of a
 bottleneck, "v1.5") and MobileNet-V1 (Howard et al. 2017). Each takes a ``width_multiplier``
 (α, scaling every layer's channels), ``image_size`` (the input side; any size works, the nets
 end in adaptive average pooling), ``in_channels`` and ``num_classes``; at the defaults
 (1.0, 224, 3, 1000) they have the standard geometries. ``input_shape`` and ``example_input``
-tell ``qatcore.ace.count`` what to feed them.
+tell ``qatcore.cost.ace.count`` what to feed them.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from qatcore import zoo
-from qatcore.export.files import atomic_write
+from qatcore.files import atomic_write
 
 FORMAT = "qatcore-checkpoint-1"
 

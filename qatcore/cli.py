@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from qatcore.reproduce import reproduce
+    from qatcore.course.reproduce import reproduce
 
     parameters = {}
     if args.dataset != "digits":
@@ -34,7 +34,7 @@ def _equivalence(args: argparse.Namespace) -> int:
     import json
 
     from qatcore import distributed
-    from qatcore.equivalence import EquivalenceConfig, run_equivalence
+    from qatcore.estimators.equivalence import EquivalenceConfig, run_equivalence
 
     if (launched := _launch_or_join(args)) is not None:
         return launched
@@ -67,7 +67,7 @@ def _imagenet(args: argparse.Namespace) -> int:
     import json
 
     from qatcore import distributed
-    from qatcore.imagenet import load_config, run_imagenet
+    from qatcore.estimators.imagenet import load_config, run_imagenet
 
     config = load_config(args.config, data_dir=args.data_dir, out=args.out)
     args.seed = config.seed
@@ -113,7 +113,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _ace(args: argparse.Namespace) -> int:
     import json
 
-    from qatcore.ace import count_zoo_model
+    from qatcore.cost.ace import count_zoo_model
 
     report = count_zoo_model(args.model, args.w_bits, args.a_bits, args.elementwise_bits, args.cost_model)
     if args.json:
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(run=_reproduce)
 
     from qatcore.estimators import names
-    from qatcore.train import OPTIMIZERS
+    from qatcore.estimators.train import OPTIMIZERS
 
     eq = commands.add_parser(
         "equivalence", help="train a custom estimator, its adjusted STE, the ablation and the jitter baseline"

@@ -13,14 +13,14 @@ from typing import Any
 from torch import nn
 
 MODELS: dict[str, str] = {
-    "mnist_cnn": "qatcore.models:MNISTCNN",
+    "mnist_cnn": "qatcore.estimators.models:MNISTCNN",
     "bnn_mlp": "qatcore.bnn.models:BNNMLP",
     "cnv": "qatcore.bnn.models:CNV",
     "binarynet": "qatcore.bnn.models:BinaryNet",
     "mobilenet_v1": "qatcore.architectures:MobileNetV1",
     "resnet18": "qatcore.architectures:ResNet18",
     "resnet50": "qatcore.architectures:ResNet50",
-    "pikelpn_mobilenet": "qatcore.pikelpn:pikelpn_mobilenet",
+    "pikelpn_mobilenet": "qatcore.cost.pikelpn:pikelpn_mobilenet",
 }
 
 #: input shape (without the batch) of models that do not carry an ``input_shape`` themselves

@@ -14,8 +14,8 @@ import torch
 from qatcore import data, distributed, runtime
 from qatcore.bnn.models import BNNMLP
 from qatcore.bnn.train import BNNConfig, train_bnn
-from qatcore.models import MNISTCNN
-from qatcore.train import TrainConfig, train
+from qatcore.estimators.models import MNISTCNN
+from qatcore.estimators.train import TrainConfig, train
 
 kind, out = sys.argv[1], Path(sys.argv[2])
 runtime.configure(seed=0, threads=1)

@@ -11,10 +11,11 @@ from strategies import examples
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from qatcore import ace, cli, cost_models
+from qatcore import cli
 from qatcore.architectures import MobileNetV1, ResNet18, ResNet50
-from qatcore.cost_models import ACE, ACEv2, Energy45nm, Operation
-from qatcore.layers import QuantConv2d
+from qatcore.cost import ace, cost_models
+from qatcore.cost.cost_models import ACE, ACEv2, Energy45nm, Operation
+from qatcore.estimators.layers import QuantConv2d
 
 torch.set_num_threads(1)
 

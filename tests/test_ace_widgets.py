@@ -4,10 +4,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from qatcore import ace
-from qatcore.ace_plots import plot_ace_vs_acev2, plot_acev2_breakdown
-from qatcore.ace_widgets import ELEMENTWISE_BITS, bit_width_explorer, breakdown_view
 from qatcore.architectures import MobileNetV1
+from qatcore.cost import ace
+from qatcore.cost.plots import plot_ace_vs_acev2, plot_acev2_breakdown
+from qatcore.cost.widgets import ELEMENTWISE_BITS, bit_width_explorer, breakdown_view
 
 torch.set_num_threads(1)
 MODEL = MobileNetV1(0.25, 32, num_classes=10)

@@ -21,7 +21,7 @@ from qatcore.bnn.memory import (
     waterfall,
 )
 from qatcore.bnn.models import BNNMLP, CNV, BinaryNet
-from qatcore.bnn_widgets import BATCH_RANGE, breakdown_view
+from qatcore.bnn.widgets import BATCH_RANGE, breakdown_view
 from qatcore.cli import main
 
 

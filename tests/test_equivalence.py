@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from qatcore import data, estimators, runtime
-from qatcore.equivalence import RUNS, EquivalenceConfig, run_equivalence
-from qatcore.layers import quantized_layers
-from qatcore.models import MNISTCNN
-from qatcore.train import TrainConfig, train
+from qatcore.estimators.equivalence import RUNS, EquivalenceConfig, run_equivalence
+from qatcore.estimators.layers import quantized_layers
+from qatcore.estimators.models import MNISTCNN
+from qatcore.estimators.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

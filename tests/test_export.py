@@ -16,13 +16,13 @@ from strategies import examples
 from torch import nn
 
 import qatcore
-from qatcore import checkpoint, data
+from qatcore import checkpoint, data, files
 from qatcore.cli import main
-from qatcore.export import export, files, graph, metadata, onnx_qdq, packed, reference
-from qatcore.layers import QuantConv2d, quantized_layers
-from qatcore.models import MNISTCNN
+from qatcore.estimators.layers import QuantConv2d, quantized_layers
+from qatcore.estimators.models import MNISTCNN
+from qatcore.estimators.train import TrainConfig, train
+from qatcore.export import export, graph, metadata, onnx_qdq, packed, reference
 from qatcore.quantizers import uniform_quantize
-from qatcore.train import TrainConfig, train
 
 ROOT = Path(qatcore.__file__).resolve().parent.parent
 
@@ -101,7 +101,7 @@ def test_trained_2_bit_cnn_onnx_matches_pytorch_within_one_output_step(trained, 
     assert meta["parity"]["ok"] and meta["onnx"]["weight_code_bounds"] == {"0": [-3, 3], "3": [-3, 3]}
     assert meta["size_bytes"] == result.size_bytes and meta["float_size_bytes"] == result.float_size_bytes
     try:
-        import qatcore.ace  # noqa: F401  (ACEv2 appears once that module exists)
+        import qatcore.cost.ace  # noqa: F401  (ACEv2 appears once that module exists)
     except ImportError:
         assert meta["ace"] is None
     else:
@@ -211,7 +211,7 @@ def test_pooling_geometry_matches_pytorch_in_numpy_and_onnx(pool):
 
 
 def test_the_size_figure_has_a_latency_panel_only_when_given_latencies():
-    from qatcore.export_plots import plot_export_sizes
+    from qatcore.export.plots import plot_export_sizes
 
     sizes = {"a": (100, 3200), "b": (400, 800)}
     fig = plot_export_sizes(sizes)

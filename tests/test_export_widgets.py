@@ -5,10 +5,10 @@ import torch
 from matplotlib.figure import Figure
 
 from qatcore import data
-from qatcore.export_widgets import export_explorer, export_view, requantized
-from qatcore.layers import quantized_layers
-from qatcore.models import MNISTCNN
-from qatcore.train import TrainConfig, train
+from qatcore.estimators.layers import quantized_layers
+from qatcore.estimators.models import MNISTCNN
+from qatcore.estimators.train import TrainConfig, train
+from qatcore.export.widgets import export_explorer, export_view, requantized
 
 
 @pytest.fixture(scope="module")

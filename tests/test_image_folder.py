@@ -9,14 +9,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 from qatcore.architectures import ResNet18
-from qatcore.image_folder import (
+from qatcore.data.image_folder import (
     RATIO,
     ImageFolder,
     centre_box,
     random_resized_box,
     write_synthetic_folder,
 )
-from qatcore.layers import QuantConv2d, quantize_convolutions, quantized_layers
+from qatcore.estimators.layers import QuantConv2d, quantize_convolutions, quantized_layers
 
 
 @pytest.fixture(scope="module")

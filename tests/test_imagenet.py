@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from qatcore import distributed, estimators
-from qatcore.image_folder import write_synthetic_folder
-from qatcore.imagenet import (
+from qatcore.data.image_folder import write_synthetic_folder
+from qatcore.estimators.imagenet import (
     ImageNetConfig,
     WeightSample,
     build_model,
@@ -20,7 +20,7 @@ from qatcore.imagenet import (
     load_config,
     run_imagenet,
 )
-from qatcore.layers import quantized_layers
+from qatcore.estimators.layers import quantized_layers
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(architecture="resnet18", width_multiplier=0.125, image_size=32, bits=2, lr=0.05, batch_size=6,

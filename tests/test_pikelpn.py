@@ -10,8 +10,9 @@ from matplotlib.figure import Figure
 from strategies import examples
 from torch import nn
 
-from qatcore import ace, data, zoo
-from qatcore.pikelpn import (
+from qatcore import data, zoo
+from qatcore.cost import ace
+from qatcore.cost.pikelpn import (
     LADDER,
     PikeLPN,
     PikeLPNConfig,
@@ -21,7 +22,7 @@ from qatcore.pikelpn import (
     ladder_configs,
     train_pikelpn,
 )
-from qatcore.pikelpn_layers import (
+from qatcore.cost.pikelpn_layers import (
     ActQuant,
     PikeConv2d,
     QuantNorm,
@@ -29,8 +30,8 @@ from qatcore.pikelpn_layers import (
     double_quantize_scale,
     is_power_of_two,
 )
-from qatcore.pikelpn_widgets import technique_explorer, technique_view
-from qatcore.train import TrainConfig
+from qatcore.cost.widgets import technique_explorer, technique_view
+from qatcore.estimators.train import TrainConfig
 
 scales = st.lists(st.floats(1e-6, 1e3), min_size=1, max_size=20).map(
     lambda xs: torch.tensor(xs, dtype=torch.float64))

@@ -1,11 +1,11 @@
-"""qatcore.quadratic: the numeric cross-check of "custom estimators are STEs in disguise"."""
+"""qatcore.estimators.quadratic: the numeric cross-check of "custom estimators are STEs in disguise"."""
 
 import numpy as np
 import pytest
 import torch
 
 from qatcore import estimators as E
-from qatcore import quadratic as Q
+from qatcore.estimators import quadratic as Q
 from qatcore.quantizers import levels, thresholds
 
 SCALING = [(name, opt) for name in ("dsq", "pwl") for opt in ("sgd", "momentum")]

@@ -7,12 +7,12 @@ import sys
 import nbformat
 import pytest
 
-from qatcore import report
-from qatcore.reproduce import inject_parameters, reproduce
+from qatcore.course import report
+from qatcore.course.reproduce import inject_parameters, reproduce
 
 PASSING = """\
 from matplotlib.figure import Figure
-from qatcore.report import check, headline, save_figure
+from qatcore.course.report import check, headline, save_figure
 check("one plus one is two", 1 + 1 == 2)
 headline("a measured number", 0.12345, claim="about 0.1")
 fig = Figure(); fig.subplots().plot([0, 1])
@@ -68,7 +68,7 @@ def test_reproduce_collects_checks_numbers_and_figures(tmp_path):
 
 def test_cli_exits_non_zero_when_a_check_fails(tmp_path):
     _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
-    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.report import check\ncheck('false claim', 1 > 2)")
+    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.course.report import check\ncheck('false claim', 1 > 2)")
     run = subprocess.run(
         [sys.executable, "-m", "qatcore", "reproduce", "--notebooks", str(tmp_path / "nbs"),
          "--build", str(tmp_path / "build"), "--figures", str(tmp_path / "figs")],
@@ -86,7 +86,7 @@ def test_reproduce_without_notebooks_says_so(tmp_path):
 
 def test_reproduce_only_runs_the_notebooks_with_that_prefix(tmp_path):
     _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
-    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.report import check\ncheck('false claim', 1 > 2)")
+    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.course.report import check\ncheck('false claim', 1 > 2)")
     result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", only="01")
     assert result.ok and [r.name for r in result.runs] == ["01_ok"]
     with pytest.raises(FileNotFoundError, match="03"):

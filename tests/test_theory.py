@@ -1,10 +1,10 @@
-"""qatcore.theory on every registered estimator, including the refusals."""
+"""qatcore.estimators.theory on every registered estimator, including the refusals."""
 
 import pytest
 import sympy as sp
 
 from qatcore import estimators as E
-from qatcore import theory as T
+from qatcore.estimators import theory as T
 
 IN_THEORY = ["ste", "pwl", "dsq", "swish_sign"]
 CLOSED_FORM = ["ste", "pwl", "dsq"]

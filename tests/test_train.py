@@ -8,10 +8,10 @@ import torch
 from idx_writer import write_folder
 
 from qatcore import data, runtime
-from qatcore.layers import QuantConv2d, QuantLinear, quantized_layers
-from qatcore.models import MNISTCNN
+from qatcore.estimators.layers import QuantConv2d, QuantLinear, quantized_layers
+from qatcore.estimators.models import MNISTCNN
+from qatcore.estimators.train import TrainConfig, learning_rate, train
 from qatcore.quantizers import he_uniform_range, uniform_quantize
-from qatcore.train import TrainConfig, learning_rate, train
 
 
 @pytest.fixture(scope="module")

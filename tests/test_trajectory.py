@@ -1,4 +1,4 @@
-"""Agreement metrics between two training runs (qatcore.trajectory)."""
+"""Agreement metrics between two training runs (qatcore.estimators.trajectory)."""
 
 import math
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from strategies import examples, quantizer_inputs
 
 from qatcore import quantizers as Q
-from qatcore import trajectory as tr
+from qatcore.estimators import trajectory as tr
 
 # --- helpers: literal, loop-based readings of the definitions ----------------------------------
 

@@ -4,7 +4,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from qatcore import data, estimators
-from qatcore.widgets import (
+from qatcore.estimators.widgets import (
     equivalence_view,
     estimator_explorer,
     estimator_view,

@@ -24,7 +24,7 @@ from qatcore.bnn.models import check_mode, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
-from qatcore.train import _show_progress, accuracy
+from qatcore.estimators.train import _show_progress, accuracy
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from qatcore import files
 from qatcore.checks import int_at_least
-from qatcore.export import FORMATS, files, graph, metadata, onnx_qdq, packed, pt2, reference
+from qatcore.export import FORMATS, graph, metadata, onnx_qdq, packed, pt2, reference
 
 SUFFIX = {"onnx": ".onnx", "packed": ".npz", "pt2": ".pt2"}
 

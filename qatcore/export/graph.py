@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from qatcore.layers import QuantConv2d, QuantizedWeight, QuantLinear
+from qatcore.estimators.layers import QuantConv2d, QuantizedWeight, QuantLinear
 from qatcore.quantizers import step_size
 
 

@@ -57,10 +57,10 @@ def accuracy(outputs: np.ndarray, labels: torch.Tensor | np.ndarray | None) -> f
 
 
 def ace(model: nn.Module, example: torch.Tensor) -> dict[str, Any] | None:
-    """ACEv2 of the model from ``qatcore.ace`` when that module exists, else None."""
-    if importlib.util.find_spec("qatcore.ace") is None:
+    """ACEv2 of the model from ``qatcore.cost.ace`` when that module exists, else None."""
+    if importlib.util.find_spec("qatcore.cost.ace") is None:
         return None
-    from qatcore import ace as ace_module
+    from qatcore.cost import ace as ace_module
 
     try:
         report = ace_module.count(model, example, bits=None, cost_model="acev2").to_dict()

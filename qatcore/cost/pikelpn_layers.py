@@ -26,7 +26,7 @@ Every quantiser is the course's uniform quantizer (``qatcore.quantizers.uniform_
 range ``m`` (scale ``s = m/(2**bits − 1)``, levels ``s·odd integer``), applied through an
 estimator (``Estimator.quantize``) on ``w/m`` so that ``m`` may be a per-channel tensor.
 
-The modules give ``qatcore.ace`` their inference operations through ``ace_operations`` (a float32
+The modules give ``qatcore.cost.ace`` their inference operations through ``ace_operations`` (a float32
 multiply when a scale is float, a low-bit multiply or a shift when it is quantised). Each module
 is costed as it stands — one de-quantisation, one batch norm, one re-quantisation per output
 element — with no folding of one layer's constants into another's (a reading; a fully fused float
@@ -44,14 +44,14 @@ from torch import nn
 
 from qatcore import estimators
 from qatcore.checks import int_at_least, positive_number
-from qatcore.cost_models import FLOAT_BITS, Operation
+from qatcore.cost.cost_models import FLOAT_BITS, Operation
 from qatcore.quantizers import check_bits
 
 SCALE_FORMATS = ("pow2", "int")
 WEIGHT_SCHEMES = ("tensor-max", "channel-max", "channel-std")
 #: Width of the integer accumulator in the cost model: enough for 4×4-bit products summed over
 #: 2**16 terms or 8×8-bit ones over 2**8 (every layer here), and narrower than ``FLOAT_BITS`` —
-#: ``qatcore.cost_models`` reads a 32-bit operand as float32, so an int32 would be priced as float.
+#: ``qatcore.cost.cost_models`` reads a 32-bit operand as float32, so an int32 would be priced as float.
 ACCUMULATOR_BITS = 24
 
 ScaleFormat = Literal["pow2", "int"]
@@ -208,7 +208,7 @@ class CostedLayer:
     """Mixin for a conv/linear whose kernel goes through ``weight_quantizer`` (``None``: float)
     and whose input carries ``input_bits`` (``None``: float).
 
-    Costed for ``qatcore.ace`` as ``ace.count`` costs any quantised conv — MACs at
+    Costed for ``qatcore.cost.ace`` as ``ace.count`` costs any quantised conv — MACs at
     ``(weight_bits, input_bits)``, a bias add, a re-scale of each output by ``s_w·s_a`` and a
     multiply of each input onto its grid — except that with ``double_quant`` (both scales
     double-quantised) the two multiplies are shifts (or low-bit multiplies and shifts).
@@ -430,7 +430,7 @@ class ActQuant(nn.Module):
 
     def ace_operations(self, inputs, output, name: str) -> list[Operation]:
         """ReLU: one compare; clipped ReLU: two. The multiply onto the grid is costed by the
-        conv that reads this output (role "quantise"), as ``qatcore.ace`` does for any layer."""
+        conv that reads this output (role "quantise"), as ``qatcore.cost.ace`` does for any layer."""
         compares = 1 if self.bits is None else 2
         width = ACCUMULATOR_BITS if self.integer_input else FLOAT_BITS
         return [Operation(name, "compare", compares * output.numel(), (width,), "activation")]

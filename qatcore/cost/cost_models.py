@@ -1,4 +1,4 @@
-"""Cost models for ``qatcore.ace``: what one counted operation costs under ACE, ACEv2 or energy.
+"""Cost models for ``qatcore.cost.ace``: what one counted operation costs under ACE, ACEv2 or energy.
 
 An ``Operation`` is ``count`` arithmetic operations of one ``kind`` in one layer, each on operands
 of ``bits`` widths. Kinds: ``"mac"`` (a multiply-accumulate of a conv/linear/matmul, bits
@@ -152,7 +152,7 @@ def get(cost_model: str | CostModel) -> CostModel:
 
 
 class AceReport:
-    """What ``qatcore.ace.count`` found: the operations, their costs, totals and tables."""
+    """What ``qatcore.cost.ace.count`` found: the operations, their costs, totals and tables."""
 
     def __init__(self, operations: list[Operation], layer_types: dict[str, str], unknown: list[str],
                  cost_model: CostModel, method: str) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from qatcore import distributed
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
-from qatcore.layers import quantized_layers
+from qatcore.estimators.layers import quantized_layers
 
 OPTIMIZERS = ("sgd", "adam")
 PROGRESS_VARIABLE = "QATCORE_PROGRESS"

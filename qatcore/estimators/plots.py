@@ -88,10 +88,10 @@ def plot_scaling(etas, one_step, fixed_time, slopes: tuple[float, float]) -> Fig
 
 
 def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
-    """Four panels of an equivalence experiment (``qatcore.equivalence.EquivalenceResult``):
+    """Four panels of an equivalence experiment (``qatcore.estimators.equivalence.EquivalenceResult``):
     loss curves, agreement with the custom run over training, sampled weight paths in M-space,
     and where the second conv layer's quantized weights disagree at the end."""
-    from qatcore.trajectory import agreement_over_training
+    from qatcore.estimators.trajectory import agreement_over_training
 
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     (losses, agreement), (paths, heat) = fig.subplots(2, 2)

@@ -9,11 +9,11 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
+from qatcore.estimators.layers import quantized_layers
+from qatcore.estimators.widgets import live_view
 from qatcore.export import FORMATS, export
-from qatcore.export_plots import plot_export_sizes
-from qatcore.layers import quantized_layers
+from qatcore.export.plots import plot_export_sizes
 from qatcore.quantizers import check_bits
-from qatcore.widgets import live_view
 
 
 def requantized(model: nn.Module, bits: int) -> nn.Module:

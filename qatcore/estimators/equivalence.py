@@ -9,7 +9,7 @@ From one seed and one initialisation, four runs of the MNIST CNN are trained:
   needs no adjustment, the SGD adjustments applied anyway (``M(w₀)``, ``αη``);
 * ``jitter``: the custom estimator again with rate ``1.01·η``: how far two runs drift anyway.
 
-Each is compared with ``custom`` by the metrics of ``qatcore.trajectory``. In ``M``-space for the
+Each is compared with ``custom`` by the metrics of ``qatcore.estimators.trajectory``. In ``M``-space for the
 adjusted SGD pair (the custom run's weights mapped by ``M``), as they are for the others.
 """
 
@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from qatcore import data as datasets
-from qatcore import estimators, runtime, trajectory
-from qatcore.layers import quantized_layers
-from qatcore.models import MNISTCNN
-from qatcore.train import OPTIMIZERS, TrainConfig, train
+from qatcore import estimators, runtime
+from qatcore.estimators import trajectory
+from qatcore.estimators.layers import quantized_layers
+from qatcore.estimators.models import MNISTCNN
+from qatcore.estimators.train import OPTIMIZERS, TrainConfig, train
 
 RUNS = ("custom", "adjusted", "unadjusted", "jitter")
 JITTER = 1.01
@@ -82,7 +83,7 @@ class RunRecord:
 
 class Settings(Protocol):
     """What the comparison reads of an experiment's config (``EquivalenceConfig`` here, the ImageNet
-    experiment's ``qatcore.imagenet.ImageNetConfig``): a dataclass with these fields."""
+    experiment's ``qatcore.estimators.imagenet.ImageNetConfig``): a dataclass with these fields."""
 
     estimator: str
     bits: int

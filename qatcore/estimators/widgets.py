@@ -7,7 +7,7 @@ from IPython.display import display
 
 from qatcore import estimators
 from qatcore.data import Dataset
-from qatcore.plots import plot_estimators, plot_trajectory_overlap, plot_weight_map
+from qatcore.estimators.plots import plot_estimators, plot_trajectory_overlap, plot_weight_map
 from qatcore.quantizers import step_size
 
 
@@ -80,7 +80,7 @@ def equivalence_view(
 ):
     """A short equivalence experiment: a summary line and the trajectory figure. An estimator
     outside the theory runs without the adjusted STE, and the line says why."""
-    from qatcore.equivalence import EquivalenceConfig, run_equivalence
+    from qatcore.estimators.equivalence import EquivalenceConfig, run_equivalence
 
     config = EquivalenceConfig(estimator=estimator, bits=bits, optimizer=optimizer, lr=lr, epochs=epochs)
     try:

@@ -1,10 +1,10 @@
 """The first paper's ImageNet experiment: a quantized ResNet, custom estimator vs adjusted STE.
 
-The same four runs as ``qatcore.equivalence`` (``custom``, ``adjusted``, ``unadjusted``,
+The same four runs as ``qatcore.estimators.equivalence`` (``custom``, ``adjusted``, ``unadjusted``,
 ``jitter``), on a ResNet-18 or ResNet-50 whose every convolution kernel is quantized (the
 classifier, batch norm and activations stay float: our reading of the authors' setup), trained
 under ``torchrun`` with DistributedDataParallel on an ImageNet-layout folder
-(``qatcore.image_folder``). Written for a multi-GPU machine and tested here only on the CPU with a
+(``qatcore.data.image_folder``). Written for a multi-GPU machine and tested here only on the CPU with a
 tiny synthetic folder.
 
 Two things change with the scale:
@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from qatcore import distributed, estimators, runtime
 from qatcore.architectures import ResNet18, ResNet50
 from qatcore.checks import int_at_least, positive_number
-from qatcore.equivalence import (
+from qatcore.data.image_folder import ImageFolder
+from qatcore.estimators.equivalence import (
     RUNS,
     EquivalenceResult,
     RunPlan,
@@ -48,10 +49,8 @@ from qatcore.equivalence import (
     needs_alpha,
     plan_runs,
 )
-from qatcore.export.files import atomic_write, output_folder
-from qatcore.image_folder import ImageFolder
-from qatcore.layers import quantize_convolutions, quantized_layers
-from qatcore.train import (
+from qatcore.estimators.layers import quantize_convolutions, quantized_layers
+from qatcore.estimators.train import (
     OPTIMIZERS,
     TrainConfig,
     _show_progress,
@@ -59,6 +58,7 @@ from qatcore.train import (
     learning_rate,
     train_step,
 )
+from qatcore.files import atomic_write, output_folder
 
 ARCHITECTURES = {"resnet18": ResNet18, "resnet50": ResNet50}
 

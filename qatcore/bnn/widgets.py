@@ -8,8 +8,8 @@ from matplotlib.figure import Figure
 from qatcore import zoo
 from qatcore.bnn.measure import CLI_MODELS
 from qatcore.bnn.memory import LOW_MEMORY, STANDARD, bytes_by_kind, layer_shapes, memory_rows
-from qatcore.bnn_plots import memory_breakdown_figure
-from qatcore.widgets import live_view
+from qatcore.bnn.plots import memory_breakdown_figure
+from qatcore.estimators.widgets import live_view
 
 BATCH_RANGE = (1, 1024)
 _SHAPES: dict[str, list] = {}

@@ -7,7 +7,7 @@ totals (MACs, ACE, ACEv2, energy in pJ), a per-layer table, a breakdown by opera
 ``.to_markdown()`` and ``.to_dict()``. Counts are for the whole example input (batch included).
 An operation it cannot cost is listed in ``report.unknown``, never silently dropped.
 
-**Operations** (``qatcore.cost_models.Operation(layer, kind, count, bits, role="")``): kinds
+**Operations** (``qatcore.cost.cost_models.Operation(layer, kind, count, bits, role="")``): kinds
 ``"mac"`` (conv, grouped and depthwise conv, linear, matmul; bits ``(w_bits, a_bits)``),
 ``"mul"``, ``"div"``, ``"add"``, ``"shift"``, ``"compare"``, ``"exp"``. What is counted per element:
 batch norm (inference form, folded to ``s·x + t``): 1 mul + 1 add; ReLU 1 compare; ReLU6 and
@@ -20,14 +20,14 @@ role "quantise"). Conv/linear bias: 1 add per output.
 
 **Precision of a conv/linear**, first that applies: (1) ``bits`` — a pair ``(w_bits, a_bits)`` for
 every such layer, or a map ``{"layer.name": (w_bits, a_bits)}``; (2) the module's ``weight_bits``
-/ ``input_bits`` attributes; (3) ``module.bits`` of a ``qatcore.layers.QuantizedWeight``
+/ ``input_bits`` attributes; (3) ``module.bits`` of a ``qatcore.estimators.layers.QuantizedWeight``
 (weights); (4) float, 32 bits. Element-wise operations run at ``elementwise_bits`` (default 32,
 float). A width of 32 means float32.
 
 **Hook**: a module that defines ``ace_operations(self, inputs, output, name) -> list[Operation]``
 is costed by that method alone, not traced into.
 
-The reading of ACE, ACEv2 and the energy table is stated in ``qatcore.cost_models``.
+The reading of ACE, ACEv2 and the energy table is stated in ``qatcore.cost.cost_models``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from qatcore import cost_models
-from qatcore.cost_models import FLOAT_BITS, AceReport, CostModel, Operation
-from qatcore.layers import QuantizedWeight
+from qatcore.cost import cost_models
+from qatcore.cost.cost_models import FLOAT_BITS, AceReport, CostModel, Operation
+from qatcore.estimators.layers import QuantizedWeight
 
 __all__ = ["AceReport", "Operation", "count", "example_input"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from qatcore.checks import int_at_least
-from qatcore.layers import QuantConv2d
+from qatcore.estimators.layers import QuantConv2d
 
 
 class MNISTCNN(nn.Sequential):

@@ -2,7 +2,7 @@
 
 The network: an input quantiser, a 3×3 stem conv, depthwise-separable blocks (depthwise 3×3 →
 norm → clipped ReLU → pointwise 1×1 → norm → clipped ReLU), global average pooling and a linear
-classifier. ``PikeLPNConfig`` switches, one at a time, what ``qatcore.pikelpn_layers`` provides:
+classifier. ``PikeLPNConfig`` switches, one at a time, what ``qatcore.cost.pikelpn_layers`` provides:
 
 - ``bits``: weights and activations of the separable blocks (``None``: the float baseline); the
   stem conv and the classifier, and the image, use ``edge_bits`` (8), as is common practice;
@@ -13,7 +13,7 @@ classifier. ``PikeLPNConfig`` switches, one at a time, what ``qatcore.pikelpn_la
 
 ``LADDER`` is the notebook's sequence (float → 4-bit with float element-wise operations → +
 QuantNorm → + Double Quantization → + DHQ); ``train_ladder`` trains it and ``cost`` prices any
-configuration with ``qatcore.ace`` (no training needed: the cost depends on the structure only).
+configuration with ``qatcore.cost.ace`` (no training needed: the cost depends on the structure only).
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from qatcore import ace
 from qatcore.checks import int_at_least, positive_number
-from qatcore.cost_models import AceReport
-from qatcore.data import Dataset
-from qatcore.pikelpn_layers import (
+from qatcore.cost import ace
+from qatcore.cost.cost_models import AceReport
+from qatcore.cost.pikelpn_layers import (
     SCALE_FORMATS,
     ActQuant,
     PikeConv2d,
@@ -42,9 +41,10 @@ from qatcore.pikelpn_layers import (
     quantize_on_range,
     weight_kurtosis,
 )
+from qatcore.data import Dataset
+from qatcore.estimators.train import TrainConfig, TrainResult, train
 from qatcore.quantizers import check_bits
 from qatcore.runtime import seed_everything
-from qatcore.train import TrainConfig, TrainResult, train
 
 TECHNIQUES = ("quantnorm", "double_quant", "dhq")
 
@@ -191,7 +191,7 @@ class PikeLPN(nn.Sequential):
         return (c.in_channels, c.image_size, c.image_size)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        """A zero image batch of the configured size (for ``qatcore.ace.count``)."""
+        """A zero image batch of the configured size (for ``qatcore.cost.ace.count``)."""
         return torch.zeros(batch_size, *self.input_shape)
 
     def separable_convs(self) -> dict[str, PikeConv2d]:
@@ -208,7 +208,7 @@ def pikelpn_mobilenet(image_size: int = 8, **kwargs) -> PikeLPN:
 
 
 def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2") -> AceReport:
-    """``qatcore.ace`` report of one inference (batch 1) of the network (built from ``config``)."""
+    """``qatcore.cost.ace`` report of one inference (batch 1) of the network (built from ``config``)."""
     model = config if isinstance(config, PikeLPN) else PikeLPN(config)
     return ace.count(model, model.example_input(1), cost_model=cost_model)
 

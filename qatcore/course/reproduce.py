@@ -2,7 +2,7 @@
 
 Each notebook is executed with nbclient into a build folder (the committed notebooks are left
 alone unless ``inplace``), with ``$QATCORE_REPORT`` pointing at a JSON-lines file that
-``qatcore.report`` appends to and ``$QATCORE_FIGURES`` pointing at ``figures/``.
+``qatcore.course.report`` appends to and ``$QATCORE_FIGURES`` pointing at ``figures/``.
 
 ``parameters`` (for the paper-scale runs: ``PAPER_SCALE``, ``DATASET``, ``DATA_DIR``) are
 injected papermill-style: a cell after each notebook's ``parameters`` cell reassigns those of the
@@ -28,8 +28,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from qatcore.report import FIGURES_VARIABLE, NOTEBOOK_VARIABLE, REPORT_VARIABLE
-from qatcore.train import PROGRESS_VARIABLE
+from qatcore.course.report import FIGURES_VARIABLE, NOTEBOOK_VARIABLE, REPORT_VARIABLE
+from qatcore.estimators.train import PROGRESS_VARIABLE
 
 
 @dataclass
