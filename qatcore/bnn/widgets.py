@@ -9,7 +9,7 @@ from qatcore import zoo
 from qatcore.bnn.measure import CLI_MODELS
 from qatcore.bnn.memory import LOW_MEMORY, STANDARD, bytes_by_kind, layer_shapes, memory_rows
 from qatcore.bnn.plots import memory_breakdown_figure
-from qatcore.estimators.widgets import live_view
+from qatcore.course.live import live_view
 
 BATCH_RANGE = (1, 1024)
 _SHAPES: dict[str, list] = {}

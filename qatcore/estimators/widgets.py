@@ -6,6 +6,7 @@ import ipywidgets as widgets
 from IPython.display import display
 
 from qatcore import estimators
+from qatcore.course.live import live_view
 from qatcore.data import Dataset
 from qatcore.estimators.plots import plot_estimators, plot_trajectory_overlap, plot_weight_map
 from qatcore.quantizers import step_size
@@ -29,25 +30,6 @@ def _estimator_and_bits(name: str, bits: int, view) -> widgets.VBox:
     choose = widgets.Dropdown(options=estimators.names(), value=name, description="estimator")
     width = widgets.IntSlider(value=bits, min=1, max=8, description="bits")
     return live_view([choose, width], view)
-
-
-def live_view(controls: list[widgets.ValueWidget], view) -> widgets.VBox:
-    """``controls`` in a row above a line of text and a figure, both from ``view(*values)``, redrawn
-    whenever a control moves (``view`` returns ``(text, figure or None)``)."""
-    label = widgets.Label()
-    out = widgets.Output()
-
-    def redraw(_=None):
-        label.value, figure = view(*(control.value for control in controls))
-        out.clear_output(wait=True)
-        if figure is not None:
-            with out:
-                display(figure)
-
-    for control in controls:
-        control.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox(controls), label, out])
 
 
 def describe_weight_map(name: str, bits: int, m: float = 1.0) -> str:
