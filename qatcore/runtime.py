@@ -3,6 +3,7 @@
 Notebooks call ``configure()`` in their first cell. The thread count comes from the
 ``QATCORE_THREADS`` environment variable (default 2, this course's reference machine), so a test
 can rerun every notebook with another thread count and check that the stored outputs still match.
+``show_progress`` is where every trainer asks whether to draw its progress bar.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from qatcore.checks import int_at_least
 
 DEFAULT_THREADS = 2
 THREADS_VARIABLE = "QATCORE_THREADS"
+PROGRESS_VARIABLE = "QATCORE_PROGRESS"
 STRICT_VARIABLE = "QATCORE_STRICT"
 _strict: bool | None = None  # None: read $QATCORE_STRICT
 
@@ -64,3 +66,11 @@ def configure(seed: int = 0, threads: int | None = None, strict: bool | None = N
     # CPU kernels are all deterministic; on a GPU, an op without a deterministic kernel warns
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
+
+
+def show_progress(progress: bool | None = None) -> bool:
+    """Whether a trainer draws its progress bar: ``progress`` when given, else yes unless
+    ``$QATCORE_PROGRESS`` is ``0`` or the call runs under pytest (bars carry random ids and timings)."""
+    if progress is not None:
+        return progress
+    return os.environ.get(PROGRESS_VARIABLE, "1") != "0" and "PYTEST_CURRENT_TEST" not in os.environ

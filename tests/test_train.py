@@ -7,7 +7,7 @@ import pytest
 import torch
 from idx_writer import write_folder
 
-from qatcore import data, runtime
+from qatcore import data, metrics, runtime
 from qatcore.estimators.layers import QuantConv2d, QuantLinear, quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, learning_rate, train
@@ -140,3 +140,24 @@ def test_training_runs_the_same_way_on_idx_files(tmp_path):
     assert result.steps == 6 and math.isfinite(result.losses[-1])
     assert 0.0 <= result.test_accuracy <= 1.0
     assert result.snapshots[6]["3"].shape == (64, 32, 3, 3)
+
+
+def test_show_progress_follows_the_argument_then_the_environment(monkeypatch):
+    assert runtime.show_progress(True) and not runtime.show_progress(False)
+    assert not runtime.show_progress()  # under pytest: no bar
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    monkeypatch.setenv(runtime.PROGRESS_VARIABLE, "1")
+    assert runtime.show_progress()
+    monkeypatch.setenv(runtime.PROGRESS_VARIABLE, "0")
+    assert not runtime.show_progress()
+
+
+def test_accuracy_counts_arg_max_hits_in_batches_and_keeps_the_mode():
+    model = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3))
+    x = torch.eye(3).repeat(5, 1)  # 15 one-hot rows, each predicting its own index
+    y = torch.tensor([0, 1, 2] * 4 + [1, 1, 1])  # the last three: only the middle one is right
+    model.train()
+    assert metrics.accuracy(model, x, y, batch_size=4) == 13 / 15
+    assert model.training

@@ -24,7 +24,8 @@ from qatcore.bnn.models import check_mode, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
-from qatcore.estimators.train import _show_progress, accuracy
+from qatcore.metrics import accuracy
+from qatcore.runtime import show_progress
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def train_bnn(model: nn.Module, data: Dataset, config: BNNConfig = BNNConfig(), 
     steps = -(-len(local) // local_batch) * config.epochs
     net = distributed.wrap(model)
     result = BNNResult(mode=config.mode)
-    bar = tqdm(total=steps, desc=config.mode, disable=not _show_progress(progress), leave=False)
+    bar = tqdm(total=steps, desc=config.mode, disable=not show_progress(progress), leave=False)
     seconds = 0.0
     for _ in range(config.epochs):
         order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)

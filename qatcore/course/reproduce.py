@@ -29,7 +29,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from qatcore.course.report import FIGURES_VARIABLE, NOTEBOOK_VARIABLE, REPORT_VARIABLE
-from qatcore.estimators.train import PROGRESS_VARIABLE
+from qatcore.runtime import PROGRESS_VARIABLE
 
 
 @dataclass

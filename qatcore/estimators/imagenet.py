@@ -53,7 +53,6 @@ from qatcore.estimators.layers import quantize_convolutions, quantized_layers
 from qatcore.estimators.train import (
     OPTIMIZERS,
     TrainConfig,
-    _show_progress,
     build_optimizer,
     learning_rate,
     train_step,
@@ -241,7 +240,7 @@ def train_run(config: ImageNetConfig, name: str, model: nn.Module, run: RunPlan,
         optimizer.load_state_dict(state["optimizer"])
         losses, rows, first_epoch = list(state["losses"]), list(state["weights"]), state["epoch"]
     net = distributed.wrap(model)
-    show = _show_progress(progress) and distributed.is_main_process()
+    show = runtime.show_progress(progress) and distributed.is_main_process()
     bar = tqdm(total=total, initial=first_epoch * per_epoch, desc=name, disable=not show, leave=False)
     for epoch in range(first_epoch, config.epochs):
         if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:

@@ -9,7 +9,6 @@ initial weights give bit-identical weights.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -22,9 +21,10 @@ from qatcore import distributed
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.estimators.layers import quantized_layers
+from qatcore.metrics import accuracy
+from qatcore.runtime import show_progress
 
 OPTIMIZERS = ("sgd", "adam")
-PROGRESS_VARIABLE = "QATCORE_PROGRESS"
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,6 @@ class TrainResult:
         return len(self.losses)
 
 
-def _show_progress(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return os.environ.get(PROGRESS_VARIABLE, "1") != "0" and "PYTEST_CURRENT_TEST" not in os.environ
-
-
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum) or Adam with two groups: the quantized weights (rate × ``quantized_lr_factor``) and the rest."""
     quantized = {id(layer.weight) for layer in quantized_layers(model).values()}
@@ -121,20 +115,6 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the quantized layers' latent weights, by layer name (on the CPU)."""
     return {name: layer.weight.detach().cpu().clone() for name, layer in quantized_layers(model).items()}
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of examples whose arg-max prediction equals the label."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = sum(
-        int((model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() == y[i : i + batch_size]).sum())
-        for i in range(0, len(x), batch_size)
-    )
-    model.train(was_training)
-    return correct / len(x)
 
 
 def train(
@@ -171,7 +151,7 @@ def train(
         result.snapshots[0] = snapshot(model)
     model.train()
     net = distributed.wrap(model)
-    bar = tqdm(total=total, desc=f"{config.optimizer} lr={config.lr:g}", disable=not _show_progress(progress), leave=False)
+    bar = tqdm(total=total, desc=f"{config.optimizer} lr={config.lr:g}", disable=not show_progress(progress), leave=False)
     step = 0
     for _ in range(config.epochs):
         order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)
