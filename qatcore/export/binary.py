@@ -15,8 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from qatcore.export import graph
-from qatcore.export.graph import Op, Weight
+from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op
 
 try:
     from qatcore.bnn.layers import BinaryConv2d, BinaryLinear, SignActivation
@@ -31,20 +30,20 @@ def binary_weight(layer) -> Weight:
 
 def _binary_layer(name: str, layer) -> list[Op]:
     if layer.bias is not None:
-        raise graph.UnsupportedLayerError(f"cannot export layer {name!r} ({type(layer).__name__}): binary layers have no bias")
+        raise UnsupportedLayerError(f"cannot export layer {name!r} ({type(layer).__name__}): binary layers have no bias")
     if isinstance(layer, BinaryLinear):
         op = Op("linear", name, {"binary_input": layer.binary_input}, binary_weight(layer))
     else:
-        op = graph.conv_op(name, layer, binary_weight(layer), binary_input=layer.binary_input)
+        op = conv_op(name, layer, binary_weight(layer), binary_input=layer.binary_input)
     return [Op("sign", f"{name}.input_sign"), op] if layer.binary_input else [op]
 
 
-if BinaryConv2d is not None and not any(kind is BinaryConv2d for kind, _ in graph.LOWERINGS):
-    graph.LOWERINGS[:0] = [
-        (BinaryConv2d, _binary_layer),
-        (BinaryLinear, _binary_layer),
-        (SignActivation, lambda name, module: Op("sign", name)),
-    ]
+#: binary module type → lowering, which ``graph.LOWERINGS`` tries first (none without qatcore.bnn)
+LOWERINGS = [] if BinaryConv2d is None else [
+    (BinaryConv2d, _binary_layer),
+    (BinaryLinear, _binary_layer),
+    (SignActivation, lambda name, module: Op("sign", name)),
+]
 
 #: ops that keep ±1 values ±1
 SIGN_PRESERVING = ("maxpool", "flatten")

@@ -13,7 +13,7 @@ from torch import nn
 
 from qatcore import files
 from qatcore.checks import int_at_least
-from qatcore.export import FORMATS, graph, metadata, onnx_qdq, packed, pt2, reference
+from qatcore.export import FORMATS, binary, graph, metadata, onnx_qdq, packed, pt2, reference
 
 SUFFIX = {"onnx": ".onnx", "packed": ".npz", "pt2": ".pt2"}
 
@@ -67,9 +67,7 @@ def outputs(model, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
 
 def packed_ops(ops: list[graph.Op]) -> list[graph.Op]:
     """The ops in their deployed packed form (binary layers' BN folded into integer thresholds)."""
-    from qatcore.export import binary
-
-    return binary.fold_thresholds(ops) if hasattr(binary, "fold_thresholds") else ops
+    return binary.fold_thresholds(ops)
 
 
 def _write_and_reload(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor,

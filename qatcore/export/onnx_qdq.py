@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qatcore.export.graph import Op, UnsupportedLayerError
+from qatcore.export.ops import Op, UnsupportedLayerError
 
 OPSET = 21
 INPUT, OUTPUT = "input", "logits"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qatcore.export.graph import Op, Weight
+from qatcore.export.ops import Op, Weight
 
 FORMAT_VERSION = 1
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qatcore.export.graph import Op, UnsupportedLayerError
+from qatcore.export.ops import Op, UnsupportedLayerError
 
 CHUNK_BYTES = 32 * 2**20  # cap on the XNOR intermediate, so big layers run in pieces
 
