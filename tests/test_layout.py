@@ -1,0 +1,194 @@
+"""The package's architecture, read from its import statements (parsed with ast, nothing imported).
+
+A shared core, one package per paper (estimators, cost, bnn), export and the command line on top,
+the course machinery beside them: arrows run one way, no module reaches into another's private
+names, and no chain of imports (deferred ones inside functions included) comes back to its start.
+"""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "qatcore"
+PAPERS = ("qatcore.estimators", "qatcore.cost", "qatcore.bnn")
+#: the papers another paper builds on: paper 2 costs and trains paper 1's quantized layers
+BUILDS_ON = {"qatcore.estimators": (), "qatcore.cost": ("qatcore.estimators",), "qatcore.bnn": ()}
+#: libraries only figures, dashboards and the live view may import
+DISPLAY_LIBRARIES = {"matplotlib", "ipywidgets", "IPython"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer(module: str) -> str:
+    """``top`` (cli), ``export``, ``course``, ``paper`` or ``shared`` (everything else: the core and data/)."""
+    if module in ("qatcore.cli", "qatcore.__main__"):
+        return "top"
+    for prefix, name in (("qatcore.export", "export"), ("qatcore.course", "course"),
+                         *((paper, "paper") for paper in PAPERS)):
+        if module == prefix or module.startswith(prefix + "."):
+            return name
+    return "shared"
+
+
+def paper_of(module: str) -> str | None:
+    return next((p for p in PAPERS if module == p or module.startswith(p + ".")), None)
+
+
+def imports(module: str) -> list[tuple[str, list[str], int]]:
+    """``(qatcore module imported, names taken from it, line)`` for every import statement of
+    ``module``, at any depth; ``from pkg import sub`` counts as importing the submodule."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "qatcore":
+                    found.append((_known(alias.name), [], node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.split(".")[0] != "qatcore":
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if sub in MODULES:
+                    found.append((sub, [], node.lineno))
+                else:
+                    found.append((_known(base), [alias.name], node.lineno))
+    return found
+
+
+def _known(name: str) -> str:
+    """The longest prefix of ``name`` that is a qatcore module."""
+    while name not in MODULES and "." in name:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def third_party(module: str) -> set[str]:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def violations(rule) -> list[str]:
+    return [f"{module}:{line} imports {target}" for module in MODULES
+            for target, _, line in imports(module) if target != module and not rule(module, target)]
+
+
+def test_the_tree_is_a_core_three_papers_export_and_the_course():
+    top_level = {path.name for path in PACKAGE.glob("*.py")}
+    assert not {name for name in top_level if name.endswith(("_plots.py", "_widgets.py"))}
+    assert not top_level & {"plots.py", "widgets.py"}, "figures and dashboards live in their paper's package"
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert packages == {"data", "estimators", "cost", "bnn", "export", "course"}
+    for paper in PAPERS:
+        assert {f"{paper}.plots", f"{paper}.widgets"} <= set(MODULES)
+
+
+def test_shared_modules_import_no_paper_export_or_course():
+    assert violations(lambda m, t: layer(m) != "shared" or layer(t) == "shared") == []
+
+
+def test_the_course_imports_only_shared_modules_and_itself():
+    assert violations(lambda m, t: layer(m) != "course" or layer(t) in ("shared", "course")) == []
+
+
+def test_papers_build_only_on_the_core_and_the_papers_they_extend():
+    def allowed(module: str, target: str) -> bool:
+        if layer(module) != "paper":
+            return True
+        if layer(target) == "shared":
+            return True
+        if target == "qatcore.course.live":  # the one live view every dashboard shares
+            return module.endswith(".widgets")
+        if layer(target) != "paper":
+            return False  # no paper reaches up into export, the course or the command line
+        return paper_of(target) in (paper_of(module), *BUILDS_ON[paper_of(module)])
+
+    assert violations(allowed) == []
+
+
+def test_only_dashboards_import_dashboards_and_only_figures_and_dashboards_import_figures():
+    def kind(module: str) -> str:
+        return module.rpartition(".")[2]
+
+    def allowed(module: str, target: str) -> bool:
+        if kind(target) == "widgets":  # and each package's dashboards stand on their own
+            return kind(module) == "widgets" and target.rpartition(".")[0] == module.rpartition(".")[0]
+        if kind(target) == "plots":
+            return kind(module) in ("plots", "widgets")
+        return True
+
+    assert violations(allowed) == []
+    logic_with_display = {m: sorted(third_party(m) & DISPLAY_LIBRARIES) for m in MODULES
+                          if kind(m) not in ("plots", "widgets", "live") and third_party(m) & DISPLAY_LIBRARIES}
+    assert logic_with_display == {}
+
+
+def test_no_module_uses_another_modules_private_names():
+    found = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = {}  # local name -> qatcore module it stands for
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "qatcore":
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{module}:{node.lineno} imports {node.module}.{alias.name}")
+                    if f"{node.module}.{alias.name}" in MODULES:
+                        bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{module}:{node.lineno} uses {bound[node.value.id]}.{node.attr}")
+    assert found == []
+
+
+def find_cycles(graph: dict[str, list[str]]) -> list[str]:
+    """Every back edge of a depth-first walk of ``graph``, as the cycle it closes."""
+    cycles, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for target in graph.get(node, []):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle():
+    assert find_cycles({m: sorted({t for t, _, _ in imports(m) if t != m}) for m in MODULES}) == []
+
+
+def test_the_checks_see_what_they_claim():
+    """A cycle made by hand is found; deferred and ``from pkg import sub`` imports are resolved."""
+    assert find_cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}) == ["a -> b -> c -> a"]
+    assert find_cycles({"a": ["b"], "b": [], "c": ["a", "b"]}) == []
+    graph_imports = {t for t, _, _ in imports("qatcore.export.graph")}
+    assert {"qatcore.export.ops", "qatcore.export.binary", "qatcore.estimators.layers"} <= graph_imports
+    assert "qatcore.export.graph" not in {t for t, _, _ in imports("qatcore.export.binary")}
+    assert "qatcore.cost.ace" in {t for t, _, _ in imports("qatcore.export.metadata")}  # inside a function
+    assert layer("qatcore.cost.plots") == "paper" and layer("qatcore.data.image_folder") == "shared"
