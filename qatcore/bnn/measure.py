@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import re
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -139,24 +138,6 @@ def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0) ->
         gradient_bytes=gradients, optimizer_bytes=tensor_bytes(_optimizer_tensors(optimizer)),
         peak_rss_bytes=None if peak is None else peak - before,
     )
-
-
-def time_steps(model: nn.Module, mode: str, batch_size: int, steps: int = 5, seed: int = 0) -> float:
-    """Median seconds per training step of ``model`` in ``mode`` (after one warm-up step)."""
-    int_at_least("steps", steps, 1)
-    set_mode(model, mode)
-    model.train()
-    optimizer = make_optimizer(model, mode)
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand((batch_size, *model.input_shape), generator=generator) * 2 - 1
-    y = torch.randint(0, model(x[:2]).shape[1], (batch_size,), generator=generator)
-    training_step(model, optimizer, x, y)
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        training_step(model, optimizer, x, y)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
 
 
 #: command-line names of the paper's three models and their zoo names

@@ -149,8 +149,3 @@ def set_mode(model: nn.Module, mode: str) -> nn.Module:
             module.low_memory = low_memory
     model.training_mode = mode
     return model
-
-
-def mode_of(model: nn.Module) -> str:
-    """The training mode ``set_mode`` last gave ``model`` ('standard' if never set)."""
-    return getattr(model, "training_mode", "standard")

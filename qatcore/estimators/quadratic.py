@@ -241,11 +241,6 @@ class PairedRun:
     mean_agreement: float
 
     @property
-    def final_gap(self) -> float:
-        """The gap after the last step."""
-        return float(self.gap[-1])
-
-    @property
     def max_gap(self) -> float:
         """The largest gap along the run."""
         return float(self.gap.max())

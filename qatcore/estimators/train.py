@@ -58,9 +58,6 @@ class TrainConfig:
             raise ValueError("momentum must be in [0, 1) and beta2 in (0, 1)")
         int_at_least("seed", self.seed, 0)
 
-    def steps_per_epoch(self, examples: int) -> int:
-        return math.ceil(examples / self.batch_size)
-
 
 def learning_rate(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
     """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0."""
