@@ -14,7 +14,7 @@ PASSING = """\
 from matplotlib.figure import Figure
 from qatcore.course.report import check, headline, save_figure
 check("one plus one is two", 1 + 1 == 2)
-headline("a measured number", 0.12345, claim="about 0.1")
+headline("a measured number", 0.12345, threshold="≥ 0.1", paper="about 0.1", source="Paper, §1")
 fig = Figure(); fig.subplots().plot([0, 1])
 save_figure(fig, "tiny.png")
 """
@@ -34,7 +34,9 @@ def test_check_prints_records_and_raises(tmp_path, monkeypatch, capsys):
     report.check("holds", True, "detail")
     with pytest.raises(report.CheckFailed, match="FAILED: fails"):
         report.check("fails", False)
-    report.headline("x", 1.23456, "paper", digits=2)
+    report.headline("x", 1.23456, paper="a quote", source="Paper, Table 1", digits=2)
+    with pytest.raises(ValueError, match="needs its source"):
+        report.headline("x", 1.0, paper="a quote without a source")
     assert "✔ verified: holds (detail)" in capsys.readouterr().out
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(e["name"], e.get("passed"), e["notebook"]) for e in entries] == [
@@ -63,7 +65,7 @@ def test_reproduce_collects_checks_numbers_and_figures(tmp_path):
     untouched = nbformat.read(tmp_path / "nbs" / "01_ok.ipynb", as_version=4)
     assert untouched.cells[0].outputs == []
     table = result.to_markdown()
-    assert "| 01_ok | number | a measured number | 0.123 | about 0.1 |" in table
+    assert "| 01_ok | number | a measured number | 0.123 | ≥ 0.1 | about 0.1 (Paper, §1) |" in table
 
 
 def test_cli_exits_non_zero_when_a_check_fails(tmp_path):

@@ -1,7 +1,7 @@
 """The one helper notebooks use to state what they verified and which numbers they measured.
 
 ``check`` is an assertion that also prints what it verified; ``headline`` prints a measured
-number beside the paper's claim. When ``qatcore reproduce`` runs a notebook it sets
+number beside our threshold for it and, apart from that, the paper's claim with its source. When ``qatcore reproduce`` runs a notebook it sets
 ``QATCORE_REPORT`` to a JSON-lines file, and every check and headline is appended there, so one
 table can collect the verdicts of the whole course. ``save_figure`` writes into ``$QATCORE_FIGURES``
 (set by ``qatcore reproduce`` to ``figures/``) and does nothing otherwise, so running a notebook
@@ -54,11 +54,21 @@ def check(name: str, passed: bool, detail: str = "") -> None:
               "compare the numbers above with a run at the defaults.")
 
 
-def headline(name: str, value: float | str, claim: str = "", digits: int = 3) -> None:
-    """Print a measured number (rounded to ``digits``) beside the paper's claim, and record it."""
+def headline(name: str, value: float | str, *, paper: str = "", source: str = "", threshold: str = "",
+             digits: int = 3) -> None:
+    """Print a measured number (rounded to ``digits``) and record it.
+
+    ``paper`` is the claim as a paper states it, quoted, and ``source`` where it says so (paper and
+    section, figure or table, or the authors' repository file); ``threshold`` is our own bar for
+    the number. They are kept apart, so a reader never takes our bar for the paper's words.
+    """
+    if paper and not source:
+        raise ValueError(f"headline {name!r}: a paper claim needs its source (paper and section, or file)")
     shown = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    _record({"kind": "headline", "name": name, "value": shown, "claim": claim})
-    print(f"● {name}: {shown}" + (f"   (paper: {claim})" if claim else ""))
+    _record({"kind": "headline", "name": name, "value": shown, "paper": paper, "source": source,
+             "threshold": threshold})
+    notes = ([f"our bar: {threshold}"] if threshold else []) + ([f"paper: {paper} [{source}]"] if paper else [])
+    print(f"● {name}: {shown}" + (f"   ({'; '.join(notes)})" if notes else ""))
 
 
 def save_figure(fig, filename: str) -> Path | None:

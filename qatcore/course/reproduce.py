@@ -53,16 +53,19 @@ class ReproduceReport:
         return bool(self.runs) and not self.failed_checks and not any(r.error for r in self.runs)
 
     def to_markdown(self) -> str:
-        lines = ["| notebook | kind | what | result | paper |", "|---|---|---|---|---|"]
+        """One row per check and number: result, our threshold, and the paper's claim with its source."""
+        lines = ["| notebook | kind | what | result | our threshold | paper (source) |", "|---|---|---|---|---|---|"]
         for e in self.entries:
             if e["kind"] == "check":
                 result = "pass" if e["passed"] else "FAIL"
-                lines.append(f"| {e['notebook']} | check | {e['name']} | {result} | |")
+                lines.append(f"| {e['notebook']} | check | {e['name']} | {result} | | |")
             else:
-                lines.append(f"| {e['notebook']} | number | {e['name']} | {e['value']} | {e['claim']} |")
+                paper = f"{e['paper']} ({e['source']})" if e.get("paper") else ""
+                lines.append(f"| {e['notebook']} | number | {e['name']} | {e['value']} | {e.get('threshold', '')} "
+                             f"| {paper} |")
         for r in self.runs:
             status = f"ERROR: {r.error}" if r.error else f"ran in {r.seconds:.0f} s"
-            lines.append(f"| {r.name} | notebook | executed | {status} | |")
+            lines.append(f"| {r.name} | notebook | executed | {status} | | |")
         return "\n".join(lines)
 
 
