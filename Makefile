@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+EXTRAS := $(VENV)/.installed-extras
 
-.PHONY: reproduce test lab lint clean
+.PHONY: reproduce test test-all lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +17,21 @@ $(STAMP): pyproject.toml
 reproduce: $(STAMP)
 	$(PY) -m qatcore reproduce
 
-## The whole pytest suite: unit, property and strict nbval over notebooks/.
+# make test-all also uses the optional extras (foreign libraries the interop tests drive).
+$(EXTRAS): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,interop]'
+	touch $(EXTRAS)
+
+## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.
 test: $(STAMP)
 	$(PY) -m ruff check qatcore tests
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
+
+## Everything (< 15 min, what CI runs): the fast tier with full property profiles, the notebooks on an
+## emulated other CPU, one machine twice, JupyterLab in Chromium, torchrun/DDP.
+test-all: $(EXTRAS)
+	$(PY) -m ruff check qatcore tests
+	$(PY) -m pytest -n 2 --dist loadfile -m "" --hypothesis-profile=ci --durations=15
 
 ## JupyterLab on the course.
 lab: $(STAMP)

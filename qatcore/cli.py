@@ -8,25 +8,37 @@ from pathlib import Path
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from qatcore.course.reproduce import reproduce
+    import dataclasses
+    import json
+
+    from qatcore.course.reproduce import QUICK_PARAMETERS, reproduce
 
     parameters = {}
     if args.dataset != "digits":
         parameters = {"PAPER_SCALE": True, "DATASET": args.dataset, "DATA_DIR": args.data_dir}
+    if args.quick:
+        parameters |= QUICK_PARAMETERS
+
     def announce(run) -> None:
         status = f"ERROR: {run.error}" if run.error else "ok"
-        print(f"{run.name:<32} {run.seconds:6.1f} s  {status}", flush=True)
+        print(f"{run.name:<32} {run.seconds:6.1f} s  {status}", file=sys.stderr if args.json else sys.stdout,
+              flush=True)
 
     report = reproduce(
         Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace, only=args.only,
-        parameters=parameters, progress=announce,
+        parameters=parameters, progress=announce, strict=not args.quick,
     )
+    if args.json:
+        print(json.dumps({"ok": report.ok, "runs": [dataclasses.asdict(r) for r in report.runs],
+                          "entries": report.entries}))
+        return 0 if report.ok else 1
     print(report.to_markdown())
     if report.ok:
         print(f"\nall {len(report.runs)} notebooks ran; every check passed")
         return 0
     print(f"\nFAILED: {len(report.failed_checks)} check(s) failed; "
-          f"{sum(bool(r.error) for r in report.runs)} notebook(s) stopped with an error")
+          f"{sum(bool(r.error) for r in report.runs)} notebook(s) stopped with an error"
+          + (" (expected of --quick: its claims need the full run)" if args.quick else ""))
     return 1
 
 
@@ -205,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="another dataset runs each notebook's paper-scale variant (PAPER_SCALE, DATASET, DATA_DIR)",
     )
     rep.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files for --dataset")
+    rep.add_argument("--quick", action="store_true",
+                     help="smoke run: one epoch, one seed; failed claims warn (they need the full run)")
+    rep.add_argument("--json", action="store_true", help="print runs and entries as one JSON object")
     rep.set_defaults(run=_reproduce)
 
     from qatcore.estimators import names
