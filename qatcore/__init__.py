@@ -19,7 +19,9 @@ course machinery on top. Imports run one way (tests/test_layout.py checks it).
   ``live`` (the live view every dashboard shares); ``cli`` is the command line on top of it all.
 """
 
+from importlib.metadata import version
+
 from qatcore.runtime import configure
 
-__version__ = "0.1.0"
+__version__ = version("qatcore")  # written once, in pyproject.toml
 __all__ = ["configure", "__version__"]
