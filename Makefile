@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS := $(VENV)/.installed-extras
 
-.PHONY: reproduce test test-all lab clean
+.PHONY: reproduce test test-all site lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 reproduce: $(STAMP)
 	$(PY) -m qatcore reproduce
 
-# make test-all also uses the optional extras (foreign libraries the interop tests drive).
+# make test-all and make site also use the optional extras (the foreign libraries the interop tests
+# drive, the website's Sphinx).
 $(EXTRAS): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,interop]'
+	$(PY) -m pip install --quiet -e '.[test,interop,docs]'
 	touch $(EXTRAS)
 
 ## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.
@@ -32,6 +33,10 @@ test: $(STAMP)
 test-all: $(EXTRAS)
 	$(PY) -m ruff check qatcore tests
 	$(PY) -m pytest -n 2 --dist loadfile -m "" --hypothesis-profile=ci --durations=15
+
+## The course as a static website in build/site/ (offline; the notebooks' stored outputs, not re-run).
+site: $(EXTRAS)
+	$(PY) -m qatcore.course.site --out build/site
 
 ## JupyterLab on the course.
 lab: $(STAMP)
