@@ -235,3 +235,33 @@ def test_a_readers_estimator_is_derived_from_its_expression():
         E.register(cubic)
     with pytest.raises(ValueError, match="unknown symbols"):
         E.register(E.Definition("test_bad", "uses x", sp.Symbol("x") * E.u))
+
+
+@pytest.mark.parametrize("name", ["ste", "pwl", "dsq", "swish_sign", "approx_sign", "ewgs"])
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_a_bound_estimator_is_cached_and_equals_the_general_derivation(name, bits):
+    est, m = E.get(name), 0.7
+    bound = est.bind(bits, m)
+    assert est.bind(bits, m) is bound and est.bind(bits, 0.5) is not bound
+    w = torch.linspace(-1.2 * m, 1.2 * m, 997, dtype=torch.float64)
+    delta = step_size(bits, m)
+    centre = -m + (torch.clamp(torch.floor((w + m) / delta), 0, 2**bits - 2) + 0.5) * delta
+    derivation = E.core.derive(est.definition)
+    params = [torch.tensor(v, dtype=torch.float64) for v in (delta, m, *est.parameter_values(bits).values())]
+    sigmas = [torch.ones_like(w), -torch.ones_like(w)] if est.depends_on_gradient_sign else [None]
+    for sigma in sigmas:
+        extra = [] if sigma is None else [sigma]
+        general = torch.as_tensor(derivation.derivative_torch(w - centre, *params, *extra)).expand_as(w)
+        expected = torch.where(w.abs() <= m, general, torch.zeros_like(w))
+        assert torch.allclose(bound.derivative(w, sigma), expected, rtol=1e-9, atol=1e-12)
+        if sigma is None:
+            assert np.allclose(bound.derivative_numpy(w.numpy()), expected.numpy(), rtol=1e-9, atol=1e-12)
+    assert torch.equal(bound.quantize_values(w), uniform_quantize(w, bits, m))
+
+
+def test_binding_checks_its_arguments_once_and_a_sign_dependent_estimator_asks_for_the_sign():
+    with pytest.raises(ValueError, match="bits"):
+        E.get("dsq").bind(0, 1.0)
+    with pytest.raises(ValueError, match="grad_sign is required"):
+        E.get("ewgs").bind(2, 1.0).derivative(torch.zeros(3))
+    assert E.get("dsq").bind(2, 1.0).alpha == pytest.approx(E.get("dsq").alpha(2, 1.0))

@@ -35,7 +35,6 @@ from qatcore.quantizers import (
     check_range,
     sign,
     step_size,
-    uniform_quantize,
 )
 
 # The symbols every definition is written in.
@@ -179,6 +178,16 @@ class Estimator:
         for p in definition.parameters:
             value = params.get(p.name)
             self.params[p.name] = None if value is None else p.check(value)
+        self._bound: dict[tuple[int, float], BoundEstimator] = {}
+
+    def bind(self, bits: int, m: float) -> BoundEstimator:
+        """This estimator at ``bits`` bits on ``[-m, m]``, checked and compiled once (cached): what a
+        layer calls every step, with no per-call validation and no per-call constant tensors."""
+        key = (bits, m)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = BoundEstimator(self, check_bits(bits), check_range(m))
+        return bound
 
     # --- identity -------------------------------------------------------------------------
     @property
@@ -229,25 +238,11 @@ class Estimator:
         self, w: torch.Tensor, bits: int, m: float, grad_sign: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``Q̂′(w)``: the bin's shape inside ``[-m, m]``, 0 outside."""
-        bits, m, delta, params = self._numbers(bits, m)
-        if self.depends_on_gradient_sign and grad_sign is None:
-            raise ValueError(
-                f"grad_sign is required: {self.name}'s derivative depends on the sign of the "
-                "incoming gradient"
-            )
-        centre = bin_centre(bin_index(w, bits, m), bits, m)
-        as_tensor = functools.partial(torch.as_tensor, dtype=w.dtype, device=w.device)
-        args = [w - centre, as_tensor(delta), as_tensor(m), *map(as_tensor, params)]
-        if self.depends_on_gradient_sign:
-            args.append(grad_sign)
-        value = as_tensor(derive(self.definition).derivative_torch(*args)).expand_as(w)
-        return torch.where(torch.abs(w) <= m, value, torch.zeros_like(w))
+        return self.bind(bits, m).derivative(w, grad_sign)
 
     def quantize(self, w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
         """``Q(w)`` forward, ``Q̂′(w)·grad`` backward."""
-        check_bits(bits)
-        check_range(m)
-        return _QuantizeWithEstimator.apply(w, self, bits, m)
+        return self.bind(bits, m).quantize(w)
 
     def _bin_values(self, bits: int, m: float, points: int = 4097) -> tuple[np.ndarray, np.ndarray]:
         _, m, delta, params = self._numbers(bits, m)
@@ -322,21 +317,87 @@ class Estimator:
         return mapped.to(dtype=w.dtype, device=w.device)
 
 
+class BoundEstimator:
+    """An estimator at one bit width and range. ``Δ``, ``m`` and the parameter values are
+    substituted into ``Q̂′`` before ``lambdify``, so sympy folds the constants and the compiled
+    function takes the offset ``u`` (and, for EWGS, the gradient's sign) alone."""
+
+    def __init__(self, estimator: Estimator, bits: int, m: float) -> None:
+        self.estimator, self.bits, self.m = estimator, bits, m
+        self.delta = step_size(bits, m)
+        self._top_bin = 2**bits - 2
+        definition = estimator.definition
+        values = {DELTA: self.delta, M_RANGE: m}
+        values |= {p.symbol: v for p, v in zip(definition.parameters, estimator.parameter_values(bits).values(),
+                                                strict=True)}
+        expr = without_reciprocal_hyperbolics(definition.derivative).subs(values)
+        args = (u, GRAD_SIGN) if definition.depends_on_gradient_sign else (u,)
+        self._torch = sp.lambdify(args, expr, modules="torch")
+        self._numpy = sp.lambdify(args, expr, modules="numpy")
+
+    def __repr__(self) -> str:
+        return f"{self.estimator!r}.bind(bits={self.bits}, m={self.m:g})"
+
+    def _offset(self, w):
+        """``u = w − c``, the offset from the rounding threshold of the bin holding ``w``."""
+        floor = torch.floor if isinstance(w, torch.Tensor) else np.floor
+        index = (floor((w + self.m) / self.delta)).clip(0, self._top_bin)
+        return w - (-self.m + (index + 0.5) * self.delta)
+
+    def derivative(self, w: torch.Tensor, grad_sign: torch.Tensor | None = None) -> torch.Tensor:
+        """``Q̂′(w)`` in torch: the bin's shape inside ``[-m, m]``, 0 outside."""
+        if self.estimator.depends_on_gradient_sign:
+            if grad_sign is None:
+                raise ValueError(f"grad_sign is required: {self.estimator.name}'s derivative depends on the "
+                                 "sign of the incoming gradient")
+            value = self._torch(self._offset(w), grad_sign)
+        else:
+            value = self._torch(self._offset(w))
+        if not isinstance(value, torch.Tensor):  # a constant Q̂′ (the STE) lambdifies to a number
+            value = torch.full_like(w, float(value))
+        return torch.where(torch.abs(w) <= self.m, value, 0.0)
+
+    def derivative_numpy(self, w: np.ndarray) -> np.ndarray:
+        """``Q̂′(w)`` in NumPy (for an estimator of one fixed ``Q̂′``), 0 outside ``[-m, m]``."""
+        w = np.asarray(w, dtype=np.float64)
+        value = np.broadcast_to(self._numpy(self._offset(w)), w.shape)
+        return np.where(np.abs(w) <= self.m, value, 0.0)
+
+    def quantize_values(self, w):
+        """``Q(w) = Δ·round((clip(w, −m, m) + m)/Δ) − m``, for a tensor or an array."""
+        if isinstance(w, torch.Tensor):
+            return self.delta * torch.round((torch.clamp(w, -self.m, self.m) + self.m) / self.delta) - self.m
+        return self.delta * np.round((np.clip(w, -self.m, self.m) + self.m) / self.delta) - self.m
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """``Q(w)`` forward, ``Q̂′(w)·grad`` backward."""
+        return _QuantizeWithEstimator.apply(w, self)
+
+    @functools.cached_property
+    def alpha(self) -> float:
+        """``α = Δ / ∫_bin du/Q̂′(u)``, computed once."""
+        return self.estimator.alpha(self.bits, self.m)
+
+    def weight_map(self, w: torch.Tensor) -> torch.Tensor:
+        """``M(w)`` (see ``Estimator.weight_map``)."""
+        return self.estimator.weight_map(w, self.bits, self.m)
+
+
 class _QuantizeWithEstimator(torch.autograd.Function):
-    """``Q(w)`` forward; the estimator's ``Q̂′(w)`` times the incoming gradient backward."""
+    """``Q(w)`` forward; the bound estimator's ``Q̂′(w)`` times the incoming gradient backward."""
 
     @staticmethod
-    def forward(ctx, w, estimator: Estimator, bits: int, m: float):  # noqa: D401
+    def forward(ctx, w, bound: BoundEstimator):  # noqa: D401
         ctx.save_for_backward(w)
-        ctx.estimator, ctx.bits, ctx.m = estimator, bits, m
-        return uniform_quantize(w, bits, m)
+        ctx.bound = bound
+        return bound.quantize_values(w)
 
     @staticmethod
     def backward(ctx, grad_output):
         (w,) = ctx.saved_tensors
-        est = ctx.estimator
-        grad_sign = sign(grad_output) if est.depends_on_gradient_sign else None
-        return grad_output * est.derivative(w, ctx.bits, ctx.m, grad_sign=grad_sign), None, None, None
+        bound = ctx.bound
+        grad_sign = sign(grad_output) if bound.estimator.depends_on_gradient_sign else None
+        return grad_output * bound.derivative(w, grad_sign), None
 
 
 # --- the registered estimators ------------------------------------------------------------------

@@ -31,7 +31,7 @@ class QuantizedWeight:
 
     def quantized_weight(self) -> torch.Tensor:
         """``Q(weight)``, with the estimator's backward."""
-        return self.estimator.quantize(self.weight, self.bits, self.m)
+        return self.estimator.bind(self.bits, self.m).quantize(self.weight)
 
     def weight_levels(self) -> torch.Tensor:
         """``Q(weight)`` as a plain tensor (no gradient)."""
