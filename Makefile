@@ -7,10 +7,11 @@ EXTRAS := $(VENV)/.installed-extras
 
 .PHONY: reproduce test test-all site lab clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact set the course is tested with (torch 2.13.0, the CPU build, …).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 ## Execute every notebook headless, regenerate figures/, print the report of checks and numbers.
@@ -20,7 +21,7 @@ reproduce: $(STAMP)
 # make test-all and make site also use the optional extras (the foreign libraries the interop tests
 # drive, the website's Sphinx).
 $(EXTRAS): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,interop,docs]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,interop,docs]'
 	touch $(EXTRAS)
 
 ## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.

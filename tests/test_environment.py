@@ -31,8 +31,16 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
     assert python == "python=3.11" and project["requires-python"].startswith(">=3.11")
 
 
-def test_torch_is_pinned_to_the_cpu_build_on_disk():
-    assert "torch==2.13.0" in _pyproject()["project"]["dependencies"]
+def test_the_tested_set_pins_torch_to_the_cpu_build_and_make_installs_with_it():
+    constraints = (ROOT / "constraints.txt").read_text().splitlines()
+    assert "torch==2.13.0" in constraints
+    assert any(r.startswith("torch>=") for r in _pyproject()["project"]["dependencies"])
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.count("-c constraints.txt") >= 2  # the base install and the extras
+    pinned = {line.split("==")[0].lower() for line in constraints if "==" in line}
+    for requirement in _pyproject()["project"]["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.\-]+", requirement).group(0).lower()
+        assert name in pinned, f"{name} is not pinned in constraints.txt"
 
 
 def test_readme_ci_and_makefile_agree_on_the_commands():
