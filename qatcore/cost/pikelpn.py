@@ -28,7 +28,7 @@ from torch import nn
 
 from qatcore.checks import int_at_least, positive_number
 from qatcore.cost import ace
-from qatcore.cost.cost_models import AceReport
+from qatcore.cost.cost_models import FLOAT_BITS, AceReport
 from qatcore.cost.pikelpn_layers import (
     SCALE_FORMATS,
     ActQuant,
@@ -207,10 +207,11 @@ def pikelpn_mobilenet(image_size: int = 8, **kwargs) -> PikeLPN:
 # --- cost ----------------------------------------------------------------------------------------
 
 
-def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2") -> AceReport:
-    """``qatcore.cost.ace`` report of one inference (batch 1) of the network (built from ``config``)."""
+def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2", float_bits: int = FLOAT_BITS) -> AceReport:
+    """``qatcore.cost.ace`` report of one inference (one image) of the network (built from ``config``),
+    its unquantised operands priced at ``float_bits`` (16: bfloat16, as PokeBNN; 32: float32)."""
     model = config if isinstance(config, PikeLPN) else PikeLPN(config)
-    return ace.count(model, model.example_input(1), cost_model=cost_model)
+    return ace.count(model, model.example_input(1), cost_model=cost_model, float_bits=float_bits)
 
 
 def cost_summary(report: AceReport) -> dict[str, float]:
