@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from qatcore import cli
 from qatcore.architectures import MobileNetV1, ResNet18, ResNet50
 from qatcore.cost import ace, cost_models
-from qatcore.cost.cost_models import FLOAT, ACE, ACEv2, Energy45nm, Operation, Sops
+from qatcore.cost.cost_models import ACE, FLOAT, ACEv2, Energy45nm, Operation, Sops
 from qatcore.estimators.layers import QuantConv2d
 
 torch.set_num_threads(1)

@@ -60,7 +60,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from qatcore.cost import cost_models, foreign
-from qatcore.cost.cost_models import FLOAT_BITS, FLOAT_WIDTHS, MAX_BITS, AceReport, CostModel, Operation
+from qatcore.cost.cost_models import (
+    FLOAT_BITS,
+    FLOAT_WIDTHS,
+    MAX_BITS,
+    AceReport,
+    CostModel,
+    Operation,
+)
 from qatcore.estimators.layers import QuantizedWeight
 
 __all__ = ["AceReport", "Operation", "count", "example_input"]
@@ -162,6 +169,12 @@ class _Counter:
     unknown: list[str] = field(default_factory=list)
     weighted: set[str] = field(default_factory=set)
     grid: dict[int, tuple[torch.Tensor, int]] = field(default_factory=dict)  # id → (tensor, bits)
+    leaves: frozenset[str] = frozenset()  # names of the modules costed whole
+
+    def inside_leaf(self, scope: str, strictly: bool = False) -> bool:
+        """Whether ``scope`` is (``strictly``: lies under) a module costed whole — a library may run a
+        leaf's own code, e.g. its quantiser's scale arithmetic, outside the module's hooks."""
+        return any((scope == leaf and not strictly) or scope.startswith(leaf + ".") for leaf in self.leaves)
 
     def mark(self, tensor: Any, bits: int | None) -> None:
         """Remember that ``tensor`` lies on a ``bits``-bit grid (a foreign quantiser's output)."""
@@ -217,6 +230,8 @@ class _Counter:
         return w_bits, a_bits, False
 
     def module(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if self.inside_leaf(name, strictly=True):
+            return
         self.layer_types[name] = type(module).__name__
         if hasattr(module, "ace_operations"):
             self.operations.extend(module.ace_operations(tuple(inputs), output, name))
@@ -237,6 +252,8 @@ class _Counter:
         return [Operation(name, "compare", 2 * n, (e,), "quantise"), Operation(name, "mul", n, (e, e), "quantise")]
 
     def function(self, scope: str, target: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.inside_leaf(scope):
+            return
         recipe = _function_recipe(target)
         if recipe in FREE:
             self.follow(args, output)
@@ -424,7 +441,8 @@ def count(
         raise ValueError(f"elementwise_bits must be an int from 1 to {MAX_BITS} or None (float), "
                          f"got {elementwise_bits!r}") from None
     chosen = cost_models.get(cost_model)
-    counter, used = _Counter(bits, e), method
+    leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
+    counter, used = _Counter(bits, e, leaves=leaves), method
     training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
