@@ -25,7 +25,6 @@ from qatcore.cost.pikelpn import (
     seed_study,
     train_pikelpn,
 )
-from qatcore.cost.plots import plot_pareto
 from qatcore.cost.pikelpn_layers import (
     ActQuant,
     PikeConv2d,
@@ -34,6 +33,7 @@ from qatcore.cost.pikelpn_layers import (
     double_quantize_scale,
     is_power_of_two,
 )
+from qatcore.cost.plots import plot_pareto
 from qatcore.cost.widgets import technique_explorer, technique_view
 from qatcore.estimators.train import TrainConfig
 
