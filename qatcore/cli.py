@@ -139,12 +139,15 @@ def _ace(args: argparse.Namespace) -> int:
 
     from qatcore.cost.ace import count_zoo_model
 
-    report = count_zoo_model(args.model, args.w_bits, args.a_bits, args.elementwise_bits, args.cost_model)
+    report = count_zoo_model(args.model, args.w_bits, args.a_bits, args.elementwise_bits, args.cost_model,
+                             args.batch_size, args.float_bits, not args.per_batch)
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
     totals = report.totals
-    print(f"{args.model}: {totals['macs']:,} MACs, ACE {totals['ace']:.4g}, ACEv2 {totals['acev2']:.4g}, "
+    per = "per batch" if args.per_batch else "per image"
+    print(f"{args.model} ({per}, float operands at {args.float_bits} bits): {totals['macs']:,} MACs, "
+          f"ACE {totals['ace']:.4g}, sops {totals['sops']:.4g}, ACEv2 {totals['acev2']:.4g} (our reading), "
           f"energy {totals['energy_pj'] / 1e6:.4g} µJ (45 nm)")
     print(report.to_markdown())
     return 0
@@ -273,12 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qatcore import zoo
 
-    ace = commands.add_parser("ace", help="count MACs, ACE, ACEv2 and 45 nm energy of a built-in model")
-    ace.add_argument("--model", required=True, choices=zoo.names())
+    ace = commands.add_parser("ace", help="count MACs, ACE, sops, ACEv2 and 45 nm energy of a model")
+    ace.add_argument("--model", required=True, metavar="NAME|package.module:factory",
+                     help=f"a built-in model ({', '.join(zoo.names())}) or a factory of yours, called with no "
+                          "arguments; its model needs example_input() or input_shape")
     ace.add_argument("--w-bits", type=int, default=None, help="weight bits of every conv/linear layer")
     ace.add_argument("--a-bits", type=int, default=None, help="input (activation) bits of every conv/linear layer")
-    ace.add_argument("--elementwise-bits", type=int, default=None, help="bits of element-wise ops (default: float 32)")
-    ace.add_argument("--cost-model", default="acev2", choices=("ace", "acev2", "energy"))
+    ace.add_argument("--elementwise-bits", type=int, default=None, help="bits of element-wise ops (default: float)")
+    ace.add_argument("--float-bits", type=int, default=16, choices=(16, 32),
+                     help="width of an unquantised operand: 16 (bfloat16, as PokeBNN) or 32 (float32)")
+    ace.add_argument("--batch-size", type=int, default=1, help="images in the zero input batch")
+    ace.add_argument("--per-batch", action="store_true", help="count the whole batch, not one image")
+    ace.add_argument("--cost-model", default="acev2", choices=("ace", "sops", "acev2", "energy"))
     ace.add_argument("--json", action="store_true", help="print one JSON object")
     ace.set_defaults(run=_ace)
 

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from qatcore import cli
 from qatcore.architectures import MobileNetV1, ResNet18, ResNet50
 from qatcore.cost import ace, cost_models
-from qatcore.cost.cost_models import ACE, ACEv2, Energy45nm, Operation
+from qatcore.cost.cost_models import ACE, FLOAT, ACEv2, Energy45nm, Operation, Sops
 from qatcore.estimators.layers import QuantConv2d
 
 torch.set_num_threads(1)
@@ -28,7 +28,7 @@ def kinds(report, layer=None):
 def test_conv_with_stride_padding_and_groups_by_hand():
     conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=False)
     model = nn.Sequential(conv)
-    report = ace.count(model, torch.zeros(1, 4, 9, 9), bits={"0": (3, 5)})
+    report = ace.count(model, torch.zeros(1, 4, 9, 9), bits={"0": (3, 5)}, float_bits=32)
     # output 6×5×5; each output reads C_in/groups·k_h·k_w = 2·3·3 = 18 inputs
     macs = 6 * 5 * 5 * 18
     assert kinds(report) == {("mac", "mac"): (macs, (3, 5)), ("mul", "rescale"): (150, (32, 32)),
@@ -40,13 +40,14 @@ def test_conv_with_stride_padding_and_groups_by_hand():
 
 def test_depthwise_conv_with_bias_by_hand():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8))
-    report = ace.count(model, torch.zeros(2, 8, 6, 6), elementwise_bits=8)
+    report = ace.count(model, torch.zeros(2, 8, 6, 6), elementwise_bits=8, float_bits=32, per_image=False)
     assert kinds(report) == {("mac", "mac"): (2 * 8 * 36 * 9, (32, 32)), ("add", "bias"): (2 * 288, (8, 8))}
     assert report.totals["acev2"] == 2 * 8 * 36 * 9 * 1024 + 2 * 288 * 8
 
 
 def test_linear_by_hand_and_energy_from_the_45nm_table():
-    report = ace.count(nn.Sequential(nn.Linear(10, 7, bias=False)), torch.zeros(3, 10), bits=(4, 4))
+    report = ace.count(nn.Sequential(nn.Linear(10, 7, bias=False)), torch.zeros(3, 10), bits=(4, 4),
+                       float_bits=32, per_image=False)
     assert report.totals["macs"] == 210 and report.totals["ace"] == 210 * 16
     per_mac = 0.002995 * 16 + 0.001042 * 4 + 0.003125 * 32  # 4×4 int mul + int32 accumulate (pJ)
     per_scale = 3.7  # each of the 21 re-scales and 30 input scalings is an fp32 multiplication
@@ -69,7 +70,7 @@ def test_linear_by_hand_and_energy_from_the_45nm_table():
     ],
 )
 def test_elementwise_layers_by_hand(layer, shape, expected):
-    report = ace.count(nn.Sequential(layer), torch.randn(*shape), elementwise_bits=8)
+    report = ace.count(nn.Sequential(layer), torch.randn(*shape), elementwise_bits=8, per_image=False)
     assert kinds(report) == expected
     assert report.totals["ace"] == 0  # ACE sees none of them
     assert report.elementwise_share() == 1.0
@@ -89,7 +90,7 @@ def test_residual_addition_by_hand(method):
     report = ace.count(Residual(), torch.zeros(1, 2, 3, 3), elementwise_bits=6, method=method)
     assert report.method == method
     assert kinds(report, "add") == {("add", "residual add"): (18, (6, 6))}
-    assert kinds(report, "conv") == {("mac", "mac"): (36, (32, 32))}
+    assert kinds(report, "conv") == {("mac", "mac"): (36, (16, 16))}  # unquantised: bfloat16, as PokeBNN
 
 
 # Published multiply-accumulate counts for one 224×224 image, fc layer included:
@@ -129,7 +130,7 @@ def test_conv_macs_agree_with_torch_flop_counter_and_ace_is_macs_times_bits(
     x = torch.zeros(2, c_in * groups, side + kernel, side + kernel)
     with FlopCounterMode(display=False) as flops:
         conv(x)
-    report = ace.count(nn.Sequential(conv), x, bits=(w_bits, a_bits))
+    report = ace.count(nn.Sequential(conv), x, bits=(w_bits, a_bits), per_image=False)
     assert 2 * report.totals["macs"] == flops.get_total_flops()  # torch counts a MAC as 2 FLOPs
     assert report.totals["ace"] == report.totals["macs"] * w_bits * a_bits
     assert report.totals["acev2"] > report.totals["ace"]
@@ -141,8 +142,9 @@ def test_precision_from_override_then_attributes_then_quantized_layer_then_float
     model = nn.Sequential(QuantConv2d(1, 1, 3, bits=3, bias=False), binary, nn.Conv2d(2, 2, 1, bias=False))
     x = torch.zeros(1, 1, 8, 8)
     bits = {op.layer: op.bits for op in ace.count(model, x).operations if op.kind == "mac"}
-    assert bits == {"0": (3, 32), "1": (1, 1), "2": (32, 32)}
-    bits = {op.layer: op.bits for op in ace.count(model, x, bits={"1": (2, 8)}).operations if op.kind == "mac"}
+    assert bits == {"0": (3, 16), "1": (1, 1), "2": (16, 16)}
+    bits = {op.layer: op.bits for op in ace.count(model, x, bits={"1": (2, 8)}, float_bits=32).operations
+            if op.kind == "mac"}
     assert bits == {"0": (3, 32), "1": (2, 8), "2": (32, 32)}
     assert {op.bits for op in ace.count(model, x, bits=(5, 6)).operations if op.kind == "mac"} == {(5, 6)}
 
@@ -176,7 +178,7 @@ class Unusual(nn.Module):
 @pytest.mark.parametrize("method", ["fx", "hooks"])
 def test_operations_it_cannot_cost_are_reported_by_name(method):
     model = nn.Sequential(nn.Linear(3, 3), nn.GELU(), Unusual())
-    report = ace.count(model, torch.zeros(2, 3), method=method)
+    report = ace.count(model, torch.zeros(2, 3), method=method, float_bits=32, per_image=False)
     assert report.unknown == ["1 (GELU)", "2.gelu (gelu)", "2.erf (erf)"]
     assert "Not costed: 1 (GELU), 2.gelu (gelu), 2.erf (erf)" in report.to_markdown()
     assert kinds(report, "2.add") == {("add", "add"): (6, (32, 32))}
@@ -206,11 +208,12 @@ def test_untraceable_models_fall_back_to_hooks():
         (dict(example_input=None), "example_input must be a torch.Tensor"),
         (dict(bits={"nope": (4, 4)}), r"bits names no conv/linear/matmul layer: \['nope'\]; layers that take bits: \['0', '2'\]"),
         (dict(bits={"1": (4, 4)}), r"bits names no conv/linear/matmul layer: \['1'\]"),
-        (dict(bits=(4, 0)), r"bits must be a pair \(w_bits, a_bits\) of ints from 1 to 32"),
+        (dict(bits=(4, 0)), r"bits must be a pair \(w_bits, a_bits\) of ints from 1 to 32 or None"),
         (dict(bits={"0": 4}), r"bits\['0'\] must be a pair"),
-        (dict(elementwise_bits=0), "elementwise_bits must be an int from 1 to 32"),
-        (dict(cost_model="flops"), r"cost_model must be one of \['ace', 'acev2', 'energy_pj'\]"),
+        (dict(elementwise_bits=0), "elementwise_bits must be an int from 1 to 32 or None"),
+        (dict(cost_model="flops"), r"cost_model must be one of \['ace', 'acev2', 'energy_pj', 'sops'\]"),
         (dict(method="jit"), "method must be one of"),
+        (dict(float_bits=8), r"float_bits must be one of \(16, 32\)"),
     ],
 )
 def test_bad_arguments_get_a_clear_error(kwargs, message):
@@ -251,11 +254,15 @@ def test_quantising_elementwise_operations_lowers_acev2_but_not_ace():
 
 
 def test_cost_models_by_hand_and_pluggable():
-    mac, add, fadd = Operation("l", "mac", 10, (2, 3)), Operation("l", "add", 4, (8, 5)), Operation("l", "add", 4, (32, 8))
-    assert (ACE().cost(mac), ACE().cost(add)) == (60.0, 0.0)
+    mac, add = Operation("l", "mac", 10, (2, 3)), Operation("l", "add", 4, (8, 5))
+    fadd = Operation("l", "add", 4, (FLOAT, 8))
+    assert (ACE().cost(mac), ACE().cost(add), Sops().cost(mac), Sops().cost(add)) == (60.0, 0.0, 0.0, 4.0)
     assert (ACEv2().cost(mac), ACEv2().cost(add), ACEv2(accumulator_bits=16).cost(mac)) == (60.0, 32.0, 220.0)
-    assert Energy45nm().cost(fadd) == pytest.approx(3.6) and Energy45nm().cost(add) == pytest.approx(4 * 0.025)
-    assert Energy45nm().cost(Operation("l", "shift", 1, (32,))) == pytest.approx(0.9)
+    assert Energy45nm().cost(fadd.resolved(32)) == pytest.approx(4 * 0.9) and Energy45nm().cost(add) == pytest.approx(4 * 0.025)
+    assert Energy45nm().cost(fadd.resolved(16)) == pytest.approx(4 * 0.4)  # fp16 add, 45 nm
+    assert ACEv2().cost(fadd.resolved(16)) == 4 * 16 and ACEv2().cost(fadd.resolved(32)) == 4 * 32
+    assert Energy45nm().cost(Operation("l", "shift", 1, (FLOAT,)).resolved(32)) == pytest.approx(0.9)
+    assert Energy45nm().cost(Operation("l", "shift", 1, (32,))) == pytest.approx(0.1)  # an int32 shift
 
     class Count:
         name = "operations_counted"
@@ -271,6 +278,8 @@ def test_cost_models_by_hand_and_pluggable():
         Operation("l", "fma", 1, (8, 8))
     with pytest.raises(ValueError, match="bits must be 1 to 32 operand widths"):
         Operation("l", "mul", 1, (64, 8))
+    with pytest.raises(ValueError, match=r"float_bits must be one of \(16, 32\)"):
+        fadd.resolved(8)
 
 
 def test_cli_prints_json_with_totals_and_layers(capsys):
@@ -285,13 +294,16 @@ def test_cli_prints_json_with_totals_and_layers(capsys):
 
 def test_cli_table_and_errors(capsys):
     assert cli.main(["ace", "--model", "resnet18"]) == 0
-    assert "resnet18: 1,814,073,344 MACs" in capsys.readouterr().out
+    assert "resnet18 (per image, float operands at 16 bits): 1,814,073,344 MACs" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["ace", "--model", "resnet18", "--w-bits", "4"])
     assert exit_info.value.code == 2
     assert "w_bits and a_bits must be given together" in capsys.readouterr().err
 
 
-def test_energy_of_a_float_mac_is_an_fp32_multiply_and_add():
-    report = ace.count(nn.Sequential(nn.Linear(4, 1, bias=False)), torch.zeros(1, 4), cost_model="energy")
+def test_energy_of_a_float_mac_is_a_float_multiply_and_an_fp32_add():
+    model, x = nn.Sequential(nn.Linear(4, 1, bias=False)), torch.zeros(1, 4)
+    report = ace.count(model, x, cost_model="energy", float_bits=32)
     assert report.total == pytest.approx(4 * (3.7 + 0.9)) and math.isclose(report.totals["ace"], 4 * 1024)
+    report = ace.count(model, x, cost_model="energy")  # bfloat16 operands: fp16 multiply, fp32 accumulation
+    assert report.total == pytest.approx(4 * (1.1 + 0.9)) and math.isclose(report.totals["ace"], 4 * 256)

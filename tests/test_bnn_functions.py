@@ -43,7 +43,7 @@ def test_packing_rejects_wrong_inputs():
 
 
 def po2_reference(dy: np.ndarray) -> np.ndarray:
-    """REFERENCE.md: scale by 2^bias, sign·2^clip(round(log2|·|), −8, 7), scale back (zeros stay 0)."""
+    """docs/sources.md: scale by 2^bias, sign·2^clip(round(log2|·|), −8, 7), scale back (zeros stay 0)."""
     dy = dy.astype(np.float64)
     bias = -np.round(np.log2(np.abs(dy).max())) + 8
     with np.errstate(divide="ignore"):

@@ -151,7 +151,7 @@ def test_derivative_integrates_to_delta_over_a_bin(name, data, bits, m):
 
 
 def _reference_dsq(bits, m, k_cfg, x):
-    """REFERENCE.md's DSQ closed forms: α = Δ/I and the within-bin part of M."""
+    """The DSQ closed forms of docs/sources.md: α = Δ/I and the within-bin part of M."""
     delta = 2 * m / (2**bits - 1)
     k = k_cfg / m
     s = 1 / np.tanh(k * delta / 2)

@@ -20,6 +20,9 @@ from qatcore.cost.pikelpn import (
     default_config,
     distribution_table,
     ladder_configs,
+    ladder_table,
+    paired_differences,
+    seed_study,
     train_pikelpn,
 )
 from qatcore.cost.pikelpn_layers import (
@@ -30,6 +33,7 @@ from qatcore.cost.pikelpn_layers import (
     double_quantize_scale,
     is_power_of_two,
 )
+from qatcore.cost.plots import plot_pareto
 from qatcore.cost.widgets import technique_explorer, technique_view
 from qatcore.estimators.train import TrainConfig
 
@@ -218,6 +222,41 @@ def test_a_short_run_learns():
     assert [r["kind"] for r in rows] == ["depthwise", "pointwise"] * 3
 
 
+def test_a_seed_study_gives_one_accuracy_per_rung_and_seed():
+    small = data.subset(data.load_digits(), train=128, test=50)
+    config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=64, epochs=1)
+    configs = {name: c for name, c in list(ladder_configs().items())[1:4]}
+    accuracies = seed_study(small, config, configs, seeds=[0, 1])
+    assert list(accuracies) == list(configs) and all(len(v) == 2 for v in accuracies.values())
+    assert all(0 <= a <= 1 and a * 50 == round(a * 50) for v in accuracies.values() for a in v)
+
+
+def test_paired_differences_are_seed_by_seed_and_in_points():
+    accuracies = {"float": [0.9, 0.9, 0.9], "W4A4": [0.80, 0.90, 0.85], "+ QN": [0.82, 0.91, 0.85]}
+    steps = paired_differences(accuracies)
+    assert list(steps) == ["+ QN"]  # nothing is compared with the float rung
+    assert steps["+ QN"].mean == pytest.approx(1.0) and steps["+ QN"].sd == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="the same number of seeds for every rung"):
+        paired_differences({"a": [0.1], "b": [0.1, 0.2]})
+    costs = {name: {"acev2": 1.0} for name in accuracies}
+    rows = ladder_table(accuracies, costs)
+    assert rows[1]["test_accuracy"] == pytest.approx(0.85) and rows[1]["step"] is None and rows[2]["seeds"] == 3
+
+
+def test_pareto_figure_labels_acev2_and_draws_what_its_legend_shows():
+    rows = [{"model": "a", "acev2": 10.0, "test_accuracy": 0.9, "test_accuracy_sd": 0.01},
+            {"model": "b", "acev2": 100.0, "test_accuracy": 0.95, "test_accuracy_sd": 0.01},
+            {"model": "c", "acev2": 50.0, "test_accuracy": 0.8, "test_accuracy_sd": 0.02}]
+    axis = plot_pareto(rows).axes[0]
+    assert axis.get_xlabel() == "ACEv2 per image"
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["Pareto front"]
+    dashed = [line for line in axis.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [10.0, 100.0]  # a, then b; c is dominated
+    single = plot_pareto([{**rows[0], "test_accuracy": 0.99}, rows[1]]).axes[0]
+    assert "one model" in single.get_legend().get_texts()[0].get_text()
+    assert not [line for line in single.get_lines() if line.get_linestyle() == "--"]
+
+
 # --- cost ----------------------------------------------------------------------------------------
 
 
@@ -230,10 +269,11 @@ def test_without_double_quantization_a_conv_costs_what_ace_counts_for_any_quanti
 
 
 def test_each_technique_lowers_acev2_or_leaves_it():
-    totals = [cost(c).totals["acev2"] for c in ladder_configs().values()]
-    quantised = totals[1:]
-    assert all(later <= earlier for earlier, later in itertools.pairwise(quantised))
-    assert quantised[-1] < quantised[0] / 2
+    for float_bits, cut in ((32, 2), (16, 1.5)):  # float32 element-wise ops, then PokeBNN's bfloat16
+        totals = [cost(c, float_bits=float_bits).totals["acev2"] for c in ladder_configs().values()]
+        quantised = totals[1:]
+        assert all(later <= earlier for earlier, later in itertools.pairwise(quantised))
+        assert quantised[-1] < quantised[0] / cut
 
 
 def test_double_quantization_turns_float_rescales_into_shifts():

@@ -3,9 +3,14 @@
 ``count(model, example_input, bits=None, cost_model="acev2", elementwise_bits=None)`` runs the
 model once on ``example_input`` (eval mode, no gradients), traced with ``torch.fx`` or, where
 tracing fails, with module hooks plus a ``TorchFunctionMode``, and returns an ``AceReport``:
-totals (MACs, ACE, ACEv2, energy in pJ), a per-layer table, a breakdown by operation kind,
-``.to_markdown()`` and ``.to_dict()``. Counts are for the whole example input (batch included).
-An operation it cannot cost is listed in ``report.unknown``, never silently dropped.
+totals (MACs, ACE, PokeBNN-style sops, ACEv2, energy in pJ), a per-layer table, a breakdown by
+operation kind, ``.to_markdown()`` and ``.to_dict()``. An operation it cannot cost is listed in
+``report.unknown``, never silently dropped.
+
+**PokeBNN's conventions are the defaults** (its authors' code, ``google/aqt``,
+``aqt/jax_legacy/jax/imagenet/pokebnn.py``): counts are per image (``per_image=True`` divides by
+the batch, the first dimension of the first input), and an unquantised operand counts as 16 bits
+(bfloat16; ``float_bits=32`` prices it as float32).
 
 **Operations** (``qatcore.cost.cost_models.Operation(layer, kind, count, bits, role="")``): kinds
 ``"mac"`` (conv, grouped and depthwise conv, linear, matmul; bits ``(w_bits, a_bits)``),
@@ -21,8 +26,17 @@ role "quantise"). Conv/linear bias: 1 add per output.
 **Precision of a conv/linear**, first that applies: (1) ``bits`` — a pair ``(w_bits, a_bits)`` for
 every such layer, or a map ``{"layer.name": (w_bits, a_bits)}``; (2) the module's ``weight_bits``
 / ``input_bits`` attributes; (3) ``module.bits`` of a ``qatcore.estimators.layers.QuantizedWeight``
-(weights); (4) float, 32 bits. Element-wise operations run at ``elementwise_bits`` (default 32,
-float). A width of 32 means float32.
+(weights); (4) a Brevitas or torchao layer's own quantisers (``qatcore.cost.foreign``); (5) for
+the input, the width of a foreign activation quantiser that produced it (followed through
+reshapes and max pooling); (6) float. Element-wise operations run at ``elementwise_bits``
+(default float). In ``bits``, attributes and ``elementwise_bits`` a width is 1 to 31 bits, and
+``None`` or 32 means an unquantised float, priced at ``float_bits``. A conv/linear subclass that
+none of these explains is costed as float with a warning.
+
+**Foreign activation quantisers** (Brevitas ``QuantReLU``, ``QuantIdentity`` …) are costed whole,
+never traced into: per output element a clip (2 compares) and a multiply onto the grid (role
+"quantise"), at the element-wise width; the conv/linear reading their output takes its width as
+its activation width and pays no second "quantise" multiply.
 
 **Hook**: a module that defines ``ace_operations(self, inputs, output, name) -> list[Operation]``
 is costed by that method alone, not traced into.
@@ -32,8 +46,10 @@ The reading of ACE, ACEv2 and the energy table is stated in ``qatcore.cost.cost_
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +59,15 @@ import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from qatcore.cost import cost_models
-from qatcore.cost.cost_models import FLOAT_BITS, AceReport, CostModel, Operation
+from qatcore.cost import cost_models, foreign
+from qatcore.cost.cost_models import (
+    FLOAT_BITS,
+    FLOAT_WIDTHS,
+    MAX_BITS,
+    AceReport,
+    CostModel,
+    Operation,
+)
 from qatcore.estimators.layers import QuantizedWeight
 
 __all__ = ["AceReport", "Operation", "count", "example_input"]
@@ -75,6 +98,7 @@ POOLS = ("max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool")
 FREE = frozenset("""flatten view reshape size dim getitem getattr cat stack permute transpose contiguous
     squeeze unsqueeze chunk split expand t clone detach to float type_as dropout identity numel get
     unflatten dropout2d""".split())
+GRID_PRESERVING = ("max_pool", "adaptive_max_pool")  # their output stays on the input's grid
 MODULES: dict[type, str] = {
     nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardtanh: "hardtanh", nn.LeakyReLU: "leaky_relu",
     nn.PReLU: "prelu", nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish",
@@ -104,27 +128,68 @@ def _is_leaf(module: nn.Module) -> bool:
     """Costed as a whole: the hook, a known type, or any other module from torch.nn itself."""
     if hasattr(module, "ace_operations") or _module_recipe(module) is not None:
         return True
+    if foreign.activation_bits(module) is not None:
+        return True
     containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
     return type(module).__module__.startswith("torch.nn") and not isinstance(module, containers)
 
 
-def _bits_pair(name: str, value: object) -> tuple[int, int]:
-    if (not isinstance(value, tuple | list) or len(value) != 2
-            or any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= FLOAT_BITS for b in value)):
-        raise ValueError(f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {FLOAT_BITS}, got {value!r}")
-    return int(value[0]), int(value[1])
+def _width(name: str, value: object) -> int | None:
+    """An operand width from the user or a module: 1 to 31 bits, or ``None`` (32 or None: float)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
+        raise ValueError(f"{name} must be an int from 1 to {MAX_BITS} or None (float), got {value!r}")
+    return None if value == MAX_BITS else int(value)
+
+
+def _bits_pair(name: str, value: object) -> tuple[int | None, int | None]:
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
+                         f"or None (float), got {value!r}")
+    try:
+        return _width(name, value[0]), _width(name, value[1])
+    except ValueError:
+        raise ValueError(f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
+                         f"or None (float), got {value!r}") from None
+
+
+def _attribute_width(value: Any) -> int | None:
+    return None if value is None else _width("a module's bit width", int(value))
 
 
 @dataclass
 class _Counter:
     """Turns each costed call into ``Operation`` records; shared by the fx and the hook driver."""
 
-    bits: tuple[int, int] | dict[str, tuple[int, int]]
-    elementwise_bits: int
+    bits: tuple[int | None, int | None] | dict[str, tuple[int | None, int | None]]
+    elementwise_bits: int | None
     operations: list[Operation] = field(default_factory=list)
     layer_types: dict[str, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     weighted: set[str] = field(default_factory=set)
+    grid: dict[int, tuple[torch.Tensor, int]] = field(default_factory=dict)  # id → (tensor, bits)
+    leaves: frozenset[str] = frozenset()  # names of the modules costed whole
+
+    def inside_leaf(self, scope: str, strictly: bool = False) -> bool:
+        """Whether ``scope`` is (``strictly``: lies under) a module costed whole — a library may run a
+        leaf's own code, e.g. its quantiser's scale arithmetic, outside the module's hooks."""
+        return any((scope == leaf and not strictly) or scope.startswith(leaf + ".") for leaf in self.leaves)
+
+    def mark(self, tensor: Any, bits: int | None) -> None:
+        """Remember that ``tensor`` lies on a ``bits``-bit grid (a foreign quantiser's output)."""
+        if isinstance(tensor, torch.Tensor) and bits is not None:
+            self.grid[id(tensor)] = (tensor, bits)
+
+    def grid_bits(self, tensor: Any) -> int | None:
+        """The grid width of ``tensor`` if a foreign quantiser produced it, else ``None``."""
+        found = self.grid.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return found[1] if found is not None and found[0] is tensor else None
+
+    def follow(self, inputs: tuple, output: Any) -> None:
+        """A reshape or max pooling keeps its input's grid."""
+        first = next((x for x in inputs if isinstance(x, torch.Tensor)), None)
+        self.mark(output, self.grid_bits(first))
 
     def unique(self, scope: str, base: str) -> str:
         name = f"{scope}.{base}" if scope else base
@@ -133,22 +198,47 @@ class _Counter:
             name, index = f"{stem}_{index}", index + 1
         return name
 
-    def precision(self, name: str, module: nn.Module | None) -> tuple[int, int]:
+    def precision(self, name: str, module: nn.Module | None, x: Any) -> tuple[int | None, int | None, bool]:
+        """``(w_bits, a_bits, a_on_grid)`` of a conv/linear/matmul (``None``: float); ``a_on_grid``
+        when its input came on a foreign quantiser's grid (already paid for there)."""
         self.weighted.add(name)
         if isinstance(self.bits, tuple):
-            return self.bits
+            return (*self.bits, False)
         if name in self.bits:
-            return self.bits[name]
-        w_bits = getattr(module, "weight_bits", None)
-        if w_bits is None:
-            w_bits = module.bits if isinstance(module, QuantizedWeight) else FLOAT_BITS
-        a_bits = getattr(module, "input_bits", None)
-        return int(w_bits), FLOAT_BITS if a_bits is None else int(a_bits)
+            return (*self.bits[name], False)
+        on_grid = self.grid_bits(x)
+        if module is None:
+            return None, on_grid, on_grid is not None
+        known = True
+        if hasattr(module, "weight_bits"):
+            w_bits = _attribute_width(module.weight_bits)
+        elif isinstance(module, QuantizedWeight):
+            w_bits = _attribute_width(module.bits)
+        elif (w_foreign := foreign.weight_bits(module)) != foreign.UNKNOWN:
+            w_bits = w_foreign
+        else:
+            w_bits, known = None, type(module).__module__.startswith("torch.nn")
+        a_bits = _attribute_width(getattr(module, "input_bits", None))
+        if a_bits is None and (a_foreign := foreign.input_bits(module)) not in (None, foreign.UNKNOWN):
+            a_bits = a_foreign
+        if a_bits is None and on_grid is not None:
+            return w_bits, on_grid, True
+        if not known and a_bits is None:
+            warnings.warn(f"ace.count: layer {name!r} is a {type(module).__name__}, a conv/linear subclass it "
+                          "does not know; costed at float width (give bits= or weight_bits/input_bits)",
+                          stacklevel=2)
+        return w_bits, a_bits, False
 
     def module(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if self.inside_leaf(name, strictly=True):
+            return
         self.layer_types[name] = type(module).__name__
         if hasattr(module, "ace_operations"):
             self.operations.extend(module.ace_operations(tuple(inputs), output, name))
+            return
+        if (bits := foreign.activation_bits(module)) is not None and isinstance(output, torch.Tensor):
+            self.operations.extend(self.quantiser(name, output.numel()))
+            self.mark(output, bits)
             return
         recipe = _module_recipe(module)
         weight = getattr(module, "weight", None)
@@ -156,8 +246,17 @@ class _Counter:
         if not self.cost(name, recipe or type(module).__name__, module, inputs, output, weight, kernel):
             self.unknown.append(f"{name} ({type(module).__name__})")
 
+    def quantiser(self, name: str, n: int) -> list[Operation]:
+        """A foreign quantiser on ``n`` elements: a clip (2 compares) and a multiply onto the grid."""
+        e = self.elementwise_bits
+        return [Operation(name, "compare", 2 * n, (e,), "quantise"), Operation(name, "mul", n, (e, e), "quantise")]
+
     def function(self, scope: str, target: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.inside_leaf(scope):
+            return
         recipe = _function_recipe(target)
+        if recipe in FREE:
+            self.follow(args, output)
         if recipe in FREE or not isinstance(output, torch.Tensor):
             return
         name = self.unique(scope, recipe)
@@ -170,6 +269,8 @@ class _Counter:
     def cost(self, name, recipe, module, inputs, output, weight, kernel) -> bool:
         """Append the operations of one call; False when it cannot be costed."""
         tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
+        if recipe in FREE or recipe in GRID_PRESERVING:
+            self.follow(tuple(inputs), output)
         if recipe in FREE:
             return True
         if not isinstance(output, torch.Tensor) or not tensors:
@@ -184,14 +285,17 @@ class _Counter:
                 macs = (tensors[0].numel() if transposed else n_out) * weight[0].numel()
             else:
                 macs = n_out * tensors[0].shape[-1]
-            w_bits, a_bits = self.precision(name, module)
+            w_bits, a_bits, on_grid = self.precision(name, module, tensors[0])
             ops.append(Operation(name, "mac", macs, (w_bits, a_bits), "mac"))
             if getattr(module, "bias", None) is not None:
                 ops.append(Operation(name, "add", n_out, (e, e), "bias"))
-            if w_bits < FLOAT_BITS:
+            if w_bits is not None:
                 ops.append(Operation(name, "mul", n_out, (e, e), "rescale"))
-            if a_bits < FLOAT_BITS:
+            if a_bits is not None and not on_grid:
                 ops.append(Operation(name, "mul", tensors[0].numel(), (e, e), "quantise"))
+            if module is not None and (out_bits := foreign.output_bits(module)) is not None:
+                ops += self.quantiser(name, n_out)
+                self.mark(output, out_bits)
         elif recipe in POOLS:
             windows = _pool_windows(tensors[0], output, kernel, adaptive=recipe.startswith("adaptive"))
             if windows is None:
@@ -309,8 +413,9 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
 
 def count(
     model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
-    bits: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None,
+    bits: tuple[int | None, int | None] | Mapping[str, tuple[int | None, int | None]] | None = None,
     cost_model: str | CostModel = "acev2", elementwise_bits: int | None = None, method: str = "auto",
+    float_bits: int = FLOAT_BITS, per_image: bool = True,
 ) -> AceReport:
     """Count every arithmetic operation of ``model`` on ``example_input``; see the module docstring."""
     if not isinstance(model, nn.Module):
@@ -321,17 +426,23 @@ def count(
                          f"(e.g. torch.zeros(1, 3, 224, 224)), got {type(example_input).__name__}")
     if method not in ("auto", "fx", "hooks"):
         raise ValueError(f"method must be one of ('auto', 'fx', 'hooks'), got {method!r}")
+    if float_bits not in FLOAT_WIDTHS:
+        raise ValueError(f"float_bits must be one of {FLOAT_WIDTHS} (bfloat16 as PokeBNN, or float32), "
+                         f"got {float_bits!r}")
     if bits is None:
         bits = {}
     elif isinstance(bits, Mapping):
         bits = {str(name): _bits_pair(f"bits[{name!r}]", pair) for name, pair in bits.items()}
     else:
         bits = _bits_pair("bits", bits)
-    e = FLOAT_BITS if elementwise_bits is None else elementwise_bits
-    if isinstance(e, bool) or not isinstance(e, int) or not 1 <= e <= FLOAT_BITS:
-        raise ValueError(f"elementwise_bits must be an int from 1 to {FLOAT_BITS} or None, got {elementwise_bits!r}")
+    try:
+        e = _width("elementwise_bits", elementwise_bits)
+    except ValueError:
+        raise ValueError(f"elementwise_bits must be an int from 1 to {MAX_BITS} or None (float), "
+                         f"got {elementwise_bits!r}") from None
     chosen = cost_models.get(cost_model)
-    counter, used = _Counter(bits, e), method
+    leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
+    counter, used = _Counter(bits, e, leaves=leaves), method
     training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -355,29 +466,64 @@ def count(
     if isinstance(bits, dict) and (stray := sorted(set(bits) - counter.weighted)):
         raise ValueError(f"bits names no conv/linear/matmul layer: {stray}; "
                          f"layers that take bits: {sorted(counter.weighted)}")
-    return AceReport(counter.operations, counter.layer_types, counter.unknown, chosen, used)
+    batch = int(inputs[0].shape[0]) if inputs[0].dim() > 0 else 1
+    operations = counter.operations
+    if per_image and batch > 1:
+        operations = [_per_image(op, batch) for op in operations]
+    return AceReport(operations, counter.layer_types, counter.unknown, chosen, used, float_bits, batch, per_image)
 
+
+def _per_image(op: Operation, batch: int) -> Operation:
+    if op.count % batch:
+        raise ValueError(f"per_image=True, but layer {op.layer!r} does {op.count} {op.kind} operations on a "
+                         f"batch of {batch}, not a multiple: count with per_image=False or a batch of 1")
+    return dataclasses.replace(op, count=op.count // batch)
+
+
+def build_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """A model and its input shape (no batch) from a zoo name (``qatcore.zoo``) or from
+    ``"package.module:factory"``: the factory is called with no arguments, and the model gives
+    its shape through ``example_input()`` or ``input_shape``."""
+    import importlib
+
+    from qatcore import zoo
+
+    if ":" not in spec:
+        model = zoo.build(spec)
+        return model, zoo.input_shape(spec, model)
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"model {spec!r}: cannot import {attribute!r} from {module_name!r} ({error})") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {spec!r}: the factory returned a {type(model).__name__}, not an nn.Module")
+    return model, tuple(example_input(model).shape[1:])
 
 
 def count_zoo_model(
     name: str, w_bits: int | None = None, a_bits: int | None = None, elementwise_bits: int | None = None,
-    cost_model: str | CostModel = "acev2",
+    cost_model: str | CostModel = "acev2", batch_size: int = 1, float_bits: int = FLOAT_BITS,
+    per_image: bool = True,
 ) -> AceReport:
-    """``count`` for the built-in model ``name`` (``qatcore.zoo``) on one zero input; ``w_bits`` and
-    ``a_bits`` (both or neither) set every conv/linear layer, else each layer keeps its own."""
-    from qatcore import zoo
-
-    model = zoo.build(name)
+    """``count`` for a built-in model ``name`` (``qatcore.zoo``) or a user's ``"package.module:factory"``
+    on a zero batch of ``batch_size``; ``w_bits`` and ``a_bits`` (both or neither) set every conv/linear
+    layer, else each layer keeps its own."""
+    model, shape = build_model(name)
     if (w_bits is None) != (a_bits is None):
         raise ValueError(f"w_bits and a_bits must be given together, got w_bits={w_bits!r}, a_bits={a_bits!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     bits = None if w_bits is None else _bits_pair("w_bits and a_bits", (w_bits, a_bits))
-    return count(model, torch.zeros(1, *zoo.input_shape(name, model)), bits, cost_model, elementwise_bits)
+    return count(model, torch.zeros(batch_size, *shape), bits, cost_model, elementwise_bits,
+                 float_bits=float_bits, per_image=per_image)
 
 
 def sweep(models: Mapping[str, nn.Module], bit_widths: tuple[int, ...] = (1, 2, 4, 8),
-          elementwise: tuple[str, ...] = ("float", "quantised")) -> list[dict[str, Any]]:
+          elementwise: tuple[str, ...] = ("float", "quantised"), float_bits: int = FLOAT_BITS) -> list[dict[str, Any]]:
     """Totals of each model with every conv/linear at ``(b, b)`` bits, element-wise operations in
-    float (32 bits) or quantised to ``b`` bits too; one row per (model, b, element-wise)."""
+    float (``float_bits``) or quantised to ``b`` bits too; one row per (model, b, element-wise)."""
     rows = []
     for name, model in models.items():
         x = example_input(model)
@@ -385,9 +531,10 @@ def sweep(models: Mapping[str, nn.Module], bit_widths: tuple[int, ...] = (1, 2, 
             for mode in elementwise:
                 if mode not in ("float", "quantised"):
                     raise ValueError(f"elementwise must hold 'float' or 'quantised', got {mode!r}")
-                totals = count(model, x, (b, b), elementwise_bits=b if mode == "quantised" else None).totals
+                totals = count(model, x, (b, b), elementwise_bits=b if mode == "quantised" else None,
+                               float_bits=float_bits).totals
                 rows.append({"model": name, "bits": b, "elementwise": mode,
-                             **{key: totals[key] for key in ("macs", "ace", "acev2", "energy_pj")}})
+                             **{key: totals[key] for key in ("macs", "ace", "sops", "acev2", "energy_pj")}})
     return rows
 
 

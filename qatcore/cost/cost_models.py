@@ -4,61 +4,90 @@ An ``Operation`` is ``count`` arithmetic operations of one ``kind`` in one layer
 of ``bits`` widths. Kinds: ``"mac"`` (a multiply-accumulate of a conv/linear/matmul, bits
 ``(w_bits, a_bits)``), ``"mul"``, ``"div"``, ``"add"`` (also subtraction), ``"shift"`` (a
 multiplication by a power of two), ``"compare"`` (ReLU, max pooling, clipping) and ``"exp"``.
-A width of ``FLOAT_BITS`` (32) means an unquantised float32 operand; anything narrower is an
-integer of that many bits.
+An operand width is an integer width (1 to 32 bits) or ``FLOAT`` (``None``): an unquantised
+float operand, priced at the report's ``float_bits`` — 16 by default, as PokeBNN prices an
+unquantised operand as bfloat16, or 32 (float32) on request.
 
-Our reading of the papers (REFERENCE.md §2; ACEv2's per-operation costs are marked [verify] there):
-
-* ACE (PokeBNN): only multiply-accumulates count, each ``i·j`` for an i-bit by j-bit product.
-* ACEv2 (PikeLPN): ACE plus every element-wise operation ACE ignores. A multiplication (or
-  division, or an ``exp``, taken as one multiplication of its width) of i- and j-bit operands costs
-  ``i·j``; an addition, comparison or shift costs the wider operand's width; float32 operands count
-  at 32 bits. A MAC keeps ACE's cost ``i·j``: its accumulation is not counted again, unless
+* ACE (PokeBNN, Zhang et al. 2022; its authors' code: ``google/aqt``,
+  ``aqt/jax_legacy/jax/imagenet/pokebnn.py``, ``size_stats``): only multiply-accumulates count,
+  each ``i·j`` for an i-bit by j-bit product, per image.
+* Sops (the same code): element-wise scalar operations, counted unweighted and kept outside ACE.
+  We count one per arithmetic operation (a folded batch norm is a multiply and an add: 2 sops);
+  PokeBNN's code counts one per element of each element-wise layer.
+* ACEv2 (PikeLPN, Neseem et al. 2024), **our reading** — the paper defines its per-operation costs
+  and we could not consult its text while writing this: ACE plus every element-wise operation ACE
+  ignores. A multiplication (or division, or an ``exp``, taken as one multiplication of its width)
+  of i- and j-bit operands costs ``i·j``; an addition, comparison or shift costs the wider
+  operand's width. A MAC keeps ACE's cost ``i·j``: its accumulation is not counted again, unless
   ``ACEv2(accumulator_bits=…)`` asks for it.
-* Energy: the 45 nm table of Horowitz (ISSCC 2014) as used by QKeras' qtools: fp32 add 0.9 pJ,
-  fp32 mul 3.7 pJ, int b-bit add ``0.003125·b`` pJ, int b×b mul ``0.002995·b² + 0.001042·b`` pJ
-  (an i×j product uses ``i·j`` and ``(i + j)/2``). A MAC is a multiplication plus an addition into
-  a 32-bit accumulator (int, or float when an operand is float); ``exp`` and ``div`` cost one
-  multiplication, a shift or comparison one addition.
+* Energy (our reading of a published table): the 45 nm figures of Horowitz (ISSCC 2014), as QKeras'
+  qtools uses them: fp32 add 0.9 pJ, mul 3.7 pJ; fp16 add 0.4 pJ, mul 1.1 pJ (used for every
+  16-bit float, bfloat16 included); int b-bit add ``0.003125·b`` pJ, int b×b mul
+  ``0.002995·b² + 0.001042·b`` pJ (an i×j product uses ``i·j`` and ``(i + j)/2``). A MAC is a
+  multiplication plus an addition into a 32-bit accumulator (int32, or float32 when an operand is
+  float); ``exp`` and ``div`` cost one multiplication, a shift or comparison one addition.
 
 ``AceReport`` applies every model to the counted operations and sums them per layer and kind.
 
 A cost model is any object with a ``name`` and a ``cost(op) -> float`` (the cost of all
-``op.count`` operations); ``ACE()``, ``ACEv2()`` and ``Energy45nm()`` are the built-in ones.
+``op.count`` operations, ``op`` with every width resolved to an integer); ``ACE()``, ``Sops()``,
+``ACEv2()`` and ``Energy45nm()`` are the built-in ones.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
-FLOAT_BITS = 32
+#: An unquantised float operand in ``Operation.bits``.
+FLOAT = None
+#: Default width of an unquantised float operand: bfloat16, as PokeBNN counts it.
+FLOAT_BITS = 16
+FLOAT_WIDTHS = (16, 32)
+MAX_BITS = 32
 KINDS = ("mac", "mul", "div", "add", "shift", "compare", "exp")
 _PRODUCTS = ("mac", "mul", "div", "exp")
 
 
 @dataclass(frozen=True)
 class Operation:
-    """``count`` operations of one ``kind`` in ``layer``, each on operands ``bits`` wide."""
+    """``count`` operations of one ``kind`` in ``layer``, each on operands ``bits`` wide
+    (``FLOAT``: an unquantised float); ``floats`` marks, once resolved, which operands are float."""
 
     layer: str
     kind: str
     count: int
-    bits: tuple[int, ...]
+    bits: tuple[int | None, ...]
     role: str = ""  # what the operation does there: "batch norm", "rescale", "residual add" …
+    floats: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.count < 0:
             raise ValueError(f"count must be >= 0, got {self.count!r}")
-        if not self.bits or any(not 1 <= b <= FLOAT_BITS for b in self.bits):
-            raise ValueError(f"bits must be 1 to {FLOAT_BITS} operand widths, got {self.bits!r}")
+        if not self.bits or any(b is not None and not 1 <= b <= MAX_BITS for b in self.bits):
+            raise ValueError(f"bits must be 1 to {MAX_BITS} operand widths or FLOAT (None), got {self.bits!r}")
+        if self.floats and len(self.floats) != len(self.bits):
+            raise ValueError(f"floats must mark each of the {len(self.bits)} operands, got {self.floats!r}")
 
     @property
     def is_float(self) -> bool:
-        """Whether any operand is an unquantised float32."""
-        return max(self.bits) >= FLOAT_BITS
+        """Whether any operand is an unquantised float."""
+        return any(b is None for b in self.bits) or any(self.floats)
+
+    def resolved(self, float_bits: int = FLOAT_BITS) -> Operation:
+        """The same operation with each ``FLOAT`` operand ``float_bits`` wide and marked in ``floats``."""
+        if float_bits not in FLOAT_WIDTHS:
+            raise ValueError(f"float_bits must be one of {FLOAT_WIDTHS}, got {float_bits!r}")
+        if all(b is not None for b in self.bits):
+            return self
+        floats = tuple(b is None or (bool(self.floats) and self.floats[i]) for i, b in enumerate(self.bits))
+        return replace(self, bits=tuple(float_bits if b is None else b for b in self.bits), floats=floats)
+
+    def float_width(self) -> int:
+        """The widest float operand of a resolved operation (0 when none is float)."""
+        return max((b for b, f in zip(self.bits, self.floats, strict=False) if f), default=0)
 
 
 def _product(bits: tuple[int, ...]) -> int:
@@ -86,6 +115,16 @@ class ACE:
 
 
 @dataclass(frozen=True)
+class Sops:
+    """PokeBNN-style scalar operations: every element-wise operation counted once, unweighted."""
+
+    name: str = "sops"
+
+    def cost(self, op: Operation) -> float:
+        return 0.0 if op.kind == "mac" else float(op.count)
+
+
+@dataclass(frozen=True)
 class ACEv2:
     """PikeLPN's ACEv2 (our reading): ACE plus every element-wise operation at its bit widths."""
 
@@ -109,38 +148,43 @@ class Energy45nm:
     name: str = "energy_pj"
     fp32_add: float = 0.9
     fp32_mul: float = 3.7
+    fp16_add: float = 0.4
+    fp16_mul: float = 1.1
     int_add_per_bit: float = 0.003125
     int_mul_quadratic: float = 0.002995
     int_mul_linear: float = 0.001042
     accumulator_bits: int = 32
 
-    def add(self, bits: int) -> float:
-        """One addition at ``bits`` (float32 at 32)."""
-        return self.fp32_add if bits >= FLOAT_BITS else self.int_add_per_bit * bits
+    def add(self, bits: int, floating: bool = False) -> float:
+        """One addition at ``bits``: an integer, or a float (16 or 32 bits) when ``floating``."""
+        if floating:
+            return self.fp16_add if bits <= 16 else self.fp32_add
+        return self.int_add_per_bit * bits
 
-    def mul(self, bits: tuple[int, ...]) -> float:
-        """One multiplication of operands ``bits`` wide."""
-        if max(bits) >= FLOAT_BITS:
-            return self.fp32_mul
+    def mul(self, bits: tuple[int, ...], float_width: int = 0) -> float:
+        """One multiplication of integer operands ``bits`` wide, or a float one of ``float_width`` bits."""
+        if float_width:
+            return self.fp16_mul if float_width <= 16 else self.fp32_mul
         mean = sum(bits) / len(bits)
         return self.int_mul_quadratic * _product(bits) + self.int_mul_linear * mean
 
     def cost(self, op: Operation) -> float:
+        float_width = op.float_width()
         if op.kind == "mac":
-            accumulate = self.fp32_add if op.is_float else self.int_add_per_bit * self.accumulator_bits
-            each = self.mul(op.bits) + accumulate
+            accumulate = self.fp32_add if float_width else self.int_add_per_bit * self.accumulator_bits
+            each = self.mul(op.bits, float_width) + accumulate
         elif op.kind in _PRODUCTS:
-            each = self.mul(op.bits)
+            each = self.mul(op.bits, float_width)
         else:
-            each = self.add(max(op.bits))
+            each = self.add(max(op.bits), bool(float_width))
         return op.count * each
 
 
-STANDARD: dict[str, CostModel] = {"ace": ACE(), "acev2": ACEv2(), "energy_pj": Energy45nm()}
+STANDARD: dict[str, CostModel] = {"ace": ACE(), "sops": Sops(), "acev2": ACEv2(), "energy_pj": Energy45nm()}
 
 
 def get(cost_model: str | CostModel) -> CostModel:
-    """A cost model by name (``"ace"``, ``"acev2"``, ``"energy"``/``"energy_pj"``) or itself."""
+    """A cost model by name (``"ace"``, ``"sops"``, ``"acev2"``, ``"energy"``/``"energy_pj"``) or itself."""
     if isinstance(cost_model, str):
         cost_model = "energy_pj" if cost_model == "energy" else cost_model
         if cost_model not in STANDARD:
@@ -155,9 +199,12 @@ class AceReport:
     """What ``qatcore.cost.ace.count`` found: the operations, their costs, totals and tables."""
 
     def __init__(self, operations: list[Operation], layer_types: dict[str, str], unknown: list[str],
-                 cost_model: CostModel, method: str) -> None:
-        self.operations, self.layer_types, self.unknown = list(operations), dict(layer_types), list(unknown)
-        self.cost_model, self.method = cost_model, method
+                 cost_model: CostModel, method: str, float_bits: int = FLOAT_BITS, batch_size: int = 1,
+                 per_image: bool = True) -> None:
+        self.operations = [op.resolved(float_bits) for op in operations]
+        self.layer_types, self.unknown = dict(layer_types), list(unknown)
+        self.cost_model, self.method, self.float_bits = cost_model, method, float_bits
+        self.batch_size, self.per_image = batch_size, per_image
         self.models = dict(STANDARD)
         self.models.setdefault(cost_model.name, cost_model)
         self.costs = [{name: model.cost(op) for name, model in self.models.items()} for op in self.operations]
@@ -202,8 +249,9 @@ class AceReport:
         return 0.0 if total == 0 else 1.0 - self._sum(lambda op: op.kind == "mac")[model] / total
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-ready): ``totals``, ``layers``, ``kinds``, ``roles``, ``unknown``."""
-        return {"cost_model": self.cost_model.name, "method": self.method, "totals": self.totals,
+        """Plain data (JSON-ready): the conventions, ``totals``, ``layers``, ``kinds``, ``roles``, ``unknown``."""
+        return {"cost_model": self.cost_model.name, "method": self.method, "float_bits": self.float_bits,
+                "per_image": self.per_image, "batch_size": self.batch_size, "totals": self.totals,
                 "layers": self.layers(), "kinds": self.breakdown("kind"), "roles": self.breakdown("role"),
                 "unknown": self.unknown}
 

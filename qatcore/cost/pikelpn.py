@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 
 from qatcore.checks import int_at_least, positive_number
 from qatcore.cost import ace
-from qatcore.cost.cost_models import AceReport
+from qatcore.cost.cost_models import FLOAT_BITS, AceReport
 from qatcore.cost.pikelpn_layers import (
     SCALE_FORMATS,
     ActQuant,
@@ -45,6 +45,7 @@ from qatcore.data import Dataset
 from qatcore.estimators.train import TrainConfig, TrainResult, train
 from qatcore.quantizers import check_bits
 from qatcore.runtime import seed_everything
+from qatcore.stats import MeanSd
 
 TECHNIQUES = ("quantnorm", "double_quant", "dhq")
 
@@ -207,10 +208,11 @@ def pikelpn_mobilenet(image_size: int = 8, **kwargs) -> PikeLPN:
 # --- cost ----------------------------------------------------------------------------------------
 
 
-def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2") -> AceReport:
-    """``qatcore.cost.ace`` report of one inference (batch 1) of the network (built from ``config``)."""
+def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2", float_bits: int = FLOAT_BITS) -> AceReport:
+    """``qatcore.cost.ace`` report of one inference (one image) of the network (built from ``config``),
+    its unquantised operands priced at ``float_bits`` (16: bfloat16, as PokeBNN; 32: float32)."""
     model = config if isinstance(config, PikeLPN) else PikeLPN(config)
-    return ace.count(model, model.example_input(1), cost_model=cost_model)
+    return ace.count(model, model.example_input(1), cost_model=cost_model, float_bits=float_bits)
 
 
 def cost_summary(report: AceReport) -> dict[str, float]:
@@ -312,3 +314,35 @@ def ace_reduction(results: Iterable[LadderResult], reference: str, final: str) -
         if name not in by_name:
             raise ValueError(f"no result called {name!r}; have {sorted(by_name)}")
     return by_name[reference].costs["acev2"] / by_name[final].costs["acev2"]
+
+
+def paired_differences(accuracies: Mapping[str, Sequence[float]], points: bool = True) -> dict[str, MeanSd]:
+    """For each rung after the first two (float, then the quantised baseline), the mean and sd over
+    seeds of its accuracy minus the rung before it, seed by seed (in points when ``points``)."""
+    names = list(accuracies)
+    lengths = {len(values) for values in accuracies.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"accuracies must hold the same number of seeds for every rung, got {sorted(lengths)}")
+    scale = 100.0 if points else 1.0
+    return {after: MeanSd.of([scale * (a - b) for a, b in zip(accuracies[after], accuracies[before], strict=True)])
+            for before, after in zip(names[1:], names[2:], strict=False)}
+
+
+def seed_study(data: Dataset, train_config: TrainConfig, configs: dict[str, PikeLPNConfig],
+               seeds: Iterable[int], progress: bool | None = False) -> dict[str, list[float]]:
+    """Test accuracy of every configuration for each seed (``train_ladder`` once per seed; the
+    training configuration's own seed follows it)."""
+    accuracies: dict[str, list[float]] = {name: [] for name in configs}
+    for seed in seeds:
+        run_config = dataclasses.replace(train_config, seed=seed)
+        for result in train_ladder(data, run_config, configs, seed=seed, progress=progress):
+            accuracies[result.name].append(result.test_accuracy)
+    return accuracies
+
+
+def ladder_table(accuracies: Mapping[str, Sequence[float]], costs: Mapping[str, Mapping[str, float]]) -> list[dict]:
+    """One row per rung: mean and sd of its test accuracy over seeds, the paired difference from the
+    rung before (``MeanSd`` in points, ``None`` for the first two rungs) and its costs."""
+    steps = paired_differences(accuracies)
+    return [{"model": name, "test_accuracy": MeanSd.of(values).mean, "test_accuracy_sd": MeanSd.of(values).sd,
+             "seeds": len(values), "step": steps.get(name), **costs[name]} for name, values in accuracies.items()]

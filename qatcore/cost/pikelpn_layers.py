@@ -1,9 +1,9 @@
 """PikeLPN's building blocks: QuantNorm, Double Quantization, Distribution-Heterogeneous Quantization.
 
 PikeLPN (Neseem et al., CVPR 2024) quantizes the element-wise operations of a low-precision
-network, not only its multiply-accumulates. Only the paper's abstract is public in the sources
-this project could read, so the equations here are **our reading**, each kept in one small,
-swappable piece:
+network, not only its multiply-accumulates. The paper is public, but its text was not at hand
+when this was written (only its abstract), so the equations here are **our reading**, each kept in
+one small, swappable piece:
 
 - **QuantNorm** — batch norm folded to a per-channel scale ``a = γ/√(σ²+ε)`` and bias
   ``b = β − μ·a``, both quantised in every forward pass during training (batch statistics in
@@ -44,14 +44,13 @@ from torch import nn
 
 from qatcore import estimators
 from qatcore.checks import int_at_least, positive_number
-from qatcore.cost.cost_models import FLOAT_BITS, Operation
+from qatcore.cost.cost_models import FLOAT, Operation
 from qatcore.quantizers import check_bits
 
 SCALE_FORMATS = ("pow2", "int")
 WEIGHT_SCHEMES = ("tensor-max", "channel-max", "channel-std")
 #: Width of the integer accumulator in the cost model: enough for 4×4-bit products summed over
-#: 2**16 terms or 8×8-bit ones over 2**8 (every layer here), and narrower than ``FLOAT_BITS`` —
-#: ``qatcore.cost.cost_models`` reads a 32-bit operand as float32, so an int32 would be priced as float.
+#: 2**16 terms or 8×8-bit ones over 2**8 (every layer here).
 ACCUMULATOR_BITS = 24
 
 ScaleFormat = Literal["pow2", "int"]
@@ -136,7 +135,7 @@ def scaling_operations(
     """``count`` multiplies by a quantisation scale: float32, or a shift (``"pow2"``), or a
     ``scale_bits``-bit multiply and a shift (``"int"``)."""
     if not quantized_scale:
-        return [Operation(layer, "mul", count, (FLOAT_BITS, FLOAT_BITS), role)]
+        return [Operation(layer, "mul", count, (FLOAT, FLOAT), role)]
     ops = [Operation(layer, "shift", count, (ACCUMULATOR_BITS,), role)]
     if fmt == "int":
         ops.insert(0, Operation(layer, "mul", count, (ACCUMULATOR_BITS, scale_bits), role))
@@ -222,8 +221,8 @@ class CostedLayer:
             raise TypeError("weight_quantizer must be a WeightQuantizer or None, "
                             f"got {type(weight_quantizer).__name__}")
         self.weight_quantizer = weight_quantizer
-        self.weight_bits = FLOAT_BITS if weight_quantizer is None else weight_quantizer.bits
-        self.input_bits = FLOAT_BITS if input_bits is None else check_bits(input_bits)
+        self.weight_bits = None if weight_quantizer is None else weight_quantizer.bits
+        self.input_bits = None if input_bits is None else check_bits(input_bits)
         self.double_quant = bool(double_quant)
         self.scale_format = check_choice("scale_format", scale_format, SCALE_FORMATS)
         self.scale_bits = check_bits(scale_bits)
@@ -238,10 +237,10 @@ class CostedLayer:
                          (self.weight_bits, self.input_bits), "mac")]
         if getattr(self, "bias", None) is not None:
             ops.append(Operation(name, "add", n_out, (ACCUMULATOR_BITS, ACCUMULATOR_BITS), "bias"))
-        if self.weight_bits < FLOAT_BITS:
+        if self.weight_bits is not None:
             ops += scaling_operations(name, n_out, "rescale", self.double_quant, self.scale_format,
                                       self.scale_bits)
-        if self.input_bits < FLOAT_BITS:
+        if self.input_bits is not None:
             ops += scaling_operations(name, n_in, "quantise", self.double_quant, self.scale_format,
                                       self.scale_bits)
         return ops
@@ -432,7 +431,7 @@ class ActQuant(nn.Module):
         """ReLU: one compare; clipped ReLU: two. The multiply onto the grid is costed by the
         conv that reads this output (role "quantise"), as ``qatcore.cost.ace`` does for any layer."""
         compares = 1 if self.bits is None else 2
-        width = ACCUMULATOR_BITS if self.integer_input else FLOAT_BITS
+        width = ACCUMULATOR_BITS if self.integer_input else FLOAT
         return [Operation(name, "compare", compares * output.numel(), (width,), "activation")]
 
     def extra_repr(self) -> str:

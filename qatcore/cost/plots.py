@@ -5,6 +5,7 @@ Figures for notebook 04 (PikeLPN's techniques): each function returns a Figure a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,24 +109,32 @@ def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
     return fig
 
 
+COST_LABELS = {"ace": "ACE", "acev2": "ACEv2", "sops": "sops", "energy_pj": "energy (pJ)", "macs": "MACs"}
+
+
 def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
-    """Test accuracy against ``cost`` (log scale) for each model, the Pareto front joined."""
+    """Test accuracy (mean, with ±1 sd bars when rows carry ``test_accuracy_sd``) against ``cost``
+    (log scale) per model; the models on the Pareto front (nothing cheaper is as accurate) ringed."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     axis = fig.subplots()
-    points = sorted(((r[cost], 100 * r["test_accuracy"], r["model"]) for r in rows),
-                    key=lambda p: (p[0], -p[1]))  # at equal cost, the most accurate first
-    for x, y, name in points:
-        axis.scatter(x, y, s=40, zorder=3)
+    points = sorted(((r[cost], 100 * r["test_accuracy"], 100 * r.get("test_accuracy_sd", 0.0), r["model"])
+                     for r in rows), key=lambda p: (p[0], -p[1]))  # at equal cost, the most accurate first
+    for index, (x, y, sd, name) in enumerate(points):
+        axis.errorbar(x, y, yerr=sd or None, fmt="o", color=f"C{index}", capsize=3, zorder=3)
         axis.annotate(name, (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)
-    front, best = [], -1.0
-    for x, y, _ in points:  # cheapest first: a point is on the front if nothing cheaper beats it
+    front, best = [], -math.inf
+    for x, y, _, _ in points:  # cheapest first: a point is on the front if nothing cheaper beats it
         if y > best:
             front.append((x, y))
             best = y
-    axis.plot(*zip(*front, strict=True), color="grey", lw=1, ls="--", label="Pareto front")
+    xs, ys = zip(*front, strict=True)
+    label = "Pareto front" + (" (one model: the cheapest is also the most accurate)" if len(front) == 1 else "")
+    axis.scatter(xs, ys, s=160, facecolors="none", edgecolors="grey", zorder=4, label=label)
+    if len(front) > 1:
+        axis.plot(xs, ys, color="grey", lw=1, ls="--", zorder=2)
     axis.set_xscale("log")
-    axis.set_xlabel(f"{cost.upper() if cost != 'energy_pj' else 'energy (pJ)'} per image")
-    axis.set_ylabel("test accuracy (%)")
+    axis.set_xlabel(f"{COST_LABELS.get(cost, cost)} per image")
+    axis.set_ylabel("test accuracy (%)" + (", mean ± sd over seeds" if any("test_accuracy_sd" in r for r in rows) else ""))
     axis.legend(loc="lower right", fontsize=8)
     return fig
 

@@ -63,7 +63,8 @@ def ace(model: nn.Module, example: torch.Tensor) -> dict[str, Any] | None:
     from qatcore.cost import ace as ace_module
 
     try:
-        report = ace_module.count(model, example, bits=None, cost_model="acev2").to_dict()
+        # float operands priced as float32, as the exported graph computes them (ace.count's default is bfloat16)
+        report = ace_module.count(model, example, bits=None, cost_model="acev2", float_bits=32).to_dict()
     except (ValueError, TypeError, NotImplementedError) as error:
         return {"error": f"{type(error).__name__}: {error}"}
     return {key: value for key, value in report.items() if key != "layers"}  # the totals
