@@ -19,7 +19,14 @@ from torch import nn
 from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op
 
 try:
-    from qatcore.bnn.layers import BinaryConv2d, BinaryLinear, L1BatchNorm1d, L1BatchNorm2d, MaxPool2d, SignActivation
+    from qatcore.bnn.layers import (
+        BinaryConv2d,
+        BinaryLinear,
+        L1BatchNorm1d,
+        L1BatchNorm2d,
+        MaxPool2d,
+        SignActivation,
+    )
 except ImportError:  # qatcore.bnn not installed: binary models cannot be built anyway
     BinaryConv2d = BinaryLinear = L1BatchNorm1d = L1BatchNorm2d = MaxPool2d = SignActivation = None
 
