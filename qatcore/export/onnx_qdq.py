@@ -7,7 +7,7 @@ INT4 when every code fits (``|q| ≤ 7``: up to 3 bits, and binary ``±1``), els
 The true range ``±(2^b − 1)`` of each layer's codes goes in the model's ``metadata_props``
 (``CODE_BOUNDS_KEY``), and ``check_stored_codes`` verifies the initializers keep to it. An
 activation quantizer becomes a ``QuantizeLinear``/``DequantizeLinear`` pair (unsigned, zero point
-0; a ``Clip`` first when 2^b − 1 codes do not fill the integer type). Binary activations use
+0; UINT4 at 4 bits, else a ``Clip`` at α first and UINT8/UINT16). Binary activations use
 ``Sign``.
 """
 
@@ -112,7 +112,10 @@ class GraphBuilder:
         bits, step, name = op.attrs["bits"], op.attrs["step"], op.name
         levels = 2**bits - 1
         onnx_type, capacity = next(t for t in UNSIGNED_TYPES if levels <= t[1])
-        if levels < capacity:  # the integer type alone would saturate above α
+        if levels < capacity:  # the integer type alone would saturate above α: Clip first
+            # (onnxruntime 1.32's Clip → QuantizeLinear fusion fails on a UINT4 zero point, so a
+            # clipped quantizer uses UINT8 or UINT16)
+            onnx_type, capacity = next(t for t in UNSIGNED_TYPES[1:] if levels <= t[1])
             low = self.constant(f"{name}.min", np.float32(0.0))
             high = self.constant(f"{name}.max", np.float32(step * levels))
             x = self.node("Clip", [x, low, high], name)
