@@ -70,19 +70,22 @@ def _random_statistics(model, seed):
     return model.eval()
 
 
+SLOW = pytest.mark.slow  # the rest of the sweep runs in the slow tier
 COURSE_MODELS = [
-    *[("mnist_cnn", {"bits": bits, "image_size": 8}, "unit") for bits in range(1, 9)],
-    ("bnn_mlp", {"image_size": 8}, "signed"),
-    ("bnn_mlp", {"image_size": 8, "mode": "low_memory"}, "signed"),
-    ("cnv", {"image_size": 8, "in_channels": 1}, "signed"),
-    ("binarynet", {"image_size": 8, "in_channels": 1, "mode": "low_memory"}, "signed"),
-    ("pikelpn_mobilenet", {}, "unit"),
-    ("pikelpn_mobilenet", {"quantnorm": True, "double_quant": True, "dhq": True}, "unit"),
+    *[pytest.param("mnist_cnn", {"bits": bits, "image_size": 8}, "unit", id=f"mnist_cnn-{bits}bit",
+                   marks=() if bits in (1, 2, 8) else SLOW) for bits in range(1, 9)],
+    pytest.param("bnn_mlp", {"image_size": 8}, "signed", id="bnn_mlp"),
+    pytest.param("bnn_mlp", {"image_size": 8, "mode": "low_memory"}, "signed", id="bnn_mlp-low_memory", marks=SLOW),
+    pytest.param("cnv", {"image_size": 8, "in_channels": 1}, "signed", id="cnv"),
+    pytest.param("binarynet", {"image_size": 8, "in_channels": 1, "mode": "low_memory"}, "signed",
+                 id="binarynet-low_memory", marks=SLOW),
+    pytest.param("pikelpn_mobilenet", {}, "unit", id="pikelpn-4bit", marks=SLOW),
+    pytest.param("pikelpn_mobilenet", {"quantnorm": True, "double_quant": True, "dhq": True}, "unit",
+                 id="pikelpn-quantnorm-dq-dhq"),
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "inputs"), COURSE_MODELS,
-                         ids=[f"{n}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" for n, kw, _ in COURSE_MODELS])
+@pytest.mark.parametrize(("name", "kwargs", "inputs"), COURSE_MODELS)
 def test_every_course_model_exports_to_onnx_qonnx_and_pt2_with_parity(name, kwargs, inputs, digits, tmp_path):
     qatcore.configure(seed=7, threads=1)
     model = _random_statistics(zoo.build(name, **kwargs), seed=8)
