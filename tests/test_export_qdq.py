@@ -4,7 +4,6 @@ an export whose parity fails leaving its folder as it was."""
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from hypothesis import given
@@ -26,21 +25,9 @@ def digits():
     return data.load("digits")
 
 
-def _pattern(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
-    """Each node as (op type, what each input is: 'input', an initializer's type, or the producing op)."""
-    inits = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.") for t in model.graph.initializer}
-    producer = {out: node.op_type for node in model.graph.node for out in node.output}
-    feeds = [{"input": "input"}.get(i) or inits.get(i) or producer[i] for node in model.graph.node for i in node.input]
-    rows, k = [], 0
-    for node in model.graph.node:
-        rows.append((node.op_type, feeds[k : k + len(node.input)]))
-        k += len(node.input)
-    return rows
-
-
 def test_the_2_bit_cnn_is_the_standard_qdq_pattern_node_by_node():
     proto = onnx_qdq.build(graph.lower(MNISTCNN(bits=2, image_size=8).eval()), (1, 8, 8))
-    assert _pattern(proto) == [
+    assert onnx_qdq.pattern(proto) == [
         ("DequantizeLinear", ["INT4", "FLOAT", "INT4"]),  # codes → DequantizeLinear, no Clip between
         ("Conv", ["input", "DequantizeLinear", "FLOAT"]),
         ("Relu", ["Conv"]),
@@ -56,11 +43,14 @@ def test_the_2_bit_cnn_is_the_standard_qdq_pattern_node_by_node():
         ("Identity", ["Gemm"]),
     ]
     assert onnx_qdq.check_stored_codes(proto) == {"0": (-3, 3), "3": (-3, 3)}
+    assert onnx_qdq.qdq_weights(proto) == {"0": ("INT4", "Conv"), "3": ("INT4", "Conv")}
+    assert onnx_qdq.describe(proto)[0] == ("DequantizeLinear  ← INT4 0.weight_codes, FLOAT 0.weight_scale, "
+                                           "INT4 0.weight_zero_point")
 
 
 def test_activation_quantizers_are_quantize_dequantize_pairs_on_the_smallest_unsigned_type():
     model = zoo.build("pikelpn_mobilenet", bits=3).eval()
-    rows = _pattern(onnx_qdq.build(graph.lower(model), (1, 8, 8)))
+    rows = onnx_qdq.pattern(onnx_qdq.build(graph.lower(model), (1, 8, 8)))
     assert rows[:3] == [("QuantizeLinear", ["input", "FLOAT", "UINT8"]),  # the 8-bit image: no Clip needed
                         ("DequantizeLinear", ["QuantizeLinear", "FLOAT", "UINT8"]),
                         ("DequantizeLinear", ["INT16", "FLOAT", "INT16"])]  # 8-bit stem weights: ±255
@@ -69,7 +59,7 @@ def test_activation_quantizers_are_quantize_dequantize_pairs_on_the_smallest_uns
     for i in acts[1:]:  # 3 bits: Clip at α, then codes 0 … 7 (in UINT8: see onnx_qdq.GraphBuilder.act_quant)
         assert rows[i - 1][0] == "Clip" and rows[i][1] == ["Clip", "FLOAT", "UINT8"]
         assert rows[i + 1] == ("DequantizeLinear", ["QuantizeLinear", "FLOAT", "UINT8"])
-    at_4 = _pattern(onnx_qdq.build(graph.lower(zoo.build("pikelpn_mobilenet", bits=4).eval()), (1, 8, 8)))
+    at_4 = onnx_qdq.pattern(onnx_qdq.build(graph.lower(zoo.build("pikelpn_mobilenet", bits=4).eval()), (1, 8, 8)))
     assert [op for op, _ in at_4].count("Clip") == 0  # UINT4 saturates at 15 = 2^4 − 1: α itself
     assert [feeds[2] for op, feeds in at_4 if op == "QuantizeLinear"] == ["UINT8"] + ["UINT4"] * 7
 

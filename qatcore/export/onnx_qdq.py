@@ -204,6 +204,41 @@ def node_types(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
+def pattern(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
+    """Each node as (op type, what feeds each input: ``input``, an initializer's element type such
+    as ``INT4``, or the op type of the node producing it): the graph's shape, free of names."""
+    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+             for t in model.graph.initializer}
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    inputs = {v.name for v in model.graph.input}
+    return [(node.op_type, ["input" if i in inputs else types.get(i) or producer[i] for i in node.input])
+            for node in model.graph.node]
+
+
+def describe(model: onnx.ModelProto) -> list[str]:
+    """The graph node by node, one line each: op type ← what feeds it (with initializer names)."""
+    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+             for t in model.graph.initializer}
+    lines = []
+    for (op_type, feeds), node in zip(pattern(model), model.graph.node, strict=True):
+        shown = [f"{feed} {name}" if name in types else feed for feed, name in zip(feeds, node.input, strict=True)]
+        lines.append(f"{op_type:<18}← {', '.join(shown)}")
+    return lines
+
+
+def qdq_weights(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """For each quantized weight: its initializer's element type and the op its DequantizeLinear
+    feeds (``("INT4", "Conv")`` is the standard pattern), by layer name."""
+    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+             for t in model.graph.initializer}
+    found = {}
+    for layer, entry in metadata(model, CODE_BOUNDS_KEY).items():
+        dequantize = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == entry["initializer"])
+        consumers = [n.op_type for n in model.graph.node if dequantize.output[0] in n.input]
+        found[layer] = (types[entry["initializer"]], "+".join(consumers))
+    return found
+
+
 def metadata(model: onnx.ModelProto, key: str) -> dict:
     """One of the JSON ``metadata_props`` qatcore writes (empty if absent)."""
     found = next((p.value for p in model.metadata_props if p.key == key), None)
