@@ -44,6 +44,9 @@ def test_the_2_bit_cnn_is_the_standard_qdq_pattern_node_by_node():
     ]
     assert onnx_qdq.check_stored_codes(proto) == {"0": (-3, 3), "3": (-3, 3)}
     assert onnx_qdq.qdq_weights(proto) == {"0": ("INT4", "Conv"), "3": ("INT4", "Conv")}
+    codes = next(t for t in proto.graph.initializer if t.name == "3.weight_codes")
+    assert len(codes.raw_data) == 64 * 32 * 9 // 2 and not codes.int32_data  # raw, two codes a byte: the
+    # file's size does not depend on the trained values
     assert onnx_qdq.describe(proto)[0] == ("DequantizeLinear  ← INT4 0.weight_codes, FLOAT 0.weight_scale, "
                                            "INT4 0.weight_zero_point")
 

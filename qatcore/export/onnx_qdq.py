@@ -57,12 +57,10 @@ def check_codes(name: str, weight: Weight) -> None:
 
 
 def integer_tensor(name: str, values: np.ndarray, onnx_type: int) -> onnx.TensorProto:
-    """An integer initializer of ``onnx_type`` (INT4 is packed two to a byte by ``onnx.helper``)."""
-    values = np.asarray(values)
-    if onnx_type in (TensorProto.INT4, TensorProto.UINT4):
-        return helper.make_tensor(name, onnx_type, values.shape, values.ravel().astype(np.int64).tolist())
-    dtype = helper.tensor_dtype_to_np_dtype(onnx_type)
-    return numpy_helper.from_array(values.astype(dtype), name)
+    """An integer initializer of ``onnx_type``, stored as raw bytes (INT4/UINT4 packed two to a
+    byte), so the file's size does not depend on the values."""
+    dtype = helper.tensor_dtype_to_np_dtype(onnx_type)  # ml_dtypes' int4/uint4 for the 4-bit types
+    return numpy_helper.from_array(np.asarray(values).astype(dtype), name)
 
 
 class GraphBuilder:
