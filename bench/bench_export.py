@@ -6,7 +6,7 @@ intra-op threads set to match torch's):
 
 * ``eager (QAT)``: the training module itself, which re-quantizes its kernels on every call;
 * ``eager (frozen)``: the same network with plain ``nn.Conv2d`` holding the quantized kernels;
-* ``onnxruntime``: the ``qatcore.export`` ONNX file (integer codes, Clip, DequantizeLinear).
+* ``onnxruntime``: the ``qatcore.export`` ONNX file (standard QDQ: INT4 codes → DequantizeLinear → Conv).
 
 After warm-up, each round times one block of calls of every variant round-robin (order rotating
 each round), so load from other processes hits all alike. Reported: median time per call

@@ -153,6 +153,21 @@ def _ace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from qatcore.export.training import train_checkpoint
+
+    trained = train_checkpoint(args.model, args.out, bits=args.bits, epochs=args.epochs, dataset=args.dataset,
+                               data_dir=args.data_dir, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                               overwrite=args.overwrite)
+    summary = trained.to_dict()
+    print(json.dumps(summary) if args.json else
+          f"{args.model}: test accuracy {100 * trained.test_accuracy:.1f} % after {args.epochs} epoch(s); "
+          f"wrote {summary['checkpoint']} (export it with: qatcore export {summary['checkpoint']} --format onnx --out DIR)")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     import json
 
@@ -164,8 +179,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
+        float_size = "n/a" if summary["float_size_bytes"] is None else f"{summary['float_size_bytes']:,}"
         print(f"wrote {summary['path']} ({summary['size_bytes']:,} bytes; float32 ONNX "
-              f"{summary['float_size_bytes']:,} bytes) and {summary['metadata']}")
+              f"{float_size} bytes) and {summary['metadata']}")
         print(f"parity with PyTorch on {result.parity.examples} test images: max |Δ| "
               f"{summary['max_abs_diff']:.3g} (one output step {summary['output_step']:.3g}), "
               f"prediction agreement {summary['prediction_agreement']:.4f}")
@@ -292,9 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     ace.set_defaults(run=_ace)
 
     from qatcore.export import FORMATS
+    from qatcore.export.training import TRAINABLE
 
-    ex = commands.add_parser("export", help="export a checkpoint (ONNX, packed binary, torch.export) and check it")
-    ex.add_argument("checkpoint", help="a checkpoint written by qatcore.checkpoint.save")
+    tr = commands.add_parser("train", help="train a course model and save a checkpoint for `qatcore export`")
+    tr.add_argument("--model", required=True, choices=sorted(TRAINABLE))
+    tr.add_argument("--bits", type=int, default=None, help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)")
+    tr.add_argument("--epochs", type=int, default=3)
+    tr.add_argument("--out", required=True, help="checkpoint file to write (e.g. c.pt)")
+    tr.add_argument("--dataset", default="digits", choices=DATASETS)
+    tr.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
+    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    tr.add_argument("--json", action="store_true", help="print one JSON object")
+    tr.set_defaults(run=_train)
+
+    ex = commands.add_parser(
+        "export", help="export a checkpoint (ONNX QDQ, QONNX, packed binary, torch.export) and check it")
+    ex.add_argument("checkpoint", help="a checkpoint written by `qatcore train` or qatcore.checkpoint.save")
     ex.add_argument("--format", required=True, choices=FORMATS)
     ex.add_argument("--out", required=True, help="output folder (created if missing)")
     ex.add_argument("--json", action="store_true", help="print one JSON object")

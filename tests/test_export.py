@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 from strategies import examples
 from torch import nn
 
@@ -42,19 +42,22 @@ def trained(digits):
     return model.eval()
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_onnx_graph_keeps_the_sub_8_bit_range_of_every_quantized_layer(bits):
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 7, 8])
+def test_onnx_weights_are_integer_codes_of_the_smallest_type_with_their_range_in_the_metadata(bits):
     model = MNISTCNN(bits=bits, image_size=8).eval()
     proto = onnx_qdq.build(graph.lower(model), (1, 8, 8))
     types = onnx_qdq.node_types(proto)
-    assert types["Clip"] == 2 and types["DequantizeLinear"] == 2 and types["Conv"] == 2
-    assert onnx_qdq.clip_bounds(proto) == {"0": (-(2**bits - 1), 2**bits - 1), "3": (-(2**bits - 1), 2**bits - 1)}
-    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert types["DequantizeLinear"] == 2 and types["Conv"] == 2 and "Clip" not in types
+    bound = 2**bits - 1
+    assert onnx_qdq.clip_bounds(proto) == {"0": (-bound, bound), "3": (-bound, bound)}
+    expected_type = TensorProto.INT4 if bits <= 3 else TensorProto.INT8 if bits <= 7 else TensorProto.INT16
+    inits = {t.name: t for t in proto.graph.initializer}
     for name in ("0", "3"):
-        codes = inits[f"{name}.weight_codes"]
-        assert codes.dtype.kind == "i" and name + ".weight" not in inits  # no float copy of the weight
+        assert inits[f"{name}.weight_codes"].data_type == expected_type
+        codes = numpy_helper.to_array(inits[f"{name}.weight_codes"]).astype(np.int64)
+        assert name + ".weight" not in inits  # no float copy of the weight
         assert set(np.unique(codes) % 2) == {1}  # odd codes: 2^b levels, none at 0
-        assert len(np.unique(codes)) <= 2**bits
+        assert len(np.unique(codes)) <= 2**bits and np.abs(codes).max() <= bound
 
 
 def test_onnx_initializers_dequantize_to_the_pytorch_quantized_weights():
@@ -63,6 +66,7 @@ def test_onnx_initializers_dequantize_to_the_pytorch_quantized_weights():
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     for name, layer in quantized_layers(model).items():
         weight = inits[f"{name}.weight_codes"].astype(np.float64) * float(inits[f"{name}.weight_scale"])
+        assert inits[f"{name}.weight_codes"].dtype.itemsize == 1  # INT4 (packed two to a byte in the file)
         np.testing.assert_allclose(weight, layer.weight_levels().double().numpy(), rtol=0, atol=1e-6 * layer.m)
 
 
@@ -165,7 +169,7 @@ def test_bad_arguments_are_named(trained, digits, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="out must be a folder"):
         export(trained, tmp_path / "file", "onnx", digits.x_test)
-    with pytest.raises(ValueError, match=r"format must be one of \('onnx', 'packed', 'pt2'\), got 'tflite'"):
+    with pytest.raises(ValueError, match=r"format must be one of \('onnx', 'qonnx', 'packed', 'pt2'\), got 'tflite'"):
         export(trained, tmp_path, "tflite", digits.x_test)
     with pytest.raises(ValueError, match="x must be a non-empty float32 tensor"):
         export(trained, tmp_path, "onnx", digits.x_test.double())

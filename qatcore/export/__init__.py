@@ -1,20 +1,23 @@
 """Deployable exports of trained models, each reloaded and checked against PyTorch.
 
-Three formats: ``onnx`` (integer weight codes with Clip/DequantizeLinear so sub-8-bit ranges
-survive; Sign for binary activations), ``packed`` (weights at their own bit width, binary ones
-8 per byte, with a NumPy reference inference that computes binary layers by XNOR and popcount)
-and ``pt2`` (``torch.export``). ``export`` writes the file and a metadata JSON atomically.
-Submodules load on first use, so naming ``FORMATS`` does not import onnx.
+Four formats: ``onnx`` (standard QDQ: integer weight codes, INT4 where they fit, feeding
+DequantizeLinear, their true range in ``metadata_props``; QuantizeLinear/DequantizeLinear pairs
+for activation quantizers; Sign for binary activations), ``qonnx`` (QONNX ``Quant`` and
+``BipolarQuant`` nodes, for FINN and hls4ml; needs the ``interop`` extra), ``packed`` (weights at
+their own bit width, binary ones 8 per byte, with a NumPy reference inference that computes binary
+layers by XNOR and popcount) and ``pt2`` (``torch.export``). ``export`` writes the file and a
+metadata JSON atomically, and only when the reloaded file matches PyTorch (``ParityError``
+otherwise). Submodules load on first use, so naming ``FORMATS`` does not import onnx.
 """
 
 from __future__ import annotations
 
 import importlib
 
-FORMATS = ("onnx", "packed", "pt2")
+FORMATS = ("onnx", "qonnx", "packed", "pt2")
 
 _WHERE = {
-    "ExportResult": "exporter", "export": "exporter", "export_checkpoint": "exporter",
+    "ExportResult": "exporter", "ParityError": "exporter", "export": "exporter", "export_checkpoint": "exporter",
     "UnsupportedLayerError": "graph", "lower": "graph", "Parity": "metadata", "parity": "metadata",
 }
 

@@ -1,4 +1,9 @@
-"""``export``: write one deployable file and its metadata, then reload the file and check it."""
+"""``export``: write one deployable file, reload it, check it against PyTorch, then put it in place.
+
+The file is written under a temporary name in the output folder and reloaded from there; only if
+its outputs match PyTorch's (``metadata.Parity.ok``) is it renamed into place and its metadata
+written beside it. When parity fails, ``ParityError`` is raised and the folder is left as it was.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -15,7 +21,18 @@ from qatcore import files
 from qatcore.checks import int_at_least
 from qatcore.export import FORMATS, binary, graph, metadata, onnx_qdq, packed, pt2, reference
 
-SUFFIX = {"onnx": ".onnx", "packed": ".npz", "pt2": ".pt2"}
+SUFFIX = {"onnx": ".onnx", "qonnx": ".qonnx.onnx", "packed": ".npz", "pt2": ".pt2"}
+
+
+class ParityError(ValueError):
+    """The exported file does not compute what the PyTorch model computes; nothing was written."""
+
+    def __init__(self, format: str, parity: metadata.Parity, where: str = "") -> None:
+        self.parity = parity
+        super().__init__(
+            f"the {format} export{where} does not match PyTorch: max |Δ| {parity.max_abs_diff:.3g} "
+            f"(one output step {parity.output_step:.3g}), prediction agreement "
+            f"{parity.prediction_agreement:.4f}; the output folder was left as it was")
 
 
 @dataclass
@@ -70,26 +87,58 @@ def packed_ops(ops: list[graph.Op]) -> list[graph.Op]:
     return binary.fold_thresholds(ops)
 
 
-def _write_and_reload(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor,
-                      path: Path, overwrite: bool, threads: int, info: dict) -> tuple[int, np.ndarray, dict]:
-    """Write the export file atomically, load it back from disk, run it on ``x``."""
-    extra: dict[str, Any] = {}
-    if format == "onnx":
-        proto = onnx_qdq.build(ops, tuple(x.shape[1:]), name=info.get("model") or "qatcore")
-        size = files.write_bytes(path, proto.SerializeToString(), overwrite)
-        extra["onnx"] = {"opset": onnx_qdq.OPSET, "node_types": onnx_qdq.node_types(proto),
-                         "weight_code_bounds": onnx_qdq.clip_bounds(proto)}
-        return size, onnx_qdq.run(onnx_qdq.session(path, threads), x.numpy()), extra
+def _reloaded(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor, tmp: Path,
+              threads: int, info: dict) -> tuple[np.ndarray, dict]:
+    """Write the export to ``tmp``, load it back from disk, run it on ``x``; its outputs and facts."""
+    if format in ("onnx", "qonnx"):
+        builder = onnx_qdq if format == "onnx" else _qonnx()
+        proto = builder.build(ops, tuple(x.shape[1:]), name=info.get("model") or "qatcore")
+        tmp.write_bytes(proto.SerializeToString())
+        loaded = onnx.load(str(tmp))
+        facts = {"node_types": onnx_qdq.node_types(loaded), "weight_code_bounds": onnx_qdq.clip_bounds(loaded),
+                 "activation_bits": onnx_qdq.metadata(loaded, onnx_qdq.ACTIVATION_BITS_KEY)}
+        if format == "onnx":
+            onnx_qdq.check_stored_codes(loaded)
+            return onnx_qdq.run(onnx_qdq.session(tmp, threads), x.numpy()), {"onnx": {"opset": onnx_qdq.OPSET, **facts}}
+        qonnx = _qonnx()
+        facts["cleaned_outputs"] = qonnx.execute(qonnx.cleaned(loaded), x.numpy())
+        return qonnx.execute(loaded, x.numpy()), {"qonnx": facts}
     if format == "packed":
-        deployed = packed_ops(ops)
-        size = files.write_bytes(path, packed.to_bytes(deployed, info), overwrite)
-        loaded, _ = packed.load(path)
-        extra["packed"] = {"layers": [op.kind for op in loaded]}
-        return size, reference.infer(loaded, x.numpy()), extra
-    program = pt2.export_program(model, x[:2])
-    size = files.atomic_write(path, lambda tmp: pt2.save(program, tmp), overwrite)
-    return size, outputs(pt2.load(path), x), extra
+        tmp.write_bytes(packed.to_bytes(packed_ops(ops), info))
+        loaded, _ = packed.load(tmp)
+        return reference.infer(loaded, x.numpy()), {"packed": {"layers": [op.kind for op in loaded]}}
+    pt2.save(pt2.export_program(model, x[:2]), tmp)
+    return outputs(pt2.load(tmp), x), {}
 
+
+def _qonnx():
+    from qatcore.export import qonnx
+
+    return qonnx
+
+
+def _write_checked(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor,
+                   expected: np.ndarray, path: Path, overwrite: bool, threads: int,
+                   info: dict) -> tuple[int, np.ndarray, metadata.Parity, dict]:
+    """Write the export file atomically, but rename it into place only once its reloaded outputs
+    match PyTorch's ``expected``; ``ParityError`` otherwise (and the temporary file is removed)."""
+    found: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        exported, extra = _reloaded(format, model, ops, x, tmp, threads, info)
+        result = metadata.parity(expected, exported)
+        if not result.ok:
+            raise ParityError(format, result)
+        cleaned = extra.get("qonnx", {}).pop("cleaned_outputs", None)
+        if cleaned is not None:  # qonnx's executor again, after its cleanup and shape inference
+            after = metadata.parity(expected, cleaned)
+            if not after.ok:
+                raise ParityError(format, after, " after qonnx's cleanup and shape inference")
+            extra["qonnx"]["parity_after_cleanup"] = after.to_dict()
+        found.update(exported=exported, parity=result, extra=extra)
+
+    size = files.atomic_write(path, write, overwrite)
+    return size, found["exported"], found["parity"], found["extra"]
 
 
 def export(
@@ -107,7 +156,7 @@ def export(
     """Export ``model`` as ``out/name.{onnx,npz,pt2}`` with its metadata ``….json`` beside it.
 
     The file is reloaded from disk and run on ``x`` (labels ``y`` give accuracies); its outputs are
-    compared with PyTorch's. ``info`` (e.g. the zoo name and keyword arguments) goes into the
+    compared with PyTorch's, and ``ParityError`` leaves the folder as it was if they differ. ``info`` (e.g. the zoo name and keyword arguments) goes into the
     metadata. Existing files raise FileExistsError unless ``overwrite``; nothing half-written is left.
     """
     check_format(format)
@@ -129,9 +178,8 @@ def export(
     float_size = None if ops is None else len(
         onnx_qdq.build(graph.as_float(ops), tuple(x.shape[1:])).SerializeToString())
     expected = outputs(model, x)
-    size, exported, extra = _write_and_reload(format, model, ops, x, path, overwrite, threads, info)
+    size, exported, result_parity, extra = _write_checked(format, model, ops, x, expected, path, overwrite, threads, info)
     try:
-        result_parity = metadata.parity(expected, exported)
         meta = metadata.clean({
             "format": format, "file": path.name, **info,
             "weight_bits": None if ops is None else graph.weight_bits(ops),

@@ -1,7 +1,9 @@
 """A model as a flat list of exportable operations, the one description every exporter reads.
 
 ``lower(model)`` walks ``nn.Sequential`` containers in order and turns each leaf module into an
-``Op``: its kind, its name in the model, plain attributes and NumPy parameters. Quantized
+``Op``: its kind, its name in the model, plain attributes and NumPy parameters. Matching is
+exact: a module is lowered only if its own type has a lowering, so a subclass of ``nn.Conv2d``
+(say a foreign quantized conv) is refused rather than exported as a float conv. Quantized
 weights are kept as integers: a b-bit weight ``Q(w) = Δ·code − m`` as the odd integers
 ``q = 2·code − (2^b − 1)`` with scale ``Δ/2`` (so ``Q(w) = (Δ/2)·q`` exactly, no zero point);
 a binary weight as ``±1`` with per-output-channel scale. A module no exporter can express raises
@@ -18,7 +20,7 @@ import numpy as np
 from torch import nn
 
 from qatcore.estimators.layers import QuantConv2d, QuantLinear
-from qatcore.export import binary
+from qatcore.export import binary, pikelpn
 from qatcore.export.ops import (
     Op,
     UnsupportedLayerError,
@@ -65,10 +67,11 @@ def _hardtanh(name: str, module: nn.Hardtanh) -> Op:
     return Op("hardtanh", name, dict(min=float(module.min_val), max=float(module.max_val)))
 
 
-#: module type → lowering, most specific first (QuantConv2d is also an nn.Conv2d); the binary
-#: layers' own lowerings (``binary.LOWERINGS``) come first.
+#: module type → lowering, matched on the exact type (``type(module) is kind``); the binary and
+#: PikeLPN layers bring their own (``binary.LOWERINGS``, ``pikelpn.LOWERINGS``).
 LOWERINGS: list[tuple[type, Callable[[str, Any], Op | list[Op] | None]]] = [
     *binary.LOWERINGS,
+    *pikelpn.LOWERINGS,
     (QuantConv2d, lambda n, mod: conv_op(n, mod, uniform_weight(mod))),
     (QuantLinear, lambda n, mod: Op("linear", n, {}, uniform_weight(mod), to_numpy(mod.bias))),
     (nn.Conv2d, lambda n, mod: conv_op(n, mod, float_weight(mod.weight))),
@@ -83,15 +86,21 @@ LOWERINGS: list[tuple[type, Callable[[str, Any], Op | list[Op] | None]]] = [
     (nn.Dropout, lambda n, mod: None),
     (nn.Identity, lambda n, mod: None),
 ]
+LOWERINGS += [(kind, next(fn for k, fn in LOWERINGS if k is standard)) for kind, standard in binary.SAME_IN_EVAL]
 
 def supported() -> list[str]:
     """Names of the module types the exporters take."""
     return sorted({kind.__name__ for kind, _ in LOWERINGS})
 
 
+def is_chain(model: nn.Module) -> bool:
+    """An ``nn.Sequential`` (or a subclass that keeps its forward): its children run in order."""
+    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+
+
 def leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The model's modules in execution order, looking inside ``nn.Sequential`` containers only."""
-    if isinstance(model, nn.Sequential):
+    """The model's modules in execution order, looking inside ``nn.Sequential`` chains only."""
+    if is_chain(model):
         return [pair for name, child in model.named_children()
                 for pair in leaves(child, f"{prefix}.{name}" if prefix else name)]
     return [(prefix or type(model).__name__, model)]
@@ -104,11 +113,14 @@ def lower(model: nn.Module) -> list[Op]:
     allowed = supported()
     ops: list[Op] = []
     for name, module in leaves(model):
-        lowering = next((fn for kind, fn in LOWERINGS if isinstance(module, kind)), None)
+        lowering = next((fn for kind, fn in LOWERINGS if type(module) is kind), None)
         if lowering is None:
+            known = next((kind for kind, _ in LOWERINGS if isinstance(module, kind)), None)
+            why = "no lowering" if known is None else (
+                f"a subclass of {known.__module__}.{known.__qualname__}, which may compute something else")
             raise UnsupportedLayerError(
-                f"cannot export layer {name!r} ({type(module).__name__}): the exporters take "
-                f"nn.Sequential chains of {allowed}"
+                f"cannot export layer {name!r} ({type(module).__qualname__}): {why}; "
+                f"the exporters take nn.Sequential chains of exactly {allowed}"
             )
         result = lowering(name, module)
         ops.extend([] if result is None else result if isinstance(result, list) else [result])

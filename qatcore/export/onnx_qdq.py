@@ -1,68 +1,131 @@
-"""ONNX export written node by node with ``onnx.helper``, so sub-8-bit ranges survive.
+"""ONNX export in the standard QDQ pattern, written node by node with ``onnx.helper``.
 
-A b-bit weight is an integer initializer of odd codes ``q`` followed by
-``Clip(q, −(2^b−1), 2^b−1)`` and ``DequantizeLinear(·, Δ/2, 0)``: the clip bounds are in the
-graph, where a runtime that executes integer kernels can read the true range (PyTorch's own
-exporters widen every range to 8 bits). Binary weights are ``±1`` int8 initializers with a
-per-channel scale; binary activations use ``Sign``.
+A quantized weight is an integer initializer feeding ``DequantizeLinear`` directly, which feeds
+the Conv or Gemm: the pattern onnxruntime's QDQ fusion, Netron's quantization view and converters
+look for. A b-bit weight is stored as its odd codes ``q`` (``Q(w) = (Δ/2)·q``, zero point 0), in
+INT4 when every code fits (``|q| ≤ 7``: up to 3 bits, and binary ``±1``), else INT8/INT16/INT32.
+The true range ``±(2^b − 1)`` of each layer's codes goes in the model's ``metadata_props``
+(``CODE_BOUNDS_KEY``), and ``check_stored_codes`` verifies the initializers keep to it. An
+activation quantizer becomes a ``QuantizeLinear``/``DequantizeLinear`` pair (unsigned, zero point
+0; UINT4 at 4 bits, else a ``Clip`` at α first and UINT8/UINT16). Binary activations use
+``Sign``.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qatcore.export.ops import Op, UnsupportedLayerError
+from qatcore.export.ops import Op, UnsupportedLayerError, Weight
 
 OPSET = 21
 INPUT, OUTPUT = "input", "logits"
+#: metadata_props keys: each quantized weight's code range, each activation quantizer's bits
+CODE_BOUNDS_KEY = "qatcore.weight_code_bounds"
+ACTIVATION_BITS_KEY = "qatcore.activation_bits"
+
+#: signed code types, smallest first: (ONNX type, NumPy dtype of the values, largest |code|)
+SIGNED_TYPES = ((TensorProto.INT4, np.int8, 7), (TensorProto.INT8, np.int8, 127),
+                (TensorProto.INT16, np.int16, 2**15 - 1), (TensorProto.INT32, np.int32, 2**31 - 1))
+#: unsigned activation code types: (ONNX type, largest code)
+UNSIGNED_TYPES = ((TensorProto.UINT4, 15), (TensorProto.UINT8, 255), (TensorProto.UINT16, 2**16 - 1))
 
 
-def code_type(bits: int) -> tuple[int, type]:
-    """The smallest ONNX integer type (and NumPy dtype) holding the odd codes of ``bits`` bits."""
-    if bits <= 7:
-        return TensorProto.INT8, np.int8
-    return TensorProto.INT32, np.int32
+def code_bound(weight: Weight) -> int:
+    """The largest ``|code|`` of a quantized weight: ``2^b − 1`` (b-bit odd codes) or 1 (binary)."""
+    return 1 if weight.kind == "binary" else 2**weight.bits - 1
 
 
-class _Builder:
+def code_type(bound: int) -> tuple[int, type]:
+    """The smallest signed ONNX integer type (and NumPy dtype) holding codes in ``[−bound, bound]``."""
+    return next((onnx_type, dtype) for onnx_type, dtype, top in SIGNED_TYPES if bound <= top)
+
+
+def check_codes(name: str, weight: Weight) -> None:
+    """ValueError unless every code of ``weight`` is within its range (and odd, for b-bit codes)."""
+    values, bound = np.asarray(weight.values, np.int64), code_bound(weight)
+    if values.size and np.abs(values).max() > bound:
+        raise ValueError(f"layer {name!r}: weight codes reach {np.abs(values).max()}, outside ±{bound}")
+    if weight.kind == "uniform" and values.size and np.any(values % 2 != 1):
+        raise ValueError(f"layer {name!r}: {weight.bits}-bit weight codes must be odd")
+    if weight.kind == "binary" and values.size and np.any(np.abs(values) != 1):
+        raise ValueError(f"layer {name!r}: binary weight codes must be ±1")
+
+
+def integer_tensor(name: str, values: np.ndarray, onnx_type: int) -> onnx.TensorProto:
+    """An integer initializer of ``onnx_type``, stored as raw bytes (INT4/UINT4 packed two to a
+    byte), so the file's size does not depend on the values."""
+    dtype = helper.tensor_dtype_to_np_dtype(onnx_type)  # ml_dtypes' int4/uint4 for the 4-bit types
+    return numpy_helper.from_array(np.asarray(values).astype(dtype), name)
+
+
+class GraphBuilder:
+    """Builds the nodes and initializers of one graph from ops; ``weight``, ``act_quant`` and
+    ``sign`` say how quantizers are written (the QONNX builder overrides them)."""
+
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.count = 0
+        self.code_bounds: dict[str, dict] = {}
+        self.activation_bits: dict[str, int] = {}
 
-    def constant(self, name: str, array: np.ndarray) -> str:
+    def constant(self, name: str, array) -> str:
         self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
-    def node(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
+    def tensor(self, tensor: onnx.TensorProto) -> str:
+        self.initializers.append(tensor)
+        return tensor.name
+
+    def node(self, op_type: str, inputs: list[str], name: str, domain: str = "", **attrs) -> str:
         self.count += 1
         output = f"{name}/{op_type}_{self.count}"
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, domain=domain, **attrs))
         return output
 
     def weight(self, op: Op) -> str:
-        """The float weight tensor: an initializer, or integer codes → Clip → DequantizeLinear."""
+        """The float weight tensor: an initializer, or integer codes → DequantizeLinear."""
         weight, name = op.weight, op.name
         if weight.kind == "float":
             return self.constant(f"{name}.weight", weight.values.astype(np.float32))
-        if weight.kind == "uniform":
-            bound = 2**weight.bits - 1
-            _, dtype = code_type(weight.bits)
-            codes = self.constant(f"{name}.weight_codes", weight.values.astype(dtype))
-            low = self.constant(f"{name}.code_min", np.array(-bound, dtype))
-            high = self.constant(f"{name}.code_max", np.array(bound, dtype))
-            clipped = self.node("Clip", [codes, low, high], name)
-            scale = self.constant(f"{name}.weight_scale", np.float32(weight.scale[0]))
-            zero = self.constant(f"{name}.weight_zero_point", np.array(0, dtype))
-            return self.node("DequantizeLinear", [clipped, scale, zero], name)
-        signs = self.constant(f"{name}.weight_sign", weight.values.astype(np.int8))
-        scale = self.constant(f"{name}.weight_scale", np.float32(1.0))  # binary layers have no scale
-        zero = self.constant(f"{name}.weight_zero_point", np.array(0, np.int8))
-        return self.node("DequantizeLinear", [signs, scale, zero], name)
+        check_codes(name, weight)
+        bound = code_bound(weight)
+        onnx_type, _ = code_type(bound)
+        codes = self.tensor(integer_tensor(f"{name}.weight_codes", weight.values, onnx_type))
+        self.code_bounds[name] = {"initializer": codes, "min": -bound, "max": bound, "bits": weight.bits}
+        scale = np.ones(1) if weight.scale is None else np.asarray(weight.scale, np.float64).ravel()
+        per_channel = len(scale) > 1
+        shape = scale.shape if per_channel else ()
+        scale_name = self.constant(f"{name}.weight_scale", scale.astype(np.float32).reshape(shape))
+        zero = self.tensor(integer_tensor(f"{name}.weight_zero_point", np.zeros(shape, np.int64), onnx_type))
+        return self.node("DequantizeLinear", [codes, scale_name, zero], name, **({"axis": 0} if per_channel else {}))
+
+    def act_quant(self, op: Op, x: str) -> str:
+        """``clip(x, 0, α)`` rounded to the step ``α/(2^b − 1)``: QuantizeLinear → DequantizeLinear."""
+        bits, step, name = op.attrs["bits"], op.attrs["step"], op.name
+        levels = 2**bits - 1
+        onnx_type, capacity = next(t for t in UNSIGNED_TYPES if levels <= t[1])
+        if levels < capacity:  # the integer type alone would saturate above α: Clip first
+            # (onnxruntime 1.32's Clip → QuantizeLinear fusion fails on a UINT4 zero point, so a
+            # clipped quantizer uses UINT8 or UINT16)
+            onnx_type, capacity = next(t for t in UNSIGNED_TYPES[1:] if levels <= t[1])
+            low = self.constant(f"{name}.min", np.float32(0.0))
+            high = self.constant(f"{name}.max", np.float32(step * levels))
+            x = self.node("Clip", [x, low, high], name)
+        self.activation_bits[name] = bits
+        scale = self.constant(f"{name}.scale", np.float32(step))
+        zero = self.tensor(integer_tensor(f"{name}.zero_point", np.zeros((), np.int64), onnx_type))
+        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, scale, zero], name), scale, zero], name)
+
+    def sign(self, op: Op, x: str) -> str:
+        # qatcore's sign has sign(0) = +1, ONNX's Sign(0) = 0: Sign(Sign(x) + ½) maps {−1, 0, 1} → {−1, 1, 1}
+        half = self.constant(f"{op.name}.half", np.float32(0.5))
+        return self.node("Sign", [self.node("Add", [self.node("Sign", [x], op.name), half], op.name)], op.name)
 
     def op(self, op: Op, x: str) -> str:
         a, name = op.attrs, op.name
@@ -82,40 +145,55 @@ class _Builder:
             if op.kind == "avgpool":
                 return self.node("AveragePool", [x], name, count_include_pad=int(a["count_include_pad"]), **attrs)
             return self.node("MaxPool", [x], name, **attrs)
+        if op.kind == "global_avgpool":
+            return self.node("GlobalAveragePool", [x], name)
         if op.kind == "flatten":
             return self.node("Flatten", [x], name, axis=1)
         if op.kind == "batchnorm":
             params = [self.constant(f"{name}.{key}", a[key].astype(np.float32))
                       for key in ("gamma", "beta", "mean", "var")]
             return self.node("BatchNormalization", [x, *params], name, epsilon=a["eps"])
+        if op.kind == "affine":  # QuantNorm: y = Q(a)·x + Q(b) per channel
+            scale = self.constant(f"{name}.scale", a["scale"].astype(np.float32).reshape(1, -1, 1, 1))
+            shift = self.constant(f"{name}.shift", a["shift"].astype(np.float32).reshape(1, -1, 1, 1))
+            return self.node("Add", [self.node("Mul", [x, scale], name), shift], name)
         if op.kind == "hardtanh":
             low = self.constant(f"{name}.min", np.float32(a["min"]))
             high = self.constant(f"{name}.max", np.float32(a["max"]))
             return self.node("Clip", [x, low, high], name)
+        if op.kind == "act_quant":
+            return self.act_quant(op, x)
         if op.kind == "sign":
-            # qatcore's sign has sign(0) = +1, ONNX's Sign(0) = 0: Sign(Sign(x) + ½) maps {−1, 0, 1} → {−1, 1, 1}
-            half = self.constant(f"{name}.half", np.float32(0.5))
-            return self.node("Sign", [self.node("Add", [self.node("Sign", [x], name), half], name)], name)
+            return self.sign(op, x)
         raise UnsupportedLayerError(f"cannot export layer {name!r} to ONNX: no ONNX form for op {op.kind!r}")
+
+    def opsets(self) -> list[onnx.OperatorSetIdProto]:
+        return [helper.make_opsetid("", OPSET)]
+
+    def model(self, ops: list[Op], input_shape: tuple[int, ...], name: str) -> onnx.ModelProto:
+        """The ONNX model computing ``ops`` on a float input of shape ``(batch, *input_shape)``."""
+        x = INPUT
+        for op in ops:
+            x = self.op(op, x)
+        self.nodes.append(helper.make_node("Identity", [x], [OUTPUT], name=OUTPUT))
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *input_shape])],
+            [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", None])],
+            self.initializers,
+        )
+        model = helper.make_model(graph, opset_imports=self.opsets(), producer_name="qatcore")
+        model.ir_version = 10  # readable by onnxruntime >= 1.20
+        helper.set_model_props(model, {CODE_BOUNDS_KEY: json.dumps(self.code_bounds),
+                                       ACTIVATION_BITS_KEY: json.dumps(self.activation_bits)})
+        return model
 
 
 def build(ops: list[Op], input_shape: tuple[int, ...], name: str = "qatcore") -> onnx.ModelProto:
-    """An ONNX model (opset 21) computing ``ops`` on a float input of shape ``(batch, *input_shape)``."""
-    builder = _Builder()
-    x = INPUT
-    for op in ops:
-        x = builder.op(op, x)
-    builder.nodes.append(helper.make_node("Identity", [x], [OUTPUT], name=OUTPUT))
-    graph = helper.make_graph(
-        builder.nodes, name,
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *input_shape])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", None])],
-        builder.initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="qatcore")
-    model.ir_version = 10  # readable by onnxruntime >= 1.20
+    """A QDQ ONNX model (opset 21), checked by ``onnx.checker`` and by ``check_stored_codes``."""
+    model = GraphBuilder().model(ops, input_shape, name)
     onnx.checker.check_model(model, full_check=True)
+    check_stored_codes(model)
     return model
 
 
@@ -124,15 +202,66 @@ def node_types(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in model.graph.node).items()))
 
 
+def pattern(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
+    """Each node as (op type, what feeds each input: ``input``, an initializer's element type such
+    as ``INT4``, or the op type of the node producing it): the graph's shape, free of names."""
+    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+             for t in model.graph.initializer}
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
+    inputs = {v.name for v in model.graph.input}
+    return [(node.op_type, ["input" if i in inputs else types.get(i) or producer[i] for i in node.input])
+            for node in model.graph.node]
+
+
+def describe(model: onnx.ModelProto) -> list[str]:
+    """The graph node by node, one line each: op type ← what feeds it (with initializer names)."""
+    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+             for t in model.graph.initializer}
+    lines = []
+    for (op_type, feeds), node in zip(pattern(model), model.graph.node, strict=True):
+        shown = [f"{feed} {name}" if name in types else feed for feed, name in zip(feeds, node.input, strict=True)]
+        lines.append(f"{op_type:<18}← {', '.join(shown)}")
+    return lines
+
+
+def qdq_weights(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """For each quantized weight: its initializer's element type and the op its DequantizeLinear
+    feeds (``("INT4", "Conv")`` is the standard pattern), by layer name."""
+    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+             for t in model.graph.initializer}
+    found = {}
+    for layer, entry in metadata(model, CODE_BOUNDS_KEY).items():
+        dequantize = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == entry["initializer"])
+        consumers = [n.op_type for n in model.graph.node if dequantize.output[0] in n.input]
+        found[layer] = (types[entry["initializer"]], "+".join(consumers))
+    return found
+
+
+def metadata(model: onnx.ModelProto, key: str) -> dict:
+    """One of the JSON ``metadata_props`` qatcore writes (empty if absent)."""
+    found = next((p.value for p in model.metadata_props if p.key == key), None)
+    return {} if found is None else json.loads(found)
+
+
 def clip_bounds(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
-    """The integer bounds of every Clip applied to integer weight codes, by layer name."""
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    bounds = {}
-    for node in model.graph.node:
-        if node.op_type == "Clip" and node.input[0] in values and values[node.input[0]].dtype.kind == "i":
-            layer = node.name.split("/")[0]
-            bounds[layer] = (int(values[node.input[1]]), int(values[node.input[2]]))
-    return bounds
+    """The integer range of every quantized weight's codes, by layer name (from ``metadata_props``)."""
+    return {layer: (entry["min"], entry["max"]) for layer, entry in metadata(model, CODE_BOUNDS_KEY).items()}
+
+
+def check_stored_codes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """ValueError unless each layer's stored weight codes lie in the range ``metadata_props`` gives
+    it, and the initializer feeds a DequantizeLinear directly; returns the bounds checked."""
+    values = {t.name: t for t in model.graph.initializer}
+    dequantized = {node.input[0] for node in model.graph.node if node.op_type == "DequantizeLinear"}
+    for layer, entry in metadata(model, CODE_BOUNDS_KEY).items():
+        name = entry["initializer"]
+        if name not in values or name not in dequantized:
+            raise ValueError(f"layer {layer!r}: initializer {name!r} does not feed a DequantizeLinear")
+        codes = numpy_helper.to_array(values[name]).astype(np.int64)
+        if codes.size and (codes.min() < entry["min"] or codes.max() > entry["max"]):
+            raise ValueError(f"layer {layer!r}: stored codes span [{codes.min()}, {codes.max()}], "
+                             f"outside the declared [{entry['min']}, {entry['max']}]")
+    return clip_bounds(model)
 
 
 def session(path_or_bytes, threads: int = 1):

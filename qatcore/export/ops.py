@@ -22,8 +22,8 @@ class UnsupportedLayerError(ValueError):
 
 @dataclass(frozen=True)
 class Weight:
-    """A weight tensor: ``float`` (float32 values), ``uniform`` (odd integer codes, scale Δ/2, range m)
-    or ``binary`` (±1 values, per-output-channel scale)."""
+    """A weight tensor: ``float`` (float32 values), ``uniform`` (odd integer codes, scale Δ/2 for the
+    tensor or one per output channel, range m) or ``binary`` (±1 values, no scale)."""
 
     kind: str
     values: np.ndarray
@@ -43,8 +43,9 @@ class Weight:
 
 @dataclass(frozen=True)
 class Op:
-    """One operation: ``kind`` (conv, linear, relu, avgpool, maxpool, flatten, batchnorm, sign,
-    hardtanh, threshold), the module's name, attributes and parameters."""
+    """One operation: ``kind`` (conv, linear, relu, avgpool, maxpool, global_avgpool, flatten,
+    batchnorm, affine, act_quant, sign, hardtanh, threshold), the module's name, attributes and
+    parameters."""
 
     kind: str
     name: str

@@ -36,7 +36,7 @@ def _out_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool
 
 
 def _patches(x: np.ndarray, op: Op, pad_value: float = 0.0) -> tuple[np.ndarray, tuple[int, int]]:
-    """im2col: N×C×H×W → (N·H'·W')×(C·kh·kw) rows, with the output size (groups = 1)."""
+    """im2col: N×C×H×W → (N·H'·W')×(C·kh·kw) rows, with the output size (one group)."""
     a = op.attrs
     windows = _windows(_pad(x, a["padding"], pad_value), a["kernel"], a["stride"], a["dilation"])
     n, c, h, w = windows.shape[:4]
@@ -81,10 +81,14 @@ def _dense(x: np.ndarray, op: Op) -> np.ndarray:
     weight = op.weight.dequantized()
     if op.kind == "linear":
         return x @ weight.T
-    if op.attrs["groups"] != 1:
-        raise UnsupportedLayerError(f"reference inference: layer {op.name!r} has groups > 1")
-    rows, size = _patches(x, op)
-    return _to_maps(rows @ weight.reshape(len(weight), -1).T, len(x), size)
+    groups = op.attrs["groups"]
+    c_in, c_out = x.shape[1] // groups, len(weight) // groups
+    maps = []
+    for g in range(groups):  # a grouped (e.g. depthwise) conv: each group of channels on its own
+        rows, size = _patches(x[:, g * c_in : (g + 1) * c_in], op)
+        kernel = weight[g * c_out : (g + 1) * c_out].reshape(c_out, -1)
+        maps.append(_to_maps(rows @ kernel.T, len(x), size))
+    return np.concatenate(maps, axis=1)
 
 
 def _pool(x: np.ndarray, op: Op) -> np.ndarray:
@@ -129,6 +133,13 @@ def _step(x: np.ndarray, op: Op) -> np.ndarray:
         return (x - _channel(a["mean"], x)) * _channel(scale, x) + _channel(a["beta"], x)
     if op.kind == "hardtanh":
         return np.clip(x, a["min"], a["max"])
+    if op.kind == "global_avgpool":
+        return x.mean(axis=(2, 3), keepdims=True)
+    if op.kind == "affine":
+        return x * _channel(a["scale"], x) + _channel(a["shift"], x)
+    if op.kind == "act_quant":  # clip to [0, α], round to the step α/(2^b − 1) (half to even)
+        levels = 2 ** a["bits"] - 1
+        return np.round(np.clip(x / a["step"], 0, levels)) * a["step"]
     if op.kind == "sign":
         return np.where(x >= 0, 1, -1).astype(np.int8)
     if op.kind == "threshold":  # +1 where z ≥ τ (direction +1) or z ≤ τ (direction −1)

@@ -1,0 +1,86 @@
+"""Train a course model and save the checkpoint ``qatcore export`` reads: the first half of the
+command-line path from training to a deployable file (``qatcore train``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qatcore import checkpoint, zoo
+from qatcore.checks import int_at_least, positive_number
+from qatcore.runtime import seed_everything
+
+#: the models ``qatcore train`` trains, and the paper whose training loop each uses
+TRAINABLE = {"mnist_cnn": "estimators", "pikelpn_mobilenet": "estimators",
+             "bnn_mlp": "bnn", "cnv": "bnn", "binarynet": "bnn"}
+#: the models with a ``bits`` argument (the BNNs are 1-bit by construction)
+WITH_BITS = ("mnist_cnn", "pikelpn_mobilenet")
+
+
+@dataclass
+class Trained:
+    """Where the checkpoint went and how the model did on the test split."""
+
+    path: Path
+    model: str
+    kwargs: dict[str, Any]
+    test_accuracy: float
+    epochs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.path), "model": self.model, "kwargs": self.kwargs,
+                "test_accuracy": round(self.test_accuracy, 4), "epochs": self.epochs}
+
+
+def model_kwargs(name: str, bits: int | None, image_size: int, num_classes: int) -> dict[str, Any]:
+    """The zoo keyword arguments of ``name`` for one-channel ``image_size`` images."""
+    if name not in TRAINABLE:
+        raise ValueError(f"model must be one of {sorted(TRAINABLE)}, got {name!r}")
+    if bits is not None and name not in WITH_BITS:
+        raise ValueError(f"bits applies only to {WITH_BITS}; {name!r} is binary")
+    kwargs: dict[str, Any] = {"image_size": image_size, "num_classes": num_classes}
+    if name in ("cnv", "binarynet"):
+        kwargs["in_channels"] = 1
+    if bits is not None:
+        kwargs["bits"] = bits
+    return kwargs
+
+
+def train_checkpoint(name: str, out: str | Path, *, bits: int | None = None, epochs: int = 3,
+                     dataset: str = "digits", data_dir: str | None = None, lr: float | None = None,
+                     batch_size: int = 64, seed: int = 0, overwrite: bool = False) -> Trained:
+    """Train zoo model ``name`` on ``dataset`` and save it to ``out`` with ``qatcore.checkpoint``.
+
+    ``mnist_cnn`` and ``pikelpn_mobilenet`` train with Adam through ``qatcore.estimators.train``;
+    the BNNs with the paper's loop (``qatcore.bnn.train``, inputs mapped to [−1, 1], which the
+    checkpoint records as ``inputs="signed"``).
+    """
+    from qatcore import data as datasets
+
+    epochs = int_at_least("epochs", epochs, 1)
+    batch_size = int_at_least("batch_size", batch_size, 2)
+    if lr is not None:
+        positive_number("lr", lr)
+    loaded = datasets.load(dataset, data_dir)
+    kwargs = model_kwargs(name, bits, loaded.image_size, loaded.num_classes)
+    seed_everything(seed)
+    model = zoo.build(name, **kwargs)
+    info: dict[str, Any] = {"dataset": dataset, "epochs": epochs, "seed": seed}
+    if data_dir is not None:
+        info["data_dir"] = str(data_dir)
+    if TRAINABLE[name] == "bnn":
+        from qatcore.bnn.train import BNNConfig, train_bnn
+
+        config = BNNConfig(epochs=epochs, batch_size=batch_size, lr=lr or 1e-3, seed=seed)
+        accuracy = train_bnn(model, loaded, config, progress=False).test_accuracy
+        info["inputs"] = "signed"
+    else:
+        from qatcore.estimators.train import TrainConfig, train
+
+        config = TrainConfig(optimizer="adam", lr=lr or 3e-3, batch_size=batch_size, epochs=epochs, seed=seed)
+        accuracy = train(model, loaded, config, progress=False).test_accuracy
+        info["inputs"] = "unit"
+    info["test_accuracy"] = float(accuracy)
+    path = checkpoint.save(out, model.eval(), name, kwargs, info, overwrite=overwrite)
+    return Trained(path, name, kwargs, float(accuracy), epochs)
