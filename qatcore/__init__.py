@@ -21,7 +21,14 @@ course machinery on top. Imports run one way (tests/test_layout.py checks it).
 
 from importlib.metadata import version
 
-from qatcore.runtime import configure
-
 __version__ = version("qatcore")  # written once, in pyproject.toml
 __all__ = ["configure", "__version__"]
+
+
+def __getattr__(name: str):
+    """``qatcore.configure`` imports torch on first use, so ``import qatcore`` (and ``--help``) is quick."""
+    if name == "configure":
+        from qatcore.runtime import configure
+
+        return configure
+    raise AttributeError(f"module 'qatcore' has no attribute {name!r}")
