@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS := $(VENV)/.installed-extras
 
-.PHONY: reproduce test test-all site lab clean
+.PHONY: reproduce test test-all site student lab clean
 
 # constraints.txt pins the exact set the course is tested with (torch 2.13.0, the CPU build, …).
 $(STAMP): pyproject.toml constraints.txt
@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 reproduce: $(STAMP)
 	$(PY) -m qatcore reproduce
 
-# make test-all and make site also use the optional extras (the foreign libraries the interop tests
-# drive, the website's Sphinx).
+# make test-all, make site and make student also use the optional extras (the foreign libraries the
+# interop tests drive, the website's Sphinx, nbgrader for the exercises).
 $(EXTRAS): $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,interop,docs]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,interop,docs,teach]'
 	touch $(EXTRAS)
 
 ## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.
@@ -38,6 +38,10 @@ test-all: $(EXTRAS)
 ## The course as a static website in build/site/ (offline; the notebooks' stored outputs, not re-run).
 site: $(EXTRAS)
 	$(PY) -m qatcore.course.site --out build/site
+
+## Student copies of the notebooks in build/student/: nbgrader's ClearSolutions and ClearOutput.
+student: $(EXTRAS)
+	$(PY) -m qatcore.course.student --out build/student
 
 ## JupyterLab on the course.
 lab: $(STAMP)

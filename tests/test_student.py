@@ -1,0 +1,93 @@
+"""The graded exercises: nbgrader's format in every notebook, and student copies in which exactly the
+exercises fail, each with NotImplementedError, until the student writes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from qatcore.course import student
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+
+
+def _nbgrader_cells(nb):
+    return [c for c in nb.cells if "nbgrader" in c.metadata]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_has_three_graded_exercises_each_with_its_solution_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    graded, solutions = student.graded_cells(nb), student.solution_cells(nb)
+    assert len(graded) >= 3, f"{path.name}: {len(graded)} graded cells, at least 3 wanted"
+    solution_ids = [s["grade_id"] for s in solutions]
+    assert len(set(solution_ids)) == len(solution_ids), "grade ids are unique"
+    assert sorted(g["grade_id"] for g in graded) == sorted(f"{i}-test" for i in solution_ids), \
+        "each graded test cell has exactly one solution cell, grade_id + '-test'"
+    for cell in _nbgrader_cells(nb):
+        meta = cell.metadata["nbgrader"]
+        assert cell.cell_type == "code" and meta["schema_version"] == 3
+        if meta["solution"]:
+            assert not meta["grade"] and not meta["locked"]
+            lines = [line.strip() for line in cell.source.splitlines()]
+            assert lines.count("### BEGIN SOLUTION") == 1 and lines.count("### END SOLUTION") == 1
+            assert lines.index("### BEGIN SOLUTION") < lines.index("### END SOLUTION")
+        else:
+            assert meta["grade"] and meta["locked"] and meta["points"] > 0
+            assert "assert" in cell.source and "SOLUTION" not in cell.source
+    rest = [c for c in nb.cells if "nbgrader" not in c.metadata]
+    assert not any("BEGIN SOLUTION" in c.source for c in rest), "a solution region outside a solution cell"
+
+
+def test_graded_cells_are_read_from_the_metadata():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("assert x == 1")]
+    nb.cells[0].metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "a"}
+    nb.cells[1].metadata["nbgrader"] = {"solution": False, "grade": True, "grade_id": "a-test", "points": 1}
+    assert [c["grade_id"] for c in student.graded_cells(nb)] == ["a-test"]
+    assert [c["grade_id"] for c in student.solution_cells(nb)] == ["a"]
+    nb.cells[0].metadata.pop("nbgrader")
+    with pytest.raises(ValueError, match="no nbgrader solution cells"):
+        student.student_copy(nb)
+
+
+@pytest.mark.slow
+def test_make_student_writes_copies_without_solutions_or_outputs(tmp_path):
+    written = student.write_student_copies(tmp_path, NOTEBOOKS)
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    for original, path in zip(NOTEBOOKS, written, strict=True):
+        before, after = nbformat.read(original, as_version=4), nbformat.read(path, as_version=4)
+        assert len(before.cells) == len(after.cells)
+        for a, b in zip(before.cells, after.cells, strict=True):
+            assert getattr(b, "outputs", []) == []
+            meta = a.metadata.get("nbgrader", {})
+            if meta.get("solution"):
+                assert "BEGIN SOLUTION" not in b.source and "raise NotImplementedError()" in b.source
+                assert b.source.splitlines()[0] == a.source.splitlines()[0], "the function's signature stays"
+            else:
+                assert a.source == b.source, "only solution cells change"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefix", ["00", "03"])
+def test_a_student_copy_runs_and_only_the_exercises_fail_with_not_implemented(tmp_path, prefix):
+    from nbclient import NotebookClient
+
+    from qatcore.course.reproduce import current_environment_kernel
+
+    path = next(p for p in NOTEBOOKS if p.name.startswith(prefix))
+    copy = student.student_copy(nbformat.read(path, as_version=4))
+    client = NotebookClient(copy, km=current_environment_kernel(), timeout=600, allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    failed = {}
+    for cell in copy.cells:
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        if errors:
+            failed[cell.metadata.get("nbgrader", {}).get("grade_id", cell.source[:60])] = errors[0].ename
+    graded = {c["grade_id"] for c in student.graded_cells(copy)}
+    assert set(failed) == graded, f"cells that failed: {failed}"
+    assert set(failed.values()) == {"NotImplementedError"}
