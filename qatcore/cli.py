@@ -150,16 +150,21 @@ def _bnn_memory(args: argparse.Namespace) -> int:
 
     from qatcore.bnn.measure import memory_summary
 
-    summary = memory_summary(args.model, args.batch, measure=args.measure)
+    summary = memory_summary(args.model, args.batch, measure=args.measure, optimizer=args.optimizer,
+                             accounting=args.accounting, gradient=args.gradient)
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.model}, batch {args.batch}: standard {summary['standard_bytes'] / 2**20:.2f} MiB, "
-          f"low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, ratio {summary['ratio']:.2f}× (model)")
+    print(f"{args.model}, batch {args.batch}, {args.optimizer}, {args.accounting} accounting: standard "
+          f"{summary['standard_bytes'] / 2**20:.2f} MiB, low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, "
+          f"ratio {summary['ratio']:.2f}× (model)")
     for mode, measured in summary.get("measured", {}).items():
         peak = measured["peak_rss_bytes"]
         print(f"  measured {mode}: held {measured['held_bytes'] / 2**20:.2f} MiB, peak RSS increase "
               f"{'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
+        fresh = summary.get(f"measured_peak_{mode}_bytes")
+        if fresh is not None:
+            print(f"  measured {mode}: peak of a step in a fresh process {fresh / 2**20:.1f} MiB")
     return 0
 
 
@@ -269,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     bnn = commands.add_parser("bnn-memory", help="modelled (and measured) memory of standard vs low-memory BNN training")
     bnn.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"))
     bnn.add_argument("--batch", type=int, default=100, help="batch size (default: 100)")
+    bnn.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"))
+    bnn.add_argument("--accounting", default="autograd", choices=("authors", "autograd"),
+                     help="the authors' spreadsheet rows, or what autograd really holds (default)")
+    bnn.add_argument("--gradient", default="po2", choices=("po2", "float16"),
+                     help="dY format of the low-memory mode: power of two or float16 (default: po2)")
     bnn.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
     bnn.add_argument("--json", action="store_true", help="print one JSON object")
     bnn.set_defaults(run=_bnn_memory)

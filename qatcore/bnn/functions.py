@@ -108,16 +108,17 @@ def _binary_input(x: torch.Tensor, binary_input: bool) -> torch.Tensor:
 
 
 class StandardBinaryLayer(Function):
-    """``y = op(sign(x) or x, sign(W))`` keeping the float32 layer input; ``dW = op'(X, dY) ⊙ 1[|w| < 1]``.
+    """``y = op(sign(x) or x, sign(W))`` keeping the float32 layer input; ``dW = op'(X, dY) ⊙ 1[|w| < 1]``
+    (no mask with ``clip=False``, for Bop's ±1 weights).
 
     The input's own sign (binary layers) passes the gradient straight through: the clipping STE
     lives in the sign activation before the layer.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, op, binary_input):
+    def forward(ctx, x, weight, op, binary_input, clip=True):
         xb = _binary_input(x, binary_input)
-        ctx.op, ctx.x_shape = op, x.shape
+        ctx.op, ctx.x_shape, ctx.clip = op, x.shape, clip
         ctx.save_for_backward(xb, weight)
         return op(xb, sign(weight))
 
@@ -125,17 +126,57 @@ class StandardBinaryLayer(Function):
     def backward(ctx, dy):
         xb, weight = ctx.saved_tensors
         dx = ctx.op.input_grad(dy, sign(weight), ctx.x_shape) if ctx.needs_input_grad[0] else None
-        dw = ctx.op.weight_grad(xb, dy, weight.shape) * (weight.abs() < 1)
-        return dx, dw, None, None
+        dw = ctx.op.weight_grad(xb, dy, weight.shape)
+        return dx, dw.mul_(weight.abs() < 1) if ctx.clip else dw, None, None, None
+
+
+GRADIENT_FORMATS = ("po2", "float16")
+
+
+def quantize_gradient(dy: torch.Tensor, gradient: str) -> torch.Tensor:
+    """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``) or rounded to float16."""
+    if gradient == "po2":
+        return po2_quantize(dy)
+    if gradient == "float16":
+        return dy.to(torch.float16).to(torch.float32)
+    raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {gradient!r}")
+
+
+def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor | None:
+    """float32 ``dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer
+    kept only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``).
+    ``start`` must be a multiple of 8. None when the weight has no gradient."""
+    if weight.grad is not None:
+        return weight.grad.view(-1)[start:stop].float()
+    bits = getattr(weight, "grad_bits", None)
+    if bits is None:
+        return None
+    stop = weight.numel() if stop is None else min(stop, weight.numel())
+    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (stop - start,)).mul_(1 / math.sqrt(weight.numel()))
+    if getattr(weight, "grad_clip", True):
+        g.mul_(weight.detach().view(-1)[start:stop].abs() <= 1)
+    return g
+
+
+def clear_weight_gradient(weight: torch.Tensor) -> None:
+    """Drop the 1-bit gradient a low-memory layer left on ``weight`` (the optimiser has used it)."""
+    weight.grad_bits = None
 
 
 class LowMemoryBinaryLayer(Function):
-    """The paper's binary layer: keeps packed ``sign(X)`` (first layer: ``X``), quantises ``dY`` to
-    powers of two, ``dW = (1/√N)·sign(sign(X)ᵀ·dY) ⊙ 1[|w| ≤ 1]`` in the weight's dtype (float16)."""
+    """The paper's binary layer: keeps packed ``sign(X)`` (first layer: ``X``), quantises ``dY``
+    (``quantize_gradient``), ``dW = (1/√N)·sign(sign(X)ᵀ·dY) ⊙ 1[|w| ≤ 1]``.
+
+    With ``bit_gradients`` (the authors' choice) only the packed signs of ``dW`` are kept, on
+    ``weight.grad_bits`` (the optimiser reads them with ``weight_gradient``; autograd sees no gradient);
+    without, ``dW`` is returned in the weight's dtype (float16), as data-parallel training needs.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, op, binary_input):
+    def forward(ctx, x, weight, op, binary_input, clip=True, gradient="po2", bit_gradients=False):
         ctx.op, ctx.x_shape, ctx.binary_input = op, x.shape, binary_input
+        ctx.clip, ctx.gradient, ctx.bit_gradients = clip, gradient, bit_gradients
+        ctx.parameter = weight if bit_gradients else None  # where the sign bits of dW go
         kept = pack_signs(x) if binary_input else x
         ctx.save_for_backward(kept, weight)
         return op(_binary_input(x, binary_input), sign(weight).to(x.dtype))
@@ -143,14 +184,17 @@ class LowMemoryBinaryLayer(Function):
     @staticmethod
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
-        dyq = po2_quantize(dy)
+        dyq = quantize_gradient(dy, ctx.gradient)
         dx = None
         if ctx.needs_input_grad[0]:
             dx = ctx.op.input_grad(dyq, sign(weight).to(dyq.dtype), ctx.x_shape)
         x = unpack_signs(kept, ctx.x_shape) if ctx.binary_input else kept.to(dyq.dtype)
         up = ctx.op.weight_grad(x, dyq, weight.shape) >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
+        if ctx.bit_gradients:
+            ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
+            return dx, None, None, None, None, None, None
         dw = up.to(weight.dtype).mul_(2).sub_(1).mul_(1 / math.sqrt(weight.numel()))
-        return dx, dw.mul_(weight.abs() <= 1), None, None
+        return dx, dw.mul_(weight.abs() <= 1) if ctx.clip else dw, None, None, None, None, None
 
 
 def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
