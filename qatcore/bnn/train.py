@@ -20,8 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qatcore import distributed
-from qatcore.bnn.models import check_mode, set_mode
 from qatcore.bnn.functions import GRADIENT_FORMATS
+from qatcore.bnn.models import check_mode, set_mode
 from qatcore.bnn.optim import BOP_GAMMA, BOP_THRESHOLD, OPTIMIZERS, make_optimizer
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
