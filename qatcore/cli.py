@@ -179,13 +179,14 @@ def _bnn_train(args: argparse.Namespace) -> int:
         return launched
     if args.model not in CLI_MODELS:
         raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {args.model!r}")
-    config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       optimizer=args.optimizer, gradient=args.gradient)
     dataset = data.load(args.dataset, args.data_dir)
     model = zoo.build(CLI_MODELS[args.model], image_size=dataset.image_size, num_classes=dataset.num_classes)
     result = train_bnn(model, dataset, config, progress=not args.json and distributed.is_main_process())
     if not distributed.is_main_process():
         return 0
-    summary = {"model": args.model, "mode": args.mode, "test_accuracy": round(result.test_accuracy, 4),
+    summary = {"model": args.model, "mode": args.mode, "optimizer": args.optimizer, "test_accuracy": round(result.test_accuracy, 4),
                "train_accuracy": round(result.train_accuracy, 4), "final_loss": round(result.losses[-1], 4),
                "seconds_per_step": round(result.seconds_per_step, 5)}
     print(json.dumps(summary) if args.json else
@@ -291,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--epochs", type=int, default=5)
     bt.add_argument("--batch-size", type=int, default=100)
     bt.add_argument("--lr", type=float, default=1e-3)
+    bt.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"),
+                    help="Adam (the paper's), SGD with momentum, or Bop for the binary weights")
+    bt.add_argument("--gradient", default="po2", choices=("po2", "float16"), help="low-memory dY format")
     bt.add_argument("--seed", type=int, default=0)
     bt.add_argument("--dataset", default="digits", choices=DATASETS)
     bt.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")

@@ -27,8 +27,10 @@ from qatcore.checks import positive_number
 
 CHUNK = 1 << 16  # values updated at a time in float32
 OPTIMIZERS = ("sgd", "adam", "bop")
-#: Bop's defaults here: adaptivity γ and threshold τ for the short digits runs (Larq's are 1e-4, 1e-8)
-BOP_GAMMA, BOP_THRESHOLD = 1e-2, 1e-4
+#: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
+#: and a threshold τ per mode, since the low-memory gradients ``±1/√N`` are far larger than the standard ones
+BOP_GAMMA = 1e-2
+BOP_THRESHOLD = {"standard": 1e-5, "low_memory": 1e-3}
 
 
 def _chunks(p: torch.Tensor, *states: torch.Tensor):
@@ -111,7 +113,7 @@ class Bop(torch.optim.Optimizer):
     The constructor sets each weight to its sign (the binary weight it already computes with).
     """
 
-    def __init__(self, params, gamma: float = BOP_GAMMA, threshold: float = BOP_THRESHOLD, half: bool = False) -> None:
+    def __init__(self, params, gamma: float = BOP_GAMMA, threshold: float = 1e-5, half: bool = False) -> None:
         if not 0 < gamma <= 1:
             raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
         if not threshold >= 0:
@@ -162,11 +164,12 @@ class Optimizers:
 
 
 def make_optimizer(model: nn.Module, mode: str, lr: float = 1e-3, optimizer: str = "adam",
-                   gamma: float = BOP_GAMMA, threshold: float = BOP_THRESHOLD):
+                   gamma: float = BOP_GAMMA, threshold: float | None = None):
     """The optimiser for ``mode``: Adam (the paper's, lr 1e-3), SGD with momentum 0.9, or Bop for the
     binary weights with Adam for the rest; float32 torch optimisers (standard) or float16 state (low-memory).
 
-    Bop has no latent weights to clip, so it switches the binary layers' ``|w| ≤ 1`` gradient mask off.
+    Bop has no latent weights to clip, so it switches the binary layers' ``|w| ≤ 1`` gradient mask off;
+    its ``threshold`` defaults to ``BOP_THRESHOLD[mode]``.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -182,4 +185,5 @@ def make_optimizer(model: nn.Module, mode: str, lr: float = 1e-3, optimizer: str
         return HalfAdam(params, lr=lr) if low else torch.optim.Adam(params, lr=lr)
     rest = [p for p in params if id(p) not in binary]
     adam = HalfAdam(rest, lr=lr) if low else torch.optim.Adam(rest, lr=lr)
+    threshold = BOP_THRESHOLD["low_memory" if low else "standard"] if threshold is None else threshold
     return Optimizers(Bop([p for p in params if id(p) in binary], gamma, threshold, half=low), adam)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from qatcore import distributed
 from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.models import check_mode, set_mode
-from qatcore.bnn.optim import BOP_GAMMA, BOP_THRESHOLD, OPTIMIZERS, make_optimizer
+from qatcore.bnn.optim import BOP_GAMMA, OPTIMIZERS, make_optimizer
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.metrics import accuracy
@@ -42,7 +42,7 @@ class BNNConfig:
     optimizer: str = "adam"
     gradient: str = "po2"
     gamma: float = BOP_GAMMA
-    threshold: float = BOP_THRESHOLD
+    threshold: float | None = None  # Bop's τ; None: optim.BOP_THRESHOLD of the mode
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
