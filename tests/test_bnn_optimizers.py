@@ -88,7 +88,7 @@ def test_half_sgd_follows_sgd():
 def test_bop_flips_only_binary_weights_and_adam_trains_beta(mode):
     torch.manual_seed(0)
     model = set_mode(BNNMLP(image_size=8), mode).train()
-    opt = make_optimizer(model, mode, optimizer="bop")
+    opt = make_optimizer(model, mode, optimizer="bop", gamma=0.5)
     assert isinstance(opt, Optimizers) and len(opt.optimizers) == 2
     binary = [m.weight for m in model if hasattr(m, "binary_input")]
     assert all(set(w.detach().float().unique().tolist()) <= {-1.0, 1.0} for w in binary)
