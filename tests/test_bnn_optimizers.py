@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from strategies import examples
 
 from qatcore.bnn.functions import weight_gradient
-from qatcore.bnn.models import BNNMLP, set_mode
+from qatcore.bnn.models import BNNMLP, CNV, set_mode
 from qatcore.bnn.optim import Bop, HalfSGD, Optimizers, make_optimizer
 
 
@@ -121,3 +121,23 @@ def test_cli_trains_with_bop_and_float16_gradients(capsys):
 
     summary = json.loads(capsys.readouterr().out)
     assert summary["optimizer"] == "bop" and 0.3 < summary["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("factory", [BNNMLP, CNV])
+def test_chunked_low_memory_layers_equal_whole_batch_ones(factory, monkeypatch):
+    from qatcore.bnn import functions
+
+    torch.manual_seed(0)
+    model = set_mode(factory(image_size=8, in_channels=1), "low_memory").train()
+    x, y = torch.rand(13, 1, 8, 8) * 2 - 1, torch.randint(0, 10, (13,))
+    runs = []
+    for values in (functions.CHUNK_VALUES, 100):  # 100 values: a few rows per chunk, rows cut mid-byte
+        monkeypatch.setattr(functions, "CHUNK_VALUES", values)
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        F.cross_entropy(out, y).backward()
+        runs.append((out.detach(), [weight_gradient(p) for p in model.parameters() if p.requires_grad]))
+    assert len(functions.batch_chunks((13, 1, 8, 8), 100)) > 1
+    assert torch.equal(runs[0][0], runs[1][0])
+    for whole, chunked in zip(runs[0][1], runs[1][1], strict=True):
+        assert torch.allclose(whole, chunked, rtol=1e-3, atol=1e-6)

@@ -61,7 +61,7 @@ class ConvOp:
         return torch.nn.grad.conv2d_weight(x, w_shape, dy, stride=self.stride, padding=self.padding)
 
 
-def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
+def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
     """Power-of-two gradient: scale by ``2^bias`` (``bias = −round(log2 max|dY|) + 8``), keep the sign
     and ``2^clip(round(log2|·|), −8, 7)``, scale back. Zeros stay zero (the authors' code adds a tiny
     bias that turns them into ``+2^−8`` before scaling back).
@@ -69,10 +69,11 @@ def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
     Computed on the float32 bit patterns: ``round(log2|v|)`` is the exponent field, plus one when
     the mantissa is at least √2, so no logarithm is evaluated and no rounding error can creep in.
     When the clipped exponents leave float32's normal range (a subnormal or a huge largest |dY|),
-    the same rule runs on float64 exponents and the result rounds to float32 once.
+    the same rule runs on float64 exponents and the result rounds to float32 once. ``top`` is
+    ``max|dY|`` when ``dy`` is one chunk of a larger gradient (default: ``dy``'s own).
     """
     dy = dy.to(torch.float32).contiguous()
-    top = float(dy.abs().max())
+    top = largest_magnitude(dy) if top is None else top
     if not math.isfinite(top) or top == 0:
         return torch.zeros_like(dy)
     bias = PO2_HEADROOM - _round_log2(top)
@@ -85,6 +86,11 @@ def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
     exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
     out = (exponent << 23).bitwise_or_(bits & -0x80000000)
     return out.mul_(magnitude != 0).view(torch.float32)
+
+
+def largest_magnitude(x: torch.Tensor) -> float:
+    """``max|x|`` without a temporary copy of ``x``."""
+    return max(float(x.max()), -float(x.min())) if x.numel() else 0.0
 
 
 def _round_log2(value: float) -> int:
@@ -133,13 +139,38 @@ class StandardBinaryLayer(Function):
 GRADIENT_FORMATS = ("po2", "float16")
 
 
-def quantize_gradient(dy: torch.Tensor, gradient: str) -> torch.Tensor:
-    """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``) or rounded to float16."""
+def quantize_gradient(dy: torch.Tensor, gradient: str, top: float | None = None) -> torch.Tensor:
+    """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``, relative to ``top``) or
+    rounded to float16."""
     if gradient == "po2":
-        return po2_quantize(dy)
+        return po2_quantize(dy, top)
     if gradient == "float16":
         return dy.to(torch.float16).to(torch.float32)
     raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {gradient!r}")
+
+
+#: values of a binary layer's input per chunk of the batch in the low-memory mode: the forward and
+#: backward work on this many input values at a time, which bounds their float32 working copies
+#: (a 3×3 convolution's weight gradient may unfold its chunk nine-fold)
+CHUNK_VALUES = 1 << 19
+
+
+def batch_chunks(x_shape, values: int | None = None):
+    """``(start, stop)`` row ranges of the batch, each of about ``values`` (``CHUNK_VALUES``) input values
+    (at least one row)."""
+    values = CHUNK_VALUES if values is None else values
+    per_example = math.prod(x_shape[1:])
+    rows = max(1, values // max(per_example, 1))
+    return [(i, min(i + rows, x_shape[0])) for i in range(0, x_shape[0], rows)]
+
+
+def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of the ±1 tensor of ``shape`` packed by ``pack_signs``, unpacking only their bytes."""
+    per_example = math.prod(shape[1:])
+    first, last = start * per_example, stop * per_example
+    window = packed[first // 8 : -(-last // 8)]
+    flat = unpack_signs(window, (window.numel() * 8,))
+    return flat[first % 8 : first % 8 + last - first].view((stop - start, *shape[1:]))
 
 
 def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor | None:
@@ -170,6 +201,8 @@ class LowMemoryBinaryLayer(Function):
     With ``bit_gradients`` (the authors' choice) only the packed signs of ``dW`` are kept, on
     ``weight.grad_bits`` (the optimiser reads them with ``weight_gradient``; autograd sees no gradient);
     without, ``dW`` is returned in the weight's dtype (float16), as data-parallel training needs.
+    Forward and backward run over chunks of the batch (``batch_chunks``), so their working copies are
+    bounded whatever the batch: only ``y``, ``dX`` and the float32 sum behind ``sign(dW)`` are whole.
     """
 
     @staticmethod
@@ -179,17 +212,32 @@ class LowMemoryBinaryLayer(Function):
         ctx.parameter = weight if bit_gradients else None  # where the sign bits of dW go
         kept = pack_signs(x) if binary_input else x
         ctx.save_for_backward(kept, weight)
-        return op(_binary_input(x, binary_input), sign(weight).to(x.dtype))
+        w, out = sign(weight), None
+        for i, j in batch_chunks(x.shape):
+            y = op(_binary_input(x[i:j], binary_input), w)
+            if i == 0 and j == x.shape[0]:
+                return y
+            out = y.new_empty((x.shape[0], *y.shape[1:])) if out is None else out
+            out[i:j] = y
+        return out
 
     @staticmethod
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
-        dyq = quantize_gradient(dy, ctx.gradient)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dx = ctx.op.input_grad(dyq, sign(weight).to(dyq.dtype), ctx.x_shape)
-        x = unpack_signs(kept, ctx.x_shape) if ctx.binary_input else kept.to(dyq.dtype)
-        up = ctx.op.weight_grad(x, dyq, weight.shape) >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
+        top = largest_magnitude(dy)
+        w = sign(weight)
+        dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] else None
+        total = None
+        for i, j in batch_chunks(ctx.x_shape):
+            dyq = quantize_gradient(dy[i:j], ctx.gradient, top)
+            if dx is not None:
+                dx[i:j] = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
+            x = unpack_sign_rows(kept, ctx.x_shape, i, j) if ctx.binary_input else kept[i:j].float()
+            part = ctx.op.weight_grad(x, dyq, weight.shape)
+            total = part if total is None else total.add_(part)
+            del x, dyq, part
+        up = total >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
+        del total
         if ctx.bit_gradients:
             ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
             return dx, None, None, None, None, None, None
@@ -202,9 +250,12 @@ def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
     ctx.save_for_backward(pack_bits(mask) if packed else mask.to(torch.float32))
 
 
-def _mask(ctx, dtype: torch.dtype) -> torch.Tensor:
+def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
+    """``dy ⊙ mask``: a float32 product (standard), or one pass selecting through the unpacked bits."""
     (kept,) = ctx.saved_tensors
-    return unpack_bits(kept, ctx.mask_shape).to(dtype) if ctx.packed else kept.to(dtype)
+    if ctx.packed:
+        return torch.where(unpack_bits(kept, ctx.mask_shape), dy, dy.new_zeros(()))
+    return dy * kept.to(dy.dtype)
 
 
 class SignSTE(Function):
@@ -213,12 +264,12 @@ class SignSTE(Function):
 
     @staticmethod
     def forward(ctx, x, packed):
-        _keep_mask(ctx, x.abs() <= 1, packed)
+        _keep_mask(ctx, (x >= -1).logical_and_(x <= 1), packed)
         return sign(x)
 
     @staticmethod
     def backward(ctx, dy):
-        return dy * _mask(ctx, dy.dtype), None
+        return _masked(ctx, dy), None
 
 
 class MaxPool2x2(Function):
@@ -235,10 +286,11 @@ class MaxPool2x2(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        spread = dy.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        spread = F.interpolate(dy, scale_factor=2, mode="nearest")  # each value over its 2×2 window
         height, width = ctx.mask_shape[2:]
-        spread = F.pad(spread, (0, width - spread.shape[3], 0, height - spread.shape[2]))
-        return spread * _mask(ctx, dy.dtype), None
+        if (height, width) != spread.shape[2:]:
+            spread = F.pad(spread, (0, width - spread.shape[3], 0, height - spread.shape[2]))
+        return _masked(ctx, spread), None
 
 
 def channel_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -253,11 +305,26 @@ def _per_channel(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def l1_batch_norm_backward(
     dy: torch.Tensor, sign_xhat: torch.Tensor, mean_abs_xhat: torch.Tensor, sigma: torch.Tensor
 ) -> torch.Tensor:
-    """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means)."""
+    """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means).
+
+    ``sign_xhat`` is a ±1 tensor, or the packed bits of one (``pack_signs``), unpacked here one chunk of
+    the batch at a time; the result is built in place in one float32 copy of ``dy``."""
     dims = channel_dims(dy)
-    scaled = dy / _per_channel(sigma, dy)
-    centred = scaled - scaled.mean(dims, keepdim=True)
-    return centred - sign_xhat * (sign_xhat * scaled).mean(dims, keepdim=True) * _per_channel(mean_abs_xhat, dy)
+    count = dy.numel() // dy.shape[1]
+    dx = dy / _per_channel(sigma, dy)
+    mean_scaled = dx.mean(dims, keepdim=True)
+    packed = sign_xhat.dtype == torch.uint8
+    correlation = torch.zeros_like(mean_scaled)
+    chunks = batch_chunks(dy.shape)
+    for i, j in chunks:
+        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
+        correlation += (signs * dx[i:j]).sum(dims, keepdim=True)
+    slope = correlation.div_(count).mul_(_per_channel(mean_abs_xhat, dy))
+    dx.sub_(mean_scaled)
+    for i, j in chunks:
+        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
+        dx[i:j].sub_(signs.mul_(slope) if packed else signs * slope)
+    return dx
 
 
 class L1BatchNorm(Function):
@@ -268,19 +335,21 @@ class L1BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, beta):
         dims = channel_dims(x)
+        count = x.numel() // x.shape[1]
         mu = x.mean(dims).half().float()
-        xhat = x - _per_channel(mu, x)
-        sigma = xhat.abs().mean(dims).half().float().clamp_min(torch.finfo(torch.float16).tiny)
+        xhat = x - _per_channel(mu, x)  # the one float32 copy: every later step works in place
+        sigma = (torch.linalg.vector_norm(xhat, 1, dims) / count).half().float()
+        sigma.clamp_min_(torch.finfo(torch.float16).tiny)
         xhat.div_(_per_channel(sigma, x))
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
-        ctx.save_for_backward(pack_signs(xhat), xhat.abs().mean(dims).half(), sigma.half())
+        mean_abs = (torch.linalg.vector_norm(xhat, 1, dims) / count).half()
+        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())
         ctx.mark_non_differentiable(mu, sigma)
-        return xhat + _per_channel(beta.float(), x), mu, sigma
+        return xhat.add_(_per_channel(beta.float(), x)), mu, sigma
 
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):
         kept_signs, mean_abs, sigma = ctx.saved_tensors
         dy = dy.half().float()  # the authors keep dX in float16
-        sign_xhat = unpack_signs(kept_signs, ctx.x_shape)
-        dx = l1_batch_norm_backward(dy, sign_xhat, mean_abs.float(), sigma.float())
+        dx = l1_batch_norm_backward(dy, kept_signs, mean_abs.float(), sigma.float())
         return dx, dy.sum(channel_dims(dy)).to(ctx.beta_dtype)

@@ -144,27 +144,32 @@ def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0, *,
 
 def peak_in_this_process(model_name: str, mode: str, batch_size: int, optimizer: str = "adam",
                          gradient: str = "po2", seed: int = 0, steps: int = 2) -> int | None:
-    """Peak resident memory of training ``steps`` steps of a zoo model, over this process's resident set
-    once the batch exists: the high-water mark covers building the model, the optimiser's state, every
-    forward and backward. Meant for a fresh process (``measured_peak``); glibc returns freed blocks."""
+    """Peak resident memory of training a zoo model ``steps`` steps at ``batch_size``, over this process's
+    resident set before the model exists: the high-water mark covers the weights, the optimiser's
+    state, every forward and backward. A first step at batch 2, thrown away, loads the kernels' code
+    and thread pools beforehand, so they do not count. Meant for a fresh process (``measured_peak``);
+    glibc returns freed blocks."""
     from qatcore import zoo
 
     return_freed_memory()
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = zoo.build(model_name)
-    x = torch.rand((batch_size, *net.input_shape), generator=generator) * 2 - 1
-    y = torch.randint(0, 10, (batch_size,), generator=generator)
-    del net
+
+    def train(batch: int, count: int) -> None:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        net = set_mode(zoo.build(model_name), mode, gradient).train()
+        x = torch.rand((batch, *net.input_shape), generator=generator) * 2 - 1
+        y = torch.randint(0, 10, (batch,), generator=generator)
+        opt = make_optimizer(net, mode, optimizer=optimizer)
+        for _ in range(count):
+            training_step(net, opt, x, y)
+
+    train(2, 1)
     gc.collect()
+    return_freed_memory()
     before = _status_kib("VmRSS")
     if before is None or not reset_peak():
         return None
-    torch.manual_seed(seed)
-    net = set_mode(zoo.build(model_name), mode, gradient).train()
-    opt = make_optimizer(net, mode, optimizer=optimizer)
-    for _ in range(steps):
-        training_step(net, opt, x, y)
+    train(batch_size, steps)
     return _status_kib("VmHWM") - before
 
 
