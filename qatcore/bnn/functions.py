@@ -44,6 +44,9 @@ class DenseOp:
     def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
         return dy.transpose(0, 1) @ x
 
+    def output_shape(self, x_shape, w_shape) -> tuple[int, ...]:
+        return (x_shape[0], w_shape[0])
+
 
 class ConvOp:
     """A 2-D convolution (no bias, groups 1) with its two gradients."""
@@ -59,6 +62,15 @@ class ConvOp:
 
     def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
         return torch.nn.grad.conv2d_weight(x, w_shape, dy, stride=self.stride, padding=self.padding)
+
+    def output_shape(self, x_shape, w_shape) -> tuple[int, ...]:
+        sides = [(n + 2 * p - k) // s + 1 for n, k, s, p in
+                 zip(x_shape[2:], w_shape[2:], _pair(self.stride), _pair(self.padding), strict=True)]
+        return (x_shape[0], w_shape[0], *sides)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
@@ -155,11 +167,11 @@ def quantize_gradient(dy: torch.Tensor, gradient: str, top: float | None = None)
 CHUNK_VALUES = 1 << 19
 
 
-def batch_chunks(x_shape, values: int | None = None):
-    """``(start, stop)`` row ranges of the batch, each of about ``values`` (``CHUNK_VALUES``) input values
-    (at least one row)."""
+def batch_chunks(x_shape, values: int | None = None, y_shape=None):
+    """``(start, stop)`` row ranges of the batch, each of about ``values`` (``CHUNK_VALUES``) values of the
+    input (or of ``y_shape``'s tensor, the output, where an example has more of those); at least one row."""
     values = CHUNK_VALUES if values is None else values
-    per_example = math.prod(x_shape[1:])
+    per_example = max(math.prod(x_shape[1:]), math.prod(y_shape[1:]) if y_shape is not None else 0)
     rows = max(1, values // max(per_example, 1))
     return [(i, min(i + rows, x_shape[0])) for i in range(0, x_shape[0], rows)]
 
@@ -213,7 +225,7 @@ class LowMemoryBinaryLayer(Function):
         kept = pack_signs(x) if binary_input else x
         ctx.save_for_backward(kept, weight)
         w, out = sign(weight), None
-        for i, j in batch_chunks(x.shape):
+        for i, j in batch_chunks(x.shape, y_shape=op.output_shape(x.shape, weight.shape)):
             y = op(_binary_input(x[i:j], binary_input), w)
             if i == 0 and j == x.shape[0]:
                 return y
@@ -225,10 +237,10 @@ class LowMemoryBinaryLayer(Function):
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
         top = largest_magnitude(dy)
-        w = sign(weight)
         dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] else None
+        w = sign(weight) if dx is not None else None
         total = None
-        for i, j in batch_chunks(ctx.x_shape):
+        for i, j in batch_chunks(ctx.x_shape, y_shape=dy.shape):
             dyq = quantize_gradient(dy[i:j], ctx.gradient, top)
             if dx is not None:
                 dx[i:j] = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
@@ -303,15 +315,17 @@ def _per_channel(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def l1_batch_norm_backward(
-    dy: torch.Tensor, sign_xhat: torch.Tensor, mean_abs_xhat: torch.Tensor, sigma: torch.Tensor
+    dy: torch.Tensor, sign_xhat: torch.Tensor, mean_abs_xhat: torch.Tensor, sigma: torch.Tensor,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means).
 
     ``sign_xhat`` is a ±1 tensor, or the packed bits of one (``pack_signs``), unpacked here one chunk of
-    the batch at a time; the result is built in place in one float32 copy of ``dy``."""
+    the batch at a time; the result is built in place in one float32 copy of ``dy`` (in ``dy`` itself
+    with ``inplace``)."""
     dims = channel_dims(dy)
     count = dy.numel() // dy.shape[1]
-    dx = dy / _per_channel(sigma, dy)
+    dx = dy.div_(_per_channel(sigma, dy)) if inplace else dy / _per_channel(sigma, dy)
     mean_scaled = dx.mean(dims, keepdim=True)
     packed = sign_xhat.dtype == torch.uint8
     correlation = torch.zeros_like(mean_scaled)
@@ -337,7 +351,9 @@ class L1BatchNorm(Function):
         dims = channel_dims(x)
         count = x.numel() // x.shape[1]
         mu = x.mean(dims).half().float()
-        xhat = x - _per_channel(mu, x)  # the one float32 copy: every later step works in place
+        # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
+        inplace = x._base is None and not (x.is_leaf and x.requires_grad)
+        xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
         sigma = (torch.linalg.vector_norm(xhat, 1, dims) / count).half().float()
         sigma.clamp_min_(torch.finfo(torch.float16).tiny)
         xhat.div_(_per_channel(sigma, x))
@@ -345,11 +361,15 @@ class L1BatchNorm(Function):
         mean_abs = (torch.linalg.vector_norm(xhat, 1, dims) / count).half()
         ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())
         ctx.mark_non_differentiable(mu, sigma)
+        if inplace:
+            ctx.mark_dirty(x)
         return xhat.add_(_per_channel(beta.float(), x)), mu, sigma
 
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):
         kept_signs, mean_abs, sigma = ctx.saved_tensors
-        dy = dy.half().float()  # the authors keep dX in float16
-        dx = l1_batch_norm_backward(dy, kept_signs, mean_abs.float(), sigma.float())
-        return dx, dy.sum(channel_dims(dy)).to(ctx.beta_dtype)
+        rounded = torch.empty_like(dy, dtype=torch.float32)
+        for i, j in batch_chunks(dy.shape):  # the authors keep dX in float16
+            rounded[i:j] = dy[i:j].half()
+        dbeta = rounded.sum(channel_dims(rounded)).to(ctx.beta_dtype)
+        return l1_batch_norm_backward(rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True), dbeta

@@ -146,8 +146,8 @@ def peak_in_this_process(model_name: str, mode: str, batch_size: int, optimizer:
                          gradient: str = "po2", seed: int = 0, steps: int = 2) -> int | None:
     """Peak resident memory of training a zoo model ``steps`` steps at ``batch_size``, over this process's
     resident set before the model exists: the high-water mark covers the weights, the optimiser's
-    state, every forward and backward. A first step at batch 2, thrown away, loads the kernels' code
-    and thread pools beforehand, so they do not count. Meant for a fresh process (``measured_peak``);
+    state, every forward and backward. A first step of a throw-away copy, at the same batch, loads
+    the kernels' code, thread pools and per-shape caches beforehand, so they do not count. Meant for a fresh process (``measured_peak``);
     glibc returns freed blocks."""
     from qatcore import zoo
 
@@ -163,7 +163,7 @@ def peak_in_this_process(model_name: str, mode: str, batch_size: int, optimizer:
         for _ in range(count):
             training_step(net, opt, x, y)
 
-    train(2, 1)
+    train(batch_size, 1)
     gc.collect()
     return_freed_memory()
     before = _status_kib("VmRSS")

@@ -25,7 +25,7 @@ from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
 from qatcore.checks import positive_number
 
-CHUNK = 1 << 16  # values updated at a time in float32
+CHUNK = 1 << 14  # values updated at a time in float32 (a few 64 KiB working copies)
 OPTIMIZERS = ("sgd", "adam", "bop")
 #: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
 #: and a threshold τ per mode, since the low-memory gradients ``±1/√N`` are far larger than the standard ones
