@@ -28,8 +28,19 @@ _ROUND_UP = (1 << 23) - 0x3504F4  # 0x3504F4 = ceil((√2 − 1)·2**23)
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x)`` as float32 ±1 with ``sign(0) = +1`` (as ``qatcore.quantizers.sign``, in two passes)."""
+    """``sign(x)`` as float32 ±1 with ``sign(0) = +1`` (as ``qatcore.quantizers.sign``, in two passes).
+    float16 is read through its bit pattern (the CPU compares float16 slowly): sign bit clear, or −0."""
+    if x.dtype == torch.float16:
+        bits = x.view(torch.int16)
+        return (bits >= 0).logical_or_(bits == -0x8000).to(torch.float32).mul_(2).sub_(1)
     return (x >= 0).to(torch.float32).mul_(2).sub_(1)
+
+
+def within_one(w: torch.Tensor) -> torch.Tensor:
+    """``|w| ≤ 1`` (float16 through its bit pattern: magnitude bits at most those of 1.0, ``0x3C00``)."""
+    if w.dtype == torch.float16:
+        return (w.view(torch.int16) & 0x7FFF) <= 0x3C00
+    return w.abs() <= 1
 
 
 class DenseOp:
@@ -197,7 +208,7 @@ def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = Non
     stop = weight.numel() if stop is None else min(stop, weight.numel())
     g = unpack_signs(bits[start // 8 : -(-stop // 8)], (stop - start,)).mul_(1 / math.sqrt(weight.numel()))
     if getattr(weight, "grad_clip", True):
-        g.mul_(weight.detach().view(-1)[start:stop].abs() <= 1)
+        g.mul_(within_one(weight.detach().view(-1)[start:stop]))
     return g
 
 
@@ -254,7 +265,7 @@ class LowMemoryBinaryLayer(Function):
             ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
             return dx, None, None, None, None, None, None
         dw = up.to(weight.dtype).mul_(2).sub_(1).mul_(1 / math.sqrt(weight.numel()))
-        return dx, dw.mul_(weight.abs() <= 1) if ctx.clip else dw, None, None, None, None, None
+        return dx, dw.mul_(within_one(weight)) if ctx.clip else dw, None, None, None, None, None
 
 
 def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
