@@ -193,16 +193,21 @@ def _bnn_memory(args: argparse.Namespace) -> int:
 
     from qatcore.bnn.measure import memory_summary
 
-    summary = memory_summary(args.model, args.batch, measure=args.measure)
+    summary = memory_summary(args.model, args.batch, measure=args.measure, optimizer=args.optimizer,
+                             accounting=args.accounting, gradient=args.gradient)
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.model}, batch {args.batch}: standard {summary['standard_bytes'] / 2**20:.2f} MiB, "
-          f"low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, ratio {summary['ratio']:.2f}× (model)")
+    print(f"{args.model}, batch {args.batch}, {args.optimizer}, {args.accounting} accounting: standard "
+          f"{summary['standard_bytes'] / 2**20:.2f} MiB, low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, "
+          f"ratio {summary['ratio']:.2f}× (model)")
     for mode, measured in summary.get("measured", {}).items():
         peak = measured["peak_rss_bytes"]
         print(f"  measured {mode}: held {measured['held_bytes'] / 2**20:.2f} MiB, peak RSS increase "
               f"{'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
+        fresh = summary.get(f"measured_peak_{mode}_bytes")
+        if fresh is not None:
+            print(f"  measured {mode}: peak of a step in a fresh process {fresh / 2**20:.1f} MiB")
     return 0
 
 
@@ -217,13 +222,14 @@ def _bnn_train(args: argparse.Namespace) -> int:
         return launched
     if args.model not in CLI_MODELS:
         raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {args.model!r}")
-    config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       optimizer=args.optimizer, gradient=args.gradient)
     dataset = data.load(args.dataset, args.data_dir)
     model = zoo.build(CLI_MODELS[args.model], image_size=dataset.image_size, num_classes=dataset.num_classes)
     result = train_bnn(model, dataset, config, progress=not args.json and distributed.is_main_process())
     if not distributed.is_main_process():
         return 0
-    summary = {"model": args.model, "mode": args.mode, "test_accuracy": round(result.test_accuracy, 4),
+    summary = {"model": args.model, "mode": args.mode, "optimizer": args.optimizer, "test_accuracy": round(result.test_accuracy, 4),
                "train_accuracy": round(result.train_accuracy, 4), "final_loss": round(result.losses[-1], 4),
                "seconds_per_step": round(result.seconds_per_step, 5)}
     print(json.dumps(summary) if args.json else
@@ -339,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     bnn = commands.add_parser("bnn-memory", help="modelled (and measured) memory of standard vs low-memory BNN training")
     bnn.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"))
     bnn.add_argument("--batch", type=int, default=100, help="batch size (default: 100)")
+    bnn.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"))
+    bnn.add_argument("--accounting", default="autograd", choices=("authors", "autograd"),
+                     help="the authors' spreadsheet rows, or what autograd really holds (default)")
+    bnn.add_argument("--gradient", default="po2", choices=("po2", "float16"),
+                     help="dY format of the low-memory mode: power of two or float16 (default: po2)")
     bnn.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
     bnn.add_argument("--json", action="store_true", help="print one JSON object")
     bnn.set_defaults(run=_bnn_memory)
@@ -351,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--epochs", type=int, default=5)
     bt.add_argument("--batch-size", type=int, default=100)
     bt.add_argument("--lr", type=float, default=1e-3)
+    bt.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"),
+                    help="Adam (the paper's), SGD with momentum, or Bop for the binary weights")
+    bt.add_argument("--gradient", default="po2", choices=("po2", "float16"), help="low-memory dY format")
     bt.add_argument("--seed", type=int, default=0)
     bt.add_argument("--dataset", default="digits", choices=DATASETS)
     bt.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")

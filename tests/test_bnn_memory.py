@@ -82,6 +82,8 @@ def test_cli_json_has_the_issue_fields(capsys):
     assert summary["ratio"] == pytest.approx(summary["standard_bytes"] / summary["low_memory_bytes"])
     for mode, key in (("standard", "standard_bytes"), ("low_memory", "low_memory_bytes")):
         assert summary["measured"][mode]["held_bytes"] == pytest.approx(summary[key], rel=1e-3)
+        peak = summary[f"measured_peak_{mode}_bytes"]  # a fresh process's peak holds at least the weights
+        assert peak is None or peak > summary["by_kind"][mode]["weights"]
     assert main(["bnn-memory", "--model", "cnv"]) == 0
     assert "ratio" in capsys.readouterr().out
 

@@ -2,8 +2,8 @@
 
 Modules: ``layers`` (binary layers, sign, pooling, l1 batch norm — same classes in both modes),
 ``packing`` (1-bit storage), ``functions`` (what each algorithm keeps for backward, and its
-gradients), ``models`` (MLP, CNV, BinaryNet; ``set_mode``), ``optim`` (float16 Adam),
-``train`` (training in either mode), ``memory`` (the analytic memory model), ``measure``
+gradients), ``models`` (MLP, CNV, BinaryNet; ``set_mode``), ``optim`` (SGD, Adam, Bop; float16 state),
+``train`` (training in either mode), ``memory`` (two accountings: the authors' sheet, autograd), ``measure``
 (what a real training step keeps, and peak process memory).
 """
 

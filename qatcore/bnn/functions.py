@@ -28,8 +28,19 @@ _ROUND_UP = (1 << 23) - 0x3504F4  # 0x3504F4 = ceil((√2 − 1)·2**23)
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x)`` as float32 ±1 with ``sign(0) = +1`` (as ``qatcore.quantizers.sign``, in two passes)."""
+    """``sign(x)`` as float32 ±1 with ``sign(0) = +1`` (as ``qatcore.quantizers.sign``, in two passes).
+    float16 is read through its bit pattern (the CPU compares float16 slowly): sign bit clear, or −0."""
+    if x.dtype == torch.float16:
+        bits = x.view(torch.int16)
+        return (bits >= 0).logical_or_(bits == -0x8000).to(torch.float32).mul_(2).sub_(1)
     return (x >= 0).to(torch.float32).mul_(2).sub_(1)
+
+
+def within_one(w: torch.Tensor) -> torch.Tensor:
+    """``|w| ≤ 1`` (float16 through its bit pattern: magnitude bits at most those of 1.0, ``0x3C00``)."""
+    if w.dtype == torch.float16:
+        return (w.view(torch.int16) & 0x7FFF) <= 0x3C00
+    return w.abs() <= 1
 
 
 class DenseOp:
@@ -43,6 +54,9 @@ class DenseOp:
 
     def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
         return dy.transpose(0, 1) @ x
+
+    def output_shape(self, x_shape, w_shape) -> tuple[int, ...]:
+        return (x_shape[0], w_shape[0])
 
 
 class ConvOp:
@@ -60,8 +74,17 @@ class ConvOp:
     def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
         return torch.nn.grad.conv2d_weight(x, w_shape, dy, stride=self.stride, padding=self.padding)
 
+    def output_shape(self, x_shape, w_shape) -> tuple[int, ...]:
+        sides = [(n + 2 * p - k) // s + 1 for n, k, s, p in
+                 zip(x_shape[2:], w_shape[2:], _pair(self.stride), _pair(self.padding), strict=True)]
+        return (x_shape[0], w_shape[0], *sides)
 
-def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
     """Power-of-two gradient: scale by ``2^bias`` (``bias = −round(log2 max|dY|) + 8``), keep the sign
     and ``2^clip(round(log2|·|), −8, 7)``, scale back. Zeros stay zero (the authors' code adds a tiny
     bias that turns them into ``+2^−8`` before scaling back).
@@ -69,10 +92,11 @@ def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
     Computed on the float32 bit patterns: ``round(log2|v|)`` is the exponent field, plus one when
     the mantissa is at least √2, so no logarithm is evaluated and no rounding error can creep in.
     When the clipped exponents leave float32's normal range (a subnormal or a huge largest |dY|),
-    the same rule runs on float64 exponents and the result rounds to float32 once.
+    the same rule runs on float64 exponents and the result rounds to float32 once. ``top`` is
+    ``max|dY|`` when ``dy`` is one chunk of a larger gradient (default: ``dy``'s own).
     """
     dy = dy.to(torch.float32).contiguous()
-    top = float(dy.abs().max())
+    top = largest_magnitude(dy) if top is None else top
     if not math.isfinite(top) or top == 0:
         return torch.zeros_like(dy)
     bias = PO2_HEADROOM - _round_log2(top)
@@ -85,6 +109,11 @@ def po2_quantize(dy: torch.Tensor) -> torch.Tensor:
     exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
     out = (exponent << 23).bitwise_or_(bits & -0x80000000)
     return out.mul_(magnitude != 0).view(torch.float32)
+
+
+def largest_magnitude(x: torch.Tensor) -> float:
+    """``max|x|`` without a temporary copy of ``x``."""
+    return max(float(x.max()), -float(x.min())) if x.numel() else 0.0
 
 
 def _round_log2(value: float) -> int:
@@ -108,16 +137,17 @@ def _binary_input(x: torch.Tensor, binary_input: bool) -> torch.Tensor:
 
 
 class StandardBinaryLayer(Function):
-    """``y = op(sign(x) or x, sign(W))`` keeping the float32 layer input; ``dW = op'(X, dY) ⊙ 1[|w| < 1]``.
+    """``y = op(sign(x) or x, sign(W))`` keeping the float32 layer input; ``dW = op'(X, dY) ⊙ 1[|w| < 1]``
+    (no mask with ``clip=False``, for Bop's ±1 weights).
 
     The input's own sign (binary layers) passes the gradient straight through: the clipping STE
     lives in the sign activation before the layer.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, op, binary_input):
+    def forward(ctx, x, weight, op, binary_input, clip=True):
         xb = _binary_input(x, binary_input)
-        ctx.op, ctx.x_shape = op, x.shape
+        ctx.op, ctx.x_shape, ctx.clip = op, x.shape, clip
         ctx.save_for_backward(xb, weight)
         return op(xb, sign(weight))
 
@@ -125,32 +155,117 @@ class StandardBinaryLayer(Function):
     def backward(ctx, dy):
         xb, weight = ctx.saved_tensors
         dx = ctx.op.input_grad(dy, sign(weight), ctx.x_shape) if ctx.needs_input_grad[0] else None
-        dw = ctx.op.weight_grad(xb, dy, weight.shape) * (weight.abs() < 1)
-        return dx, dw, None, None
+        dw = ctx.op.weight_grad(xb, dy, weight.shape)
+        return dx, dw.mul_(weight.abs() < 1) if ctx.clip else dw, None, None, None
+
+
+GRADIENT_FORMATS = ("po2", "float16")
+
+
+def quantize_gradient(dy: torch.Tensor, gradient: str, top: float | None = None) -> torch.Tensor:
+    """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``, relative to ``top``) or
+    rounded to float16."""
+    if gradient == "po2":
+        return po2_quantize(dy, top)
+    if gradient == "float16":
+        return dy.to(torch.float16).to(torch.float32)
+    raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {gradient!r}")
+
+
+#: values of a binary layer's input per chunk of the batch in the low-memory mode: the forward and
+#: backward work on this many input values at a time, which bounds their float32 working copies
+#: (a 3×3 convolution's weight gradient may unfold its chunk nine-fold)
+CHUNK_VALUES = 1 << 19
+
+
+def batch_chunks(x_shape, values: int | None = None, y_shape=None):
+    """``(start, stop)`` row ranges of the batch, each of about ``values`` (``CHUNK_VALUES``) values of the
+    input (or of ``y_shape``'s tensor, the output, where an example has more of those); at least one row."""
+    values = CHUNK_VALUES if values is None else values
+    per_example = max(math.prod(x_shape[1:]), math.prod(y_shape[1:]) if y_shape is not None else 0)
+    rows = max(1, values // max(per_example, 1))
+    return [(i, min(i + rows, x_shape[0])) for i in range(0, x_shape[0], rows)]
+
+
+def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of the ±1 tensor of ``shape`` packed by ``pack_signs``, unpacking only their bytes."""
+    per_example = math.prod(shape[1:])
+    first, last = start * per_example, stop * per_example
+    window = packed[first // 8 : -(-last // 8)]
+    flat = unpack_signs(window, (window.numel() * 8,))
+    return flat[first % 8 : first % 8 + last - first].view((stop - start, *shape[1:]))
+
+
+def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor | None:
+    """float32 ``dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer
+    kept only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``).
+    ``start`` must be a multiple of 8. None when the weight has no gradient."""
+    if weight.grad is not None:
+        return weight.grad.view(-1)[start:stop].float()
+    bits = getattr(weight, "grad_bits", None)
+    if bits is None:
+        return None
+    stop = weight.numel() if stop is None else min(stop, weight.numel())
+    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (stop - start,)).mul_(1 / math.sqrt(weight.numel()))
+    if getattr(weight, "grad_clip", True):
+        g.mul_(within_one(weight.detach().view(-1)[start:stop]))
+    return g
+
+
+def clear_weight_gradient(weight: torch.Tensor) -> None:
+    """Drop the 1-bit gradient a low-memory layer left on ``weight`` (the optimiser has used it)."""
+    weight.grad_bits = None
 
 
 class LowMemoryBinaryLayer(Function):
-    """The paper's binary layer: keeps packed ``sign(X)`` (first layer: ``X``), quantises ``dY`` to
-    powers of two, ``dW = (1/√N)·sign(sign(X)ᵀ·dY) ⊙ 1[|w| ≤ 1]`` in the weight's dtype (float16)."""
+    """The paper's binary layer: keeps packed ``sign(X)`` (first layer: ``X``), quantises ``dY``
+    (``quantize_gradient``), ``dW = (1/√N)·sign(sign(X)ᵀ·dY) ⊙ 1[|w| ≤ 1]``.
+
+    With ``bit_gradients`` (the authors' choice) only the packed signs of ``dW`` are kept, on
+    ``weight.grad_bits`` (the optimiser reads them with ``weight_gradient``; autograd sees no gradient);
+    without, ``dW`` is returned in the weight's dtype (float16), as data-parallel training needs.
+    Forward and backward run over chunks of the batch (``batch_chunks``), so their working copies are
+    bounded whatever the batch: only ``y``, ``dX`` and the float32 sum behind ``sign(dW)`` are whole.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, op, binary_input):
+    def forward(ctx, x, weight, op, binary_input, clip=True, gradient="po2", bit_gradients=False):
         ctx.op, ctx.x_shape, ctx.binary_input = op, x.shape, binary_input
+        ctx.clip, ctx.gradient, ctx.bit_gradients = clip, gradient, bit_gradients
+        ctx.parameter = weight if bit_gradients else None  # where the sign bits of dW go
         kept = pack_signs(x) if binary_input else x
         ctx.save_for_backward(kept, weight)
-        return op(_binary_input(x, binary_input), sign(weight).to(x.dtype))
+        w, out = sign(weight), None
+        for i, j in batch_chunks(x.shape, y_shape=op.output_shape(x.shape, weight.shape)):
+            y = op(_binary_input(x[i:j], binary_input), w)
+            if i == 0 and j == x.shape[0]:
+                return y
+            out = y.new_empty((x.shape[0], *y.shape[1:])) if out is None else out
+            out[i:j] = y
+        return out
 
     @staticmethod
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
-        dyq = po2_quantize(dy)
-        dx = None
-        if ctx.needs_input_grad[0]:
-            dx = ctx.op.input_grad(dyq, sign(weight).to(dyq.dtype), ctx.x_shape)
-        x = unpack_signs(kept, ctx.x_shape) if ctx.binary_input else kept.to(dyq.dtype)
-        up = ctx.op.weight_grad(x, dyq, weight.shape) >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
+        top = largest_magnitude(dy)
+        dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] else None
+        w = sign(weight) if dx is not None else None
+        total = None
+        for i, j in batch_chunks(ctx.x_shape, y_shape=dy.shape):
+            dyq = quantize_gradient(dy[i:j], ctx.gradient, top)
+            if dx is not None:
+                dx[i:j] = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
+            x = unpack_sign_rows(kept, ctx.x_shape, i, j) if ctx.binary_input else kept[i:j].float()
+            part = ctx.op.weight_grad(x, dyq, weight.shape)
+            total = part if total is None else total.add_(part)
+            del x, dyq, part
+        up = total >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
+        del total
+        if ctx.bit_gradients:
+            ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
+            return dx, None, None, None, None, None, None
         dw = up.to(weight.dtype).mul_(2).sub_(1).mul_(1 / math.sqrt(weight.numel()))
-        return dx, dw.mul_(weight.abs() <= 1), None, None
+        return dx, dw.mul_(within_one(weight)) if ctx.clip else dw, None, None, None, None, None
 
 
 def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
@@ -158,9 +273,12 @@ def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
     ctx.save_for_backward(pack_bits(mask) if packed else mask.to(torch.float32))
 
 
-def _mask(ctx, dtype: torch.dtype) -> torch.Tensor:
+def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
+    """``dy ⊙ mask``: a float32 product (standard), or one pass selecting through the unpacked bits."""
     (kept,) = ctx.saved_tensors
-    return unpack_bits(kept, ctx.mask_shape).to(dtype) if ctx.packed else kept.to(dtype)
+    if ctx.packed:
+        return torch.where(unpack_bits(kept, ctx.mask_shape), dy, dy.new_zeros(()))
+    return dy * kept.to(dy.dtype)
 
 
 class SignSTE(Function):
@@ -169,12 +287,12 @@ class SignSTE(Function):
 
     @staticmethod
     def forward(ctx, x, packed):
-        _keep_mask(ctx, x.abs() <= 1, packed)
+        _keep_mask(ctx, (x >= -1).logical_and_(x <= 1), packed)
         return sign(x)
 
     @staticmethod
     def backward(ctx, dy):
-        return dy * _mask(ctx, dy.dtype), None
+        return _masked(ctx, dy), None
 
 
 class MaxPool2x2(Function):
@@ -191,10 +309,11 @@ class MaxPool2x2(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        spread = dy.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        spread = F.interpolate(dy, scale_factor=2, mode="nearest")  # each value over its 2×2 window
         height, width = ctx.mask_shape[2:]
-        spread = F.pad(spread, (0, width - spread.shape[3], 0, height - spread.shape[2]))
-        return spread * _mask(ctx, dy.dtype), None
+        if (height, width) != spread.shape[2:]:
+            spread = F.pad(spread, (0, width - spread.shape[3], 0, height - spread.shape[2]))
+        return _masked(ctx, spread), None
 
 
 def channel_dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -207,13 +326,30 @@ def _per_channel(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def l1_batch_norm_backward(
-    dy: torch.Tensor, sign_xhat: torch.Tensor, mean_abs_xhat: torch.Tensor, sigma: torch.Tensor
+    dy: torch.Tensor, sign_xhat: torch.Tensor, mean_abs_xhat: torch.Tensor, sigma: torch.Tensor,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means)."""
+    """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means).
+
+    ``sign_xhat`` is a ±1 tensor, or the packed bits of one (``pack_signs``), unpacked here one chunk of
+    the batch at a time; the result is built in place in one float32 copy of ``dy`` (in ``dy`` itself
+    with ``inplace``)."""
     dims = channel_dims(dy)
-    scaled = dy / _per_channel(sigma, dy)
-    centred = scaled - scaled.mean(dims, keepdim=True)
-    return centred - sign_xhat * (sign_xhat * scaled).mean(dims, keepdim=True) * _per_channel(mean_abs_xhat, dy)
+    count = dy.numel() // dy.shape[1]
+    dx = dy.div_(_per_channel(sigma, dy)) if inplace else dy / _per_channel(sigma, dy)
+    mean_scaled = dx.mean(dims, keepdim=True)
+    packed = sign_xhat.dtype == torch.uint8
+    correlation = torch.zeros_like(mean_scaled)
+    chunks = batch_chunks(dy.shape)
+    for i, j in chunks:
+        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
+        correlation += (signs * dx[i:j]).sum(dims, keepdim=True)
+    slope = correlation.div_(count).mul_(_per_channel(mean_abs_xhat, dy))
+    dx.sub_(mean_scaled)
+    for i, j in chunks:
+        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
+        dx[i:j].sub_(signs.mul_(slope) if packed else signs * slope)
+    return dx
 
 
 class L1BatchNorm(Function):
@@ -224,19 +360,27 @@ class L1BatchNorm(Function):
     @staticmethod
     def forward(ctx, x, beta):
         dims = channel_dims(x)
+        count = x.numel() // x.shape[1]
         mu = x.mean(dims).half().float()
-        xhat = x - _per_channel(mu, x)
-        sigma = xhat.abs().mean(dims).half().float().clamp_min(torch.finfo(torch.float16).tiny)
+        # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
+        inplace = x._base is None and not (x.is_leaf and x.requires_grad)
+        xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
+        sigma = (torch.linalg.vector_norm(xhat, 1, dims) / count).half().float()
+        sigma.clamp_min_(torch.finfo(torch.float16).tiny)
         xhat.div_(_per_channel(sigma, x))
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
-        ctx.save_for_backward(pack_signs(xhat), xhat.abs().mean(dims).half(), sigma.half())
+        mean_abs = (torch.linalg.vector_norm(xhat, 1, dims) / count).half()
+        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())
         ctx.mark_non_differentiable(mu, sigma)
-        return xhat + _per_channel(beta.float(), x), mu, sigma
+        if inplace:
+            ctx.mark_dirty(x)
+        return xhat.add_(_per_channel(beta.float(), x)), mu, sigma
 
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):
         kept_signs, mean_abs, sigma = ctx.saved_tensors
-        dy = dy.half().float()  # the authors keep dX in float16
-        sign_xhat = unpack_signs(kept_signs, ctx.x_shape)
-        dx = l1_batch_norm_backward(dy, sign_xhat, mean_abs.float(), sigma.float())
-        return dx, dy.sum(channel_dims(dy)).to(ctx.beta_dtype)
+        rounded = torch.empty_like(dy, dtype=torch.float32)
+        for i, j in batch_chunks(dy.shape):  # the authors keep dX in float16
+            rounded[i:j] = dy[i:j].half()
+        dbeta = rounded.sum(channel_dims(rounded)).to(ctx.beta_dtype)
+        return l1_batch_norm_backward(rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True), dbeta

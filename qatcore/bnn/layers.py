@@ -51,6 +51,9 @@ class BinaryLayer:
         self.binary_input = binary_input
         self.input_bits = 1 if binary_input else 32
         self.low_memory = False
+        self.clip = True  # mask dW by |w| ≤ 1 (latent weights); False for Bop's ±1 weights
+        self.gradient = "po2"  # the low-memory mode's dY format (functions.GRADIENT_FORMATS)
+        self.bit_gradients = True  # the low-memory mode keeps dW as sign bits (False: float16)
         with torch.no_grad():  # the authors' initialisation: N(0, std = 1/sqrt(fan_in))
             self.weight.normal_(0.0, 1.0 / math.sqrt(self.weight[0].numel()))
 
@@ -60,8 +63,10 @@ class BinaryLayer:
 
     def _binary_forward(self, x: torch.Tensor, op) -> torch.Tensor:
         if _training_step(self):
-            function = fn.LowMemoryBinaryLayer if self.low_memory else fn.StandardBinaryLayer
-            return function.apply(x, self.weight, op, self.binary_input)
+            if self.low_memory:
+                return fn.LowMemoryBinaryLayer.apply(x, self.weight, op, self.binary_input, self.clip,
+                                                     self.gradient, self.bit_gradients)
+            return fn.StandardBinaryLayer.apply(x, self.weight, op, self.binary_input, self.clip)
         xb = sign(x) if self.binary_input else x
         return op(xb, sign(self.weight).to(x.dtype))
 

@@ -94,16 +94,17 @@ def tensor_bytes(tensors) -> int:
     return sum(storages.values())
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer):
+def _optimizer_tensors(optimizer):
     return [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
 
 
-def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0) -> Measurement:
-    """Switch ``model`` to ``mode``, take one warm-up step (so Adam has state), then measure a step."""
+def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0, *, optimizer: str = "adam",
+                 gradient: str = "po2") -> Measurement:
+    """Switch ``model`` to ``mode``, take one warm-up step (so the optimiser has state), then measure a step."""
     batch_size = int_at_least("batch_size", batch_size, 2)
-    set_mode(model, mode)
+    set_mode(model, mode, gradient)
     model.train()
-    optimizer = make_optimizer(model, mode)
+    optimizer = make_optimizer(model, mode, optimizer=optimizer)
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand((batch_size, *model.input_shape), generator=generator) * 2 - 1
     classes = model(x[:2]).shape[1]
@@ -127,7 +128,8 @@ def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0) ->
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
-        gradients = tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+        gradients = tensor_bytes([p.grad for p in model.parameters() if p.grad is not None] +
+                                 [p.grad_bits for p in model.parameters() if getattr(p, "grad_bits", None) is not None])
         optimizer.step()
         peak = _status_kib("VmHWM") if peak_ok else None
     finally:
@@ -140,22 +142,61 @@ def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0) ->
     )
 
 
+def peak_in_this_process(model_name: str, mode: str, batch_size: int, optimizer: str = "adam",
+                         gradient: str = "po2", seed: int = 0, steps: int = 2) -> int | None:
+    """Peak resident memory of training a zoo model ``steps`` steps at ``batch_size``, over this process's
+    resident set before the model exists: the high-water mark covers the weights, the optimiser's
+    state, every forward and backward. A first step of a throw-away copy, at the same batch, loads
+    the kernels' code, thread pools and per-shape caches beforehand, so they do not count. Meant for a fresh process (``measured_peak``);
+    glibc returns freed blocks."""
+    from qatcore import zoo
+
+    return_freed_memory()
+
+    def train(batch: int, count: int) -> None:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        net = set_mode(zoo.build(model_name), mode, gradient).train()
+        x = torch.rand((batch, *net.input_shape), generator=generator) * 2 - 1
+        y = torch.randint(0, 10, (batch,), generator=generator)
+        opt = make_optimizer(net, mode, optimizer=optimizer)
+        for _ in range(count):
+            training_step(net, opt, x, y)
+
+    train(batch_size, 1)
+    gc.collect()
+    return_freed_memory()
+    before = _status_kib("VmRSS")
+    if before is None or not reset_peak():
+        return None
+    train(batch_size, steps)
+    return _status_kib("VmHWM") - before
+
+
+def measured_peak(model: str, mode: str, batch_size: int, optimizer: str = "adam", gradient: str = "po2",
+                  seed: int = 0) -> int | None:
+    """``peak_in_this_process`` run in a fresh Python process (so no earlier allocation hides the peak)
+    for a CLI model name; None where the peak cannot be read (not Linux)."""
+    import json
+    import subprocess
+    import sys
+
+    args = json.dumps([CLI_MODELS[model], mode, batch_size, optimizer, gradient, seed])
+    code = f"import json; from qatcore.bnn.measure import peak_in_this_process as p; print(json.dumps(p(*json.loads({args!r}))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 #: command-line names of the paper's three models and their zoo names
 CLI_MODELS = {"mlp": "bnn_mlp", "cnv": "cnv", "binarynet": "binarynet"}
 
 
-def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int = 0) -> dict:
-    """Modelled bytes of both modes (``standard_bytes``, ``low_memory_bytes``, ``ratio``, per-kind
-    breakdowns) and, with ``measure``, the measured figures of one real step of each mode."""
+def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int = 0, *, optimizer: str = "adam",
+                   accounting: str = "autograd", gradient: str = "po2") -> dict:
+    """Modelled bytes of both modes under ``accounting`` (``standard_bytes``, ``low_memory_bytes``, ``ratio``,
+    per-kind breakdowns) and, with ``measure``, the measured figures of one real step of each mode."""
     from qatcore import zoo
-    from qatcore.bnn.memory import (
-        LOW_MEMORY,
-        STANDARD,
-        bytes_by_kind,
-        layer_shapes,
-        memory_rows,
-        total_bytes,
-    )
+    from qatcore.bnn.memory import accounting_rows, bytes_by_kind, layer_shapes, total_bytes
 
     if model not in CLI_MODELS:
         raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {model!r}")
@@ -163,16 +204,20 @@ def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int
     torch.manual_seed(seed)
     net = zoo.build(CLI_MODELS[model])
     shapes = layer_shapes(net)
-    rows = {mode: memory_rows(net, batch_size, c, shapes) for mode, c in
-            (("standard", STANDARD), ("low_memory", LOW_MEMORY))}
+    rows = {mode: accounting_rows(net, batch_size, mode, accounting=accounting, optimizer=optimizer,
+                                  gradient=gradient, shapes=shapes) for mode in ("standard", "low_memory")}
     summary = {
-        "model": model, "batch_size": batch_size,
+        "model": model, "batch_size": batch_size, "accounting": accounting, "optimizer": optimizer,
+        "gradient": gradient,
         "standard_bytes": total_bytes(rows["standard"]), "low_memory_bytes": total_bytes(rows["low_memory"]),
         "by_kind": {mode: bytes_by_kind(r) for mode, r in rows.items()},
     }
     summary["ratio"] = summary["standard_bytes"] / summary["low_memory_bytes"]
     if measure:
-        measured = {mode: measure_step(net, mode, batch_size, seed).to_dict() for mode in rows}
+        measured = {mode: measure_step(net, mode, batch_size, seed, optimizer=optimizer).to_dict() for mode in rows}
         summary["measured"] = measured
         summary["measured_ratio"] = measured["standard"]["held_bytes"] / measured["low_memory"]["held_bytes"]
+        for mode in rows:
+            summary[f"measured_peak_{mode}_bytes"] = measured_peak(model, mode, batch_size, optimizer=optimizer,
+                                                                   seed=seed)
     return summary

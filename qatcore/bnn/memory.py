@@ -20,7 +20,16 @@ from qatcore.bnn.layers import BinaryLayer, MaxPool2d, SignActivation
 from qatcore.bnn.packing import packed_size
 from qatcore.checks import int_at_least
 
-KINDS = ("weights", "weight gradients", "optimizer state", "saved activations", "masks", "batch norm", "loss")
+KINDS = ("weights", "weight gradients", "optimizer state", "saved activations", "masks", "batch norm", "loss",
+         "gradient buffers")
+ACCOUNTINGS = ("authors", "autograd")
+OPTIMIZERS = ("sgd", "adam", "bop")
+GRADIENT_FORMATS = ("po2", "float16")
+#: state slots per weight: SGD with momentum one, Adam two (m, v), Bop one (the gradients' moving average)
+STATE_SLOTS = {"sgd": 1, "adam": 2, "bop": 1}
+#: bits of the second activation-gradient buffer in the authors' proposed column: the power-of-two
+#: step (sign + 4-bit exponent) or the final code's float16
+GRADIENT_BITS = {"po2": 5, "float16": 16}
 
 
 @dataclass(frozen=True)
@@ -31,17 +40,19 @@ class Choices:
     l1_batch_norm: bool = False  # keep sign(x̂) bits and per-channel mean|x̂|, σ instead of x̂
     bit_masks: bool = False  # STE and pooling masks as 1 bit instead of float32
     half_precision: bool = False  # weights, gradients, Adam state and batch-norm parameters in float16
+    bit_weight_gradients: bool = False  # binary layers' dW kept as packed sign bits
 
 
 STANDARD = Choices()
-LOW_MEMORY = Choices(True, True, True, True)
+LOW_MEMORY = Choices(True, True, True, True, True)
 #: the paper's choices applied one after another, from the standard to the low-memory algorithm
 WATERFALL = (
     ("standard", STANDARD),
     ("1-bit layer inputs", Choices(packed_inputs=True)),
     ("l1 batch norm", Choices(packed_inputs=True, l1_batch_norm=True)),
     ("1-bit masks", Choices(packed_inputs=True, l1_batch_norm=True, bit_masks=True)),
-    ("float16 weights + Adam", LOW_MEMORY),
+    ("float16 weights + state", Choices(True, True, True, True)),
+    ("1-bit weight gradients", LOW_MEMORY),
 )
 
 
@@ -113,49 +124,60 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
     return shapes + [LayerShape("loss", "loss", channels=out.shape[1])]
 
 
-def _binary_rows(s: LayerShape, b: int, c: Choices) -> list[MemoryRow]:
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming ``name``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def _binary_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[MemoryRow]:
     bits = 16 if c.half_precision else 32
     x_bits = 1 if c.packed_inputs and s.binary_input else 32
+    state = {"sgd": "momentum", "adam": "Adam m, v", "bop": "Bop m"}[optimizer]
     return [
-        MemoryRow(s.name, "W (latent weights)", "weights", s.weights, bits),
-        MemoryRow(s.name, "dW", "weight gradients", s.weights, bits),
-        MemoryRow(s.name, "Adam m, v", "optimizer state", 2 * s.weights, bits),
+        MemoryRow(s.name, "W (latent weights)" if optimizer != "bop" else "W (±1 weights)", "weights", s.weights, bits),
+        MemoryRow(s.name, "dW" if not c.bit_weight_gradients else "sign(dW) bits", "weight gradients", s.weights,
+                  1 if c.bit_weight_gradients else bits),
+        MemoryRow(s.name, state, "optimizer state", STATE_SLOTS[optimizer] * s.weights, bits),
         MemoryRow(s.name, "X (layer input)" if x_bits == 32 else "sign(X) bits", "saved activations",
                   s.per_example * b, x_bits, saved=True),
     ]
 
 
-def _batch_norm_rows(s: LayerShape, b: int, c: Choices) -> list[MemoryRow]:
+def _batch_norm_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[MemoryRow]:
     bits, ch = (16 if c.half_precision else 32), s.channels
+    slots, state = (1, "momentum") if optimizer == "sgd" else (2, "Adam m, v")  # Bop leaves β to Adam
     rows = [MemoryRow(s.name, "γ, β", "batch norm", 2 * ch, bits),
             MemoryRow(s.name, "running μ, σ²", "batch norm", 2 * ch, bits)]
     if c.l1_batch_norm:  # γ is fixed at 1: only β is trained
         return rows + [
             MemoryRow(s.name, "dβ", "batch norm", ch, bits),
-            MemoryRow(s.name, "Adam m, v of β", "batch norm", 2 * ch, bits),
+            MemoryRow(s.name, f"{state} of β", "batch norm", slots * ch, bits),
             MemoryRow(s.name, "sign(x̂) bits", "batch norm", s.per_example * b, 1, saved=True),
             MemoryRow(s.name, "mean|x̂|, σ", "batch norm", 2 * ch, 16, saved=True),
         ]
     return rows + [
         MemoryRow(s.name, "dγ, dβ", "batch norm", 2 * ch, bits),
-        MemoryRow(s.name, "Adam m, v of γ, β", "batch norm", 4 * ch, bits),
+        MemoryRow(s.name, f"{state} of γ, β", "batch norm", 2 * slots * ch, bits),
         MemoryRow(s.name, "x̂ (torch keeps x, same size)", "batch norm", s.per_example * b, 32, saved=True),
         MemoryRow(s.name, "μ, 1/σ", "batch norm", 2 * ch, 32, saved=True),
     ]
 
 
 def memory_rows(model: nn.Module | None, batch_size: int, choices: Choices = STANDARD,
-                shapes: list[LayerShape] | None = None) -> list[MemoryRow]:
-    """Every variable of a training step of ``model`` at ``batch_size`` under ``choices`` (``model`` may
-    be None when its ``layer_shapes`` are given)."""
+                shapes: list[LayerShape] | None = None, optimizer: str = "adam") -> list[MemoryRow]:
+    """Every variable autograd holds in a training step of ``model`` at ``batch_size`` under ``choices``
+    with ``optimizer`` (``model`` may be None when its ``layer_shapes`` are given)."""
     b = int_at_least("batch_size", batch_size, 1)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     mask_bits = 1 if choices.bit_masks else 32
     rows: list[MemoryRow] = []
     for s in shapes if shapes is not None else layer_shapes(model):
         if s.kind == "binary":
-            rows += _binary_rows(s, b, choices)
+            rows += _binary_rows(s, b, choices, optimizer)
         elif s.kind == "batch_norm":
-            rows += _batch_norm_rows(s, b, choices)
+            rows += _batch_norm_rows(s, b, choices, optimizer)
         elif s.kind == "sign":
             rows.append(MemoryRow(s.name, "STE mask 1[|x| ≤ 1]", "masks", s.per_example * b, mask_bits, True))
         elif s.kind == "pool":
@@ -164,6 +186,70 @@ def memory_rows(model: nn.Module | None, batch_size: int, choices: Choices = STA
             rows += [MemoryRow(s.name, "log-softmax", "loss", s.channels * b, 32, True),
                      MemoryRow(s.name, "labels (int64)", "loss", b, 64, True)]
     return rows
+
+#: the authors' spreadsheet groups its rows into three totals, in MiB (bytes / 1024 / 1024)
+SHEET_GROUPS = ("model", "optimiser", "activation")
+
+#: the BinaryNet sheet of the authors' ``memory_estimation/memory_estimation.xlsx`` (repository
+#: awai54st/Enabling-Binary-Neural-Network-Training-on-the-Edge, commit 2bee19b, the parent of the
+#: commit that deleted it), batch 100: its "Overall Total (MB)" column, standard ("BNN") and
+#: proposed ("Ours"), per optimiser, as the sheet stores them
+AUTHORS_SHEET_BINARYNET = {
+    ("standard", "sgd"): 371.81586456298828, ("standard", "adam"): 425.30561065673828,
+    ("standard", "bop"): 318.32611846923828, ("low_memory", "sgd"): 91.460267066955566,
+    ("low_memory", "adam"): 118.20514011383057, ("low_memory", "bop"): 64.715394020080566,
+}
+
+
+def authors_rows(model: nn.Module | None, batch_size: int, mode: str = "standard", optimizer: str = "adam",
+                 gradient: str = "po2", shapes: list[LayerShape] | None = None) -> list[MemoryRow]:
+    """The authors' memory model (their ``memory_estimation.xlsx``): exactly its rows and bit widths.
+
+    Standard → proposed bits: weights 32 → 16 (none for Bop, which the sheet counts as latent-free),
+    per-channel β 32 → 16, weight gradients 32 → 1, each optimiser slot 32 → 16, the saved activations
+    (every weight layer's input, the first included, and the network output) 32 → 1, and two
+    activation-gradient buffers of the largest of those sizes, 32 + 32 → 16 + 5 (``gradient="po2"``)
+    or 16 + 16 (``"float16"``). Each row's ``layer`` is its sheet group (``SHEET_GROUPS``).
+    """
+    b = int_at_least("batch_size", batch_size, 1)
+    low = check_choice("mode", mode, ("standard", "low_memory")) == "low_memory"
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("gradient", gradient, GRADIENT_FORMATS)
+    shapes = shapes if shapes is not None else layer_shapes(model)
+    binary = [s for s in shapes if s.kind == "binary"]
+    weights = sum(s.weights for s in binary)
+    activations = [s.per_example * b for s in binary] + [s.channels * b for s in shapes if s.kind == "loss"]
+    word = 16 if low else 32
+    rows = [
+        MemoryRow("model", "weights", "weights", 0 if optimizer == "bop" else weights, word),
+        MemoryRow("model", "bias (per-channel β)", "batch norm",
+                  sum(s.channels for s in shapes if s.kind == "batch_norm"), word),
+        MemoryRow("optimiser", "weight gradient", "weight gradients", weights, 1 if low else 32),
+    ]
+    rows += [MemoryRow("optimiser", f"momentum {i + 1}", "optimizer state", weights, word)
+             for i in range(STATE_SLOTS[optimizer])]
+    return rows + [
+        MemoryRow("activation", "activation", "saved activations", sum(activations), 1 if low else 32, saved=True),
+        MemoryRow("activation", "activation gradient 1", "gradient buffers", max(activations), word),
+        MemoryRow("activation", "activation gradient 2", "gradient buffers", max(activations),
+                  GRADIENT_BITS[gradient] if low else 32),
+    ]
+
+
+def sheet_mib(rows: list[MemoryRow]) -> dict[str, float]:
+    """The sheet's totals of ``authors_rows``: MiB per group and ``"total"``, as ``bits / 8 / 1024 / 1024``."""
+    groups = {g: sum(r.values * r.bits for r in rows if r.layer == g) / 8 / 1024 / 1024 for g in SHEET_GROUPS}
+    return {**groups, "total": groups["model"] + groups["optimiser"] + groups["activation"]}
+
+
+def accounting_rows(model: nn.Module | None, batch_size: int, mode: str = "standard", *, accounting: str = "autograd",
+                    optimizer: str = "adam", gradient: str = "po2",
+                    shapes: list[LayerShape] | None = None) -> list[MemoryRow]:
+    """``authors_rows`` (``accounting="authors"``) or what autograd holds (``"autograd"``, ``memory_rows``)."""
+    if check_choice("accounting", accounting, ACCOUNTINGS) == "authors":
+        return authors_rows(model, batch_size, mode, optimizer, gradient, shapes)
+    check_choice("gradient", gradient, GRADIENT_FORMATS)  # autograd holds no dY buffer between steps
+    return memory_rows(model, batch_size, choices_for(mode), shapes, optimizer)
 
 
 def total_bytes(rows: list[MemoryRow]) -> int:
@@ -198,6 +284,7 @@ def memory_table(rows: list[MemoryRow]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Choices", "KINDS", "LOW_MEMORY", "STANDARD", "WATERFALL", "MemoryRow", "compare_modes",
+__all__ = ["ACCOUNTINGS", "AUTHORS_SHEET_BINARYNET", "GRADIENT_BITS", "GRADIENT_FORMATS", "OPTIMIZERS", "SHEET_GROUPS", "STATE_SLOTS",
+           "Choices", "KINDS", "accounting_rows", "authors_rows", "check_choice", "sheet_mib", "LOW_MEMORY", "STANDARD", "WATERFALL", "MemoryRow", "compare_modes",
            "bytes_by_kind", "choices_for", "layer_shapes", "memory_rows", "memory_table",
            "total_bytes", "waterfall"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.layers import (
     BinaryConv2d,
     BinaryLayer,
@@ -130,14 +131,17 @@ def _swap_batch_norm(bn: nn.modules.batchnorm._BatchNorm, low_memory: bool) -> n
     return new
 
 
-def set_mode(model: nn.Module, mode: str) -> nn.Module:
+def set_mode(model: nn.Module, mode: str, gradient: str = "po2", bit_gradients: bool = True) -> nn.Module:
     """Switch ``model`` in place to the ``standard`` or ``low_memory`` training algorithm.
 
-    Low-memory: binary layers keep packed bits and get the paper's gradients, their latent weights
-    become float16, batch norms become l1 batch norms (float16). Standard: float32 and torch's
+    Low-memory: binary layers keep packed bits and get the paper's gradients (``dY`` as ``gradient``,
+    ``"po2"`` or ``"float16"``; ``dW`` as sign bits with ``bit_gradients``, else float16), their latent
+    weights become float16, batch norms become l1 batch norms (float16). Standard: float32 and torch's
     batch norm. Binary layers stay the same objects; batch norms keep their β.
     """
     low_memory = check_mode(mode) == "low_memory"
+    if gradient not in GRADIENT_FORMATS:
+        raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {gradient!r}")
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and isinstance(child, L1BatchNorm) != low_memory:
@@ -145,6 +149,7 @@ def set_mode(model: nn.Module, mode: str) -> nn.Module:
     for module in model.modules():
         if isinstance(module, BinaryLayer):
             module.weight.data = module.weight.data.half() if low_memory else module.weight.data.float()
+            module.gradient, module.bit_gradients = gradient, bool(bit_gradients)
         if isinstance(module, (BinaryLayer, SignActivation, MaxPool2d)):
             module.low_memory = low_memory
     model.training_mode = mode

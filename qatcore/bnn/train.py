@@ -20,8 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from qatcore import distributed
+from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.models import check_mode, set_mode
-from qatcore.bnn.optim import make_optimizer
+from qatcore.bnn.optim import BOP_GAMMA, OPTIMIZERS, make_optimizer
 from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.metrics import accuracy
@@ -30,16 +31,25 @@ from qatcore.runtime import show_progress
 
 @dataclass(frozen=True)
 class BNNConfig:
-    """One run: the training ``mode`` and the paper's hyper-parameters."""
+    """One run: the training ``mode``, the paper's hyper-parameters, the ``optimizer`` (``"adam"``, the
+    paper's; ``"sgd"``; ``"bop"`` with ``gamma``, ``threshold``) and the low-memory ``gradient`` format."""
 
     mode: str = "standard"
     epochs: int = 5
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
+    optimizer: str = "adam"
+    gradient: str = "po2"
+    gamma: float = BOP_GAMMA
+    threshold: float | None = None  # Bop's τ; None: optim.BOP_THRESHOLD of the mode
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.gradient not in GRADIENT_FORMATS:
+            raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {self.gradient!r}")
         int_at_least("epochs", self.epochs, 1)
         int_at_least("batch_size", self.batch_size, 2)
         positive_number("lr", self.lr)
@@ -63,7 +73,7 @@ def signed_inputs(data: Dataset) -> Dataset:
     return dataclasses.replace(data, x_train=data.x_train * 2 - 1, x_test=data.x_test * 2 - 1)
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def training_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
     """One step: forward, cross-entropy, backward, optimiser step; returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     loss = F.cross_entropy(model(x), y)
@@ -74,10 +84,11 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
 
 def train_bnn(model: nn.Module, data: Dataset, config: BNNConfig = BNNConfig(), progress: bool | None = None) -> BNNResult:
     """Switch ``model`` to ``config.mode`` and train it on ``data`` (images in [0, 1])."""
-    set_mode(model, config.mode)
+    # data-parallel replicas average float16 gradients: 1-bit ones cannot be averaged
+    set_mode(model, config.mode, config.gradient, bit_gradients=not distributed.is_distributed())
     model.train()
     data = signed_inputs(data)
-    optimizer = make_optimizer(model, config.mode, config.lr)
+    optimizer = make_optimizer(model, config.mode, config.lr, config.optimizer, config.gamma, config.threshold)
     generator = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
     local, local_batch = distributed.shard(torch.arange(n), config.batch_size)
