@@ -184,11 +184,11 @@ def load_config(path: str | os.PathLike, **overrides) -> tuple[EquivalenceConfig
     ``runs`` (names) and ``seeds``; ``overrides`` not ``None`` take precedence. Returns (config, runs, seeds)."""
     with open(path, "rb") as handle:
         values = tomllib.load(handle)
+    values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(EquivalenceConfig)} | {"runs", "seeds"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
     runs = values.pop("runs", None)
     seeds = values.pop("seeds", 1)
     return EquivalenceConfig(**values), None if runs is None else tuple(runs), seeds
