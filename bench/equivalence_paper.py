@@ -4,7 +4,8 @@ DSQ and PWL × SGD and Adam, the authors' named runs (``qatcore.estimators.ablat
 ``configs/paper_mnist_{sgd,adam}.toml`` on Fashion-MNIST IDX files (MNIST is not on this machine):
 
     PYTHONPATH=$PWD QATCORE_THREADS=1 python bench/equivalence_paper.py \\
-        --data-dir /usr/share/datasets/fashion-mnist [--epochs 5] [--seeds 1] [--runs ...]
+        --data-dir /usr/share/datasets/fashion-mnist [--epochs 5] [--seeds 1] [--runs ...] \\
+        [--train-images N --test-images N --cut "what was left out"]
 
 writes ``bench/results/equivalence_paper/<estimator>-<optimizer>.json`` and the markdown table
 ``bench/results/equivalence_paper.md`` (the command and what it cut from the full setting first).
@@ -47,6 +48,17 @@ def table(report: dict) -> str:
     return "\n".join([head, *rows])
 
 
+def _write(argv: list[str], args: argparse.Namespace, sections: list[str]) -> None:
+    command = "PYTHONPATH=$PWD QATCORE_THREADS=1 python bench/equivalence_paper.py " + " ".join(argv)
+    text = (f"# Paper 1: every metric at paper settings ({args.dataset})\n\n"
+            f"Written by `bench/equivalence_paper.py`:\n\n    {command}\n\n"
+            f"Cut from the full setting (5 epochs, every named run, several seeds): {args.cut or 'nothing'}.\n\n"
+            "Pairs compare the custom-estimator run with each named run (`qatcore.estimators.ablations`). "
+            "The authors' metrics follow mschoenb97/flax, examples/mnist/run_experiments.py; ours, "
+            "`qatcore.estimators.trajectory`.\n\n" + "\n".join(sections))
+    (OUT / "equivalence_paper.md").write_text(text)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, help="folder of Fashion-MNIST (or MNIST) IDX files")
@@ -57,11 +69,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--estimators", nargs="+", default=["dsq", "pwl"])
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "adam"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train-images", type=int, default=None, help="the first N training images (default: all)")
+    parser.add_argument("--test-images", type=int, default=None, help="the first N test images (default: all)")
     parser.add_argument("--cut", default="", help="what this run leaves out of the full setting, for the table")
     args = parser.parse_args(argv)
     folder = OUT / "equivalence_paper"
     folder.mkdir(parents=True, exist_ok=True)
-    data = datasets.load(args.dataset, args.data_dir)
+    data = datasets.subset(datasets.load(args.dataset, args.data_dir), args.train_images, args.test_images)
     sections = []
     for optimizer in args.optimizers:
         config, runs, _ = ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml")
@@ -81,14 +95,7 @@ def main(argv: list[str]) -> int:
             sections.append(f"### {estimator}, {optimizer} ({seconds:.0f} s on this machine)\n\n{verdict}"
                             f"{table(report)}\n")
             print(f"{estimator}-{optimizer}: {seconds:.0f} s", file=sys.stderr)
-    command = "PYTHONPATH=$PWD QATCORE_THREADS=1 python bench/equivalence_paper.py " + " ".join(argv)
-    text = (f"# Paper 1: every metric at paper settings ({args.dataset})\n\n"
-            f"Written by `bench/equivalence_paper.py`:\n\n    {command}\n\n"
-            f"Cut from the full setting (5 epochs, every named run, several seeds): {args.cut or 'nothing'}.\n\n"
-            "Pairs compare the custom-estimator run with each named run (`qatcore.estimators.ablations`). "
-            "The authors' metrics follow mschoenb97/flax, examples/mnist/run_experiments.py; ours, "
-            "`qatcore.estimators.trajectory`.\n\n" + "\n".join(sections))
-    (OUT / "equivalence_paper.md").write_text(text)
+            _write(argv, args, sections)  # after every pair of settings, so a cut run keeps what it made
     return 0
 
 

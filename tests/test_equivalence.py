@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from qatcore import data, estimators, runtime
-from qatcore.estimators.equivalence import RUNS, EquivalenceConfig, run_equivalence
+from qatcore.estimators.equivalence import (
+    RUNS,
+    EquivalenceConfig,
+    loose_bound_share,
+    run_equivalence,
+)
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
@@ -198,3 +203,9 @@ def test_cli_seeds_json_reports_the_named_runs():
     assert set(report["runs"]) == {"main", "jitter"} and report["seeds"] == [0, 1]
     assert "mean" in report["runs"]["main"]["authors"]["correct_sequences_proportion"]
     assert "margin" in report["adjusted_vs_jitter"]
+
+
+def test_loose_bound_share_is_a_fraction_and_zero_for_the_ste(digits, sgd_result):
+    assert 0 < loose_bound_share(sgd_result) < 1  # DSQ at lr 0.02: the bound exceeds some steps, not all
+    ste = run_equivalence(EquivalenceConfig(estimator="ste", epochs=1), digits, progress=False, runs=("custom",))
+    assert loose_bound_share(ste) == 0.0  # the STE's Q̂′ is flat: L = 0, no remainder

@@ -286,3 +286,27 @@ def run_equivalence(
         result.runs[name] = _train_recorded(models[name], data, train_config, progress)
     compare(result)
     return result
+
+
+def loose_bound_share(result: EquivalenceResult) -> float:
+    """Share of the custom run's (step, weight) pairs in which the theorem's remainder bound
+    ``½αL(L₊/L₋)²(ηg)²`` is larger than the first-order step ``αη|g|`` itself, i.e.
+    ``η|g| > 2/(L(L₊/L₋)²)``, with ``η|g| = |w_{t+1} − w_t| / Q̂′(w_t)`` read off the recorded run.
+    Weights outside the range (``Q̂′ = 0``) are left out. Where the share is large the bound is loose.
+    """
+    from qatcore.estimators import theory
+
+    est = estimators.get(result.config.estimator)
+    weights = result.runs["custom"].weights.double()
+    exceeded, counted = 0, 0
+    for sl in result.layer_slices.values():
+        m = float(result.m[sl.start])
+        limits = theory.check_assumptions(est, result.config.bits, m).expressions
+        critical = 2 / (float(limits["L"]) * (float(limits["L_plus"]) / float(limits["L_minus"])) ** 2)
+        w = weights[:, sl]
+        slope = est.derivative(w[:-1], result.config.bits, m)
+        inside = slope > 0
+        steps = w.diff(dim=0).abs()[inside] / slope[inside]
+        exceeded += int((steps > critical).sum())
+        counted += int(inside.sum())
+    return exceeded / counted if counted else math.nan
