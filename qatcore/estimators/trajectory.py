@@ -453,18 +453,23 @@ def authors_change_point_agreement(levels_a: torch.Tensor, levels_b: torch.Tenso
 
 
 def _collapsed_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_change_point_runs`` with each weight's sequence passed through ``collapse_oscillations``."""
+    """``_change_point_runs`` with each weight's sequence passed through ``collapse_oscillations``.
+
+    Only weights with four or more entries can hold an ``A,B,A,B`` run; only those are looped over.
+    """
     level, step, column = _change_point_runs(levels)
-    bounds = np.flatnonzero(np.diff(column)) + 1
-    kept: list[tuple[list[int], list[int], int]] = []
-    for lv, st, col in zip(np.split(level, bounds), np.split(step, bounds), np.split(column, bounds), strict=True):
-        kept_levels, kept_steps = collapse_oscillations(lv.tolist(), st.tolist()) if len(lv) >= 4 else (lv, st)
-        kept.append((list(kept_levels), list(kept_steps), int(col[0])))
-    return (
-        np.asarray([v for lv, _, _ in kept for v in lv], dtype=np.int64),
-        np.asarray([v for _, st, _ in kept for v in st], dtype=np.int64),
-        np.asarray([c for lv, _, c in kept for _ in lv], dtype=np.int64),
-    )
+    lengths = np.bincount(column, minlength=levels.shape[1])
+    long = lengths[column] >= 4
+    parts = [(level[~long], step[~long], column[~long])]
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for col in np.flatnonzero(lengths >= 4):
+        lo, hi = starts[col], starts[col + 1]
+        kept_levels, kept_steps = collapse_oscillations(level[lo:hi].tolist(), step[lo:hi].tolist())
+        parts.append((np.asarray(kept_levels, dtype=np.int64), np.asarray(kept_steps, dtype=np.int64),
+                      np.full(len(kept_levels), col, dtype=np.int64)))
+    level, step, column = (np.concatenate(x) for x in zip(*parts, strict=True))
+    order = np.argsort(column, kind="stable")  # back to column by column, each in step order
+    return level[order], step[order], column[order]
 
 
 def authors_compressed_change_point_agreement(
