@@ -302,7 +302,8 @@ def loose_bound_share(result: EquivalenceResult) -> float:
     for sl in result.layer_slices.values():
         m = float(result.m[sl.start])
         limits = theory.check_assumptions(est, result.config.bits, m).expressions
-        critical = 2 / (float(limits["L"]) * (float(limits["L_plus"]) / float(limits["L_minus"])) ** 2)
+        curvature = float(limits["L"]) * (float(limits["L_plus"]) / float(limits["L_minus"])) ** 2
+        critical = 2 / curvature if curvature > 0 else math.inf  # a flat Q̂′ (the STE) has no remainder
         w = weights[:, sl]
         slope = est.derivative(w[:-1], result.config.bits, m)
         inside = slope > 0
