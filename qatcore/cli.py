@@ -58,23 +58,60 @@ def _equivalence(args: argparse.Namespace) -> int:
     import json
 
     from qatcore import distributed
+    from qatcore.estimators import ablations
     from qatcore.estimators.equivalence import EquivalenceConfig, run_equivalence
 
-    if (launched := _launch_or_join(args)) is not None:
-        return launched
-    config = EquivalenceConfig(
+    settings = dict(
         estimator=args.estimator, bits=args.bits, optimizer=args.optimizer, lr=args.lr,
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         dataset=args.dataset, data_dir=args.data_dir, device=args.device,
     )
-    summary = run_equivalence(config, progress=not args.json and distributed.is_main_process()).to_dict()
+    runs = None if args.runs is None else tuple(r for part in args.runs for r in part.split(",") if r)
+    if args.config is not None:  # the file's settings; flags given on the command line win
+        given = {k: v for k, v in settings.items() if v is not None}
+        config, file_runs, file_seeds = ablations.load_config(args.config, **given)
+        runs, seeds = runs or file_runs, args.seeds or file_seeds
+    else:
+        defaults = dict(estimator="dsq", bits=2, optimizer="sgd", epochs=10, batch_size=64, seed=0,
+                        dataset="digits", device="cpu")
+        config = EquivalenceConfig(**{k: defaults.get(k) if v is None else v for k, v in settings.items()})
+        seeds = args.seeds
+    args.seed = config.seed
+    if (launched := _launch_or_join(args)) is not None:
+        return launched
+    show = not args.json and distributed.is_main_process()
+    if runs is None and seeds is None:  # the four runs of one seed
+        summary = run_equivalence(config, progress=show).to_dict()
+    else:
+        summary = ablations.run_seeds(config, runs, seeds or 1, workers=args.workers, progress=show)
     if not distributed.is_main_process():
         return 0
     if args.json:
         print(json.dumps(summary))
-        return 0
-    _print_pairs(summary)
+    elif "runs" in summary:
+        _print_named(summary)
+    else:
+        _print_pairs(summary)
     return 0
+
+
+def _print_named(report: dict) -> None:
+    """The named runs over seeds: a few of the authors' metrics, mean ± sd, one line a run."""
+    print(f"{report['estimator']}, {report['bits']} bits, {report['optimizer']}, lr {report['lr']:g}, "
+          f"seeds {report['seeds']}")
+    shown = ("exact_correct_sequences_proportion", "correct_sequences_proportion",
+             "inference_agreement_proportion", "avg_logit_difference")
+    print(f"{'run':<16}{'q. agreement':>18}" + "".join(f"{name[:22]:>26}" for name in shown))
+    for name, pair in report["runs"].items():
+        def cell(m: dict | None) -> str:
+            return "n/a" if m is None else f"{m['mean']:.4f} ± {m['sd']:.4f}"
+        print(f"{name:<16}{cell(pair['ours']['quantized_weight_agreement']):>18}"
+              + "".join(f"{cell(pair['authors'][k]):>26}" for k in shown))
+    if "adjusted_vs_jitter" in report:
+        claim = report["adjusted_vs_jitter"]
+        print(f"adjusted − jitter agreement: {claim['mean']:+.2f} ± {claim['sd']:.2f} points; mean − 2 s.e. "
+              f"{claim['lower']:+.2f} vs bar {claim['bar']:+.1f}: {'holds' if claim['holds'] else 'fails'} "
+              f"(margin {claim['margin']:+.2f})")
 
 
 def _print_pairs(summary: dict) -> None:
@@ -267,16 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     eq = commands.add_parser(
         "equivalence", help="train a custom estimator, its adjusted STE, the ablation and the jitter baseline"
     )
-    eq.add_argument("--estimator", default="dsq", choices=names())
-    eq.add_argument("--bits", type=int, default=2)
-    eq.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    eq.add_argument("--estimator", default=None, choices=names(), help="default: dsq")
+    eq.add_argument("--bits", type=int, default=None, help="default: 2")
+    eq.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default: sgd")
     eq.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
-    eq.add_argument("--epochs", type=int, default=10)
-    eq.add_argument("--batch-size", type=int, default=64)
-    eq.add_argument("--seed", type=int, default=0)
-    eq.add_argument("--dataset", default="digits", choices=DATASETS)
+    eq.add_argument("--epochs", type=int, default=None, help="default: 10")
+    eq.add_argument("--batch-size", type=int, default=None, help="default: 64")
+    eq.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
+    eq.add_argument("--dataset", default=None, choices=DATASETS, help="default: digits")
     eq.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
-    eq.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda)")
+    eq.add_argument("--device", default=None, help="torch device to train on (cpu, cuda)")
+    eq.add_argument("--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml")
+    eq.add_argument("--runs", nargs="+", default=None,
+                    help="named runs: main jitter no_warp scaledown bits_1 bits_4 unadjusted_ours "
+                         "(default with --seeds: all that apply)")
+    eq.add_argument("--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd")
+    eq.add_argument("--workers", type=int, default=1, help="train seeds in N processes")
     eq.add_argument("--json", action="store_true", help="print one JSON object")
     eq.add_argument(
         "--nproc", type=int, default=1,

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from qatcore import data, estimators, runtime
-from qatcore.estimators.equivalence import RUNS, EquivalenceConfig, run_equivalence
+from qatcore.estimators.equivalence import (
+    RUNS,
+    EquivalenceConfig,
+    loose_bound_share,
+    run_equivalence,
+)
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
@@ -118,3 +123,89 @@ def test_cli_reports_an_estimator_outside_the_theory():
     )
     assert run.returncode == 2
     assert "no weight map for estimator 'ewgs'" in run.stderr
+
+
+# --- the authors' named runs (qatcore.estimators.ablations) ------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from qatcore.estimators import ablations  # noqa: E402
+from qatcore.estimators.train import learning_rate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_pair_carries_the_authors_metrics_by_name(sgd_result):
+    assert set(sgd_result.authors) == set(RUNS) - {"custom"}
+    for metrics in sgd_result.authors.values():
+        assert {"exact_correct_sequences_proportion", "correct_sequences_proportion", "avg_logit_difference",
+                "incorrect_inference_agreement_proportion", "val_accuracy_correlation"} <= set(metrics)
+        assert 0 <= metrics["exact_correct_sequences_proportion"] <= 1
+    history = sgd_result.runs["custom"].history
+    assert len(history.loss) == len(history.val_loss) == len(history.val_accuracy) == 2  # one per epoch
+
+
+def test_named_runs_apply_to_their_optimizer():
+    assert ablations.default_runs("sgd") == ("main", "jitter", "no_warp", "scaledown", "bits_1", "bits_4")
+    assert ablations.default_runs("adam", bits=4) == ("main", "jitter", "scaledown", "bits_1", "bits_2", "unadjusted_ours")
+    with pytest.raises(ValueError, match="no_warp applies to SGD only"):
+        ablations.check_runs(("main", "no_warp"), "adam")
+    with pytest.raises(ValueError, match="unadjusted_ours applies to Adam only"):
+        ablations.check_runs(("unadjusted_ours",), "sgd")
+    with pytest.raises(ValueError, match="runs must be taken from"):
+        ablations.check_runs(("main", "warp"), "sgd")
+
+
+def test_scaledown_and_other_bits_are_their_own_pairs(digits):
+    pairs = ablations.run_named(EquivalenceConfig(epochs=1), ("scaledown", "bits_4"), digits, progress=False)
+    assert pairs["scaledown"]["lr"] == pytest.approx(0.1 * EquivalenceConfig().rate)
+    assert pairs["scaledown"]["epochs"] == 3 and pairs["bits_4"]["bits"] == 4
+    assert pairs["bits_4"]["alpha"] != pairs["scaledown"]["alpha"]  # α depends on the bit width
+
+
+def test_seeds_report_the_mean_and_sd_of_every_metric(digits):
+    report = ablations.run_seeds(EquivalenceConfig(epochs=1), ("main", "jitter"), seeds=2, data=digits, progress=False)
+    assert report["seeds"] == [0, 1]
+    for name in ("main", "jitter"):
+        values = [seed[name]["ours"]["quantized_weight_agreement"] for seed in report["per_seed"]]
+        summary = report["runs"][name]["ours"]["quantized_weight_agreement"]
+        assert summary["mean"] == pytest.approx(sum(values) / 2, abs=1e-6) and summary["n"] == 2
+        assert set(report["runs"][name]["authors"]) >= {"exact_correct_sequences_proportion", "logit_mse"}
+    claim = report["adjusted_vs_jitter"]
+    assert claim["holds"] == (claim["lower"] >= claim["bar"])
+    assert claim["margin"] == pytest.approx(claim["lower"] - claim["bar"], abs=1e-3)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_paper_configs_hold_the_authors_settings(optimizer):
+    config, runs, seeds = ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml", data_dir="x")
+    assert (config.batch_size, config.epochs, config.bits, config.warmup_from_zero) == (600, 5, 2, True)
+    assert config.rate == {"sgd": 1e-3, "adam": 1e-4}[optimizer] and config.dataset == "mnist"
+    assert runs == ablations.default_runs(optimizer) and seeds == 1
+    with pytest.raises(ValueError, match="unknown setting"):
+        ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml", momentum=0.5)
+
+
+def test_the_authors_warm_up_starts_at_zero():
+    assert learning_rate(0, 100, 1.0, 0.1, from_zero=True) == 0.0
+    assert learning_rate(5, 100, 1.0, 0.1, from_zero=True) == 0.5
+    assert learning_rate(0, 100, 1.0, 0.1) == 0.1
+
+
+def test_cli_seeds_json_reports_the_named_runs():
+    run = subprocess.run(
+        [sys.executable, "-m", "qatcore", "equivalence", "--runs", "main", "jitter", "--seeds", "2",
+         "--epochs", "1", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert set(report["runs"]) == {"main", "jitter"} and report["seeds"] == [0, 1]
+    assert "mean" in report["runs"]["main"]["authors"]["correct_sequences_proportion"]
+    assert "margin" in report["adjusted_vs_jitter"]
+
+
+def test_loose_bound_share_is_a_fraction_and_zero_for_the_ste(digits, sgd_result):
+    assert 0 < loose_bound_share(sgd_result) < 1  # DSQ at lr 0.02: the bound exceeds some steps, not all
+    ste = run_equivalence(EquivalenceConfig(estimator="ste", epochs=1), digits, progress=False, runs=("custom",))
+    assert loose_bound_share(ste) == 0.0  # the STE's Q̂′ is flat: L = 0, no remainder

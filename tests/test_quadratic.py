@@ -188,3 +188,12 @@ def test_estimators_outside_the_theory_can_train_but_not_pair(problem):
 def test_bad_arguments_are_named(problem, call, argument):
     with pytest.raises(ValueError, match=argument):
         call(problem)
+
+
+def test_derivative_variation_is_one_for_a_flat_estimator_and_above_for_dsq():
+    problem = Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0)
+    flat = Q.derivative_variation(problem, "ste", 1e-2, 99, "adam", window=20)
+    assert flat.shape[0] > 0 and np.all(flat == 1.0)
+    dsq = Q.derivative_variation(problem, "dsq", 1e-2, 99, "adam", window=20)
+    assert np.all(dsq >= 1.0) and dsq.max() > 1.0
+    assert dsq.max() <= 20.0  # DSQ's Q̂′ varies at most L₊/L₋ ≈ 19.6 across half a bin

@@ -83,9 +83,22 @@ def test_momentum_and_adam_arguments():
     assert b1 in adam.expressions["update"].free_symbols
 
 
-def test_adam_sensitivity_grows_with_the_spread_of_the_factor():
-    values = [T.adam_factor_sensitivity(s) for s in (0.0, 0.05, 0.2)]
-    assert values[0] == 0.0
-    assert values[0] < values[1] < values[2]
-    with pytest.raises(ValueError, match="spread"):
-        T.adam_factor_sensitivity(1.5)
+def dropped_alpha(q):
+    """A broken derivation: the weight map without its factor α (M′ = 1/Q̂′)."""
+    return 1 / q
+
+
+def test_a_broken_derivation_fails_the_general_momentum_and_adam_checks():
+    """Notebook 01's checks derive: drop α from M′ and the general SGD step, the momentum step and
+    the Adam step (mapped) no longer match the STE's, so their verdicts fail."""
+    general = T.sgd_step_expansion(map_derivative=dropped_alpha)
+    momentum = T.momentum_argument(map_derivative=dropped_alpha)
+    adam = T.adam_scale_invariance(map_derivative=dropped_alpha)
+    assert not general.holds and not momentum.holds and not adam.holds
+    assert [v.holds for v in momentum.verdicts[:2]] == [False, False]  # the two derived from the series
+    assert general.expressions["eta1"] == -T.g  # the STE step with rate η, not αη
+
+
+def test_adam_with_the_sgd_recipe_fails_its_check():
+    """Adam needs no map: the SGD recipe's M′ = α/Q̂′ breaks the equality."""
+    assert not T.adam_scale_invariance(map_derivative=T.theorem_map_derivative).holds

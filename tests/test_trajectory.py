@@ -409,3 +409,108 @@ LOGITS = torch.zeros(4, 3)
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --- the authors' definitions (mschoenb97/flax, examples/mnist/run_experiments.py) ------------
+
+
+def authors_sequence(column: list[int]) -> list[tuple[int, int]]:
+    """Initial (level, 0), then (new level, step) at each change: the authors' change points."""
+    return [(column[0], 0), *change_points(column)]
+
+
+def authors_collapse(sequence: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The authors' stack: while the top four read A,B,A,B keep the first A and the last B."""
+    stack: list[tuple[int, int]] = []
+    for entry in sequence:
+        stack.append(entry)
+        while len(stack) >= 4 and stack[-1][0] == stack[-3][0] and stack[-2][0] == stack[-4][0]:
+            stack[-3:] = [stack[-1]]
+    return stack
+
+
+def reference_authors(a: torch.Tensor, b: torch.Tensor, collapse: bool) -> tuple[float, float]:
+    agree, error, changes = 0, 0, 0
+    for i in range(a.shape[1]):
+        sa, sb = authors_sequence(a[:, i].tolist()), authors_sequence(b[:, i].tolist())
+        if collapse:
+            sa, sb = authors_collapse(sa), authors_collapse(sb)
+        if len(sa) == len(sb) and all(x[0] == y[0] for x, y in zip(sa, sb, strict=True)):
+            agree += 1
+            error += sum(abs(x[1] - y[1]) for x, y in zip(sa, sb, strict=True))
+            changes += len(sa) - 1
+    return agree / a.shape[1], (error / changes if changes else math.nan)
+
+
+def test_a_return_to_the_first_level_stays_in_the_authors_compression_only():
+    """A→B→A against A→B: ours collapses the return and calls them equal; the authors' keeps it."""
+    there_and_back = levels_tensor([[0, 1, 0, 0]])
+    there = levels_tensor([[0, 1, 1, 1]])
+    assert tr.compressed_change_point_agreement(there_and_back, there) == 1.0
+    assert tr.authors_compressed_change_point_agreement(there_and_back, there).agreement == 0.0
+    assert tr.collapse_oscillations([0, 1, 0], [0, 1, 2]) == ([0, 1, 0], [0, 1, 2])
+
+
+def test_a_complete_oscillation_collapses_keeping_the_last_step():
+    assert tr.collapse_oscillations([0, 1, 0, 1], [0, 1, 2, 3]) == ([0, 1], [0, 3])
+    assert tr.collapse_oscillations([0, 1, 0, 1, 0], [0, 1, 2, 3, 4]) == ([0, 1, 0], [0, 3, 4])
+    assert tr.collapse_oscillations([2, 0, 1, 0, 1, 3], [0, 1, 2, 3, 4, 5]) == ([2, 0, 1, 3], [0, 1, 4, 5])
+
+
+def test_changes_one_step_apart_agree_for_the_authors_with_a_step_error():
+    """The same change one step later: ours (every step equal) disagrees; the authors' agrees,
+    and reports the step error 1 per change point."""
+    early, late = levels_tensor([[0, 1, 1, 2]]), levels_tensor([[0, 0, 1, 2]])
+    assert tr.change_point_agreement(early, late) == 0.0
+    exact = tr.authors_change_point_agreement(early, late)
+    assert exact.agreement == 1.0
+    assert exact.step_error == pytest.approx(0.5)  # |1-2| + |3-3| over 2 change points
+
+
+def test_different_numbers_of_changes_disagree_for_the_authors():
+    assert tr.authors_change_point_agreement(levels_tensor([[0, 1, 2]]), levels_tensor([[0, 2, 2]])).agreement == 0.0
+
+
+@given(level_trajectories)
+@examples(60)
+def test_authors_change_point_metrics_match_the_literal_loops(pair):
+    a, b = (torch.tensor(x, dtype=torch.int8) for x in pair)
+    for collapse, metric in ((False, tr.authors_change_point_agreement),
+                             (True, tr.authors_compressed_change_point_agreement)):
+        got = metric(a, b)
+        want = reference_authors(a, b, collapse)
+        assert got.agreement == pytest.approx(want[0])
+        assert (math.isnan(got.step_error) and math.isnan(want[1])) or got.step_error == pytest.approx(want[1])
+
+
+def test_wrong_prediction_agreement_counts_only_examples_both_get_wrong():
+    labels = torch.tensor([0, 0, 0, 1])
+    a = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]])  # right, wrong 1, wrong 1, right
+    b = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]])  # right, wrong 1, wrong 2, wrong
+    assert tr.wrong_prediction_agreement(a, b, labels) == 0.5
+    assert math.isnan(tr.wrong_prediction_agreement(a, a, torch.tensor([0, 1, 1, 1])))
+    with pytest.raises(ValueError, match="labels"):
+        tr.wrong_prediction_agreement(a, b, labels[:3])
+
+
+def test_mean_logit_difference_is_the_mean_absolute_difference():
+    a, b = torch.tensor([[0.0, 1.0], [2.0, 3.0]]), torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    assert tr.mean_logit_difference(a, b) == 1.0
+    assert tr.logit_mse(a, b) == 2.5
+
+
+def test_history_correlation_per_epoch():
+    assert tr.history_correlation([3.0, 2.0, 1.0], [1.0, 0.5, 0.2]) > 0.9
+    assert math.isnan(tr.history_correlation([1.0], [2.0]))
+
+
+def test_authors_metrics_are_keyed_by_the_authors_names():
+    levels = levels_tensor([[0, 1, 0, 0], [0, 0, 1, 1]])
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    history = tr.History([1.0, 0.5], [1.2, 0.7], [0.5, 0.8])
+    got = tr.authors_metrics(levels, levels, logits, logits, torch.tensor([1, 1]), history, history)
+    assert got["exact_correct_sequences_proportion"] == got["correct_sequences_proportion"] == 1.0
+    assert got["average_exact_step_count_error"] == 0.0
+    assert got["incorrect_inference_agreement_proportion"] == 1.0
+    assert got["avg_logit_difference"] == got["logit_mse"] == 0.0
+    assert got["val_accuracy_correlation"] == pytest.approx(1.0)

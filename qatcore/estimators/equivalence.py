@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from qatcore import data as datasets
-from qatcore import estimators, runtime
+from qatcore import distributed, estimators, runtime
 from qatcore.estimators import trajectory
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
@@ -51,6 +52,7 @@ class EquivalenceConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     device: str = "cpu"  # "cuda" trains on a GPU; the records stay on the CPU
+    warmup_from_zero: bool = False  # True: the authors' warm-up, from rate 0
 
     def __post_init__(self) -> None:
         estimators.definition(self.estimator)  # ValueError for an unknown name
@@ -67,6 +69,7 @@ class EquivalenceConfig:
         return TrainConfig(
             optimizer=self.optimizer, lr=self.rate * lr_scale, batch_size=self.batch_size,
             epochs=self.epochs, seed=self.seed, quantized_lr_factor=quantized_lr_factor,
+            warmup_from_zero=self.warmup_from_zero,
         )
 
 
@@ -79,6 +82,7 @@ class RunRecord:
     weights: torch.Tensor
     test_logits: torch.Tensor
     test_accuracy: float
+    history: trajectory.History | None = None  # per-epoch curves, for the authors' correlations
 
 
 class Settings(Protocol):
@@ -103,6 +107,9 @@ class EquivalenceResult:
     layer_slices: dict[str, slice]
     runs: dict[str, RunRecord] = field(default_factory=dict)
     agreements: dict[str, trajectory.Agreement] = field(default_factory=dict)
+    labels: torch.Tensor | None = None  # test labels, for the authors' wrong-prediction agreement
+    #: the authors' metrics of each pair (``trajectory.authors_metrics``), where the runs kept histories
+    authors: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def levels(self, run: str) -> torch.Tensor:
         """Level index of every quantized weight at every step of ``run``."""
@@ -134,6 +141,8 @@ class EquivalenceResult:
             "unadjusted_agreement": metric("unadjusted", "quantized_weight_agreement"),
             "test_accuracy": {name: round(run.test_accuracy, 4) for name, run in self.runs.items()},
             "pairs": {name: a.to_dict() for name, a in self.agreements.items()},
+            "authors_pairs": {name: {k: round(v, 6) if math.isfinite(v) else v for k, v in metrics.items()}
+                              for name, metrics in self.authors.items()},
             "config": asdict(self.config),
         }
 
@@ -142,14 +151,36 @@ def _flat_weights(model: nn.Module) -> torch.Tensor:
     return torch.cat([layer.weight.detach().reshape(-1).cpu() for layer in quantized_layers(model).values()])
 
 
-def _train_recorded(model: nn.Module, data: datasets.Dataset, config: TrainConfig, progress) -> RunRecord:
-    rows = [_flat_weights(model)]
-    result = train(model, data, config, progress=progress, on_step=lambda _, mod: rows.append(_flat_weights(mod)))
+def _test_logits(model: nn.Module, data: datasets.Dataset) -> torch.Tensor:
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad():
         logits = torch.cat([model(x.to(device)).cpu() for x in data.x_test.split(1000)])
-    return RunRecord(result.losses, torch.stack(rows), logits, result.test_accuracy)
+    model.train(was_training)
+    return logits
+
+
+def _train_recorded(model: nn.Module, data: datasets.Dataset, config: TrainConfig, progress) -> RunRecord:
+    """Train, recording the latent quantized weights after every step and, as the authors do, the
+    test loss and accuracy after every epoch."""
+    rows = [_flat_weights(model)]
+    local, local_batch = distributed.shard(torch.arange(len(data.x_train)), config.batch_size)
+    per_epoch = math.ceil(len(local) / local_batch)
+    val_loss: list[float] = []
+    val_accuracy: list[float] = []
+
+    def on_step(step: int, mod: nn.Module) -> None:
+        rows.append(_flat_weights(mod))
+        if step % per_epoch == 0:
+            logits = _test_logits(mod, data)
+            val_loss.append(float(F.cross_entropy(logits, data.y_test)))
+            val_accuracy.append(float((logits.argmax(dim=1) == data.y_test).double().mean()))
+
+    result = train(model, data, config, progress=progress, on_step=on_step)
+    losses = torch.tensor(result.losses, dtype=torch.float64).reshape(config.epochs, per_epoch)
+    history = trajectory.History(losses.mean(dim=1).tolist(), val_loss, val_accuracy)
+    return RunRecord(result.losses, torch.stack(rows), _test_logits(model, data), result.test_accuracy, history)
 
 
 def _model(config: EquivalenceConfig, estimator: str, init: dict, image_size: int, classes: int) -> MNISTCNN:
@@ -206,6 +237,11 @@ def compare(result: EquivalenceResult) -> None:
             custom_levels, result.levels(name), reference, other.weights.double(), result.m,
             custom.test_logits, other.test_logits, custom.losses, other.losses,
         )
+        if result.labels is not None and custom.history is not None and other.history is not None:
+            result.authors[name] = trajectory.authors_metrics(
+                custom_levels, result.levels(name), custom.test_logits, other.test_logits, result.labels,
+                custom.history, other.history,
+            )
 
 
 def run_equivalence(
@@ -244,9 +280,34 @@ def run_equivalence(
     starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
     slices = {name: slice(starts[i], starts[i + 1]) for i, name in enumerate(layers)}
     m = torch.cat([torch.full((n,), ms[name], dtype=torch.float64) for name, n in zip(layers, sizes, strict=True)])
-    result = EquivalenceResult(config, alpha, m, slices)
+    result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
     for name, run in plan.items():
         train_config = config.train_config(run.lr_scale, run.quantized_lr_factor)
         result.runs[name] = _train_recorded(models[name], data, train_config, progress)
     compare(result)
     return result
+
+
+def loose_bound_share(result: EquivalenceResult) -> float:
+    """Share of the custom run's (step, weight) pairs in which the theorem's remainder bound
+    ``½αL(L₊/L₋)²(ηg)²`` is larger than the first-order step ``αη|g|`` itself, i.e.
+    ``η|g| > 2/(L(L₊/L₋)²)``, with ``η|g| = |w_{t+1} − w_t| / Q̂′(w_t)`` read off the recorded run.
+    Weights outside the range (``Q̂′ = 0``) are left out. Where the share is large the bound is loose.
+    """
+    from qatcore.estimators import theory
+
+    est = estimators.get(result.config.estimator)
+    weights = result.runs["custom"].weights.double()
+    exceeded, counted = 0, 0
+    for sl in result.layer_slices.values():
+        m = float(result.m[sl.start])
+        limits = theory.check_assumptions(est, result.config.bits, m).expressions
+        curvature = float(limits["L"]) * (float(limits["L_plus"]) / float(limits["L_minus"])) ** 2
+        critical = 2 / curvature if curvature > 0 else math.inf  # a flat Q̂′ (the STE) has no remainder
+        w = weights[:, sl]
+        slope = est.derivative(w[:-1], result.config.bits, m)
+        inside = slope > 0
+        steps = w.diff(dim=0).abs()[inside] / slope[inside]
+        exceeded += int((steps > critical).sum())
+        counted += int(inside.sum())
+    return exceeded / counted if counted else math.nan

@@ -50,12 +50,14 @@ EIGENVALUE_RANGE = (0.5, 2.0)
 #: a tenth of a bin, the farthest half a bin, and a third of the weights still cross.
 DEFAULT_TIME = {"sgd": 1.0, "momentum": 0.02, "adam": 1.0}
 
-#: η ranges where the gaps of DSQ and PWL at 2 bits follow their leading order. SGD's range spans
+#: η ranges where the gaps of DSQ and PWL at 2 bits follow their leading order (for Adam: where
+#: DSQ's fixed-time gap to the same-start, same-rate STE falls about ∝ η, seed 0). SGD's range spans
 #: 1.5 decades. Momentum's spans one decade: its higher-order terms are larger, so its rates are
 #: smaller, and each further decade down would cost ten times the steps.
 DEFAULT_ETAS = {
     "sgd": np.logspace(-3.5, -2.0, 5),
     "momentum": np.logspace(-5.5, -4.5, 5),
+    "adam": np.logspace(-3.5, -2.0, 5),
 }
 
 
@@ -432,3 +434,24 @@ def adam_scale_invariance(
         opt: float(np.abs(_train(problem, scaled, eta, steps, opt, w0) - _train(problem, ste, eta, steps, opt, w0)).max())
         for opt in OPTIMIZERS
     }
+
+
+def derivative_variation(
+    problem: QuadraticProblem, estimator: Estimator | str, eta: float, steps: int,
+    optimizer: str = "adam", window: int = 20,
+) -> np.ndarray:
+    """How much ``Q̂′`` really varies along a run: for each weight and each ``window`` of steps, the
+    ratio max/min of ``Q̂′(w_t)`` over the window (1 = constant, as Adam's cancellation assumes).
+
+    ``window = 20`` is Adam's second-moment horizon ``1/(1 − β₂)`` at β₂ = 0.95. Weights outside the
+    range (``Q̂′ = 0``) are left out. Returns the ratios of all (window, weight) pairs, flattened.
+    """
+    estimator = estimators.get(estimator)
+    window = int_at_least("window", window, 2)
+    path = simulate(problem, estimator, eta, steps, optimizer)
+    slopes = estimator.derivative(path, problem.bits, problem.m).numpy()
+    usable = steps + 1 - (steps + 1) % window
+    blocks = slopes[:usable].reshape(-1, window, problem.dim)
+    low, high = blocks.min(axis=1), blocks.max(axis=1)
+    inside = low > 0
+    return high[inside] / low[inside]

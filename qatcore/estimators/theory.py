@@ -190,11 +190,31 @@ def weight_map_derivation(est: Estimator, bits: int = 2, m: float = 1.0) -> Verd
 # --- one SGD step ---------------------------------------------------------------------------
 
 
-def sgd_step_expansion(est: Estimator | None = None, bits: int = 2, m: float = 1.0) -> Verdicts:
-    """Expand ``M(w − ηgQ̂′(w))`` in ``η``: ``M(w) − αηg − ½αg²Q̂″(w)η² + O(η³)``.
+#: The derivation's weight map: ``M′`` as a function of ``q = Q̂′`` (the theorem's ``α/q``). The
+#: checks below take it as an argument, so a broken map (say ``1/q``, α dropped) visibly fails them.
+def theorem_map_derivative(q: sp.Expr) -> sp.Expr:
+    """The theorem's ``M′ = α/Q̂′``."""
+    return alpha / q
 
-    With ``est=None`` the derivation is general (``Q̂′`` an unknown positive function ``q``,
-    ``M′ = α/q``); with an estimator it is redone on that estimator's closed-form ``M``.
+
+def _expand_map(argument: sp.Expr, w: sp.Symbol, map_derivative, order: int = 2) -> sp.Expr:
+    """``M(argument)`` expanded by sympy in ``η`` to ``order``, ``M′`` and ``M″`` then replaced using
+    ``M′ = map_derivative(q(w))`` (``q`` an unknown function): nothing of the result is typed in."""
+    M = sp.Function("M")
+    series = sp.series(M(argument), eta, 0, order + 1).removeO().doit()
+    first = map_derivative(sp.Function("q")(w))
+    replaced = series.subs(sp.Derivative(M(w), (w, 2)), sp.diff(first, w)).subs(sp.Derivative(M(w), w), first)
+    return sp.expand(replaced)
+
+
+def sgd_step_expansion(
+    est: Estimator | None = None, bits: int = 2, m: float = 1.0, map_derivative=theorem_map_derivative
+) -> Verdicts:
+    """Expand ``M(w − ηgQ̂′(w))`` in ``η`` and check it is ``M(w) − αηg − ½αg²Q̂″(w)η² + O(η³)``.
+
+    With ``est=None`` the derivation is general: sympy Taylor-expands ``M`` around ``w`` for an
+    unknown positive ``q = Q̂′`` and substitutes ``M′ = map_derivative(q)`` (the theorem's ``α/q``).
+    With an estimator it is redone on that estimator's closed-form ``M``.
     ``expressions["bound"]`` bounds the exact remainder ``½M″(ξ)(ηgQ̂′)²`` by
     ``½ α L (L₊/L₋)² g² η²``.
     """
@@ -204,15 +224,14 @@ def sgd_step_expansion(est: Estimator | None = None, bits: int = 2, m: float = 1
     if est is None:
         w = sp.Symbol("w", real=True)
         q = sp.Function("q")(w)
-        step = -eta * g * q
-        taylor = sp.Function("M")(w) + (alpha / q) * step + sp.diff(alpha / q, w) * step**2 / 2
-        expanded = sp.expand(taylor)
+        expanded = _expand_map(w - eta * g * q, w, map_derivative)
         first, second = expanded.coeff(eta, 1), expanded.coeff(eta, 2)
         out.expressions.update({"eta1": first, "eta2": second})
         ok1 = sp.simplify(first + alpha * g) == 0
         ok2 = sp.simplify(second + alpha * g**2 * sp.diff(q, w) / 2) == 0
-        out.verdicts.append(Verdict("coefficient of η is −αg", ok1, "symbolic", "Taylor with M′ = α/q"))
-        out.verdicts.append(Verdict("coefficient of η² is −½αg²q′(w)", ok2, "symbolic", "M″ = −αq′/q²"))
+        out.verdicts.append(Verdict("coefficient of η is −αg: an STE step of rate αη", ok1, "symbolic",
+                                    "sympy series of M(w − ηgq(w)), M′ = α/q substituted"))
+        out.verdicts.append(Verdict("coefficient of η² is −½αg²q′(w)", ok2, "symbolic", "M″ = (α/q)′ substituted"))
         return out
     mapping = weight_map_derivation(est, bits, m)
     if "M" not in mapping.expressions:
@@ -232,41 +251,60 @@ def sgd_step_expansion(est: Estimator | None = None, bits: int = 2, m: float = 1
     return out
 
 
-def momentum_argument(window: int = 4) -> Verdicts:
-    """Heavy-ball momentum: the map works because the update is linear in the gradients.
+def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) -> Verdicts:
+    """Heavy-ball momentum: the ``u = M(w)`` step is the STE's momentum step of rate ``αη`` up to
+    ``O(η²)``, and the drift of ``Q̂′`` over the averaging window enters only at ``η²``.
 
-    In ``u``-space one step moves by ``M′(w_t)·(−ηv_{t+1})``, ``v_{t+1} = Σ_k μ^k g_{t−k} q_{t−k}``.
-    Where ``q`` is the same over the ``window`` this is exactly ``−αη Σ_k μ^k g_{t−k}``: the STE's
-    momentum update with rate ``αη``. Each ``q_{t−k}`` differs from ``q_t`` by at most ``L·k·η·G``
-    (weights move ``O(η)`` a step), and ``Σ_k k μ^k = μ/(1−μ)²`` is finite: an ``O(η²)`` remainder.
+    The velocity sums the past estimated gradients ``Σ_k μ^k g_k q(w_{t−k})``, taken at earlier
+    weights ``w_{t−k} = w_t + η d_k`` (``d_k`` the drift back to step ``t−k``, per unit ``η``). sympy
+    expands ``M(w − η·velocity) − M(w)`` in ``η`` (``q`` expanded around ``w_t`` too) with
+    ``M′ = map_derivative(q)``. Checked: the ``η`` coefficient is ``−α Σ μ^k g_k`` (no drift in it);
+    the drift part of the ``η²`` coefficient, for a steady drift ``d_k = kD`` and gradient ``G``, is
+    ``−α(q′/q)GD Σ k μ^k``, and that sum stays finite over an unbounded window, ``μ/(1−μ)²``.
     """
     out = Verdicts()
-    mu = sp.Symbol("mu", positive=True)
-    qt = sp.Symbol("q_t", positive=True)
+    w = sp.Symbol("w", real=True)
+    mu, drift, grad = sp.Symbol("mu", positive=True), sp.Symbol("D", real=True), sp.Symbol("G", real=True)
+    q = sp.Function("q")
     gs = sp.symbols(f"g_0:{window}", real=True)
-    velocity_custom = sum(mu**k * gs[k] * qt for k in range(window))
-    velocity_ste = sum(mu**k * gs[k] for k in range(window))
-    du = (alpha / qt) * (-eta * velocity_custom)
-    out.expressions.update({"du_custom": du, "du_ste": -alpha * eta * velocity_ste})
-    out.verdicts.append(
-        Verdict("u-step equals the STE momentum step with rate αη", sp.simplify(du + alpha * eta * velocity_ste) == 0,
-                "symbolic", f"window of {window} steps, q constant over it")
-    )
+    ds = sp.symbols(f"d_0:{window}", real=True)
+    velocity = sum(mu**k * gs[k] * q(w + eta * ds[k]) for k in range(window))
+    du = _expand_map(w - eta * velocity, w, map_derivative) - sp.Function("M")(w)
+    first, second = du.coeff(eta, 1), du.coeff(eta, 2)
+    ste_step = -alpha * sum(mu**k * gs[k] for k in range(window))
+    out.expressions.update({"eta1": first, "eta2": second, "ste_step": ste_step})
+    out.verdicts.append(Verdict(
+        "η coefficient of the u-step is the STE momentum step with rate αη", sp.simplify(first - ste_step) == 0,
+        "symbolic", f"sympy series, window of {window} past gradients at drifted weights"))
+    steady = {**{gs[k]: grad for k in range(window)}, **{ds[k]: k * drift for k in range(window)}}
+    drift_part = sp.diff(second.subs(steady), drift)
     k = sp.Symbol("k", integer=True, nonnegative=True)
+    expected = -alpha * sp.diff(q(w), w) / q(w) * grad * sum(j * mu**j for j in range(window))
     weight = sp.summation(k * mu**k, (k, 0, sp.oo))
     if isinstance(weight, sp.Piecewise):  # (μ/(1−μ)², |μ| < 1), (divergent sum, otherwise)
         weight = weight.args[0][0]
-    out.expressions["drift_weight"] = weight
-    out.verdicts.append(
-        Verdict("the drift of q over the window adds only O(η²)", sp.simplify(weight - mu / (1 - mu) ** 2) == 0,
-                "symbolic", "Σ k μ^k = μ/(1−μ)² for |μ| < 1")
-    )
+    out.expressions.update({"drift_part": drift_part, "drift_weight": weight})
+    out.verdicts.append(Verdict(
+        "the drift of Q̂′ over the window enters at η² as −α(q′/q)GD·Σkμ^k", sp.simplify(drift_part - expected) == 0,
+        "symbolic", "η² coefficient of the same series, steady drift d_k = kD"))
+    out.verdicts.append(Verdict(
+        "…and Σkμ^k over an unbounded window is finite, μ/(1−μ)²: the drift adds only O(η²)",
+        sp.simplify(weight - mu / (1 - mu) ** 2) == 0, "symbolic", "sympy summation, |μ| < 1"))
     return out
 
 
-def adam_scale_invariance(steps: int = 3) -> Verdicts:
-    """Adam's ``m̂/√v̂`` is unchanged when every gradient of a coordinate is multiplied by one
-    constant ``c > 0`` (``ε → 0``): why Adam needs no remapping and no learning-rate factor."""
+def no_map(q: sp.Expr) -> sp.Expr:
+    """Adam's map: none, ``M′ = 1`` (the theorem needs no remapping and no rate factor for Adam)."""
+    return sp.Integer(1)
+
+
+def adam_scale_invariance(steps: int = 3, map_derivative=no_map) -> Verdicts:
+    """Adam's step with the estimate ``c·g`` (``c = Q̂′`` constant over the window), seen through
+    ``M′ = map_derivative(c)``, is the STE's Adam step ``−η m̂/√v̂`` of the same ``η`` (``ε → 0``).
+
+    With the theorem's ``M′ = 1`` it is, because ``m̂/√v̂`` cancels the factor ``c``; a map from the
+    SGD recipe (``α/c``) or any other ``M′ ≠ 1`` breaks the equality.
+    """
     out = Verdicts()
     b1, b2, scale = sp.symbols("beta_1 beta_2 c", positive=True)
     gs = sp.symbols(f"g_1:{steps + 1}", positive=True)
@@ -276,30 +314,10 @@ def adam_scale_invariance(steps: int = 3) -> Verdicts:
         v_ = sum((1 - b2) * b2 ** (steps - 1 - i) * (factor * gs[i]) ** 2 for i in range(steps)) / (1 - b2**steps)
         return m_ / sp.sqrt(v_)
 
-    scaled, plain = direction(scale), direction(1)
-    out.expressions.update({"update_scaled": scaled, "update": plain})
+    custom, plain = map_derivative(scale) * direction(scale), direction(1)
+    out.expressions.update({"update_custom": custom, "update": plain})
     out.verdicts.append(
-        Verdict("m̂/√v̂ is invariant to a constant factor c > 0", sp.simplify(scaled - plain) == 0, "symbolic",
-                f"{steps} steps, gradients and c symbolic")
+        Verdict("the custom Adam step, mapped, is the STE's Adam step of the same η", sp.simplify(custom - plain) == 0,
+                "symbolic", f"{steps} steps, gradients and the factor c = Q̂′ symbolic")
     )
     return out
-
-
-def adam_factor_sensitivity(spread: float, beta2: float = 0.95, steps: int = 200, trials: int = 200, seed: int = 0) -> float:
-    """Median relative change of Adam's last update when the per-step factor ``c_t`` varies by
-    ``±spread`` around a constant over the run, instead of being constant (β₁ = 0.9)."""
-    if not 0 <= spread < 1:
-        raise ValueError(f"spread must be in [0, 1), got {spread!r}")
-    if not 0 < beta2 < 1:
-        raise ValueError(f"beta2 must be in (0, 1), got {beta2!r}")
-    rng = np.random.default_rng(seed)
-    grads = rng.normal(0.3, 1.0, size=(trials, steps))
-    factors = 1 + spread * rng.uniform(-1, 1, size=(trials, steps))
-    t = np.arange(steps)[::-1]
-    b1w = (1 - 0.9) * 0.9**t / (1 - 0.9**steps)
-    b2w = (1 - beta2) * beta2**t / (1 - beta2**steps)
-
-    def update(gr):
-        return (gr @ b1w) / np.sqrt((gr**2) @ b2w)
-
-    return float(np.median(np.abs(update(grads * factors) - update(grads)) / np.abs(update(grads))))

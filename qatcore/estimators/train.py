@@ -44,6 +44,7 @@ class TrainConfig:
     warmup_fraction: float = 0.02
     seed: int = 0
     quantized_lr_factor: float = 1.0
+    warmup_from_zero: bool = False  # the authors' warm-up starts at 0; ours at lr / warm-up steps
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -59,11 +60,17 @@ class TrainConfig:
         int_at_least("seed", self.seed, 0)
 
 
-def learning_rate(step: int, total_steps: int, base_lr: float, warmup_fraction: float) -> float:
-    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+def learning_rate(
+    step: int, total_steps: int, base_lr: float, warmup_fraction: float, from_zero: bool = False
+) -> float:
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0.
+
+    The warm-up's first step has rate ``base_lr / warmup``, or 0 with ``from_zero`` (as in the
+    authors' optax schedule, mschoenb97/flax, examples/mnist/matts_imports.py).
+    """
     warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
     if step < warmup:
-        return base_lr * (step + 1) / warmup
+        return base_lr * (step if from_zero else step + 1) / warmup
     progress = (step - warmup) / max(1, total_steps - warmup)
     return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -154,7 +161,7 @@ def train(
         order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)
         for start in range(0, len(order), local_batch):
             batch = order[start : start + local_batch]
-            lr = learning_rate(step, total, config.lr, config.warmup_fraction)
+            lr = learning_rate(step, total, config.lr, config.warmup_fraction, config.warmup_from_zero)
             x, y = data.x_train[batch].to(device), data.y_train[batch].to(device)
             step += 1
             result.losses.append(train_step(net, optimizer, x, y, lr))

@@ -364,3 +364,192 @@ def compare_runs(
         logit_mse=logit_mse(logits_a, logits_b),
         loss_correlation=loss_correlation(losses_a, losses_b),
     )
+
+
+# --- the authors' definitions ----------------------------------------------------------------
+# The paper's experiment code (GitHub mschoenb97/flax, examples/mnist/run_experiments.py and
+# matts_imports.py) measures some agreements differently from the functions above. Those that
+# differ are defined again below, named after the authors' terms; the course reports both.
+
+def _change_point_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every weight's change points, concatenated: (level, step, column) of each entry.
+
+    A weight's first entry is its initial level at step 0; then one entry (new level, step) per
+    step at which its level changes. Entries come column by column, in step order.
+    """
+    by_weight = np.ascontiguousarray(levels.detach().cpu().numpy().T)  # N × T
+    changes = np.ones(by_weight.shape, dtype=bool)
+    np.not_equal(by_weight[:, 1:], by_weight[:, :-1], out=changes[:, 1:])
+    column, step = np.nonzero(changes)  # row-major: weight by weight, steps in order
+    return by_weight[changes].astype(np.int64), step.astype(np.int64), column.astype(np.int64)
+
+
+def collapse_oscillations(levels: Sequence[int], steps: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The authors' compression of one weight's change points (``remove_elements_dataframe``).
+
+    Entries are pushed on a stack; while its top four read ``A, B, A, B`` the middle two are
+    removed, leaving ``A, B`` (the ``B`` keeps the step of the last ``B``). So only complete
+    back-and-forth runs collapse: ``A→B→A`` stays as it is (ours, ``compressed_change_point_agreement``,
+    reads it ``A→B``), ``A→B→A→B→A`` becomes ``A→B→A``. Source: mschoenb97/flax,
+    examples/mnist/run_experiments.py.
+    """
+    if len(levels) != len(steps):
+        raise ValueError(f"levels and steps must have the same length, got {len(levels)} and {len(steps)}")
+    kept_levels: list[int] = []
+    kept_steps: list[int] = []
+    for level, step in zip(levels, steps, strict=True):
+        kept_levels.append(level)
+        kept_steps.append(step)
+        while len(kept_levels) >= 4 and kept_levels[-1] == kept_levels[-3] and kept_levels[-2] == kept_levels[-4]:
+            last_step = kept_steps[-1]
+            del kept_levels[-2:], kept_steps[-2:]
+            kept_steps[-1] = last_step
+    return kept_levels, kept_steps
+
+
+@dataclass(frozen=True)
+class ChangePointResult:
+    """The authors' change-point comparison: the fraction of weights whose sequences agree, and the
+    mean step error per change point over those weights (``nan`` when they have no change point)."""
+
+    agreement: float
+    step_error: float
+
+
+def _sequence_agreement(
+    paths_a: tuple[np.ndarray, np.ndarray, np.ndarray],
+    paths_b: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n: int,
+) -> ChangePointResult:
+    """Agreement of per-weight (level, step) sequences: same length and the same levels."""
+    (level_a, step_a, column_a), (level_b, step_b, column_b) = paths_a, paths_b
+    lengths_a = np.bincount(column_a, minlength=n)
+    lengths_b = np.bincount(column_b, minlength=n)
+    agree = lengths_a == lengths_b
+    in_a, in_b = agree[column_a], agree[column_b]  # equal-length columns line up entry for entry
+    differs = level_a[in_a] != level_b[in_b]
+    agree[column_a[in_a][differs]] = False
+    in_a, in_b = agree[column_a], agree[column_b]
+    step_error = np.abs(step_a[in_a] - step_b[in_b]).sum()
+    change_points = int(lengths_a[agree].sum() - agree.sum())  # the first entry is no change
+    return ChangePointResult(
+        float(agree.mean()), float(step_error) / change_points if change_points else math.nan
+    )
+
+
+def authors_change_point_agreement(levels_a: torch.Tensor, levels_b: torch.Tensor) -> ChangePointResult:
+    """The authors' exact change-point agreement (``exact_correct_sequences_proportion``) and step
+    error (``average_exact_step_count_error``), from ``T × N`` level trajectories.
+
+    A weight's sequence is its initial level, then (new level, step) at each level change. Two runs
+    agree on a weight when the sequences have the same length and the levels are within min Δ (for
+    one weight in both runs: the same level index). Unlike ours (``change_point_agreement``) the
+    steps need not match: a change one step later still agrees, and the step error reports
+    ``Σ|step_a − step_b|`` over the agreeing weights' change points, per change point.
+    Source: mschoenb97/flax, examples/mnist/run_experiments.py (``compare_change_point_data``).
+    """
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    return _sequence_agreement(_change_point_runs(a), _change_point_runs(b), a.shape[1])
+
+
+def _collapsed_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_change_point_runs`` with each weight's sequence passed through ``collapse_oscillations``.
+
+    Only weights with four or more entries can hold an ``A,B,A,B`` run; only those are looped over.
+    """
+    level, step, column = _change_point_runs(levels)
+    lengths = np.bincount(column, minlength=levels.shape[1])
+    long = lengths[column] >= 4
+    parts = [(level[~long], step[~long], column[~long])]
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    for col in np.flatnonzero(lengths >= 4):
+        lo, hi = starts[col], starts[col + 1]
+        kept_levels, kept_steps = collapse_oscillations(level[lo:hi].tolist(), step[lo:hi].tolist())
+        parts.append((np.asarray(kept_levels, dtype=np.int64), np.asarray(kept_steps, dtype=np.int64),
+                      np.full(len(kept_levels), col, dtype=np.int64)))
+    level, step, column = (np.concatenate(x) for x in zip(*parts, strict=True))
+    order = np.argsort(column, kind="stable")  # back to column by column, each in step order
+    return level[order], step[order], column[order]
+
+
+def authors_compressed_change_point_agreement(
+    levels_a: torch.Tensor, levels_b: torch.Tensor
+) -> ChangePointResult:
+    """The authors' compressed change-point agreement (``correct_sequences_proportion``) and step
+    error (``average_step_count_error``): ``authors_change_point_agreement`` after each weight's
+    sequence is passed through ``collapse_oscillations`` (only complete ``A,B,A,B`` runs collapse).
+    Source: mschoenb97/flax, examples/mnist/run_experiments.py (``compare_change_point_data``).
+    """
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    return _sequence_agreement(_collapsed_runs(a), _collapsed_runs(b), a.shape[1])
+
+
+def wrong_prediction_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor) -> float:
+    """Among test examples both runs get wrong, the fraction where they predict the same class
+    (the authors' ``incorrect_inference_agreement_proportion``; ``nan`` if no example is wrong in both).
+    Source: mschoenb97/flax, examples/mnist/run_experiments.py (``get_inference_results``).
+    """
+    a, b = _check_logits(logits_a, logits_b)
+    if not isinstance(labels, torch.Tensor) or labels.shape != (a.shape[0],):
+        raise ValueError(f"labels must be a tensor of shape ({a.shape[0]},) (one class per example)")
+    pred_a, pred_b = a.argmax(dim=1), b.argmax(dim=1)
+    both_wrong = (pred_a != labels) & (pred_b != labels)
+    if not bool(both_wrong.any()):
+        return math.nan
+    return float((pred_a == pred_b)[both_wrong].double().mean())
+
+
+def mean_logit_difference(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
+    """Mean absolute difference of two ``examples × classes`` logit tensors, over all entries (the
+    authors' ``avg_logit_difference``). Source: mschoenb97/flax, examples/mnist/run_experiments.py."""
+    a, b = _check_logits(logits_a, logits_b)
+    return float((a - b).abs().mean())
+
+
+def history_correlation(history_a: Sequence[float], history_b: Sequence[float]) -> float:
+    """Pearson correlation of two per-epoch curves (the authors' ``loss_correlation``,
+    ``val_loss_correlation``, ``val_accuracy_correlation``, one value per epoch; ``nan`` with
+    fewer than 2 epochs or a constant curve). Ours, ``loss_correlation``, correlates per-step train
+    losses. Source: mschoenb97/flax, examples/mnist/run_experiments.py (``plot_data``).
+    """
+    if len(history_a) < 2:
+        return math.nan
+    return loss_correlation(history_a, history_b)
+
+
+@dataclass(frozen=True)
+class History:
+    """Per-epoch curves as the authors record them: mean train loss over the epoch's batches, and
+    test ("validation") loss and accuracy after the epoch (mschoenb97/flax, examples/mnist/train.py)."""
+
+    loss: list[float]
+    val_loss: list[float]
+    val_accuracy: list[float]
+
+
+def authors_metrics(
+    levels_a: torch.Tensor,
+    levels_b: torch.Tensor,
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    labels: torch.Tensor,
+    history_a: History,
+    history_b: History,
+) -> dict[str, float]:
+    """Every metric of the authors' ``run_analysis_for_one`` that ours do not already compute the
+    same way, keyed by the authors' names (mschoenb97/flax, examples/mnist/run_experiments.py)."""
+    exact = authors_change_point_agreement(levels_a, levels_b)
+    compressed = authors_compressed_change_point_agreement(levels_a, levels_b)
+    return {
+        "exact_correct_sequences_proportion": exact.agreement,
+        "average_exact_step_count_error": exact.step_error,
+        "correct_sequences_proportion": compressed.agreement,
+        "average_step_count_error": compressed.step_error,
+        "inference_agreement_proportion": prediction_agreement(logits_a, logits_b),
+        "incorrect_inference_agreement_proportion": wrong_prediction_agreement(logits_a, logits_b, labels),
+        "logit_mse": logit_mse(logits_a, logits_b),
+        "avg_logit_difference": mean_logit_difference(logits_a, logits_b),
+        "loss_correlation": history_correlation(history_a.loss, history_b.loss),
+        "val_loss_correlation": history_correlation(history_a.val_loss, history_b.val_loss),
+        "val_accuracy_correlation": history_correlation(history_a.val_accuracy, history_b.val_accuracy),
+    }

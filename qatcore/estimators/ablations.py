@@ -1,0 +1,194 @@
+"""The authors' runs of the first paper's experiment, by name, over seeds.
+
+The paper's experiment code (GitHub mschoenb97/flax, examples/mnist/run_experiments.py,
+``run_full_analysis`` and ``get_train_kwargs``) compares a custom-estimator run with:
+
+* ``main``: the STE as the theorem prescribes (SGD: ``M(w₀)`` and ``αη``; Adam: neither);
+* ``jitter``: the custom estimator again at rate ``1.01·η``;
+* ``no_warp``: SGD's STE without ``M`` and without ``α`` (with Adam the main pair already has neither);
+* ``scaledown``: the main pair again at rate ``0.1·η`` for 3× the epochs;
+* ``bits_1``, ``bits_4``: the main pair at other bit widths (2 is the default).
+
+One run is ours, not theirs: ``unadjusted_ours``, Adam's STE with ``M(w₀)`` and ``αη`` applied
+anyway. Each named run is a pair compared by our metrics (``ours``) and by the authors' own
+definitions (``authors``), keyed by metric name; ``run_seeds`` repeats them over seeds and reports
+each metric's mean and sd.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields, replace
+
+from qatcore import data as datasets
+from qatcore.checks import int_at_least
+from qatcore.estimators.equivalence import (
+    RUNS,
+    EquivalenceConfig,
+    EquivalenceResult,
+    run_equivalence,
+)
+from qatcore.stats import MeanSd
+
+AUTHORS_RUNS = ("main", "jitter", "no_warp", "scaledown", "bits_1", "bits_4")
+OUR_RUNS = ("unadjusted_ours",)
+NAMED_RUNS = AUTHORS_RUNS + OUR_RUNS
+#: the authors' ``lr_scaledown`` and ``epoch_scale_up_for_lr_scale_down`` (round_*/config.py)
+SCALEDOWN_LR, SCALEDOWN_EPOCHS = 0.1, 3
+#: the run of ``run_equivalence`` behind each named run that shares the main run's custom run
+_SHARED = {"main": "adjusted", "jitter": "jitter", "no_warp": "unadjusted", "unadjusted_ours": "unadjusted"}
+#: our bar for the adjusted-vs-jitter claim: the adjusted pair's quantized weight agreement at
+#: least the jitter pair's minus 1 point, on the mean over seeds by two standard errors
+JITTER_BAR = -1.0
+
+
+def default_runs(optimizer: str, bits: int = 2) -> tuple[str, ...]:
+    """Every named run that applies to ``optimizer``, with the bit widths other than ``bits``."""
+    other_bits = tuple(f"bits_{b}" for b in (1, 2, 4) if b != bits)
+    ablation = ("no_warp",) if optimizer == "sgd" else ()
+    ours = () if optimizer == "sgd" else OUR_RUNS
+    return ("main", "jitter", *ablation, "scaledown", *other_bits, *ours)
+
+
+def check_runs(names: tuple[str, ...], optimizer: str) -> None:
+    """ValueError for an unknown name, or a run that does not apply to ``optimizer``."""
+    allowed = (*NAMED_RUNS, "bits_2")
+    if not names or set(names) - set(allowed):
+        raise ValueError(f"runs must be taken from {allowed}, got {names!r}")
+    if optimizer != "sgd" and "no_warp" in names:
+        raise ValueError("runs: no_warp applies to SGD only (with Adam the main pair has neither M nor α)")
+    if optimizer == "sgd" and "unadjusted_ours" in names:
+        raise ValueError("runs: unadjusted_ours applies to Adam only (with SGD it is the authors' no_warp)")
+
+
+def _pair(result: EquivalenceResult, name: str) -> dict:
+    """One pair's settings, test accuracies and every metric, ours and the authors'."""
+    def rounded(v: float) -> float:
+        return round(v, 6) if math.isfinite(v) else v
+
+    return {
+        "bits": result.config.bits, "lr": result.config.rate, "epochs": result.config.epochs,
+        "alpha": None if math.isnan(result.alpha) else round(result.alpha, 6),
+        "test_accuracy": {"custom": round(result.runs["custom"].test_accuracy, 4),
+                          "other": round(result.runs[name].test_accuracy, 4)},
+        "ours": result.agreements[name].to_dict(),
+        "authors": {k: rounded(v) for k, v in result.authors[name].items()},
+    }
+
+
+def run_named(
+    config: EquivalenceConfig,
+    names: tuple[str, ...] | None = None,
+    data: datasets.Dataset | None = None,
+    progress: bool | None = None,
+) -> dict[str, dict]:
+    """Train the named runs (default: ``default_runs``) of one seed; each name's pair as ``_pair`` gives it.
+
+    The runs that share the main custom run (main, jitter, no_warp, unadjusted_ours) train it once.
+    """
+    names = default_runs(config.optimizer, config.bits) if names is None else tuple(names)
+    check_runs(names, config.optimizer)
+    data = datasets.load(config.dataset, config.data_dir) if data is None else data
+    pairs: dict[str, dict] = {}
+    shared = [n for n in names if n in _SHARED]
+    if shared:
+        runs = ("custom", *(r for r in RUNS[1:] if r in {_SHARED[n] for n in shared}))
+        result = run_equivalence(config, data, progress, runs=runs)
+        pairs.update({n: _pair(result, _SHARED[n]) for n in shared})
+    for name in (n for n in names if n not in _SHARED):
+        if name == "scaledown":
+            changed = replace(config, lr=config.rate * SCALEDOWN_LR, epochs=config.epochs * SCALEDOWN_EPOCHS)
+        else:
+            changed = replace(config, bits=int(name.removeprefix("bits_")))
+        pairs[name] = _pair(run_equivalence(changed, data, progress, runs=("custom", "adjusted")), "adjusted")
+    return {n: pairs[n] for n in names}
+
+
+def _one_seed(args: tuple[EquivalenceConfig, tuple[str, ...] | None]) -> dict[str, dict]:
+    config, names = args
+    return run_named(config, names, progress=False)
+
+
+def summarize(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    """Each pair's metrics (ours and the authors') as ``{"mean", "sd", "n"}`` over seeds (the finite values;
+    ``None`` where no seed gave one)."""
+    def mean_sd(values: list[float]) -> dict | None:
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        if not finite:
+            return None
+        s = MeanSd.of(finite)
+        return {"mean": round(s.mean, 6), "sd": round(s.sd, 6), "n": s.n}
+
+    out: dict[str, dict] = {}
+    for name, first in per_seed[0].items():
+        out[name] = {k: first[k] for k in ("bits", "lr", "epochs", "alpha")}
+        for group in ("test_accuracy", "ours", "authors"):
+            out[name][group] = {k: mean_sd([seed[name][group][k] for seed in per_seed]) for k in first[group]}
+    return out
+
+
+def jitter_claim(per_seed: list[dict[str, dict]]) -> dict:
+    """Adjusted (main) minus jitter quantized weight agreement, in points, over seeds: its mean, sd,
+    the lower bound mean − 2 standard errors, our bar ``JITTER_BAR`` and the margin by which it holds."""
+    gaps = MeanSd.of([100 * (s["main"]["ours"]["quantized_weight_agreement"]
+                            - s["jitter"]["ours"]["quantized_weight_agreement"]) for s in per_seed])
+    return {
+        "claim": "main-pair quantized weight agreement ≥ jitter pair's − 1 point, on the mean by 2 standard errors",
+        "mean": round(gaps.mean, 4), "sd": round(gaps.sd, 4), "n": gaps.n,
+        "lower": round(gaps.lower(), 4), "bar": JITTER_BAR,
+        "margin": round(gaps.lower() - JITTER_BAR, 4), "holds": gaps.lower() >= JITTER_BAR,
+    }
+
+
+def run_seeds(
+    config: EquivalenceConfig,
+    names: tuple[str, ...] | None = None,
+    seeds: int = 3,
+    workers: int = 1,
+    data: datasets.Dataset | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """The named runs for seeds ``config.seed … config.seed + seeds − 1``: per-seed pairs, their mean and sd,
+    and the adjusted-vs-jitter claim where both runs are named.
+
+    ``workers > 1`` trains seeds in that many processes (each loads the data itself); the numbers
+    are the same as with one, since every run seeds itself.
+    """
+    int_at_least("seeds", seeds, 1)
+    int_at_least("workers", workers, 1)
+    names = default_runs(config.optimizer, config.bits) if names is None else tuple(names)
+    check_runs(names, config.optimizer)
+    configs = [replace(config, seed=config.seed + i) for i in range(seeds)]
+    if workers > 1 and seeds > 1:
+        with ProcessPoolExecutor(min(workers, seeds)) as pool:
+            per_seed = list(pool.map(_one_seed, [(c, names) for c in configs]))
+    else:
+        data = datasets.load(config.dataset, config.data_dir) if data is None else data
+        per_seed = [run_named(c, names, data, progress) for c in configs]
+    report = {
+        "estimator": config.estimator, "bits": config.bits, "optimizer": config.optimizer,
+        "lr": config.rate, "epochs": config.epochs, "batch_size": config.batch_size,
+        "dataset": config.dataset, "seeds": [c.seed for c in configs],
+        "runs": summarize(per_seed), "per_seed": per_seed,
+    }
+    if {"main", "jitter"} <= set(names):
+        report["adjusted_vs_jitter"] = jitter_claim(per_seed)
+    return report
+
+
+def load_config(path: str | os.PathLike, **overrides) -> tuple[EquivalenceConfig, tuple[str, ...] | None, int]:
+    """A TOML experiment (``configs/paper_mnist_*.toml``): the ``EquivalenceConfig`` fields at top level, plus
+    ``runs`` (names) and ``seeds``; ``overrides`` not ``None`` take precedence. Returns (config, runs, seeds)."""
+    with open(path, "rb") as handle:
+        values = tomllib.load(handle)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(EquivalenceConfig)} | {"runs", "seeds"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)}")
+    runs = values.pop("runs", None)
+    seeds = values.pop("seeds", 1)
+    return EquivalenceConfig(**values), None if runs is None else tuple(runs), seeds
