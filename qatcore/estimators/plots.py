@@ -81,7 +81,7 @@ def plot_scaling(etas, one_step, fixed_time, slopes: tuple[float, float]) -> Fig
         reference = [gaps[0] * (e / etas[0]) ** order for e in etas]
         axis.loglog(etas, reference, "k:", label=f"slope {order} (theory)")
         axis.set_xlabel("learning rate η")
-        axis.set_ylabel("max |M(w) − u|")
+        axis.set_ylabel("max |M(w) − v|")
         axis.set_title(title)
         axis.legend(fontsize=8)
     return fig

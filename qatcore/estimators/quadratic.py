@@ -225,10 +225,10 @@ def simulate(
 class PairedRun:
     """A custom-estimator run, the STE run the theory pairs it with, and the gap between them.
 
-    ``gap[t]`` is ``max_i |M(w_t) − u_t|`` for adjusted SGD and momentum, which is the theorem's
-    claim in ``M``-space. For Adam and for the unadjusted baseline it is ``max_i |w_t − u_t|``,
+    ``gap[t]`` is ``max_i |M(w_t) − v_t|`` for adjusted SGD and momentum, which is the theorem's
+    claim in ``M``-space. For Adam and for the unadjusted baseline it is ``max_i |w_t − v_t|``,
     because they claim the runs agree as they are. ``agreement`` is the fraction of weights with
-    ``Q(w_T) == Q(u_T)`` at the end. ``mean_agreement`` is the same fraction averaged over all
+    ``Q(w_T) == Q(v_T)`` at the end. ``mean_agreement`` is the same fraction averaged over all
     steps; it is less affected by weights that hop across a threshold near the end.
     """
 

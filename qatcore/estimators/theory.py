@@ -5,8 +5,8 @@ Every function returns the expressions it derived and ``Verdict``s that were com
 Nothing here asserts; notebooks and tests assert the verdicts.
 
 The argument (REFERENCE §1): for ``Q̂′`` bounded below by ``L₋ > 0``, Lipschitz with constant
-``L`` and of the same shape in every bin, put ``u = M(w)`` with ``M′ = α/Q̂′``. One SGD step
-``w ← w − η g Q̂′(w)`` moves ``u`` by ``−αηg`` plus a remainder ``½ M″(ξ)(ηgQ̂′)²`` whose size is
+``L`` and of the same shape in every bin, put ``v = M(w)`` with ``M′ = α/Q̂′``. One SGD step
+``w ← w − η g Q̂′(w)`` moves ``v`` by ``−αηg`` plus a remainder ``½ M″(ξ)(ηgQ̂′)²`` whose size is
 at most ``½ α L (L₊/L₋)² g² η²``. So the custom-estimator run is an STE run with rate ``αη`` and
 initial weights ``M(w₀)``, up to ``O(η²)`` per step.
 """
@@ -252,7 +252,7 @@ def sgd_step_expansion(
 
 
 def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) -> Verdicts:
-    """Heavy-ball momentum: the ``u = M(w)`` step is the STE's momentum step of rate ``αη`` up to
+    """Heavy-ball momentum: the ``v = M(w)`` step is the STE's momentum step of rate ``αη`` up to
     ``O(η²)``, and the drift of ``Q̂′`` over the averaging window enters only at ``η²``.
 
     The velocity sums the past estimated gradients ``Σ_k μ^k g_k q(w_{t−k})``, taken at earlier
