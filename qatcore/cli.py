@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 RESULTS_HEADER = """# Results
@@ -176,7 +177,7 @@ def _ace(args: argparse.Namespace) -> int:
 
     from qatcore.cost.ace import count_zoo_model
 
-    report = count_zoo_model(args.model, args.w_bits, args.a_bits, args.elementwise_bits, args.cost_model,
+    report = count_zoo_model(args.model, args.bits, args.a_bits, args.elementwise_bits, args.cost_model,
                              args.batch_size, args.float_bits, not args.per_batch)
     if args.json:
         print(json.dumps(report.to_dict()))
@@ -230,12 +231,12 @@ def _bnn_memory(args: argparse.Namespace) -> int:
 
     from qatcore.bnn.measure import memory_summary
 
-    summary = memory_summary(args.model, args.batch, measure=args.measure, optimizer=args.optimizer,
+    summary = memory_summary(args.model, args.batch_size, measure=args.measure, optimizer=args.optimizer,
                              accounting=args.accounting, gradient=args.gradient)
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.model}, batch {args.batch}, {args.optimizer}, {args.accounting} accounting: standard "
+    print(f"{args.model}, batch {args.batch_size}, {args.optimizer}, {args.accounting} accounting: standard "
           f"{summary['standard_bytes'] / 2**20:.2f} MiB, low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, "
           f"ratio {summary['ratio']:.2f}× (model)")
     for mode, measured in summary.get("measured", {}).items():
@@ -275,156 +276,203 @@ def _bnn_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with every argument's default shown (once, and not for flags or unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _parent(*arguments: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    for flags, options in arguments:
+        parser.add_argument(*flags, **options)
+    return parser
+
+
+#: options several subcommands share, spelled and explained once
+JSON = _parent((("--json",), {"action": "store_true", "help": "print one JSON object"}))
+SEED = _parent((("--seed",), {"type": int, "default": 0, "help": "random seed"}))
+DATA_DIR = _parent((("--data-dir",), {"default": None, "help": "folder of MNIST-format IDX files"}))
+NPROC = _parent((("--nproc",), {"type": int, "default": 1,
+                                "help": "train on N local processes with DistributedDataParallel (through torchrun)"}))
+
+
+
+def _arguments_reproduce(parser: argparse.ArgumentParser) -> None:
     from qatcore.data import DATASETS
 
-    parser = argparse.ArgumentParser(prog="qatcore", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    rep = commands.add_parser("reproduce", help="run every notebook headless; print the report table")
-    rep.add_argument("--notebooks", default="notebooks", help="folder of notebooks (default: notebooks)")
-    rep.add_argument("--build", default="build/notebooks", help="where executed copies go")
-    rep.add_argument("--figures", default="figures", help="where figures are written")
-    rep.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves")
-    rep.add_argument("--only", default="", metavar="PREFIX", help="only notebooks whose name starts so")
-    rep.add_argument(
+    parser.add_argument("--notebooks", default="notebooks", help="folder of notebooks (default: notebooks)")
+    parser.add_argument("--build", default="build/notebooks", help="where executed copies go")
+    parser.add_argument("--figures", default="figures", help="where figures are written")
+    parser.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves")
+    parser.add_argument("--only", default="", metavar="PREFIX", help="only notebooks whose name starts so")
+    parser.add_argument(
         "--dataset", default="digits", choices=DATASETS,
         help="another dataset runs each notebook's paper-scale variant (PAPER_SCALE, DATASET, DATA_DIR)",
     )
-    rep.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files for --dataset")
-    rep.add_argument("--quick", action="store_true",
+    parser.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files for --dataset")
+    parser.add_argument("--quick", action="store_true",
                      help="smoke run: one epoch, one seed; failed claims warn (they need the full run)")
-    rep.add_argument("--json", action="store_true", help="print runs and entries as one JSON object")
-    rep.add_argument("--results", default="docs/results.md",
+    parser.add_argument("--json", action="store_true", help="print runs and entries as one JSON object")
+    parser.add_argument("--results", default="docs/results.md",
                      help="where a full default run writes its table for the website ('' for nowhere)")
-    rep.set_defaults(run=_reproduce)
 
+
+def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
+    from qatcore.data import DATASETS
     from qatcore.estimators import names
     from qatcore.estimators.train import OPTIMIZERS
 
-    eq = commands.add_parser(
-        "equivalence", help="train a custom estimator, its adjusted STE, the ablation and the jitter baseline"
-    )
-    eq.add_argument("--estimator", default=None, choices=names(), help="default: dsq")
-    eq.add_argument("--bits", type=int, default=None, help="default: 2")
-    eq.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default: sgd")
-    eq.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
-    eq.add_argument("--epochs", type=int, default=None, help="default: 10")
-    eq.add_argument("--batch-size", type=int, default=None, help="default: 64")
-    eq.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
-    eq.add_argument("--dataset", default=None, choices=DATASETS, help="default: digits")
-    eq.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
-    eq.add_argument("--device", default=None, help="torch device to train on (cpu, cuda)")
-    eq.add_argument("--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml")
-    eq.add_argument("--runs", nargs="+", default=None,
+    parser.add_argument("--estimator", default=None, choices=names(), help="default: dsq")
+    parser.add_argument("--bits", type=int, default=None, help="default: 2")
+    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default: sgd")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 10")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64")
+    parser.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
+    parser.add_argument("--dataset", default=None, choices=DATASETS, help="default: digits")
+    parser.add_argument("--device", default=None, help="torch device to train on (cpu, cuda)")
+    parser.add_argument("--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml")
+    parser.add_argument("--runs", nargs="+", default=None,
                     help="named runs: main jitter no_warp scaledown bits_1 bits_4 unadjusted_ours "
                          "(default with --seeds: all that apply)")
-    eq.add_argument("--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd")
-    eq.add_argument("--workers", type=int, default=1, help="train seeds in N processes")
-    eq.add_argument("--json", action="store_true", help="print one JSON object")
-    eq.add_argument(
-        "--nproc", type=int, default=1,
-        help="train on N local processes with DistributedDataParallel (through torchrun)",
-    )
-    eq.set_defaults(run=_equivalence)
+    parser.add_argument("--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd")
+    parser.add_argument("--workers", type=int, default=1, help="train seeds in N processes")
 
-    im = commands.add_parser(
-        "imagenet", help="the first paper's ImageNet ResNet experiment, from a TOML config (under torchrun)"
-    )
-    im.add_argument("--config", required=True, help="a TOML file, e.g. configs/imagenet_resnet50_dsq_sgd.toml")
-    im.add_argument("--data-dir", default=None, help="ImageNet folder (ROOT/train/CLASS/*, ROOT/val/CLASS/*)")
-    im.add_argument("--out", default=None, help="output folder (default: the config's out)")
-    im.add_argument("--stop-after-epochs", type=int, default=None,
+
+def _arguments_imagenet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="a TOML file, e.g. configs/imagenet_resnet50_dsq_sgd.toml")
+    parser.add_argument("--data-dir", default=None, help="ImageNet folder (ROOT/train/CLASS/*, ROOT/val/CLASS/*)")
+    parser.add_argument("--out", default=None, help="output folder (default: the config's out)")
+    parser.add_argument("--stop-after-epochs", type=int, default=None,
                     help="stop after N epochs of this call (rerun the command to continue)")
-    im.add_argument("--json", action="store_true", help="print one JSON object")
-    im.add_argument("--nproc", type=int, default=1, help="train on N local processes (DDP through torchrun)")
-    im.set_defaults(run=_imagenet)
 
+
+def _arguments_ace(parser: argparse.ArgumentParser) -> None:
     from qatcore import zoo
 
-    ace = commands.add_parser("ace", help="count MACs, ACE, sops, ACEv2 and 45 nm energy of a model")
-    ace.add_argument("--model", required=True, metavar="NAME|package.module:factory",
+    parser.add_argument("--model", required=True, metavar="NAME|package.module:factory",
                      help=f"a built-in model ({', '.join(zoo.names())}) or a factory of yours, called with no "
                           "arguments; its model needs example_input() or input_shape")
-    ace.add_argument("--w-bits", type=int, default=None, help="weight bits of every conv/linear layer")
-    ace.add_argument("--a-bits", type=int, default=None, help="input (activation) bits of every conv/linear layer")
-    ace.add_argument("--elementwise-bits", type=int, default=None, help="bits of element-wise ops (default: float)")
-    ace.add_argument("--float-bits", type=int, default=16, choices=(16, 32),
+    parser.add_argument("--bits", type=int, default=None, help="weight bits of every conv/linear layer (default: the model's)")
+    parser.add_argument("--a-bits", type=int, default=None, help="input (activation) bits of every conv/linear layer")
+    parser.add_argument("--elementwise-bits", type=int, default=None, help="bits of element-wise ops (default: float)")
+    parser.add_argument("--float-bits", type=int, default=16, choices=(16, 32),
                      help="width of an unquantised operand: 16 (bfloat16, as PokeBNN) or 32 (float32)")
-    ace.add_argument("--batch-size", type=int, default=1, help="images in the zero input batch")
-    ace.add_argument("--per-batch", action="store_true", help="count the whole batch, not one image")
-    ace.add_argument("--cost-model", default="acev2", choices=("ace", "sops", "acev2", "energy"))
-    ace.add_argument("--json", action="store_true", help="print one JSON object")
-    ace.set_defaults(run=_ace)
+    parser.add_argument("--batch-size", type=int, default=1, help="images in the zero input batch")
+    parser.add_argument("--per-batch", action="store_true", help="count the whole batch, not one image")
+    parser.add_argument("--cost-model", default="acev2", choices=("ace", "sops", "acev2", "energy"), help="cost model")
 
-    from qatcore.export import FORMATS
+
+def _arguments_train(parser: argparse.ArgumentParser) -> None:
+    from qatcore.data import DATASETS
     from qatcore.export.training import TRAINABLE
 
-    tr = commands.add_parser("train", help="train a course model and save a checkpoint for `qatcore export`")
-    tr.add_argument("--model", required=True, choices=sorted(TRAINABLE))
-    tr.add_argument("--bits", type=int, default=None, help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)")
-    tr.add_argument("--epochs", type=int, default=3)
-    tr.add_argument("--out", required=True, help="checkpoint file to write (e.g. c.pt)")
-    tr.add_argument("--dataset", default="digits", choices=DATASETS)
-    tr.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
-    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)")
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
-    tr.add_argument("--json", action="store_true", help="print one JSON object")
-    tr.set_defaults(run=_train)
+    parser.add_argument("--model", required=True, choices=sorted(TRAINABLE), help="model")
+    parser.add_argument("--bits", type=int, default=None, help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs")
+    parser.add_argument("--out", required=True, help="checkpoint file to write (e.g. c.pt)")
+    parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
-    ex = commands.add_parser(
-        "export", help="export a checkpoint (ONNX QDQ, QONNX, packed binary, torch.export) and check it")
-    ex.add_argument("checkpoint", help="a checkpoint written by `qatcore train` or qatcore.checkpoint.save")
-    ex.add_argument("--format", required=True, choices=FORMATS)
-    ex.add_argument("--out", required=True, help="output folder (created if missing)")
-    ex.add_argument("--json", action="store_true", help="print one JSON object")
-    ex.add_argument("--overwrite", action="store_true", help="replace existing export files")
-    ex.add_argument("--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)")
-    ex.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
-    ex.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    ex.set_defaults(run=_export)
 
-    bnn = commands.add_parser("bnn-memory", help="modelled (and measured) memory of standard vs low-memory BNN training")
-    bnn.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"))
-    bnn.add_argument("--batch", type=int, default=100, help="batch size (default: 100)")
-    bnn.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"))
-    bnn.add_argument("--accounting", default="autograd", choices=("authors", "autograd"),
+def _arguments_export(parser: argparse.ArgumentParser) -> None:
+    from qatcore.data import DATASETS
+    from qatcore.export import FORMATS
+
+    parser.add_argument("checkpoint", help="a checkpoint written by `qatcore train` or qatcore.checkpoint.save")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="format")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing export files")
+    parser.add_argument("--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+
+
+def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"), help="model")
+    parser.add_argument("--batch-size", type=int, default=100, help="batch size")
+    parser.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"), help="optimizer")
+    parser.add_argument("--accounting", default="autograd", choices=("authors", "autograd"),
                      help="the authors' spreadsheet rows, or what autograd really holds (default)")
-    bnn.add_argument("--gradient", default="po2", choices=("po2", "float16"),
+    parser.add_argument("--gradient", default="po2", choices=("po2", "float16"),
                      help="dY format of the low-memory mode: power of two or float16 (default: po2)")
-    bnn.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
-    bnn.add_argument("--json", action="store_true", help="print one JSON object")
-    bnn.set_defaults(run=_bnn_memory)
+    parser.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
 
+
+def _arguments_bnn_train(parser: argparse.ArgumentParser) -> None:
     from qatcore.bnn.models import MODES
+    from qatcore.data import DATASETS
 
-    bt = commands.add_parser("bnn-train", help="train a BNN with the standard or the low-memory algorithm")
-    bt.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"))
-    bt.add_argument("--mode", default="low_memory", choices=MODES)
-    bt.add_argument("--epochs", type=int, default=5)
-    bt.add_argument("--batch-size", type=int, default=100)
-    bt.add_argument("--lr", type=float, default=1e-3)
-    bt.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"),
+    parser.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"), help="model")
+    parser.add_argument("--mode", default="low_memory", choices=MODES, help="mode")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs")
+    parser.add_argument("--batch-size", type=int, default=100, help="batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="lr")
+    parser.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"),
                     help="Adam (the paper's), SGD with momentum, or Bop for the binary weights")
-    bt.add_argument("--gradient", default="po2", choices=("po2", "float16"), help="low-memory dY format")
-    bt.add_argument("--seed", type=int, default=0)
-    bt.add_argument("--dataset", default="digits", choices=DATASETS)
-    bt.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files")
-    bt.add_argument("--json", action="store_true", help="print one JSON object")
-    bt.add_argument("--nproc", type=int, default=1, help="train on N local processes (DDP through torchrun)")
-    bt.set_defaults(run=_bnn_train)
+    parser.add_argument("--gradient", default="po2", choices=("po2", "float16"), help="low-memory dY format")
+    parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
+
+
+#: subcommand: (help, argument builder, function); a builder runs only for the subcommand chosen,
+#: so `qatcore --help` imports neither torch nor sympy
+SUBCOMMANDS = {
+    "reproduce": ('run every notebook headless; print the report table', _arguments_reproduce, _reproduce, ()),
+    "equivalence": ('train a custom estimator, its adjusted STE, the ablations and the jitter baseline', _arguments_equivalence, _equivalence, (JSON, DATA_DIR, NPROC)),
+    "imagenet": ("the first paper's ImageNet ResNet experiment, from a TOML config (under torchrun)", _arguments_imagenet, _imagenet, (JSON, NPROC)),
+    "ace": ('count MACs, ACE, sops, ACEv2 and 45 nm energy of a model', _arguments_ace, _ace, (JSON,)),
+    "train": ('train a course model and save a checkpoint for `qatcore export`', _arguments_train, _train, (JSON, SEED, DATA_DIR)),
+    "export": ('export a checkpoint (ONNX QDQ, QONNX, packed binary, torch.export) and check it', _arguments_export, _export, (JSON, DATA_DIR)),
+    "bnn-memory": ('modelled (and measured) memory of standard vs low-memory BNN training', _arguments_bnn_memory, _bnn_memory, (JSON,)),
+    "bnn-train": ('train a BNN with the standard or the low-memory algorithm', _arguments_bnn_train, _bnn_train, (JSON, SEED, DATA_DIR, NPROC)),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s own arguments are built (all of them when None is not asked)."""
+    parser = argparse.ArgumentParser(prog="qatcore", description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('qatcore')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (summary, arguments, run, parents) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary, parents=list(parents),
+                                  formatter_class=_Formatter)
+        if command in (name, "*"):
+            arguments(sub)
+        sub.set_defaults(run=run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Exit codes: 0 success; 1 a run that failed or a check that did not hold; 2 a usage error
+    (bad arguments, a missing file, a value out of range)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    parser = build_parser(chosen)
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     try:
         return args.run(args)
+    except _failed_checks() as failure:
+        print(f"qatcore {args.command}: failed: {failure}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         parser.exit(2, f"qatcore {args.command}: error: {error}\n")
+
+
+def _failed_checks() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a check did not hold (exit 1), not that the input was wrong (exit 2)."""
+    from qatcore.course.report import CheckFailed
+
+    failures: list[type[BaseException]] = [CheckFailed]
+    if "qatcore.export.exporter" in sys.modules:
+        failures.append(sys.modules["qatcore.export.exporter"].ParityError)
+    return tuple(failures)
 
 
 if __name__ == "__main__":

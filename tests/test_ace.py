@@ -283,7 +283,7 @@ def test_cost_models_by_hand_and_pluggable():
 
 
 def test_cli_prints_json_with_totals_and_layers(capsys):
-    assert cli.main(["ace", "--model", "mnist_cnn", "--w-bits", "4", "--a-bits", "4", "--json"]) == 0
+    assert cli.main(["ace", "--model", "mnist_cnn", "--bits", "4", "--a-bits", "4", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["totals"]) >= {"macs", "ace", "acev2", "energy_pj"}
     # MNIST CNN on 28×28: conv 32·28²·9 + conv 64·14²·32·9 + fc 3136·256 + fc 256·10 MACs
@@ -296,7 +296,7 @@ def test_cli_table_and_errors(capsys):
     assert cli.main(["ace", "--model", "resnet18"]) == 0
     assert "resnet18 (per image, float operands at 16 bits): 1,814,073,344 MACs" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["ace", "--model", "resnet18", "--w-bits", "4"])
+        cli.main(["ace", "--model", "resnet18", "--bits", "4"])
     assert exit_info.value.code == 2
     assert "w_bits and a_bits must be given together" in capsys.readouterr().err
 

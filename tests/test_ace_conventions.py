@@ -79,7 +79,7 @@ def test_cli_resnet18_float_at_batch_1_is_macs_times_256_and_per_image_at_any_ba
 
 
 def test_cli_costs_a_users_factory(capsys):
-    assert cli.main(["ace", "--model", "test_ace_conventions:tiny_factory", "--w-bits", "4", "--a-bits", "4",
+    assert cli.main(["ace", "--model", "test_ace_conventions:tiny_factory", "--bits", "4", "--a-bits", "4",
                      "--json"]) == 0
     totals = json.loads(capsys.readouterr().out)["totals"]
     assert totals["macs"] == 2 * 16 * 9 + 32 * 3 and totals["ace"] == 16 * totals["macs"]

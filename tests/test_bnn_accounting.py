@@ -81,7 +81,7 @@ def test_bad_choices_are_named():
 
 
 def test_cli_authors_accounting(capsys):
-    args = ["bnn-memory", "--model", "binarynet", "--batch", "100", "--optimizer", "bop", "--accounting", "authors",
+    args = ["bnn-memory", "--model", "binarynet", "--batch-size", "100", "--optimizer", "bop", "--accounting", "authors",
             "--gradient", "po2", "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -77,7 +77,7 @@ def test_bad_arguments_are_named():
 
 
 def test_cli_json_has_the_issue_fields(capsys):
-    assert main(["bnn-memory", "--model", "mlp", "--batch", "10", "--measure", "--json"]) == 0
+    assert main(["bnn-memory", "--model", "mlp", "--batch-size", "10", "--measure", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["ratio"] == pytest.approx(summary["standard_bytes"] / summary["low_memory_bytes"])
     for mode, key in (("standard", "standard_bytes"), ("low_memory", "low_memory_bytes")):
