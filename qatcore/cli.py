@@ -42,7 +42,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                           "entries": report.entries}))
         return 0 if report.ok else 1
     table = report.to_markdown()
-    if args.results and not parameters and not args.only:  # the default run of the whole course
+    if args.results and not parameters and not args.only and report.ok:  # a passing default run of the whole course
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(args.results).write_text(RESULTS_HEADER + table + "\n", encoding="utf-8")
     print(table)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from qatcore.checks import int_at_least, positive_number
@@ -66,8 +67,15 @@ def thresholds(bits: int, m: float, dtype: torch.dtype = torch.float64) -> torch
 def uniform_quantize(w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
     """``Q(w) = Δ·round((clip(w, -m, m) + m) / Δ) - m`` (forward only; no gradient defined)."""
     bits, m = check_bits(bits), check_range(m)
-    delta = step_size(bits, m)
-    return delta * torch.round((torch.clamp(w, -m, m) + m) / delta) - m
+    return quantize_values(w, m, step_size(bits, m))
+
+
+def quantize_values(w, m: float, delta: float):
+    """``Q(w)`` for a tensor or a NumPy array, ``m`` and ``Δ`` already checked: the per-step path
+    of a bound estimator and of the NumPy simulations."""
+    if isinstance(w, torch.Tensor):
+        return delta * torch.round((torch.clamp(w, -m, m) + m) / delta) - m
+    return delta * np.round((np.clip(w, -m, m) + m) / delta) - m
 
 
 def bin_index(w: torch.Tensor, bits: int, m: float) -> torch.Tensor:

@@ -33,6 +33,7 @@ from qatcore.quantizers import (
     bin_index,
     check_bits,
     check_range,
+    quantize_values,
     sign,
     step_size,
 )
@@ -365,9 +366,7 @@ class BoundEstimator:
 
     def quantize_values(self, w):
         """``Q(w) = Δ·round((clip(w, −m, m) + m)/Δ) − m``, for a tensor or an array."""
-        if isinstance(w, torch.Tensor):
-            return self.delta * torch.round((torch.clamp(w, -self.m, self.m) + self.m) / self.delta) - self.m
-        return self.delta * np.round((np.clip(w, -self.m, self.m) + self.m) / self.delta) - self.m
+        return quantize_values(w, self.m, self.delta)
 
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
         """``Q(w)`` forward, ``Q̂′(w)·grad`` backward."""

@@ -32,6 +32,7 @@ from qatcore.quantizers import (
     check_bits,
     check_range,
     levels,
+    quantize_values,
     step_size,
     thresholds,
     uniform_quantize,
@@ -143,28 +144,16 @@ Slope = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _estimator_slope(problem: QuadraticProblem, estimator: Estimator) -> Slope:
-    """``estimator.derivative`` as a fast numpy function: the same lambdified sympy ``Q̂′``, with
-    the argument checks and symbol look-ups done once instead of on each of thousands of steps.
-    The tests check it against ``estimator.derivative`` and autograd through ``estimator.quantize``.
-    """
-    bits, m = problem.bits, problem.m
-    if estimator.depends_on_gradient_sign:  # outside the theory; the slow, general path
+    """``Q̂′(w)`` of ``estimator`` bound at the problem's bits and range (``Estimator.bind``: checked
+    and compiled once, not on each of thousands of steps), as a NumPy function of ``(w, g)``."""
+    bound = estimator.bind(problem.bits, problem.m)
+    if estimator.depends_on_gradient_sign:  # outside the theory: its Q̂′ needs the gradient's sign
 
         def by_gradient_sign(w: np.ndarray, g: np.ndarray) -> np.ndarray:
-            grad_sign = torch.from_numpy(np.where(g >= 0, 1.0, -1.0))
-            return estimator.derivative(torch.from_numpy(w), bits, m, grad_sign=grad_sign).numpy()
+            return bound.derivative(torch.from_numpy(w), torch.from_numpy(np.where(g >= 0, 1.0, -1.0))).numpy()
 
         return by_gradient_sign
-    delta = step_size(bits, m)
-    formula = estimators.derive(estimator.definition).derivative_numpy
-    params = list(estimator.parameter_values(bits).values())
-
-    def slope(w: np.ndarray, g: np.ndarray) -> np.ndarray:
-        index = np.minimum(np.maximum(np.floor((w + m) / delta), 0), 2**bits - 2)
-        offset = w + m - (index + 0.5) * delta  # from the threshold at the centre of w's bin
-        return np.where(np.abs(w) <= m, formula(offset, delta, m, *params), 0.0)
-
-    return slope
+    return lambda w, g: bound.derivative_numpy(w)
 
 
 def _train(
@@ -175,7 +164,7 @@ def _train(
     Rows of a 2-d ``w0`` are independent runs, each with its own rate in ``eta`` (shape ``(n, 1)``).
     Written in numpy rather than torch: with 16 weights, each torch call costs more than its
     arithmetic, and the scaling checks take tens of thousands of steps. ``Q`` is
-    ``uniform_quantize``'s formula.
+    ``quantizers.quantize_values``, the same as ``uniform_quantize``.
     """
     matrix, target = problem.matrix.numpy(), problem.target.numpy()
     m, delta = problem.m, step_size(problem.bits, problem.m)
@@ -184,7 +173,7 @@ def _train(
     w = trajectory[0] = w0
     first, second = np.zeros_like(w), np.zeros_like(w)
     for t in range(1, steps + 1):
-        q = delta * np.round((np.minimum(np.maximum(w, -m), m) + m) / delta) - m
+        q = quantize_values(w, m, delta)
         g = (q - target) @ matrix
         estimate = slope(w, g) * g
         if optimizer == "sgd":
