@@ -27,7 +27,7 @@ $(EXTRAS): $(STAMP)
 ## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.
 test: $(STAMP)
 	$(PY) -m ruff check qatcore tests
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 ## Everything (< 15 min, what CI runs): the fast tier with full property profiles, the notebooks on an
 ## emulated other CPU, one machine twice, JupyterLab in Chromium, torchrun/DDP.

@@ -103,6 +103,7 @@ def test_runs_must_include_custom(digits):
         run_equivalence(EquivalenceConfig(epochs=1), digits, runs=("adjusted",))
 
 
+@pytest.mark.slow  # a whole training run through the CLI; test_cli covers the conventions fast
 def test_cli_prints_one_json_object():
     run = subprocess.run(
         [sys.executable, "-m", "qatcore", "equivalence", "--estimator", "dsq", "--bits", "2", "--optimizer", "sgd",

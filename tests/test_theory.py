@@ -60,6 +60,7 @@ def test_general_sgd_expansion():
     assert result.expressions["eta1"] == -T.alpha * T.g
 
 
+@pytest.mark.slow  # the notebooks run the same derivation in the fast tier
 @pytest.mark.parametrize("name", CLOSED_FORM)
 def test_sgd_expansion_on_each_closed_form_map(name):
     result = T.sgd_step_expansion(E.get(name))
