@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_batch_norm_statistics
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import numpy_helper
@@ -58,17 +59,6 @@ def test_the_qonnx_graph_holds_quant_nodes_with_the_papers_parameters():
         np.testing.assert_allclose(weight, layer.weight_levels().numpy(), atol=1e-6)
 
 
-def _random_statistics(model, seed):
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if hasattr(module, "running_mean") and hasattr(module, "running_var"):
-            n = len(module.running_mean)
-            with torch.no_grad():
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.2)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.5 + 0.5)
-    return model.eval()
-
 
 SLOW = pytest.mark.slow  # the rest of the sweep runs in the slow tier
 COURSE_MODELS = [
@@ -88,7 +78,7 @@ COURSE_MODELS = [
 @pytest.mark.parametrize(("name", "kwargs", "inputs"), COURSE_MODELS)
 def test_every_course_model_exports_to_onnx_qonnx_and_pt2_with_parity(name, kwargs, inputs, digits, tmp_path):
     qatcore.configure(seed=7, threads=1)
-    model = _random_statistics(zoo.build(name, **kwargs), seed=8)
+    model = random_batch_norm_statistics(zoo.build(name, **kwargs), seed=8)
     x = digits.x_test[:40] * (2 if inputs == "signed" else 1) - (1 if inputs == "signed" else 0)
     for format in ("onnx", "qonnx", "pt2"):
         result = export(model, tmp_path, format, x, name=name)
@@ -102,7 +92,7 @@ def test_every_course_model_exports_to_onnx_qonnx_and_pt2_with_parity(name, kwar
 
 
 def test_cleanup_and_shape_inference_keep_the_quant_nodes(digits):
-    model = _random_statistics(zoo.build("pikelpn_mobilenet", bits=3), seed=1)
+    model = random_batch_norm_statistics(zoo.build("pikelpn_mobilenet", bits=3), seed=1)
     proto = qonnx.build(graph.lower(model), (1, 8, 8))
     cleaned = qonnx.cleaned(proto)
     count = sum(n.op_type == "Quant" for n in proto.graph.node)  # 8 activation, 8 weight quantizers

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import random_batch_norm_statistics
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -142,23 +143,12 @@ def test_a_failed_parity_leaves_the_output_folder_as_it_was(digits, tmp_path, mo
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def _random_statistics(model: nn.Module, seed: int) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if hasattr(module, "running_mean") and hasattr(module, "running_var"):
-            n = len(module.running_mean)
-            with torch.no_grad():
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.2)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.5 + 0.5)
-    return model.eval()
-
 
 @pytest.mark.parametrize("techniques", [{}, {"quantnorm": True}, {"quantnorm": True, "double_quant": True, "dhq": True},
                                         {"bits": None}, {"bits": 2}, {"bits": 8, "dhq": True}])
 def test_the_pikelpn_model_lowers_and_matches_pytorch_in_numpy_and_onnxruntime(techniques, digits):
     qatcore.configure(seed=3, threads=1)
-    model = _random_statistics(zoo.build("pikelpn_mobilenet", **techniques), seed=4)
+    model = random_batch_norm_statistics(zoo.build("pikelpn_mobilenet", **techniques), seed=4)
     x = digits.x_test[:60]
     expected = model(x).detach().double().numpy()
     assert np.ptp(expected) > 0  # not a constant output: the check can fail

@@ -1,0 +1,18 @@
+"""Small helpers shared by several test modules (no tests here)."""
+
+import torch
+from torch import nn
+
+
+def random_batch_norm_statistics(model: nn.Module, seed: int) -> nn.Module:
+    """``model`` in eval mode with random running statistics and shifts in every batch norm, so an
+    export is checked on a network whose batch norms do something."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "running_mean") and hasattr(module, "running_var"):
+            n = len(module.running_mean)
+            with torch.no_grad():
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.3)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.2)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.5 + 0.5)
+    return model.eval()
