@@ -34,7 +34,7 @@ def test_bop_follows_larqs_rule(seed, gamma, threshold):
         w, m = larq_bop(w, m, g, np.float32(gamma), np.float32(threshold))
         agree = (p.detach().numpy() == w) | (np.abs(w * m - threshold) < 1e-6)  # ties at τ: float rounding
         assert agree.all()
-        np.testing.assert_allclose(opt.state[p]["m"].numpy(), m, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(opt.state[p]["m"].numpy(), m, rtol=1e-5, atol=1e-8)  # float32 steps of ~1e-2 terms
 
 
 def test_half_bop_keeps_scaled_float16_state_and_flips_like_float32():

@@ -49,7 +49,7 @@ def test_notebooks_pass_strict_nbval_on_an_emulated_other_cpu(name):
 
 
 #: the same-machine check: a training notebook, shortened (its claims are nbval's to check)
-TWICE = ("02", {"EPOCHS": 2, "SEEDS": 1})
+TWICE = ("02", {"EPOCHS": 1, "SEEDS": 1})
 
 
 def _outputs(cell) -> list:

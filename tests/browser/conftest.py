@@ -29,7 +29,10 @@ def lab(tmp_path_factory):
 
     The copies get the quick parameters (one epoch, one seed) and checks warn instead of raising:
     this test is about the page and its widgets; the full run's claims are nbval's to check."""
-    folder = tmp_path_factory.mktemp("course")
+    course = tmp_path_factory.mktemp("course")
+    folder = course / "notebooks"
+    folder.mkdir()
+    (course / "bench").symlink_to(ROOT / "bench")  # notebooks read committed bench results from ../bench
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(notebook, as_version=4)
         for cell in nb.cells:
