@@ -57,7 +57,7 @@ def step_seconds(config: ImageNetConfig, device: torch.device, batch: int, steps
     """Median seconds of one training step of ``config``'s model on random images (no data loading)."""
     runtime.seed_everything(0)
     model = build_model(config, config.estimator, 1000).to(device)
-    optimizer = build_optimizer(model, TrainConfig(optimizer=config.optimizer, lr=1e-3))
+    optimizer = build_optimizer(model, TrainConfig(config.optimizer))
     x = torch.randn(batch, 3, config.image_size, config.image_size, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
     times = []

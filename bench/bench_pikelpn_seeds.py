@@ -22,6 +22,7 @@ import torch
 from qatcore import data
 from qatcore.cost.pikelpn import default_config, ladder_configs, paired_differences, seed_study
 from qatcore.estimators.train import TrainConfig
+from qatcore.optimizers import OptimizerConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,7 +36,7 @@ def main() -> None:
     dataset = data.load("digits", None)
     configs = ladder_configs(default_config(dataset.image_size, num_classes=dataset.num_classes))
     start = time.perf_counter()
-    train_config = TrainConfig(optimizer="adam", lr=0.01, batch_size=128, epochs=args.epochs)
+    train_config = TrainConfig(OptimizerConfig("adam", lr=0.01), batch_size=128, epochs=args.epochs)
     accuracies = seed_study(dataset, train_config, configs, range(args.seeds))
     record = {"dataset": "digits", "test_images": len(dataset.y_test), "epochs": args.epochs,
               "optimizer": "adam", "lr": 0.01, "batch_size": 128, "seeds": list(range(args.seeds)),

@@ -27,7 +27,7 @@ def table(folder: Path) -> str:
         raise SystemExit(f"no *.json results in {folder}")
     lines = [
         "| estimator | optimizer | lr | α | adjusted STE agreement | jitter agreement | margin (points) "
-        "| unadjusted agreement | alignment error | test accuracy (custom / adjusted) |",
+        "| ablation agreement | alignment error | test accuracy (custom / adjusted) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -36,7 +36,7 @@ def table(folder: Path) -> str:
         lines.append(
             f"| {r['estimator']} | {r['optimizer']} | {r['lr']:g} | {r['alpha']:.4f} "
             f"| {r['quantized_weight_agreement']:.4f} | {r['jitter_agreement']:.4f} | {margin:+.2f} "
-            f"| {r['unadjusted_agreement']:.4f} | {r['alignment_error']:.4f} "
+            f"| {r['ablation_agreement']:.4f} | {r['alignment_error']:.4f} "
             f"| {acc['custom']:.4f} / {acc['adjusted']:.4f} |"
         )
     return "\n".join(lines)

@@ -3,8 +3,9 @@
 The library behind the qatcore course: a shared core, one package per paper, export and the
 course machinery on top. Imports run one way (tests/test_layout.py checks it).
 
-- shared core: ``quantizers`` (forward quantizers), ``checks`` (argument checks), ``runtime``
-  (seeds, threads, progress bars), ``metrics`` (accuracy), ``distributed`` (DDP), ``files``
+- shared core: ``quantizers`` (forward quantizers), ``checks`` (argument checks), ``optimizers``
+  (the optimizer and schedule every experiment holds), ``runtime`` (seeds, threads, progress bars),
+  ``metrics`` (accuracy), ``distributed`` (DDP), ``files``
   (atomic writes), ``checkpoint``, ``zoo`` (every model by name), ``architectures`` (float
   ResNet/MobileNet geometries), ``data`` (digits, MNIST-format IDX, ImageNet-layout folders).
 - ``estimators``, paper 1 (custom estimators are STEs in disguise): ``core`` (each estimator one

@@ -60,7 +60,7 @@ def _equivalence(args: argparse.Namespace) -> int:
 
     from qatcore import distributed
     from qatcore.estimators import ablations
-    from qatcore.estimators.equivalence import EquivalenceConfig, run_equivalence
+    from qatcore.estimators.equivalence import EquivalenceConfig, digits_optimizer, run_equivalence
 
     settings = dict(
         estimator=args.estimator, bits=args.bits, optimizer=args.optimizer, lr=args.lr,
@@ -73,9 +73,10 @@ def _equivalence(args: argparse.Namespace) -> int:
         config, file_runs, file_seeds = ablations.load_config(args.config, **given)
         runs, seeds = runs or file_runs, args.seeds or file_seeds
     else:
-        defaults = dict(estimator="dsq", bits=2, optimizer="sgd", epochs=10, batch_size=64, seed=0,
-                        dataset="digits", device="cpu")
-        config = EquivalenceConfig(**{k: defaults.get(k) if v is None else v for k, v in settings.items()})
+        defaults = dict(estimator="dsq", bits=2, epochs=10, batch_size=64, seed=0, dataset="digits", device="cpu")
+        values = {k: defaults.get(k) if v is None else v for k, v in settings.items()}
+        values["optimizer"] = digits_optimizer(values.pop("optimizer") or "sgd", values.pop("lr"))
+        config = EquivalenceConfig(**values)
         seeds = args.seeds
     args.seed = config.seed
     if (launched := _launch_or_join(args)) is not None:
@@ -255,11 +256,11 @@ def _bnn_train(args: argparse.Namespace) -> int:
     from qatcore import data, distributed, zoo
     from qatcore.bnn.measure import CLI_MODELS
     from qatcore.bnn.train import BNNConfig, train_bnn
+    from qatcore.checks import check_choice
 
     if (launched := _launch_or_join(args)) is not None:
         return launched
-    if args.model not in CLI_MODELS:
-        raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {args.model!r}")
+    check_choice("model", args.model, sorted(CLI_MODELS))
     config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        optimizer=args.optimizer, gradient=args.gradient)
     dataset = data.load(args.dataset, args.data_dir)
@@ -325,11 +326,12 @@ def _arguments_reproduce(parser: argparse.ArgumentParser) -> None:
 def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
     from qatcore.data import DATASETS
     from qatcore.estimators import names
-    from qatcore.estimators.train import OPTIMIZERS
+    from qatcore.optimizers import OPTIMIZERS
 
     parser.add_argument("--estimator", default=None, choices=names(), help="default: dsq")
     parser.add_argument("--bits", type=int, default=None, help="default: 2")
-    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default: sgd")
+    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
+                        help="default: sgd (SGD with momentum 0.9; adam: β₂ = 0.95)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
     parser.add_argument("--epochs", type=int, default=None, help="default: 10")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64")
@@ -338,7 +340,7 @@ def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device to train on (cpu, cuda)")
     parser.add_argument("--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml")
     parser.add_argument("--runs", nargs="+", default=None,
-                    help="named runs: main jitter no_warp scaledown bits_1 bits_4 unadjusted_ours "
+                    help="named runs: main jitter no_warp scaledown bits_1 bits_4 ablation_ours "
                          "(default with --seeds: all that apply)")
     parser.add_argument("--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd")
     parser.add_argument("--workers", type=int, default=1, help="train seeds in N processes")

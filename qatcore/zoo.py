@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import nn
 
+from qatcore.checks import check_choice
+
 MODELS: dict[str, str] = {
     "mnist_cnn": "qatcore.estimators.models:MNISTCNN",
     "bnn_mlp": "qatcore.bnn.models:BNNMLP",
@@ -34,8 +36,7 @@ def names() -> list[str]:
 
 def factory(name: str):
     """The callable that builds the model called ``name``."""
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {names()}, got {name!r}")
+    check_choice("model", name, names())
     module, attribute = MODELS[name].split(":")
     return getattr(importlib.import_module(module), attribute)
 

@@ -16,6 +16,7 @@ from qatcore.bnn.models import BNNMLP
 from qatcore.bnn.train import BNNConfig, train_bnn
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
+from qatcore.optimizers import OptimizerConfig
 
 kind, out = sys.argv[1], Path(sys.argv[2])
 runtime.configure(seed=0, threads=1)
@@ -23,7 +24,7 @@ distributed.init_from_environment()
 digits = data.subset(data.load("digits"), train=1280)
 if kind == "cnn":
     model = MNISTCNN(bits=2, estimator="dsq", image_size=digits.image_size)
-    losses = train(model, digits, TrainConfig(optimizer="sgd", lr=0.02, batch_size=64, epochs=1), progress=False).losses
+    losses = train(model, digits, TrainConfig(OptimizerConfig("sgd", lr=0.02), batch_size=64, epochs=1), progress=False).losses
 else:
     model = BNNMLP(image_size=digits.image_size)
     losses = train_bnn(model, digits, BNNConfig(mode="low_memory", epochs=2, batch_size=64), progress=False).losses

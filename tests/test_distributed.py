@@ -63,7 +63,7 @@ def test_equivalence_metrics_are_the_same_on_two_processes():
                if line.startswith("{")]
     assert len(printed) == 1, "only rank 0 prints"
     two = json.loads(printed[0])
-    for key in ("quantized_weight_agreement", "jitter_agreement", "unadjusted_agreement", "alpha"):
+    for key in ("quantized_weight_agreement", "jitter_agreement", "ablation_agreement", "alpha"):
         assert two[key] == pytest.approx(one[key], abs=2e-3), key
 
 

@@ -17,6 +17,7 @@ from qatcore.estimators.equivalence import (
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
+from qatcore.optimizers import OptimizerConfig
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_all_runs_start_from_one_initialisation(sgd_result, digits):
     runs = sgd_result.runs
     assert set(runs) == set(RUNS)
     assert torch.equal(runs["custom"].weights[0], runs["jitter"].weights[0])
-    assert torch.equal(runs["custom"].weights[0], runs["unadjusted"].weights[0])
+    assert torch.equal(runs["custom"].weights[0], runs["ablation"].weights[0])
     # the adjusted STE starts at M(w₀): different latent weights, the same quantized levels
     assert not torch.equal(runs["custom"].weights[0], runs["adjusted"].weights[0])
     assert torch.equal(sgd_result.levels("custom")[0], sgd_result.levels("adjusted")[0])
@@ -50,7 +51,7 @@ def test_the_adjusted_run_really_is_the_theorem_s(sgd_result, digits):
     for layer in quantized_layers(model).values():
         layer.estimator = estimators.get("ste")
         layer.apply_weight_map("dsq")
-    config = TrainConfig(lr=0.02, batch_size=64, epochs=2, quantized_lr_factor=sgd_result.alpha)
+    config = TrainConfig(OptimizerConfig(lr=0.02), batch_size=64, epochs=2, quantized_lr_factor=sgd_result.alpha)
     train(model, digits, config, progress=False)
     flat = torch.cat([layer.weight.detach().reshape(-1) for layer in quantized_layers(model).values()])
     assert torch.equal(flat, sgd_result.runs["adjusted"].weights[-1])
@@ -58,8 +59,8 @@ def test_the_adjusted_run_really_is_the_theorem_s(sgd_result, digits):
 
 def test_metrics_order_the_runs_as_the_theory_says(sgd_result):
     a = sgd_result.agreements
-    assert a["adjusted"].quantized_weight_agreement > a["unadjusted"].quantized_weight_agreement
-    assert a["adjusted"].alignment_error < a["unadjusted"].alignment_error
+    assert a["adjusted"].quantized_weight_agreement > a["ablation"].quantized_weight_agreement
+    assert a["adjusted"].alignment_error < a["ablation"].alignment_error
     summary = sgd_result.to_dict()
     assert summary["quantized_weight_agreement"] == round(a["adjusted"].quantized_weight_agreement, 6)
     assert summary["alpha"] == pytest.approx(0.454376, abs=1e-6)
@@ -85,8 +86,8 @@ def test_out_of_class_estimators_are_refused_with_the_reason(name, digits):
     with pytest.raises(ValueError, match="no weight map"):
         run_equivalence(EquivalenceConfig(estimator=name, epochs=1), digits, progress=False)
     result = run_equivalence(EquivalenceConfig(estimator=name, epochs=1), digits, progress=False,
-                             runs=("custom", "unadjusted", "jitter"))
-    assert result.to_dict()["alpha"] is None and "unadjusted" in result.agreements
+                             runs=("custom", "ablation", "jitter"))
+    assert result.to_dict()["alpha"] is None and "ablation" in result.agreements
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_cli_prints_one_json_object():
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    for key in ("quantized_weight_agreement", "alignment_error", "jitter_agreement", "unadjusted_agreement"):
+    for key in ("quantized_weight_agreement", "alignment_error", "jitter_agreement", "ablation_agreement"):
         assert 0 <= summary[key] <= 1 or key == "alignment_error"
     assert summary["estimator"] == "dsq" and summary["pairs"]["adjusted"]["change_point_agreement"] <= 1
 
@@ -131,7 +132,7 @@ def test_cli_reports_an_estimator_outside_the_theory():
 from pathlib import Path  # noqa: E402
 
 from qatcore.estimators import ablations  # noqa: E402
-from qatcore.estimators.train import learning_rate  # noqa: E402
+from qatcore.optimizers import learning_rate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,18 +149,18 @@ def test_every_pair_carries_the_authors_metrics_by_name(sgd_result):
 
 def test_named_runs_apply_to_their_optimizer():
     assert ablations.default_runs("sgd") == ("main", "jitter", "no_warp", "scaledown", "bits_1", "bits_4")
-    assert ablations.default_runs("adam", bits=4) == ("main", "jitter", "scaledown", "bits_1", "bits_2", "unadjusted_ours")
+    assert ablations.default_runs("adam", bits=4) == ("main", "jitter", "scaledown", "bits_1", "bits_2", "ablation_ours")
     with pytest.raises(ValueError, match="no_warp applies to SGD only"):
         ablations.check_runs(("main", "no_warp"), "adam")
-    with pytest.raises(ValueError, match="unadjusted_ours applies to Adam only"):
-        ablations.check_runs(("unadjusted_ours",), "sgd")
+    with pytest.raises(ValueError, match="ablation_ours applies to Adam only"):
+        ablations.check_runs(("ablation_ours",), "sgd")
     with pytest.raises(ValueError, match="runs must be taken from"):
         ablations.check_runs(("main", "warp"), "sgd")
 
 
 def test_scaledown_and_other_bits_are_their_own_pairs(digits):
     pairs = ablations.run_named(EquivalenceConfig(epochs=1), ("scaledown", "bits_4"), digits, progress=False)
-    assert pairs["scaledown"]["lr"] == pytest.approx(0.1 * EquivalenceConfig().rate)
+    assert pairs["scaledown"]["lr"] == pytest.approx(0.1 * EquivalenceConfig().optimizer.lr)
     assert pairs["scaledown"]["epochs"] == 3 and pairs["bits_4"]["bits"] == 4
     assert pairs["bits_4"]["alpha"] != pairs["scaledown"]["alpha"]  # α depends on the bit width
 
@@ -180,8 +181,10 @@ def test_seeds_report_the_mean_and_sd_of_every_metric(digits):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_paper_configs_hold_the_authors_settings(optimizer):
     config, runs, seeds = ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml", data_dir="x")
-    assert (config.batch_size, config.epochs, config.bits, config.warmup_from_zero) == (600, 5, 2, True)
-    assert config.rate == {"sgd": 1e-3, "adam": 1e-4}[optimizer] and config.dataset == "mnist"
+    assert (config.batch_size, config.epochs, config.bits, config.optimizer.warmup_from_zero) == (600, 5, 2, True)
+    assert config.optimizer.name == optimizer and config.dataset == "mnist"
+    assert config.optimizer.lr == {"sgd": 1e-3, "adam": 1e-4}[optimizer]
+    assert config.optimizer.momentum == 0.9 and config.optimizer.beta2 == 0.95  # the authors' (and our defaults)
     assert runs == ablations.default_runs(optimizer) and seeds == 1
     with pytest.raises(ValueError, match="unknown setting"):
         ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml", momentum=0.5)

@@ -22,6 +22,7 @@ from qatcore.estimators.layers import QuantConv2d, quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
 from qatcore.export import export, graph, metadata, onnx_qdq, packed, reference
+from qatcore.optimizers import OptimizerConfig
 from qatcore.quantizers import uniform_quantize
 
 ROOT = Path(qatcore.__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def trained(digits):
     """A 2-bit MNIST CNN trained for 3 epochs on digits (≈ 85 % test accuracy)."""
     qatcore.configure(seed=0, threads=1)
     model = MNISTCNN(bits=2, image_size=8)
-    result = train(model, digits, TrainConfig(optimizer="adam", lr=3e-3, batch_size=64, epochs=3), progress=False)
+    result = train(model, digits, TrainConfig(OptimizerConfig("adam", lr=3e-3), batch_size=64, epochs=3), progress=False)
     assert result.test_accuracy > 0.6
     return model.eval()
 

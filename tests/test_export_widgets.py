@@ -9,6 +9,7 @@ from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
 from qatcore.export.widgets import export_explorer, export_view, requantized
+from qatcore.optimizers import OptimizerConfig
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def trained():
     torch.manual_seed(0)
     digits = data.subset(data.load("digits"), train=256, test=60)
     model = MNISTCNN(bits=2, image_size=8)
-    train(model, digits, TrainConfig(optimizer="adam", lr=3e-3, batch_size=64, epochs=2), progress=False)
+    train(model, digits, TrainConfig(OptimizerConfig("adam", lr=3e-3), batch_size=64, epochs=2), progress=False)
     return model, digits
 
 

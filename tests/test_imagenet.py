@@ -21,9 +21,11 @@ from qatcore.estimators.imagenet import (
     run_imagenet,
 )
 from qatcore.estimators.layers import quantized_layers
+from qatcore.optimizers import OptimizerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(architecture="resnet18", width_multiplier=0.125, image_size=32, bits=2, lr=0.05, batch_size=6,
+TINY = dict(architecture="resnet18", width_multiplier=0.125, image_size=32, bits=2,
+            optimizer=OptimizerConfig("sgd", lr=0.05), batch_size=6,
             epochs=2, recorded_weights=300, record_every=1, eval_examples=6, eval_batch_size=4, workers=0)
 
 
@@ -41,11 +43,11 @@ def tiny(data_dir, tmp_path_factory):
 def test_every_run_starts_from_one_initialisation_and_the_adjusted_one_from_its_map(tiny):
     config, result = tiny
     runs = result.runs
-    assert set(runs) == {"custom", "adjusted", "unadjusted", "jitter"}
+    assert set(runs) == {"custom", "adjusted", "ablation", "jitter"}
     steps = 2 * 2  # 12 images, batch 6, 2 epochs
     assert all(len(r.losses) == steps and r.weights.shape == (steps + 1, 300) for r in runs.values())
     assert torch.equal(runs["custom"].weights[0], runs["jitter"].weights[0])
-    assert torch.equal(runs["custom"].weights[0], runs["unadjusted"].weights[0])
+    assert torch.equal(runs["custom"].weights[0], runs["ablation"].weights[0])
     assert not torch.equal(runs["custom"].weights[0], runs["adjusted"].weights[0])
     assert torch.allclose(result.mapped_custom()[0], runs["adjusted"].weights[0].double(), atol=1e-6)
     assert torch.equal(result.levels("custom")[0], result.levels("adjusted")[0])
@@ -56,7 +58,7 @@ def test_every_run_starts_from_one_initialisation_and_the_adjusted_one_from_its_
 def test_the_summary_holds_every_pair_and_the_run_settings(tiny):
     config, result = tiny
     summary = json.loads((Path(config.out) / "summary.json").read_text())
-    assert set(summary["pairs"]) == {"adjusted", "unadjusted", "jitter"}
+    assert set(summary["pairs"]) == {"adjusted", "ablation", "jitter"}
     assert summary["architecture"] == "resnet18" and summary["steps"] == 4 and summary["processes"] == 1
     assert summary["recorded_weights"] == 300 and summary["eval_examples"] == 6
     for metrics in summary["pairs"].values():
@@ -89,7 +91,7 @@ def test_a_stopped_experiment_continues_to_the_uninterrupted_result(tiny, tmp_pa
         assert again.runs[name].losses == run.losses
         assert torch.equal(again.runs[name].test_logits, run.test_logits)
     with pytest.raises(ValueError, match="run of other settings"):
-        run_imagenet(replace(resumed, lr=0.06), progress=False)
+        run_imagenet(replace(resumed, optimizer=OptimizerConfig("sgd", lr=0.06)), progress=False)
     with pytest.raises(ValueError, match="stop_after_epochs"):
         run_imagenet(resumed, progress=False, stop_after_epochs=0)
 
@@ -98,7 +100,10 @@ def test_configs_are_read_from_toml_with_named_errors(tmp_path):
     shipped = {p.name: load_config(p) for p in sorted((ROOT / "configs").glob("imagenet_*.toml"))}
     assert set(shipped) == {"imagenet_resnet50_dsq_sgd.toml", "imagenet_resnet50_dsq_adam.toml"}
     sgd, adam = shipped["imagenet_resnet50_dsq_sgd.toml"], shipped["imagenet_resnet50_dsq_adam.toml"]
-    assert (sgd.optimizer, adam.optimizer, sgd.architecture, sgd.batch_size) == ("sgd", "adam", "resnet50", 256)
+    assert (sgd.optimizer.name, adam.optimizer.name, sgd.architecture, sgd.batch_size) == ("sgd", "adam", "resnet50", 256)
+    assert (sgd.optimizer.lr, sgd.optimizer.momentum, adam.optimizer.lr, adam.optimizer.beta2) == (0.1, 0.9, 1e-3, 0.95)
+    with_rate = load_config(ROOT / "configs" / "imagenet_resnet50_dsq_sgd.toml", optimizer="adam", lr=0.5)
+    assert (with_rate.optimizer.name, with_rate.optimizer.lr, with_rate.optimizer.warmup_fraction) == ("adam", 0.5, 0.02)
     assert load_config(ROOT / "configs" / "imagenet_resnet50_dsq_sgd.toml", data_dir="/x").data_dir == "/x"
     bad = tmp_path / "bad.toml"
     bad.write_text('data_dir = "d"\nlearning_rate = 0.1\n')

@@ -36,6 +36,7 @@ from qatcore.cost.pikelpn_layers import (
 from qatcore.cost.plots import plot_pareto
 from qatcore.cost.widgets import technique_explorer, technique_view
 from qatcore.estimators.train import TrainConfig
+from qatcore.optimizers import OptimizerConfig
 
 scales = st.lists(st.floats(1e-6, 1e3), min_size=1, max_size=20).map(
     lambda xs: torch.tensor(xs, dtype=torch.float64))
@@ -215,7 +216,7 @@ def test_fashion_mnist_sized_model_runs():
 
 def test_a_short_run_learns():
     small = data.subset(data.load_digits(), train=256, test=100)
-    config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=64, epochs=3)
+    config = TrainConfig(OptimizerConfig("adam", lr=1e-2), batch_size=64, epochs=3)
     model, run = train_pikelpn(ladder_configs()["+ DHQ (PikeLPN-style)"], small, config, progress=False)
     assert sum(run.losses[-4:]) < sum(run.losses[:4])
     rows = distribution_table(model)
@@ -224,7 +225,7 @@ def test_a_short_run_learns():
 
 def test_a_seed_study_gives_one_accuracy_per_rung_and_seed():
     small = data.subset(data.load_digits(), train=128, test=50)
-    config = TrainConfig(optimizer="adam", lr=1e-2, batch_size=64, epochs=1)
+    config = TrainConfig(OptimizerConfig("adam", lr=1e-2), batch_size=64, epochs=1)
     configs = {name: c for name, c in list(ladder_configs().items())[1:4]}
     accuracies = seed_study(small, config, configs, seeds=[0, 1])
     assert list(accuracies) == list(configs) and all(len(v) == 2 for v in accuracies.values())

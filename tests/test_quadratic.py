@@ -1,14 +1,17 @@
 """qatcore.estimators.quadratic: the numeric cross-check of "custom estimators are STEs in disguise"."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from qatcore import estimators as E
 from qatcore.estimators import quadratic as Q
+from qatcore.optimizers import OptimizerConfig
 from qatcore.quantizers import levels, thresholds
 
-SCALING = [(name, opt) for name in ("dsq", "pwl") for opt in ("sgd", "momentum")]
+SCALING = [(name, opt) for name in ("dsq", "pwl") for opt in (Q.PLAIN_SGD, Q.SGD_MOMENTUM)]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def test_simulated_step_is_autograd_through_the_estimators_quantize(name):
     w0 = torch.linspace(-1.2, 1.2, 97, dtype=torch.float64)
     est = E.get(name)
     eta = 1e-3
-    w1 = Q.simulate(problem, est, eta, 1, "sgd", w0=w0)[1]
+    w1 = Q.simulate(problem, est, eta, 1, Q.PLAIN_SGD, w0=w0)[1]
     w = w0.clone().requires_grad_(True)
     problem.loss(est.quantize(w, problem.bits, problem.m)).backward()
     torch.testing.assert_close((w0 - w1) / eta, w.grad, rtol=1e-9, atol=1e-12)
@@ -52,18 +55,14 @@ def test_simulated_step_is_autograd_through_the_estimators_quantize(name):
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "make"),
-    [
-        ("sgd", lambda p, lr: torch.optim.SGD(p, lr=lr)),
-        ("momentum", lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
-        ("adam", lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.9, 0.95), eps=1e-12)),
-    ],
+    "optimizer", [*Q.RULES.values(), "sgd", "adam", OptimizerConfig("sgd", momentum=0.5)], ids=str
 )
-def test_simulate_matches_torch_optimizers_with_autograd(problem, optimizer, make):
+def test_simulate_matches_the_torch_optimizer_of_the_same_config(problem, optimizer):
+    # the quadratic's rules are PyTorch's, so "sgd" means here what it means in training
     est, eta, steps = E.get("dsq"), 3e-3, 40
     trajectory = Q.simulate(problem, est, eta, steps, optimizer)
     w = problem.initial_weights().requires_grad_(True)
-    opt = make([w], eta)
+    opt = dataclasses.replace(OptimizerConfig.of(optimizer), lr=eta).build([w])
     expected = [w.detach().clone()]
     for _ in range(steps):
         opt.zero_grad()
@@ -75,28 +74,28 @@ def test_simulate_matches_torch_optimizers_with_autograd(problem, optimizer, mak
 
 
 def test_runs_are_deterministic(problem):
-    a = Q.paired_runs(problem, "pwl", 1e-2, 50, "momentum")
-    b = Q.paired_runs(Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0), "pwl", 1e-2, 50, "momentum")
+    a = Q.paired_runs(problem, "pwl", 1e-2, 50, Q.SGD_MOMENTUM)
+    b = Q.paired_runs(Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0), "pwl", 1e-2, 50, "sgd")
     assert torch.equal(a.custom, b.custom) and torch.equal(a.ste, b.ste) and torch.equal(a.gap, b.gap)
     assert a.custom.shape == (51, 16) and a.custom.dtype == torch.float64
 
 
 def test_paired_run_pairs_as_the_theory_says(problem):
     est = E.get("dsq")
-    run = Q.paired_runs(problem, est, 1e-2, 10, "sgd")
-    assert run.alpha == pytest.approx(est.alpha(2, 1.0))
+    run = Q.paired_runs(problem, est, 1e-2, 10)
+    assert run.optimizer == Q.PLAIN_SGD and run.alpha == pytest.approx(est.alpha(2, 1.0))
     torch.testing.assert_close(run.ste[0], est.weight_map(problem.initial_weights(), 2, 1.0))
-    expected = Q.simulate(problem, "ste", run.alpha * 1e-2, 10, "sgd", w0=run.ste[0])
+    expected = Q.simulate(problem, "ste", run.alpha * 1e-2, 10, Q.PLAIN_SGD, w0=run.ste[0])
     torch.testing.assert_close(run.ste, expected, rtol=0, atol=0)
     mapped = est.weight_map(run.custom, 2, 1.0)
     torch.testing.assert_close(run.gap, (mapped - run.ste).abs().amax(dim=1), rtol=0, atol=0)
-    adam = Q.paired_runs(problem, est, 1e-2, 10, "adam")
+    adam = Q.paired_runs(problem, est, 1e-2, 10, Q.ADAM)
     assert adam.alpha == 1.0 and torch.equal(adam.ste[0], problem.initial_weights())
-    unadjusted = Q.paired_runs(problem, est, 1e-2, 10, "adam", adjusted=False)
+    unadjusted = Q.paired_runs(problem, est, 1e-2, 10, Q.ADAM, adjusted=False)
     assert torch.equal(adam.gap, unadjusted.gap)
 
 
-@pytest.mark.parametrize("optimizer", Q.OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", Q.RULES.values(), ids=str)
 def test_ste_paired_with_itself_has_no_gap(problem, optimizer):
     run = Q.paired_runs(problem, "ste", 1e-2, 100, optimizer)
     assert run.max_gap < 1e-12
@@ -112,18 +111,18 @@ def test_safe_start_keeps_away_from_thresholds_and_levels(problem):
 
 @pytest.mark.parametrize(("name", "optimizer"), SCALING)
 def test_one_step_gap_is_second_order(problem, name, optimizer):
-    etas = Q.DEFAULT_ETAS[optimizer]
+    etas = Q.default_etas(optimizer)
     gaps = Q.one_step_gap(problem, name, etas, optimizer)
     assert Q.fit_slope(etas, gaps) == pytest.approx(2.0, abs=0.2)
-    if optimizer == "momentum":  # from rest the first momentum step is SGD's
-        np.testing.assert_array_equal(gaps, Q.one_step_gap(problem, name, etas, "sgd"))
+    if optimizer.momentum:  # from rest the first momentum step is SGD's
+        np.testing.assert_array_equal(gaps, Q.one_step_gap(problem, name, etas, Q.PLAIN_SGD))
         ten_steps = Q.one_step_gap(problem, name, etas, optimizer, steps=10)
         assert Q.fit_slope(etas, ten_steps) == pytest.approx(2.0, abs=0.2)
 
 
 @pytest.mark.parametrize(("name", "optimizer"), SCALING)
 def test_fixed_time_gap_is_first_order(problem, name, optimizer):
-    etas = Q.DEFAULT_ETAS[optimizer]
+    etas = Q.default_etas(optimizer)
     assert np.ptp(np.log10(etas)) >= 1.0
     gaps = Q.fixed_time_gap(problem, name, etas, optimizer=optimizer)
     assert Q.fit_slope(etas, gaps) == pytest.approx(1.0, abs=0.2)
@@ -132,9 +131,9 @@ def test_fixed_time_gap_is_first_order(problem, name, optimizer):
 @pytest.mark.parametrize("name", ["dsq", "pwl"])
 def test_the_remap_beats_the_plain_ste_for_sgd_and_adam_needs_none(problem, name):
     eta, steps = 1e-3, 1000
-    adjusted = Q.paired_runs(problem, name, eta, steps, "sgd")
-    plain = Q.paired_runs(problem, name, eta, steps, "sgd", adjusted=False)
-    adam = Q.paired_runs(problem, name, eta, steps, "adam")
+    adjusted = Q.paired_runs(problem, name, eta, steps, Q.PLAIN_SGD)
+    plain = Q.paired_runs(problem, name, eta, steps, Q.PLAIN_SGD, adjusted=False)
+    adam = Q.paired_runs(problem, name, eta, steps, Q.ADAM)
     assert adjusted.max_gap < 0.05 * plain.max_gap
     assert adjusted.mean_agreement > plain.mean_agreement
     assert adam.max_gap < 0.3 * plain.max_gap
@@ -142,8 +141,17 @@ def test_the_remap_beats_the_plain_ste_for_sgd_and_adam_needs_none(problem, name
 
 def test_adam_is_invariant_to_a_constant_gradient_factor(problem):
     differences = Q.adam_scale_invariance(problem)
-    assert differences["adam"] < 1e-9
-    assert differences["sgd"] > 0.1 and differences["momentum"] > 0.1
+    assert differences["Adam"] < 1e-9
+    assert differences["plain SGD"] > 0.1 and differences["SGD, momentum 0.9"] > 0.1
+
+
+def test_a_name_means_what_it_means_in_training():
+    assert OptimizerConfig.of("sgd") == Q.SGD_MOMENTUM and Q.SGD_MOMENTUM.momentum == 0.9
+    assert Q.PLAIN_SGD.label == "plain SGD" and Q.default_etas("sgd").tolist() == Q.default_etas(Q.SGD_MOMENTUM).tolist()
+    with pytest.raises(ValueError, match="no default η range"):
+        Q.default_etas(OptimizerConfig("sgd", momentum=0.5))
+    with pytest.raises(ValueError, match="no default time"):
+        Q.fixed_time_gap(Q.QuadraticProblem(), "dsq", [1e-3, 1e-2], optimizer=OptimizerConfig("sgd", momentum=0.5))
 
 
 def test_fit_slope_recovers_a_power_law():
@@ -174,7 +182,7 @@ def test_estimators_outside_the_theory_can_train_but_not_pair(problem):
         (lambda p: Q.paired_runs(p, "dsq", 1e-2, 5, adjusted="yes"), "adjusted"),
         (lambda p: Q.one_step_gap(p, "dsq", [1e-3]), "etas"),
         (lambda p: Q.one_step_gap(p, "dsq", [1e-3, -1e-2]), "etas"),
-        (lambda p: Q.one_step_gap(p, "dsq", [1e-3, 1e-2], "adam"), "optimizer"),
+        (lambda p: Q.one_step_gap(p, "dsq", [1e-3, 1e-2], Q.ADAM), "optimizer"),
         (lambda p: Q.one_step_gap(p, "dsq", [1e-3, 1e-2], steps=0), "steps"),
         (lambda p: Q.one_step_gap(p, "dsq", [1e-2, 1.0]), "reach"),
         (lambda p: Q.fixed_time_gap(p, "dsq", [1e-3, 1e-2], time=0), "time"),
@@ -192,8 +200,8 @@ def test_bad_arguments_are_named(problem, call, argument):
 
 def test_derivative_variation_is_one_for_a_flat_estimator_and_above_for_dsq():
     problem = Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0)
-    flat = Q.derivative_variation(problem, "ste", 1e-2, 99, "adam", window=20)
+    flat = Q.derivative_variation(problem, "ste", 1e-2, 99, Q.ADAM, window=20)
     assert flat.shape[0] > 0 and np.all(flat == 1.0)
-    dsq = Q.derivative_variation(problem, "dsq", 1e-2, 99, "adam", window=20)
+    dsq = Q.derivative_variation(problem, "dsq", 1e-2, 99, window=20)
     assert np.all(dsq >= 1.0) and dsq.max() > 1.0
     assert dsq.max() <= 20.0  # DSQ's Q̂′ varies at most L₊/L₋ ≈ 19.6 across half a bin

@@ -58,5 +58,6 @@ def test_explorer_redraws_when_a_control_moves():
 def test_equivalence_view_at_the_controls_extremes(name, bits, optimizer, lr):
     small = data.subset(data.load_digits(), train=128, test=50)
     text, figure = equivalence_view(name, bits, optimizer, lr, epochs=1, data=small, progress=False)
-    assert isinstance(figure, Figure) and text.startswith(f"{name}, {bits} bits, {optimizer}")
+    label = {"sgd": "SGD, momentum 0.9", "adam": "Adam"}[optimizer]  # "sgd" is training's SGD everywhere
+    assert isinstance(figure, Figure) and text.startswith(f"{name}, {bits} bits, {label}, lr {lr:g}")
     assert ("no remapped STE run" in text) == (name in ("ewgs", "approx_sign"))

@@ -59,6 +59,7 @@ import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from qatcore.checks import check_choice
 from qatcore.cost import cost_models, foreign
 from qatcore.cost.cost_models import (
     FLOAT_BITS,
@@ -424,11 +425,8 @@ def count(
     if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
         raise ValueError("example_input must be a torch.Tensor or a tuple of tensors "
                          f"(e.g. torch.zeros(1, 3, 224, 224)), got {type(example_input).__name__}")
-    if method not in ("auto", "fx", "hooks"):
-        raise ValueError(f"method must be one of ('auto', 'fx', 'hooks'), got {method!r}")
-    if float_bits not in FLOAT_WIDTHS:
-        raise ValueError(f"float_bits must be one of {FLOAT_WIDTHS} (bfloat16 as PokeBNN, or float32), "
-                         f"got {float_bits!r}")
+    check_choice("method", method, ("auto", "fx", "hooks"))
+    check_choice("float_bits", float_bits, FLOAT_WIDTHS)  # bfloat16 as PokeBNN, or float32
     if bits is None:
         bits = {}
     elif isinstance(bits, Mapping):

@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
+from qatcore.checks import check_choice
+
 #: An unquantised float operand in ``Operation.bits``.
 FLOAT = None
 #: Default width of an unquantised float operand: bfloat16, as PokeBNN counts it.
@@ -62,8 +64,7 @@ class Operation:
     floats: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        check_choice("kind", self.kind, KINDS)
         if self.count < 0:
             raise ValueError(f"count must be >= 0, got {self.count!r}")
         if not self.bits or any(b is not None and not 1 <= b <= MAX_BITS for b in self.bits):
@@ -78,8 +79,7 @@ class Operation:
 
     def resolved(self, float_bits: int = FLOAT_BITS) -> Operation:
         """The same operation with each ``FLOAT`` operand ``float_bits`` wide and marked in ``floats``."""
-        if float_bits not in FLOAT_WIDTHS:
-            raise ValueError(f"float_bits must be one of {FLOAT_WIDTHS}, got {float_bits!r}")
+        check_choice("float_bits", float_bits, FLOAT_WIDTHS)
         if all(b is not None for b in self.bits):
             return self
         floats = tuple(b is None or (bool(self.floats) and self.floats[i]) for i, b in enumerate(self.bits))
@@ -236,15 +236,13 @@ class AceReport:
 
     def breakdown(self, by: str = "kind") -> dict[str, dict[str, float]]:
         """Totals per operation ``kind`` (mac, mul, add …) or per ``role`` (batch norm, rescale …)."""
-        if by not in ("kind", "role"):
-            raise ValueError(f"by must be one of ('kind', 'role'), got {by!r}")
+        check_choice("by", by, ("kind", "role"))
         keys = dict.fromkeys(getattr(op, by) for op in self.operations)
         return {key: self._sum(lambda op, key=key: getattr(op, by) == key) for key in keys}
 
     def elementwise_share(self, model: str = "acev2") -> float:
         """The fraction of ``model``'s total spent outside multiply-accumulates."""
-        if model not in self.models:
-            raise ValueError(f"model must be one of {sorted(self.models)}, got {model!r}")
+        check_choice("model", model, sorted(self.models))
         total = self.totals[model]
         return 0.0 if total == 0 else 1.0 - self._sum(lambda op: op.kind == "mac")[model] / total
 
@@ -272,8 +270,7 @@ class AceReport:
     def layer_breakdown(self, model: str = "acev2") -> dict[str, dict[str, float]]:
         """``model``'s cost per role for each conv/linear layer, counting every element-wise op
         (batch norm, activation, pooling, residual add …) with the conv/linear layer run before it."""
-        if model not in self.models:
-            raise ValueError(f"model must be one of {sorted(self.models)}, got {model!r}")
+        check_choice("model", model, sorted(self.models))
         macs = {op.layer for op in self.operations if op.kind == "mac"}
         groups: dict[str, dict[str, float]] = {}
         current = None

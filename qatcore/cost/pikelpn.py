@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from qatcore.checks import int_at_least, positive_number
+from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.cost import ace
 from qatcore.cost.cost_models import FLOAT_BITS, AceReport
 from qatcore.cost.pikelpn_layers import (
@@ -36,7 +36,6 @@ from qatcore.cost.pikelpn_layers import (
     PikeLinear,
     QuantNorm,
     WeightQuantizer,
-    check_choice,
     check_optional_bits,
     quantize_on_range,
     weight_kurtosis,

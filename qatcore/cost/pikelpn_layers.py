@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qatcore import estimators
-from qatcore.checks import int_at_least, positive_number
+from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.cost.cost_models import FLOAT, Operation
 from qatcore.quantizers import check_bits
 
@@ -54,13 +54,6 @@ WEIGHT_SCHEMES = ("tensor-max", "channel-max", "channel-std")
 ACCUMULATOR_BITS = 24
 
 ScaleFormat = Literal["pow2", "int"]
-
-
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``allowed``, else a ValueError naming ``name`` and the choices."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value  # type: ignore[return-value]
 
 
 def check_optional_bits(name: str, bits: object) -> int | None:

@@ -18,6 +18,8 @@ import numpy as np
 import sklearn.datasets
 import torch
 
+from qatcore.checks import check_choice
+
 DATASETS = ("digits", "mnist", "fashion-mnist")
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -256,8 +258,7 @@ def load_idx_folder(folder: str | Path, name: str | None = None) -> Dataset:
 
 def load(name: str = "digits", data_dir: str | Path | None = None, **kwargs) -> Dataset:
     """Load one of DATASETS by name; 'digits' takes load_digits' options, the others a data_dir."""
-    if name not in DATASETS:
-        raise ValueError(f"name must be one of {', '.join(DATASETS)}; got {name!r}")
+    check_choice("name", name, DATASETS)
     if name == "digits":
         if data_dir is not None:
             raise ValueError("data_dir does not apply to 'digits', which scikit-learn bundles")

@@ -9,8 +9,8 @@ The paper's experiment code (GitHub mschoenb97/flax, examples/mnist/run_experime
 * ``scaledown``: the main pair again at rate ``0.1·η`` for 3× the epochs;
 * ``bits_1``, ``bits_4``: the main pair at other bit widths (2 is the default).
 
-One run is ours, not theirs: ``unadjusted_ours``, Adam's STE with ``M(w₀)`` and ``αη`` applied
-anyway. Each named run is a pair compared by our metrics (``ours``) and by the authors' own
+One run is ours, not theirs: ``ablation_ours``, Adam's STE given SGD's adjustments
+(``M(w₀)`` and ``αη``) anyway. Each named run is a pair compared by our metrics (``ours``) and by the authors' own
 definitions (``authors``), keyed by metric name; ``run_seeds`` repeats them over seeds and reports
 each metric's mean and sd.
 """
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from qatcore import data as datasets
 from qatcore.checks import int_at_least
@@ -29,39 +28,43 @@ from qatcore.estimators.equivalence import (
     RUNS,
     EquivalenceConfig,
     EquivalenceResult,
+    read_settings,
     run_equivalence,
 )
+from qatcore.optimizers import OptimizerConfig
 from qatcore.stats import MeanSd
 
 AUTHORS_RUNS = ("main", "jitter", "no_warp", "scaledown", "bits_1", "bits_4")
-OUR_RUNS = ("unadjusted_ours",)
+OUR_RUNS = ("ablation_ours",)
 NAMED_RUNS = AUTHORS_RUNS + OUR_RUNS
 #: the authors' ``lr_scaledown`` and ``epoch_scale_up_for_lr_scale_down`` (round_*/config.py)
 SCALEDOWN_LR, SCALEDOWN_EPOCHS = 0.1, 3
 #: the run of ``run_equivalence`` behind each named run that shares the main run's custom run
-_SHARED = {"main": "adjusted", "jitter": "jitter", "no_warp": "unadjusted", "unadjusted_ours": "unadjusted"}
+_SHARED = {"main": "adjusted", "jitter": "jitter", "no_warp": "ablation", "ablation_ours": "ablation"}
 #: our bar for the adjusted-vs-jitter claim: the adjusted pair's quantized weight agreement at
 #: least the jitter pair's minus 1 point, on the mean over seeds by two standard errors
 JITTER_BAR = -1.0
 
 
-def default_runs(optimizer: str, bits: int = 2) -> tuple[str, ...]:
+def default_runs(optimizer: OptimizerConfig | str, bits: int = 2) -> tuple[str, ...]:
     """Every named run that applies to ``optimizer``, with the bit widths other than ``bits``."""
+    sgd = OptimizerConfig.of(optimizer).name == "sgd"
     other_bits = tuple(f"bits_{b}" for b in (1, 2, 4) if b != bits)
-    ablation = ("no_warp",) if optimizer == "sgd" else ()
-    ours = () if optimizer == "sgd" else OUR_RUNS
+    ablation = ("no_warp",) if sgd else ()
+    ours = () if sgd else OUR_RUNS
     return ("main", "jitter", *ablation, "scaledown", *other_bits, *ours)
 
 
-def check_runs(names: tuple[str, ...], optimizer: str) -> None:
+def check_runs(names: tuple[str, ...], optimizer: OptimizerConfig | str) -> None:
     """ValueError for an unknown name, or a run that does not apply to ``optimizer``."""
+    sgd = OptimizerConfig.of(optimizer).name == "sgd"
     allowed = (*NAMED_RUNS, "bits_2")
     if not names or set(names) - set(allowed):
         raise ValueError(f"runs must be taken from {allowed}, got {names!r}")
-    if optimizer != "sgd" and "no_warp" in names:
+    if not sgd and "no_warp" in names:
         raise ValueError("runs: no_warp applies to SGD only (with Adam the main pair has neither M nor α)")
-    if optimizer == "sgd" and "unadjusted_ours" in names:
-        raise ValueError("runs: unadjusted_ours applies to Adam only (with SGD it is the authors' no_warp)")
+    if sgd and "ablation_ours" in names:
+        raise ValueError("runs: ablation_ours applies to Adam only (with SGD it is the authors' no_warp)")
 
 
 def _pair(result: EquivalenceResult, name: str) -> dict:
@@ -70,7 +73,7 @@ def _pair(result: EquivalenceResult, name: str) -> dict:
         return round(v, 6) if math.isfinite(v) else v
 
     return {
-        "bits": result.config.bits, "lr": result.config.rate, "epochs": result.config.epochs,
+        "bits": result.config.bits, "lr": result.config.optimizer.lr, "epochs": result.config.epochs,
         "alpha": None if math.isnan(result.alpha) else round(result.alpha, 6),
         "test_accuracy": {"custom": round(result.runs["custom"].test_accuracy, 4),
                           "other": round(result.runs[name].test_accuracy, 4)},
@@ -87,7 +90,7 @@ def run_named(
 ) -> dict[str, dict]:
     """Train the named runs (default: ``default_runs``) of one seed; each name's pair as ``_pair`` gives it.
 
-    The runs that share the main custom run (main, jitter, no_warp, unadjusted_ours) train it once.
+    The runs that share the main custom run (main, jitter, no_warp, ablation_ours) train it once.
     """
     names = default_runs(config.optimizer, config.bits) if names is None else tuple(names)
     check_runs(names, config.optimizer)
@@ -100,7 +103,8 @@ def run_named(
         pairs.update({n: _pair(result, _SHARED[n]) for n in shared})
     for name in (n for n in names if n not in _SHARED):
         if name == "scaledown":
-            changed = replace(config, lr=config.rate * SCALEDOWN_LR, epochs=config.epochs * SCALEDOWN_EPOCHS)
+            changed = replace(config, optimizer=config.optimizer.scaled(SCALEDOWN_LR),
+                              epochs=config.epochs * SCALEDOWN_EPOCHS)
         else:
             changed = replace(config, bits=int(name.removeprefix("bits_")))
         pairs[name] = _pair(run_equivalence(changed, data, progress, runs=("custom", "adjusted")), "adjusted")
@@ -169,8 +173,8 @@ def run_seeds(
         data = datasets.load(config.dataset, config.data_dir) if data is None else data
         per_seed = [run_named(c, names, data, progress) for c in configs]
     report = {
-        "estimator": config.estimator, "bits": config.bits, "optimizer": config.optimizer,
-        "lr": config.rate, "epochs": config.epochs, "batch_size": config.batch_size,
+        "estimator": config.estimator, "bits": config.bits, "optimizer": config.optimizer.name,
+        "lr": config.optimizer.lr, "epochs": config.epochs, "batch_size": config.batch_size,
         "dataset": config.dataset, "seeds": [c.seed for c in configs],
         "runs": summarize(per_seed), "per_seed": per_seed,
     }
@@ -180,15 +184,9 @@ def run_seeds(
 
 
 def load_config(path: str | os.PathLike, **overrides) -> tuple[EquivalenceConfig, tuple[str, ...] | None, int]:
-    """A TOML experiment (``configs/paper_mnist_*.toml``): the ``EquivalenceConfig`` fields at top level, plus
-    ``runs`` (names) and ``seeds``; ``overrides`` not ``None`` take precedence. Returns (config, runs, seeds)."""
-    with open(path, "rb") as handle:
-        values = tomllib.load(handle)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(EquivalenceConfig)} | {"runs", "seeds"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)}")
+    """A TOML experiment (``configs/paper_mnist_*.toml``, read by ``read_settings``): the ``EquivalenceConfig``,
+    plus ``runs`` (names) and ``seeds``; ``overrides`` not ``None`` take precedence. Returns (config, runs, seeds)."""
+    values = read_settings(path, EquivalenceConfig, ("runs", "seeds"), **overrides)
     runs = values.pop("runs", None)
     seeds = values.pop("seeds", 1)
     return EquivalenceConfig(**values), None if runs is None else tuple(runs), seeds

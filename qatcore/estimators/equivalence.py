@@ -5,8 +5,9 @@ From one seed and one initialisation, four runs of the MNIST CNN are trained:
 * ``custom``: the custom estimator, rate ``η``, initial weights ``w₀``;
 * ``adjusted``: the STE as the theorem prescribes — for SGD (with momentum) initial weights
   ``M(w₀)`` and rate ``αη`` on the quantized weights; for Adam the same ``w₀`` and ``η``;
-* ``unadjusted``: the ablation — for SGD the STE from ``w₀`` with ``η``; for Adam, whose theorem
-  needs no adjustment, the SGD adjustments applied anyway (``M(w₀)``, ``αη``);
+* ``ablation``: the STE without the adjustment its optimizer needs — for SGD the unadjusted STE,
+  from ``w₀`` with ``η``; for Adam, whose theorem needs no adjustment, the STE given SGD's
+  adjustments anyway (``M(w₀)``, ``αη``);
 * ``jitter``: the custom estimator again with rate ``1.01·η``: how far two runs drift anyway.
 
 Each is compared with ``custom`` by the metrics of ``qatcore.estimators.trajectory``. In ``M``-space for the
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,51 +29,112 @@ from torch import nn
 
 from qatcore import data as datasets
 from qatcore import distributed, estimators, runtime
+from qatcore.checks import check_choice, int_at_least
 from qatcore.estimators import trajectory
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
-from qatcore.estimators.train import OPTIMIZERS, TrainConfig, train
+from qatcore.estimators.train import TrainConfig, train
+from qatcore.optimizers import OptimizerConfig
 
-RUNS = ("custom", "adjusted", "unadjusted", "jitter")
+RUNS = ("custom", "adjusted", "ablation", "jitter")
 JITTER = 1.01
 #: Learning rates for the 8×8 digits default, chosen so a few hundred steps train the CNN
 #: (the paper's MNIST rates, 1e-3 for SGD and 1e-4 for Adam, suit its 60 000 images).
 DEFAULT_LR = {"sgd": 0.02, "adam": 1e-3}
 
 
+def digits_optimizer(value: OptimizerConfig | Mapping | str = "sgd", lr: float | None = None) -> OptimizerConfig:
+    """The optimizer of ``value`` (``OptimizerConfig.of``) at rate ``lr``; a name or a table that sets no
+    rate gets ``DEFAULT_LR[name]``, the digits rate."""
+    config = OptimizerConfig.of(value)
+    if lr is None and (isinstance(value, str) or isinstance(value, Mapping) and "lr" not in value):
+        lr = DEFAULT_LR[config.name]
+    return config if lr is None else replace(config, lr=lr)
+
+
+def read_settings(path: str | os.PathLike, config_class: type, extra: tuple[str, ...] = (), **overrides) -> dict:
+    """The settings of a TOML experiment file (``configs/*.toml``): ``config_class``'s fields at top level,
+    the optimizer as an ``[optimizer]`` table of ``OptimizerConfig`` fields, and the ``extra`` keys.
+
+    ``overrides`` that are not ``None`` win; ``optimizer`` (a name) and ``lr`` go into the table.
+    """
+    with open(path, "rb") as handle:
+        values = tomllib.load(handle)
+    known = {f.name for f in fields(config_class)} | set(extra)
+    given = {k for k, v in overrides.items() if v is not None} - {"optimizer", "lr"}
+    unknown = sorted((set(values) | given) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)} "
+                         "(the optimizer's name, lr, momentum, … go in an [optimizer] table)")
+    table = values.get("optimizer", {})
+    table = {"name": table} if isinstance(table, str) else dict(table)
+    for key, field_name in (("optimizer", "name"), ("lr", "lr")):
+        if overrides.get(key) is not None:
+            table[field_name] = overrides[key]
+    values.update({k: v for k, v in overrides.items() if v is not None and k not in ("optimizer", "lr")})
+    if table:
+        values["optimizer"] = table
+    return values
+
+
 @dataclass(frozen=True)
-class EquivalenceConfig:
-    """One experiment: estimator, bit width, optimizer, rate and schedule, data."""
+class RunPlan:
+    """How one run differs from ``custom``: its estimator, whether its initial weights are mapped
+    by the custom estimator's ``M``, and its rate factors (all rates, and the quantized weights')."""
+
+    estimator: str
+    remap: bool = False
+    lr_scale: float = 1.0
+    quantized_lr_factor: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """What every experiment of the first paper sets: the estimator, its bit width, the optimizer with
+    its schedule (``qatcore.optimizers.OptimizerConfig``; ``lr`` is the custom run's rate ``η``), the
+    batch size, epochs and seed. ``EquivalenceConfig`` and the ImageNet experiment's config add
+    their data and hardware."""
 
     estimator: str = "dsq"
     bits: int = 2
-    optimizer: str = "sgd"
-    lr: float | None = None  # None: DEFAULT_LR[optimizer]
-    epochs: int = 10
+    optimizer: OptimizerConfig = digits_optimizer("sgd")
     batch_size: int = 64
+    epochs: int = 10
     seed: int = 0
-    dataset: str = "digits"
-    data_dir: str | None = None
-    device: str = "cpu"  # "cuda" trains on a GPU; the records stay on the CPU
-    warmup_from_zero: bool = False  # True: the authors' warm-up, from rate 0
 
     def __post_init__(self) -> None:
         estimators.definition(self.estimator)  # ValueError for an unknown name
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.dataset not in datasets.DATASETS:
-            raise ValueError(f"dataset must be one of {datasets.DATASETS}, got {self.dataset!r}")
+        object.__setattr__(self, "optimizer", OptimizerConfig.of(self.optimizer))
+        for name in ("bits", "batch_size", "epochs"):
+            int_at_least(name, getattr(self, name), 1)
+        int_at_least("seed", self.seed, 0)
 
-    @property
-    def rate(self) -> float:
-        return DEFAULT_LR[self.optimizer] if self.lr is None else self.lr
-
-    def train_config(self, lr_scale: float = 1.0, quantized_lr_factor: float = 1.0) -> TrainConfig:
+    def train_config(self, run: RunPlan | None = None) -> TrainConfig:
+        """The ``TrainConfig`` of ``run``, with its rate factors (``custom``'s when ``None``)."""
+        run = RunPlan(self.estimator) if run is None else run
         return TrainConfig(
-            optimizer=self.optimizer, lr=self.rate * lr_scale, batch_size=self.batch_size,
-            epochs=self.epochs, seed=self.seed, quantized_lr_factor=quantized_lr_factor,
-            warmup_from_zero=self.warmup_from_zero,
+            optimizer=self.optimizer.scaled(run.lr_scale), batch_size=self.batch_size, epochs=self.epochs,
+            seed=self.seed, quantized_lr_factor=run.quantized_lr_factor,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EquivalenceConfig(Experiment):
+    """One experiment on the MNIST CNN: the shared settings, the data and the device.
+
+    ``optimizer`` may be given as a name (``"sgd"``, ``"adam"``) or a table of settings: the digits
+    rate of ``DEFAULT_LR`` applies unless it sets ``lr``; an ``OptimizerConfig`` sets everything.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    device: str = "cpu"  # "cuda" trains on a GPU; the records stay on the CPU
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.optimizer, OptimizerConfig):
+            object.__setattr__(self, "optimizer", digits_optimizer(self.optimizer))
+        super().__post_init__()
+        check_choice("dataset", self.dataset, datasets.DATASETS)
 
 
 @dataclass
@@ -85,23 +149,11 @@ class RunRecord:
     history: trajectory.History | None = None  # per-epoch curves, for the authors' correlations
 
 
-class Settings(Protocol):
-    """What the comparison reads of an experiment's config (``EquivalenceConfig`` here, the ImageNet
-    experiment's ``qatcore.estimators.imagenet.ImageNetConfig``): a dataclass with these fields."""
-
-    estimator: str
-    bits: int
-    optimizer: str
-
-    @property
-    def rate(self) -> float: ...
-
-
 @dataclass
 class EquivalenceResult:
     """The four runs, the per-column range ``m``, ``α``, and the agreement of each run with ``custom``."""
 
-    config: Settings
+    config: Experiment
     alpha: float
     m: torch.Tensor
     layer_slices: dict[str, slice]
@@ -132,13 +184,13 @@ class EquivalenceResult:
         return {
             "estimator": self.config.estimator,
             "bits": self.config.bits,
-            "optimizer": self.config.optimizer,
-            "lr": self.config.rate,
+            "optimizer": self.config.optimizer.name,
+            "lr": self.config.optimizer.lr,
             "alpha": None if math.isnan(self.alpha) else round(self.alpha, 6),
             "quantized_weight_agreement": metric("adjusted", "quantized_weight_agreement"),
             "alignment_error": metric("adjusted", "alignment_error"),
             "jitter_agreement": metric("jitter", "quantized_weight_agreement"),
-            "unadjusted_agreement": metric("unadjusted", "quantized_weight_agreement"),
+            "ablation_agreement": metric("ablation", "quantized_weight_agreement"),
             "test_accuracy": {name: round(run.test_accuracy, 4) for name, run in self.runs.items()},
             "pairs": {name: a.to_dict() for name, a in self.agreements.items()},
             "authors_pairs": {name: {k: round(v, 6) if math.isfinite(v) else v for k, v in metrics.items()}
@@ -189,35 +241,29 @@ def _model(config: EquivalenceConfig, estimator: str, init: dict, image_size: in
     return model.to(config.device)
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """How one run differs from ``custom``: its estimator, whether its initial weights are mapped
-    by the custom estimator's ``M``, and its rate factors (all rates, and the quantized weights')."""
-
-    estimator: str
-    remap: bool = False
-    lr_scale: float = 1.0
-    quantized_lr_factor: float = 1.0
-
-
 def check_runs(runs: tuple[str, ...]) -> None:
     """ValueError unless ``runs`` holds ``custom`` and names taken from ``RUNS``."""
     if "custom" not in runs or set(runs) - set(RUNS):
         raise ValueError(f"runs must include 'custom' and be taken from {RUNS}, got {runs!r}")
 
 
-def needs_alpha(optimizer: str, runs: tuple[str, ...]) -> bool:
+def remapped_run(optimizer: OptimizerConfig) -> str:
+    """The run started from ``M(w₀)`` with ``α·η``: ``adjusted`` with SGD, the ``ablation`` with Adam."""
+    return "adjusted" if optimizer.name == "sgd" else "ablation"
+
+
+def needs_alpha(optimizer: OptimizerConfig, runs: tuple[str, ...]) -> bool:
     """Whether one of ``runs`` is started from ``M(w₀)`` with ``α·η`` (so ``α`` must exist)."""
-    return ("adjusted" if optimizer == "sgd" else "unadjusted") in runs
+    return remapped_run(optimizer) in runs
 
 
-def plan_runs(estimator: str, optimizer: str, runs: tuple[str, ...], alpha: float) -> dict[str, RunPlan]:
+def plan_runs(estimator: str, optimizer: OptimizerConfig, runs: tuple[str, ...], alpha: float) -> dict[str, RunPlan]:
     """The plan of each of ``runs``: with SGD the ``adjusted`` STE gets ``M(w₀)`` and ``α·η``; with
-    Adam it gets neither and the ``unadjusted`` ablation gets both."""
+    Adam it gets neither and the ``ablation`` gets both."""
     check_runs(runs)
-    remapped = "adjusted" if optimizer == "sgd" else "unadjusted"
+    remapped = remapped_run(optimizer)
     plan = {"custom": RunPlan(estimator)}
-    for name in ("adjusted", "unadjusted"):
+    for name in ("adjusted", "ablation"):
         if name in runs:
             plan[name] = RunPlan("ste", True, 1.0, alpha) if name == remapped else RunPlan("ste")
     if "jitter" in runs:
@@ -231,7 +277,7 @@ def compare(result: EquivalenceResult) -> None:
     custom_levels = result.levels("custom")
     for name in (n for n in RUNS[1:] if n in result.runs):
         other = result.runs[name]
-        in_m_space = name == "adjusted" and result.config.optimizer == "sgd"
+        in_m_space = name == remapped_run(result.config.optimizer) == "adjusted"
         reference = result.mapped_custom() if in_m_space else custom.weights.double()
         result.agreements[name] = trajectory.compare_runs(
             custom_levels, result.levels(name), reference, other.weights.double(), result.m,
@@ -254,7 +300,7 @@ def run_equivalence(
     ``custom``.
 
     Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
-    estimator that has none; ``runs=("custom", "unadjusted", "jitter")`` works for any estimator
+    estimator that has none; ``runs=("custom", "ablation", "jitter")`` works for any estimator
     with SGD.
     """
     check_runs(runs)
@@ -282,7 +328,7 @@ def run_equivalence(
     m = torch.cat([torch.full((n,), ms[name], dtype=torch.float64) for name, n in zip(layers, sizes, strict=True)])
     result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
     for name, run in plan.items():
-        train_config = config.train_config(run.lr_scale, run.quantized_lr_factor)
+        train_config = config.train_config(run)
         result.runs[name] = _train_recorded(models[name], data, train_config, progress)
     compare(result)
     return result

@@ -1,6 +1,6 @@
 """The first paper's ImageNet experiment: a quantized ResNet, custom estimator vs adjusted STE.
 
-The same four runs as ``qatcore.estimators.equivalence`` (``custom``, ``adjusted``, ``unadjusted``,
+The same four runs as ``qatcore.estimators.equivalence`` (``custom``, ``adjusted``, ``ablation``,
 ``jitter``), on a ResNet-18 or ResNet-50 whose every convolution kernel is quantized (the
 classifier, batch norm and activations stay float: our reading of the authors' setup), trained
 under ``torchrun`` with DistributedDataParallel on an ImageNet-layout folder
@@ -17,7 +17,8 @@ Two things change with the scale:
   run that was stopped (``stop_after_epochs``, a job's time limit, a crash) continues from its last
   epoch when the same command is given again.
 
-The settings live in a TOML file (``configs/imagenet_*.toml``); ``load_config`` reads it.
+The settings live in a TOML file (``configs/imagenet_*.toml``, the optimizer in its ``[optimizer]``
+table); ``load_config`` reads it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import copy
 import json
 import math
 import os
-import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,34 +38,31 @@ from tqdm.auto import tqdm
 
 from qatcore import distributed, estimators, runtime
 from qatcore.architectures import ResNet18, ResNet50
-from qatcore.checks import int_at_least, positive_number
+from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.data.image_folder import ImageFolder
 from qatcore.estimators.equivalence import (
     RUNS,
     EquivalenceResult,
+    Experiment,
     RunPlan,
     RunRecord,
     compare,
     needs_alpha,
     plan_runs,
+    read_settings,
 )
 from qatcore.estimators.layers import quantize_convolutions, quantized_layers
-from qatcore.estimators.train import (
-    OPTIMIZERS,
-    TrainConfig,
-    build_optimizer,
-    learning_rate,
-    train_step,
-)
+from qatcore.estimators.train import build_optimizer, train_step
 from qatcore.files import atomic_write, output_folder
+from qatcore.optimizers import OptimizerConfig
 
 ARCHITECTURES = {"resnet18": ResNet18, "resnet50": ResNet50}
 
 
-@dataclass(frozen=True)
-class ImageNetConfig:
-    """One ImageNet experiment. ``batch_size`` is the global batch (split over the processes);
-    ``lr`` is the custom run's rate ``η``."""
+@dataclass(frozen=True, kw_only=True)
+class ImageNetConfig(Experiment):
+    """One ImageNet experiment: the shared settings (``batch_size`` is the global batch, split over the
+    processes), the network, the data, what is recorded and where."""
 
     data_dir: str
     out: str = "runs/imagenet"
@@ -73,16 +70,10 @@ class ImageNetConfig:
     width_multiplier: float = 1.0
     image_size: int = 224
     resize: int | None = None  # evaluation: shorter side before the centre crop (default 8/7 · image_size)
-    estimator: str = "dsq"
     bits: int = 4
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    beta2: float = 0.95
+    optimizer: OptimizerConfig = OptimizerConfig("sgd", lr=0.1)
     batch_size: int = 256
     epochs: int = 16
-    warmup_fraction: float = 0.02
-    seed: int = 0
     runs: tuple[str, ...] = RUNS
     recorded_weights: int = 65536
     record_every: int = 50
@@ -92,43 +83,19 @@ class ImageNetConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}")
-        estimators.definition(self.estimator)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        super().__post_init__()
+        check_choice("architecture", self.architecture, sorted(ARCHITECTURES))
         object.__setattr__(self, "runs", tuple(self.runs))
         positive_number("width_multiplier", self.width_multiplier)
-        for name in ("image_size", "bits", "batch_size", "epochs", "recorded_weights", "record_every",
-                     "eval_examples", "eval_batch_size"):
+        for name in ("image_size", "recorded_weights", "record_every", "eval_examples", "eval_batch_size"):
             int_at_least(name, getattr(self, name), 1)
         int_at_least("workers", self.workers, 0)
-        self.train_config()  # validates lr, momentum, beta2, warmup_fraction, seed
-
-    @property
-    def rate(self) -> float:
-        return self.lr
-
-    def train_config(self, run: RunPlan | None = None) -> TrainConfig:
-        """The ``TrainConfig`` of ``run`` (its rate factors; none when ``None``)."""
-        run = RunPlan(self.estimator) if run is None else run
-        return TrainConfig(
-            optimizer=self.optimizer, lr=self.lr * run.lr_scale, momentum=self.momentum, beta2=self.beta2,
-            batch_size=self.batch_size, epochs=self.epochs, warmup_fraction=self.warmup_fraction,
-            seed=self.seed, quantized_lr_factor=run.quantized_lr_factor,
-        )
 
 
 def load_config(path: str | os.PathLike, **overrides) -> ImageNetConfig:
-    """The ``ImageNetConfig`` of a TOML file (top-level keys = field names), with ``overrides``
+    """The ``ImageNetConfig`` of a TOML file (``equivalence.read_settings``), with ``overrides``
     (those not ``None``) taking precedence."""
-    with open(path, "rb") as handle:
-        values = tomllib.load(handle)
-    known = {f.name for f in fields(ImageNetConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values = read_settings(path, ImageNetConfig, **overrides)
     if "data_dir" not in values:
         raise ValueError(f"{path}: data_dir is not set (give it in the file or with --data-dir)")
     return ImageNetConfig(**values)
@@ -250,7 +217,7 @@ def train_run(config: ImageNetConfig, name: str, model: nn.Module, run: RunPlan,
         train_set.set_epoch(epoch)
         for x, y in DataLoader(train_set, **loader_options):
             step = len(losses)
-            lr = learning_rate(step, total, train_config.lr, config.warmup_fraction)
+            lr = train_config.optimizer.rate(step, total)
             losses.append(train_step(net, optimizer, x.to(device, non_blocking=True), y.to(device, non_blocking=True), lr))
             if (step + 1) % config.record_every == 0 or step + 1 == total:
                 rows.append(sample.take(model))

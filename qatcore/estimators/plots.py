@@ -105,7 +105,7 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
     agreement.set(title="quantized weight agreement with the custom run", xlabel="step", ylabel="agreement")
     agreement.legend(fontsize=8)
     if "adjusted" in result.runs:
-        sgd_like = result.config.optimizer == "sgd"
+        sgd_like = result.config.optimizer.name == "sgd"
         mapped = result.mapped_custom() if sgd_like else result.runs["custom"].weights.double()
         ste = result.runs["adjusted"].weights.double()
         movers = (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]  # the longest paths
@@ -122,7 +122,7 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
                  xlabel="input channel × kernel position", ylabel="output channel")
         fig.colorbar(image, ax=heat, ticks=[0, 1])
     config = result.config
-    fig.suptitle(f"{config.estimator} vs the adjusted STE — {config.bits} bits, {config.optimizer}, lr {config.rate:g}")
+    fig.suptitle(f"{config.estimator} vs the adjusted STE — {config.bits} bits, {config.optimizer.label}, lr {config.optimizer.lr:g}")
     return fig
 
 

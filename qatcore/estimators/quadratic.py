@@ -3,8 +3,8 @@
 The loss ``½ (q − t)ᵀ A (q − t)`` is evaluated on the quantized weights ``q = Q(w)``, so its
 gradient ``g = A(q − t)`` depends on the latent weights only through ``Q(w)``, as the theorem
 requires. A run with a custom estimator ``Q̂′`` (rate ``η``, start ``w₀``) is paired with an STE
-run: for SGD and heavy-ball momentum the STE starts at ``M(w₀)`` with rate ``αη``; for Adam it
-starts at ``w₀`` with rate ``η``. The theory says the pair parts by ``O(η²)`` in one step and by
+run: for SGD, plain or with heavy-ball momentum, the STE starts at ``M(w₀)`` with rate ``αη``; for
+Adam it starts at ``w₀`` with rate ``η``. The theory says the pair parts by ``O(η²)`` in one step and by
 ``O(η)`` over a fixed training time ``steps·η``; ``one_step_gap``, ``fixed_time_gap`` and
 ``fit_slope`` measure both orders.
 
@@ -15,6 +15,11 @@ default one, and each fitted slope stayed within 0.1 of the theory. Momentum nee
 times smaller than SGD's: its velocity is ``1/(1−μ) = 10`` times the gradient, and it adds up
 gradients from about ``μ/(1−μ) = 9`` steps back, where ``Q̂′`` was different. Everything is
 float64 and deterministic given the problem's seed.
+
+The update rules are ``qatcore.optimizers.OptimizerConfig``s, with the names training uses:
+``PLAIN_SGD`` (momentum 0), ``SGD_MOMENTUM`` (0.9, training's default) and ``ADAM`` (β₂ = 0.95,
+with ε = 1e-12 so that its scale invariance shows to float64's precision). The default is plain
+SGD, the rule of the theorem; a config's ``lr`` and schedule are not used here (the rate is ``η``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from qatcore import estimators
 from qatcore.checks import int_at_least, positive_number
 from qatcore.estimators import Estimator
+from qatcore.optimizers import ADAM_BETA1, OptimizerConfig
 from qatcore.quantizers import (
     check_bits,
     check_range,
@@ -38,10 +44,11 @@ from qatcore.quantizers import (
     uniform_quantize,
 )
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
-MOMENTUM = 0.9
-ADAM_BETAS = (0.9, 0.95)
-ADAM_EPS = 1e-12
+PLAIN_SGD = OptimizerConfig("sgd", momentum=0.0)
+SGD_MOMENTUM = OptimizerConfig("sgd")
+ADAM = OptimizerConfig("adam", eps=1e-12)
+#: The rules the notebook compares, keyed by their labels ("plain SGD", "SGD, momentum 0.9", "Adam").
+RULES = {rule.label: rule for rule in (PLAIN_SGD, SGD_MOMENTUM, ADAM)}
 EIGENVALUE_RANGE = (0.5, 2.0)
 
 #: Training time ``steps·η`` of ``fixed_time_gap``. In time 1, SGD moves the median weight about a
@@ -49,23 +56,32 @@ EIGENVALUE_RANGE = (0.5, 2.0)
 #: reach a threshold and then hop back and forth across it, thousands of times in all. Momentum
 #: moves 10 times faster per unit of time. Its time is 50 times shorter, so the median weight moves
 #: a tenth of a bin, the farthest half a bin, and a third of the weights still cross.
-DEFAULT_TIME = {"sgd": 1.0, "momentum": 0.02, "adam": 1.0}
+DEFAULT_TIME = {PLAIN_SGD.label: 1.0, SGD_MOMENTUM.label: 0.02, ADAM.label: 1.0}
 
 #: η ranges where the gaps of DSQ and PWL at 2 bits follow their leading order (for Adam: where
 #: DSQ's fixed-time gap to the same-start, same-rate STE falls about ∝ η, seed 0). SGD's range spans
 #: 1.5 decades. Momentum's spans one decade: its higher-order terms are larger, so its rates are
 #: smaller, and each further decade down would cost ten times the steps.
 DEFAULT_ETAS = {
-    "sgd": np.logspace(-3.5, -2.0, 5),
-    "momentum": np.logspace(-5.5, -4.5, 5),
-    "adam": np.logspace(-3.5, -2.0, 5),
+    PLAIN_SGD.label: np.logspace(-3.5, -2.0, 5),
+    SGD_MOMENTUM.label: np.logspace(-5.5, -4.5, 5),
+    ADAM.label: np.logspace(-3.5, -2.0, 5),
 }
 
+Rule = OptimizerConfig | str
 
-def _check_optimizer(optimizer: object, allowed: Sequence[str] = OPTIMIZERS) -> str:
-    if not isinstance(optimizer, str) or optimizer not in allowed:
-        raise ValueError(f"optimizer must be one of {', '.join(allowed)}, got {optimizer!r}")
-    return optimizer
+
+def _rule(optimizer: Rule) -> OptimizerConfig:
+    """The ``OptimizerConfig`` of ``optimizer`` (a name means what it means in training)."""
+    return OptimizerConfig.of(optimizer)
+
+
+def default_etas(optimizer: Rule) -> np.ndarray:
+    """The η range of ``optimizer`` where the gaps follow their leading order (``DEFAULT_ETAS``)."""
+    label = _rule(optimizer).label
+    if label not in DEFAULT_ETAS:
+        raise ValueError(f"no default η range for {label}; the defaults are for {sorted(DEFAULT_ETAS)}")
+    return DEFAULT_ETAS[label].copy()
 
 
 def _check_etas(etas: Sequence[float]) -> np.ndarray:
@@ -157,9 +173,10 @@ def _estimator_slope(problem: QuadraticProblem, estimator: Estimator) -> Slope:
 
 
 def _train(
-    problem: QuadraticProblem, slope: Slope, eta: float | np.ndarray, steps: int, optimizer: str, w0: np.ndarray
+    problem: QuadraticProblem, slope: Slope, eta: float | np.ndarray, steps: int, rule: OptimizerConfig,
+    w0: np.ndarray,
 ) -> np.ndarray:
-    """Latent weights ``(steps+1, *w0.shape)`` of ``optimizer`` on the estimate ``Q̂′(w)·g(Q(w))``.
+    """Latent weights ``(steps+1, *w0.shape)`` of ``rule`` on the estimate ``Q̂′(w)·g(Q(w))``.
 
     Rows of a 2-d ``w0`` are independent runs, each with its own rate in ``eta`` (shape ``(n, 1)``).
     Written in numpy rather than torch: with 16 weights, each torch call costs more than its
@@ -168,7 +185,7 @@ def _train(
     """
     matrix, target = problem.matrix.numpy(), problem.target.numpy()
     m, delta = problem.m, step_size(problem.bits, problem.m)
-    beta1, beta2 = ADAM_BETAS
+    beta1, beta2 = ADAM_BETA1, rule.beta2
     trajectory = np.empty((steps + 1, *w0.shape))
     w = trajectory[0] = w0
     first, second = np.zeros_like(w), np.zeros_like(w)
@@ -176,15 +193,15 @@ def _train(
         q = quantize_values(w, m, delta)
         g = (q - target) @ matrix
         estimate = slope(w, g) * g
-        if optimizer == "sgd":
+        if rule.name == "sgd" and not rule.momentum:
             step = estimate
-        elif optimizer == "momentum":
-            first = MOMENTUM * first + estimate
+        elif rule.name == "sgd":  # PyTorch's heavy ball: b ← μb + g
+            first = rule.momentum * first + estimate
             step = first
         else:
             first = beta1 * first + (1 - beta1) * estimate
             second = beta2 * second + (1 - beta2) * estimate**2
-            step = first / (1 - beta1**t) / (np.sqrt(second / (1 - beta2**t)) + ADAM_EPS)
+            step = first / (1 - beta1**t) / (np.sqrt(second / (1 - beta2**t)) + rule.eps)
         w = trajectory[t] = w - eta * step
     return trajectory
 
@@ -194,17 +211,17 @@ def simulate(
     estimator: Estimator | str,
     eta: float,
     steps: int,
-    optimizer: str = "sgd",
+    optimizer: Rule = PLAIN_SGD,
     w0: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Latent weights ``(steps+1)×dim`` of training with the estimator's backward ``Q̂′(w)·g``."""
     estimator = estimators.get(estimator)
     eta = positive_number("eta", eta)
     steps = int_at_least("steps", steps, 0)
-    optimizer = _check_optimizer(optimizer)
+    rule = _rule(optimizer)
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
     slope = _estimator_slope(problem, estimator)
-    return torch.from_numpy(_train(problem, slope, eta, steps, optimizer, start))
+    return torch.from_numpy(_train(problem, slope, eta, steps, rule, start))
 
 
 # --- paired runs ------------------------------------------------------------------------------
@@ -214,14 +231,14 @@ def simulate(
 class PairedRun:
     """A custom-estimator run, the STE run the theory pairs it with, and the gap between them.
 
-    ``gap[t]`` is ``max_i |M(w_t) − v_t|`` for adjusted SGD and momentum, which is the theorem's
+    ``gap[t]`` is ``max_i |M(w_t) − v_t|`` for adjusted SGD (plain or momentum), which is the theorem's
     claim in ``M``-space. For Adam and for the unadjusted baseline it is ``max_i |w_t − v_t|``,
     because they claim the runs agree as they are. ``agreement`` is the fraction of weights with
     ``Q(w_T) == Q(v_T)`` at the end. ``mean_agreement`` is the same fraction averaged over all
     steps; it is less affected by weights that hop across a threshold near the end.
     """
 
-    optimizer: str
+    optimizer: OptimizerConfig
     eta: float
     adjusted: bool
     alpha: float
@@ -242,13 +259,13 @@ def _pair(
     estimator: Estimator,
     etas: np.ndarray,
     steps: int,
-    optimizer: str,
+    rule: OptimizerConfig,
     adjusted: bool,
     w0: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Both runs of a pair for every η at once (one row each): custom, STE, gap ``(steps+1, n)``, α."""
     bits, m = problem.bits, problem.m
-    remap = adjusted and optimizer != "adam"
+    remap = adjusted and rule.name == "sgd"
     alpha = estimator.alpha(bits, m) if remap else 1.0
 
     def to_ste_space(w: np.ndarray) -> np.ndarray:
@@ -256,9 +273,9 @@ def _pair(
 
     rates = etas[:, None]
     starts = np.tile(w0, (len(etas), 1))
-    custom = _train(problem, _estimator_slope(problem, estimator), rates, steps, optimizer, starts)
+    custom = _train(problem, _estimator_slope(problem, estimator), rates, steps, rule, starts)
     ste_slope = _estimator_slope(problem, estimators.get("ste"))
-    ste = _train(problem, ste_slope, alpha * rates, steps, optimizer, to_ste_space(starts))
+    ste = _train(problem, ste_slope, alpha * rates, steps, rule, to_ste_space(starts))
     gap = np.abs(to_ste_space(custom) - ste).max(axis=-1)
     return custom, ste, gap, alpha
 
@@ -268,27 +285,27 @@ def paired_runs(
     estimator: Estimator | str,
     eta: float,
     steps: int,
-    optimizer: str = "sgd",
+    optimizer: Rule = PLAIN_SGD,
     adjusted: bool = True,
     w0: torch.Tensor | None = None,
 ) -> PairedRun:
     """Train with the custom estimator and with its STE counterpart, to measure how far they part.
 
-    Adjusted, the STE starts at ``M(w₀)`` with rate ``αη`` for SGD and momentum, and at ``w₀`` with
+    Adjusted, the STE starts at ``M(w₀)`` with rate ``αη`` for SGD (plain or momentum), and at ``w₀`` with
     rate ``η`` for Adam (no remapping). Unadjusted (the naive baseline), it starts at ``w₀`` with
     rate ``η`` for every optimizer; for Adam the two choices are the same.
     """
     estimator = estimators.get(estimator)
     eta = positive_number("eta", eta)
     steps = int_at_least("steps", steps, 0)
-    optimizer = _check_optimizer(optimizer)
+    rule = _rule(optimizer)
     if not isinstance(adjusted, bool):
         raise ValueError(f"adjusted must be True or False, got {adjusted!r}")
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
-    custom, ste, gap, alpha = _pair(problem, estimator, np.array([eta]), steps, optimizer, adjusted, start)
+    custom, ste, gap, alpha = _pair(problem, estimator, np.array([eta]), steps, rule, adjusted, start)
     same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(torch.from_numpy(ste[:, 0]))
     return PairedRun(
-        optimizer, eta, adjusted, alpha,
+        rule, eta, adjusted, alpha,
         custom=torch.from_numpy(custom[:, 0]),
         ste=torch.from_numpy(ste[:, 0]),
         gap=torch.from_numpy(gap[:, 0]),
@@ -337,7 +354,7 @@ def one_step_gap(
     problem: QuadraticProblem,
     estimator: Estimator | str,
     etas: Sequence[float],
-    optimizer: str = "sgd",
+    optimizer: Rule = PLAIN_SGD,
     steps: int = 1,
 ) -> np.ndarray:
     """The gap after one step (or ``steps`` steps) for each ``η``; the theory says ``O(η²)``.
@@ -350,10 +367,12 @@ def one_step_gap(
     """
     estimator = estimators.get(estimator)
     etas = _check_etas(etas)
-    optimizer = _check_optimizer(optimizer, ("sgd", "momentum"))
+    rule = _rule(optimizer)
+    if rule.name != "sgd":
+        raise ValueError(f"optimizer must be SGD (plain or with momentum): Adam's first step has no η² term, got {rule.label}")
     steps = int_at_least("steps", steps, 1)
     w0 = safe_start(problem, etas.max() * _step_bound(problem, estimator) * steps**2)
-    _, _, gap, _ = _pair(problem, estimator, etas, steps, optimizer, True, w0.numpy())
+    _, _, gap, _ = _pair(problem, estimator, etas, steps, rule, True, w0.numpy())
     return gap[-1]
 
 
@@ -362,7 +381,7 @@ def fixed_time_gap(
     estimator: Estimator | str,
     etas: Sequence[float],
     time: float | None = None,
-    optimizer: str = "sgd",
+    optimizer: Rule = PLAIN_SGD,
 ) -> np.ndarray:
     """The largest gap over ``round(time/η)`` steps for each ``η``; the theory says ``O(η)``.
 
@@ -375,11 +394,13 @@ def fixed_time_gap(
     """
     estimator = estimators.get(estimator)
     etas = _check_etas(etas)
-    optimizer = _check_optimizer(optimizer)
-    time = DEFAULT_TIME[optimizer] if time is None else positive_number("time", time)
+    rule = _rule(optimizer)
+    if time is None and rule.label not in DEFAULT_TIME:
+        raise ValueError(f"no default time for {rule.label}; pass time (defaults: {DEFAULT_TIME})")
+    time = DEFAULT_TIME[rule.label] if time is None else positive_number("time", time)
     steps = [max(1, round(time / eta)) for eta in etas]
     w0 = problem.initial_weights().numpy()
-    _, _, gap, _ = _pair(problem, estimator, etas, max(steps), optimizer, True, w0)
+    _, _, gap, _ = _pair(problem, estimator, etas, max(steps), rule, True, w0)
     return np.array([gap[: n + 1, i].max() for i, n in enumerate(steps)])
 
 
@@ -398,11 +419,11 @@ def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
 def adam_scale_invariance(
     problem: QuadraticProblem, scale: torch.Tensor | None = None, eta: float = 1e-2, steps: int = 100
 ) -> dict[str, float]:
-    """Per optimizer, the largest difference in weights between training on ``g`` and on ``c·g``.
+    """Per rule of ``RULES`` (by label), the largest difference in weights between training on ``g`` and on ``c·g``.
 
     Here ``c`` is one positive factor per weight, by default ``10^U(−1, 1)`` drawn from the seed.
     Adam's ``m̂/(√v̂ + ε)`` does not change when each coordinate's gradients are multiplied by a
-    constant ``c`` (up to ``ε``), which is why Adam needs no remap. SGD and momentum move ``c``
+    constant ``c`` (up to ``ε``), which is why Adam needs no remap. SGD, plain or with momentum, moves ``c``
     times as far. Both runs are STE runs from ``initial_weights()``.
     """
     eta = positive_number("eta", eta)
@@ -420,14 +441,14 @@ def adam_scale_invariance(
 
     w0 = problem.initial_weights().numpy()
     return {
-        opt: float(np.abs(_train(problem, scaled, eta, steps, opt, w0) - _train(problem, ste, eta, steps, opt, w0)).max())
-        for opt in OPTIMIZERS
+        label: float(np.abs(_train(problem, scaled, eta, steps, rule, w0) - _train(problem, ste, eta, steps, rule, w0)).max())
+        for label, rule in RULES.items()
     }
 
 
 def derivative_variation(
     problem: QuadraticProblem, estimator: Estimator | str, eta: float, steps: int,
-    optimizer: str = "adam", window: int = 20,
+    optimizer: Rule = ADAM, window: int = 20,
 ) -> np.ndarray:
     """How much ``Q̂′`` really varies along a run: for each weight and each ``window`` of steps, the
     ratio max/min of ``Q̂′(w_t)`` over the window (1 = constant, as Adam's cancellation assumes).

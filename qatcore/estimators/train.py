@@ -1,7 +1,7 @@
 """A deterministic training loop that records weight trajectories.
 
 The first paper's recipe: SGD with momentum 0.9 or Adam with β₂ = 0.95, a linear warm-up over
-2 % of the steps and then cosine decay to 0, cross-entropy loss. Batches are drawn from a
+2 % of the steps and then cosine decay to 0 (``qatcore.optimizers.OptimizerConfig``), cross-entropy loss. Batches are drawn from a
 generator seeded by ``TrainConfig.seed``, so two runs with the same seed, thread count and
 initial weights give bit-identical weights.
 """
@@ -22,57 +22,32 @@ from qatcore.checks import int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.estimators.layers import quantized_layers
 from qatcore.metrics import accuracy
+from qatcore.optimizers import OptimizerConfig
 from qatcore.runtime import show_progress
-
-OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one run (the paper's defaults).
+    """One run: the optimizer with its schedule, batches, epochs, seed.
 
     ``quantized_lr_factor`` multiplies the learning rate of the quantized weights only: the α of
     the STE-equivalence theorem.
     """
 
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    beta2: float = 0.95
+    optimizer: OptimizerConfig = OptimizerConfig()
     batch_size: int = 600
     epochs: int = 10
-    warmup_fraction: float = 0.02
     seed: int = 0
     quantized_lr_factor: float = 1.0
-    warmup_from_zero: bool = False  # the authors' warm-up starts at 0; ours at lr / warm-up steps
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("lr", "quantized_lr_factor"):
-            positive_number(name, getattr(self, name))
+        if not isinstance(self.optimizer, OptimizerConfig):
+            raise TypeError(f"optimizer must be an OptimizerConfig, e.g. OptimizerConfig('adam', lr=1e-3), "
+                            f"got {self.optimizer!r}")
+        positive_number("quantized_lr_factor", self.quantized_lr_factor)
         for name in ("batch_size", "epochs"):
             int_at_least(name, getattr(self, name), 1)
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
-        if not 0 <= self.momentum < 1 or not 0 < self.beta2 < 1:
-            raise ValueError("momentum must be in [0, 1) and beta2 in (0, 1)")
         int_at_least("seed", self.seed, 0)
-
-
-def learning_rate(
-    step: int, total_steps: int, base_lr: float, warmup_fraction: float, from_zero: bool = False
-) -> float:
-    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0.
-
-    The warm-up's first step has rate ``base_lr / warmup``, or 0 with ``from_zero`` (as in the
-    authors' optax schedule, mschoenb97/flax, examples/mnist/matts_imports.py).
-    """
-    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
-    if step < warmup:
-        return base_lr * (step if from_zero else step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -92,16 +67,13 @@ class TrainResult:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum) or Adam with two groups: the quantized weights (rate × ``quantized_lr_factor``) and the rest."""
+    """``config.optimizer`` with two groups: the quantized weights (rate × ``quantized_lr_factor``) and the rest."""
     quantized = {id(layer.weight) for layer in quantized_layers(model).values()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) in quantized], "factor": config.quantized_lr_factor},
         {"params": [p for p in model.parameters() if id(p) not in quantized], "factor": 1.0},
     ]
-    groups = [g for g in groups if g["params"]]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, config.beta2))
+    return config.optimizer.build([g for g in groups if g["params"]])
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
@@ -155,13 +127,13 @@ def train(
         result.snapshots[0] = snapshot(model)
     model.train()
     net = distributed.wrap(model)
-    bar = tqdm(total=total, desc=f"{config.optimizer} lr={config.lr:g}", disable=not show_progress(progress), leave=False)
+    bar = tqdm(total=total, desc=f"{config.optimizer.label} lr={config.optimizer.lr:g}", disable=not show_progress(progress), leave=False)
     step = 0
     for _ in range(config.epochs):
         order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)
         for start in range(0, len(order), local_batch):
             batch = order[start : start + local_batch]
-            lr = learning_rate(step, total, config.lr, config.warmup_fraction, config.warmup_from_zero)
+            lr = config.optimizer.rate(step, total)
             x, y = data.x_train[batch].to(device), data.y_train[batch].to(device)
             step += 1
             result.losses.append(train_step(net, optimizer, x, y, lr))

@@ -62,21 +62,21 @@ def equivalence_view(
 ):
     """A short equivalence experiment: a summary line and the trajectory figure. An estimator
     outside the theory runs without the adjusted STE, and the line says why."""
-    from qatcore.estimators.equivalence import EquivalenceConfig, run_equivalence
+    from qatcore.estimators.equivalence import EquivalenceConfig, digits_optimizer, run_equivalence
 
-    config = EquivalenceConfig(estimator=estimator, bits=bits, optimizer=optimizer, lr=lr, epochs=epochs)
+    config = EquivalenceConfig(estimator=estimator, bits=bits, optimizer=digits_optimizer(optimizer, lr), epochs=epochs)
     try:
         result = run_equivalence(config, data, progress=progress)
         why = ""
     except ValueError as refusal:
-        plain = "unadjusted" if optimizer == "sgd" else "adjusted"  # the STE run that needs no map
+        plain = "ablation" if optimizer == "sgd" else "adjusted"  # the STE run that needs no map
         result = run_equivalence(config, data, progress=progress, runs=("custom", plain, "jitter"))
         why = f" — no remapped STE run: {refusal}"
     summary = result.to_dict()
     parts = [f"{name} {summary[key]:.4f}" for name, key in (
         ("adjusted", "quantized_weight_agreement"), ("jitter", "jitter_agreement"),
-        ("unadjusted", "unadjusted_agreement")) if summary[key] is not None]
-    text = f"{estimator}, {bits} bits, {optimizer}, lr {lr:g}: agreement with the custom run: " + ", ".join(parts)
+        ("ablation", "ablation_agreement")) if summary[key] is not None]
+    text = f"{estimator}, {bits} bits, {config.optimizer.label}, lr {lr:g}: agreement with the custom run: " + ", ".join(parts)
     return text + why, plot_trajectory_overlap(result)
 
 

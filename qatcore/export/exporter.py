@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from qatcore import files
-from qatcore.checks import int_at_least
+from qatcore.checks import check_choice, int_at_least
 from qatcore.export import FORMATS, binary, graph, metadata, onnx_qdq, packed, pt2, reference
 
 SUFFIX = {"onnx": ".onnx", "qonnx": ".qonnx.onnx", "packed": ".npz", "pt2": ".pt2"}
@@ -64,9 +64,7 @@ class ExportResult:
 
 
 def check_format(format: str) -> str:
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    return format
+    return check_choice("format", format, FORMATS)
 
 
 def check_inputs(x: object) -> torch.Tensor:
@@ -203,9 +201,7 @@ INPUT_SCALINGS = ("unit", "signed")
 
 def scaled_inputs(x: torch.Tensor, inputs: str) -> torch.Tensor:
     """Images in [0, 1] as the model was trained on them: ``unit`` as they are, ``signed`` mapped to [−1, 1]."""
-    if inputs not in INPUT_SCALINGS:
-        raise ValueError(f"inputs must be one of {INPUT_SCALINGS}, got {inputs!r}")
-    return x * 2 - 1 if inputs == "signed" else x
+    return x * 2 - 1 if check_choice("inputs", inputs, INPUT_SCALINGS) == "signed" else x
 
 
 def export_checkpoint(

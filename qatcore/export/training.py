@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qatcore import checkpoint, zoo
-from qatcore.checks import int_at_least, positive_number
+from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.runtime import seed_everything
 
 #: the models ``qatcore train`` trains, and the paper whose training loop each uses
@@ -35,8 +35,7 @@ class Trained:
 
 def model_kwargs(name: str, bits: int | None, image_size: int, num_classes: int) -> dict[str, Any]:
     """The zoo keyword arguments of ``name`` for one-channel ``image_size`` images."""
-    if name not in TRAINABLE:
-        raise ValueError(f"model must be one of {sorted(TRAINABLE)}, got {name!r}")
+    check_choice("model", name, sorted(TRAINABLE))
     if bits is not None and name not in WITH_BITS:
         raise ValueError(f"bits applies only to {WITH_BITS}; {name!r} is binary")
     kwargs: dict[str, Any] = {"image_size": image_size, "num_classes": num_classes}
@@ -77,8 +76,9 @@ def train_checkpoint(name: str, out: str | Path, *, bits: int | None = None, epo
         info["inputs"] = "signed"
     else:
         from qatcore.estimators.train import TrainConfig, train
+        from qatcore.optimizers import OptimizerConfig
 
-        config = TrainConfig(optimizer="adam", lr=lr or 3e-3, batch_size=batch_size, epochs=epochs, seed=seed)
+        config = TrainConfig(OptimizerConfig("adam", lr=lr or 3e-3), batch_size=batch_size, epochs=epochs, seed=seed)
         accuracy = train(model, loaded, config, progress=False).test_accuracy
         info["inputs"] = "unit"
     info["test_accuracy"] = float(accuracy)
