@@ -134,3 +134,48 @@ def plot_agreement_vs_lr(etas, disagreement, slope: float, title: str = "") -> F
     axis.set(xlabel="learning rate η (epochs × η fixed)", ylabel="1 − quantized weight agreement", title=title)
     axis.legend(fontsize=8)
     return fig
+
+
+
+def plot_twin_runs(pair, unadjusted, estimator: estimators.Estimator, bits: int, m: float, samples: int = 3) -> Figure:
+    """A custom-estimator run and its STE twin (``qatcore.estimators.quadratic.PairedRun``) against
+    training time ``ηt``. Above, for the ``samples`` weights that travel furthest: the custom run's
+    ``w_t`` and ``M(w_t)``, and the twin's ``v_t``, over the levels and thresholds. Below, the largest
+    gap ``|M(w_t) − v_t|`` beside that of the ``unadjusted`` STE run (from ``w₀``, rate ``η``)."""
+    from matplotlib.lines import Line2D
+
+    time = torch.arange(len(pair.gap), dtype=torch.float64) * pair.eta
+    mapped = estimator.weight_map(pair.custom, bits, m)
+    travel = (pair.ste - pair.ste[0]).abs().amax(dim=0)
+    fig = Figure(figsize=(10, 6.6), layout="constrained")
+    paths, gaps = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    for level in levels(bits, m):
+        paths.axhline(float(level), color="grey", lw=1.0, alpha=0.6)
+    for t in thresholds(bits, m):
+        paths.axhline(float(t), color="grey", lw=0.8, ls=":")
+    for i, column in enumerate(travel.argsort(descending=True)[:samples].tolist()):
+        paths.plot(time, pair.custom[:, column], color=f"C{i}", lw=0.8, ls=(0, (1, 1.5)))
+        paths.plot(time, mapped[:, column], color=f"C{i}", lw=3.0, alpha=0.45)
+        paths.plot(time, pair.ste[:, column], color="black", lw=0.9, ls="--")
+    key = [
+        Line2D([], [], color="C0", lw=3.0, alpha=0.45, label=f"M(w_t): the {estimator.name} weight, mapped"),
+        Line2D([], [], color="black", lw=0.9, ls="--", label="v_t: its STE twin (start M(w₀), rate αη)"),
+        Line2D([], [], color="C0", lw=0.8, ls=(0, (1, 1.5)), label=f"w_t: the {estimator.name} weight itself"),
+        Line2D([], [], color="grey", lw=1.0, alpha=0.6, label="levels"),
+        Line2D([], [], color="grey", lw=0.8, ls=":", label="thresholds"),
+    ]
+    paths.legend(handles=key, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    paths.set(ylabel="weight: w, or v = M(w)", ylim=(-1.08 * m, 1.08 * m),
+              title=f"{samples} weights, one colour each: where the thick M(w_t) hides under the dashed v_t, "
+                    "the runs agree")
+    gaps.semilogy(time, pair.gap, color="C0", lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|")
+    gaps.semilogy(time, unadjusted.gap, color="C3", lw=1.4, label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|")
+    gaps.axhline(step_size(bits, m), color="grey", lw=0.8, ls="--", label="one bin, Δ")
+    gaps.set(xlabel="training time ηt (step t × learning rate η)", ylabel="gap, largest over the weights",
+             title=f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to the "
+                   f"unadjusted STE (one bin: Δ = {step_size(bits, m):.3g})")
+    gaps.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    settings = "".join(f", {name} {value:g}" for name, value in estimator.parameter_values(bits).items())
+    fig.suptitle(f"{estimator.name} ({bits} bits{settings}) at η = {pair.eta:.2g} is an STE at "
+                 f"αη = {pair.alpha * pair.eta:.2g} (α = {pair.alpha:.3f}) in the coordinates v = M(w)")
+    return fig

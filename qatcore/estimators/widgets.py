@@ -6,9 +6,16 @@ import ipywidgets as widgets
 from IPython.display import display
 
 from qatcore import estimators
+from qatcore.checks import positive_number
 from qatcore.course.live import live_view
 from qatcore.data import Dataset
-from qatcore.estimators.plots import plot_estimators, plot_trajectory_overlap, plot_weight_map
+from qatcore.estimators.plots import (
+    plot_estimators,
+    plot_trajectory_overlap,
+    plot_twin_runs,
+    plot_weight_map,
+)
+from qatcore.estimators.quadratic import PairedRun, QuadraticProblem, paired_runs
 from qatcore.quantizers import step_size
 
 
@@ -101,3 +108,43 @@ def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
 
     run.on_click(go)
     return widgets.VBox([widgets.HBox([choose, width]), optimizer, widgets.HBox([rate, run]), label, out])
+
+
+#: Training time ``ηt`` of the twin-runs dashboard: long enough that most weights reach a threshold.
+TWIN_TIME = 3.0
+
+
+def twin_runs(
+    problem: QuadraticProblem, eta: float, sharpness: float, time: float = TWIN_TIME
+) -> tuple[estimators.Estimator, PairedRun, PairedRun]:
+    """DSQ at rate ``eta`` on the quadratic ``problem`` (plain SGD, ``round(time/eta)`` steps), paired
+    with its STE twin (start ``M(w₀)``, rate ``αη``) and with the unadjusted STE (start ``w₀``, rate ``η``)."""
+    dsq = estimators.get("dsq", sharpness=sharpness)
+    steps = max(1, round(positive_number("time", time) / positive_number("eta", eta)))
+    return dsq, paired_runs(problem, dsq, eta, steps), paired_runs(problem, dsq, eta, steps, adjusted=False)
+
+
+def twin_runs_view(eta: float, sharpness: float, problem: QuadraticProblem | None = None, time: float = TWIN_TIME):
+    """What the twin-runs dashboard shows: α and both gaps in a line, and ``plot_twin_runs``."""
+    problem = QuadraticProblem() if problem is None else problem
+    dsq, twin, unadjusted = twin_runs(problem, eta, sharpness, time)
+    steps = len(twin.gap) - 1
+    text = (f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}, {steps} step{'s' * (steps != 1)}: α = {twin.alpha:.3g}; "
+            f"largest gap to the remapped STE twin {twin.max_gap:.1e}, to the unadjusted STE {unadjusted.max_gap:.1e}")
+    return text, plot_twin_runs(twin, unadjusted, dsq, problem.bits, problem.m)
+
+
+def twin_runs_explorer(
+    problem: QuadraticProblem | None = None, eta: float = 1e-3, sharpness: float | None = None,
+    time: float = TWIN_TIME,
+) -> widgets.VBox:
+    """Sliders for DSQ's learning rate η and sharpness; see the DSQ run mapped by ``M`` beside its STE
+    twin on the quadratic ``problem`` (default ``QuadraticProblem()``), redrawn when a slider is released."""
+    problem = QuadraticProblem() if problem is None else problem
+    default = estimators.dsq_default_sharpness(problem.bits)
+    sharpness = default if sharpness is None else sharpness
+    rate = widgets.FloatLogSlider(value=eta, base=10, min=-3.5, max=-1, step=0.25, description="η",
+                                  readout_format=".1e", continuous_update=False)
+    sharp = widgets.FloatSlider(value=sharpness, min=0.5, max=round(3 * default), step=0.5,
+                                description="sharpness", continuous_update=False)
+    return live_view([rate, sharp], lambda eta, sharpness: twin_runs_view(eta, sharpness, problem, time))

@@ -1,0 +1,89 @@
+"""The twin-runs picture and dashboard of notebook 01: DSQ on the quadratic beside its remapped STE twin."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from matplotlib.figure import Figure
+from strategies import examples
+
+from qatcore import estimators
+from qatcore.estimators.plots import plot_twin_runs
+from qatcore.estimators.quadratic import QuadraticProblem
+from qatcore.estimators.widgets import twin_runs, twin_runs_explorer, twin_runs_view
+from qatcore.quantizers import levels, step_size, thresholds
+
+PROBLEM = QuadraticProblem()
+
+
+@given(eta=st.floats(10**-3.5, 0.1), sharpness=st.floats(0.5, 20.0), time=st.floats(0.01, 0.1))
+@examples(20)
+def test_twin_is_the_ste_from_the_mapped_start_at_the_factored_rate(eta, sharpness, time):
+    dsq, twin, unadjusted = twin_runs(PROBLEM, eta, sharpness, time)
+    w0 = PROBLEM.initial_weights()
+    steps = max(1, round(time / eta))
+    assert dsq.params["sharpness"] == sharpness and twin.alpha == dsq.alpha(PROBLEM.bits, PROBLEM.m)
+    for pair in (twin, unadjusted):
+        assert pair.custom.shape == pair.ste.shape == (steps + 1, PROBLEM.dim) and pair.eta == eta
+        assert torch.equal(pair.custom[0], w0)
+    assert twin.adjusted and torch.equal(twin.ste[0], dsq.weight_map(w0, PROBLEM.bits, PROBLEM.m))
+    assert not unadjusted.adjusted and unadjusted.alpha == 1.0 and torch.equal(unadjusted.ste[0], w0)
+
+
+def test_the_twin_stays_far_closer_than_the_unadjusted_ste_at_a_small_rate():
+    _, twin, unadjusted = twin_runs(PROBLEM, 1e-3, 6.5, time=0.5)
+    assert twin.max_gap * 20 < unadjusted.max_gap
+
+
+def test_plot_draws_the_mapped_custom_run_over_the_twin_with_levels_and_thresholds():
+    dsq, twin, unadjusted = twin_runs(PROBLEM, 1e-2, 6.5, time=1.0)
+    fig = plot_twin_runs(twin, unadjusted, dsq, PROBLEM.bits, PROBLEM.m, samples=2)
+    paths, gaps = fig.axes
+    marks = 2**PROBLEM.bits + 2**PROBLEM.bits - 1  # levels and thresholds, one horizontal line each
+    horizontal = [line for line in paths.lines[:marks]]
+    assert sorted(float(line.get_ydata()[0]) for line in horizontal) == pytest.approx(
+        sorted(torch.cat([levels(PROBLEM.bits, PROBLEM.m), thresholds(PROBLEM.bits, PROBLEM.m)]).tolist()))
+    raw, mapped, ste = paths.lines[marks:marks + 3]  # the first sampled weight: w_t, M(w_t), v_t
+    column = int((twin.ste - twin.ste[0]).abs().amax(dim=0).argmax())
+    time = torch.arange(len(twin.gap), dtype=torch.float64) * twin.eta
+    assert raw.get_xdata() == pytest.approx(time.numpy())
+    assert raw.get_ydata() == pytest.approx(twin.custom[:, column].numpy())
+    assert mapped.get_ydata() == pytest.approx(dsq.weight_map(twin.custom[:, column], PROBLEM.bits, PROBLEM.m).numpy())
+    assert ste.get_ydata() == pytest.approx(twin.ste[:, column].numpy())
+    assert len(paths.lines) == marks + 3 * 2
+    assert gaps.get_yscale() == "log" and gaps.lines[0].get_ydata() == pytest.approx(twin.gap.numpy())
+    assert gaps.lines[1].get_ydata() == pytest.approx(unadjusted.gap.numpy())
+    assert float(gaps.lines[2].get_ydata()[0]) == pytest.approx(step_size(PROBLEM.bits, PROBLEM.m))
+    for axis in (paths, gaps):
+        assert axis.get_ylabel() and axis.get_title() and axis.get_legend() is not None
+    assert gaps.get_xlabel().startswith("training time") and "α = 0.454" in fig.get_suptitle()
+
+
+@pytest.mark.parametrize(("eta", "sharpness"), [(10**-3.5, 0.5), (1e-2, 6.5), (0.1, 20.0)])
+def test_view_at_the_sliders_extremes_and_middle(eta, sharpness):
+    text, figure = twin_runs_view(eta, sharpness, PROBLEM, time=0.05)
+    alpha = estimators.get("dsq", sharpness=sharpness).alpha(PROBLEM.bits, PROBLEM.m)
+    assert isinstance(figure, Figure) and text.startswith(f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}")
+    assert f"α = {alpha:.3g}" in text and f"{max(1, round(0.05 / eta))} step" in text
+
+
+def test_explorer_starts_at_the_authors_sharpness_and_redraws_when_a_slider_moves():
+    box = twin_runs_explorer(PROBLEM, 1e-2, time=0.1)
+    (rate, sharp), label = box.children[0].children, box.children[1]
+    assert sharp.value == estimators.dsq_default_sharpness(PROBLEM.bits) == 6.5
+    assert not rate.continuous_update and not sharp.continuous_update  # each redraw trains: on release only
+    assert label.value.startswith("DSQ, sharpness 6.5, η = 0.01, 10 steps: α = 0.454")
+    sharp.value = 15.0
+    assert label.value.startswith("DSQ, sharpness 15, η = 0.01, 10 steps: α = 0.00")
+    rate.value = 0.1
+    assert label.value.startswith("DSQ, sharpness 15, η = 0.1, 1 step:")
+
+
+@pytest.mark.parametrize(("call", "argument"), [
+    (lambda: twin_runs(PROBLEM, 0.0, 6.5), "eta"),
+    (lambda: twin_runs(PROBLEM, 1e-2, -1.0), "sharpness"),
+    (lambda: twin_runs(PROBLEM, 1e-2, 6.5, time=0.0), "time"),
+])
+def test_bad_arguments_are_named(call, argument):
+    with pytest.raises(ValueError, match=argument):
+        call()
