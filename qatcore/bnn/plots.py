@@ -38,12 +38,12 @@ def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
 
 def memory_breakdown_figure(breakdowns: dict[str, dict[str, dict[str, int]]], batch_size: int) -> Figure:
     """Per model, standard vs low-memory bars stacked by variable kind (``bytes_by_kind`` per mode)."""
-    fig, axes = plt.subplots(1, len(breakdowns), figsize=(3.6 * len(breakdowns), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(breakdowns), figsize=(3.6 * len(breakdowns) + 1.6, 3.8), squeeze=False)
     for ax, (name, breakdown) in zip(axes[0], breakdowns.items(), strict=False):
         _stacked_bars(ax, breakdown)
         ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
         ax.set_title(f"{name}: {ratio:.2f}× less")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the bars, hiding none
     fig.suptitle(f"Memory of one training step, batch {batch_size} (analytic model)")
     fig.tight_layout()
     return fig
