@@ -1,4 +1,5 @@
-"""Figures of notebook 05 (BNN training memory); each returns a matplotlib Figure and never shows it."""
+"""Figures of notebook 05 (BNN training memory); each returns a matplotlib Figure. Colours come from
+``qatcore.palette``: a kind of variable, or a training mode, has one colour in every figure."""
 
 from __future__ import annotations
 
@@ -7,49 +8,69 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from qatcore.bnn.memory import KINDS
+from qatcore.palette import GREY, MEMORY, MODES, REMOVED, colour
 
 MIB = 2**20
 MODE_LABELS = {"standard": "standard", "low_memory": "low-memory"}
+
+
+def mode_of(name: str) -> str:
+    """The training mode a curve's name means: the mode itself, or the mode whose label starts it."""
+    for mode, label in MODE_LABELS.items():
+        if name == mode or name.startswith(label):
+            return mode
+    raise ValueError(f"name must be a mode or start with one of {list(MODE_LABELS.values())}, got {name!r}")
 
 
 def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
     """One bar per mode, stacked by kind of variable, in MiB."""
     modes = list(breakdown)
     bottom = np.zeros(len(modes))
-    colors = plt.get_cmap("tab10").colors
-    for i, kind in enumerate(KINDS):
+    for kind in KINDS:
         heights = np.array([breakdown[m].get(kind, 0) / MIB for m in modes])
-        ax.bar([MODE_LABELS.get(m, m) for m in modes], heights, bottom=bottom, color=colors[i], label=kind)
+        ax.bar([MODE_LABELS.get(m, m) for m in modes], heights, bottom=bottom, color=colour(MEMORY, kind), label=kind)
         bottom += heights
     for x, total in enumerate(bottom):
         ax.annotate(f"{total:.1f}", (x, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.12 * bottom.max())  # room for the totals under the title
     ax.set_ylabel("MiB")
 
 
 def memory_breakdown_figure(breakdowns: dict[str, dict[str, dict[str, int]]], batch_size: int) -> Figure:
     """Per model, standard vs low-memory bars stacked by variable kind (``bytes_by_kind`` per mode)."""
-    fig, axes = plt.subplots(1, len(breakdowns), figsize=(3.6 * len(breakdowns), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(breakdowns), figsize=(3.6 * len(breakdowns) + 1.6, 3.8), squeeze=False)
     for ax, (name, breakdown) in zip(axes[0], breakdowns.items(), strict=False):
         _stacked_bars(ax, breakdown)
         ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
         ax.set_title(f"{name}: {ratio:.2f}× less")
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the bars, hiding none
     fig.suptitle(f"Memory of one training step, batch {batch_size} (analytic model)")
     fig.tight_layout()
     return fig
 
 
-def waterfall_figure(steps: list[tuple[str, int]], title: str) -> Figure:
-    """Total bytes after each of the paper's choices in turn; each bar shows what the choice removed."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+def waterfall_figure(steps: list[tuple[str, int]], title: str, end: str = "low-memory") -> Figure:
+    """``steps`` (``qatcore.bnn.memory.waterfall``: the total bytes at the start, then after each of the
+    paper's choices in turn) as a waterfall: the standard total, one floating bar per choice spanning
+    what it removed, and the final total as its own bar, labelled ``end``."""
+    if len(steps) < 2:
+        raise ValueError(f"steps must hold a start and at least one choice, got {len(steps)}")
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     totals = [total / MIB for _, total in steps]
-    for i, (_label, total) in enumerate(zip([s[0] for s in steps], totals, strict=False)):
-        if i == 0 or i == len(steps) - 1:
-            ax.bar(i, total, color="tab:blue" if i == 0 else "tab:green")
-        else:
-            ax.bar(i, totals[i - 1] - total, bottom=total, color="tab:red")
-        ax.annotate(f"{total:.1f}", (i, total), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(steps)), [label for label, _ in steps], rotation=15, fontsize=8)
+    ax.bar(0, totals[0], color=MODES["standard"], label="standard")
+    ax.annotate(f"{totals[0]:.1f}", (0, totals[0]), ha="center", va="bottom", fontsize=8)
+    for i in range(1, len(steps)):
+        removed = totals[i - 1] - totals[i]
+        ax.bar(i, removed, bottom=totals[i], color=REMOVED, edgecolor=GREY,
+               label="removed by the choice" if i == 1 else None)
+        ax.annotate(f"−{removed:.1f}", (i, totals[i - 1]), ha="center", va="bottom", fontsize=8)
+    last = len(steps)
+    ax.bar(last, totals[-1], color=MODES["low_memory"], label=end)
+    ax.annotate(f"{totals[-1]:.1f}", (last, totals[-1]), ha="center", va="bottom", fontsize=8)
+    labels = [label for label, _ in steps] + [end]
+    ax.set_xticks(range(len(labels)), labels, rotation=15, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.1 * max(totals))
+    ax.legend(fontsize=7)
     ax.set_ylabel("MiB")
     ax.set_title(title)
     fig.tight_layout()
@@ -65,29 +86,38 @@ def memory_vs_batch_figure(
     ``modelled[model][mode]`` holds one total per batch; ``measured[model][mode]`` is ``(batch, bytes)``.
     """
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    colors = dict(zip(modelled, plt.get_cmap("tab10").colors, strict=False))
+    styles = dict(zip(modelled, (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")), strict=False))
+    if len(styles) < len(modelled):
+        raise ValueError(f"modelled: at most {len(styles)} models, got {len(modelled)}")
     for name, modes in modelled.items():
         for mode, totals in modes.items():
-            style = "-" if mode == "standard" else "--"
-            ax.plot(batches, np.array(totals) / MIB, style, color=colors[name], label=f"{name}, {MODE_LABELS[mode]}")
+            ax.plot(batches, np.array(totals) / MIB, styles[name][0], color=colour(MODES, mode),
+                    label=f"{name}, {MODE_LABELS[mode]}")
     for name, modes in (measured or {}).items():
         for mode, (batch, held) in modes.items():
-            ax.plot(batch, held / MIB, "o" if mode == "standard" else "s", color=colors[name], mfc="none")
+            ax.plot(batch, held / MIB, styles[name][1], color=colour(MODES, mode), mfc="none")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("MiB held by a training step")
     ax.set_title("Analytic model (lines) and measured steps (markers)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncols=3)
     fig.tight_layout()
     return fig
 
 
 def accuracy_curves_figure(curves: dict[str, list[float]], dataset: str) -> Figure:
-    """Test accuracy after each epoch, one line per training mode."""
+    """Test accuracy after each epoch, one line per curve. A curve's name is a mode (``standard``,
+    ``low_memory``) or starts with a mode's label (``"low-memory, Bop"``), which gives its colour;
+    curves of the same mode differ in line style and marker."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for mode, accuracies in curves.items():
-        ax.plot(range(1, len(accuracies) + 1), 100 * np.array(accuracies), "o-", label=MODE_LABELS.get(mode, mode))
+    seen: dict[str, int] = {}
+    for name, accuracies in curves.items():
+        mode = mode_of(name)
+        style = ("o-", "s--", "^:", "D-.", "v-")[seen.get(mode, 0) % 5]
+        seen[mode] = seen.get(mode, 0) + 1
+        ax.plot(range(1, len(accuracies) + 1), 100 * np.array(accuracies), style, color=MODES[mode],
+                label=MODE_LABELS.get(name, name))
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"BNN MLP on {dataset}: both training algorithms")

@@ -1,7 +1,6 @@
-"""Figures for ACE/ACEv2 accounting: each returns a matplotlib Figure and never shows it.
-
-Figures for notebook 04 (PikeLPN's techniques): each function returns a Figure and never shows it.
-"""
+"""Figures of notebooks 03 (ACE/ACEv2 accounting) and 04 (PikeLPN's techniques): each returns a
+matplotlib Figure and never shows it. Colours come from ``qatcore.palette``: a role (MAC, batch norm,
+rescale …) has one colour in both notebooks."""
 
 from __future__ import annotations
 
@@ -14,31 +13,27 @@ from matplotlib.figure import Figure
 from qatcore.cost.ace import rank_correlations
 from qatcore.cost.cost_models import AceReport
 from qatcore.cost.pikelpn import PikeLPN, separable_weights
-
-#: stacking order and colour of each role in the per-layer bars
-ROLES = ("mac", "batch norm", "rescale", "quantise", "activation", "pooling", "residual add", "bias",
-         "add", "scale", "softmax", "reduction")
+from qatcore.palette import CONVOLUTIONS, LADDER, OPERATIONS, colour, colours
 
 
-def _roles(groups: Mapping[str, Mapping[str, float]]) -> list[str]:
-    present = {role for roles in groups.values() for role in roles}
-    return [role for role in ROLES if role in present] + sorted(present - set(ROLES))
+def _roles(present: set[str]) -> list[str]:
+    """The roles in ``present`` in the palette's stacking order (MACs at the bottom)."""
+    return [role for role in OPERATIONS if role in present] + sorted(present - set(OPERATIONS))
 
 
 def draw_layer_breakdown(axis, report: AceReport, model: str = "acev2", title: str = "") -> None:
     """Stacked bars on ``axis``: ``model``'s cost of each conv/linear layer, split by role."""
     groups = report.layer_breakdown(model)
-    labels, roles = list(groups), _roles(groups)
+    labels, roles = list(groups), _roles({role for roles in groups.values() for role in roles})
     bottom = [0.0] * len(labels)
-    for index, role in enumerate(roles):
+    for role in roles:
         heights = [groups[label].get(role, 0.0) for label in labels]
-        colour = "black" if role == "mac" else f"C{index % 10}"
-        axis.bar(range(len(labels)), heights, bottom=bottom, color=colour, label=role, width=0.8)
+        axis.bar(range(len(labels)), heights, bottom=bottom, color=colour(OPERATIONS, role), label=role, width=0.8)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     axis.set_ylabel(model)
     axis.set_title(title or f"{model} per layer: {100 * report.elementwise_share(model):.1f}% element-wise")
-    axis.legend(fontsize=7, ncols=2, loc="upper right")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, hiding none
 
 
 def plot_layer_breakdown(report: AceReport, model: str = "acev2", title: str = "") -> Figure:
@@ -65,13 +60,13 @@ def plot_ace_vs_acev2(rows: Sequence[Mapping[str, Any]]) -> Figure:
     rho = rank_correlations(list(rows))
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    models = list(dict.fromkeys(row["model"] for row in rows))
+    models = colours(row["model"] for row in rows)
     for axis, metric in zip(axes, ("ace", "acev2"), strict=True):
-        for index, name in enumerate(models):
+        for name, own in models.items():
             for mode, marker in (("float", "o"), ("quantised", "^")):
                 chosen = [row for row in rows if row["model"] == name and row["elementwise"] == mode]
                 axis.plot([row[metric] for row in chosen], [row["energy_pj"] / 1e6 for row in chosen], marker,
-                          color=f"C{index}", ls="-", lw=0.8, ms=5,
+                          color=own, ls="-", lw=0.8, ms=5,
                           label=f"{name}, element-wise {mode}" if metric == "ace" else None)
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -82,16 +77,13 @@ def plot_ace_vs_acev2(rows: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
-ROLE_ORDER = ("mac", "rescale", "batch norm", "activation", "quantise", "pooling", "bias")
-
-
 def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
     """Depthwise vs pointwise latent weights: pooled histograms, and each conv's per-channel ranges."""
     weights = separable_weights(model)
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     pooled, ranges = fig.subplots(1, 2)
-    for kind, colour in (("depthwise", "tab:orange"), ("pointwise", "tab:blue")):
-        pooled.hist(weights[kind].numpy(), bins=bins, density=True, alpha=0.55, color=colour,
+    for kind, own in CONVOLUTIONS.items():
+        pooled.hist(weights[kind].numpy(), bins=bins, density=True, alpha=0.55, color=own,
                     label=f"{kind} ({weights[kind].numel()} weights)")
     pooled.set_xlabel("latent weight w")
     pooled.set_ylabel("density")
@@ -99,13 +91,15 @@ def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
     pooled.legend(fontsize=8)
     for position, conv in enumerate(model.separable_convs().values()):
         per_channel = conv.weight.detach().flatten(1).abs().amax(dim=1).numpy()
-        colour = "tab:orange" if conv.depthwise else "tab:blue"
-        ranges.scatter([position] * len(per_channel), per_channel, s=8, alpha=0.6, color=colour)
+        kind = "depthwise" if conv.depthwise else "pointwise"
+        ranges.scatter([position] * len(per_channel), per_channel, s=8, alpha=0.6, color=CONVOLUTIONS[kind],
+                       label=kind if kind not in ranges.get_legend_handles_labels()[1] else None)
     names = list(model.separable_convs())
     ranges.set_xticks(range(len(names)), names)
     ranges.set_yscale("log")
     ranges.set_ylabel("max |w| of each output channel")
-    ranges.set_title("per-channel ranges (orange: depthwise, blue: pointwise)")
+    ranges.set_title("per-channel ranges")
+    ranges.legend(fontsize=8)
     return fig
 
 
@@ -119,8 +113,9 @@ def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
     axis = fig.subplots()
     points = sorted(((r[cost], 100 * r["test_accuracy"], 100 * r.get("test_accuracy_sd", 0.0), r["model"])
                      for r in rows), key=lambda p: (p[0], -p[1]))  # at equal cost, the most accurate first
-    for index, (x, y, sd, name) in enumerate(points):
-        axis.errorbar(x, y, yerr=sd or None, fmt="o", color=f"C{index}", capsize=3, zorder=3)
+    own = colours((name for *_, name in points), LADDER)
+    for x, y, sd, name in points:
+        axis.errorbar(x, y, yerr=sd or None, fmt="o", color=own[name], capsize=3, zorder=3)
         axis.annotate(name, (x, y), textcoords="offset points", xytext=(6, -10), fontsize=8)
     front, best = [], -math.inf
     for x, y, _, _ in points:  # cheapest first: a point is on the front if nothing cheaper beats it
@@ -142,8 +137,7 @@ def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
 def plot_cost_breakdown(report: AceReport, cost: str = "acev2", title: str = "") -> Figure:
     """Per layer, ``cost`` stacked by what each operation does there (MACs, rescale, batch norm …)."""
     layers = [row["layer"] for row in report.layers()]
-    roles = [r for r in ROLE_ORDER if any(op.role == r for op in report.operations)]
-    roles += sorted({op.role for op in report.operations} - set(roles))
+    roles = _roles({op.role for op in report.operations})
     totals = {role: [0.0] * len(layers) for role in roles}
     index = {name: i for i, name in enumerate(layers)}
     for op, op_cost in zip(report.operations, report.costs, strict=True):
@@ -152,10 +146,10 @@ def plot_cost_breakdown(report: AceReport, cost: str = "acev2", title: str = "")
     axis = fig.subplots()
     bottom = [0.0] * len(layers)
     for role in roles:
-        axis.bar(range(len(layers)), totals[role], bottom=bottom, label=role)
+        axis.bar(range(len(layers)), totals[role], bottom=bottom, color=colour(OPERATIONS, role), label=role)
         bottom = [b + t for b, t in zip(bottom, totals[role], strict=True)]
     axis.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
     axis.set_ylabel(f"{cost} per image")
     axis.set_title(title or f"total {cost}: {report.totals[cost]:,.0f}")
-    axis.legend(fontsize=8, ncols=2)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

@@ -8,6 +8,7 @@ import torch
 from matplotlib.figure import Figure
 
 from qatcore import estimators
+from qatcore.palette import ESTIMATORS, RUNS, colour
 from qatcore.quantizers import levels, step_size, thresholds, uniform_quantize
 
 
@@ -31,8 +32,10 @@ def plot_estimators(
     forward, backward = fig.subplots(1, 2)
     forward.plot(w, uniform_quantize(w, bits, m), color="black", lw=2, label="Q(w)")
     for est in chosen:
-        forward.plot(w, surrogate(est, w, bits, m), lw=1.4, label=f"Q̂ ({est.name})")
-        backward.plot(w, est.derivative(w, bits, m, grad_sign=torch.ones_like(w)), lw=1.6, label=est.name)
+        own = colour(ESTIMATORS, est.name)
+        forward.plot(w, surrogate(est, w, bits, m), color=own, lw=1.4, label=f"Q̂ ({est.name})")
+        backward.plot(w, est.derivative(w, bits, m, grad_sign=torch.ones_like(w)), color=own, lw=1.6,
+                      label=est.name)
     for axis in (forward, backward):
         for t in thresholds(bits, m):
             axis.axvline(float(t), color="grey", lw=0.6, ls=":")
@@ -50,15 +53,15 @@ def plot_weight_map(names: Sequence[str] = ("pwl", "dsq", "swish_sign"), bits: i
     w = torch.linspace(-m, m, 1201, dtype=torch.float64)
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     left, right = fig.subplots(1, 2)
-    for index, name in enumerate(names):
+    for name in names:
         est = estimators.get(name)
-        colour = f"C{index}"
+        own = colour(ESTIMATORS, est.name)
         slope = est.derivative(w, bits, m)
-        left.plot(w, slope, color=colour, lw=1.6, label=f"Q̂′ {name}")
-        left.plot(w, 1 / slope, color=colour, lw=1.2, ls="--", label=f"1/Q̂′ {name}")
-        right.plot(w, est.weight_map(w, bits, m), color=colour, lw=1.6,
+        left.plot(w, slope, color=own, lw=1.6, label=f"Q̂′ {name}")
+        left.plot(w, 1 / slope, color=own, lw=1.2, ls="--", label=f"1/Q̂′ {name}")
+        right.plot(w, est.weight_map(w, bits, m), color=own, lw=1.6,
                    label=f"M ({name}), α = {est.alpha(bits, m):.3f}")
-    right.plot(w, w, color="black", lw=0.8, ls=":", label="identity (STE)")
+    right.plot(w, w, color=ESTIMATORS["ste"], lw=0.8, ls=":", label="identity (STE)")
     for axis in (left, right):
         for t in thresholds(bits, m):
             axis.axvline(float(t), color="grey", lw=0.6, ls=":")
@@ -77,7 +80,7 @@ def plot_scaling(etas, one_step, fixed_time, slopes: tuple[float, float]) -> Fig
         fig.subplots(1, 2), (one_step, fixed_time), slopes, (2, 1),
         ("gap after one step", "gap at a fixed training time Tη"), strict=True,
     ):
-        axis.loglog(etas, gaps, "o-", label=f"measured, fitted slope {slope:.2f}")
+        axis.loglog(etas, gaps, "o-", color=RUNS["adjusted"], label=f"measured, fitted slope {slope:.2f}")
         reference = [gaps[0] * (e / etas[0]) ** order for e in etas]
         axis.loglog(etas, reference, "k:", label=f"slope {order} (theory)")
         axis.set_xlabel("learning rate η")
@@ -96,12 +99,13 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     (losses, agreement), (paths, heat) = fig.subplots(2, 2)
     for name, run in result.runs.items():
-        losses.plot(run.losses, lw=1.0, label=name, alpha=0.9)
+        losses.plot(run.losses, color=colour(RUNS, name), lw=1.0, label=name, alpha=0.9)
     losses.set(title="loss curves", xlabel="step", ylabel="training loss (per batch)")
     losses.legend(fontsize=8)
     custom_levels = result.levels("custom")
     for name in result.agreements:
-        agreement.plot(agreement_over_training(custom_levels, result.levels(name)).numpy(), label=f"{name} vs custom")
+        agreement.plot(agreement_over_training(custom_levels, result.levels(name)).numpy(), color=colour(RUNS, name),
+                       label=f"{name} vs custom")
     agreement.set(title="quantized weight agreement with the custom run", xlabel="step", ylabel="agreement")
     agreement.legend(fontsize=8)
     if "adjusted" in result.runs:
@@ -109,15 +113,18 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
         mapped = result.mapped_custom() if sgd_like else result.runs["custom"].weights.double()
         ste = result.runs["adjusted"].weights.double()
         movers = (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]  # the longest paths
-        for i, column in enumerate(movers.tolist()):
-            paths.plot(mapped[:, column].numpy(), color=f"C{i}", lw=1.6)
-            paths.plot(ste[:, column].numpy(), color=f"C{i}", lw=1.0, ls="--")
-        space = "M(w) custom" if sgd_like else "custom"
-        paths.set(title=f"longest weight paths: {space} (solid), STE (dashed)", xlabel="step", ylabel="latent weight")
+        space = "M(w) of custom" if sgd_like else "custom"
+        for i, column in enumerate(movers.tolist()):  # each pair starts together: M(w₀) is the STE's start
+            paths.plot(mapped[:, column].numpy(), color=RUNS["custom"], lw=1.6, label=space if i == 0 else None)
+            paths.plot(ste[:, column].numpy(), color=RUNS["adjusted"], lw=1.0, ls="--",
+                       label="adjusted" if i == 0 else None)
+        paths.set(title="the longest weight paths of the two runs", xlabel="step", ylabel="latent weight")
+        paths.legend(fontsize=8)
         conv = result.layer_slices[list(result.layer_slices)[-1]]
         differ = result.levels("custom")[-1, conv] != result.levels("adjusted")[-1, conv]
         shape = (64, differ.numel() // 64)
-        image = heat.imshow(differ.reshape(shape).float().numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
+        image = heat.imshow(differ.reshape(shape).float().numpy(), aspect="auto", cmap="Greys", interpolation="nearest",
+                            vmin=0, vmax=1)
         heat.set(title=f"last conv: levels that differ at the end ({int(differ.sum())} of {differ.numel()})",
                  xlabel="input channel × kernel position", ylabel="output channel")
         fig.colorbar(image, ax=heat, ticks=[0, 1])
@@ -130,7 +137,7 @@ def plot_agreement_vs_lr(etas, disagreement, slope: float, title: str = "") -> F
     """Log-log: disagreement with the custom run at a fixed training time Tη, against η, with the fit."""
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     axis = fig.subplots()
-    axis.loglog(etas, disagreement, "o-", label=f"measured, fitted slope {slope:.2f}")
+    axis.loglog(etas, disagreement, "o-", color=RUNS["adjusted"], label=f"measured, fitted slope {slope:.2f}")
     axis.set(xlabel="learning rate η (epochs × η fixed)", ylabel="1 − quantized weight agreement", title=title)
     axis.legend(fontsize=8)
     return fig

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from matplotlib.figure import Figure
 
+from qatcore.palette import EXPORTS, RUNTIMES, colours
+
 
 def plot_export_sizes(
     sizes: Mapping[str, tuple[int, int]], latency_ms: Mapping[str, Mapping[str, float]] | None = None
@@ -20,9 +22,9 @@ def plot_export_sizes(
     width = 0.38
     size_axis = axes[0]
     size_axis.bar([p - width / 2 for p in positions], [sizes[k][1] / 1024 for k in labels], width,
-                  color="lightgrey", label="float32 ONNX")
+                  color=EXPORTS["float32"], label="float32 ONNX")
     bars = size_axis.bar([p + width / 2 for p in positions], [sizes[k][0] / 1024 for k in labels], width,
-                         color="tab:blue", label="export")
+                         color=EXPORTS["export"], label="export")
     for bar, label in zip(bars, labels, strict=True):
         size_axis.annotate(f"{sizes[label][1] / sizes[label][0]:.1f}×", (bar.get_x() + width / 2, bar.get_height()),
                            ha="center", va="bottom", fontsize=8)
@@ -36,9 +38,10 @@ def plot_export_sizes(
         batches = list(latency_ms)
         variants = list(next(iter(latency_ms.values())))
         step = 0.8 / len(variants)
+        own = colours(variants, RUNTIMES)
         for i, variant in enumerate(variants):
             axis.bar([b + (i - (len(variants) - 1) / 2) * step for b in range(len(batches))],
-                     [latency_ms[batch][variant] for batch in batches], step, label=variant)
+                     [latency_ms[batch][variant] for batch in batches], step, color=own[variant], label=variant)
         axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
         axis.set_yscale("log")
         axis.set_ylabel("ms per call")
