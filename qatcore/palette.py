@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from qatcore.checks import check_choice
+
 #: Okabe and Ito's eight colours
 BLACK, ORANGE, SKY_BLUE, GREEN, YELLOW, BLUE, VERMILLION, PURPLE = (
     "#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
@@ -29,7 +31,6 @@ RUNS = {
     "custom": BLUE,  # the custom estimator's run, the reference every other run is compared with
     "adjusted": ORANGE,  # the STE from M(w₀) with rate αη
     "ablation": PURPLE,  # the STE without the adjustments (SGD), or with them where they do not apply (Adam)
-    "unadjusted": PURPLE,  # TODO: remove once the run is renamed "ablation" everywhere
     "jitter": GREEN,  # the custom estimator again, learning rate × 1.01
     "ste": SKY_BLUE,  # a plain straight-through run
 }
@@ -89,9 +90,7 @@ RUNTIMES = {"eager (QAT)": ORANGE, "eager (frozen)": SKY_BLUE, "onnxruntime": GR
 
 def colour(group: Mapping[str, str], name: str) -> str:
     """The colour of ``name`` in ``group`` (one of this module's dictionaries)."""
-    if name not in group:
-        raise ValueError(f"name must be one of {sorted(group)}, got {name!r}")
-    return group[name]
+    return group[check_choice("name", name, sorted(group))]
 
 
 def colours(names: Iterable[str], group: Mapping[str, str] | None = None) -> dict[str, str]:

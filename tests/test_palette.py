@@ -44,12 +44,14 @@ from qatcore.cost.plots import (
     plot_pareto,
     plot_weight_distributions,
 )
+from qatcore.estimators import quadratic
 from qatcore.estimators.equivalence import RUNS as EQUIVALENCE_RUNS
 from qatcore.estimators.equivalence import EquivalenceConfig, run_equivalence
 from qatcore.estimators.plots import (
     plot_agreement_vs_lr,
     plot_estimators,
     plot_trajectory_overlap,
+    plot_twin_runs,
     plot_weight_map,
 )
 from qatcore.export.plots import plot_export_sizes
@@ -139,12 +141,8 @@ def test_every_role_the_cost_models_use_has_a_colour():
 
 @pytest.mark.parametrize("name", list(GROUPS))
 def test_no_two_names_of_a_group_share_a_colour(name):
-    group = {key: value for key, value in GROUPS[name].items() if key != "unadjusted"}  # the old name of "ablation"
+    group = GROUPS[name]
     assert len(set(map(str.lower, group.values()))) == len(group)
-
-
-def test_the_renamed_run_keeps_its_colour_under_both_names():
-    assert RUNS["unadjusted"] == RUNS["ablation"]
 
 
 def test_an_unknown_name_is_refused_with_the_allowed_ones():
@@ -196,6 +194,15 @@ def test_a_run_has_one_colour_in_every_panel_of_the_trajectory_figure(equivalenc
     assert every_path == {RUNS["custom"].lower(), RUNS["adjusted"].lower()}  # no colour of its own per weight
     measured = plot_agreement_vs_lr([0.1, 0.2], [0.01, 0.02], 1.0).axes[0].get_lines()[0]
     assert hex_of(measured.get_color()) == RUNS["adjusted"].lower()
+
+
+def test_notebook_01_s_twin_runs_take_the_run_colours():
+    problem = quadratic.QuadraticProblem()
+    twin = quadratic.paired_runs(problem, "dsq", 1e-2, 50)
+    unadjusted = quadratic.paired_runs(problem, "dsq", 1e-2, 50, adjusted=False)
+    paths, gaps = plot_twin_runs(twin, unadjusted, estimators.get("dsq"), 2, 1.0).axes
+    assert {hex_of(line.get_color()) for line in paths.get_lines()[-9:]} == {RUNS["custom"].lower(), RUNS["adjusted"].lower()}
+    assert [hex_of(line.get_color()) for line in gaps.get_lines()[:2]] == [RUNS["adjusted"].lower(), RUNS["ablation"].lower()]
 
 
 # --- paper 2: ACE/ACEv2 (notebook 03) and PikeLPN (notebook 04) --------------------------------

@@ -160,23 +160,24 @@ def plot_twin_runs(pair, unadjusted, estimator: estimators.Estimator, bits: int,
         paths.axhline(float(level), color="grey", lw=1.0, alpha=0.6)
     for t in thresholds(bits, m):
         paths.axhline(float(t), color="grey", lw=0.8, ls=":")
-    for i, column in enumerate(travel.argsort(descending=True)[:samples].tolist()):
-        paths.plot(time, pair.custom[:, column], color=f"C{i}", lw=0.8, ls=(0, (1, 1.5)))
-        paths.plot(time, mapped[:, column], color=f"C{i}", lw=3.0, alpha=0.45)
-        paths.plot(time, pair.ste[:, column], color="black", lw=0.9, ls="--")
+    custom, twin, ablation = RUNS["custom"], RUNS["adjusted"], RUNS["ablation"]
+    for column in travel.argsort(descending=True)[:samples].tolist():
+        paths.plot(time, pair.custom[:, column], color=custom, lw=0.8, ls=(0, (1, 1.5)))
+        paths.plot(time, mapped[:, column], color=custom, lw=3.0, alpha=0.45)
+        paths.plot(time, pair.ste[:, column], color=twin, lw=1.1, ls="--")
     key = [
-        Line2D([], [], color="C0", lw=3.0, alpha=0.45, label=f"M(w_t): the {estimator.name} weight, mapped"),
-        Line2D([], [], color="black", lw=0.9, ls="--", label="v_t: its STE twin (start M(w₀), rate αη)"),
-        Line2D([], [], color="C0", lw=0.8, ls=(0, (1, 1.5)), label=f"w_t: the {estimator.name} weight itself"),
+        Line2D([], [], color=custom, lw=3.0, alpha=0.45, label=f"M(w_t): the {estimator.name} weight, mapped"),
+        Line2D([], [], color=twin, lw=1.1, ls="--", label="v_t: its STE twin (start M(w₀), rate αη)"),
+        Line2D([], [], color=custom, lw=0.8, ls=(0, (1, 1.5)), label=f"w_t: the {estimator.name} weight itself"),
         Line2D([], [], color="grey", lw=1.0, alpha=0.6, label="levels"),
         Line2D([], [], color="grey", lw=0.8, ls=":", label="thresholds"),
     ]
     paths.legend(handles=key, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     paths.set(ylabel="weight: w, or v = M(w)", ylim=(-1.08 * m, 1.08 * m),
-              title=f"{samples} weights, one colour each: where the thick M(w_t) hides under the dashed v_t, "
-                    "the runs agree")
-    gaps.semilogy(time, pair.gap, color="C0", lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|")
-    gaps.semilogy(time, unadjusted.gap, color="C3", lw=1.4, label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|")
+              title=f"the {samples} weights that travel furthest: where the thick M(w_t) hides under the dashed "
+                    "v_t, the runs agree")
+    gaps.semilogy(time, pair.gap, color=twin, lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|")
+    gaps.semilogy(time, unadjusted.gap, color=ablation, lw=1.4, label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|")
     gaps.axhline(step_size(bits, m), color="grey", lw=0.8, ls="--", label="one bin, Δ")
     gaps.set(xlabel="training time ηt (step t × learning rate η)", ylabel="gap, largest over the weights",
              title=f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to the "
