@@ -192,3 +192,33 @@ def test_the_checks_see_what_they_claim():
     assert "qatcore.export.graph" not in {t for t, _, _ in imports("qatcore.export.binary")}
     assert "qatcore.cost.ace" in {t for t, _, _ in imports("qatcore.export.metadata")}  # inside a function
     assert layer("qatcore.cost.plots") == "paper" and layer("qatcore.data.image_folder") == "shared"
+
+
+def test_every_choice_is_checked_by_the_one_helper():
+    """The words "must be one of" are written once, in ``qatcore.checks.check_choice`` (a cost model may
+    also be given as an object, which that message says)."""
+    offenders = [f"{name}:{number}" for name, path in MODULES.items() if name != "qatcore.checks"
+                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if "must be one of" in line and "or a CostModel" not in line]
+    assert not offenders, f"check choices with qatcore.checks.check_choice: {offenders}"
+
+
+def string_tuples(module: str) -> dict[str, tuple[str, ...]]:
+    """The module-level constants of ``module`` that are tuples of two or more strings, by name."""
+    found = {}
+    for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if (isinstance(target, ast.Name) and isinstance(node.value, ast.Tuple) and len(node.value.elts) >= 2
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts)):
+            found[target.id] = tuple(e.value for e in node.value.elts)
+    return found
+
+
+def test_each_list_of_names_is_defined_once():
+    """The same tuple of names (optimizers, modes, formats …) is written in one module; others import it."""
+    where: dict[tuple[str, ...], list[str]] = {}
+    for module in MODULES:
+        for name, names in string_tuples(module).items():
+            where.setdefault(tuple(sorted(names)), []).append(f"{module}.{name}")
+    repeated = {names: places for names, places in where.items() if len(places) > 1}
+    assert not repeated, f"define each list of names once and import it: {repeated}"
