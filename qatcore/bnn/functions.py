@@ -27,20 +27,26 @@ PO2_HEADROOM = 8  # the largest |dY| is scaled to about 2**8 before quantising
 _ROUND_UP = (1 << 23) - 0x3504F4  # 0x3504F4 = ceil((√2 − 1)·2**23)
 
 
+_ONE = torch.ones(())
+
+
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x)`` as float32 ±1 with ``sign(0) = +1`` (as ``qatcore.quantizers.sign``, in two passes).
-    float16 is read through its bit pattern (the CPU compares float16 slowly): sign bit clear, or −0."""
-    if x.dtype == torch.float16:
-        bits = x.view(torch.int16)
-        return (bits >= 0).logical_or_(bits == -0x8000).to(torch.float32).mul_(2).sub_(1)
-    return (x >= 0).to(torch.float32).mul_(2).sub_(1)
+    """``sign(x)`` as float32 ±1 with ``sign(0) = sign(−0) = +1``, as ``qatcore.quantizers.sign`` for every
+    number (a NaN keeps its sign bit): ``copysign(1, x + 0)``, where adding ``+0`` turns ``−0`` into ``+0``.
+    Arithmetic passes only (a float16 ``x`` is widened first): the CPU compares far more slowly than it adds."""
+    x = x.detach()
+    wide = x + 0.0 if x.dtype == torch.float32 else x.float().add_(0.0)
+    return torch.copysign(_ONE, wide, out=wide)
 
 
-def within_one(w: torch.Tensor) -> torch.Tensor:
-    """``|w| ≤ 1`` (float16 through its bit pattern: magnitude bits at most those of 1.0, ``0x3C00``)."""
-    if w.dtype == torch.float16:
-        return (w.view(torch.int16) & 0x7FFF) <= 0x3C00
-    return w.abs() <= 1
+def within_one(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``1[|w| ≤ 1]`` as float32 ones and zeros, in ``out`` (of ``w``'s shape) if given; float16 through its
+    bit pattern (magnitude bits at most those of 1.0, ``0x3C00``). The CPU writes a comparison's float32
+    result several times faster than a bool one."""
+    half = w.dtype == torch.float16
+    magnitude = w.view(torch.int16) & 0x7FFF if half else w.abs()
+    out = torch.empty(w.shape, dtype=torch.float32) if out is None else out
+    return torch.le(magnitude, 0x3C00 if half else 1, out=out)
 
 
 class DenseOp:
@@ -108,12 +114,15 @@ def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
     magnitude = bits & 0x7FFFFFFF
     exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
     out = (exponent << 23).bitwise_or_(bits & -0x80000000)
-    return out.mul_(magnitude != 0).view(torch.float32)
+    return out.mul_(magnitude.clamp_(max=1)).view(torch.float32)  # zeros stay zero
 
 
 def largest_magnitude(x: torch.Tensor) -> float:
     """``max|x|`` without a temporary copy of ``x``."""
-    return max(float(x.max()), -float(x.min())) if x.numel() else 0.0
+    if not x.numel():
+        return 0.0
+    low, high = torch.aminmax(x)
+    return max(float(high), -float(low))
 
 
 def _round_log2(value: float) -> int:
@@ -196,19 +205,25 @@ def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torc
     return flat[first % 8 : first % 8 + last - first].view((stop - start, *shape[1:]))
 
 
-def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor | None:
+def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None,
+                    work: torch.Tensor | None = None) -> torch.Tensor | None:
     """float32 ``dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer
     kept only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``).
-    ``start`` must be a multiple of 8. None when the weight has no gradient."""
+    ``start`` must be a multiple of 8. With ``work`` (two float32 rows of at least ``stop − start`` values,
+    rounded up to a multiple of 8), ``dW`` is written into its first row and nothing is allocated.
+    None when the weight has no gradient."""
     if weight.grad is not None:
-        return weight.grad.view(-1)[start:stop].float()
+        grad = weight.grad.view(-1)[start:stop]
+        return grad.float() if work is None else work[0, : grad.numel()].copy_(grad)
     bits = getattr(weight, "grad_bits", None)
     if bits is None:
         return None
     stop = weight.numel() if stop is None else min(stop, weight.numel())
-    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (stop - start,)).mul_(1 / math.sqrt(weight.numel()))
+    n = stop - start
+    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (n,), 1 / math.sqrt(weight.numel()),
+                     None if work is None else work[0])
     if getattr(weight, "grad_clip", True):
-        g.mul_(within_one(weight.detach().view(-1)[start:stop]))
+        g.mul_(within_one(weight.data.view(-1)[start:stop], None if work is None else work[1, :n]))
     return g
 
 
@@ -236,10 +251,11 @@ class LowMemoryBinaryLayer(Function):
         kept = pack_signs(x) if binary_input else x
         ctx.save_for_backward(kept, weight)
         w, out = sign(weight), None
-        for i, j in batch_chunks(x.shape, y_shape=op.output_shape(x.shape, weight.shape)):
+        chunks = batch_chunks(x.shape, y_shape=op.output_shape(x.shape, weight.shape))
+        if len(chunks) == 1:
+            return op(_binary_input(x, binary_input), w)
+        for i, j in chunks:
             y = op(_binary_input(x[i:j], binary_input), w)
-            if i == 0 and j == x.shape[0]:
-                return y
             out = y.new_empty((x.shape[0], *y.shape[1:])) if out is None else out
             out[i:j] = y
         return out
@@ -248,19 +264,28 @@ class LowMemoryBinaryLayer(Function):
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
         top = largest_magnitude(dy)
-        dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] else None
-        w = sign(weight) if dx is not None else None
+        chunks = batch_chunks(ctx.x_shape, y_shape=dy.shape)
+        whole = len(chunks) == 1  # one chunk: dX is the input gradient itself, not a copy of it
+        dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] and not whole else None
+        w = sign(weight) if ctx.needs_input_grad[0] else None
         total = None
-        for i, j in batch_chunks(ctx.x_shape, y_shape=dy.shape):
-            dyq = quantize_gradient(dy[i:j], ctx.gradient, top)
-            if dx is not None:
-                dx[i:j] = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
-            x = unpack_sign_rows(kept, ctx.x_shape, i, j) if ctx.binary_input else kept[i:j].float()
+        for i, j in chunks:
+            dyq = quantize_gradient(dy if whole else dy[i:j], ctx.gradient, top)
+            if w is not None:
+                part = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
+                if whole:
+                    dx = part
+                else:
+                    dx[i:j] = part
+            if ctx.binary_input:
+                x = unpack_signs(kept, ctx.x_shape) if whole else unpack_sign_rows(kept, ctx.x_shape, i, j)
+            else:
+                x = kept.float() if whole else kept[i:j].float()
             part = ctx.op.weight_grad(x, dyq, weight.shape)
             total = part if total is None else total.add_(part)
             del x, dyq, part
         up = total >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
-        del total
+        del total, w
         if ctx.bit_gradients:
             ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
             return dx, None, None, None, None, None, None
@@ -287,7 +312,7 @@ class SignSTE(Function):
 
     @staticmethod
     def forward(ctx, x, packed):
-        _keep_mask(ctx, (x >= -1).logical_and_(x <= 1), packed)
+        _keep_mask(ctx, x.abs() <= 1, packed)
         return sign(x)
 
     @staticmethod
@@ -339,8 +364,12 @@ def l1_batch_norm_backward(
     dx = dy.div_(_per_channel(sigma, dy)) if inplace else dy / _per_channel(sigma, dy)
     mean_scaled = dx.mean(dims, keepdim=True)
     packed = sign_xhat.dtype == torch.uint8
-    correlation = torch.zeros_like(mean_scaled)
     chunks = batch_chunks(dy.shape)
+    if len(chunks) == 1:  # the whole batch is one chunk: unpack the signs once
+        signs = unpack_signs(sign_xhat, dy.shape) if packed else sign_xhat
+        slope = (signs * dx).sum(dims, keepdim=True).div_(count).mul_(_per_channel(mean_abs_xhat, dy))
+        return dx.sub_(mean_scaled).sub_(signs.mul_(slope) if packed else signs * slope)
+    correlation = torch.zeros_like(mean_scaled)
     for i, j in chunks:
         signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
         correlation += (signs * dx[i:j]).sum(dims, keepdim=True)
@@ -365,13 +394,14 @@ class L1BatchNorm(Function):
         # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
         inplace = x._base is None and not (x.is_leaf and x.requires_grad)
         xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
-        sigma = (torch.linalg.vector_norm(xhat, 1, dims) / count).half().float()
-        sigma.clamp_min_(torch.finfo(torch.float16).tiny)
+        spread = torch.linalg.vector_norm(xhat, 1, dims).div_(count)  # mean|x − μ| before rounding
+        sigma = spread.half().float().clamp_min_(torch.finfo(torch.float16).tiny)
         xhat.div_(_per_channel(sigma, x))
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
-        mean_abs = (torch.linalg.vector_norm(xhat, 1, dims) / count).half()
+        mean_abs = spread.div_(sigma).half()  # mean|x̂| = mean|x − μ|/σ, without another pass over x̂
         ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())
         ctx.mark_non_differentiable(mu, sigma)
+        ctx.set_materialize_grads(False)  # μ and σ get no gradient: no zero tensors for them
         if inplace:
             ctx.mark_dirty(x)
         return xhat.add_(_per_channel(beta.float(), x)), mu, sigma
@@ -379,8 +409,12 @@ class L1BatchNorm(Function):
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):
         kept_signs, mean_abs, sigma = ctx.saved_tensors
-        rounded = torch.empty_like(dy, dtype=torch.float32)
-        for i, j in batch_chunks(dy.shape):  # the authors keep dX in float16
-            rounded[i:j] = dy[i:j].half()
+        chunks = batch_chunks(dy.shape)  # the authors keep dX in float16
+        if len(chunks) == 1:
+            rounded = dy.half().float()
+        else:
+            rounded = torch.empty_like(dy, dtype=torch.float32)
+            for i, j in chunks:
+                rounded[i:j] = dy[i:j].half()
         dbeta = rounded.sum(channel_dims(rounded)).to(ctx.beta_dtype)
         return l1_batch_norm_backward(rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True), dbeta
