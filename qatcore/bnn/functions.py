@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from qatcore.bnn.packing import pack_bits, pack_signs, unpack_bits, unpack_signs
+from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
 
 PO2_EXPONENT_BITS = 4  # sign + 4-bit exponent: exponents −8 … 7
 PO2_HEADROOM = 8  # the largest |dY| is scaled to about 2**8 before quantising
@@ -232,6 +232,23 @@ def clear_weight_gradient(weight: torch.Tensor) -> None:
     weight.grad_bits = None
 
 
+#: values of a dense layer's float32 ``dW`` made at a time (when its batch is one chunk)
+WEIGHT_BLOCK = 1 << 16
+
+
+def dense_sign_bits(x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
+    """Packed ``sign(dYᵀ·X)`` (``sign(0) = +1``, as ``pack_signs``) of a dense layer, made ``WEIGHT_BLOCK``
+    values of rows at a time (a multiple of 8 rows, so each block fills whole bytes)."""
+    out_features, in_features = w_shape
+    rows = max(8, WEIGHT_BLOCK // in_features // 8 * 8)
+    bits = torch.empty(packed_size(out_features * in_features), dtype=torch.uint8)
+    dyt = dy.transpose(0, 1)
+    for r in range(0, out_features, rows):
+        block = pack_signs(dyt[r : r + rows] @ x)
+        bits[r * in_features // 8 : r * in_features // 8 + block.numel()] = block
+    return bits
+
+
 class LowMemoryBinaryLayer(Function):
     """The paper's binary layer: keeps packed ``sign(X)`` (first layer: ``X``), quantises ``dY``
     (``quantize_gradient``), ``dW = (1/√N)·sign(sign(X)ᵀ·dY) ⊙ 1[|w| ≤ 1]``.
@@ -240,7 +257,8 @@ class LowMemoryBinaryLayer(Function):
     ``weight.grad_bits`` (the optimiser reads them with ``weight_gradient``; autograd sees no gradient);
     without, ``dW`` is returned in the weight's dtype (float16), as data-parallel training needs.
     Forward and backward run over chunks of the batch (``batch_chunks``), so their working copies are
-    bounded whatever the batch: only ``y``, ``dX`` and the float32 sum behind ``sign(dW)`` are whole.
+    bounded whatever the batch: only ``y``, ``dX`` and the float32 sum behind ``sign(dW)`` are whole (a
+    dense layer whose batch is one chunk makes that sum a block of rows at a time: ``dense_sign_bits``).
     """
 
     @staticmethod
@@ -281,6 +299,9 @@ class LowMemoryBinaryLayer(Function):
                 x = unpack_signs(kept, ctx.x_shape) if whole else unpack_sign_rows(kept, ctx.x_shape, i, j)
             else:
                 x = kept.float() if whole else kept[i:j].float()
+            if whole and ctx.bit_gradients and isinstance(ctx.op, DenseOp) and weight.numel() > WEIGHT_BLOCK:
+                ctx.parameter.grad_bits, ctx.parameter.grad_clip = dense_sign_bits(x, dyq, weight.shape), ctx.clip
+                return dx, None, None, None, None, None, None
             part = ctx.op.weight_grad(x, dyq, weight.shape)
             total = part if total is None else total.add_(part)
             del x, dyq, part
@@ -299,10 +320,11 @@ def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
 
 
 def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
-    """``dy ⊙ mask``: a float32 product (standard), or one pass selecting through the unpacked bits."""
+    """``dy ⊙ mask``: a float32 product, with the mask kept in float32 (standard) or unpacked from its bits
+    into float32 ones and zeros (low-memory; the CPU multiplies far faster than it selects through bools)."""
     (kept,) = ctx.saved_tensors
     if ctx.packed:
-        return torch.where(unpack_bits(kept, ctx.mask_shape), dy, dy.new_zeros(()))
+        return dy * unpack_bits(kept, ctx.mask_shape, torch.float32)
     return dy * kept.to(dy.dtype)
 
 
@@ -361,24 +383,42 @@ def l1_batch_norm_backward(
     with ``inplace``)."""
     dims = channel_dims(dy)
     count = dy.numel() // dy.shape[1]
-    dx = dy.div_(_per_channel(sigma, dy)) if inplace else dy / _per_channel(sigma, dy)
-    mean_scaled = dx.mean(dims, keepdim=True)
     packed = sign_xhat.dtype == torch.uint8
     chunks = batch_chunks(dy.shape)
-    if len(chunks) == 1:  # the whole batch is one chunk: unpack the signs once
-        signs = unpack_signs(sign_xhat, dy.shape) if packed else sign_xhat
-        slope = (signs * dx).sum(dims, keepdim=True).div_(count).mul_(_per_channel(mean_abs_xhat, dy))
-        return dx.sub_(mean_scaled).sub_(signs.mul_(slope) if packed else signs * slope)
-    correlation = torch.zeros_like(mean_scaled)
+
+    def signs(i: int, j: int) -> torch.Tensor:
+        if not packed:
+            return sign_xhat[i:j]
+        return unpack_signs(sign_xhat, dy.shape) if len(chunks) == 1 else unpack_sign_rows(sign_xhat, dy.shape, i, j)
+
+    inverse = _per_channel(sigma, dy).reciprocal()
+    shift = dy.mean(dims, keepdim=True).mul_(inverse).neg_()  # −mean(dy/σ)
+    if len(chunks) == 1:  # the signs unpacked once
+        whole = signs(0, dy.shape[0])
+        correlation = (whole * dy).sum(dims, keepdim=True)
+    else:
+        correlation = torch.zeros_like(shift)
+        for i, j in chunks:
+            correlation += (signs(i, j) * dy[i:j]).sum(dims, keepdim=True)
+    slope = correlation.mul_(inverse).mul_(_per_channel(mean_abs_xhat, dy) / -count)  # −mean(sign(x̂)·dy/σ)·mean|x̂|
+    dx = torch.addcmul(shift, dy, inverse, out=dy if inplace else None)
+    if len(chunks) == 1:
+        return dx.addcmul_(whole, slope)
     for i, j in chunks:
-        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
-        correlation += (signs * dx[i:j]).sum(dims, keepdim=True)
-    slope = correlation.div_(count).mul_(_per_channel(mean_abs_xhat, dy))
-    dx.sub_(mean_scaled)
-    for i, j in chunks:
-        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
-        dx[i:j].sub_(signs.mul_(slope) if packed else signs * slope)
+        dx[i:j].addcmul_(signs(i, j), slope)
     return dx
+
+
+def _abs_sum(x: torch.Tensor, dims) -> torch.Tensor:
+    """``Σ|x|`` over ``dims`` (which include the batch), one chunk of the batch at a time (the CPU sums an
+    absolute copy several times faster than ``vector_norm`` reduces across the batch)."""
+    chunks = batch_chunks(x.shape)
+    if len(chunks) == 1:
+        return x.abs().sum(dims)
+    total = x[: chunks[0][1]].abs().sum(dims)
+    for i, j in chunks[1:]:
+        total += x[i:j].abs().sum(dims)
+    return total
 
 
 class L1BatchNorm(Function):
@@ -394,17 +434,16 @@ class L1BatchNorm(Function):
         # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
         inplace = x._base is None and not (x.is_leaf and x.requires_grad)
         xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
-        spread = torch.linalg.vector_norm(xhat, 1, dims).div_(count)  # mean|x − μ| before rounding
+        spread = _abs_sum(xhat, dims).div_(count)  # mean|x − μ| before rounding
         sigma = spread.half().float().clamp_min_(torch.finfo(torch.float16).tiny)
-        xhat.div_(_per_channel(sigma, x))
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
         mean_abs = spread.div_(sigma).half()  # mean|x̂| = mean|x − μ|/σ, without another pass over x̂
-        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())
+        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())  # sign(x̂) = sign(x − μ): σ > 0
         ctx.mark_non_differentiable(mu, sigma)
         ctx.set_materialize_grads(False)  # μ and σ get no gradient: no zero tensors for them
         if inplace:
             ctx.mark_dirty(x)
-        return xhat.add_(_per_channel(beta.float(), x)), mu, sigma
+        return torch.addcdiv(_per_channel(beta.float(), x), xhat, _per_channel(sigma, x), out=xhat), mu, sigma
 
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):

@@ -56,9 +56,15 @@ def _lookup(packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor 
     return out[:numel].view(shape)
 
 
-def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Inverse of ``pack_bits``: the boolean tensor of ``shape`` that was packed into ``packed``."""
-    return _lookup(packed, shape, _BITS)
+_FLOAT_BITS = _BITS.float()
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Inverse of ``pack_bits``: the boolean tensor of ``shape`` that was packed into ``packed``, or its
+    ones and zeros as float32 (``dtype=torch.float32``)."""
+    if dtype not in (torch.bool, torch.float32):
+        raise ValueError(f"dtype must be torch.bool or torch.float32, got {dtype}")
+    return _lookup(packed, shape, _BITS if dtype == torch.bool else _FLOAT_BITS)
 
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
