@@ -26,9 +26,10 @@ from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
 from qatcore.checks import positive_number
 
-#: values updated at a time in float32: three 256 KiB working rows (g, m, r), well under what one layer's
-#: chunked backward works in (``functions.CHUNK_VALUES``), and few pieces, so the per-op overhead stays small
-CHUNK = 1 << 15
+#: values updated at a time in float32: three 64 KiB working rows (g, m, r), well under what one layer's
+#: chunked backward works in (``functions.CHUNK_VALUES``); small enough for the MLP's peak, whose optimiser step
+#: would otherwise set it (larger chunks mean fewer pieces and less per-op overhead)
+CHUNK = 1 << 14
 OPTIMIZERS = ("sgd", "adam", "bop")
 #: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
 #: and a threshold τ per mode, since the low-memory gradients ``±1/√N`` are far larger than the standard ones
