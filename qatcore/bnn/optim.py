@@ -51,7 +51,7 @@ def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor):
 
 
 #: parameters of at most this many values (batch norms' β, a last small layer) are updated together
-SMALL = CHUNK // 16
+SMALL = CHUNK // 4
 
 
 def _pieces(entries, work: torch.Tensor, key=lambda p: None):
