@@ -158,3 +158,12 @@ def test_max_pool_gradient_equals_torch_even_with_ties(packed, shape):
         dy = torch.randn(ref.shape, generator=g)
         assert torch.equal(out, ref)
         assert torch.equal(torch.autograd.grad(out, a, dy)[0], torch.autograd.grad(ref, b, dy)[0])
+
+
+@pytest.mark.parametrize("shape", [(20, 9, 5), (7, 40, 33), (30, 3, 100)])
+def test_dense_sign_bits_made_in_blocks_equal_the_whole_product(shape, monkeypatch):
+    batch, out_features, in_features = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    x, dy = fn.sign(torch.randn(batch, in_features, generator=g)), torch.randn(batch, out_features, generator=g)
+    monkeypatch.setattr(fn, "WEIGHT_BLOCK", 64)  # several blocks of 8 rows, the last one short
+    assert torch.equal(fn.dense_sign_bits(x, dy, (out_features, in_features)), pack_signs(dy.t() @ x))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import Function
 
-from qatcore.bnn.packing import pack_bits, pack_signs, unpack_bits, unpack_signs
+from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
 
 PO2_EXPONENT_BITS = 4  # sign + 4-bit exponent: exponents −8 … 7
 PO2_HEADROOM = 8  # the largest |dY| is scaled to about 2**8 before quantising
@@ -27,20 +27,26 @@ PO2_HEADROOM = 8  # the largest |dY| is scaled to about 2**8 before quantising
 _ROUND_UP = (1 << 23) - 0x3504F4  # 0x3504F4 = ceil((√2 − 1)·2**23)
 
 
+_ONE = torch.ones(())
+
+
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x)`` as float32 ±1 with ``sign(0) = +1`` (as ``qatcore.quantizers.sign``, in two passes).
-    float16 is read through its bit pattern (the CPU compares float16 slowly): sign bit clear, or −0."""
-    if x.dtype == torch.float16:
-        bits = x.view(torch.int16)
-        return (bits >= 0).logical_or_(bits == -0x8000).to(torch.float32).mul_(2).sub_(1)
-    return (x >= 0).to(torch.float32).mul_(2).sub_(1)
+    """``sign(x)`` as float32 ±1 with ``sign(0) = sign(−0) = +1``, as ``qatcore.quantizers.sign`` for every
+    number (a NaN keeps its sign bit): ``copysign(1, x + 0)``, where adding ``+0`` turns ``−0`` into ``+0``.
+    Arithmetic passes only (a float16 ``x`` is widened first): the CPU compares far more slowly than it adds."""
+    x = x.detach()
+    wide = x + 0.0 if x.dtype == torch.float32 else x.float().add_(0.0)
+    return torch.copysign(_ONE, wide, out=wide)
 
 
-def within_one(w: torch.Tensor) -> torch.Tensor:
-    """``|w| ≤ 1`` (float16 through its bit pattern: magnitude bits at most those of 1.0, ``0x3C00``)."""
-    if w.dtype == torch.float16:
-        return (w.view(torch.int16) & 0x7FFF) <= 0x3C00
-    return w.abs() <= 1
+def within_one(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``1[|w| ≤ 1]`` as float32 ones and zeros, in ``out`` (of ``w``'s shape) if given; float16 through its
+    bit pattern (magnitude bits at most those of 1.0, ``0x3C00``). The CPU writes a comparison's float32
+    result several times faster than a bool one."""
+    half = w.dtype == torch.float16
+    magnitude = w.view(torch.int16) & 0x7FFF if half else w.abs()
+    out = torch.empty(w.shape, dtype=torch.float32) if out is None else out
+    return torch.le(magnitude, 0x3C00 if half else 1, out=out)
 
 
 class DenseOp:
@@ -108,12 +114,15 @@ def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
     magnitude = bits & 0x7FFFFFFF
     exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
     out = (exponent << 23).bitwise_or_(bits & -0x80000000)
-    return out.mul_(magnitude != 0).view(torch.float32)
+    return out.mul_(magnitude.clamp_(max=1)).view(torch.float32)  # zeros stay zero
 
 
 def largest_magnitude(x: torch.Tensor) -> float:
     """``max|x|`` without a temporary copy of ``x``."""
-    return max(float(x.max()), -float(x.min())) if x.numel() else 0.0
+    if not x.numel():
+        return 0.0
+    low, high = torch.aminmax(x)
+    return max(float(high), -float(low))
 
 
 def _round_log2(value: float) -> int:
@@ -196,25 +205,48 @@ def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torc
     return flat[first % 8 : first % 8 + last - first].view((stop - start, *shape[1:]))
 
 
-def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor | None:
+def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None,
+                    work: torch.Tensor | None = None) -> torch.Tensor | None:
     """float32 ``dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer
     kept only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``).
-    ``start`` must be a multiple of 8. None when the weight has no gradient."""
+    ``start`` must be a multiple of 8. With ``work`` (two float32 rows of at least ``stop − start`` values,
+    rounded up to a multiple of 8), ``dW`` is written into its first row and nothing is allocated.
+    None when the weight has no gradient."""
     if weight.grad is not None:
-        return weight.grad.view(-1)[start:stop].float()
+        grad = weight.grad.view(-1)[start:stop]
+        return grad.float() if work is None else work[0, : grad.numel()].copy_(grad)
     bits = getattr(weight, "grad_bits", None)
     if bits is None:
         return None
     stop = weight.numel() if stop is None else min(stop, weight.numel())
-    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (stop - start,)).mul_(1 / math.sqrt(weight.numel()))
+    n = stop - start
+    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (n,), 1 / math.sqrt(weight.numel()),
+                     None if work is None else work[0])
     if getattr(weight, "grad_clip", True):
-        g.mul_(within_one(weight.detach().view(-1)[start:stop]))
+        g.mul_(within_one(weight.data.view(-1)[start:stop], None if work is None else work[1, :n]))
     return g
 
 
 def clear_weight_gradient(weight: torch.Tensor) -> None:
     """Drop the 1-bit gradient a low-memory layer left on ``weight`` (the optimiser has used it)."""
     weight.grad_bits = None
+
+
+#: values of a dense layer's float32 ``dW`` made at a time (when its batch is one chunk)
+WEIGHT_BLOCK = 1 << 16
+
+
+def dense_sign_bits(x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
+    """Packed ``sign(dYᵀ·X)`` (``sign(0) = +1``, as ``pack_signs``) of a dense layer, made ``WEIGHT_BLOCK``
+    values of rows at a time (a multiple of 8 rows, so each block fills whole bytes)."""
+    out_features, in_features = w_shape
+    rows = max(8, WEIGHT_BLOCK // in_features // 8 * 8)
+    bits = torch.empty(packed_size(out_features * in_features), dtype=torch.uint8)
+    dyt = dy.transpose(0, 1)
+    for r in range(0, out_features, rows):
+        block = pack_signs(dyt[r : r + rows] @ x)
+        bits[r * in_features // 8 : r * in_features // 8 + block.numel()] = block
+    return bits
 
 
 class LowMemoryBinaryLayer(Function):
@@ -225,7 +257,8 @@ class LowMemoryBinaryLayer(Function):
     ``weight.grad_bits`` (the optimiser reads them with ``weight_gradient``; autograd sees no gradient);
     without, ``dW`` is returned in the weight's dtype (float16), as data-parallel training needs.
     Forward and backward run over chunks of the batch (``batch_chunks``), so their working copies are
-    bounded whatever the batch: only ``y``, ``dX`` and the float32 sum behind ``sign(dW)`` are whole.
+    bounded whatever the batch: only ``y``, ``dX`` and the float32 sum behind ``sign(dW)`` are whole (a
+    dense layer whose batch is one chunk makes that sum a block of rows at a time: ``dense_sign_bits``).
     """
 
     @staticmethod
@@ -236,10 +269,11 @@ class LowMemoryBinaryLayer(Function):
         kept = pack_signs(x) if binary_input else x
         ctx.save_for_backward(kept, weight)
         w, out = sign(weight), None
-        for i, j in batch_chunks(x.shape, y_shape=op.output_shape(x.shape, weight.shape)):
+        chunks = batch_chunks(x.shape, y_shape=op.output_shape(x.shape, weight.shape))
+        if len(chunks) == 1:
+            return op(_binary_input(x, binary_input), w)
+        for i, j in chunks:
             y = op(_binary_input(x[i:j], binary_input), w)
-            if i == 0 and j == x.shape[0]:
-                return y
             out = y.new_empty((x.shape[0], *y.shape[1:])) if out is None else out
             out[i:j] = y
         return out
@@ -248,19 +282,31 @@ class LowMemoryBinaryLayer(Function):
     def backward(ctx, dy):
         kept, weight = ctx.saved_tensors
         top = largest_magnitude(dy)
-        dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] else None
-        w = sign(weight) if dx is not None else None
+        chunks = batch_chunks(ctx.x_shape, y_shape=dy.shape)
+        whole = len(chunks) == 1  # one chunk: dX is the input gradient itself, not a copy of it
+        dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] and not whole else None
+        w = sign(weight) if ctx.needs_input_grad[0] else None
         total = None
-        for i, j in batch_chunks(ctx.x_shape, y_shape=dy.shape):
-            dyq = quantize_gradient(dy[i:j], ctx.gradient, top)
-            if dx is not None:
-                dx[i:j] = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
-            x = unpack_sign_rows(kept, ctx.x_shape, i, j) if ctx.binary_input else kept[i:j].float()
+        for i, j in chunks:
+            dyq = quantize_gradient(dy if whole else dy[i:j], ctx.gradient, top)
+            if w is not None:
+                part = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
+                if whole:
+                    dx = part
+                else:
+                    dx[i:j] = part
+            if ctx.binary_input:
+                x = unpack_signs(kept, ctx.x_shape) if whole else unpack_sign_rows(kept, ctx.x_shape, i, j)
+            else:
+                x = kept.float() if whole else kept[i:j].float()
+            if whole and ctx.bit_gradients and isinstance(ctx.op, DenseOp) and weight.numel() > WEIGHT_BLOCK:
+                ctx.parameter.grad_bits, ctx.parameter.grad_clip = dense_sign_bits(x, dyq, weight.shape), ctx.clip
+                return dx, None, None, None, None, None, None
             part = ctx.op.weight_grad(x, dyq, weight.shape)
             total = part if total is None else total.add_(part)
             del x, dyq, part
         up = total >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
-        del total
+        del total, w
         if ctx.bit_gradients:
             ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
             return dx, None, None, None, None, None, None
@@ -274,11 +320,19 @@ def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
 
 
 def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
-    """``dy ⊙ mask``: a float32 product (standard), or one pass selecting through the unpacked bits."""
+    """``dy ⊙ mask``: a float32 product, with the mask kept in float32 (standard) or unpacked from its bits
+    into float32 ones and zeros, one chunk of the batch at a time (low-memory; the CPU multiplies far
+    faster than it selects through bools)."""
     (kept,) = ctx.saved_tensors
-    if ctx.packed:
-        return torch.where(unpack_bits(kept, ctx.mask_shape), dy, dy.new_zeros(()))
-    return dy * kept.to(dy.dtype)
+    if not ctx.packed:
+        return dy * kept.to(dy.dtype)
+    chunks = batch_chunks(ctx.mask_shape)
+    if len(chunks) == 1:
+        return dy * unpack_bits(kept, ctx.mask_shape, torch.float32)
+    out = torch.empty_like(dy)
+    for i, j in chunks:  # the float32 mask one chunk of the batch at a time: 1[bit] = (sign + 1)/2
+        torch.mul(dy[i:j], unpack_sign_rows(kept, ctx.mask_shape, i, j).add_(1).mul_(0.5), out=out[i:j])
+    return out
 
 
 class SignSTE(Function):
@@ -287,7 +341,7 @@ class SignSTE(Function):
 
     @staticmethod
     def forward(ctx, x, packed):
-        _keep_mask(ctx, (x >= -1).logical_and_(x <= 1), packed)
+        _keep_mask(ctx, x.abs() <= 1, packed)
         return sign(x)
 
     @staticmethod
@@ -336,20 +390,42 @@ def l1_batch_norm_backward(
     with ``inplace``)."""
     dims = channel_dims(dy)
     count = dy.numel() // dy.shape[1]
-    dx = dy.div_(_per_channel(sigma, dy)) if inplace else dy / _per_channel(sigma, dy)
-    mean_scaled = dx.mean(dims, keepdim=True)
     packed = sign_xhat.dtype == torch.uint8
-    correlation = torch.zeros_like(mean_scaled)
     chunks = batch_chunks(dy.shape)
+
+    def signs(i: int, j: int) -> torch.Tensor:
+        if not packed:
+            return sign_xhat[i:j]
+        return unpack_signs(sign_xhat, dy.shape) if len(chunks) == 1 else unpack_sign_rows(sign_xhat, dy.shape, i, j)
+
+    inverse = _per_channel(sigma, dy).reciprocal()
+    shift = dy.mean(dims, keepdim=True).mul_(inverse).neg_()  # −mean(dy/σ)
+    if len(chunks) == 1:  # the signs unpacked once
+        whole = signs(0, dy.shape[0])
+        correlation = (whole * dy).sum(dims, keepdim=True)
+    else:
+        correlation = torch.zeros_like(shift)
+        for i, j in chunks:
+            correlation += (signs(i, j) * dy[i:j]).sum(dims, keepdim=True)
+    slope = correlation.mul_(inverse).mul_(_per_channel(mean_abs_xhat, dy) / -count)  # −mean(sign(x̂)·dy/σ)·mean|x̂|
+    dx = torch.addcmul(shift, dy, inverse, out=dy if inplace else None)
+    if len(chunks) == 1:
+        return dx.addcmul_(whole, slope)
     for i, j in chunks:
-        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
-        correlation += (signs * dx[i:j]).sum(dims, keepdim=True)
-    slope = correlation.div_(count).mul_(_per_channel(mean_abs_xhat, dy))
-    dx.sub_(mean_scaled)
-    for i, j in chunks:
-        signs = unpack_sign_rows(sign_xhat, dy.shape, i, j) if packed else sign_xhat[i:j]
-        dx[i:j].sub_(signs.mul_(slope) if packed else signs * slope)
+        dx[i:j].addcmul_(signs(i, j), slope)
     return dx
+
+
+def _abs_sum(x: torch.Tensor, dims) -> torch.Tensor:
+    """``Σ|x|`` over ``dims`` (which include the batch), one chunk of the batch at a time (the CPU sums an
+    absolute copy several times faster than ``vector_norm`` reduces across the batch)."""
+    chunks = batch_chunks(x.shape)
+    if len(chunks) == 1:
+        return x.abs().sum(dims)
+    total = x[: chunks[0][1]].abs().sum(dims)
+    for i, j in chunks[1:]:
+        total += x[i:j].abs().sum(dims)
+    return total
 
 
 class L1BatchNorm(Function):
@@ -365,22 +441,26 @@ class L1BatchNorm(Function):
         # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
         inplace = x._base is None and not (x.is_leaf and x.requires_grad)
         xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
-        sigma = (torch.linalg.vector_norm(xhat, 1, dims) / count).half().float()
-        sigma.clamp_min_(torch.finfo(torch.float16).tiny)
-        xhat.div_(_per_channel(sigma, x))
+        spread = _abs_sum(xhat, dims).div_(count)  # mean|x − μ| before rounding
+        sigma = spread.half().float().clamp_min_(torch.finfo(torch.float16).tiny)
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
-        mean_abs = (torch.linalg.vector_norm(xhat, 1, dims) / count).half()
-        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())
+        mean_abs = spread.div_(sigma).half()  # mean|x̂| = mean|x − μ|/σ, without another pass over x̂
+        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())  # sign(x̂) = sign(x − μ): σ > 0
         ctx.mark_non_differentiable(mu, sigma)
+        ctx.set_materialize_grads(False)  # μ and σ get no gradient: no zero tensors for them
         if inplace:
             ctx.mark_dirty(x)
-        return xhat.add_(_per_channel(beta.float(), x)), mu, sigma
+        return torch.addcdiv(_per_channel(beta.float(), x), xhat, _per_channel(sigma, x), out=xhat), mu, sigma
 
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):
         kept_signs, mean_abs, sigma = ctx.saved_tensors
-        rounded = torch.empty_like(dy, dtype=torch.float32)
-        for i, j in batch_chunks(dy.shape):  # the authors keep dX in float16
-            rounded[i:j] = dy[i:j].half()
+        chunks = batch_chunks(dy.shape)  # the authors keep dX in float16
+        if len(chunks) == 1:
+            rounded = dy.half().float()
+        else:
+            rounded = torch.empty_like(dy, dtype=torch.float32)
+            for i, j in chunks:
+                rounded[i:j] = dy[i:j].half()
         dbeta = rounded.sum(channel_dims(rounded)).to(ctx.beta_dtype)
         return l1_batch_norm_backward(rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True), dbeta

@@ -149,11 +149,9 @@ class L1BatchNorm:
                 self.bias.float(), False, 0.0, self.eps,
             )
         out, mu, sigma = fn.L1BatchNorm.apply(x, self.bias)
-        with torch.no_grad():
-            keep = 1.0 - self.momentum
-            self.running_mean.copy_(keep * self.running_mean.float() + self.momentum * mu)
-            running_sigma = keep * self.running_var.float().sqrt() + self.momentum * sigma
-            self.running_var.copy_(running_sigma.square())
+        with torch.no_grad():  # running ← running + momentum·(batch − running), in float32
+            self.running_mean.copy_(self.running_mean.float().lerp_(mu, self.momentum))
+            self.running_var.copy_(self.running_var.float().sqrt_().lerp_(sigma, self.momentum).square_())
             self.num_batches_tracked.add_(1)
         return out
 

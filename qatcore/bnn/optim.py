@@ -2,7 +2,8 @@
 
 ``HalfAdam`` keeps the first moment ``m`` and the root of the second moment ``r = sqrt(v)`` in
 float16, next to float16 weights, and does the arithmetic in float32 chunk by chunk (the CPU has
-no float16 arithmetic worth the name, and chunks keep the float32 copies small). It stores ``r``
+no float16 arithmetic worth the name, and chunks keep the float32 copies small); the float16 weight
+is updated in place from float32 operands, which torch computes in float32 and rounds once. It stores ``r``
 rather than ``v`` because ``v = g²`` underflows float16: BinaryNet's dense layer gets
 ``|dW| = 1/√(8192·1024) ≈ 3.4e-4``, so ``(1 − β₂)·g² ≈ 1e-10``, below float16's smallest value 6e-8.
 
@@ -25,7 +26,10 @@ from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
 from qatcore.checks import positive_number
 
-CHUNK = 1 << 14  # values updated at a time in float32 (a few 64 KiB working copies)
+#: values updated at a time in float32: three 64 KiB working rows (g, m, r), well under what one layer's
+#: chunked backward works in (``functions.CHUNK_VALUES``); small enough for the MLP's peak, whose optimiser step
+#: would otherwise set it (larger chunks mean fewer pieces and less per-op overhead)
+CHUNK = 1 << 14
 OPTIMIZERS = ("sgd", "adam", "bop")
 #: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
 #: and a threshold τ per mode, since the low-memory gradients ``±1/√N`` are far larger than the standard ones
@@ -33,12 +37,62 @@ BOP_GAMMA = 1e-2
 BOP_THRESHOLD = {"standard": 1e-5, "low_memory": 1e-3}
 
 
-def _chunks(p: torch.Tensor, *states: torch.Tensor):
-    """``(w, g, *states)`` flat float views of ``CHUNK`` values at a time, ``g`` as float32."""
+def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor):
+    """``(w, g, *states, *scratch)``: flat views of ``CHUNK`` values at a time, ``g`` a float32 copy of the
+    gradient in ``work[0]`` and float32 scratch rows of the same length from ``work[1:]`` (``work``: rows of
+    ``CHUNK`` values, reused for every chunk of every parameter: a step allocates its working copies once)."""
     flat = [x.view(-1) for x in (p, *states)]
+    rows = work.unbind(0)[1:]
     for start in range(0, p.numel(), CHUNK):
-        g = weight_gradient(p, start, start + CHUNK)
-        yield (flat[0][start : start + CHUNK], g, *(x[start : start + CHUNK] for x in flat[1:]))
+        g = weight_gradient(p, start, start + CHUNK, work)
+        n = g.numel()
+        yield (*(x[start : start + CHUNK] for x in flat[:1]), g, *(x[start : start + CHUNK] for x in flat[1:]),
+               *(rows if n == CHUNK else (row[:n] for row in rows)))
+
+
+#: parameters of at most this many values (batch norms' β, a last small layer) are updated together
+SMALL = CHUNK // 4
+
+
+def _pieces(entries, work: torch.Tensor, key=lambda p: None):
+    """``(params, w, g, *states, *scratch)`` over ``entries`` (``(parameter, states)`` pairs): each large
+    parameter in chunks (``_chunks``), runs of small ones (``SMALL``, up to ``CHUNK`` values together, with
+    equal ``key``) as one piece: their float32 gradients side by side in
+    ``work[0]``, concatenated copies of their values and states, written back once the caller has updated
+    them. Few large pieces keep the per-op overhead small beside the arithmetic."""
+    run: list = []
+    small = sorted((e for e in entries if e[0].numel() <= SMALL), key=lambda e: key(e[0]))
+    for p, states in entries:
+        if p.numel() > SMALL:
+            for piece in _chunks(p, *states, work=work):
+                yield ([p], *piece)
+    for entry in [*small, None]:
+        if run and (entry is None or key(entry[0]) != key(run[0][0])
+                    or sum(q.numel() for q, _ in run) + entry[0].numel() + 8 > CHUNK):
+            yield from _concatenated(run, work)
+            run = []
+        if entry is not None:
+            run.append(entry)
+
+
+def _concatenated(run, work: torch.Tensor):
+    """The one piece of ``_pieces`` made of the small parameters in ``run``."""
+    sizes = [p.numel() for p, _ in run]
+    offset = 0
+    for (p, _), size in zip(run, sizes, strict=True):
+        weight_gradient(p, work=work[:, offset:])
+        offset += size
+    parts = [[p.view(-1) for p, _ in run], *([s[k].view(-1) for _, s in run] for k in range(len(run[0][1])))]
+    copies = [torch.cat(tensors) for tensors in parts]
+    yield ([p for p, _ in run], copies[0], work[0, :offset], *copies[1:],
+           *(row[:offset] for row in work.unbind(0)[1:]))
+    for tensors, copy in zip(parts, copies, strict=True):
+        torch._foreach_copy_(tensors, list(copy.split(sizes)))
+
+
+def _workspace(rows: int) -> torch.Tensor:
+    """``rows`` float32 working rows of ``CHUNK`` values for one optimiser step."""
+    return torch.empty((rows, CHUNK))
 
 
 def _has_gradient(p: torch.Tensor) -> bool:
@@ -56,8 +110,10 @@ class HalfAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        work = _workspace(3)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            entries = []
             for p in group["params"]:
                 if not _has_gradient(p):
                     continue
@@ -67,15 +123,17 @@ class HalfAdam(torch.optim.Optimizer):
                     state["m"] = torch.zeros_like(p, dtype=torch.float16)
                     state["r"] = torch.zeros_like(p, dtype=torch.float16)
                 state["step"] += 1
-                t = state["step"]
+                entries.append((p, (state["m"], state["r"])))
+            for params, w, g, m, r, m32, r32 in _pieces(entries, work, key=lambda q: self.state[q]["step"]):
+                t = self.state[params[0]]["step"]
                 size = group["lr"] * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
                 eps = group["eps"] * (1 - beta2**t) ** 0.5
-                for w, g32, m, r in _chunks(p, state["m"], state["r"]):
-                    m32 = m.float().mul_(beta1).add_(g32, alpha=1 - beta1)
-                    r32 = r.float().square_().mul_(beta2).addcmul_(g32, g32, value=1 - beta2).sqrt_()
-                    w.copy_(w.float().addcdiv_(m32, r32.add(eps), value=-size))
-                    m.copy_(m32)
-                    r.copy_(r32)
+                m32.copy_(m).lerp_(g, 1 - beta1)
+                r32.copy_(r).square_().mul_(beta2).addcmul_(g, g, value=1 - beta2).sqrt_()
+                m.copy_(m32)
+                r.copy_(r32)
+                w.copy_(g.copy_(w).addcdiv_(m32, r32.add_(eps), value=-size))
+            for p, _ in entries:
                 clear_weight_gradient(p)
 
 
@@ -90,18 +148,21 @@ class HalfSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        work = _workspace(2)
         for group in self.param_groups:
+            entries = []
             for p in group["params"]:
                 if not _has_gradient(p):
                     continue
                 state = self.state[p]
-                fresh = not state
-                if fresh:
+                if not state:  # μ·0 + g = g: the first step copies g, as torch's SGD does
                     state["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float16)
-                for w, g32, b in _chunks(p, state["momentum_buffer"]):
-                    b32 = g32 if fresh else b.float().mul_(group["momentum"]).add_(g32)
-                    w.copy_(w.float().add_(b32, alpha=-group["lr"]))
-                    b.copy_(b32)
+                entries.append((p, (state["momentum_buffer"],)))
+            for _, w, g, b, b32 in _pieces(entries, work):
+                b32.copy_(b).mul_(group["momentum"]).add_(g)
+                b.copy_(b32)
+                w.copy_(g.copy_(w).add_(b32, alpha=-group["lr"]))
+            for p, _ in entries:
                 clear_weight_gradient(p)
 
 
@@ -126,6 +187,7 @@ class Bop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        work = _workspace(2)
         for group in self.param_groups:
             gamma, half = group["gamma"], group["half"]
             for p in group["params"]:
@@ -135,9 +197,9 @@ class Bop(torch.optim.Optimizer):
                 if not state:
                     state["m"] = torch.zeros_like(p, dtype=torch.float16 if half else torch.float32)
                 scale = math.sqrt(p.numel()) if half else 1.0
-                for w, g32, m in _chunks(p, state["m"]):
-                    m32 = m.float().add_(g32 * scale - m.float(), alpha=gamma)
-                    flip = (w.float() * m32) > group["threshold"] * scale
+                for w, g, m, m32 in _chunks(p, state["m"], work=work):  # √N differs: chunks of one weight
+                    m32.copy_(m).lerp_(g.mul_(scale) if half else g, gamma)
+                    flip = torch.mul(w, m32) > group["threshold"] * scale
                     w.copy_(torch.where(flip, -w, w))
                     m.copy_(m32)
                 clear_weight_gradient(p)

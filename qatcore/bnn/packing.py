@@ -36,13 +36,13 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     padding = packed_size(flat.numel()) * 8 - flat.numel()
     if padding:
         flat = torch.cat([flat, flat.new_zeros(padding)])
-    groups = flat.view(torch.uint8).view(-1, 8)
     if sys.byteorder != "little":  # pragma: no cover - the shift-and-add fallback
-        return (groups << _SHIFTS).sum(dim=1, dtype=torch.uint8)
-    return ((groups.contiguous().view(torch.int64).view(-1) * _GATHER) >> 56).bitwise_and_(0xFF).to(torch.uint8)
+        return (flat.view(torch.uint8).view(-1, 8) << _SHIFTS).sum(dim=1, dtype=torch.uint8)
+    # the product's top byte is the packed byte; the cast to uint8 keeps a value's lowest 8 bits
+    return (flat.view(torch.uint8).view(torch.int64) * _GATHER >> 56).to(torch.uint8)
 
 
-def _lookup(packed: torch.Tensor, shape, table: torch.Tensor) -> torch.Tensor:
+def _lookup(packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if packed.dtype != torch.uint8 or packed.dim() != 1:
         raise TypeError(f"packed must be a flat uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
     numel = 1
@@ -50,12 +50,21 @@ def _lookup(packed: torch.Tensor, shape, table: torch.Tensor) -> torch.Tensor:
         numel *= int(side)
     if packed.numel() != packed_size(numel):
         raise ValueError(f"packed has {packed.numel()} bytes; shape {tuple(shape)} needs {packed_size(numel)}")
-    return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
+    if out is None:
+        return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
+    torch.index_select(table, 0, packed.int(), out=out[: packed.numel() * 8].view(-1, 8))
+    return out[:numel].view(shape)
 
 
-def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """Inverse of ``pack_bits``: the boolean tensor of ``shape`` that was packed into ``packed``."""
-    return _lookup(packed, shape, _BITS)
+_FLOAT_BITS = _BITS.float()
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Inverse of ``pack_bits``: the boolean tensor of ``shape`` that was packed into ``packed``, or its
+    ones and zeros as float32 (``dtype=torch.float32``)."""
+    if dtype not in (torch.bool, torch.float32):
+        raise ValueError(f"dtype must be torch.bool or torch.float32, got {dtype}")
+    return _lookup(packed, shape, _BITS if dtype == torch.bool else _FLOAT_BITS)
 
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +72,7 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
     return pack_bits(x >= 0)
 
 
-def unpack_signs(packed: torch.Tensor, shape) -> torch.Tensor:
-    """The float32 ±1 tensor whose signs ``pack_signs`` stored."""
-    return _lookup(packed, shape, _SIGNS)
+def unpack_signs(packed: torch.Tensor, shape, scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The float32 ±1 tensor whose signs ``pack_signs`` stored, or ``±scale`` (one pass: the table is scaled),
+    written into the flat float32 ``out`` (of at least ``8·packed.numel()`` values) when given."""
+    return _lookup(packed, shape, _SIGNS if scale == 1 else _SIGNS * scale, out)
