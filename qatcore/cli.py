@@ -397,28 +397,37 @@ def _arguments_export(parser: argparse.ArgumentParser) -> None:
 
 
 def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"), help="model")
+    from qatcore.bnn.functions import GRADIENT_FORMATS
+    from qatcore.bnn.measure import CLI_MODELS
+    from qatcore.bnn.memory import ACCOUNTINGS
+    from qatcore.bnn.optim import OPTIMIZERS
+
+    parser.add_argument("--model", default="mlp", choices=tuple(CLI_MODELS), help="model")
     parser.add_argument("--batch-size", type=int, default=100, help="batch size")
-    parser.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"), help="optimizer")
-    parser.add_argument("--accounting", default="autograd", choices=("authors", "autograd"),
+    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                        help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights")
+    parser.add_argument("--accounting", default="autograd", choices=ACCOUNTINGS,
                      help="the authors' spreadsheet rows, or what autograd really holds (default)")
-    parser.add_argument("--gradient", default="po2", choices=("po2", "float16"),
+    parser.add_argument("--gradient", default="po2", choices=GRADIENT_FORMATS,
                      help="dY format of the low-memory mode: power of two or float16 (default: po2)")
     parser.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
 
 
 def _arguments_bnn_train(parser: argparse.ArgumentParser) -> None:
+    from qatcore.bnn.functions import GRADIENT_FORMATS
+    from qatcore.bnn.measure import CLI_MODELS
     from qatcore.bnn.models import MODES
+    from qatcore.bnn.optim import OPTIMIZERS
     from qatcore.data import DATASETS
 
-    parser.add_argument("--model", default="mlp", choices=("mlp", "cnv", "binarynet"), help="model")
+    parser.add_argument("--model", default="mlp", choices=tuple(CLI_MODELS), help="model")
     parser.add_argument("--mode", default="low_memory", choices=MODES, help="mode")
     parser.add_argument("--epochs", type=int, default=5, help="epochs")
     parser.add_argument("--batch-size", type=int, default=100, help="batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="lr")
-    parser.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "bop"),
-                    help="Adam (the paper's), SGD with momentum, or Bop for the binary weights")
-    parser.add_argument("--gradient", default="po2", choices=("po2", "float16"), help="low-memory dY format")
+    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
+                    help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights")
+    parser.add_argument("--gradient", default="po2", choices=GRADIENT_FORMATS, help="low-memory dY format")
     parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.autograd import Function
 
 from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
+from qatcore.checks import check_choice
 
 PO2_EXPONENT_BITS = 4  # sign + 4-bit exponent: exponents −8 … 7
 PO2_HEADROOM = 8  # the largest |dY| is scaled to about 2**8 before quantising
@@ -174,11 +175,9 @@ GRADIENT_FORMATS = ("po2", "float16")
 def quantize_gradient(dy: torch.Tensor, gradient: str, top: float | None = None) -> torch.Tensor:
     """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``, relative to ``top``) or
     rounded to float16."""
-    if gradient == "po2":
+    if check_choice("gradient", gradient, GRADIENT_FORMATS) == "po2":
         return po2_quantize(dy, top)
-    if gradient == "float16":
-        return dy.to(torch.float16).to(torch.float32)
-    raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {gradient!r}")
+    return dy.to(torch.float16).to(torch.float32)
 
 
 #: values of a binary layer's input per chunk of the batch in the low-memory mode: the forward and

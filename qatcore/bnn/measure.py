@@ -33,7 +33,7 @@ from torch import nn
 from qatcore.bnn.models import set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
-from qatcore.checks import int_at_least
+from qatcore.checks import check_choice, int_at_least
 
 _STATUS = Path("/proc/self/status")
 _M_MMAP_THRESHOLD = -3
@@ -202,8 +202,7 @@ def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int
     from qatcore import zoo
     from qatcore.bnn.memory import accounting_rows, bytes_by_kind, layer_shapes, total_bytes
 
-    if model not in CLI_MODELS:
-        raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {model!r}")
+    check_choice("model", model, sorted(CLI_MODELS))
     batch_size = int_at_least("batch_size", batch_size, 2)
     torch.manual_seed(seed)
     net = zoo.build(CLI_MODELS[model])

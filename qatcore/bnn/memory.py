@@ -16,15 +16,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.layers import BinaryLayer, MaxPool2d, SignActivation
+from qatcore.bnn.models import MODES
+from qatcore.bnn.optim import OPTIMIZERS
 from qatcore.bnn.packing import packed_size
-from qatcore.checks import int_at_least
+from qatcore.checks import check_choice, int_at_least
 
 KINDS = ("weights", "weight gradients", "optimizer state", "saved activations", "masks", "batch norm", "loss",
          "gradient buffers")
 ACCOUNTINGS = ("authors", "autograd")
-OPTIMIZERS = ("sgd", "adam", "bop")
-GRADIENT_FORMATS = ("po2", "float16")
 #: state slots per weight: SGD with momentum one, Adam two (m, v), Bop one (the gradients' moving average)
 STATE_SLOTS = {"sgd": 1, "adam": 2, "bop": 1}
 #: bits of the second activation-gradient buffer in the authors' proposed column: the power-of-two
@@ -58,9 +59,7 @@ WATERFALL = (
 
 def choices_for(mode: str) -> Choices:
     """``STANDARD`` or ``LOW_MEMORY`` for a training mode name."""
-    if mode not in ("standard", "low_memory"):
-        raise ValueError(f"mode must be one of ('standard', 'low_memory'), got {mode!r}")
-    return LOW_MEMORY if mode == "low_memory" else STANDARD
+    return LOW_MEMORY if check_choice("mode", mode, MODES) == "low_memory" else STANDARD
 
 
 @dataclass(frozen=True)
@@ -122,13 +121,6 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
             handle.remove()
         model.train(was_training)
     return shapes + [LayerShape("loss", "loss", channels=out.shape[1])]
-
-
-def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``allowed``, else a ValueError naming ``name``."""
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return str(value)
 
 
 def _binary_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[MemoryRow]:
@@ -212,7 +204,7 @@ def authors_rows(model: nn.Module | None, batch_size: int, mode: str = "standard
     or 16 + 16 (``"float16"``). Each row's ``layer`` is its sheet group (``SHEET_GROUPS``).
     """
     b = int_at_least("batch_size", batch_size, 1)
-    low = check_choice("mode", mode, ("standard", "low_memory")) == "low_memory"
+    low = check_choice("mode", mode, MODES) == "low_memory"
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("gradient", gradient, GRADIENT_FORMATS)
     shapes = shapes if shapes is not None else layer_shapes(model)
@@ -285,6 +277,6 @@ def memory_table(rows: list[MemoryRow]) -> str:
 
 
 __all__ = ["ACCOUNTINGS", "AUTHORS_SHEET_BINARYNET", "GRADIENT_BITS", "GRADIENT_FORMATS", "OPTIMIZERS", "SHEET_GROUPS", "STATE_SLOTS",
-           "Choices", "KINDS", "accounting_rows", "authors_rows", "check_choice", "sheet_mib", "LOW_MEMORY", "STANDARD", "WATERFALL", "MemoryRow", "compare_modes",
+           "Choices", "KINDS", "accounting_rows", "authors_rows", "sheet_mib", "LOW_MEMORY", "STANDARD", "WATERFALL", "MemoryRow", "compare_modes",
            "bytes_by_kind", "choices_for", "layer_shapes", "memory_rows", "memory_table",
            "total_bytes", "waterfall"]

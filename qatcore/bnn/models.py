@@ -25,7 +25,7 @@ from qatcore.bnn.layers import (
     MaxPool2d,
     SignActivation,
 )
-from qatcore.checks import int_at_least
+from qatcore.checks import check_choice, int_at_least
 
 MODES = ("standard", "low_memory")
 BATCH_NORM_EPS = 1e-4  # the authors' Keras setting for the standard batch norm
@@ -116,9 +116,7 @@ class BinaryNet(nn.Sequential):
 
 def check_mode(mode: object) -> str:
     """``mode`` if it is one of MODES, else a ValueError naming it."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return str(mode)
+    return check_choice("mode", mode, MODES)
 
 
 def _swap_batch_norm(bn: nn.modules.batchnorm._BatchNorm, low_memory: bool) -> nn.Module:
@@ -140,8 +138,7 @@ def set_mode(model: nn.Module, mode: str, gradient: str = "po2", bit_gradients: 
     batch norm. Binary layers stay the same objects; batch norms keep their β.
     """
     low_memory = check_mode(mode) == "low_memory"
-    if gradient not in GRADIENT_FORMATS:
-        raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {gradient!r}")
+    check_choice("gradient", gradient, GRADIENT_FORMATS)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and isinstance(child, L1BatchNorm) != low_memory:

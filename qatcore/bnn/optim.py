@@ -22,15 +22,17 @@ import math
 import torch
 from torch import nn
 
+from qatcore import optimizers
 from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
-from qatcore.checks import positive_number
+from qatcore.checks import check_choice, positive_number
 
 #: values updated at a time in float32: three 64 KiB working rows (g, m, r), well under what one layer's
 #: chunked backward works in (``functions.CHUNK_VALUES``); small enough for the MLP's peak, whose optimiser step
 #: would otherwise set it (larger chunks mean fewer pieces and less per-op overhead)
 CHUNK = 1 << 14
-OPTIMIZERS = ("sgd", "adam", "bop")
+#: the shared names ("sgd": SGD with momentum 0.9, as everywhere; "adam") and Bop
+OPTIMIZERS = (*optimizers.OPTIMIZERS, "bop")
 #: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
 #: and a threshold τ per mode, since the low-memory gradients ``±1/√N`` are far larger than the standard ones
 BOP_GAMMA = 1e-2
@@ -233,8 +235,7 @@ def make_optimizer(model: nn.Module, mode: str, lr: float = 1e-3, optimizer: str
     Bop has no latent weights to clip, so it switches the binary layers' ``|w| ≤ 1`` gradient mask off;
     its ``threshold`` defaults to ``BOP_THRESHOLD[mode]``.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     low = mode == "low_memory"
     binary = {id(m.weight) for m in model.modules() if isinstance(m, BinaryLayer)}
     for m in model.modules():

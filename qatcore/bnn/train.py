@@ -23,7 +23,7 @@ from qatcore import distributed
 from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.models import check_mode, set_mode
 from qatcore.bnn.optim import BOP_GAMMA, OPTIMIZERS, make_optimizer
-from qatcore.checks import int_at_least, positive_number
+from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.data import Dataset
 from qatcore.metrics import accuracy
 from qatcore.runtime import show_progress
@@ -46,10 +46,8 @@ class BNNConfig:
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.gradient not in GRADIENT_FORMATS:
-            raise ValueError(f"gradient must be one of {GRADIENT_FORMATS}, got {self.gradient!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("gradient", self.gradient, GRADIENT_FORMATS)
         int_at_least("epochs", self.epochs, 1)
         int_at_least("batch_size", self.batch_size, 2)
         positive_number("lr", self.lr)

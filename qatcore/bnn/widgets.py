@@ -9,6 +9,7 @@ from qatcore import zoo
 from qatcore.bnn.measure import CLI_MODELS
 from qatcore.bnn.memory import LOW_MEMORY, STANDARD, bytes_by_kind, layer_shapes, memory_rows
 from qatcore.bnn.plots import memory_breakdown_figure
+from qatcore.checks import check_choice
 from qatcore.course.live import live_view
 
 BATCH_RANGE = (1, 1024)
@@ -17,8 +18,7 @@ _SHAPES: dict[str, list] = {}
 
 def breakdown_view(model: str, batch_size: int) -> tuple[str, Figure]:
     """The line and the stacked bars the widget shows for ``model`` at ``batch_size``."""
-    if model not in CLI_MODELS:
-        raise ValueError(f"model must be one of {sorted(CLI_MODELS)}, got {model!r}")
+    check_choice("model", model, sorted(CLI_MODELS))
     if model not in _SHAPES:  # layer shapes do not depend on the batch: read them once
         _SHAPES[model] = layer_shapes(zoo.build(CLI_MODELS[model]))
     shapes = _SHAPES[model]
