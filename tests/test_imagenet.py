@@ -127,7 +127,10 @@ def test_a_batch_larger_than_the_data_is_refused(data_dir, tmp_path):
 def test_the_command_line_trains_on_two_gloo_processes(tiny, tmp_path):
     config, result = tiny
     toml = tmp_path / "tiny.toml"
-    toml.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in {**TINY, "data_dir": config.data_dir}.items()))
+    settings = {k: v for k, v in TINY.items() if k != "optimizer"} | {"data_dir": config.data_dir}
+    table = asdict(TINY["optimizer"])  # the [optimizer] table
+    toml.write_text("\n".join([*(f"{k} = {json.dumps(v)}" for k, v in settings.items()), "[optimizer]",
+                               *(f"{k} = {json.dumps(v)}" for k, v in table.items())]) + "\n")
     env = {**os.environ, "QATCORE_THREADS": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo
     command = [sys.executable, "-m", "qatcore", "imagenet", "--config", str(toml), "--out", str(tmp_path / "out"),
                "--nproc", "2", "--json"]
