@@ -10,7 +10,7 @@ from strategies import examples
 
 from qatcore.bnn.functions import weight_gradient
 from qatcore.bnn.models import BNNMLP, CNV, set_mode
-from qatcore.bnn.optim import Bop, HalfSGD, Optimizers, make_optimizer
+from qatcore.bnn.optim import Bop, HalfAdam, HalfSGD, Optimizers, make_optimizer
 
 
 def larq_bop(w, m, g, gamma, threshold):
@@ -71,17 +71,25 @@ def test_one_bit_weight_gradients_equal_the_float16_ones():
     assert torch.equal(weight_gradient(w, 8, 200), grads[1][0][8:200])
 
 
-def test_half_sgd_follows_sgd():
+@pytest.mark.parametrize(
+    ("reference", "half", "scale", "atol", "states"),
+    [(lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), lambda p: HalfSGD(p, lr=1e-2), 1e-2, 1e-4,
+      ("momentum_buffer",)),
+     (lambda p: torch.optim.Adam(p, lr=1e-2), lambda p: HalfAdam(p, lr=1e-2), 1e-3, 2e-3, ("m", "r"))],
+    ids=["sgd", "adam"],
+)
+def test_half_precision_optimizers_follow_torch_s(reference, half, scale, atol, states):
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(50))
     b = torch.nn.Parameter(a.detach().clone())
-    reference, ours = torch.optim.SGD([a], lr=1e-2, momentum=0.9), HalfSGD([b], lr=1e-2)
+    theirs, ours = reference([a]), half([b])
     for _ in range(20):
-        g = torch.randn(50) * 1e-2
+        g = torch.randn(50) * scale
         a.grad, b.grad = g.clone(), g.clone()
-        reference.step()
+        theirs.step()
         ours.step()
-    assert torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(a, b, atol=atol)
+    assert [ours.state[b][key].dtype for key in states] == [torch.float16] * len(states)
 
 
 @pytest.mark.parametrize("mode", ["standard", "low_memory"])

@@ -18,7 +18,6 @@ from qatcore.bnn.layers import (
     binary_layers,
 )
 from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, set_mode
-from qatcore.bnn.optim import HalfAdam
 from qatcore.bnn.train import BNNConfig, train_bnn
 from qatcore.data import load, subset
 
@@ -118,17 +117,3 @@ def test_bad_arguments_are_named():
         CNV(image_size=4)
     with pytest.raises(ValueError, match="batch_size"):
         BNNConfig(batch_size=1)
-
-
-def test_half_adam_follows_adam():
-    torch.manual_seed(0)
-    a, b = torch.randn(50, requires_grad=True), None
-    b = a.detach().clone().requires_grad_()
-    reference, ours = torch.optim.Adam([a], lr=1e-2), HalfAdam([b], lr=1e-2)
-    for _step in range(20):
-        g = torch.randn(50) * 1e-3
-        a.grad, b.grad = g.clone(), g.clone()
-        reference.step()
-        ours.step()
-    assert torch.allclose(a, b, atol=2e-3)
-    assert ours.state[b]["m"].dtype == torch.float16 and ours.state[b]["r"].dtype == torch.float16

@@ -89,21 +89,28 @@ class GraphBuilder:
         return output
 
     def weight(self, op: Op) -> str:
-        """The float weight tensor: an initializer, or integer codes → DequantizeLinear."""
+        """The float weight tensor: an initializer for a float weight; for a coded one, what
+        ``coded_weight`` builds, with the codes' initializer and range recorded in ``code_bounds``."""
         weight, name = op.weight, op.name
         if weight.kind == "float":
             return self.constant(f"{name}.weight", weight.values.astype(np.float32))
         check_codes(name, weight)
         bound = code_bound(weight)
+        output, initializer = self.coded_weight(name, weight, bound)
+        self.code_bounds[name] = {"initializer": initializer, "min": -bound, "max": bound, "bits": weight.bits}
+        return output
+
+    def coded_weight(self, name: str, weight: Weight, bound: int) -> tuple[str, str]:
+        """Integer codes → DequantizeLinear: the float output and the codes' initializer."""
         onnx_type, _ = code_type(bound)
         codes = self.tensor(integer_tensor(f"{name}.weight_codes", weight.values, onnx_type))
-        self.code_bounds[name] = {"initializer": codes, "min": -bound, "max": bound, "bits": weight.bits}
         scale = np.ones(1) if weight.scale is None else np.asarray(weight.scale, np.float64).ravel()
         per_channel = len(scale) > 1
         shape = scale.shape if per_channel else ()
         scale_name = self.constant(f"{name}.weight_scale", scale.astype(np.float32).reshape(shape))
         zero = self.tensor(integer_tensor(f"{name}.weight_zero_point", np.zeros(shape, np.int64), onnx_type))
-        return self.node("DequantizeLinear", [codes, scale_name, zero], name, **({"axis": 0} if per_channel else {}))
+        axis = {"axis": 0} if per_channel else {}
+        return self.node("DequantizeLinear", [codes, scale_name, zero], name, **axis), codes
 
     def act_quant(self, op: Op, x: str) -> str:
         """``clip(x, 0, α)`` rounded to the step ``α/(2^b − 1)``: QuantizeLinear → DequantizeLinear."""

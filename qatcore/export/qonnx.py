@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from qatcore.export.onnx_qdq import GraphBuilder, check_codes, code_bound
-from qatcore.export.ops import Op
+from qatcore.export.onnx_qdq import GraphBuilder
+from qatcore.export.ops import Op, Weight
 
 DOMAIN = "qonnx.custom_op.general"
 DOMAIN_VERSION = 1
@@ -35,21 +35,19 @@ class QonnxBuilder(GraphBuilder):
     def bipolar(self, x: str, name: str) -> str:
         return self.node("BipolarQuant", [x, self.constant(f"{name}.scale", np.float32(1.0))], name, domain=DOMAIN)
 
-    def weight(self, op: Op) -> str:
-        weight, name = op.weight, op.name
-        if weight.kind == "float":
-            return self.constant(f"{name}.weight", weight.values.astype(np.float32))
-        check_codes(name, weight)
-        bound = code_bound(weight)
-        self.code_bounds[name] = {"initializer": f"{name}.weight", "min": -bound, "max": bound, "bits": weight.bits}
+    def coded_weight(self, name: str, weight: Weight, bound: int) -> tuple[str, str]:
+        """The weight's levels (or signs) as a float initializer → Quant (or BipolarQuant)."""
+        initializer = f"{name}.weight"
         if weight.kind == "binary":
-            return self.bipolar(self.constant(f"{name}.weight", weight.values.astype(np.float32)), f"{name}.weight_quant")
+            signs = self.constant(initializer, weight.values.astype(np.float32))
+            return self.bipolar(signs, f"{name}.weight_quant"), initializer
         levels = weight.dequantized().astype(np.float32)
         half_step = np.asarray(weight.scale, np.float64).ravel()
         shape = (-1,) + (1,) * (levels.ndim - 1) if len(half_step) > 1 else ()
         step = (2 * half_step).reshape(shape)
-        return self.quant(self.constant(f"{name}.weight", levels), f"{name}.weight_quant", step,
-                          (2**weight.bits - 1) / 2, weight.bits)
+        output = self.quant(self.constant(initializer, levels), f"{name}.weight_quant", step,
+                            (2**weight.bits - 1) / 2, weight.bits)
+        return output, initializer
 
     def act_quant(self, op: Op, x: str) -> str:
         self.activation_bits[op.name] = op.attrs["bits"]
