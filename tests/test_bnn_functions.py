@@ -167,3 +167,20 @@ def test_dense_sign_bits_made_in_blocks_equal_the_whole_product(shape, monkeypat
     x, dy = fn.sign(torch.randn(batch, in_features, generator=g)), torch.randn(batch, out_features, generator=g)
     monkeypatch.setattr(fn, "WEIGHT_BLOCK", 64)  # several blocks of 8 rows, the last one short
     assert torch.equal(fn.dense_sign_bits(x, dy, (out_features, in_features)), pack_signs(dy.t() @ x))
+
+
+def test_keep_within_one_through_float16_bits_equals_the_comparison_for_every_float16():
+    w = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)  # all 65536 patterns
+    g = torch.full(w.shape, -0.75, dtype=torch.float16)
+    expected = torch.where(w.float().abs() <= 1, g.float(), 0.0)  # NaN: |w| ≤ 1 is false
+    out = fn.keep_within_one(g.clone(), w, torch.empty(w.shape, dtype=torch.float16))
+    assert out.dtype == torch.float16 and torch.equal(out.float(), expected)
+    assert torch.equal(fn.keep_within_one(g.float(), w), expected)  # the float32 path
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.125, 3.0])
+def test_signs_unpack_into_float16_as_into_float32(scale):
+    x = torch.randn(61, generator=torch.Generator().manual_seed(3))
+    packed = pack_signs(x)
+    half, full = torch.empty(64, dtype=torch.float16), torch.empty(64)
+    assert torch.equal(unpack_signs(packed, x.shape, scale, half).float(), unpack_signs(packed, x.shape, scale, full))

@@ -149,3 +149,24 @@ def test_chunked_low_memory_layers_equal_whole_batch_ones(factory, monkeypatch):
     assert torch.equal(runs[0][0], runs[1][0])
     for whole, chunked in zip(runs[0][1], runs[1][1], strict=True):
         assert torch.allclose(whole, chunked, rtol=1e-3, atol=1e-6)
+
+
+def test_half_adam_on_unit_gradients_follows_torch_s_float32_adam():
+    """The low-memory binary weights' group: Adam on √N·dW with √N·ε is Adam on dW (``±1/√N`` or 0)."""
+    torch.manual_seed(0)
+    n = 4096
+    a = torch.nn.Parameter(torch.randn(n) * 0.05)
+    b = torch.nn.Parameter(a.detach().clone().half())
+    start = b.detach().float().clone()
+    # an ε near √v (1/√N = 1/64) shows that it is scaled with the gradient
+    theirs = torch.optim.Adam([a], lr=1e-3, eps=1e-2)
+    ours = HalfAdam([{"params": [b], "unit_gradients": True}], lr=1e-3, eps=1e-2)
+    for _ in range(30):
+        g = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) * (torch.rand(n) < 0.9) / n**0.5
+        a.grad, b.grad = g.clone(), g.half()
+        theirs.step()
+        ours.step()
+    assert set(ours.state[b]) == {"step", "m", "v"} and ours.state[b]["v"].dtype == torch.float16
+    moved = (b.detach().float() - start).abs()
+    assert b.dtype == torch.float16 and moved.max() > 1e-2  # 30 steps of up to lr each
+    assert torch.allclose(a.detach(), b.detach().float(), atol=1e-3, rtol=0)

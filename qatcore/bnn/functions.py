@@ -41,13 +41,26 @@ def sign(x: torch.Tensor) -> torch.Tensor:
 
 
 def within_one(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``1[|w| ≤ 1]`` as float32 ones and zeros, in ``out`` (of ``w``'s shape) if given; float16 through its
-    bit pattern (magnitude bits at most those of 1.0, ``0x3C00``). The CPU writes a comparison's float32
-    result several times faster than a bool one."""
+    """``1[|w| ≤ 1]`` as float32 ones and zeros, or in ``out`` (of ``w``'s shape, float32 or float16) if given;
+    float16 ``w`` through its bit pattern (magnitude bits at most those of 1.0, ``0x3C00``). The CPU writes a
+    comparison's float result several times faster than a bool one."""
     half = w.dtype == torch.float16
     magnitude = w.view(torch.int16) & 0x7FFF if half else w.abs()
     out = torch.empty(w.shape, dtype=torch.float32) if out is None else out
     return torch.le(magnitude, 0x3C00 if half else 1, out=out)
+
+
+def keep_within_one(g: torch.Tensor, w: torch.Tensor, row: torch.Tensor | None = None) -> torch.Tensor:
+    """``g ⊙ 1[|w| ≤ 1]`` in ``g``; ``row`` is scratch of ``g``'s length and dtype. A float16 ``g`` beside a
+    float16 ``w`` is cleared through bit patterns: ``(|w|'s bits − 0x3C01) >> 15`` is all ones where
+    ``|w| ≤ 1`` and zero elsewhere (NaN included), and ``g``'s bits are ANDed with it (the CPU compares into
+    float16 several times more slowly)."""
+    if g.dtype == w.dtype == torch.float16:
+        keep = torch.empty(w.shape, dtype=torch.int16) if row is None else row.view(torch.int16)
+        torch.bitwise_and(w.view(torch.int16), 0x7FFF, out=keep).sub_(0x3C01).bitwise_right_shift_(15)
+        g.view(torch.int16).bitwise_and_(keep)
+        return g
+    return g.mul_(within_one(w, row))
 
 
 class DenseOp:
@@ -205,24 +218,25 @@ def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torc
 
 
 def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None,
-                    work: torch.Tensor | None = None) -> torch.Tensor | None:
-    """float32 ``dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer
-    kept only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``).
-    ``start`` must be a multiple of 8. With ``work`` (two float32 rows of at least ``stop − start`` values,
-    rounded up to a multiple of 8), ``dW`` is written into its first row and nothing is allocated.
-    None when the weight has no gradient."""
+                    work: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor | None:
+    """``scale·dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer kept
+    only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``); float32,
+    or ``work``'s dtype. ``start`` must be a multiple of 8. With ``work`` (two rows of at least ``stop − start``
+    values, rounded up to a multiple of 8), ``dW`` is written into its first row, the mask into its second,
+    and nothing is allocated. None when the weight has no gradient."""
     if weight.grad is not None:
         grad = weight.grad.view(-1)[start:stop]
-        return grad.float() if work is None else work[0, : grad.numel()].copy_(grad)
+        g = grad.float() if work is None else work[0, : grad.numel()].copy_(grad)
+        return g if scale == 1 else g.mul_(scale)
     bits = getattr(weight, "grad_bits", None)
     if bits is None:
         return None
     stop = weight.numel() if stop is None else min(stop, weight.numel())
     n = stop - start
-    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (n,), 1 / math.sqrt(weight.numel()),
+    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (n,), scale / math.sqrt(weight.numel()),
                      None if work is None else work[0])
     if getattr(weight, "grad_clip", True):
-        g.mul_(within_one(weight.data.view(-1)[start:stop], None if work is None else work[1, :n]))
+        keep_within_one(g, weight.data.view(-1)[start:stop], None if work is None else work[1, :n])
     return g
 
 

@@ -1,11 +1,17 @@
 """Optimisers for the two modes: SGD with momentum, Adam and Bop, float32 (standard) or with float16 state.
 
-``HalfAdam`` keeps the first moment ``m`` and the root of the second moment ``r = sqrt(v)`` in
-float16, next to float16 weights, and does the arithmetic in float32 chunk by chunk (the CPU has
-no float16 arithmetic worth the name, and chunks keep the float32 copies small); the float16 weight
-is updated in place from float32 operands, which torch computes in float32 and rounds once. It stores ``r``
-rather than ``v`` because ``v = g²`` underflows float16: BinaryNet's dense layer gets
-``|dW| = 1/√(8192·1024) ≈ 3.4e-4``, so ``(1 − β₂)·g² ≈ 1e-10``, below float16's smallest value 6e-8.
+``HalfAdam`` keeps Adam's two moments in float16, next to float16 weights, in one of two ways.
+
+* The low-memory mode's binary weights (a ``unit_gradients`` group) have gradients ``±1/√N`` or 0 (N the
+  weight's size). Adam does not change when every gradient is multiplied by one constant ``s`` and ``ε``
+  by ``s`` too, so it runs on ``√N·dW`` (±1 or 0) with ``√N·ε``: the moments of ±1 stay in float16's
+  normal range, and torch's fused Adam kernel updates weight, ``m`` and ``v`` in one pass per chunk,
+  computing in float32 and rounding each once.
+* Any other parameter (the batch norms' β) keeps ``m`` and the root of the second moment ``r = sqrt(v)``, with the
+  arithmetic in float32 chunk by chunk (chunks keep the float32 copies small); the float16 weight is
+  updated in place from float32 operands, which torch computes in float32 and rounds once. It stores
+  ``r`` rather than ``v`` because an unscaled ``v = g²`` underflows float16: BinaryNet's dense layer gets
+  ``|dW| = 1/√(8192·1024) ≈ 3.4e-4``, so ``(1 − β₂)·g² ≈ 1e-10``, below float16's smallest value 6e-8.
 
 All three read a binary layer's gradient through ``functions.weight_gradient``, so the low-memory
 mode's 1-bit weight gradients (packed signs, no ``.grad``) are expanded one chunk at a time.
@@ -27,10 +33,10 @@ from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
 from qatcore.checks import check_choice, positive_number
 
-#: values updated at a time in float32: three 64 KiB working rows (g, m, r), well under what one layer's
-#: chunked backward works in (``functions.CHUNK_VALUES``); small enough for the MLP's peak, whose optimiser step
-#: would otherwise set it (larger chunks mean fewer pieces and less per-op overhead)
-CHUNK = 1 << 14
+#: values updated at a time: two working rows (float32 ``g`` and ``r``, or float16 ``√N·g`` and the mask), well
+#: under what one layer's chunked backward works in (``functions.CHUNK_VALUES``) and below the MLP's backward peak
+#: (larger chunks mean fewer pieces and less per-op overhead)
+CHUNK = 1 << 16
 #: the shared names ("sgd": SGD with momentum 0.9, as everywhere; "adam") and Bop
 OPTIMIZERS = (*optimizers.OPTIMIZERS, "bop")
 #: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
@@ -39,14 +45,14 @@ BOP_GAMMA = 1e-2
 BOP_THRESHOLD = {"standard": 1e-5, "low_memory": 1e-3}
 
 
-def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor):
-    """``(w, g, *states, *scratch)``: flat views of ``CHUNK`` values at a time, ``g`` a float32 copy of the
-    gradient in ``work[0]`` and float32 scratch rows of the same length from ``work[1:]`` (``work``: rows of
-    ``CHUNK`` values, reused for every chunk of every parameter: a step allocates its working copies once)."""
+def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor, scale: float = 1.0):
+    """``(w, g, *states, *scratch)``: flat views of ``CHUNK`` values at a time, ``g`` a copy of ``scale·dW`` in
+    ``work[0]`` and scratch rows of the same length from ``work[1:]`` (``work``: rows of ``CHUNK`` values in the
+    dtype ``g`` should have, reused for every chunk of every parameter: a step allocates its working copies once)."""
     flat = [x.view(-1) for x in (p, *states)]
     rows = work.unbind(0)[1:]
     for start in range(0, p.numel(), CHUNK):
-        g = weight_gradient(p, start, start + CHUNK, work)
+        g = weight_gradient(p, start, start + CHUNK, work, scale)
         n = g.numel()
         yield (*(x[start : start + CHUNK] for x in flat[:1]), g, *(x[start : start + CHUNK] for x in flat[1:]),
                *(rows if n == CHUNK else (row[:n] for row in rows)))
@@ -92,9 +98,9 @@ def _concatenated(run, work: torch.Tensor):
         torch._foreach_copy_(tensors, list(copy.split(sizes)))
 
 
-def _workspace(rows: int) -> torch.Tensor:
-    """``rows`` float32 working rows of ``CHUNK`` values for one optimiser step."""
-    return torch.empty((rows, CHUNK))
+def _workspace(rows: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``rows`` working rows of ``CHUNK`` values for one optimiser step."""
+    return torch.empty((rows, CHUNK), dtype=dtype)
 
 
 def _has_gradient(p: torch.Tensor) -> bool:
@@ -102,20 +108,23 @@ def _has_gradient(p: torch.Tensor) -> bool:
 
 
 class HalfAdam(torch.optim.Optimizer):
-    """Adam (Kingma & Ba) with float16 state ``m`` and ``r = sqrt(v)``; parameters of any dtype."""
+    """Adam (Kingma & Ba) with float16 state; parameters of any dtype. A group with ``unit_gradients=True``
+    (gradients ``±1/√N`` or 0) keeps ``m`` and ``v`` of ``√N·dW`` and steps with torch's fused kernel; any
+    other keeps ``m`` and ``r = sqrt(v)`` (see the module's docstring)."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
         positive_number("lr", lr)
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=positive_number("eps", eps)))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=positive_number("eps", eps),
+                                      unit_gradients=False))
 
     @torch.no_grad()
     def step(self, closure=None):
-        work = _workspace(3)
+        work: dict[torch.dtype, torch.Tensor] = {}
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
             entries = []
+            unit = group["unit_gradients"]
             for p in group["params"]:
                 if not _has_gradient(p):
                     continue
@@ -123,20 +132,36 @@ class HalfAdam(torch.optim.Optimizer):
                 if not state:
                     state["step"] = 0
                     state["m"] = torch.zeros_like(p, dtype=torch.float16)
-                    state["r"] = torch.zeros_like(p, dtype=torch.float16)
+                    state["v" if unit else "r"] = torch.zeros_like(p, dtype=torch.float16)
                 state["step"] += 1
-                entries.append((p, (state["m"], state["r"])))
-            for params, w, g, m, r, m32, r32 in _pieces(entries, work, key=lambda q: self.state[q]["step"]):
-                t = self.state[params[0]]["step"]
-                size = group["lr"] * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
-                eps = group["eps"] * (1 - beta2**t) ** 0.5
-                m32.copy_(m).lerp_(g, 1 - beta1)
-                r32.copy_(r).square_().mul_(beta2).addcmul_(g, g, value=1 - beta2).sqrt_()
-                m.copy_(m32)
-                r.copy_(r32)
-                w.copy_(g.copy_(w).addcdiv_(m32, r32.add_(eps), value=-size))
+                entries.append((p, (state["m"], state["v" if unit else "r"])))
+            dtype = torch.float16 if unit else torch.float32
+            rows = work[dtype] = work[dtype] if dtype in work else _workspace(2, dtype)
+            (self._unit_step if unit else self._root_step)(group, entries, rows)
             for p, _ in entries:
                 clear_weight_gradient(p)
+
+    def _unit_step(self, group: dict, entries, work: torch.Tensor) -> None:
+        """The fused kernel on ``√N·dW`` with ``√N·ε``, one chunk (float16 rows of ``work``) at a time."""
+        beta1, beta2 = group["betas"]
+        for p, (m, v) in entries:
+            scale = math.sqrt(p.numel())
+            t = torch.tensor(float(self.state[p]["step"]))
+            for w, g, m_part, v_part, _mask_row in _chunks(p, m, v, work=work, scale=scale):
+                torch._fused_adam_([w], [g], [m_part], [v_part], [], [t], lr=group["lr"], beta1=beta1,
+                                   beta2=beta2, weight_decay=0.0, eps=group["eps"] * scale, amsgrad=False,
+                                   maximize=False)
+
+    def _root_step(self, group: dict, entries, work: torch.Tensor) -> None:
+        """``m`` and ``r = sqrt(v)`` updated in float32 rows of ``work``, runs of small parameters together."""
+        beta1, beta2 = group["betas"]
+        for params, w, g, m, r, r32 in _pieces(entries, work, key=lambda q: self.state[q]["step"]):
+            t = self.state[params[0]]["step"]
+            size = group["lr"] * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
+            eps = group["eps"] * (1 - beta2**t) ** 0.5
+            r.copy_(r32.copy_(r).square_().mul_(beta2).addcmul_(g, g, value=1 - beta2).sqrt_())
+            m.copy_(g.mul_(1 - beta1).add_(m, alpha=beta1))  # g becomes the new m, in float32
+            w.addcdiv_(g, r32.add_(eps), value=-size)  # float32 operands: computed in float32, rounded once
 
 
 class HalfSGD(torch.optim.Optimizer):
@@ -160,10 +185,9 @@ class HalfSGD(torch.optim.Optimizer):
                 if not state:  # μ·0 + g = g: the first step copies g, as torch's SGD does
                     state["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float16)
                 entries.append((p, (state["momentum_buffer"],)))
-            for _, w, g, b, b32 in _pieces(entries, work):
-                b32.copy_(b).mul_(group["momentum"]).add_(g)
-                b.copy_(b32)
-                w.copy_(g.copy_(w).add_(b32, alpha=-group["lr"]))
+            for _, w, g, b, _mask_row in _pieces(entries, work):
+                b.copy_(g.add_(b, alpha=group["momentum"]))  # g becomes the new buffer, in float32
+                w.add_(g, alpha=-group["lr"])
             for p, _ in entries:
                 clear_weight_gradient(p)
 
@@ -244,9 +268,12 @@ def make_optimizer(model: nn.Module, mode: str, lr: float = 1e-3, optimizer: str
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
         return HalfSGD(params, lr=lr, momentum=0.9) if low else torch.optim.SGD(params, lr=lr, momentum=0.9)
-    if optimizer == "adam":
-        return HalfAdam(params, lr=lr) if low else torch.optim.Adam(params, lr=lr)
     rest = [p for p in params if id(p) not in binary]
+    if optimizer == "adam" and low:  # the binary weights' gradients are ±1/√N or 0
+        return HalfAdam([{"params": [p for p in params if id(p) in binary], "unit_gradients": True},
+                         {"params": rest}], lr=lr)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr)
     adam = HalfAdam(rest, lr=lr) if low else torch.optim.Adam(rest, lr=lr)
     threshold = BOP_THRESHOLD["low_memory" if low else "standard"] if threshold is None else threshold
     return Optimizers(Bop([p for p in params if id(p) in binary], gamma, threshold, half=low), adam)

@@ -52,7 +52,11 @@ def _lookup(packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor 
         raise ValueError(f"packed has {packed.numel()} bytes; shape {tuple(shape)} needs {packed_size(numel)}")
     if out is None:
         return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
-    torch.index_select(table, 0, packed.int(), out=out[: packed.numel() * 8].view(-1, 8))
+    table = table.to(out.dtype)
+    rows = out[: packed.numel() * 8].view(-1, 8)
+    if out.dtype == torch.float16:  # gathered as int16 bit patterns, several times faster than as float16
+        table, rows = table.view(torch.int16), rows.view(torch.int16)
+    torch.index_select(table, 0, packed.int(), out=rows)
     return out[:numel].view(shape)
 
 
@@ -74,5 +78,5 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
 
 def unpack_signs(packed: torch.Tensor, shape, scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """The float32 ±1 tensor whose signs ``pack_signs`` stored, or ``±scale`` (one pass: the table is scaled),
-    written into the flat float32 ``out`` (of at least ``8·packed.numel()`` values) when given."""
+    written into the flat ``out`` (float32 or float16, of at least ``8·packed.numel()`` values) when given."""
     return _lookup(packed, shape, _SIGNS if scale == 1 else _SIGNS * scale, out)
