@@ -9,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from matplotlib import pyplot as plt
 from matplotlib.colors import to_hex
 from strategies import examples
 from torch import nn
@@ -256,7 +255,6 @@ def test_memory_bars_colour_each_kind_of_variable_by_the_palette(cnv):
         assert drawn(axis) == expected(MEMORY, KINDS)
         top = max(t.xy[1] for t in axis.texts)
         assert axis.get_ylim()[1] > 1.05 * top  # the totals stay clear of the title
-    plt.close(figure)
 
 
 def test_the_waterfall_ends_on_the_low_memory_total_and_every_choice_shows_what_it_removed(cnv):
@@ -276,7 +274,6 @@ def test_the_waterfall_ends_on_the_low_memory_total_and_every_choice_shows_what_
     assert hex_of(first.get_facecolor()) == MODES["standard"].lower()
     assert hex_of(last.get_facecolor()) == MODES["low_memory"].lower()
     assert f"−{totals[-2] - totals[-1]:.1f}" in [t.get_text() for t in axis.texts]
-    plt.close(figure)
     with pytest.raises(ValueError, match="steps"):
         waterfall_figure(steps[:1], "one step")
 
@@ -286,14 +283,12 @@ def test_bnn_curves_colour_each_training_mode_by_the_palette():
                                               "cnv": {"standard": [MIB, 3 * MIB], "low_memory": [MIB, 2 * MIB]}})
     assert drawn(figure.axes[0]) == {f"{model}, {label}": MODES[mode].lower() for model in ("mlp", "cnv")
                                      for mode, label in (("standard", "standard"), ("low_memory", "low-memory"))}
-    plt.close(figure)
     curves = {"standard, Adam": [0.8, 0.9], "low-memory, Adam": [0.7, 0.9], "standard, Bop": [0.5, 0.9], "low_memory": [0.6, 0.8]}
     figure = accuracy_curves_figure(curves, "digits")
     assert drawn(figure.axes[0]) == {"standard, Adam": MODES["standard"].lower(), "low-memory, Adam": MODES["low_memory"].lower(),
                                      "standard, Bop": MODES["standard"].lower(), "low-memory": MODES["low_memory"].lower()}
     styles = {line.get_label(): line.get_linestyle() for line in figure.axes[0].get_lines()}
     assert styles["standard, Adam"] != styles["standard, Bop"]  # one mode, two curves: told apart by style
-    plt.close(figure)
     with pytest.raises(ValueError, match="mode"):
         accuracy_curves_figure({"Adam": [0.5]}, "digits")
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -38,14 +37,14 @@ def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
 
 def memory_breakdown_figure(breakdowns: dict[str, dict[str, dict[str, int]]], batch_size: int) -> Figure:
     """Per model, standard vs low-memory bars stacked by variable kind (``bytes_by_kind`` per mode)."""
-    fig, axes = plt.subplots(1, len(breakdowns), figsize=(3.6 * len(breakdowns) + 1.6, 3.8), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(breakdowns) + 1.6, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(breakdowns), squeeze=False)
     for ax, (name, breakdown) in zip(axes[0], breakdowns.items(), strict=False):
         _stacked_bars(ax, breakdown)
         ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
         ax.set_title(f"{name}: {ratio:.2f}× less")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the bars, hiding none
     fig.suptitle(f"Memory of one training step, batch {batch_size} (analytic model)")
-    fig.tight_layout()
     return fig
 
 
@@ -55,7 +54,8 @@ def waterfall_figure(steps: list[tuple[str, int]], title: str, end: str = "low-m
     what it removed, and the final total as its own bar, labelled ``end``."""
     if len(steps) < 2:
         raise ValueError(f"steps must hold a start and at least one choice, got {len(steps)}")
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.subplots()
     totals = [total / MIB for _, total in steps]
     ax.bar(0, totals[0], color=MODES["standard"], label="standard")
     ax.annotate(f"{totals[0]:.1f}", (0, totals[0]), ha="center", va="bottom", fontsize=8)
@@ -73,7 +73,6 @@ def waterfall_figure(steps: list[tuple[str, int]], title: str, end: str = "low-m
     ax.legend(fontsize=7)
     ax.set_ylabel("MiB")
     ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
@@ -85,7 +84,8 @@ def memory_vs_batch_figure(
 
     ``modelled[model][mode]`` holds one total per batch; ``measured[model][mode]`` is ``(batch, bytes)``.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
     styles = dict(zip(modelled, (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")), strict=False))
     if len(styles) < len(modelled):
         raise ValueError(f"modelled: at most {len(styles)} models, got {len(modelled)}")
@@ -102,7 +102,6 @@ def memory_vs_batch_figure(
     ax.set_ylabel("MiB held by a training step")
     ax.set_title("Analytic model (lines) and measured steps (markers)")
     ax.legend(fontsize=7, ncols=3)
-    fig.tight_layout()
     return fig
 
 
@@ -110,7 +109,8 @@ def accuracy_curves_figure(curves: dict[str, list[float]], dataset: str) -> Figu
     """Test accuracy after each epoch, one line per curve. A curve's name is a mode (``standard``,
     ``low_memory``) or starts with a mode's label (``"low-memory, Bop"``), which gives its colour;
     curves of the same mode differ in line style and marker."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig = Figure(figsize=(5.5, 3.5), layout="constrained")
+    ax = fig.subplots()
     seen: dict[str, int] = {}
     for name, accuracies in curves.items():
         mode = mode_of(name)
@@ -122,5 +122,4 @@ def accuracy_curves_figure(curves: dict[str, list[float]], dataset: str) -> Figu
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"BNN MLP on {dataset}: both training algorithms")
     ax.legend()
-    fig.tight_layout()
     return fig
