@@ -142,7 +142,9 @@ class HalfAdam(torch.optim.Optimizer):
                 clear_weight_gradient(p)
 
     def _unit_step(self, group: dict, entries, work: torch.Tensor) -> None:
-        """The fused kernel on ``√N·dW`` with ``√N·ε``, one chunk (float16 rows of ``work``) at a time."""
+        """The fused kernel on ``√N·dW`` with ``√N·ε``, one chunk (float16 rows of ``work``) at a time. The kernel,
+        ``torch._fused_adam_``, is the one ``torch.optim.Adam(fused=True)`` calls (on the CPU since torch 2.4);
+        calling it directly lets it run on one chunk's views and one gradient row."""
         beta1, beta2 = group["betas"]
         for p, (m, v) in entries:
             scale = math.sqrt(p.numel())
