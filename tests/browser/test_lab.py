@@ -1,5 +1,5 @@
-"""Every notebook, opened in a real JupyterLab in a real Chromium: run all, no errors, a widget
-that answers when moved, a screenshot."""
+"""Every notebook, opened in a real JupyterLab in a real Chromium: run all, no errors, every widget
+answers when one of its controls is moved, a screenshot."""
 
 from __future__ import annotations
 
@@ -27,7 +27,10 @@ RUN_FINISHED = f"""() => {{
   return window.qatcoreSettled >= 3;
 }}"""
 
-WIDGET_STATE = f"""() => [...document.querySelectorAll('{PANEL} .jp-OutputArea-output .widget-vbox')]
+#: each output that shows a widget (a notebook may have several: every one must answer)
+WIDGET_OUTPUTS = f"{PANEL} .jp-OutputArea-output:has(.widget-vbox)"
+#: what the n-th widget output shows: its text, and its images' sizes and tails
+WIDGET_STATE = f"""(n) => [...[...document.querySelectorAll('{WIDGET_OUTPUTS}')][n].querySelectorAll('.widget-vbox')]
   .map(w => w.innerText + [...w.querySelectorAll('img')].map(i => i.src.length + i.src.slice(-64)).join())
   .join('|')"""
 
@@ -48,9 +51,9 @@ def _accept_kernel_dialog(page) -> None:
     page.locator(".jp-Dialog").wait_for(state="detached", timeout=30_000)
 
 
-def _move_a_control(page) -> str:
-    """Change the first dropdown (else checkbox, else slider) of the notebook's widgets; say which."""
-    dropdowns = page.locator(f"{PANEL} .jp-OutputArea-output .widget-dropdown select")
+def _move_a_control(page, widget) -> str:
+    """Change the first dropdown (else checkbox, else slider) of ``widget`` (a widget output); say which."""
+    dropdowns = widget.locator(".widget-dropdown select")
     if dropdowns.count():
         select = dropdowns.first
         options = select.locator("option").all_inner_texts()
@@ -58,11 +61,11 @@ def _move_a_control(page) -> str:
         choice = next(o for o in options if o != current)
         select.select_option(choice)
         return f"dropdown → {choice}"
-    checkboxes = page.locator(f"{PANEL} .jp-OutputArea-output .widget-checkbox input[type=checkbox]")
+    checkboxes = widget.locator(".widget-checkbox input[type=checkbox]")
     if checkboxes.count():
         checkboxes.first.click()
         return "checkbox toggled"
-    readout = page.locator(f"{PANEL} .jp-OutputArea-output .widget-slider .widget-readout").first
+    readout = widget.locator(".widget-slider .widget-readout").first
     readout.click()
     readout.press("ArrowRight")  # focus stays: type a new value over the readout
     page.keyboard.press("Control+A")
@@ -91,18 +94,21 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab, browser, name, 
         prompts = page.evaluate(f"() => {PROMPTS}")
         unrun = [i for i, text in enumerate(prompts) if not re.search(r"\[\d+\]", text)]
         assert not unrun, f"{name}: code cells {unrun} of {len(prompts)} did not run"
-        widgets = page.locator(f"{PANEL} .jp-OutputArea-output .widget-vbox")
+        widgets = page.locator(WIDGET_OUTPUTS)
         assert widgets.count() > 0, f"{name}: no widget rendered"
-        before = page.evaluate(WIDGET_STATE)
-        moved = _move_a_control(page)
-        run = page.locator(f"{PANEL} .jp-OutputArea-output .widget-vbox button", has_text=re.compile(r"^Run$"))
-        if run.count():  # a dashboard that trains waits for its Run button
-            run.first.click()
-            moved += ", Run"
-        page.wait_for_function(
-            f"() => ({WIDGET_STATE})() !== {before!r}", timeout=300_000, polling=500
-        )
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=300_000)
+        moved = []
+        for n in range(widgets.count()):  # every widget of the notebook answers
+            widget = widgets.nth(n)
+            widget.scroll_into_view_if_needed()
+            before = page.evaluate(WIDGET_STATE, n)
+            moved.append(_move_a_control(page, widget))
+            run = widget.locator(".widget-vbox button", has_text=re.compile(r"^Run$"))
+            if run.count():  # a dashboard that trains waits for its Run button
+                run.first.click()
+                moved[-1] += ", Run"
+            page.wait_for_function(f"(n) => ({WIDGET_STATE})(n) !== {before!r}", arg=n, timeout=300_000,
+                                   polling=500)
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=300_000)
         widgets.first.scroll_into_view_if_needed()
     finally:
         page.screenshot(path=str(tmp_path / f"{Path(name).stem}.png"), full_page=True)
