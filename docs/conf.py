@@ -4,7 +4,7 @@ project = "qatcore"
 author = "The qatcore contributors"
 copyright = "2026, the qatcore contributors (Apache-2.0)"
 
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx-mathjax-offline"]  # MathJax offline too
 html_theme = "sphinx_book_theme"
 html_title = "qatcore: low-precision networks, trained, counted and shipped"
 html_theme_options = {"show_navbar_depth": 1, "home_page_in_toc": True}

@@ -1,5 +1,6 @@
 """The course website, built offline from the committed notebooks and opened in Chromium: every
-page loads, every internal link resolves, every figure loads, no page shows a traceback."""
+page loads, every internal link resolves, every figure loads, no page shows a traceback, nothing
+comes from the network and the mathematics is typeset (MathJax ships with the site)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def test_site_page_loads_with_its_figures_links_and_no_traceback(built, browser,
         assert not missing, f"{page}: internal links to nothing: {missing}"
         if page.startswith("notebooks/"):
             assert tab.locator("img").count() > 0, f"{page}: a notebook page without a single figure"
+        remote = tab.evaluate("() => [...document.querySelectorAll('script[src], img[src], link[rel~=stylesheet], "
+                              "link[rel=preload]')].map(e => e.src || e.href).filter(u => /^https?:/.test(u))")
+        assert not remote, f"{page} loads from the network: {remote}"
+        if tab.locator(".math").count():  # typeset by the site's own copy of MathJax
+            tab.wait_for_function("() => document.querySelector('mjx-container') !== null", timeout=60_000)
     finally:
         long = tab.evaluate("() => document.body.scrollHeight") > 20_000  # the API page: its first screen
         tab.screenshot(path=str(screenshots / f"{page.replace('/', '_')}.png"), full_page=not long)
