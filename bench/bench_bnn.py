@@ -15,7 +15,7 @@ and ``bench/results/bnn.json``.
 Targets (the issue's, not tests): at batch 100 the low-memory peak at most 1/3 of the standard peak
 for CNV and BinaryNet, 1/2 for the MLP, and the low-memory step at most 1.5× the standard step.
 
-    .venv/bin/python bench/bench_bnn.py              # several minutes on 2 CPU cores
+    .venv/bin/python bench/bench_bnn.py              # several minutes on 2 CPU cores, one torch thread
     .venv/bin/python bench/bench_bnn.py --quick      # MLP only, prints only
 """
 
@@ -78,17 +78,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="more rounds while timing took less")
     parser.add_argument("--models", default=",".join(CLI_MODELS), help="comma-separated CLI model names")
     parser.add_argument("--peak-runs", type=int, default=3, help="fresh processes per peak (median)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the timed steps (1: CPU time is work, not spinning threads)")
     parser.add_argument("--quick", action="store_true", help="MLP only, 3 rounds, no results file")
     parser.add_argument("--output", default="bench/results/bnn.md")
     args = parser.parse_args()
-    runtime.configure(seed=0)
+    runtime.configure(seed=0, threads=args.threads)
     models = ["mlp"] if args.quick else args.models.split(",")
     rounds = 3 if args.quick else args.rounds
     seconds = 5.0 if args.quick else args.seconds
     lines = [
         "# BNN training: memory and time per step, standard vs low-memory",
         "",
-        f"Batch {args.batch}, Adam; torch {torch.__version__}, {runtime.thread_count()} thread(s), "
+        f"Batch {args.batch}, Adam; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
         f"{platform.machine()}, {os.cpu_count()} CPU(s). Timing: after {WARM_UP} warm-up steps per mode, "
         f"rounds of one step of each mode in one process (order alternating), at least {rounds} rounds and more "
         f"while the timed steps took under {seconds:.0f} s (the rounds column); a step's time is the process's "
