@@ -187,6 +187,9 @@ def test_a_run_has_one_colour_in_every_panel_of_the_trajectory_figure(equivalenc
     losses, agreement, paths, _heat, _bar = plot_trajectory_overlap(equivalence).axes
     runs = list(equivalence.runs)
     assert drawn(losses) == expected(RUNS, runs)
+    custom, *others = losses.get_lines()  # the reference stays visible under runs that trace it (jitter)
+    assert custom.get_label() == "custom" and others
+    assert all(custom.get_linewidth() > o.get_linewidth() and custom.get_zorder() < o.get_zorder() for o in others)
     assert drawn(agreement) == {f"{name} vs custom": RUNS[name].lower() for name in runs[1:]}
     assert set(drawn(paths).values()) == {RUNS["custom"].lower(), RUNS["adjusted"].lower()}
     every_path = {hex_of(line.get_color()) for line in paths.get_lines()}

@@ -98,8 +98,10 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
 
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     (losses, agreement), (paths, heat) = fig.subplots(2, 2)
-    for name, run in result.runs.items():
-        losses.plot(run.losses, color=colour(RUNS, name), lw=1.0, label=name, alpha=0.9)
+    for name, run in result.runs.items():  # the custom run wide and beneath: runs that trace it leave it visible
+        custom = name == "custom"
+        losses.plot(run.losses, color=colour(RUNS, name), lw=3.0 if custom else 1.0, zorder=1 if custom else 2,
+                    label=name, alpha=0.9)
     losses.set(title="loss curves", xlabel="step", ylabel="training loss (per batch)")
     losses.legend(fontsize=8)
     custom_levels = result.levels("custom")
