@@ -41,9 +41,9 @@ def sign(x: torch.Tensor) -> torch.Tensor:
 
 
 def within_one(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``1[|w| ≤ 1]`` as float32 ones and zeros, or in ``out`` (of ``w``'s shape, float32 or float16) if given;
-    float16 ``w`` through its bit pattern (magnitude bits at most those of 1.0, ``0x3C00``). The CPU writes a
-    comparison's float result several times faster than a bool one."""
+    """``1[|w| ≤ 1]`` as float32 ones and zeros, in ``out`` (of ``w``'s shape) if given; float16 through its
+    bit pattern (magnitude bits at most those of 1.0, ``0x3C00``). The CPU writes a comparison's float32
+    result several times faster than a bool one (a float16 one several times more slowly: ``keep_within_one``)."""
     half = w.dtype == torch.float16
     magnitude = w.view(torch.int16) & 0x7FFF if half else w.abs()
     out = torch.empty(w.shape, dtype=torch.float32) if out is None else out

@@ -136,8 +136,9 @@ class HalfAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 entries.append((p, (state["m"], state["v" if unit else "r"])))
             dtype = torch.float16 if unit else torch.float32
-            rows = work[dtype] = work[dtype] if dtype in work else _workspace(2, dtype)
-            (self._unit_step if unit else self._root_step)(group, entries, rows)
+            if dtype not in work:  # one pair of rows per dtype for the whole step
+                work[dtype] = _workspace(2, dtype)
+            (self._unit_step if unit else self._root_step)(group, entries, work[dtype])
             for p, _ in entries:
                 clear_weight_gradient(p)
 
