@@ -17,5 +17,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=100, deadline=None)
-settings.register_profile("fast", max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fast", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

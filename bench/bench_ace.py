@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     times = {name: [] for name in names}
     repeats = 3 if args.quick else args.repeats
     for index in range(repeats):
-        for name in names[index % len(names):] + names[: index % len(names)]:
+        for name in names[index % len(names) :] + names[: index % len(names)]:
             start = time.perf_counter()
             variants[name]()
             times[name].append(time.perf_counter() - start)
@@ -85,11 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for name in names:
         ratio = statistics.median(t / p for t, p in zip(times[name], times[base], strict=True))
-        lines.append(f"| {name} | {statistics.median(times[name]):.3f} ({min(times[name]):.3f}–"
-                     f"{max(times[name]):.3f}) | {ratio:.2f} |")
+        lines.append(
+            f"| {name} | {statistics.median(times[name]):.3f} ({min(times[name]):.3f}–"
+            f"{max(times[name]):.3f}) | {ratio:.2f} |"
+        )
         if "default" in name:
             ok = ratio <= LIMIT
-    lines += ["", f"Criterion: the default count takes at most {LIMIT:g}× the peer: **{'PASS' if ok else 'FAIL'}**"]
+    lines += [
+        "",
+        f"Criterion: the default count takes at most {LIMIT:g}× the peer: **{'PASS' if ok else 'FAIL'}**",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:

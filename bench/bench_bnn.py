@@ -63,7 +63,7 @@ def time_modes(name: str, batch: int, rounds: int, seconds: float) -> dict[str, 
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     r = 0
     while r < rounds or (sum(map(sum, times.values())) < seconds and r < 200):
-        for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+        for mode in MODES if r % 2 == 0 else MODES[::-1]:
             started = time.process_time()
             training_step(*setups[mode])
             times[mode].append(time.process_time() - started)
@@ -75,11 +75,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=7, help="at least this many timing rounds")
-    parser.add_argument("--seconds", type=float, default=30.0, help="more rounds while timing took less")
-    parser.add_argument("--models", default=",".join(CLI_MODELS), help="comma-separated CLI model names")
-    parser.add_argument("--peak-runs", type=int, default=3, help="fresh processes per peak (median)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for the timed steps (1: CPU time is work, not spinning threads)")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="more rounds while timing took less"
+    )
+    parser.add_argument(
+        "--models", default=",".join(CLI_MODELS), help="comma-separated CLI model names"
+    )
+    parser.add_argument(
+        "--peak-runs", type=int, default=3, help="fresh processes per peak (median)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the timed steps (1: CPU time is work, not spinning threads)",
+    )
     parser.add_argument("--quick", action="store_true", help="MLP only, 3 rounds, no results file")
     parser.add_argument("--output", default="bench/results/bnn.md")
     args = parser.parse_args()
@@ -111,12 +121,18 @@ def main() -> None:
         name = CLI_MODELS[cli_name]
         times = time_modes(name, args.batch, rounds, seconds)
         medians = {mode: statistics.median(t) for mode, t in times.items()}
-        ratio = statistics.median(low / std for low, std in zip(times["low_memory"], times["standard"], strict=True))
+        ratio = statistics.median(
+            low / std for low, std in zip(times["low_memory"], times["standard"], strict=True)
+        )
         done = len(times["standard"])
-        entry = record["models"][cli_name] = {"time_ratio": ratio, "rounds": done,
-                                              "time_ratio_quartiles": statistics.quantiles(
-                                                  [lo / st for lo, st in zip(times["low_memory"], times["standard"],
-                                                                             strict=True)], n=4)}
+        entry = record["models"][cli_name] = {
+            "time_ratio": ratio,
+            "rounds": done,
+            "time_ratio_quartiles": statistics.quantiles(
+                [lo / st for lo, st in zip(times["low_memory"], times["standard"], strict=True)],
+                n=4,
+            ),
+        }
         for mode in MODES:
             torch.manual_seed(0)
             model = zoo.build(name)
@@ -125,8 +141,13 @@ def main() -> None:
             held = measure_step(model, mode, args.batch).held_bytes
             peaks = [measured_peak(cli_name, mode, args.batch) for _ in range(args.peak_runs)]
             peak = None if None in peaks else statistics.median(peaks)
-            entry[mode] = {"authors_bytes": authors, "autograd_bytes": autograd, "held_bytes": held,
-                           "peak_bytes": peak, "seconds_per_step": medians[mode]}
+            entry[mode] = {
+                "authors_bytes": authors,
+                "autograd_bytes": autograd,
+                "held_bytes": held,
+                "peak_bytes": peak,
+                "seconds_per_step": medians[mode],
+            }
             lines.append(
                 f"| {cli_name} | {mode} | {authors / MIB:.2f} | {autograd / MIB:.2f} | {held / MIB:.2f} | "
                 f"{'n/a' if peak is None else f'{peak / MIB:.1f}'} | "
@@ -138,18 +159,25 @@ def main() -> None:
         peak_ratio = None if low["peak_bytes"] is None else low["peak_bytes"] / std["peak_bytes"]
         entry["peak_ratio"] = peak_ratio
         verdicts.append((cli_name, ratio, peak_ratio, entry["time_ratio_quartiles"]))
-        lines.append(f"| {cli_name} | **low / standard** | {low['authors_bytes'] / std['authors_bytes']:.3f} | "
-                     f"{low['autograd_bytes'] / std['autograd_bytes']:.3f} | {low['held_bytes'] / std['held_bytes']:.3f} | "
-                     f"**{'n/a' if peak_ratio is None else f'{peak_ratio:.3f}'}** | | | | |")
+        lines.append(
+            f"| {cli_name} | **low / standard** | {low['authors_bytes'] / std['authors_bytes']:.3f} | "
+            f"{low['autograd_bytes'] / std['autograd_bytes']:.3f} | {low['held_bytes'] / std['held_bytes']:.3f} | "
+            f"**{'n/a' if peak_ratio is None else f'{peak_ratio:.3f}'}** | | | | |"
+        )
     lines += [""]
-    lines += [f"- {n}: peak {'n/a' if p is None else f'{p:.3f}'} of standard (target ≤ {PEAK_TARGET[n]:.3f}) "
-              f"{'PASS' if p is not None and p <= PEAK_TARGET[n] else 'MISS'}; time {r:.2f}× "
-              f"(quartiles over rounds {q[0]:.2f}–{q[2]:.2f}; target ≤ {TIME_TARGET}×) "
-              f"{'PASS' if r <= TIME_TARGET else 'MISS'}" for n, r, p, q in verdicts]
-    print("\n".join(lines[-len(verdicts):]))
+    lines += [
+        f"- {n}: peak {'n/a' if p is None else f'{p:.3f}'} of standard (target ≤ {PEAK_TARGET[n]:.3f}) "
+        f"{'PASS' if p is not None and p <= PEAK_TARGET[n] else 'MISS'}; time {r:.2f}× "
+        f"(quartiles over rounds {q[0]:.2f}–{q[2]:.2f}; target ≤ {TIME_TARGET}×) "
+        f"{'PASS' if r <= TIME_TARGET else 'MISS'}"
+        for n, r, p, q in verdicts
+    ]
+    print("\n".join(lines[-len(verdicts) :]))
     if not args.quick:
         Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        Path(args.output).with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        Path(args.output).with_suffix(".json").write_text(
+            json.dumps(record, indent=1) + "\n", encoding="utf-8"
+        )
 
 
 if __name__ == "__main__":

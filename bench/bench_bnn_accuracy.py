@@ -43,21 +43,46 @@ def main() -> None:
     for seed in range(args.seeds):
         for mode in MODES:
             runtime.configure(seed=seed, threads=1)
-            model = zoo.build("bnn_mlp", image_size=dataset.image_size, num_classes=dataset.num_classes)
+            model = zoo.build(
+                "bnn_mlp", image_size=dataset.image_size, num_classes=dataset.num_classes
+            )
             started = time.perf_counter()
-            result = train_bnn(model, dataset, BNNConfig(mode=mode, epochs=args.epochs, seed=seed), progress=True)
-            runs[mode].append({"seed": seed, "test_accuracy": round(result.test_accuracy, 4),
-                               "epoch_test_accuracy": [round(a, 4) for a in result.epoch_test_accuracy],
-                               "seconds": round(time.perf_counter() - started, 1)})
+            result = train_bnn(
+                model, dataset, BNNConfig(mode=mode, epochs=args.epochs, seed=seed), progress=True
+            )
+            runs[mode].append(
+                {
+                    "seed": seed,
+                    "test_accuracy": round(result.test_accuracy, 4),
+                    "epoch_test_accuracy": [round(a, 4) for a in result.epoch_test_accuracy],
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
             print(f"seed {seed} {mode}: {100 * result.test_accuracy:.2f} %", flush=True)
     accuracy = {mode: [100 * r["test_accuracy"] for r in rs] for mode, rs in runs.items()}
-    gaps = MeanSd.of([s - low for s, low in zip(accuracy["standard"], accuracy["low_memory"], strict=True)])
-    rows = {mode: {"test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rs), 4), "runs": rs,
-                   "seconds": round(statistics.mean(r["seconds"] for r in rs), 1)} for mode, rs in runs.items()}
+    gaps = MeanSd.of(
+        [s - low for s, low in zip(accuracy["standard"], accuracy["low_memory"], strict=True)]
+    )
+    rows = {
+        mode: {
+            "test_accuracy": round(statistics.mean(r["test_accuracy"] for r in rs), 4),
+            "runs": rs,
+            "seconds": round(statistics.mean(r["seconds"] for r in rs), 1),
+        }
+        for mode, rs in runs.items()
+    }
     gap = abs(statistics.mean(accuracy["standard"]) - statistics.mean(accuracy["low_memory"]))
-    summary = {"dataset": args.dataset, "epochs": args.epochs, "seeds": args.seeds, "model": "bnn_mlp",
-               "modes": rows, "gap_points": round(gap, 2), "gap_per_seed": str(gaps),
-               "gap_upper": round(gaps.upper(), 2), "torch": torch.__version__}
+    summary = {
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "model": "bnn_mlp",
+        "modes": rows,
+        "gap_points": round(gap, 2),
+        "gap_per_seed": str(gaps),
+        "gap_upper": round(gaps.upper(), 2),
+        "torch": torch.__version__,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bnn_accuracy.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [
@@ -72,8 +97,11 @@ def main() -> None:
         "",
         "| mode | test accuracy per seed | mean | mean wall time (s) |",
         "|---|---|---:|---:|",
-        *(f"| {mode} | {', '.join(f'{a:.2f}' for a in accuracy[mode])} % | {statistics.mean(accuracy[mode]):.2f} % "
-          f"| {rows[mode]['seconds']:.0f} |" for mode in MODES),
+        *(
+            f"| {mode} | {', '.join(f'{a:.2f}' for a in accuracy[mode])} % | {statistics.mean(accuracy[mode]):.2f} % "
+            f"| {rows[mode]['seconds']:.0f} |"
+            for mode in MODES
+        ),
         "",
         f"Gap of the means: {gap:.2f} points; standard minus low-memory per seed: {gaps} points, mean + 2 "
         f"standard errors {gaps.upper():.2f}. Criterion (the paper's 'similar accuracy'): within 2 points: "

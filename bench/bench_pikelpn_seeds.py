@@ -38,20 +38,34 @@ def main() -> None:
     start = time.perf_counter()
     train_config = TrainConfig(OptimizerConfig("adam", lr=0.01), batch_size=128, epochs=args.epochs)
     accuracies = seed_study(dataset, train_config, configs, range(args.seeds))
-    record = {"dataset": "digits", "test_images": len(dataset.y_test), "epochs": args.epochs,
-              "optimizer": "adam", "lr": 0.01, "batch_size": 128, "seeds": list(range(args.seeds)),
-              "test_accuracy": accuracies, "seconds": round(time.perf_counter() - start, 1),
-              "torch": torch.__version__}
+    record = {
+        "dataset": "digits",
+        "test_images": len(dataset.y_test),
+        "epochs": args.epochs,
+        "optimizer": "adam",
+        "lr": 0.01,
+        "batch_size": 128,
+        "seeds": list(range(args.seeds)),
+        "test_accuracy": accuracies,
+        "seconds": round(time.perf_counter() - start, 1),
+        "torch": torch.__version__,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    lines = [f"# Notebook 04's ladder over {args.seeds} seeds (digits, {args.epochs} epochs)", "",
-             "| rung | test accuracy, mean ± sd (%) | vs the rung before, mean ± sd (points) |", "|---|---|---|"]
+    lines = [
+        f"# Notebook 04's ladder over {args.seeds} seeds (digits, {args.epochs} epochs)",
+        "",
+        "| rung | test accuracy, mean ± sd (%) | vs the rung before, mean ± sd (points) |",
+        "|---|---|---|",
+    ]
     differences = paired_differences(accuracies)
     for name, values in accuracies.items():
         mean = 100 * sum(values) / len(values)
         sd = 100 * (sum((v - mean / 100) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
         step = differences.get(name)
-        lines.append(f"| {name} | {mean:.1f} ± {sd:.1f} | {'' if step is None else f'{step.mean:+.2f} ± {step.sd:.2f}'} |")
+        lines.append(
+            f"| {name} | {mean:.1f} ± {sd:.1f} | {'' if step is None else f'{step.mean:+.2f} ± {step.sd:.2f}'} |"
+        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

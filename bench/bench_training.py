@@ -195,7 +195,9 @@ def bench_backward(calls: int, repeats: int) -> dict[str, list[float]]:
 
 
 def backward_table(times: dict[str, list[float]]) -> tuple[list[str], bool]:
-    ratio = statistics.median(a / b for a, b in zip(times["bound"], times["hand-written"], strict=True))
+    ratio = statistics.median(
+        a / b for a, b in zip(times["bound"], times["hand-written"], strict=True)
+    )
     passed = ratio <= BACKWARD_LIMIT
     lines = [
         f"| kernel | bound DSQ µs/call | hand-written µs/call | bound/hand-written | ≤ {BACKWARD_LIMIT}× |",
@@ -237,7 +239,14 @@ def table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def report(rows: list[Row], repeats: int, warmup: int, quick: bool, backward: list[str], backward_passed: bool) -> str:
+def report(
+    rows: list[Row],
+    repeats: int,
+    warmup: int,
+    quick: bool,
+    backward: list[str],
+    backward_passed: bool,
+) -> str:
     passed = all(row.passed for row in rows) and backward_passed
     lines = [
         "# Training-step benchmark: float vs. STE vs. DSQ (MNIST CNN, 2 bits)",
@@ -274,7 +283,8 @@ def report(rows: list[Row], repeats: int, warmup: int, quick: bool, backward: li
         *backward,
         "",
         f"Acceptance criteria: DSQ costs at most {LIMIT}× the STE step (on every row), and the bound "
-        f"backward at most {BACKWARD_LIMIT}× the hand-written one: " + ("**PASS**" if passed else "**FAIL**"),
+        f"backward at most {BACKWARD_LIMIT}× the hand-written one: "
+        + ("**PASS**" if passed else "**FAIL**"),
         "",
     ]
     return "\n".join(lines)
@@ -329,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix_str(setting.name)
             rows.append(bench_setting(setting, steps, repeats, warmup, bar))
 
-    backward, backward_passed = backward_table(bench_backward(calls=20 if args.quick else 200, repeats=repeats))
+    backward, backward_passed = backward_table(
+        bench_backward(calls=20 if args.quick else 200, repeats=repeats)
+    )
     text = report(rows, repeats, warmup, args.quick, backward, backward_passed)
     print(text)
     if output is not None:

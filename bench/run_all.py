@@ -40,9 +40,16 @@ def run_benchmark(script: Path) -> dict:
     sentences = [line for line in matching if not line.startswith("|")]  # prefer a stated criterion
     verdicts = sentences or [line.strip("| ").replace("|", "/") for line in matching]
     if run.returncode:
-        verdicts.append(f"exit status {run.returncode}: {(run.stderr or run.stdout).strip().splitlines()[-1:]}")
-    return {"name": script.name, "table": table.name if table.exists() else "", "seconds": seconds,
-            "ok": run.returncode == 0, "verdicts": verdicts}
+        verdicts.append(
+            f"exit status {run.returncode}: {(run.stderr or run.stdout).strip().splitlines()[-1:]}"
+        )
+    return {
+        "name": script.name,
+        "table": table.name if table.exists() else "",
+        "seconds": seconds,
+        "ok": run.returncode == 0,
+        "verdicts": verdicts,
+    }
 
 
 def run_reproduce(inplace: bool = False) -> dict:
@@ -50,12 +57,20 @@ def run_reproduce(inplace: bool = False) -> dict:
     from qatcore.course.reproduce import reproduce
 
     started = time.monotonic()
-    report = reproduce(ROOT / "notebooks", ROOT / "build" / "notebooks", ROOT / "figures", inplace=inplace)
+    report = reproduce(
+        ROOT / "notebooks", ROOT / "build" / "notebooks", ROOT / "figures", inplace=inplace
+    )
     slowest = max(report.runs, key=lambda r: r.seconds)
     checks = [e for e in report.entries if e["kind"] == "check"]
-    return {"seconds": time.monotonic() - started, "ok": report.ok, "slowest": slowest.name,
-            "slowest_seconds": slowest.seconds, "checks": len(checks),
-            "failed": len(report.failed_checks), "notebooks": len(report.runs)}
+    return {
+        "seconds": time.monotonic() - started,
+        "ok": report.ok,
+        "slowest": slowest.name,
+        "slowest_seconds": slowest.seconds,
+        "checks": len(checks),
+        "failed": len(report.failed_checks),
+        "notebooks": len(report.runs),
+    }
 
 
 def summary(benchmarks: list[dict], course: dict | None) -> str:
@@ -70,8 +85,10 @@ def summary(benchmarks: list[dict], course: dict | None) -> str:
     ]
     for b in benchmarks:
         link = f"[{b['table']}]({b['table']})" if b["table"] else "—"
-        lines.append(f"| `{b['name']}` | {link} | {b['seconds']:.0f} | {'ok' if b['ok'] else 'FAILED'} | "
-                     f"{'<br>'.join(b['verdicts']) or '—'} |")
+        lines.append(
+            f"| `{b['name']}` | {link} | {b['seconds']:.0f} | {'ok' if b['ok'] else 'FAILED'} | "
+            f"{'<br>'.join(b['verdicts']) or '—'} |"
+        )
     if course:
         lines += [
             "",
@@ -89,7 +106,9 @@ def summary(benchmarks: list[dict], course: dict | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-reproduce", action="store_true", help="benchmarks only")
-    parser.add_argument("--inplace", action="store_true", help="let reproduce rewrite the committed notebooks")
+    parser.add_argument(
+        "--inplace", action="store_true", help="let reproduce rewrite the committed notebooks"
+    )
     args = parser.parse_args()
     benchmarks = []
     for script in sorted((ROOT / "bench").glob("bench_*.py")):

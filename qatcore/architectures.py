@@ -20,15 +20,22 @@ def _channels(channels: int, width_multiplier: float) -> int:
     return max(1, int(channels * width_multiplier))
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> list[nn.Module]:
-    layers = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+def _conv_bn(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True
+) -> list[nn.Module]:
+    layers = [
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     return [*layers, nn.ReLU(inplace=True)] if relu else layers
 
 
 class _Classifier(nn.Module):
     """Shared shape bookkeeping: ``input_shape`` and a zero ``example_input``."""
 
-    def _setup(self, width_multiplier: float, image_size: int, in_channels: int, num_classes: int) -> None:
+    def _setup(
+        self, width_multiplier: float, image_size: int, in_channels: int, num_classes: int
+    ) -> None:
         self.width_multiplier = positive_number("width_multiplier", width_multiplier)
         self.image_size = int_at_least("image_size", image_size, 8)
         self.num_classes = int_at_least("num_classes", num_classes, 1)
@@ -46,7 +53,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(c_in, width, 3, stride), *_conv_bn(width, width, 3, relu=False))
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, width, 3, stride), *_conv_bn(width, width, 3, relu=False)
+        )
         self.shortcut = _shortcut(c_in, width, stride)
         self.relu = nn.ReLU(inplace=True)
 
@@ -62,8 +71,11 @@ class Bottleneck(nn.Module):
     def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
         super().__init__()
         c_out = width * self.expansion
-        self.body = nn.Sequential(*_conv_bn(c_in, width, 1), *_conv_bn(width, width, 3, stride),
-                                  *_conv_bn(width, c_out, 1, relu=False))
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, width, 1),
+            *_conv_bn(width, width, 3, stride),
+            *_conv_bn(width, c_out, 1, relu=False),
+        )
         self.shortcut = _shortcut(c_in, c_out, stride)
         self.relu = nn.ReLU(inplace=True)
 
@@ -80,8 +92,15 @@ def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
 class ResNet(_Classifier):
     """7×7/2 stem, 3×3/2 max pool, four stages of residual blocks, global average pool, fc."""
 
-    def __init__(self, block: type[BasicBlock | Bottleneck], depths: tuple[int, ...], width_multiplier: float = 1.0,
-                 image_size: int = 224, in_channels: int = 3, num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        depths: tuple[int, ...],
+        width_multiplier: float = 1.0,
+        image_size: int = 224,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         self._setup(width_multiplier, image_size, in_channels, num_classes)
         c = _channels(64, width_multiplier)
@@ -102,29 +121,51 @@ class ResNet(_Classifier):
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 
-def ResNet18(width_multiplier: float = 1.0, image_size: int = 224, in_channels: int = 3,
-             num_classes: int = 1000) -> ResNet:
+def ResNet18(
+    width_multiplier: float = 1.0,
+    image_size: int = 224,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+) -> ResNet:
     """ResNet-18: basic blocks, depths (2, 2, 2, 2)."""
     return ResNet(BasicBlock, (2, 2, 2, 2), width_multiplier, image_size, in_channels, num_classes)
 
 
-def ResNet50(width_multiplier: float = 1.0, image_size: int = 224, in_channels: int = 3,
-             num_classes: int = 1000) -> ResNet:
+def ResNet50(
+    width_multiplier: float = 1.0,
+    image_size: int = 224,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+) -> ResNet:
     """ResNet-50: bottleneck blocks, depths (3, 4, 6, 3)."""
     return ResNet(Bottleneck, (3, 4, 6, 3), width_multiplier, image_size, in_channels, num_classes)
 
 
 # (output channels, stride) of the 13 depthwise-separable blocks of MobileNet-V1, Table 1
-MOBILENET_V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-                       *((512, 1),) * 5, (1024, 2), (1024, 1))
+MOBILENET_V1_BLOCKS = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    *((512, 1),) * 5,
+    (1024, 2),
+    (1024, 1),
+)
 
 
 class MobileNetV1(_Classifier):
     """MobileNet-V1: a 3×3/2 conv, 13 depthwise-separable blocks (3×3 depthwise + 1×1 pointwise,
     each with batch norm and ReLU), global average pool, fc."""
 
-    def __init__(self, width_multiplier: float = 1.0, image_size: int = 224, in_channels: int = 3,
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self,
+        width_multiplier: float = 1.0,
+        image_size: int = 224,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+    ) -> None:
         super().__init__()
         self._setup(width_multiplier, image_size, in_channels, num_classes)
         c = _channels(32, width_multiplier)

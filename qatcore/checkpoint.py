@@ -48,17 +48,30 @@ def _plain(label: str, value: Any) -> Any:
     name = getattr(value, "name", None)  # an estimator object is saved by its name
     if isinstance(name, str):
         return name
-    raise TypeError(f"{label} must hold only plain values (numbers, strings, lists, dicts), "
-                    f"got {type(value).__name__}")
+    raise TypeError(
+        f"{label} must hold only plain values (numbers, strings, lists, dicts), "
+        f"got {type(value).__name__}"
+    )
 
 
-def save(path: str | os.PathLike, model: nn.Module, name: str, kwargs: dict[str, Any] | None = None,
-         info: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+def save(
+    path: str | os.PathLike,
+    model: nn.Module,
+    name: str,
+    kwargs: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write ``model`` (built as ``zoo.build(name, **kwargs)``) to ``path`` atomically; return the path."""
     zoo.factory(name)  # ValueError for an unknown name
     kwargs = _plain("kwargs", dict(kwargs or {}))
-    payload = {"format": FORMAT, "model": name, "kwargs": kwargs, "info": _plain("info", dict(info or {})),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    payload = {
+        "format": FORMAT,
+        "model": name,
+        "kwargs": kwargs,
+        "info": _plain("info", dict(info or {})),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"path's folder {str(path.parent)!r} does not exist")

@@ -19,7 +19,12 @@ def int_at_least(name: str, value: object, lowest: int) -> int:
 
 def positive_number(name: str, value: object) -> float:
     """``value`` as a float if it is a finite real number ``> 0`` (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 

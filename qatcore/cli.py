@@ -30,28 +30,48 @@ def _reproduce(args: argparse.Namespace) -> int:
 
     def announce(run) -> None:
         status = f"ERROR: {run.error}" if run.error else "ok"
-        print(f"{run.name:<32} {run.seconds:6.1f} s  {status}", file=sys.stderr if args.json else sys.stdout,
-              flush=True)
+        print(
+            f"{run.name:<32} {run.seconds:6.1f} s  {status}",
+            file=sys.stderr if args.json else sys.stdout,
+            flush=True,
+        )
 
     report = reproduce(
-        Path(args.notebooks), Path(args.build), Path(args.figures), inplace=args.inplace, only=args.only,
-        parameters=parameters, progress=announce, strict=not args.quick,
+        Path(args.notebooks),
+        Path(args.build),
+        Path(args.figures),
+        inplace=args.inplace,
+        only=args.only,
+        parameters=parameters,
+        progress=announce,
+        strict=not args.quick,
     )
     if args.json:
-        print(json.dumps({"ok": report.ok, "runs": [dataclasses.asdict(r) for r in report.runs],
-                          "entries": report.entries}))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "runs": [dataclasses.asdict(r) for r in report.runs],
+                    "entries": report.entries,
+                }
+            )
+        )
         return 0 if report.ok else 1
     table = report.to_markdown()
-    if args.results and not parameters and not args.only and report.ok:  # a passing default run of the whole course
+    if (
+        args.results and not parameters and not args.only and report.ok
+    ):  # a passing default run of the whole course
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(args.results).write_text(RESULTS_HEADER + table + "\n", encoding="utf-8")
     print(table)
     if report.ok:
         print(f"\nall {len(report.runs)} notebooks ran; every check passed")
         return 0
-    print(f"\nFAILED: {len(report.failed_checks)} check(s) failed; "
-          f"{sum(bool(r.error) for r in report.runs)} notebook(s) stopped with an error"
-          + (" (expected of --quick: its claims need the full run)" if args.quick else ""))
+    print(
+        f"\nFAILED: {len(report.failed_checks)} check(s) failed; "
+        f"{sum(bool(r.error) for r in report.runs)} notebook(s) stopped with an error"
+        + (" (expected of --quick: its claims need the full run)" if args.quick else "")
+    )
     return 1
 
 
@@ -63,17 +83,34 @@ def _equivalence(args: argparse.Namespace) -> int:
     from qatcore.estimators.equivalence import EquivalenceConfig, digits_optimizer, run_equivalence
 
     settings = dict(
-        estimator=args.estimator, bits=args.bits, optimizer=args.optimizer, lr=args.lr,
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        dataset=args.dataset, data_dir=args.data_dir, device=args.device,
+        estimator=args.estimator,
+        bits=args.bits,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        device=args.device,
     )
-    runs = None if args.runs is None else tuple(r for part in args.runs for r in part.split(",") if r)
+    runs = (
+        None if args.runs is None else tuple(r for part in args.runs for r in part.split(",") if r)
+    )
     if args.config is not None:  # the file's settings; flags given on the command line win
         given = {k: v for k, v in settings.items() if v is not None}
         config, file_runs, file_seeds = ablations.load_config(args.config, **given)
         runs, seeds = runs or file_runs, args.seeds or file_seeds
     else:
-        defaults = dict(estimator="dsq", bits=2, epochs=10, batch_size=64, seed=0, dataset="digits", device="cpu")
+        defaults = dict(
+            estimator="dsq",
+            bits=2,
+            epochs=10,
+            batch_size=64,
+            seed=0,
+            dataset="digits",
+            device="cpu",
+        )
         values = {k: defaults.get(k) if v is None else v for k, v in settings.items()}
         values["optimizer"] = digits_optimizer(values.pop("optimizer") or "sgd", values.pop("lr"))
         config = EquivalenceConfig(**values)
@@ -99,31 +136,47 @@ def _equivalence(args: argparse.Namespace) -> int:
 
 def _print_named(report: dict) -> None:
     """The named runs over seeds: a few of the authors' metrics, mean ± sd, one line a run."""
-    print(f"{report['estimator']}, {report['bits']} bits, {report['optimizer']}, lr {report['lr']:g}, "
-          f"seeds {report['seeds']}")
-    shown = ("exact_correct_sequences_proportion", "correct_sequences_proportion",
-             "inference_agreement_proportion", "avg_logit_difference")
+    print(
+        f"{report['estimator']}, {report['bits']} bits, {report['optimizer']}, lr {report['lr']:g}, "
+        f"seeds {report['seeds']}"
+    )
+    shown = (
+        "exact_correct_sequences_proportion",
+        "correct_sequences_proportion",
+        "inference_agreement_proportion",
+        "avg_logit_difference",
+    )
     print(f"{'run':<16}{'q. agreement':>18}" + "".join(f"{name[:22]:>26}" for name in shown))
     for name, pair in report["runs"].items():
+
         def cell(m: dict | None) -> str:
             return "n/a" if m is None else f"{m['mean']:.4f} ± {m['sd']:.4f}"
-        print(f"{name:<16}{cell(pair['ours']['quantized_weight_agreement']):>18}"
-              + "".join(f"{cell(pair['authors'][k]):>26}" for k in shown))
+
+        print(
+            f"{name:<16}{cell(pair['ours']['quantized_weight_agreement']):>18}"
+            + "".join(f"{cell(pair['authors'][k]):>26}" for k in shown)
+        )
     if "adjusted_vs_jitter" in report:
         claim = report["adjusted_vs_jitter"]
-        print(f"adjusted − jitter agreement: {claim['mean']:+.2f} ± {claim['sd']:.2f} points; mean − 2 s.e. "
-              f"{claim['lower']:+.2f} vs bar {claim['bar']:+.1f}: {'holds' if claim['holds'] else 'fails'} "
-              f"(margin {claim['margin']:+.2f})")
+        print(
+            f"adjusted − jitter agreement: {claim['mean']:+.2f} ± {claim['sd']:.2f} points; mean − 2 s.e. "
+            f"{claim['lower']:+.2f} vs bar {claim['bar']:+.1f}: {'holds' if claim['holds'] else 'fails'} "
+            f"(margin {claim['margin']:+.2f})"
+        )
 
 
 def _print_pairs(summary: dict) -> None:
     """The agreement of each run with the custom-estimator run, one line a pair."""
     alpha = "n/a" if summary["alpha"] is None else f"{summary['alpha']:.4f}"
-    print(f"{summary['estimator']}, {summary['bits']} bits, {summary['optimizer']}, lr {summary['lr']:g}, α = {alpha}")
+    print(
+        f"{summary['estimator']}, {summary['bits']} bits, {summary['optimizer']}, lr {summary['lr']:g}, α = {alpha}"
+    )
     print(f"{'pair':<12}{'quantized agreement':>22}{'alignment error':>18}{'predictions':>14}")
     for pair, metrics in summary["pairs"].items():
-        print(f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
-              f"{metrics['prediction_agreement']:>14.4f}")
+        print(
+            f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
+            f"{metrics['prediction_agreement']:>14.4f}"
+        )
 
 
 def _imagenet(args: argparse.Namespace) -> int:
@@ -136,8 +189,11 @@ def _imagenet(args: argparse.Namespace) -> int:
     args.seed = config.seed
     if (launched := _launch_or_join(args)) is not None:
         return launched
-    result = run_imagenet(config, progress=not args.json and distributed.is_main_process(),
-                          stop_after_epochs=args.stop_after_epochs)
+    result = run_imagenet(
+        config,
+        progress=not args.json and distributed.is_main_process(),
+        stop_after_epochs=args.stop_after_epochs,
+    )
     if result is None:
         if distributed.is_main_process():
             print(f"stopped; give the same command again to continue from {config.out}/runs/")
@@ -178,16 +234,26 @@ def _ace(args: argparse.Namespace) -> int:
 
     from qatcore.cost.ace import count_zoo_model
 
-    report = count_zoo_model(args.model, args.bits, args.a_bits, args.elementwise_bits, args.cost_model,
-                             args.batch_size, args.float_bits, not args.per_batch)
+    report = count_zoo_model(
+        args.model,
+        args.bits,
+        args.a_bits,
+        args.elementwise_bits,
+        args.cost_model,
+        args.batch_size,
+        args.float_bits,
+        not args.per_batch,
+    )
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
     totals = report.totals
     per = "per batch" if args.per_batch else "per image"
-    print(f"{args.model} ({per}, float operands at {args.float_bits} bits): {totals['macs']:,} MACs, "
-          f"ACE {totals['ace']:.4g}, sops {totals['sops']:.4g}, ACEv2 {totals['acev2']:.4g} (our reading), "
-          f"energy {totals['energy_pj'] / 1e6:.4g} µJ (45 nm)")
+    print(
+        f"{args.model} ({per}, float operands at {args.float_bits} bits): {totals['macs']:,} MACs, "
+        f"ACE {totals['ace']:.4g}, sops {totals['sops']:.4g}, ACEv2 {totals['acev2']:.4g} (our reading), "
+        f"energy {totals['energy_pj'] / 1e6:.4g} µJ (45 nm)"
+    )
     print(report.to_markdown())
     return 0
 
@@ -197,13 +263,25 @@ def _train(args: argparse.Namespace) -> int:
 
     from qatcore.export.training import train_checkpoint
 
-    trained = train_checkpoint(args.model, args.out, bits=args.bits, epochs=args.epochs, dataset=args.dataset,
-                               data_dir=args.data_dir, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                               overwrite=args.overwrite)
+    trained = train_checkpoint(
+        args.model,
+        args.out,
+        bits=args.bits,
+        epochs=args.epochs,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     summary = trained.to_dict()
-    print(json.dumps(summary) if args.json else
-          f"{args.model}: test accuracy {100 * trained.test_accuracy:.1f} % after {args.epochs} epoch(s); "
-          f"wrote {summary['checkpoint']} (export it with: qatcore export {summary['checkpoint']} --format onnx --out DIR)")
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"{args.model}: test accuracy {100 * trained.test_accuracy:.1f} % after {args.epochs} epoch(s); "
+        f"wrote {summary['checkpoint']} (export it with: qatcore export {summary['checkpoint']} --format onnx --out DIR)"
+    )
     return 0
 
 
@@ -212,18 +290,31 @@ def _export(args: argparse.Namespace) -> int:
 
     from qatcore.export.exporter import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, dataset=args.dataset,
-                               data_dir=args.data_dir, overwrite=args.overwrite, threads=args.threads)
+    result = export_checkpoint(
+        args.checkpoint,
+        args.format,
+        args.out,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        overwrite=args.overwrite,
+        threads=args.threads,
+    )
     summary = result.to_dict()
     if args.json:
         print(json.dumps(summary))
     else:
-        float_size = "n/a" if summary["float_size_bytes"] is None else f"{summary['float_size_bytes']:,}"
-        print(f"wrote {summary['path']} ({summary['size_bytes']:,} bytes; float32 ONNX "
-              f"{float_size} bytes) and {summary['metadata']}")
-        print(f"parity with PyTorch on {result.parity.examples} test images: max |Δ| "
-              f"{summary['max_abs_diff']:.3g} (one output step {summary['output_step']:.3g}), "
-              f"prediction agreement {summary['prediction_agreement']:.4f}")
+        float_size = (
+            "n/a" if summary["float_size_bytes"] is None else f"{summary['float_size_bytes']:,}"
+        )
+        print(
+            f"wrote {summary['path']} ({summary['size_bytes']:,} bytes; float32 ONNX "
+            f"{float_size} bytes) and {summary['metadata']}"
+        )
+        print(
+            f"parity with PyTorch on {result.parity.examples} test images: max |Δ| "
+            f"{summary['max_abs_diff']:.3g} (one output step {summary['output_step']:.3g}), "
+            f"prediction agreement {summary['prediction_agreement']:.4f}"
+        )
     return 0 if result.parity.ok else 1
 
 
@@ -232,18 +323,28 @@ def _bnn_memory(args: argparse.Namespace) -> int:
 
     from qatcore.bnn.measure import memory_summary
 
-    summary = memory_summary(args.model, args.batch_size, measure=args.measure, optimizer=args.optimizer,
-                             accounting=args.accounting, gradient=args.gradient)
+    summary = memory_summary(
+        args.model,
+        args.batch_size,
+        measure=args.measure,
+        optimizer=args.optimizer,
+        accounting=args.accounting,
+        gradient=args.gradient,
+    )
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{args.model}, batch {args.batch_size}, {args.optimizer}, {args.accounting} accounting: standard "
-          f"{summary['standard_bytes'] / 2**20:.2f} MiB, low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, "
-          f"ratio {summary['ratio']:.2f}× (model)")
+    print(
+        f"{args.model}, batch {args.batch_size}, {args.optimizer}, {args.accounting} accounting: standard "
+        f"{summary['standard_bytes'] / 2**20:.2f} MiB, low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, "
+        f"ratio {summary['ratio']:.2f}× (model)"
+    )
     for mode, measured in summary.get("measured", {}).items():
         peak = measured["peak_rss_bytes"]
-        print(f"  measured {mode}: held {measured['held_bytes'] / 2**20:.2f} MiB, peak RSS increase "
-              f"{'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}")
+        print(
+            f"  measured {mode}: held {measured['held_bytes'] / 2**20:.2f} MiB, peak RSS increase "
+            f"{'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}"
+        )
         fresh = summary.get(f"measured_peak_{mode}_bytes")
         if fresh is not None:
             print(f"  measured {mode}: peak of a step in a fresh process {fresh / 2**20:.1f} MiB")
@@ -261,19 +362,39 @@ def _bnn_train(args: argparse.Namespace) -> int:
     if (launched := _launch_or_join(args)) is not None:
         return launched
     check_choice("model", args.model, sorted(CLI_MODELS))
-    config = BNNConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       optimizer=args.optimizer, gradient=args.gradient)
+    config = BNNConfig(
+        mode=args.mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        optimizer=args.optimizer,
+        gradient=args.gradient,
+    )
     dataset = data.load(args.dataset, args.data_dir)
-    model = zoo.build(CLI_MODELS[args.model], image_size=dataset.image_size, num_classes=dataset.num_classes)
-    result = train_bnn(model, dataset, config, progress=not args.json and distributed.is_main_process())
+    model = zoo.build(
+        CLI_MODELS[args.model], image_size=dataset.image_size, num_classes=dataset.num_classes
+    )
+    result = train_bnn(
+        model, dataset, config, progress=not args.json and distributed.is_main_process()
+    )
     if not distributed.is_main_process():
         return 0
-    summary = {"model": args.model, "mode": args.mode, "optimizer": args.optimizer, "test_accuracy": round(result.test_accuracy, 4),
-               "train_accuracy": round(result.train_accuracy, 4), "final_loss": round(result.losses[-1], 4),
-               "seconds_per_step": round(result.seconds_per_step, 5)}
-    print(json.dumps(summary) if args.json else
-          f"{args.model}, {args.mode}: test accuracy {100 * result.test_accuracy:.1f} %, "
-          f"{1000 * result.seconds_per_step:.1f} ms a step")
+    summary = {
+        "model": args.model,
+        "mode": args.mode,
+        "optimizer": args.optimizer,
+        "test_accuracy": round(result.test_accuracy, 4),
+        "train_accuracy": round(result.train_accuracy, 4),
+        "final_loss": round(result.losses[-1], 4),
+        "seconds_per_step": round(result.seconds_per_step, 5),
+    }
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"{args.model}, {args.mode}: test accuracy {100 * result.test_accuracy:.1f} %, "
+        f"{1000 * result.seconds_per_step:.1f} ms a step"
+    )
     return 0
 
 
@@ -298,29 +419,52 @@ def _parent(*arguments: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser
 JSON = _parent((("--json",), {"action": "store_true", "help": "print one JSON object"}))
 SEED = _parent((("--seed",), {"type": int, "default": 0, "help": "random seed"}))
 DATA_DIR = _parent((("--data-dir",), {"default": None, "help": "folder of MNIST-format IDX files"}))
-NPROC = _parent((("--nproc",), {"type": int, "default": 1,
-                                "help": "train on N local processes with DistributedDataParallel (through torchrun)"}))
-
+NPROC = _parent(
+    (
+        ("--nproc",),
+        {
+            "type": int,
+            "default": 1,
+            "help": "train on N local processes with DistributedDataParallel (through torchrun)",
+        },
+    )
+)
 
 
 def _arguments_reproduce(parser: argparse.ArgumentParser) -> None:
     from qatcore.data import DATASETS
 
-    parser.add_argument("--notebooks", default="notebooks", help="folder of notebooks (default: notebooks)")
+    parser.add_argument(
+        "--notebooks", default="notebooks", help="folder of notebooks (default: notebooks)"
+    )
     parser.add_argument("--build", default="build/notebooks", help="where executed copies go")
     parser.add_argument("--figures", default="figures", help="where figures are written")
     parser.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves")
-    parser.add_argument("--only", default="", metavar="PREFIX", help="only notebooks whose name starts so")
     parser.add_argument(
-        "--dataset", default="digits", choices=DATASETS,
+        "--only", default="", metavar="PREFIX", help="only notebooks whose name starts so"
+    )
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        choices=DATASETS,
         help="another dataset runs each notebook's paper-scale variant (PAPER_SCALE, DATASET, DATA_DIR)",
     )
-    parser.add_argument("--data-dir", default=None, help="folder of MNIST-format IDX files for --dataset")
-    parser.add_argument("--quick", action="store_true",
-                     help="smoke run: one epoch, one seed; failed claims warn (they need the full run)")
-    parser.add_argument("--json", action="store_true", help="print runs and entries as one JSON object")
-    parser.add_argument("--results", default="docs/results.md",
-                     help="where a full default run writes its table for the website ('' for nowhere)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder of MNIST-format IDX files for --dataset"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: one epoch, one seed; failed claims warn (they need the full run)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print runs and entries as one JSON object"
+    )
+    parser.add_argument(
+        "--results",
+        default="docs/results.md",
+        help="where a full default run writes its table for the website ('' for nowhere)",
+    )
 
 
 def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
@@ -330,44 +474,97 @@ def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--estimator", default=None, choices=names(), help="default: dsq")
     parser.add_argument("--bits", type=int, default=None, help="default: 2")
-    parser.add_argument("--optimizer", default=None, choices=OPTIMIZERS,
-                        help="default: sgd (SGD with momentum 0.9; adam: β₂ = 0.95)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
+    parser.add_argument(
+        "--optimizer",
+        default=None,
+        choices=OPTIMIZERS,
+        help="default: sgd (SGD with momentum 0.9; adam: β₂ = 0.95)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: per optimizer)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: 10")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64")
     parser.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
     parser.add_argument("--dataset", default=None, choices=DATASETS, help="default: digits")
     parser.add_argument("--device", default=None, help="torch device to train on (cpu, cuda)")
-    parser.add_argument("--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml")
-    parser.add_argument("--runs", nargs="+", default=None,
-                    help="named runs: main jitter no_warp scaledown bits_1 bits_4 ablation_ours "
-                         "(default with --seeds: all that apply)")
-    parser.add_argument("--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd")
+    parser.add_argument(
+        "--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml"
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="named runs: main jitter no_warp scaledown bits_1 bits_4 ablation_ours "
+        "(default with --seeds: all that apply)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd"
+    )
     parser.add_argument("--workers", type=int, default=1, help="train seeds in N processes")
 
 
 def _arguments_imagenet(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="a TOML file, e.g. configs/imagenet_resnet50_dsq_sgd.toml")
-    parser.add_argument("--data-dir", default=None, help="ImageNet folder (ROOT/train/CLASS/*, ROOT/val/CLASS/*)")
+    parser.add_argument(
+        "--config", required=True, help="a TOML file, e.g. configs/imagenet_resnet50_dsq_sgd.toml"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="ImageNet folder (ROOT/train/CLASS/*, ROOT/val/CLASS/*)"
+    )
     parser.add_argument("--out", default=None, help="output folder (default: the config's out)")
-    parser.add_argument("--stop-after-epochs", type=int, default=None,
-                    help="stop after N epochs of this call (rerun the command to continue)")
+    parser.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        default=None,
+        help="stop after N epochs of this call (rerun the command to continue)",
+    )
 
 
 def _arguments_ace(parser: argparse.ArgumentParser) -> None:
     from qatcore import zoo
 
-    parser.add_argument("--model", required=True, metavar="NAME|package.module:factory",
-                     help=f"a built-in model ({', '.join(zoo.names())}) or a factory of yours, called with no "
-                          "arguments; its model needs example_input() or input_shape")
-    parser.add_argument("--bits", type=int, default=None, help="weight bits of every conv/linear layer (default: the model's)")
-    parser.add_argument("--a-bits", type=int, default=None, help="input (activation) bits of every conv/linear layer")
-    parser.add_argument("--elementwise-bits", type=int, default=None, help="bits of element-wise ops (default: float)")
-    parser.add_argument("--float-bits", type=int, default=16, choices=(16, 32),
-                     help="width of an unquantised operand: 16 (bfloat16, as PokeBNN) or 32 (float32)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME|package.module:factory",
+        help=f"a built-in model ({', '.join(zoo.names())}) or a factory of yours, called with no "
+        "arguments; its model needs example_input() or input_shape",
+    )
+    parser.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        help="weight bits of every conv/linear layer (default: the model's)",
+    )
+    parser.add_argument(
+        "--a-bits",
+        type=int,
+        default=None,
+        help="input (activation) bits of every conv/linear layer",
+    )
+    parser.add_argument(
+        "--elementwise-bits",
+        type=int,
+        default=None,
+        help="bits of element-wise ops (default: float)",
+    )
+    parser.add_argument(
+        "--float-bits",
+        type=int,
+        default=16,
+        choices=(16, 32),
+        help="width of an unquantised operand: 16 (bfloat16, as PokeBNN) or 32 (float32)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="images in the zero input batch")
-    parser.add_argument("--per-batch", action="store_true", help="count the whole batch, not one image")
-    parser.add_argument("--cost-model", default="acev2", choices=("ace", "sops", "acev2", "energy"), help="cost model")
+    parser.add_argument(
+        "--per-batch", action="store_true", help="count the whole batch, not one image"
+    )
+    parser.add_argument(
+        "--cost-model",
+        default="acev2",
+        choices=("ace", "sops", "acev2", "energy"),
+        help="cost model",
+    )
 
 
 def _arguments_train(parser: argparse.ArgumentParser) -> None:
@@ -375,11 +572,18 @@ def _arguments_train(parser: argparse.ArgumentParser) -> None:
     from qatcore.export.training import TRAINABLE
 
     parser.add_argument("--model", required=True, choices=sorted(TRAINABLE), help="model")
-    parser.add_argument("--bits", type=int, default=None, help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)")
+    parser.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="epochs")
     parser.add_argument("--out", required=True, help="checkpoint file to write (e.g. c.pt)")
     parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="batch size")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
@@ -388,11 +592,15 @@ def _arguments_export(parser: argparse.ArgumentParser) -> None:
     from qatcore.data import DATASETS
     from qatcore.export import FORMATS
 
-    parser.add_argument("checkpoint", help="a checkpoint written by `qatcore train` or qatcore.checkpoint.save")
+    parser.add_argument(
+        "checkpoint", help="a checkpoint written by `qatcore train` or qatcore.checkpoint.save"
+    )
     parser.add_argument("--format", required=True, choices=FORMATS, help="format")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing export files")
-    parser.add_argument("--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)")
+    parser.add_argument(
+        "--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
 
 
@@ -404,13 +612,27 @@ def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model", default="mlp", choices=tuple(CLI_MODELS), help="model")
     parser.add_argument("--batch-size", type=int, default=100, help="batch size")
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
-                        help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights")
-    parser.add_argument("--accounting", default="autograd", choices=ACCOUNTINGS,
-                     help="the authors' spreadsheet rows, or what autograd really holds (default)")
-    parser.add_argument("--gradient", default="po2", choices=GRADIENT_FORMATS,
-                     help="dY format of the low-memory mode: power of two or float16 (default: po2)")
-    parser.add_argument("--measure", action="store_true", help="also measure one real training step of each mode")
+    parser.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=OPTIMIZERS,
+        help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights",
+    )
+    parser.add_argument(
+        "--accounting",
+        default="autograd",
+        choices=ACCOUNTINGS,
+        help="the authors' spreadsheet rows, or what autograd really holds (default)",
+    )
+    parser.add_argument(
+        "--gradient",
+        default="po2",
+        choices=GRADIENT_FORMATS,
+        help="dY format of the low-memory mode: power of two or float16 (default: po2)",
+    )
+    parser.add_argument(
+        "--measure", action="store_true", help="also measure one real training step of each mode"
+    )
 
 
 def _arguments_bnn_train(parser: argparse.ArgumentParser) -> None:
@@ -425,34 +647,87 @@ def _arguments_bnn_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs")
     parser.add_argument("--batch-size", type=int, default=100, help="batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="lr")
-    parser.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
-                    help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights")
-    parser.add_argument("--gradient", default="po2", choices=GRADIENT_FORMATS, help="low-memory dY format")
+    parser.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=OPTIMIZERS,
+        help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights",
+    )
+    parser.add_argument(
+        "--gradient", default="po2", choices=GRADIENT_FORMATS, help="low-memory dY format"
+    )
     parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
 
 
 #: subcommand: (help, argument builder, function); a builder runs only for the subcommand chosen,
 #: so `qatcore --help` imports neither torch nor sympy
 SUBCOMMANDS = {
-    "reproduce": ('run every notebook headless; print the report table', _arguments_reproduce, _reproduce, ()),
-    "equivalence": ('train a custom estimator, its adjusted STE, the ablations and the jitter baseline', _arguments_equivalence, _equivalence, (JSON, DATA_DIR, NPROC)),
-    "imagenet": ("the first paper's ImageNet ResNet experiment, from a TOML config (under torchrun)", _arguments_imagenet, _imagenet, (JSON, NPROC)),
-    "ace": ('count MACs, ACE, sops, ACEv2 and 45 nm energy of a model', _arguments_ace, _ace, (JSON,)),
-    "train": ('train a course model and save a checkpoint for `qatcore export`', _arguments_train, _train, (JSON, SEED, DATA_DIR)),
-    "export": ('export a checkpoint (ONNX QDQ, QONNX, packed binary, torch.export) and check it', _arguments_export, _export, (JSON, DATA_DIR)),
-    "bnn-memory": ('modelled (and measured) memory of standard vs low-memory BNN training', _arguments_bnn_memory, _bnn_memory, (JSON,)),
-    "bnn-train": ('train a BNN with the standard or the low-memory algorithm', _arguments_bnn_train, _bnn_train, (JSON, SEED, DATA_DIR, NPROC)),
+    "reproduce": (
+        "run every notebook headless; print the report table",
+        _arguments_reproduce,
+        _reproduce,
+        (),
+    ),
+    "equivalence": (
+        "train a custom estimator, its adjusted STE, the ablations and the jitter baseline",
+        _arguments_equivalence,
+        _equivalence,
+        (JSON, DATA_DIR, NPROC),
+    ),
+    "imagenet": (
+        "the first paper's ImageNet ResNet experiment, from a TOML config (under torchrun)",
+        _arguments_imagenet,
+        _imagenet,
+        (JSON, NPROC),
+    ),
+    "ace": (
+        "count MACs, ACE, sops, ACEv2 and 45 nm energy of a model",
+        _arguments_ace,
+        _ace,
+        (JSON,),
+    ),
+    "train": (
+        "train a course model and save a checkpoint for `qatcore export`",
+        _arguments_train,
+        _train,
+        (JSON, SEED, DATA_DIR),
+    ),
+    "export": (
+        "export a checkpoint (ONNX QDQ, QONNX, packed binary, torch.export) and check it",
+        _arguments_export,
+        _export,
+        (JSON, DATA_DIR),
+    ),
+    "bnn-memory": (
+        "modelled (and measured) memory of standard vs low-memory BNN training",
+        _arguments_bnn_memory,
+        _bnn_memory,
+        (JSON,),
+    ),
+    "bnn-train": (
+        "train a BNN with the standard or the low-memory algorithm",
+        _arguments_bnn_train,
+        _bnn_train,
+        (JSON, SEED, DATA_DIR, NPROC),
+    ),
 }
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s own arguments are built (all of them when None is not asked)."""
-    parser = argparse.ArgumentParser(prog="qatcore", description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(
+        prog="qatcore", description=__doc__, formatter_class=_Formatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('qatcore')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (summary, arguments, run, parents) in SUBCOMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary, parents=list(parents),
-                                  formatter_class=_Formatter)
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            parents=list(parents),
+            formatter_class=_Formatter,
+        )
         if command in (name, "*"):
             arguments(sub)
         sub.set_defaults(run=run)

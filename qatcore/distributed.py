@@ -71,7 +71,9 @@ def local_batch_size(batch_size: int, world: int | None = None) -> int:
     """Each process's share ``B / W`` of the global batch; ValueError unless ``W`` divides ``B``."""
     world = place()[1] if world is None else world
     if batch_size % world:
-        raise ValueError(f"batch_size must be a multiple of the {world} processes, got {batch_size}")
+        raise ValueError(
+            f"batch_size must be a multiple of the {world} processes, got {batch_size}"
+        )
     return batch_size // world
 
 
@@ -96,7 +98,9 @@ def wrap(model: nn.Module) -> nn.Module:
     if not is_distributed():
         return model
     device = next(model.parameters()).device
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None
+    )
 
 
 def mean(value: float) -> float:
@@ -136,7 +140,14 @@ def free_port() -> int:
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m qatcore argv`` on ``nproc`` local processes through torchrun."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-        "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "qatcore", *argv,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={free_port()}",
+        "-m",
+        "qatcore",
+        *argv,
     ]
     return subprocess.run(command, check=False).returncode

@@ -20,7 +20,9 @@ def output_folder(out: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"out folder {str(folder)!r} cannot be created: {error.strerror}") from error
+        raise ValueError(
+            f"out folder {str(folder)!r} cannot be created: {error.strerror}"
+        ) from error
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"out folder {str(folder)!r} is not writable")
     return folder
@@ -32,7 +34,9 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
         return
     for path in paths:
         if path.exists():
-            raise FileExistsError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+            raise FileExistsError(
+                f"{str(path)!r} already exists (pass overwrite=True to replace it)"
+            )
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = False) -> int:
@@ -43,14 +47,18 @@ def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = Fa
     """
     path = Path(path)
     refuse_existing([path], overwrite)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
     os.close(handle)
     temporary = Path(name)
     try:
         write(temporary)
         size = temporary.stat().st_size
         if not overwrite and path.exists():  # appeared while we were writing
-            raise FileExistsError(f"{str(path)!r} already exists (pass overwrite=True to replace it)")
+            raise FileExistsError(
+                f"{str(path)!r} already exists (pass overwrite=True to replace it)"
+            )
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -13,7 +13,11 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     device = next(model.parameters()).device
     correct = sum(
-        int((model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() == y[i : i + batch_size]).sum())
+        int(
+            (
+                model(x[i : i + batch_size].to(device)).argmax(dim=1).cpu() == y[i : i + batch_size]
+            ).sum()
+        )
         for i in range(0, len(x), batch_size)
     )
     model.train(was_training)

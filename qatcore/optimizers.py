@@ -75,10 +75,14 @@ class OptimizerConfig:
             known = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(value) - known)
             if unknown:
-                raise ValueError(f"unknown optimizer setting(s) {unknown}; allowed: {sorted(known)}")
+                raise ValueError(
+                    f"unknown optimizer setting(s) {unknown}; allowed: {sorted(known)}"
+                )
             return cls(**value)
-        raise TypeError(f"optimizer must be an OptimizerConfig, a name {OPTIMIZERS} or a table of settings, "
-                        f"got {value!r}")
+        raise TypeError(
+            f"optimizer must be an OptimizerConfig, a name {OPTIMIZERS} or a table of settings, "
+            f"got {value!r}"
+        )
 
     @property
     def label(self) -> str:
@@ -93,7 +97,9 @@ class OptimizerConfig:
 
     def rate(self, step: int, total_steps: int) -> float:
         """The learning rate of step ``step`` (from 0) of ``total_steps``."""
-        return learning_rate(step, total_steps, self.lr, self.warmup_fraction, self.warmup_from_zero)
+        return learning_rate(
+            step, total_steps, self.lr, self.warmup_fraction, self.warmup_from_zero
+        )
 
     def build(self, params: Iterable) -> torch.optim.Optimizer:
         """A PyTorch optimizer over ``params`` (tensors, or groups of them) at the base rate."""

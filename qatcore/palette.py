@@ -18,7 +18,15 @@ from qatcore.checks import check_choice
 
 #: Okabe and Ito's eight colours
 BLACK, ORANGE, SKY_BLUE, GREEN, YELLOW, BLUE, VERMILLION, PURPLE = (
-    "#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+    "#000000",
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+)
 #: four more from Paul Tol's muted set, for the few groups that need them
 INDIGO, WINE, OLIVE, TEAL = "#332288", "#882255", "#999933", "#44AA99"
 GREY, LIGHT_GREY = "#999999", "#DDDDDD"
@@ -102,10 +110,26 @@ def colours(names: Iterable[str], group: Mapping[str, str] | None = None) -> dic
     free = [c for c in SEQUENCE if c not in chosen.values()]
     rest = [name for name in names if name not in chosen]
     if len(rest) > len(free):
-        raise ValueError(f"names: at most {len(free)} without a colour of their own, got {len(rest)}")
+        raise ValueError(
+            f"names: at most {len(free)} without a colour of their own, got {len(rest)}"
+        )
     chosen.update(zip(rest, free, strict=False))
     return {name: chosen[name] for name in names}
 
 
-__all__ = ["CONVOLUTIONS", "ESTIMATORS", "EXPORTS", "GREY", "LADDER", "MEMORY", "MODES", "OPERATIONS", "REMOVED",
-           "RUNS", "RUNTIMES", "SEQUENCE", "colour", "colours"]
+__all__ = [
+    "CONVOLUTIONS",
+    "ESTIMATORS",
+    "EXPORTS",
+    "GREY",
+    "LADDER",
+    "MEMORY",
+    "MODES",
+    "OPERATIONS",
+    "REMOVED",
+    "RUNS",
+    "RUNTIMES",
+    "SEQUENCE",
+    "colour",
+    "colours",
+]

@@ -50,5 +50,7 @@ def input_shape(name: str, model: nn.Module) -> tuple[int, ...]:
     """The input shape (without the batch) of ``model``, built as ``name`` with default arguments."""
     shape = getattr(model, "input_shape", None) or INPUT_SHAPES.get(name)
     if shape is None:
-        raise ValueError(f"model {name!r} has no input_shape attribute and no entry in zoo.INPUT_SHAPES")
+        raise ValueError(
+            f"model {name!r} has no input_shape attribute and no entry in zoo.INPUT_SHAPES"
+        )
     return tuple(shape)

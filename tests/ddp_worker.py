@@ -24,10 +24,17 @@ distributed.init_from_environment()
 digits = data.subset(data.load("digits"), train=1280)
 if kind == "cnn":
     model = MNISTCNN(bits=2, estimator="dsq", image_size=digits.image_size)
-    losses = train(model, digits, TrainConfig(OptimizerConfig("sgd", lr=0.02), batch_size=64, epochs=1), progress=False).losses
+    losses = train(
+        model,
+        digits,
+        TrainConfig(OptimizerConfig("sgd", lr=0.02), batch_size=64, epochs=1),
+        progress=False,
+    ).losses
 else:
     model = BNNMLP(image_size=digits.image_size)
-    losses = train_bnn(model, digits, BNNConfig(mode="low_memory", epochs=2, batch_size=64), progress=False).losses
+    losses = train_bnn(
+        model, digits, BNNConfig(mode="low_memory", epochs=2, batch_size=64), progress=False
+    ).losses
 if distributed.is_distributed():
     out = out.with_suffix(f".rank{torch.distributed.get_rank()}{out.suffix}")
 parameters = {name: p.detach() for name, p in model.named_parameters()}

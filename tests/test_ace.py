@@ -22,7 +22,11 @@ torch.set_num_threads(1)
 
 def kinds(report, layer=None):
     """{(kind, role): (count, bits)} of one layer (or all), to compare with hand counts."""
-    return {(op.kind, op.role): (op.count, op.bits) for op in report.operations if layer in (None, op.layer)}
+    return {
+        (op.kind, op.role): (op.count, op.bits)
+        for op in report.operations
+        if layer in (None, op.layer)
+    }
 
 
 def test_conv_with_stride_padding_and_groups_by_hand():
@@ -31,8 +35,11 @@ def test_conv_with_stride_padding_and_groups_by_hand():
     report = ace.count(model, torch.zeros(1, 4, 9, 9), bits={"0": (3, 5)}, float_bits=32)
     # output 6×5×5; each output reads C_in/groups·k_h·k_w = 2·3·3 = 18 inputs
     macs = 6 * 5 * 5 * 18
-    assert kinds(report) == {("mac", "mac"): (macs, (3, 5)), ("mul", "rescale"): (150, (32, 32)),
-                             ("mul", "quantise"): (4 * 81, (32, 32))}
+    assert kinds(report) == {
+        ("mac", "mac"): (macs, (3, 5)),
+        ("mul", "rescale"): (150, (32, 32)),
+        ("mul", "quantise"): (4 * 81, (32, 32)),
+    }
     totals = report.totals
     assert totals["macs"] == 2700 and totals["ace"] == 2700 * 3 * 5
     assert totals["acev2"] == 2700 * 15 + (150 + 324) * 32 * 32
@@ -40,14 +47,24 @@ def test_conv_with_stride_padding_and_groups_by_hand():
 
 def test_depthwise_conv_with_bias_by_hand():
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8))
-    report = ace.count(model, torch.zeros(2, 8, 6, 6), elementwise_bits=8, float_bits=32, per_image=False)
-    assert kinds(report) == {("mac", "mac"): (2 * 8 * 36 * 9, (32, 32)), ("add", "bias"): (2 * 288, (8, 8))}
+    report = ace.count(
+        model, torch.zeros(2, 8, 6, 6), elementwise_bits=8, float_bits=32, per_image=False
+    )
+    assert kinds(report) == {
+        ("mac", "mac"): (2 * 8 * 36 * 9, (32, 32)),
+        ("add", "bias"): (2 * 288, (8, 8)),
+    }
     assert report.totals["acev2"] == 2 * 8 * 36 * 9 * 1024 + 2 * 288 * 8
 
 
 def test_linear_by_hand_and_energy_from_the_45nm_table():
-    report = ace.count(nn.Sequential(nn.Linear(10, 7, bias=False)), torch.zeros(3, 10), bits=(4, 4),
-                       float_bits=32, per_image=False)
+    report = ace.count(
+        nn.Sequential(nn.Linear(10, 7, bias=False)),
+        torch.zeros(3, 10),
+        bits=(4, 4),
+        float_bits=32,
+        per_image=False,
+    )
     assert report.totals["macs"] == 210 and report.totals["ace"] == 210 * 16
     per_mac = 0.002995 * 16 + 0.001042 * 4 + 0.003125 * 32  # 4×4 int mul + int32 accumulate (pJ)
     per_scale = 3.7  # each of the 21 re-scales and 30 input scalings is an fp32 multiplication
@@ -57,20 +74,50 @@ def test_linear_by_hand_and_energy_from_the_45nm_table():
 @pytest.mark.parametrize(
     ("layer", "shape", "expected"),
     [
-        (nn.BatchNorm2d(4), (2, 4, 3, 3), {("mul", "batch norm"): (72, (8, 8)), ("add", "batch norm"): (72, (8, 8))}),
-        (nn.PReLU(), (1, 3, 4, 4), {("compare", "activation"): (48, (8,)), ("mul", "activation"): (48, (8,) * 2)}),
+        (
+            nn.BatchNorm2d(4),
+            (2, 4, 3, 3),
+            {("mul", "batch norm"): (72, (8, 8)), ("add", "batch norm"): (72, (8, 8))},
+        ),
+        (
+            nn.PReLU(),
+            (1, 3, 4, 4),
+            {("compare", "activation"): (48, (8,)), ("mul", "activation"): (48, (8,) * 2)},
+        ),
         (nn.ReLU(), (1, 3, 4, 4), {("compare", "activation"): (48, (8,))}),
         (nn.MaxPool2d(3, 2, 1), (1, 2, 8, 8), {("compare", "pooling"): (32 * 8, (8, 8))}),
-        (nn.AvgPool2d(2), (1, 2, 4, 4), {("add", "pooling"): (24, (8, 8)), ("mul", "pooling"): (8, (8, 8))}),
-        (nn.AdaptiveAvgPool2d(1), (1, 3, 5, 5), {("add", "pooling"): (72, (8, 8)), ("mul", "pooling"): (3, (8, 8))}),
+        (
+            nn.AvgPool2d(2),
+            (1, 2, 4, 4),
+            {("add", "pooling"): (24, (8, 8)), ("mul", "pooling"): (8, (8, 8))},
+        ),
+        (
+            nn.AdaptiveAvgPool2d(1),
+            (1, 3, 5, 5),
+            {("add", "pooling"): (72, (8, 8)), ("mul", "pooling"): (3, (8, 8))},
+        ),
         # 5 → 3 adaptive windows span 2, 3, 2 rows (and columns): 7·7 = 49 reads per channel, 9 outputs
-        (nn.AdaptiveAvgPool2d(3), (1, 1, 5, 5), {("add", "pooling"): (40, (8, 8)), ("mul", "pooling"): (9, (8, 8))}),
-        (nn.Softmax(dim=1), (2, 5), {("compare", "softmax"): (10, (8,)), ("add", "softmax"): (20, (8, 8)),
-                                     ("exp", "softmax"): (10, (8,)), ("div", "softmax"): (10, (8, 8))}),
+        (
+            nn.AdaptiveAvgPool2d(3),
+            (1, 1, 5, 5),
+            {("add", "pooling"): (40, (8, 8)), ("mul", "pooling"): (9, (8, 8))},
+        ),
+        (
+            nn.Softmax(dim=1),
+            (2, 5),
+            {
+                ("compare", "softmax"): (10, (8,)),
+                ("add", "softmax"): (20, (8, 8)),
+                ("exp", "softmax"): (10, (8,)),
+                ("div", "softmax"): (10, (8, 8)),
+            },
+        ),
     ],
 )
 def test_elementwise_layers_by_hand(layer, shape, expected):
-    report = ace.count(nn.Sequential(layer), torch.randn(*shape), elementwise_bits=8, per_image=False)
+    report = ace.count(
+        nn.Sequential(layer), torch.randn(*shape), elementwise_bits=8, per_image=False
+    )
     assert kinds(report) == expected
     assert report.totals["ace"] == 0  # ACE sees none of them
     assert report.elementwise_share() == 1.0
@@ -90,7 +137,9 @@ def test_residual_addition_by_hand(method):
     report = ace.count(Residual(), torch.zeros(1, 2, 3, 3), elementwise_bits=6, method=method)
     assert report.method == method
     assert kinds(report, "add") == {("add", "residual add"): (18, (6, 6))}
-    assert kinds(report, "conv") == {("mac", "mac"): (36, (16, 16))}  # unquantised: bfloat16, as PokeBNN
+    assert kinds(report, "conv") == {
+        ("mac", "mac"): (36, (16, 16))
+    }  # unquantised: bfloat16, as PokeBNN
 
 
 # Published multiply-accumulate counts for one 224×224 image, fc layer included:
@@ -100,10 +149,17 @@ def test_residual_addition_by_hand(method):
 #  128: 418, 290, 186 million).
 @pytest.mark.parametrize(
     ("build", "published"),
-    [(ResNet18, 1.814e9), (ResNet50, 4.089e9), (lambda: MobileNetV1(1.0, 224), 569e6),
-     (lambda: MobileNetV1(0.75, 224), 325e6), (lambda: MobileNetV1(0.5, 224), 149e6),
-     (lambda: MobileNetV1(0.25, 224), 41e6), (lambda: MobileNetV1(1.0, 192), 418e6),
-     (lambda: MobileNetV1(1.0, 160), 290e6), (lambda: MobileNetV1(1.0, 128), 186e6)],
+    [
+        (ResNet18, 1.814e9),
+        (ResNet50, 4.089e9),
+        (lambda: MobileNetV1(1.0, 224), 569e6),
+        (lambda: MobileNetV1(0.75, 224), 325e6),
+        (lambda: MobileNetV1(0.5, 224), 149e6),
+        (lambda: MobileNetV1(0.25, 224), 41e6),
+        (lambda: MobileNetV1(1.0, 192), 418e6),
+        (lambda: MobileNetV1(1.0, 160), 290e6),
+        (lambda: MobileNetV1(1.0, 128), 186e6),
+    ],
 )
 def test_mac_totals_match_published_figures_within_one_percent(build, published):
     model = build()
@@ -121,12 +177,23 @@ def test_fx_and_hooks_count_the_same(build):
 
 
 @examples(25)
-@given(c_in=st.integers(1, 4), c_out_per_group=st.integers(1, 3), groups=st.integers(1, 3),
-       kernel=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 2), side=st.integers(4, 9),
-       w_bits=st.integers(1, 8), a_bits=st.integers(1, 8))
+@given(
+    c_in=st.integers(1, 4),
+    c_out_per_group=st.integers(1, 3),
+    groups=st.integers(1, 3),
+    kernel=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    side=st.integers(4, 9),
+    w_bits=st.integers(1, 8),
+    a_bits=st.integers(1, 8),
+)
 def test_conv_macs_agree_with_torch_flop_counter_and_ace_is_macs_times_bits(
-        c_in, c_out_per_group, groups, kernel, stride, padding, side, w_bits, a_bits):
-    conv = nn.Conv2d(c_in * groups, c_out_per_group * groups, kernel, stride, padding, groups=groups)
+    c_in, c_out_per_group, groups, kernel, stride, padding, side, w_bits, a_bits
+):
+    conv = nn.Conv2d(
+        c_in * groups, c_out_per_group * groups, kernel, stride, padding, groups=groups
+    )
     x = torch.zeros(2, c_in * groups, side + kernel, side + kernel)
     with FlopCounterMode(display=False) as flops:
         conv(x)
@@ -139,14 +206,21 @@ def test_conv_macs_agree_with_torch_flop_counter_and_ace_is_macs_times_bits(
 def test_precision_from_override_then_attributes_then_quantized_layer_then_float():
     binary = nn.Conv2d(1, 2, 3, bias=False)
     binary.weight_bits, binary.input_bits = 1, 1
-    model = nn.Sequential(QuantConv2d(1, 1, 3, bits=3, bias=False), binary, nn.Conv2d(2, 2, 1, bias=False))
+    model = nn.Sequential(
+        QuantConv2d(1, 1, 3, bits=3, bias=False), binary, nn.Conv2d(2, 2, 1, bias=False)
+    )
     x = torch.zeros(1, 1, 8, 8)
     bits = {op.layer: op.bits for op in ace.count(model, x).operations if op.kind == "mac"}
     assert bits == {"0": (3, 16), "1": (1, 1), "2": (16, 16)}
-    bits = {op.layer: op.bits for op in ace.count(model, x, bits={"1": (2, 8)}, float_bits=32).operations
-            if op.kind == "mac"}
+    bits = {
+        op.layer: op.bits
+        for op in ace.count(model, x, bits={"1": (2, 8)}, float_bits=32).operations
+        if op.kind == "mac"
+    }
     assert bits == {"0": (3, 32), "1": (2, 8), "2": (32, 32)}
-    assert {op.bits for op in ace.count(model, x, bits=(5, 6)).operations if op.kind == "mac"} == {(5, 6)}
+    assert {op.bits for op in ace.count(model, x, bits=(5, 6)).operations if op.kind == "mac"} == {
+        (5, 6)
+    }
 
 
 class Costed(nn.Module):
@@ -166,7 +240,12 @@ class Costed(nn.Module):
 @pytest.mark.parametrize("method", ["fx", "hooks"])
 def test_the_ace_operations_hook_replaces_tracing(method):
     report = ace.count(nn.Sequential(Costed(), nn.ReLU()), torch.zeros(1, 1, 5, 5), method=method)
-    assert [(op.layer, op.kind, op.count, op.bits) for op in report.operations][0] == ("0", "mul", 9, (2, 3))
+    assert [(op.layer, op.kind, op.count, op.bits) for op in report.operations][0] == (
+        "0",
+        "mul",
+        9,
+        (2, 3),
+    )
     assert report.totals["macs"] == 0 and "0.inner" not in report.layer_types
 
 
@@ -206,12 +285,18 @@ def test_untraceable_models_fall_back_to_hooks():
     ("kwargs", "message"),
     [
         (dict(example_input=None), "example_input must be a torch.Tensor"),
-        (dict(bits={"nope": (4, 4)}), r"bits names no conv/linear/matmul layer: \['nope'\]; layers that take bits: \['0', '2'\]"),
+        (
+            dict(bits={"nope": (4, 4)}),
+            r"bits names no conv/linear/matmul layer: \['nope'\]; layers that take bits: \['0', '2'\]",
+        ),
         (dict(bits={"1": (4, 4)}), r"bits names no conv/linear/matmul layer: \['1'\]"),
         (dict(bits=(4, 0)), r"bits must be a pair \(w_bits, a_bits\) of ints from 1 to 32 or None"),
         (dict(bits={"0": 4}), r"bits\['0'\] must be a pair"),
         (dict(elementwise_bits=0), "elementwise_bits must be an int from 1 to 32 or None"),
-        (dict(cost_model="flops"), r"cost_model must be one of \['ace', 'acev2', 'energy_pj', 'sops'\]"),
+        (
+            dict(cost_model="flops"),
+            r"cost_model must be one of \['ace', 'acev2', 'energy_pj', 'sops'\]",
+        ),
         (dict(method="jit"), "method must be one of"),
         (dict(float_bits=8), r"float_bits must be one of \(16, 32\)"),
     ],
@@ -250,19 +335,37 @@ def test_quantising_elementwise_operations_lowers_acev2_but_not_ace():
     floats = ace.count(model, model.example_input(), bits=(4, 4))
     fours = ace.count(model, model.example_input(), bits=(4, 4), elementwise_bits=4)
     assert floats.totals["ace"] == fours.totals["ace"]
-    assert fours.totals["acev2"] < floats.totals["acev2"] and fours.elementwise_share() < floats.elementwise_share()
+    assert (
+        fours.totals["acev2"] < floats.totals["acev2"]
+        and fours.elementwise_share() < floats.elementwise_share()
+    )
 
 
 def test_cost_models_by_hand_and_pluggable():
     mac, add = Operation("l", "mac", 10, (2, 3)), Operation("l", "add", 4, (8, 5))
     fadd = Operation("l", "add", 4, (FLOAT, 8))
-    assert (ACE().cost(mac), ACE().cost(add), Sops().cost(mac), Sops().cost(add)) == (60.0, 0.0, 0.0, 4.0)
-    assert (ACEv2().cost(mac), ACEv2().cost(add), ACEv2(accumulator_bits=16).cost(mac)) == (60.0, 32.0, 220.0)
-    assert Energy45nm().cost(fadd.resolved(32)) == pytest.approx(4 * 0.9) and Energy45nm().cost(add) == pytest.approx(4 * 0.025)
+    assert (ACE().cost(mac), ACE().cost(add), Sops().cost(mac), Sops().cost(add)) == (
+        60.0,
+        0.0,
+        0.0,
+        4.0,
+    )
+    assert (ACEv2().cost(mac), ACEv2().cost(add), ACEv2(accumulator_bits=16).cost(mac)) == (
+        60.0,
+        32.0,
+        220.0,
+    )
+    assert Energy45nm().cost(fadd.resolved(32)) == pytest.approx(4 * 0.9) and Energy45nm().cost(
+        add
+    ) == pytest.approx(4 * 0.025)
     assert Energy45nm().cost(fadd.resolved(16)) == pytest.approx(4 * 0.4)  # fp16 add, 45 nm
     assert ACEv2().cost(fadd.resolved(16)) == 4 * 16 and ACEv2().cost(fadd.resolved(32)) == 4 * 32
-    assert Energy45nm().cost(Operation("l", "shift", 1, (FLOAT,)).resolved(32)) == pytest.approx(0.9)
-    assert Energy45nm().cost(Operation("l", "shift", 1, (32,))) == pytest.approx(0.1)  # an int32 shift
+    assert Energy45nm().cost(Operation("l", "shift", 1, (FLOAT,)).resolved(32)) == pytest.approx(
+        0.9
+    )
+    assert Energy45nm().cost(Operation("l", "shift", 1, (32,))) == pytest.approx(
+        0.1
+    )  # an int32 shift
 
     class Count:
         name = "operations_counted"
@@ -294,7 +397,10 @@ def test_cli_prints_json_with_totals_and_layers(capsys):
 
 def test_cli_table_and_errors(capsys):
     assert cli.main(["ace", "--model", "resnet18"]) == 0
-    assert "resnet18 (per image, float operands at 16 bits): 1,814,073,344 MACs" in capsys.readouterr().out
+    assert (
+        "resnet18 (per image, float operands at 16 bits): 1,814,073,344 MACs"
+        in capsys.readouterr().out
+    )
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["ace", "--model", "resnet18", "--bits", "4"])
     assert exit_info.value.code == 2
@@ -304,6 +410,12 @@ def test_cli_table_and_errors(capsys):
 def test_energy_of_a_float_mac_is_a_float_multiply_and_an_fp32_add():
     model, x = nn.Sequential(nn.Linear(4, 1, bias=False)), torch.zeros(1, 4)
     report = ace.count(model, x, cost_model="energy", float_bits=32)
-    assert report.total == pytest.approx(4 * (3.7 + 0.9)) and math.isclose(report.totals["ace"], 4 * 1024)
-    report = ace.count(model, x, cost_model="energy")  # bfloat16 operands: fp16 multiply, fp32 accumulation
-    assert report.total == pytest.approx(4 * (1.1 + 0.9)) and math.isclose(report.totals["ace"], 4 * 256)
+    assert report.total == pytest.approx(4 * (3.7 + 0.9)) and math.isclose(
+        report.totals["ace"], 4 * 1024
+    )
+    report = ace.count(
+        model, x, cost_model="energy"
+    )  # bfloat16 operands: fp16 multiply, fp32 accumulation
+    assert report.total == pytest.approx(4 * (1.1 + 0.9)) and math.isclose(
+        report.totals["ace"], 4 * 256
+    )

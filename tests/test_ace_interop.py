@@ -48,10 +48,14 @@ def test_a_brevitas_cnn_is_costed_at_its_bit_widths(bits, method):
     # scales its 144 outputs; the linear layer does 144·10 MACs and re-scales its 10 outputs. Neither
     # MAC layer pays a second "quantise" multiply: its input arrives on the quantiser's grid.
     assert by_layer(report) == {
-        ("0", "compare", "quantise"): (128, (16,)), ("0", "mul", "quantise"): (64, f),
-        ("1", "mac", "mac"): (1296, b), ("1", "mul", "rescale"): (144, f),
-        ("2", "compare", "quantise"): (288, (16,)), ("2", "mul", "quantise"): (144, f),
-        ("4", "mac", "mac"): (1440, b), ("4", "mul", "rescale"): (10, f),
+        ("0", "compare", "quantise"): (128, (16,)),
+        ("0", "mul", "quantise"): (64, f),
+        ("1", "mac", "mac"): (1296, b),
+        ("1", "mul", "rescale"): (144, f),
+        ("2", "compare", "quantise"): (288, (16,)),
+        ("2", "mul", "quantise"): (144, f),
+        ("4", "mac", "mac"): (1440, b),
+        ("4", "mul", "rescale"): (10, f),
     }
     totals = report.totals
     assert totals["macs"] == 2736 and totals["ace"] == 2736 * bits * bits
@@ -63,15 +67,30 @@ def test_a_brevitas_cnn_is_costed_at_its_bit_widths(bits, method):
 def test_brevitas_quantisers_of_the_layer_itself_and_disabled_ones():
     from brevitas.quant import Int8ActPerTensorFloat
 
-    conv = qnn.QuantConv2d(1, 2, 3, weight_bit_width=4, input_quant=Int8ActPerTensorFloat, input_bit_width=3,
-                           output_quant=Int8ActPerTensorFloat, output_bit_width=5, bias=False)
+    conv = qnn.QuantConv2d(
+        1,
+        2,
+        3,
+        weight_bit_width=4,
+        input_quant=Int8ActPerTensorFloat,
+        input_bit_width=3,
+        output_quant=Int8ActPerTensorFloat,
+        output_bit_width=5,
+        bias=False,
+    )
     float_weights = qnn.QuantConv2d(2, 2, 1, weight_quant=None, bias=False)
     report = ace.count(nn.Sequential(conv, float_weights), torch.zeros(1, 1, 5, 5))
     layers = by_layer(report)
     assert layers[("0", "mac", "mac")] == (18 * 9, (4, 3))
-    assert layers[("0", "mul", "quantise")] == (25 + 18, (16, 16))  # its own input and output quantisers
+    assert layers[("0", "mul", "quantise")] == (
+        25 + 18,
+        (16, 16),
+    )  # its own input and output quantisers
     assert layers[("0", "compare", "quantise")] == (36, (16,))  # its own output quantiser: 18 clips
-    assert layers[("1", "mac", "mac")] == (18 * 2, (16, 5))  # float weights, input on the 5-bit grid
+    assert layers[("1", "mac", "mac")] == (
+        18 * 2,
+        (16, 5),
+    )  # float weights, input on the 5-bit grid
 
 
 def test_without_the_reader_a_brevitas_conv_would_count_as_float():
@@ -85,9 +104,17 @@ def test_without_the_reader_a_brevitas_conv_would_count_as_float():
 def test_a_torchao_fake_quantized_linear_is_costed_at_its_dtypes():
     qat = pytest.importorskip("torchao.quantization.qat")
     linear = qat.FakeQuantizedLinear(
-        16, 4, bias=False, activation_config=qat.IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False),
-        weight_config=qat.IntxFakeQuantizeConfig(torch.int4, group_size=8))
+        16,
+        4,
+        bias=False,
+        activation_config=qat.IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False),
+        weight_config=qat.IntxFakeQuantizeConfig(torch.int4, group_size=8),
+    )
     report = ace.count(nn.Sequential(linear), torch.zeros(2, 16))
     assert by_layer(report)[("0", "mac", "mac")] == (64, (4, 8))
-    weight_only = qat.FakeQuantizedLinear(16, 4, bias=False, weight_config=qat.IntxFakeQuantizeConfig(torch.int4, group_size=8))
-    assert by_layer(ace.count(nn.Sequential(weight_only), torch.zeros(1, 16)))[("0", "mac", "mac")] == (64, (4, 16))
+    weight_only = qat.FakeQuantizedLinear(
+        16, 4, bias=False, weight_config=qat.IntxFakeQuantizeConfig(torch.int4, group_size=8)
+    )
+    assert by_layer(ace.count(nn.Sequential(weight_only), torch.zeros(1, 16)))[
+        ("0", "mac", "mac")
+    ] == (64, (4, 16))

@@ -14,7 +14,9 @@ MODEL = MobileNetV1(0.25, 32, num_classes=10)
 X = MODEL.example_input()
 
 
-@pytest.mark.parametrize(("w_bits", "a_bits", "elementwise_bits"), [(1, 1, 2), (4, 4, 8), (8, 8, 32), (1, 8, 16)])
+@pytest.mark.parametrize(
+    ("w_bits", "a_bits", "elementwise_bits"), [(1, 1, 2), (4, 4, 8), (8, 8, 32), (1, 8, 16)]
+)
 def test_breakdown_view_at_the_controls_extremes(w_bits, a_bits, elementwise_bits):
     text, figure = breakdown_view(MODEL, X, w_bits, a_bits, elementwise_bits)
     report = ace.count(MODEL, X, (w_bits, a_bits), elementwise_bits=elementwise_bits)

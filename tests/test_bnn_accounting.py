@@ -34,7 +34,9 @@ SHEET_GROUPS_BINARYNET = {
 @pytest.mark.parametrize("mode, optimizer", list(AUTHORS_SHEET_BINARYNET))
 def test_authors_accounting_reproduces_the_binarynet_sheet(mode, optimizer):
     mib = sheet_mib(authors_rows(None, 100, mode, optimizer, "po2", BINARYNET))
-    assert (mib["model"], mib["optimiser"], mib["activation"]) == SHEET_GROUPS_BINARYNET[mode, optimizer]
+    assert (mib["model"], mib["optimiser"], mib["activation"]) == SHEET_GROUPS_BINARYNET[
+        mode, optimizer
+    ]
     assert mib["total"] == AUTHORS_SHEET_BINARYNET[mode, optimizer]
 
 
@@ -44,14 +46,21 @@ def test_sheet_savings_and_counts():
     # the sheet's cells C22 (weights), E22 (β), Q22 (activations) and S22 (largest activation)
     assert counts["weights"] == 14022016 and counts["bias (per-channel β)"] == 3850
     assert counts["activation"] == 29185000 and counts["activation gradient 1"] == 13107200
-    savings = {o: AUTHORS_SHEET_BINARYNET["standard", o] / AUTHORS_SHEET_BINARYNET["low_memory", o] for o in OPTIMIZERS}
-    assert savings == pytest.approx({"sgd": 4.0653266876073308, "adam": 3.5980297493592284, "bop": 4.9188624018956713})
+    savings = {
+        o: AUTHORS_SHEET_BINARYNET["standard", o] / AUTHORS_SHEET_BINARYNET["low_memory", o]
+        for o in OPTIMIZERS
+    }
+    assert savings == pytest.approx(
+        {"sgd": 4.0653266876073308, "adam": 3.5980297493592284, "bop": 4.9188624018956713}
+    )
 
 
 @given(st.sampled_from(OPTIMIZERS), st.integers(1, 500))
 @examples(30)
 def test_float16_buffer_costs_eleven_bits_more_per_value(optimizer, batch):
-    po2, f16 = (authors_rows(None, batch, "low_memory", optimizer, g, BINARYNET) for g in ("po2", "float16"))
+    po2, f16 = (
+        authors_rows(None, batch, "low_memory", optimizer, g, BINARYNET) for g in ("po2", "float16")
+    )
     largest = max(r.values for r in po2 if r.kind == "gradient buffers")
     assert sum(r.values * r.bits for r in f16) - sum(r.values * r.bits for r in po2) == 11 * largest
     standard = authors_rows(None, batch, "standard", optimizer, "float16", BINARYNET)
@@ -62,18 +71,27 @@ def test_float16_buffer_costs_eleven_bits_more_per_value(optimizer, batch):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_both_accountings_save_memory_and_autograd_holds_more(factory, optimizer):
     shapes = layer_shapes(factory())
-    totals = {(a, m): total_bytes(accounting_rows(None, 100, m, accounting=a, optimizer=optimizer, shapes=shapes))
-              for a in ("authors", "autograd") for m in ("standard", "low_memory")}
+    totals = {
+        (a, m): total_bytes(
+            accounting_rows(None, 100, m, accounting=a, optimizer=optimizer, shapes=shapes)
+        )
+        for a in ("authors", "autograd")
+        for m in ("standard", "low_memory")
+    }
     for a in ("authors", "autograd"):
         assert totals[a, "low_memory"] < totals[a, "standard"] / 2
     # the standard autograd view adds float32 masks, x̂ and the loss to the sheet's rows, and drops its buffers
     assert totals["autograd", "standard"] > totals["authors", "standard"] - 2 * 4 * 100 * max(
-        s.per_example for s in shapes)
+        s.per_example for s in shapes
+    )
 
 
 def test_bad_choices_are_named():
-    for kwargs, name in ((dict(accounting="sheet"), "accounting"), (dict(optimizer="rmsprop"), "optimizer"),
-                         (dict(gradient="int8"), "gradient")):
+    for kwargs, name in (
+        (dict(accounting="sheet"), "accounting"),
+        (dict(optimizer="rmsprop"), "optimizer"),
+        (dict(gradient="int8"), "gradient"),
+    ):
         with pytest.raises(ValueError, match=name):
             accounting_rows(None, 10, "standard", shapes=BINARYNET, **kwargs)
     with pytest.raises(ValueError, match="mode"):
@@ -81,10 +99,26 @@ def test_bad_choices_are_named():
 
 
 def test_cli_authors_accounting(capsys):
-    args = ["bnn-memory", "--model", "binarynet", "--batch-size", "100", "--optimizer", "bop", "--accounting", "authors",
-            "--gradient", "po2", "--json"]
+    args = [
+        "bnn-memory",
+        "--model",
+        "binarynet",
+        "--batch-size",
+        "100",
+        "--optimizer",
+        "bop",
+        "--accounting",
+        "authors",
+        "--gradient",
+        "po2",
+        "--json",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["accounting"] == "authors" and summary["optimizer"] == "bop"
-    assert summary["standard_bytes"] / 2**20 == pytest.approx(AUTHORS_SHEET_BINARYNET["standard", "bop"], rel=1e-12)
-    assert summary["low_memory_bytes"] / 2**20 == pytest.approx(AUTHORS_SHEET_BINARYNET["low_memory", "bop"], rel=1e-12)
+    assert summary["standard_bytes"] / 2**20 == pytest.approx(
+        AUTHORS_SHEET_BINARYNET["standard", "bop"], rel=1e-12
+    )
+    assert summary["low_memory_bytes"] / 2**20 == pytest.approx(
+        AUTHORS_SHEET_BINARYNET["low_memory", "bop"], rel=1e-12
+    )

@@ -52,8 +52,10 @@ def po2_reference(dy: np.ndarray) -> np.ndarray:
 
 
 @examples(80)
-@given(values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=60),
-       scale=st.sampled_from([1e-6, 1e-3, 1.0, 1e3]))
+@given(
+    values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=60),
+    scale=st.sampled_from([1e-6, 1e-3, 1.0, 1e3]),
+)
 def test_po2_quantize_equals_its_formula(values, scale):
     x = torch.tensor(values, dtype=torch.float32) * scale
     if not x.abs().max() > 0:
@@ -63,11 +65,15 @@ def test_po2_quantize_equals_its_formula(values, scale):
 
 
 @examples(60)
-@given(values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=30),
-       top=st.sampled_from([1.12e-44, 1e-42, 1e-40, 1.2e-38, 1e37, 1e38, 3.4e38]))
+@given(
+    values=st.lists(st.floats(-1e3, 1e3, width=32), min_size=1, max_size=30),
+    top=st.sampled_from([1.12e-44, 1e-42, 1e-40, 1.2e-38, 1e37, 1e38, 3.4e38]),
+)
 def test_po2_quantize_equals_its_formula_for_subnormal_and_huge_maxima(values, top):
     x = torch.tensor(values, dtype=torch.float32)
-    x = torch.cat([x / max(float(x.abs().max()), 1.0) * top, torch.tensor([top], dtype=torch.float32)])
+    x = torch.cat(
+        [x / max(float(x.abs().max()), 1.0) * top, torch.tensor([top], dtype=torch.float32)]
+    )
     out = fn.po2_quantize(x)
     assert torch.isfinite(out).all()
     assert np.array_equal(out.numpy(), po2_reference(x.numpy()).astype(np.float32))
@@ -81,7 +87,9 @@ def test_po2_quantize_of_a_subnormal_maximum_stays_tiny():
 def _grads(function, inputs, dy):
     out = function(*inputs)
     out = out[0] if isinstance(out, tuple) else out
-    return torch.autograd.grad(out, [t for t in inputs if torch.is_tensor(t) and t.requires_grad], dy)
+    return torch.autograd.grad(
+        out, [t for t in inputs if torch.is_tensor(t) and t.requires_grad], dy
+    )
 
 
 def test_low_memory_dense_backward_equals_its_formula():
@@ -89,11 +97,20 @@ def test_low_memory_dense_backward_equals_its_formula():
     x = torch.randn(6, 20, generator=g).requires_grad_()
     w = (torch.randn(5, 20, generator=g) * 0.8).half().requires_grad_()
     dy = torch.randn(6, 5, generator=g)
-    dx, dw = _grads(lambda a, b: fn.LowMemoryBinaryLayer.apply(a, b, fn.DenseOp(), True), (x, w), dy)
+    dx, dw = _grads(
+        lambda a, b: fn.LowMemoryBinaryLayer.apply(a, b, fn.DenseOp(), True), (x, w), dy
+    )
     q = po2_reference(dy.numpy())
-    sx, sw = np.where(x.detach().numpy() >= 0, 1.0, -1.0), np.where(w.detach().float().numpy() >= 0, 1.0, -1.0)
+    sx, sw = (
+        np.where(x.detach().numpy() >= 0, 1.0, -1.0),
+        np.where(w.detach().float().numpy() >= 0, 1.0, -1.0),
+    )
     assert np.allclose(dx.numpy(), q @ sw, atol=1e-6)
-    expected = np.where(sx.T @ q >= 0, 1.0, -1.0).T / math.sqrt(w.numel()) * (np.abs(w.detach().float().numpy()) <= 1)
+    expected = (
+        np.where(sx.T @ q >= 0, 1.0, -1.0).T
+        / math.sqrt(w.numel())
+        * (np.abs(w.detach().float().numpy()) <= 1)
+    )
     assert dw.dtype == torch.float16
     assert np.array_equal(dw.numpy(), expected.astype(np.float16))
 
@@ -105,7 +122,9 @@ def test_low_memory_first_conv_and_binary_conv_backward_equal_their_formula():
         x = torch.randn(2, 3, 6, 6, generator=g).requires_grad_()
         w = (torch.randn(4, 3, 3, 3, generator=g) * 0.8).half().requires_grad_()
         dy = torch.randn(2, 4, 6, 6, generator=g)
-        dx, dw = _grads(lambda a, b, bi=binary_input: fn.LowMemoryBinaryLayer.apply(a, b, op, bi), (x, w), dy)
+        dx, dw = _grads(
+            lambda a, b, bi=binary_input: fn.LowMemoryBinaryLayer.apply(a, b, op, bi), (x, w), dy
+        )
         q = torch.from_numpy(po2_reference(dy.numpy())).float()
         xb = (fn.sign(x) if binary_input else x).detach().requires_grad_()
         wb = fn.sign(w.detach().float()).requires_grad_()
@@ -127,15 +146,23 @@ def test_l1_batch_norm_forward_and_backward_equal_their_formulas():
         view = (1, -1) + (1,) * (len(shape) - 2)
         xn = x.detach().double().numpy()
         mu_ref = xn.mean(axes).astype(np.float16).astype(np.float64)
-        sigma_ref = np.abs(xn - mu_ref.reshape(view)).mean(axes).astype(np.float16).astype(np.float64)
+        sigma_ref = (
+            np.abs(xn - mu_ref.reshape(view)).mean(axes).astype(np.float16).astype(np.float64)
+        )
         xhat = (xn - mu_ref.reshape(view)) / sigma_ref.reshape(view)
-        assert np.allclose(out.detach().numpy(), xhat + beta.detach().double().numpy().reshape(view), atol=1e-5)
+        assert np.allclose(
+            out.detach().numpy(), xhat + beta.detach().double().numpy().reshape(view), atol=1e-5
+        )
         d = dy.numpy().astype(np.float16).astype(np.float64) / sigma_ref.reshape(view)
         s = np.where(xhat >= 0, 1.0, -1.0)
         mean_abs = np.abs(xhat).mean(axes).astype(np.float16).astype(np.float64).reshape(view)
-        expected = d - d.mean(axes, keepdims=True) - s * (s * d).mean(axes, keepdims=True) * mean_abs
+        expected = (
+            d - d.mean(axes, keepdims=True) - s * (s * d).mean(axes, keepdims=True) * mean_abs
+        )
         assert np.allclose(dx.numpy(), expected, atol=1e-5)
-        assert np.allclose(dbeta.float().numpy(), dy.numpy().astype(np.float16).sum(axes), rtol=1e-3, atol=1e-2)
+        assert np.allclose(
+            dbeta.float().numpy(), dy.numpy().astype(np.float16).sum(axes), rtol=1e-3, atol=1e-2
+        )
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -164,13 +191,20 @@ def test_max_pool_gradient_equals_torch_even_with_ties(packed, shape):
 def test_dense_sign_bits_made_in_blocks_equal_the_whole_product(shape, monkeypatch):
     batch, out_features, in_features = shape
     g = torch.Generator().manual_seed(sum(shape))
-    x, dy = fn.sign(torch.randn(batch, in_features, generator=g)), torch.randn(batch, out_features, generator=g)
+    x, dy = (
+        fn.sign(torch.randn(batch, in_features, generator=g)),
+        torch.randn(batch, out_features, generator=g),
+    )
     monkeypatch.setattr(fn, "WEIGHT_BLOCK", 64)  # several blocks of 8 rows, the last one short
-    assert torch.equal(fn.dense_sign_bits(x, dy, (out_features, in_features)), pack_signs(dy.t() @ x))
+    assert torch.equal(
+        fn.dense_sign_bits(x, dy, (out_features, in_features)), pack_signs(dy.t() @ x)
+    )
 
 
 def test_keep_within_one_through_float16_bits_equals_the_comparison_for_every_float16():
-    w = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)  # all 65536 patterns
+    w = (
+        torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    )  # all 65536 patterns
     g = torch.full(w.shape, -0.75, dtype=torch.float16)
     expected = torch.where(w.float().abs() <= 1, g.float(), 0.0)  # NaN: |w| ≤ 1 is false
     out = fn.keep_within_one(g.clone(), w, torch.empty(w.shape, dtype=torch.float16))
@@ -183,4 +217,7 @@ def test_signs_unpack_into_float16_as_into_float32(scale):
     x = torch.randn(61, generator=torch.Generator().manual_seed(3))
     packed = pack_signs(x)
     half, full = torch.empty(64, dtype=torch.float16), torch.empty(64)
-    assert torch.equal(unpack_signs(packed, x.shape, scale, half).float(), unpack_signs(packed, x.shape, scale, full))
+    assert torch.equal(
+        unpack_signs(packed, x.shape, scale, half).float(),
+        unpack_signs(packed, x.shape, scale, full),
+    )

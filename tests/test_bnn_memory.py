@@ -48,9 +48,13 @@ def test_rows_scale_with_batch_and_bits():
     assert row.bytes == 3 and MemoryRow("l", "v", "masks", 17, 32).bytes == 68
     model = CNV()
     small, large = memory_rows(model, 10, STANDARD), memory_rows(model, 20, STANDARD)
-    for a, b in zip(small, large, strict=False):  # every variable is fixed or proportional to the batch
-        assert b.values in (a.values, 2 * a.values) and (b.values == a.values) == (a.kind in KINDS[:3] or
-                                                                                  a.variable in ("γ, β", "running μ, σ²", "dγ, dβ", "Adam m, v of γ, β", "μ, 1/σ"))
+    for a, b in zip(
+        small, large, strict=False
+    ):  # every variable is fixed or proportional to the batch
+        assert b.values in (a.values, 2 * a.values) and (b.values == a.values) == (
+            a.kind in KINDS[:3]
+            or a.variable in ("γ, β", "running μ, σ²", "dγ, dβ", "Adam m, v of γ, β", "μ, 1/σ")
+        )
     steps = waterfall(model, 100)
     assert [total for _, total in steps] == sorted((total for _, total in steps), reverse=True)
     assert steps[0][1] == compare_modes(model, 100)["standard_bytes"]
@@ -61,6 +65,7 @@ def test_rows_scale_with_batch_and_bits():
 def test_every_kind_shrinks_or_stays():
     model = BinaryNet()
     from qatcore.bnn.memory import bytes_by_kind
+
     standard = bytes_by_kind(memory_rows(model, 100, STANDARD))
     low = bytes_by_kind(memory_rows(model, 100, LOW_MEMORY))
     assert all(low[k] <= standard[k] for k in KINDS)
@@ -79,10 +84,14 @@ def test_bad_arguments_are_named():
 def test_cli_json_has_the_issue_fields(capsys):
     assert main(["bnn-memory", "--model", "mlp", "--batch-size", "10", "--measure", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["ratio"] == pytest.approx(summary["standard_bytes"] / summary["low_memory_bytes"])
+    assert summary["ratio"] == pytest.approx(
+        summary["standard_bytes"] / summary["low_memory_bytes"]
+    )
     for mode, key in (("standard", "standard_bytes"), ("low_memory", "low_memory_bytes")):
         assert summary["measured"][mode]["held_bytes"] == pytest.approx(summary[key], rel=1e-3)
-        peak = summary[f"measured_peak_{mode}_bytes"]  # a fresh process's peak holds at least the weights
+        peak = summary[
+            f"measured_peak_{mode}_bytes"
+        ]  # a fresh process's peak holds at least the weights
         assert peak is None or peak > summary["by_kind"][mode]["weights"]
     assert main(["bnn-memory", "--model", "cnv"]) == 0
     assert "ratio" in capsys.readouterr().out
@@ -93,4 +102,6 @@ def test_cli_json_has_the_issue_fields(capsys):
 def test_widget_callback_at_every_control_extreme(model, batch):
     text, figure = breakdown_view(model, batch)
     assert text.startswith(f"{model}, batch {batch}:") and figure.axes
-    assert not plt.get_fignums()  # a plain Figure: redrawing the widget leaves no pyplot figure behind
+    assert (
+        not plt.get_fignums()
+    )  # a plain Figure: redrawing the widget leaves no pyplot figure behind

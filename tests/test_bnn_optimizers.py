@@ -32,9 +32,13 @@ def test_bop_follows_larqs_rule(seed, gamma, threshold):
         p.grad = torch.from_numpy(g.copy())
         opt.step()
         w, m = larq_bop(w, m, g, np.float32(gamma), np.float32(threshold))
-        agree = (p.detach().numpy() == w) | (np.abs(w * m - threshold) < 1e-6)  # ties at τ: float rounding
+        agree = (p.detach().numpy() == w) | (
+            np.abs(w * m - threshold) < 1e-6
+        )  # ties at τ: float rounding
         assert agree.all()
-        np.testing.assert_allclose(opt.state[p]["m"].numpy(), m, rtol=1e-5, atol=1e-8)  # float32 steps of ~1e-2 terms
+        np.testing.assert_allclose(
+            opt.state[p]["m"].numpy(), m, rtol=1e-5, atol=1e-8
+        )  # float32 steps of ~1e-2 terms
 
 
 def test_half_bop_keeps_scaled_float16_state_and_flips_like_float32():
@@ -62,10 +66,17 @@ def test_one_bit_weight_gradients_equal_the_float16_ones():
         F.cross_entropy(model(x), y).backward()
         grads.append([weight_gradient(m.weight) for m in model if hasattr(m, "binary_input")])
         if bits:
-            assert all(m.weight.grad is None and m.weight.grad_bits.numel() == -(-m.weight.numel() // 8)
-                       for m in model if hasattr(m, "binary_input"))
-    for dense, packed in zip(*grads, strict=True):  # float16 rounds 1/√N; the bits keep it in float32
-        assert torch.equal(dense.sign(), packed.sign()) and torch.allclose(dense, packed, rtol=1e-3, atol=0)
+            assert all(
+                m.weight.grad is None and m.weight.grad_bits.numel() == -(-m.weight.numel() // 8)
+                for m in model
+                if hasattr(m, "binary_input")
+            )
+    for dense, packed in zip(
+        *grads, strict=True
+    ):  # float16 rounds 1/√N; the bits keep it in float32
+        assert torch.equal(dense.sign(), packed.sign()) and torch.allclose(
+            dense, packed, rtol=1e-3, atol=0
+        )
     # chunks of the packed gradient are slices of the whole
     w = next(m.weight for m in model if hasattr(m, "binary_input"))
     assert torch.equal(weight_gradient(w, 8, 200), grads[1][0][8:200])
@@ -73,9 +84,22 @@ def test_one_bit_weight_gradients_equal_the_float16_ones():
 
 @pytest.mark.parametrize(
     ("reference", "half", "scale", "atol", "states"),
-    [(lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), lambda p: HalfSGD(p, lr=1e-2), 1e-2, 1e-4,
-      ("momentum_buffer",)),
-     (lambda p: torch.optim.Adam(p, lr=1e-2), lambda p: HalfAdam(p, lr=1e-2), 1e-3, 2e-3, ("m", "r"))],
+    [
+        (
+            lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9),
+            lambda p: HalfSGD(p, lr=1e-2),
+            1e-2,
+            1e-4,
+            ("momentum_buffer",),
+        ),
+        (
+            lambda p: torch.optim.Adam(p, lr=1e-2),
+            lambda p: HalfAdam(p, lr=1e-2),
+            1e-3,
+            2e-3,
+            ("m", "r"),
+        ),
+    ],
     ids=["sgd", "adam"],
 )
 def test_half_precision_optimizers_follow_torch_s(reference, half, scale, atol, states):
@@ -123,8 +147,25 @@ def test_bad_optimizer_arguments_are_named():
 def test_cli_trains_with_bop_and_float16_gradients(capsys):
     from qatcore.cli import main
 
-    assert main(["bnn-train", "--model", "mlp", "--mode", "low_memory", "--optimizer", "bop", "--gradient",
-                 "float16", "--epochs", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bnn-train",
+                "--model",
+                "mlp",
+                "--mode",
+                "low_memory",
+                "--optimizer",
+                "bop",
+                "--gradient",
+                "float16",
+                "--epochs",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     import json
 
     summary = json.loads(capsys.readouterr().out)
@@ -139,12 +180,17 @@ def test_chunked_low_memory_layers_equal_whole_batch_ones(factory, monkeypatch):
     model = set_mode(factory(image_size=8, in_channels=1), "low_memory").train()
     x, y = torch.rand(13, 1, 8, 8) * 2 - 1, torch.randint(0, 10, (13,))
     runs = []
-    for values in (functions.CHUNK_VALUES, 100):  # 100 values: a few rows per chunk, rows cut mid-byte
+    for values in (
+        functions.CHUNK_VALUES,
+        100,
+    ):  # 100 values: a few rows per chunk, rows cut mid-byte
         monkeypatch.setattr(functions, "CHUNK_VALUES", values)
         model.zero_grad(set_to_none=True)
         out = model(x)
         F.cross_entropy(out, y).backward()
-        runs.append((out.detach(), [weight_gradient(p) for p in model.parameters() if p.requires_grad]))
+        runs.append(
+            (out.detach(), [weight_gradient(p) for p in model.parameters() if p.requires_grad])
+        )
     assert len(functions.batch_chunks((13, 1, 8, 8), 100)) > 1
     assert torch.equal(runs[0][0], runs[1][0])
     for whole, chunked in zip(runs[0][1], runs[1][1], strict=True):

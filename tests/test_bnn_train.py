@@ -30,7 +30,11 @@ def plain_forward(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
             # straight-through: value sign(·) exactly, gradient of the second term (v − v = 0 exactly)
             wb = sign(m.weight).detach() + (m.weight * keep - (m.weight * keep).detach())
             xb = sign(x).detach() + (x - x.detach()) if m.binary_input else x
-            x = F.linear(xb, wb) if isinstance(m, BinaryLinear) else F.conv2d(xb, wb, padding=m.padding)
+            x = (
+                F.linear(xb, wb)
+                if isinstance(m, BinaryLinear)
+                else F.conv2d(xb, wb, padding=m.padding)
+            )
         elif isinstance(m, SignActivation):
             clipped = x.clamp(-1, 1)
             x = sign(x).detach() + (clipped - clipped.detach())
@@ -58,7 +62,9 @@ def test_standard_mode_gradients_equal_plain_autograd(factory):
 def test_low_memory_mode_trains_and_the_loss_falls():
     data = subset(load("digits"), train=600, test=200)
     torch.manual_seed(0)
-    result = train_bnn(BNNMLP(image_size=8), data, BNNConfig(mode="low_memory", epochs=4), progress=False)
+    result = train_bnn(
+        BNNMLP(image_size=8), data, BNNConfig(mode="low_memory", epochs=4), progress=False
+    )
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
     assert last < 0.6 * first
     assert result.test_accuracy > 0.6
@@ -81,7 +87,11 @@ def test_set_mode_changes_storage_not_layers_and_keeps_eval_semantics():
         if isinstance(m, BinaryLayer):
             xb = sign(manual) if m.binary_input else manual
             wb = m.binary_weight()
-            manual = F.linear(xb, wb) if isinstance(m, BinaryLinear) else F.conv2d(xb, wb, padding=m.padding)
+            manual = (
+                F.linear(xb, wb)
+                if isinstance(m, BinaryLinear)
+                else F.conv2d(xb, wb, padding=m.padding)
+            )
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
             a, b = batch_norm_scale_shift(m)
             view = (1, -1) + (1,) * (manual.dim() - 2)

@@ -18,10 +18,19 @@ class _Payload:
 
 def test_a_checkpoint_rebuilds_the_same_model(tmp_path):
     model = zoo.build("mnist_cnn", bits=3, image_size=8, estimator="dsq")
-    path = checkpoint.save(tmp_path / "m.pt", model, "mnist_cnn", {"bits": 3, "image_size": 8, "estimator": model[0].estimator},
-                           {"dataset": "digits", "epochs": 3})
+    path = checkpoint.save(
+        tmp_path / "m.pt",
+        model,
+        "mnist_cnn",
+        {"bits": 3, "image_size": 8, "estimator": model[0].estimator},
+        {"dataset": "digits", "epochs": 3},
+    )
     saved = checkpoint.load(path)
-    assert saved.name == "mnist_cnn" and saved.kwargs == {"bits": 3, "image_size": 8, "estimator": "dsq"}
+    assert saved.name == "mnist_cnn" and saved.kwargs == {
+        "bits": 3,
+        "image_size": 8,
+        "estimator": "dsq",
+    }
     assert saved.info == {"dataset": "digits", "epochs": 3}
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(saved.model(x), model.eval()(x), rtol=0, atol=0)
@@ -30,8 +39,16 @@ def test_a_checkpoint_rebuilds_the_same_model(tmp_path):
 
 def test_a_pickled_object_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
-    torch.save({"format": checkpoint.FORMAT, "model": "mnist_cnn", "kwargs": {}, "state_dict": {},
-                "info": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.save(
+        {
+            "format": checkpoint.FORMAT,
+            "model": "mnist_cnn",
+            "kwargs": {},
+            "state_dict": {},
+            "info": _Payload(marker),
+        },
+        tmp_path / "evil.pt",
+    )
     with pytest.raises(ValueError, match="not a safe qatcore checkpoint"):
         checkpoint.load(tmp_path / "evil.pt")
     assert not marker.exists()
@@ -62,5 +79,7 @@ def test_an_existing_checkpoint_is_kept_unless_overwritten(tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         checkpoint.save(path, zoo.build("mnist_cnn", image_size=8), "mnist_cnn", {"image_size": 8})
     assert path.read_bytes() == before
-    checkpoint.save(path, zoo.build("mnist_cnn", image_size=8), "mnist_cnn", {"image_size": 8}, overwrite=True)
+    checkpoint.save(
+        path, zoo.build("mnist_cnn", image_size=8), "mnist_cnn", {"image_size": 8}, overwrite=True
+    )
     assert path.read_bytes() != before and sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]

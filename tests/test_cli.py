@@ -11,9 +11,11 @@ from qatcore import cli
 
 
 def test_top_level_help_is_quick_and_imports_neither_torch_nor_sympy():
-    probe = ("import sys, time; t = time.perf_counter(); from qatcore import cli\n"
-             "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-             "print(time.perf_counter() - t, 'torch' in sys.modules, 'sympy' in sys.modules)")
+    probe = (
+        "import sys, time; t = time.perf_counter(); from qatcore import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(time.perf_counter() - t, 'torch' in sys.modules, 'sympy' in sys.modules)"
+    )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     seconds, torch_loaded, sympy_loaded = run.stdout.strip().splitlines()[-1].split()
     assert torch_loaded == "False" and sympy_loaded == "False", run.stdout
@@ -31,9 +33,13 @@ def test_version_comes_from_the_package_metadata(capsys):
 @pytest.mark.parametrize("command", list(cli.SUBCOMMANDS))
 def test_every_argument_of_every_subcommand_has_help(command):
     parser = cli.build_parser(command)
-    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    sub = next(
+        a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0]))
+    )
     for action in sub.choices[command]._actions:
-        assert action.help, f"qatcore {command} {action.option_strings or action.dest} has no help text"
+        assert action.help, (
+            f"qatcore {command} {action.option_strings or action.dest} has no help text"
+        )
 
 
 def test_shared_options_have_one_spelling():
@@ -43,7 +49,9 @@ def test_shared_options_have_one_spelling():
         sub = parser._subparsers._group_actions[0].choices[command]
         for action in sub._actions:
             spellings.setdefault(action.dest, set()).update(action.option_strings)
-    assert "batch" not in spellings and "w_bits" not in spellings  # --batch-size and --bits everywhere
+    assert (
+        "batch" not in spellings and "w_bits" not in spellings
+    )  # --batch-size and --bits everywhere
     for dest in ("json", "seed", "data_dir", "nproc", "batch_size", "bits"):
         assert len(spellings[dest]) == 1, spellings[dest]
 
@@ -63,5 +71,7 @@ def test_a_failed_check_exits_one(monkeypatch):
     def fails(args):
         raise CheckFailed("✘ FAILED: a claim")
 
-    monkeypatch.setitem(cli.SUBCOMMANDS, "ace", (*cli.SUBCOMMANDS["ace"][:2], fails, cli.SUBCOMMANDS["ace"][3]))
+    monkeypatch.setitem(
+        cli.SUBCOMMANDS, "ace", (*cli.SUBCOMMANDS["ace"][:2], fails, cli.SUBCOMMANDS["ace"][3])
+    )
     assert cli.main(["ace", "--model", "mnist_cnn"]) == 1

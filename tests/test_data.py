@@ -244,7 +244,11 @@ def test_load_dispatches_by_name(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, problem",
     [
-        ({"name": "cifar"}, ValueError, r"name must be one of \('digits', 'mnist', 'fashion-mnist'\)"),
+        (
+            {"name": "cifar"},
+            ValueError,
+            r"name must be one of \('digits', 'mnist', 'fashion-mnist'\)",
+        ),
         ({"name": "mnist"}, ValueError, "data_dir"),
         ({"name": "digits", "data_dir": "."}, ValueError, "data_dir"),
         ({"name": "mnist", "data_dir": ".", "seed": 1}, TypeError, "seed"),

@@ -23,8 +23,15 @@ def _run(command, env=None):
 
 
 def _torchrun(*args):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-            "--master-addr=127.0.0.1", f"--master-port={distributed.free_port()}", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--master-addr=127.0.0.1",
+        f"--master-port={distributed.free_port()}",
+        *args,
+    ]
 
 
 @pytest.mark.distributed
@@ -59,8 +66,11 @@ def test_the_low_memory_bnn_trainer_runs_data_parallel(tmp_path):
 def test_equivalence_metrics_are_the_same_on_two_processes():
     args = ["equivalence", "--epochs", "1", "--json"]
     one = json.loads(_run([sys.executable, "-m", "qatcore", *args]))
-    printed = [line for line in _run([sys.executable, "-m", "qatcore", *args, "--nproc", "2"]).splitlines()
-               if line.startswith("{")]
+    printed = [
+        line
+        for line in _run([sys.executable, "-m", "qatcore", *args, "--nproc", "2"]).splitlines()
+        if line.startswith("{")
+    ]
     assert len(printed) == 1, "only rank 0 prints"
     two = json.loads(printed[0])
     for key in ("quantized_weight_agreement", "jitter_agreement", "ablation_agreement", "alpha"):
@@ -73,7 +83,9 @@ def test_the_shards_of_local_batch_k_make_up_global_batch_k():
         shards = [distributed.shard(order, 64, rank, world) for rank in range(world)]
         assert {local for _, local in shards} == {64 // world}
         for k in range(4):
-            together = torch.cat([part[k * 64 // world : (k + 1) * 64 // world] for part, _ in shards])
+            together = torch.cat(
+                [part[k * 64 // world : (k + 1) * 64 // world] for part, _ in shards]
+            )
             assert sorted(together.tolist()) == sorted(order[k * 64 : (k + 1) * 64].tolist())
 
 

@@ -21,7 +21,10 @@ def _pyproject():
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = _pyproject()["project"]
-    wanted = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    wanted = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = [r for r in pip_section if not r.startswith("-e")]
@@ -50,7 +53,9 @@ def test_readme_ci_and_makefile_agree_on_the_commands():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("reproduce:", "test:", "test-all:", "lab:"):
         assert re.search(rf"^{target}", makefile, re.M)
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.startswith("#")]
+    ci = [
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.startswith("#")
+    ]
     assert ci[-1].strip() == "make test-all", "CI must run the full tier, README's command for CI"
 
 

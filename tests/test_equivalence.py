@@ -39,7 +39,9 @@ def test_all_runs_start_from_one_initialisation(sgd_result, digits):
     # the adjusted STE starts at M(w₀): different latent weights, the same quantized levels
     assert not torch.equal(runs["custom"].weights[0], runs["adjusted"].weights[0])
     assert torch.equal(sgd_result.levels("custom")[0], sgd_result.levels("adjusted")[0])
-    assert torch.allclose(sgd_result.mapped_custom()[0], runs["adjusted"].weights[0].double(), atol=1e-6)
+    assert torch.allclose(
+        sgd_result.mapped_custom()[0], runs["adjusted"].weights[0].double(), atol=1e-6
+    )
     steps = 2 * 4  # 256 examples, batch 64
     assert all(len(r.losses) == steps and r.weights.shape[0] == steps + 1 for r in runs.values())
 
@@ -51,9 +53,13 @@ def test_the_adjusted_run_really_is_the_theorem_s(sgd_result, digits):
     for layer in quantized_layers(model).values():
         layer.estimator = estimators.get("ste")
         layer.apply_weight_map("dsq")
-    config = TrainConfig(OptimizerConfig(lr=0.02), batch_size=64, epochs=2, quantized_lr_factor=sgd_result.alpha)
+    config = TrainConfig(
+        OptimizerConfig(lr=0.02), batch_size=64, epochs=2, quantized_lr_factor=sgd_result.alpha
+    )
     train(model, digits, config, progress=False)
-    flat = torch.cat([layer.weight.detach().reshape(-1) for layer in quantized_layers(model).values()])
+    flat = torch.cat(
+        [layer.weight.detach().reshape(-1) for layer in quantized_layers(model).values()]
+    )
     assert torch.equal(flat, sgd_result.runs["adjusted"].weights[-1])
 
 
@@ -62,7 +68,9 @@ def test_metrics_order_the_runs_as_the_theory_says(sgd_result):
     assert a["adjusted"].quantized_weight_agreement > a["ablation"].quantized_weight_agreement
     assert a["adjusted"].alignment_error < a["ablation"].alignment_error
     summary = sgd_result.to_dict()
-    assert summary["quantized_weight_agreement"] == round(a["adjusted"].quantized_weight_agreement, 6)
+    assert summary["quantized_weight_agreement"] == round(
+        a["adjusted"].quantized_weight_agreement, 6
+    )
     assert summary["alpha"] == pytest.approx(0.454376, abs=1e-6)
 
 
@@ -74,8 +82,12 @@ def test_same_config_same_numbers(sgd_result, digits):
 
 def test_adam_compares_the_plain_ste(digits):
     runtime.configure(seed=0)
-    result = run_equivalence(EquivalenceConfig(estimator="pwl", optimizer="adam", epochs=1), digits, progress=False,
-                             runs=("custom", "adjusted"))
+    result = run_equivalence(
+        EquivalenceConfig(estimator="pwl", optimizer="adam", epochs=1),
+        digits,
+        progress=False,
+        runs=("custom", "adjusted"),
+    )
     assert torch.equal(result.runs["custom"].weights[0], result.runs["adjusted"].weights[0])
     assert set(result.agreements) == {"adjusted"}
     assert result.to_dict()["jitter_agreement"] is None
@@ -85,14 +97,22 @@ def test_adam_compares_the_plain_ste(digits):
 def test_out_of_class_estimators_are_refused_with_the_reason(name, digits):
     with pytest.raises(ValueError, match="no weight map"):
         run_equivalence(EquivalenceConfig(estimator=name, epochs=1), digits, progress=False)
-    result = run_equivalence(EquivalenceConfig(estimator=name, epochs=1), digits, progress=False,
-                             runs=("custom", "ablation", "jitter"))
+    result = run_equivalence(
+        EquivalenceConfig(estimator=name, epochs=1),
+        digits,
+        progress=False,
+        runs=("custom", "ablation", "jitter"),
+    )
     assert result.to_dict()["alpha"] is None and "ablation" in result.agreements
 
 
 @pytest.mark.parametrize(
     ("changes", "word"),
-    [({"estimator": "nope"}, "estimator"), ({"optimizer": "rmsprop"}, "optimizer"), ({"dataset": "cifar"}, "dataset")],
+    [
+        ({"estimator": "nope"}, "estimator"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"dataset": "cifar"}, "dataset"),
+    ],
 )
 def test_bad_config_is_refused(changes, word):
     with pytest.raises(ValueError, match=word):
@@ -107,21 +127,56 @@ def test_runs_must_include_custom(digits):
 @pytest.mark.slow  # a whole training run through the CLI; test_cli covers the conventions fast
 def test_cli_prints_one_json_object():
     run = subprocess.run(
-        [sys.executable, "-m", "qatcore", "equivalence", "--estimator", "dsq", "--bits", "2", "--optimizer", "sgd",
-         "--epochs", "1", "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "qatcore",
+            "equivalence",
+            "--estimator",
+            "dsq",
+            "--bits",
+            "2",
+            "--optimizer",
+            "sgd",
+            "--epochs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    for key in ("quantized_weight_agreement", "alignment_error", "jitter_agreement", "ablation_agreement"):
+    for key in (
+        "quantized_weight_agreement",
+        "alignment_error",
+        "jitter_agreement",
+        "ablation_agreement",
+    ):
         assert 0 <= summary[key] <= 1 or key == "alignment_error"
-    assert summary["estimator"] == "dsq" and summary["pairs"]["adjusted"]["change_point_agreement"] <= 1
+    assert (
+        summary["estimator"] == "dsq"
+        and summary["pairs"]["adjusted"]["change_point_agreement"] <= 1
+    )
 
 
 def test_cli_reports_an_estimator_outside_the_theory():
     run = subprocess.run(
-        [sys.executable, "-m", "qatcore", "equivalence", "--estimator", "ewgs", "--epochs", "1", "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "qatcore",
+            "equivalence",
+            "--estimator",
+            "ewgs",
+            "--epochs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 2
     assert "no weight map for estimator 'ewgs'" in run.stderr
@@ -140,16 +195,37 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_pair_carries_the_authors_metrics_by_name(sgd_result):
     assert set(sgd_result.authors) == set(RUNS) - {"custom"}
     for metrics in sgd_result.authors.values():
-        assert {"exact_correct_sequences_proportion", "correct_sequences_proportion", "avg_logit_difference",
-                "incorrect_inference_agreement_proportion", "val_accuracy_correlation"} <= set(metrics)
+        assert {
+            "exact_correct_sequences_proportion",
+            "correct_sequences_proportion",
+            "avg_logit_difference",
+            "incorrect_inference_agreement_proportion",
+            "val_accuracy_correlation",
+        } <= set(metrics)
         assert 0 <= metrics["exact_correct_sequences_proportion"] <= 1
     history = sgd_result.runs["custom"].history
-    assert len(history.loss) == len(history.val_loss) == len(history.val_accuracy) == 2  # one per epoch
+    assert (
+        len(history.loss) == len(history.val_loss) == len(history.val_accuracy) == 2
+    )  # one per epoch
 
 
 def test_named_runs_apply_to_their_optimizer():
-    assert ablations.default_runs("sgd") == ("main", "jitter", "no_warp", "scaledown", "bits_1", "bits_4")
-    assert ablations.default_runs("adam", bits=4) == ("main", "jitter", "scaledown", "bits_1", "bits_2", "ablation_ours")
+    assert ablations.default_runs("sgd") == (
+        "main",
+        "jitter",
+        "no_warp",
+        "scaledown",
+        "bits_1",
+        "bits_4",
+    )
+    assert ablations.default_runs("adam", bits=4) == (
+        "main",
+        "jitter",
+        "scaledown",
+        "bits_1",
+        "bits_2",
+        "ablation_ours",
+    )
     with pytest.raises(ValueError, match="no_warp applies to SGD only"):
         ablations.check_runs(("main", "no_warp"), "adam")
     with pytest.raises(ValueError, match="ablation_ours applies to Adam only"):
@@ -159,20 +235,27 @@ def test_named_runs_apply_to_their_optimizer():
 
 
 def test_scaledown_and_other_bits_are_their_own_pairs(digits):
-    pairs = ablations.run_named(EquivalenceConfig(epochs=1), ("scaledown", "bits_4"), digits, progress=False)
+    pairs = ablations.run_named(
+        EquivalenceConfig(epochs=1), ("scaledown", "bits_4"), digits, progress=False
+    )
     assert pairs["scaledown"]["lr"] == pytest.approx(0.1 * EquivalenceConfig().optimizer.lr)
     assert pairs["scaledown"]["epochs"] == 3 and pairs["bits_4"]["bits"] == 4
     assert pairs["bits_4"]["alpha"] != pairs["scaledown"]["alpha"]  # α depends on the bit width
 
 
 def test_seeds_report_the_mean_and_sd_of_every_metric(digits):
-    report = ablations.run_seeds(EquivalenceConfig(epochs=1), ("main", "jitter"), seeds=2, data=digits, progress=False)
+    report = ablations.run_seeds(
+        EquivalenceConfig(epochs=1), ("main", "jitter"), seeds=2, data=digits, progress=False
+    )
     assert report["seeds"] == [0, 1]
     for name in ("main", "jitter"):
         values = [seed[name]["ours"]["quantized_weight_agreement"] for seed in report["per_seed"]]
         summary = report["runs"][name]["ours"]["quantized_weight_agreement"]
         assert summary["mean"] == pytest.approx(sum(values) / 2, abs=1e-6) and summary["n"] == 2
-        assert set(report["runs"][name]["authors"]) >= {"exact_correct_sequences_proportion", "logit_mse"}
+        assert set(report["runs"][name]["authors"]) >= {
+            "exact_correct_sequences_proportion",
+            "logit_mse",
+        }
     claim = report["adjusted_vs_jitter"]
     assert claim["holds"] == (claim["lower"] >= claim["bar"])
     assert claim["margin"] == pytest.approx(claim["lower"] - claim["bar"], abs=1e-3)
@@ -180,11 +263,20 @@ def test_seeds_report_the_mean_and_sd_of_every_metric(digits):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_paper_configs_hold_the_authors_settings(optimizer):
-    config, runs, seeds = ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml", data_dir="x")
-    assert (config.batch_size, config.epochs, config.bits, config.optimizer.warmup_from_zero) == (600, 5, 2, True)
+    config, runs, seeds = ablations.load_config(
+        ROOT / f"configs/paper_mnist_{optimizer}.toml", data_dir="x"
+    )
+    assert (config.batch_size, config.epochs, config.bits, config.optimizer.warmup_from_zero) == (
+        600,
+        5,
+        2,
+        True,
+    )
     assert config.optimizer.name == optimizer and config.dataset == "mnist"
     assert config.optimizer.lr == {"sgd": 1e-3, "adam": 1e-4}[optimizer]
-    assert config.optimizer.momentum == 0.9 and config.optimizer.beta2 == 0.95  # the authors' (and our defaults)
+    assert (
+        config.optimizer.momentum == 0.9 and config.optimizer.beta2 == 0.95
+    )  # the authors' (and our defaults)
     assert runs == ablations.default_runs(optimizer) and seeds == 1
     with pytest.raises(ValueError, match="unknown setting"):
         ablations.load_config(ROOT / f"configs/paper_mnist_{optimizer}.toml", momentum=0.5)
@@ -198,9 +290,23 @@ def test_the_authors_warm_up_starts_at_zero():
 
 def test_cli_seeds_json_reports_the_named_runs():
     run = subprocess.run(
-        [sys.executable, "-m", "qatcore", "equivalence", "--runs", "main", "jitter", "--seeds", "2",
-         "--epochs", "1", "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "qatcore",
+            "equivalence",
+            "--runs",
+            "main",
+            "jitter",
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
@@ -210,6 +316,10 @@ def test_cli_seeds_json_reports_the_named_runs():
 
 
 def test_loose_bound_share_is_a_fraction_and_zero_for_the_ste(digits, sgd_result):
-    assert 0 < loose_bound_share(sgd_result) < 1  # DSQ at lr 0.02: the bound exceeds some steps, not all
-    ste = run_equivalence(EquivalenceConfig(estimator="ste", epochs=1), digits, progress=False, runs=("custom",))
+    assert (
+        0 < loose_bound_share(sgd_result) < 1
+    )  # DSQ at lr 0.02: the bound exceeds some steps, not all
+    ste = run_equivalence(
+        EquivalenceConfig(estimator="ste", epochs=1), digits, progress=False, runs=("custom",)
+    )
     assert loose_bound_share(ste) == 0.0  # the STE's Q̂′ is flat: L = 0, no remainder

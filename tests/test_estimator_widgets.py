@@ -27,7 +27,9 @@ def test_twin_is_the_ste_from_the_mapped_start_at_the_factored_rate(eta, sharpne
         assert pair.custom.shape == pair.ste.shape == (steps + 1, PROBLEM.dim) and pair.eta == eta
         assert torch.equal(pair.custom[0], w0)
     assert twin.adjusted and torch.equal(twin.ste[0], dsq.weight_map(w0, PROBLEM.bits, PROBLEM.m))
-    assert not unadjusted.adjusted and unadjusted.alpha == 1.0 and torch.equal(unadjusted.ste[0], w0)
+    assert (
+        not unadjusted.adjusted and unadjusted.alpha == 1.0 and torch.equal(unadjusted.ste[0], w0)
+    )
 
 
 def test_the_twin_stays_far_closer_than_the_unadjusted_ste_at_a_small_rate():
@@ -42,16 +44,25 @@ def test_plot_draws_the_mapped_custom_run_over_the_twin_with_levels_and_threshol
     marks = 2**PROBLEM.bits + 2**PROBLEM.bits - 1  # levels and thresholds, one horizontal line each
     horizontal = [line for line in paths.lines[:marks]]
     assert sorted(float(line.get_ydata()[0]) for line in horizontal) == pytest.approx(
-        sorted(torch.cat([levels(PROBLEM.bits, PROBLEM.m), thresholds(PROBLEM.bits, PROBLEM.m)]).tolist()))
-    raw, mapped, ste = paths.lines[marks:marks + 3]  # the first sampled weight: w_t, M(w_t), v_t
+        sorted(
+            torch.cat(
+                [levels(PROBLEM.bits, PROBLEM.m), thresholds(PROBLEM.bits, PROBLEM.m)]
+            ).tolist()
+        )
+    )
+    raw, mapped, ste = paths.lines[marks : marks + 3]  # the first sampled weight: w_t, M(w_t), v_t
     column = int((twin.ste - twin.ste[0]).abs().amax(dim=0).argmax())
     time = torch.arange(len(twin.gap), dtype=torch.float64) * twin.eta
     assert raw.get_xdata() == pytest.approx(time.numpy())
     assert raw.get_ydata() == pytest.approx(twin.custom[:, column].numpy())
-    assert mapped.get_ydata() == pytest.approx(dsq.weight_map(twin.custom[:, column], PROBLEM.bits, PROBLEM.m).numpy())
+    assert mapped.get_ydata() == pytest.approx(
+        dsq.weight_map(twin.custom[:, column], PROBLEM.bits, PROBLEM.m).numpy()
+    )
     assert ste.get_ydata() == pytest.approx(twin.ste[:, column].numpy())
     assert len(paths.lines) == marks + 3 * 2
-    assert gaps.get_yscale() == "log" and gaps.lines[0].get_ydata() == pytest.approx(twin.gap.numpy())
+    assert gaps.get_yscale() == "log" and gaps.lines[0].get_ydata() == pytest.approx(
+        twin.gap.numpy()
+    )
     assert gaps.lines[1].get_ydata() == pytest.approx(unadjusted.gap.numpy())
     assert float(gaps.lines[2].get_ydata()[0]) == pytest.approx(step_size(PROBLEM.bits, PROBLEM.m))
     for axis in (paths, gaps):
@@ -63,7 +74,9 @@ def test_plot_draws_the_mapped_custom_run_over_the_twin_with_levels_and_threshol
 def test_view_at_the_sliders_extremes_and_middle(eta, sharpness):
     text, figure = twin_runs_view(eta, sharpness, PROBLEM, time=0.05)
     alpha = estimators.get("dsq", sharpness=sharpness).alpha(PROBLEM.bits, PROBLEM.m)
-    assert isinstance(figure, Figure) and text.startswith(f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}")
+    assert isinstance(figure, Figure) and text.startswith(
+        f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}"
+    )
     assert f"α = {alpha:.3g}" in text and f"{max(1, round(0.05 / eta))} step" in text
 
 
@@ -71,7 +84,9 @@ def test_explorer_starts_at_the_authors_sharpness_and_redraws_when_a_slider_move
     box = twin_runs_explorer(PROBLEM, 1e-2, time=0.1)
     (rate, sharp), label = box.children[0].children, box.children[1]
     assert sharp.value == estimators.dsq_default_sharpness(PROBLEM.bits) == 6.5
-    assert not rate.continuous_update and not sharp.continuous_update  # each redraw trains: on release only
+    assert (
+        not rate.continuous_update and not sharp.continuous_update
+    )  # each redraw trains: on release only
     assert label.value.startswith("DSQ, sharpness 6.5, η = 0.01, 10 steps: α = 0.454")
     sharp.value = 15.0
     assert label.value.startswith("DSQ, sharpness 15, η = 0.01, 10 steps: α = 0.00")
@@ -79,11 +94,14 @@ def test_explorer_starts_at_the_authors_sharpness_and_redraws_when_a_slider_move
     assert label.value.startswith("DSQ, sharpness 15, η = 0.1, 1 step:")
 
 
-@pytest.mark.parametrize(("call", "argument"), [
-    (lambda: twin_runs(PROBLEM, 0.0, 6.5), "eta"),
-    (lambda: twin_runs(PROBLEM, 1e-2, -1.0), "sharpness"),
-    (lambda: twin_runs(PROBLEM, 1e-2, 6.5, time=0.0), "time"),
-])
+@pytest.mark.parametrize(
+    ("call", "argument"),
+    [
+        (lambda: twin_runs(PROBLEM, 0.0, 6.5), "eta"),
+        (lambda: twin_runs(PROBLEM, 1e-2, -1.0), "sharpness"),
+        (lambda: twin_runs(PROBLEM, 1e-2, 6.5, time=0.0), "time"),
+    ],
+)
 def test_bad_arguments_are_named(call, argument):
     with pytest.raises(ValueError, match=argument):
         call()

@@ -116,7 +116,9 @@ def test_weight_map_keeps_every_quantized_value(name, data, bits, m):
     delta = step_size(bits, m)
     # an exact rounding tie can fall either way in floating point: keep clear of the thresholds
     w = w[(w[:, None] - thresholds(bits, m)[None]).abs().min(dim=1).values > 1e-9 * delta]
-    assert torch.equal(uniform_quantize(est.weight_map(w, bits, m), bits, m), uniform_quantize(w, bits, m))
+    assert torch.equal(
+        uniform_quantize(est.weight_map(w, bits, m), bits, m), uniform_quantize(w, bits, m)
+    )
 
 
 @pytest.mark.parametrize("name", IN_THEORY)
@@ -128,14 +130,18 @@ def test_weight_map_is_monotone_and_fixes_levels_and_thresholds(name, data, bits
     mapped = est.weight_map(w, bits, m)
     assert torch.all(torch.diff(mapped) > 0)
     fixed = torch.cat([levels(bits, m), thresholds(bits, m)])
-    assert torch.allclose(est.weight_map(fixed, bits, m), fixed, rtol=0, atol=1e-9 * step_size(bits, m))
+    assert torch.allclose(
+        est.weight_map(fixed, bits, m), fixed, rtol=0, atol=1e-9 * step_size(bits, m)
+    )
 
 
 @pytest.mark.parametrize("name", IN_THEORY)
 def test_weight_map_slope_is_alpha_over_the_derivative(name):
     est, bits, m = E.get(name), 2, 0.8
     w = torch.linspace(-0.79, 0.79, 301, dtype=torch.float64)
-    w = w[(w[:, None] - levels(bits, m)[None]).abs().min(dim=1).values > 1e-3]  # M′ jumps at bin edges
+    w = w[
+        (w[:, None] - levels(bits, m)[None]).abs().min(dim=1).values > 1e-3
+    ]  # M′ jumps at bin edges
     h = 1e-6
     slope = (est.weight_map(w + h, bits, m) - est.weight_map(w - h, bits, m)) / (2 * h)
     assert torch.allclose(slope, est.alpha(bits, m) / est.derivative(w, bits, m), rtol=1e-5)
@@ -226,7 +232,9 @@ def test_weight_map_is_refused_with_the_reason(name, params, reason):
 
 
 def test_a_readers_estimator_is_derived_from_its_expression():
-    cubic = E.Definition("test_quadratic", "1 + 3(2u/Δ)² scaled", (1 + 3 * (2 * E.u / E.DELTA) ** 2) / 2)
+    cubic = E.Definition(
+        "test_quadratic", "1 + 3(2u/Δ)² scaled", (1 + 3 * (2 * E.u / E.DELTA) ** 2) / 2
+    )
     E.register(cubic)
     est = E.get("test_quadratic")
     assert est.map_method == E.CLOSED_FORM
@@ -247,15 +255,22 @@ def test_a_bound_estimator_is_cached_and_equals_the_general_derivation(name, bit
     delta = step_size(bits, m)
     centre = -m + (torch.clamp(torch.floor((w + m) / delta), 0, 2**bits - 2) + 0.5) * delta
     derivation = E.core.derive(est.definition)
-    params = [torch.tensor(v, dtype=torch.float64) for v in (delta, m, *est.parameter_values(bits).values())]
+    params = [
+        torch.tensor(v, dtype=torch.float64)
+        for v in (delta, m, *est.parameter_values(bits).values())
+    ]
     sigmas = [torch.ones_like(w), -torch.ones_like(w)] if est.depends_on_gradient_sign else [None]
     for sigma in sigmas:
         extra = [] if sigma is None else [sigma]
-        general = torch.as_tensor(derivation.derivative_torch(w - centre, *params, *extra)).expand_as(w)
+        general = torch.as_tensor(
+            derivation.derivative_torch(w - centre, *params, *extra)
+        ).expand_as(w)
         expected = torch.where(w.abs() <= m, general, torch.zeros_like(w))
         assert torch.allclose(bound.derivative(w, sigma), expected, rtol=1e-9, atol=1e-12)
         if sigma is None:
-            assert np.allclose(bound.derivative_numpy(w.numpy()), expected.numpy(), rtol=1e-9, atol=1e-12)
+            assert np.allclose(
+                bound.derivative_numpy(w.numpy()), expected.numpy(), rtol=1e-9, atol=1e-12
+            )
     assert torch.equal(bound.quantize_values(w), uniform_quantize(w, bits, m))
 
 

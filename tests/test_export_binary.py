@@ -29,7 +29,9 @@ def trained_mlp(request):
     """The paper's BNN MLP trained for 3 epochs on 8×8 digits, in either training mode."""
     qatcore.configure(seed=0, threads=1)
     model = zoo.build("bnn_mlp", image_size=8)
-    result = train_bnn(model, data.load("digits"), BNNConfig(mode=request.param, epochs=3), progress=False)
+    result = train_bnn(
+        model, data.load("digits"), BNNConfig(mode=request.param, epochs=3), progress=False
+    )
     assert result.test_accuracy > 0.7
     return model.eval()
 
@@ -50,34 +52,58 @@ def _random_statistics(model: nn.Module, seed: int) -> nn.Module:
 
 
 @examples(80)
-@given(n=st.integers(1, 70), rows=st.integers(1, 4), outs=st.integers(1, 4), seed=st.integers(0, 2**16))
+@given(
+    n=st.integers(1, 70), rows=st.integers(1, 4), outs=st.integers(1, 4), seed=st.integers(0, 2**16)
+)
 def test_xnor_popcount_is_the_dot_product_over_valid_positions(n, rows, outs, seed):
     rng = np.random.default_rng(seed)
     x, w = rng.choice([-1, 1], (rows, n)), rng.choice([-1, 1], (outs, n))
     valid = rng.random((rows, n)) < 0.8
-    z = reference.xnor_popcount(reference.pack_signs(x), np.packbits(valid, axis=-1), reference.pack_signs(w))
+    z = reference.xnor_popcount(
+        reference.pack_signs(x), np.packbits(valid, axis=-1), reference.pack_signs(w)
+    )
     np.testing.assert_array_equal(z, (x * valid) @ w.T)
 
 
 @examples(80)
-@given(gamma=st.floats(-3, 3), beta=st.floats(-5, 5), mean=st.floats(-20, 20), var=st.floats(0.01, 50),
-       fan_in=st.integers(1, 60))
+@given(
+    gamma=st.floats(-3, 3),
+    beta=st.floats(-5, 5),
+    mean=st.floats(-20, 20),
+    var=st.floats(0.01, 50),
+    fan_in=st.integers(1, 60),
+)
 def test_integer_thresholds_give_the_sign_of_the_batch_norm(gamma, beta, mean, var, fan_in):
-    bn = Op("batchnorm", "bn", dict(gamma=np.array([gamma]), beta=np.array([beta]), mean=np.array([mean]),
-                                    var=np.array([var]), eps=1e-4))
+    bn = Op(
+        "batchnorm",
+        "bn",
+        dict(
+            gamma=np.array([gamma]),
+            beta=np.array([beta]),
+            mean=np.array([mean]),
+            var=np.array([var]),
+            eps=1e-4,
+        ),
+    )
     z = np.arange(-fan_in, fan_in + 1)[:, None]
     folded = reference.infer([binary.threshold("t", bn, fan_in)], z.astype(np.int64))
     expected = np.where(gamma / np.sqrt(var + 1e-4) * (z - mean) + beta >= 0, 1, -1)
     np.testing.assert_array_equal(folded, expected)
 
 
-def test_trained_bnn_mlp_packed_predictions_equal_pytorch_on_every_test_example(trained_mlp, digits, tmp_path):
+def test_trained_bnn_mlp_packed_predictions_equal_pytorch_on_every_test_example(
+    trained_mlp, digits, tmp_path
+):
     result = export(trained_mlp, tmp_path, "packed", digits.x_test, digits.y_test)
-    assert result.parity.prediction_agreement == 1.0 and result.parity.examples == len(digits.x_test)
+    assert result.parity.prediction_agreement == 1.0 and result.parity.examples == len(
+        digits.x_test
+    )
     assert result.parity.max_abs_diff <= result.parity.output_step
     ops, _ = packed.load(tmp_path / "model.npz")
     kinds = [op.kind for op in ops]  # every BN + sign after a binary-input layer folded
-    assert kinds.count("threshold") == 3 and kinds.count("batchnorm") == 2  # first (float input) and last
+    assert (
+        kinds.count("threshold") == 3 and kinds.count("batchnorm") == 2
+    )  # first (float input) and last
     with np.load(tmp_path / "model.npz", allow_pickle=False) as stored:
         assert stored["1.weight"].nbytes == 64 * 256 // 8  # 1 bit per weight
     assert result.size_ratio > 15  # measured ≈ 21× on 8×8 inputs (BN parameters stay float)
@@ -106,22 +132,35 @@ def test_binary_onnx_uses_sign_and_agrees_with_pytorch(trained_mlp, digits, tmp_
 
 def test_onnx_sign_of_zero_is_plus_one():
     proto = onnx_qdq.build([Op("sign", "s"), Op("flatten", "f")], (1, 1, 3))
-    out = onnx_qdq.run(onnx_qdq.session(proto.SerializeToString()), np.array([[[[-0.5, 0.0, 2.0]]]], np.float32))
+    out = onnx_qdq.run(
+        onnx_qdq.session(proto.SerializeToString()), np.array([[[[-0.5, 0.0, 2.0]]]], np.float32)
+    )
     np.testing.assert_array_equal(out, [[-1, 1, 1]])
 
 
 def test_a_binary_layer_signs_its_input_unless_it_is_already_signed():
     kinds = [op.kind for op in graph.lower(nn.Sequential(nn.Flatten(), BinaryLinear(4, 2)))]
     assert kinds == ["flatten", "sign", "linear"]
-    kinds = [op.kind for op in graph.lower(nn.Sequential(SignActivation(), nn.Flatten(), BinaryLinear(4, 2)))]
+    kinds = [
+        op.kind
+        for op in graph.lower(nn.Sequential(SignActivation(), nn.Flatten(), BinaryLinear(4, 2)))
+    ]
     assert kinds == ["sign", "flatten", "linear"]
     kinds = [op.kind for op in graph.lower(zoo.build("bnn_mlp", image_size=8))]
     assert kinds.count("sign") == 4  # the four SignActivations, no second sign before each layer
 
 
 def test_cli_exports_a_binary_checkpoint(trained_mlp, tmp_path, capsys):
-    path = checkpoint.save(tmp_path / "bnn.pt", trained_mlp, "bnn_mlp", {"image_size": 8, "mode": trained_mlp.training_mode},
-                           {"dataset": "digits", "inputs": "signed"})
+    path = checkpoint.save(
+        tmp_path / "bnn.pt",
+        trained_mlp,
+        "bnn_mlp",
+        {"image_size": 8, "mode": trained_mlp.training_mode},
+        {"dataset": "digits", "inputs": "signed"},
+    )
     assert main(["export", str(path), "--format", "packed", "--out", str(tmp_path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["prediction_agreement"] == 1.0 and summary["float_size_bytes"] > 15 * summary["size_bytes"]
+    assert (
+        summary["prediction_agreement"] == 1.0
+        and summary["float_size_bytes"] > 15 * summary["size_bytes"]
+    )

@@ -33,15 +33,28 @@ def digits():
 @examples(60)
 @given(bits=st.integers(1, 8), m=st.floats(0.05, 4.0), seed=st.integers(0, 2**16))
 def test_the_papers_quantizer_is_one_qonnx_quant_node(bits, m, seed):
-    w = torch.randn(200, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1.5 * m
+    w = (
+        torch.randn(200, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        * 1.5
+        * m
+    )
     delta = 2 * m / (2**bits - 1)
-    quant = int_quant(w.numpy(), np.float64(delta), np.float64((2**bits - 1) / 2), np.float64(bits),
-                      signed=0, narrow=0, rounding_mode="ROUND")
+    quant = int_quant(
+        w.numpy(),
+        np.float64(delta),
+        np.float64((2**bits - 1) / 2),
+        np.float64(bits),
+        signed=0,
+        narrow=0,
+        rounding_mode="ROUND",
+    )
     np.testing.assert_allclose(quant, uniform_quantize(w, bits, m).numpy(), rtol=0, atol=1e-9 * m)
 
 
 def test_the_bipolar_quant_of_zero_is_plus_one_like_qatcores_sign():
-    np.testing.assert_array_equal(binary_quant(np.array([-0.5, 0.0, 2.0]), np.float32(1.0)), [-1, 1, 1])
+    np.testing.assert_array_equal(
+        binary_quant(np.array([-0.5, 0.0, 2.0]), np.float32(1.0)), [-1, 1, 1]
+    )
 
 
 def test_the_qonnx_graph_holds_quant_nodes_with_the_papers_parameters():
@@ -53,30 +66,61 @@ def test_the_qonnx_graph_holds_quant_nodes_with_the_papers_parameters():
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     for node, layer in zip(quants, (model[0], model[3]), strict=True):
         weight, scale, zero_point, bit_width = (inits[name] for name in node.input)
-        assert float(scale) == pytest.approx(2 * layer.m / 7) and float(zero_point) == 3.5 and float(bit_width) == 3
+        assert (
+            float(scale) == pytest.approx(2 * layer.m / 7)
+            and float(zero_point) == 3.5
+            and float(bit_width) == 3
+        )
         assert {a.name: a.i if a.type == a.INT else a.s for a in node.attribute} == {
-            "signed": 0, "narrow": 0, "rounding_mode": b"ROUND"}
+            "signed": 0,
+            "narrow": 0,
+            "rounding_mode": b"ROUND",
+        }
         np.testing.assert_allclose(weight, layer.weight_levels().numpy(), atol=1e-6)
-
 
 
 SLOW = pytest.mark.slow  # the rest of the sweep runs in the slow tier
 COURSE_MODELS = [
-    *[pytest.param("mnist_cnn", {"bits": bits, "image_size": 8}, "unit", id=f"mnist_cnn-{bits}bit",
-                   marks=() if bits in (1, 2, 8) else SLOW) for bits in range(1, 9)],
+    *[
+        pytest.param(
+            "mnist_cnn",
+            {"bits": bits, "image_size": 8},
+            "unit",
+            id=f"mnist_cnn-{bits}bit",
+            marks=() if bits in (1, 2, 8) else SLOW,
+        )
+        for bits in range(1, 9)
+    ],
     pytest.param("bnn_mlp", {"image_size": 8}, "signed", id="bnn_mlp"),
-    pytest.param("bnn_mlp", {"image_size": 8, "mode": "low_memory"}, "signed", id="bnn_mlp-low_memory", marks=SLOW),
+    pytest.param(
+        "bnn_mlp",
+        {"image_size": 8, "mode": "low_memory"},
+        "signed",
+        id="bnn_mlp-low_memory",
+        marks=SLOW,
+    ),
     pytest.param("cnv", {"image_size": 8, "in_channels": 1}, "signed", id="cnv"),
-    pytest.param("binarynet", {"image_size": 8, "in_channels": 1, "mode": "low_memory"}, "signed",
-                 id="binarynet-low_memory", marks=SLOW),
+    pytest.param(
+        "binarynet",
+        {"image_size": 8, "in_channels": 1, "mode": "low_memory"},
+        "signed",
+        id="binarynet-low_memory",
+        marks=SLOW,
+    ),
     pytest.param("pikelpn_mobilenet", {}, "unit", id="pikelpn-4bit", marks=SLOW),
-    pytest.param("pikelpn_mobilenet", {"quantnorm": True, "double_quant": True, "dhq": True}, "unit",
-                 id="pikelpn-quantnorm-dq-dhq"),
+    pytest.param(
+        "pikelpn_mobilenet",
+        {"quantnorm": True, "double_quant": True, "dhq": True},
+        "unit",
+        id="pikelpn-quantnorm-dq-dhq",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "kwargs", "inputs"), COURSE_MODELS)
-def test_every_course_model_exports_to_onnx_qonnx_and_pt2_with_parity(name, kwargs, inputs, digits, tmp_path):
+def test_every_course_model_exports_to_onnx_qonnx_and_pt2_with_parity(
+    name, kwargs, inputs, digits, tmp_path
+):
     qatcore.configure(seed=7, threads=1)
     model = random_batch_norm_statistics(zoo.build(name, **kwargs), seed=8)
     x = digits.x_test[:40] * (2 if inputs == "signed" else 1) - (1 if inputs == "signed" else 0)

@@ -17,7 +17,12 @@ def trained():
     torch.manual_seed(0)
     digits = data.subset(data.load("digits"), train=256, test=60)
     model = MNISTCNN(bits=2, image_size=8)
-    train(model, digits, TrainConfig(OptimizerConfig("adam", lr=3e-3), batch_size=64, epochs=2), progress=False)
+    train(
+        model,
+        digits,
+        TrainConfig(OptimizerConfig("adam", lr=3e-3), batch_size=64, epochs=2),
+        progress=False,
+    )
     return model, digits
 
 

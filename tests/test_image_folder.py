@@ -21,7 +21,9 @@ from qatcore.estimators.layers import QuantConv2d, quantize_convolutions, quanti
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return write_synthetic_folder(tmp_path_factory.mktemp("imagenet"), classes=3, train_per_class=4, val_per_class=2)
+    return write_synthetic_folder(
+        tmp_path_factory.mktemp("imagenet"), classes=3, train_per_class=4, val_per_class=2
+    )
 
 
 def test_the_layout_gives_sorted_classes_and_labelled_normalised_images(root):
@@ -57,7 +59,9 @@ def test_bad_layouts_are_named(root, tmp_path):
         ImageFolder(root, "test")
     (tmp_path / "train" / "a").mkdir(parents=True)
     (tmp_path / "val" / "b").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"val classes differ from train's: extra \['b'\], missing \['a'\]"):
+    with pytest.raises(
+        ValueError, match=r"val classes differ from train's: extra \['b'\], missing \['a'\]"
+    ):
         ImageFolder(tmp_path, "val")
     with pytest.raises(ValueError, match="holds no images"):
         ImageFolder(tmp_path, "train")
@@ -74,7 +78,9 @@ def test_random_resized_boxes_lie_inside_the_image(width, height, seed):
 @given(width=st.integers(64, 2000), height=st.integers(64, 2000), seed=st.integers(0, 2**32))
 def test_random_resized_boxes_keep_an_allowed_aspect_ratio(width, height, seed):
     left, top, right, bottom = random_resized_box((width, height), random.Random(seed))
-    assert RATIO[0] * 0.9 < (right - left) / (bottom - top) < RATIO[1] * 1.1  # rounding of small boxes
+    assert (
+        RATIO[0] * 0.9 < (right - left) / (bottom - top) < RATIO[1] * 1.1
+    )  # rounding of small boxes
 
 
 def test_the_centre_box_is_the_resize_then_crop_region():
@@ -88,11 +94,17 @@ def test_quantize_convolutions_swaps_every_kernel_and_keeps_the_geometry():
     convs = {name: m for name, m in float_net.named_modules() if isinstance(m, nn.Conv2d)}
     net = quantize_convolutions(ResNet18(0.25, 32, 3, 5), bits=3, estimator="dsq")
     layers = quantized_layers(net)
-    assert set(layers) == set(convs) and all(isinstance(layer, QuantConv2d) for layer in layers.values())
+    assert set(layers) == set(convs) and all(
+        isinstance(layer, QuantConv2d) for layer in layers.values()
+    )
     for name, layer in layers.items():
         old = convs[name]
         assert (layer.weight.shape, layer.stride, layer.padding, layer.groups) == (
-            old.weight.shape, old.stride, old.padding, old.groups)
+            old.weight.shape,
+            old.stride,
+            old.padding,
+            old.groups,
+        )
         assert layer.bits == 3 and layer.estimator.name == "dsq"
     assert type(net.fc) is nn.Linear
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 5)

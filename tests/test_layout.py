@@ -28,8 +28,11 @@ def layer(module: str) -> str:
     """``top`` (cli), ``export``, ``course``, ``paper`` or ``shared`` (everything else: the core and data/)."""
     if module in ("qatcore.cli", "qatcore.__main__"):
         return "top"
-    for prefix, name in (("qatcore.export", "export"), ("qatcore.course", "course"),
-                         *((paper, "paper") for paper in PAPERS)):
+    for prefix, name in (
+        ("qatcore.export", "export"),
+        ("qatcore.course", "course"),
+        *((paper, "paper") for paper in PAPERS),
+    ):
         if module == prefix or module.startswith(prefix + "."):
             return name
     return "shared"
@@ -85,14 +88,20 @@ def third_party(module: str) -> set[str]:
 
 
 def violations(rule) -> list[str]:
-    return [f"{module}:{line} imports {target}" for module in MODULES
-            for target, _, line in imports(module) if target != module and not rule(module, target)]
+    return [
+        f"{module}:{line} imports {target}"
+        for module in MODULES
+        for target, _, line in imports(module)
+        if target != module and not rule(module, target)
+    ]
 
 
 def test_the_tree_is_a_core_three_papers_export_and_the_course():
     top_level = {path.name for path in PACKAGE.glob("*.py")}
     assert not {name for name in top_level if name.endswith(("_plots.py", "_widgets.py"))}
-    assert not top_level & {"plots.py", "widgets.py"}, "figures and dashboards live in their paper's package"
+    assert not top_level & {"plots.py", "widgets.py"}, (
+        "figures and dashboards live in their paper's package"
+    )
     packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
     assert packages == {"data", "estimators", "cost", "bnn", "export", "course"}
     for paper in PAPERS:
@@ -128,14 +137,19 @@ def test_only_dashboards_import_dashboards_and_only_figures_and_dashboards_impor
 
     def allowed(module: str, target: str) -> bool:
         if kind(target) == "widgets":  # and each package's dashboards stand on their own
-            return kind(module) == "widgets" and target.rpartition(".")[0] == module.rpartition(".")[0]
+            return (
+                kind(module) == "widgets" and target.rpartition(".")[0] == module.rpartition(".")[0]
+            )
         if kind(target) == "plots":
             return kind(module) in ("plots", "widgets")
         return True
 
     assert violations(allowed) == []
-    logic_with_display = {m: sorted(third_party(m) & DISPLAY_LIBRARIES) for m in MODULES
-                          if kind(m) not in ("plots", "widgets", "live") and third_party(m) & DISPLAY_LIBRARIES}
+    logic_with_display = {
+        m: sorted(third_party(m) & DISPLAY_LIBRARIES)
+        for m in MODULES
+        if kind(m) not in ("plots", "widgets", "live") and third_party(m) & DISPLAY_LIBRARIES
+    }
     assert logic_with_display == {}
 
 
@@ -145,15 +159,24 @@ def test_no_module_uses_another_modules_private_names():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         bound = {}  # local name -> qatcore module it stands for
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "qatcore":
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] == "qatcore"
+            ):
                 for alias in node.names:
                     if alias.name.startswith("_") and not alias.name.startswith("__"):
                         found.append(f"{module}:{node.lineno} imports {node.module}.{alias.name}")
                     if f"{node.module}.{alias.name}" in MODULES:
                         bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in bound
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 found.append(f"{module}:{node.lineno} uses {bound[node.value.id]}.{node.attr}")
     assert found == []
 
@@ -167,7 +190,7 @@ def find_cycles(graph: dict[str, list[str]]) -> list[str]:
         stack.append(node)
         for target in graph.get(node, []):
             if state.get(target) == "open":
-                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif target not in state:
                 visit(target)
         stack.pop()
@@ -188,18 +211,28 @@ def test_the_checks_see_what_they_claim():
     assert find_cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}) == ["a -> b -> c -> a"]
     assert find_cycles({"a": ["b"], "b": [], "c": ["a", "b"]}) == []
     graph_imports = {t for t, _, _ in imports("qatcore.export.graph")}
-    assert {"qatcore.export.ops", "qatcore.export.binary", "qatcore.estimators.layers"} <= graph_imports
+    assert {
+        "qatcore.export.ops",
+        "qatcore.export.binary",
+        "qatcore.estimators.layers",
+    } <= graph_imports
     assert "qatcore.export.graph" not in {t for t, _, _ in imports("qatcore.export.binary")}
-    assert "qatcore.cost.ace" in {t for t, _, _ in imports("qatcore.export.metadata")}  # inside a function
+    assert "qatcore.cost.ace" in {
+        t for t, _, _ in imports("qatcore.export.metadata")
+    }  # inside a function
     assert layer("qatcore.cost.plots") == "paper" and layer("qatcore.data.image_folder") == "shared"
 
 
 def test_every_choice_is_checked_by_the_one_helper():
     """The words "must be one of" are written once, in ``qatcore.checks.check_choice`` (a cost model may
     also be given as an object, which that message says)."""
-    offenders = [f"{name}:{number}" for name, path in MODULES.items() if name != "qatcore.checks"
-                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                 if "must be one of" in line and "or a CostModel" not in line]
+    offenders = [
+        f"{name}:{number}"
+        for name, path in MODULES.items()
+        if name != "qatcore.checks"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "must be one of" in line and "or a CostModel" not in line
+    ]
     assert not offenders, f"check choices with qatcore.checks.check_choice: {offenders}"
 
 
@@ -207,9 +240,17 @@ def string_tuples(module: str) -> dict[str, tuple[str, ...]]:
     """The module-level constants of ``module`` that are tuples of two or more strings, by name."""
     found = {}
     for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
-        if (isinstance(target, ast.Name) and isinstance(node.value, ast.Tuple) and len(node.value.elts) >= 2
-                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts)):
+        target = (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        )
+        if (
+            isinstance(target, ast.Name)
+            and isinstance(node.value, ast.Tuple)
+            and len(node.value.elts) >= 2
+            and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts
+            )
+        ):
             found[target.id] = tuple(e.value for e in node.value.elts)
     return found
 

@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: settings under which this machine computes as a different CPU would
 OTHER_CPUS = {
     "baseline kernels, SSE4.1, one thread": {
-        "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "QATCORE_THREADS": "1",
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "QATCORE_THREADS": "1",
     },
 }
 
@@ -35,8 +37,21 @@ def strict_nbval(settings: dict[str, str], workers: int = 2) -> subprocess.Compl
     ``workers`` processes of one thread each (one notebook stays in one kernel)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "QATCORE_"))}
     env.update(settings, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    command = [sys.executable, "-m", "pytest", "notebooks", "-q", "-p", "no:randomly", "-m", "",
-               "-n", str(workers), "--dist", "loadfile"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "notebooks",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-m",
+        "",
+        "-n",
+        str(workers),
+        "--dist",
+        "loadfile",
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -57,23 +72,39 @@ def _outputs(cell) -> list:
     kept = []
     for output in cell.outputs:
         output = json.loads(json.dumps(output))
-        output.get("data", {}).get("application/vnd.jupyter.widget-view+json", {}).pop("model_id", None)
+        output.get("data", {}).get("application/vnd.jupyter.widget-view+json", {}).pop(
+            "model_id", None
+        )
         output.pop("execution_count", None)
         kept.append(output)
     return kept
 
 
 @pytest.mark.slow
-def test_two_executions_of_a_training_notebook_give_identical_outputs_even_where_not_compared(tmp_path):
+def test_two_executions_of_a_training_notebook_give_identical_outputs_even_where_not_compared(
+    tmp_path,
+):
     prefix, parameters = TWICE
     executed = []
     for run in ("first", "second"):
-        report = reproduce(ROOT / "notebooks", tmp_path / run, tmp_path / f"{run}-figures", only=prefix,
-                           parameters=parameters, strict=False)
+        report = reproduce(
+            ROOT / "notebooks",
+            tmp_path / run,
+            tmp_path / f"{run}-figures",
+            only=prefix,
+            parameters=parameters,
+            strict=False,
+        )
         assert len(report.runs) == 1 and not report.runs[0].error, report.runs
-        executed.append(nbformat.read(tmp_path / run / f"{report.runs[0].name}.ipynb", as_version=4))
+        executed.append(
+            nbformat.read(tmp_path / run / f"{report.runs[0].name}.ipynb", as_version=4)
+        )
     first, second = ([c for c in nb.cells if c.cell_type == "code"] for nb in executed)
-    ignored = [i for i, c in enumerate(first) if "nbval-ignore-output" in c.metadata.get("tags", [])]
+    ignored = [
+        i for i, c in enumerate(first) if "nbval-ignore-output" in c.metadata.get("tags", [])
+    ]
     assert ignored, "the notebook chosen has no cells that nbval skips: choose a training notebook"
     for index, (a, b) in enumerate(zip(first, second, strict=True)):
-        assert _outputs(a) == _outputs(b), f"code cell {index} differs between two runs on one machine"
+        assert _outputs(a) == _outputs(b), (
+            f"code cell {index} differs between two runs on one machine"
+        )

@@ -13,7 +13,10 @@ def test_sgd_is_pytorchs_heavy_ball_and_momentum_zero_is_plain_sgd():
     w = torch.tensor([1.0, -2.0], requires_grad=True)
     opt = OptimizerConfig("sgd", lr=0.1).build([w])
     assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["momentum"] == 0.9
-    for grad, expected in (([1.0, 1.0], [0.9, -2.1]), ([1.0, 1.0], [0.71, -2.29])):  # b = 1, then 0.9 + 1
+    for grad, expected in (
+        ([1.0, 1.0], [0.9, -2.1]),
+        ([1.0, 1.0], [0.71, -2.29]),
+    ):  # b = 1, then 0.9 + 1
         w.grad = torch.tensor(grad)
         opt.step()
         torch.testing.assert_close(w.detach(), torch.tensor(expected))
@@ -34,12 +37,16 @@ def test_the_schedule_warms_up_then_decays_to_zero():
     assert rates[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
     assert rates == [learning_rate(t, 200, 0.1, 0.02) for t in range(200)]
     assert OptimizerConfig(lr=1.0, warmup_fraction=0.1, warmup_from_zero=True).rate(0, 100) == 0.0
-    assert math.isclose(config.scaled(0.5).lr, 0.05) and config.scaled(0.5).momentum == config.momentum
+    assert (
+        math.isclose(config.scaled(0.5).lr, 0.05) and config.scaled(0.5).momentum == config.momentum
+    )
 
 
 def test_of_reads_a_name_a_table_or_a_config():
     assert OptimizerConfig.of("adam") == OptimizerConfig("adam")
-    assert OptimizerConfig.of({"name": "sgd", "lr": 0.5, "momentum": 0.0}) == OptimizerConfig("sgd", lr=0.5, momentum=0.0)
+    assert OptimizerConfig.of({"name": "sgd", "lr": 0.5, "momentum": 0.0}) == OptimizerConfig(
+        "sgd", lr=0.5, momentum=0.0
+    )
     config = OptimizerConfig("adam", lr=2e-4)
     assert OptimizerConfig.of(config) is config
     with pytest.raises(ValueError, match=r"unknown optimizer setting\(s\) \['learning_rate'\]"):
@@ -50,8 +57,15 @@ def test_of_reads_a_name_a_table_or_a_config():
 
 @pytest.mark.parametrize(
     ("changes", "word"),
-    [({"name": "rmsprop"}, "optimizer"), ({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr"), ({"momentum": 1.0}, "momentum"),
-     ({"beta2": 1.0}, "beta2"), ({"eps": -1.0}, "eps"), ({"warmup_fraction": 1.0}, "warmup_fraction")],
+    [
+        ({"name": "rmsprop"}, "optimizer"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"beta2": 1.0}, "beta2"),
+        ({"eps": -1.0}, "eps"),
+        ({"warmup_fraction": 1.0}, "warmup_fraction"),
+    ],
 )
 def test_bad_settings_are_refused_by_name(changes, word):
     with pytest.raises(ValueError, match=word):
@@ -60,7 +74,9 @@ def test_bad_settings_are_refused_by_name(changes, word):
 
 def test_every_choice_check_reads_the_same():
     assert check_choice("optimizer", "sgd", OPTIMIZERS) == "sgd"
-    with pytest.raises(ValueError, match=r"^optimizer must be one of \('sgd', 'adam'\), got 'bop'$"):
+    with pytest.raises(
+        ValueError, match=r"^optimizer must be one of \('sgd', 'adam'\), got 'bop'$"
+    ):
         check_choice("optimizer", "bop", OPTIMIZERS)
     with pytest.raises(ValueError, match=r"float_bits must be one of \(16, 32\), got True"):
         check_choice("float_bits", True, (16, 32))  # a bool is not the int 1

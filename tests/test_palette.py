@@ -72,8 +72,17 @@ from qatcore.palette import (
 
 torch.set_num_threads(1)
 MIB = 2**20
-GROUPS = {"RUNS": RUNS, "ESTIMATORS": ESTIMATORS, "OPERATIONS": OPERATIONS, "LADDER": LADDER,
-          "CONVOLUTIONS": CONVOLUTIONS, "MEMORY": MEMORY, "MODES": MODES, "EXPORTS": EXPORTS, "RUNTIMES": RUNTIMES}
+GROUPS = {
+    "RUNS": RUNS,
+    "ESTIMATORS": ESTIMATORS,
+    "OPERATIONS": OPERATIONS,
+    "LADDER": LADDER,
+    "CONVOLUTIONS": CONVOLUTIONS,
+    "MEMORY": MEMORY,
+    "MODES": MODES,
+    "EXPORTS": EXPORTS,
+    "RUNTIMES": RUNTIMES,
+}
 
 
 def hex_of(artist_colour) -> str:
@@ -122,7 +131,12 @@ class EveryRole(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv, self.norm, self.pool, self.linear = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AvgPool2d(2), nn.Linear(4, 3)
+        self.conv, self.norm, self.pool, self.linear = (
+            nn.Conv2d(3, 4, 3),
+            nn.BatchNorm2d(4),
+            nn.AvgPool2d(2),
+            nn.Linear(4, 3),
+        )
 
     def forward(self, x):
         x = torch.relu(self.norm(self.conv(x)) * 0.5)
@@ -131,9 +145,11 @@ class EveryRole(nn.Module):
 
 
 def test_every_role_the_cost_models_use_has_a_colour():
-    reports = [ace.count(EveryRole(), torch.zeros(1, 3, 8, 8), (4, 4)),
-               ace.count(ResNet18(0.25, 32, num_classes=10), torch.zeros(1, 3, 32, 32), (4, 4)),
-               *(cost(config) for config in ladder_configs().values())]
+    reports = [
+        ace.count(EveryRole(), torch.zeros(1, 3, 8, 8), (4, 4)),
+        ace.count(ResNet18(0.25, 32, num_classes=10), torch.zeros(1, 3, 32, 32), (4, 4)),
+        *(cost(config) for config in ladder_configs().values()),
+    ]
     roles = {op.role for report in reports for op in report.operations}
     assert roles == set(OPERATIONS)
 
@@ -173,7 +189,10 @@ def test_estimator_figures_colour_each_estimator_by_the_palette():
     left, right = plot_weight_map(("pwl", "dsq")).axes
     for name in ("pwl", "dsq"):
         assert drawn(left)[f"Q̂′ {name}"] == ESTIMATORS[name].lower()
-        assert next(c for label, c in drawn(right).items() if label.startswith(f"M ({name})")) == ESTIMATORS[name].lower()
+        assert (
+            next(c for label, c in drawn(right).items() if label.startswith(f"M ({name})"))
+            == ESTIMATORS[name].lower()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -187,13 +206,21 @@ def test_a_run_has_one_colour_in_every_panel_of_the_trajectory_figure(equivalenc
     losses, agreement, paths, _heat, _bar = plot_trajectory_overlap(equivalence).axes
     runs = list(equivalence.runs)
     assert drawn(losses) == expected(RUNS, runs)
-    custom, *others = losses.get_lines()  # the reference stays visible under runs that trace it (jitter)
+    custom, *others = (
+        losses.get_lines()
+    )  # the reference stays visible under runs that trace it (jitter)
     assert custom.get_label() == "custom" and others
-    assert all(custom.get_linewidth() > o.get_linewidth() and custom.get_zorder() < o.get_zorder() for o in others)
+    assert all(
+        custom.get_linewidth() > o.get_linewidth() and custom.get_zorder() < o.get_zorder()
+        for o in others
+    )
     assert drawn(agreement) == {f"{name} vs custom": RUNS[name].lower() for name in runs[1:]}
     assert set(drawn(paths).values()) == {RUNS["custom"].lower(), RUNS["adjusted"].lower()}
     every_path = {hex_of(line.get_color()) for line in paths.get_lines()}
-    assert every_path == {RUNS["custom"].lower(), RUNS["adjusted"].lower()}  # no colour of its own per weight
+    assert every_path == {
+        RUNS["custom"].lower(),
+        RUNS["adjusted"].lower(),
+    }  # no colour of its own per weight
     measured = plot_agreement_vs_lr([0.1, 0.2], [0.01, 0.02], 1.0).axes[0].get_lines()[0]
     assert hex_of(measured.get_color()) == RUNS["adjusted"].lower()
 
@@ -203,8 +230,14 @@ def test_notebook_01_s_twin_runs_take_the_run_colours():
     twin = quadratic.paired_runs(problem, "dsq", 1e-2, 50)
     unadjusted = quadratic.paired_runs(problem, "dsq", 1e-2, 50, adjusted=False)
     paths, gaps = plot_twin_runs(twin, unadjusted, estimators.get("dsq"), 2, 1.0).axes
-    assert {hex_of(line.get_color()) for line in paths.get_lines()[-9:]} == {RUNS["custom"].lower(), RUNS["adjusted"].lower()}
-    assert [hex_of(line.get_color()) for line in gaps.get_lines()[:2]] == [RUNS["adjusted"].lower(), RUNS["ablation"].lower()]
+    assert {hex_of(line.get_color()) for line in paths.get_lines()[-9:]} == {
+        RUNS["custom"].lower(),
+        RUNS["adjusted"].lower(),
+    }
+    assert [hex_of(line.get_color()) for line in gaps.get_lines()[:2]] == [
+        RUNS["adjusted"].lower(),
+        RUNS["ablation"].lower(),
+    ]
 
 
 # --- paper 2: ACE/ACEv2 (notebook 03) and PikeLPN (notebook 04) --------------------------------
@@ -212,30 +245,48 @@ def test_notebook_01_s_twin_runs_take_the_run_colours():
 
 def test_a_role_has_one_colour_in_notebook_03_s_and_notebook_04_s_breakdowns():
     net = MobileNetV1(0.25, 32, num_classes=10)
-    floats, fours = ace.count(net, net.example_input(), (4, 4)), ace.count(net, net.example_input(), (4, 4), elementwise_bits=4)
-    figures = [plot_acev2_breakdown({"float": floats, "4-bit": fours}), plot_layer_breakdown(floats),
-               plot_cost_breakdown(cost(ladder_configs()["4-bit, float element-wise"], float_bits=32)),
-               plot_cost_breakdown(ace.count(EveryRole(), torch.zeros(1, 3, 8, 8), (4, 4)))]
+    floats, fours = (
+        ace.count(net, net.example_input(), (4, 4)),
+        ace.count(net, net.example_input(), (4, 4), elementwise_bits=4),
+    )
+    figures = [
+        plot_acev2_breakdown({"float": floats, "4-bit": fours}),
+        plot_layer_breakdown(floats),
+        plot_cost_breakdown(cost(ladder_configs()["4-bit, float element-wise"], float_bits=32)),
+        plot_cost_breakdown(ace.count(EveryRole(), torch.zeros(1, 3, 8, 8), (4, 4))),
+    ]
     seen = [drawn(axis) for figure in figures for axis in figure.axes]
     for found in seen:
         assert found == expected(OPERATIONS, found)
         assert found["mac"] == OPERATIONS["mac"].lower()
-    assert list(seen[-1]) == list(OPERATIONS)  # every role, stacked in one order (MACs at the bottom)
+    assert list(seen[-1]) == list(
+        OPERATIONS
+    )  # every role, stacked in one order (MACs at the bottom)
 
 
 def test_ladder_steps_and_kernel_kinds_take_their_palette_colours():
-    rows = [{"model": name, "acev2": 10.0 * (i + 1), "test_accuracy": 0.9 + 0.01 * i} for i, name in enumerate(LADDER)]
+    rows = [
+        {"model": name, "acev2": 10.0 * (i + 1), "test_accuracy": 0.9 + 0.01 * i}
+        for i, name in enumerate(LADDER)
+    ]
     axis = plot_pareto(rows).axes[0]
-    points = {text.get_text(): hex_of(container.lines[0].get_color())
-              for text, container in zip(axis.texts, axis.containers, strict=True)}
+    points = {
+        text.get_text(): hex_of(container.lines[0].get_color())
+        for text, container in zip(axis.texts, axis.containers, strict=True)
+    }
     assert points == expected(LADDER, LADDER)
     pooled, ranges = plot_weight_distributions(PikeLPN(default_config())).axes
-    assert {label.split(" ")[0]: c for label, c in drawn(pooled).items()} == expected(CONVOLUTIONS, CONVOLUTIONS)
+    assert {label.split(" ")[0]: c for label, c in drawn(pooled).items()} == expected(
+        CONVOLUTIONS, CONVOLUTIONS
+    )
     assert drawn(ranges) == expected(CONVOLUTIONS, CONVOLUTIONS)
 
 
 def test_a_sweep_s_networks_get_distinct_colours_from_the_sequence():
-    rows = ace.sweep({"a": MobileNetV1(0.25, 32, num_classes=10), "b": MobileNetV1(0.5, 32, num_classes=10)}, bit_widths=(2,))
+    rows = ace.sweep(
+        {"a": MobileNetV1(0.25, 32, num_classes=10), "b": MobileNetV1(0.5, 32, num_classes=10)},
+        bit_widths=(2,),
+    )
     lines = plot_ace_vs_acev2(rows).axes[0].get_lines()
     by_model = {line.get_label().split(",")[0]: hex_of(line.get_color()) for line in lines}
     assert by_model == {"a": SEQUENCE[0].lower(), "b": SEQUENCE[1].lower()}
@@ -251,8 +302,10 @@ def cnv():
 
 def test_memory_bars_colour_each_kind_of_variable_by_the_palette(cnv):
     shapes = layer_shapes(cnv)
-    breakdown = {mode: bytes_by_kind(memory_rows(None, 10, c, shapes)) for mode, c in (("standard", STANDARD),
-                                                                                         ("low_memory", LOW_MEMORY))}
+    breakdown = {
+        mode: bytes_by_kind(memory_rows(None, 10, c, shapes))
+        for mode, c in (("standard", STANDARD), ("low_memory", LOW_MEMORY))
+    }
     figure = memory_breakdown_figure({"cnv": breakdown, "again": breakdown}, 10)
     for axis in figure.axes:
         assert drawn(axis) == expected(MEMORY, KINDS)
@@ -267,11 +320,17 @@ def test_the_waterfall_ends_on_the_low_memory_total_and_every_choice_shows_what_
     bars = axis.patches
     totals = [total / MIB for _, total in steps]
     assert len(bars) == len(WATERFALL) + 1  # the start, one bar per choice, the end
-    assert [t.get_text() for t in axis.get_xticklabels()] == [label for label, _ in WATERFALL] + ["low-memory"]
+    assert [t.get_text() for t in axis.get_xticklabels()] == [label for label, _ in WATERFALL] + [
+        "low-memory"
+    ]
     first, *choices, last = bars
     assert (first.get_y(), first.get_height()) == (0, pytest.approx(totals[0]))
-    for i, bar in enumerate(choices, start=1):  # the last choice too: it floats from the new total to the old
-        assert bar.get_y() == pytest.approx(totals[i]) and bar.get_height() == pytest.approx(totals[i - 1] - totals[i])
+    for i, bar in enumerate(
+        choices, start=1
+    ):  # the last choice too: it floats from the new total to the old
+        assert bar.get_y() == pytest.approx(totals[i]) and bar.get_height() == pytest.approx(
+            totals[i - 1] - totals[i]
+        )
         assert hex_of(bar.get_facecolor()) == REMOVED.lower()
     assert (last.get_y(), last.get_height()) == (0, pytest.approx(totals[-1]))
     assert hex_of(first.get_facecolor()) == MODES["standard"].lower()
@@ -282,16 +341,35 @@ def test_the_waterfall_ends_on_the_low_memory_total_and_every_choice_shows_what_
 
 
 def test_bnn_curves_colour_each_training_mode_by_the_palette():
-    figure = memory_vs_batch_figure([1, 10], {"mlp": {"standard": [MIB, 2 * MIB], "low_memory": [MIB, MIB]},
-                                              "cnv": {"standard": [MIB, 3 * MIB], "low_memory": [MIB, 2 * MIB]}})
-    assert drawn(figure.axes[0]) == {f"{model}, {label}": MODES[mode].lower() for model in ("mlp", "cnv")
-                                     for mode, label in (("standard", "standard"), ("low_memory", "low-memory"))}
-    curves = {"standard, Adam": [0.8, 0.9], "low-memory, Adam": [0.7, 0.9], "standard, Bop": [0.5, 0.9], "low_memory": [0.6, 0.8]}
+    figure = memory_vs_batch_figure(
+        [1, 10],
+        {
+            "mlp": {"standard": [MIB, 2 * MIB], "low_memory": [MIB, MIB]},
+            "cnv": {"standard": [MIB, 3 * MIB], "low_memory": [MIB, 2 * MIB]},
+        },
+    )
+    assert drawn(figure.axes[0]) == {
+        f"{model}, {label}": MODES[mode].lower()
+        for model in ("mlp", "cnv")
+        for mode, label in (("standard", "standard"), ("low_memory", "low-memory"))
+    }
+    curves = {
+        "standard, Adam": [0.8, 0.9],
+        "low-memory, Adam": [0.7, 0.9],
+        "standard, Bop": [0.5, 0.9],
+        "low_memory": [0.6, 0.8],
+    }
     figure = accuracy_curves_figure(curves, "digits")
-    assert drawn(figure.axes[0]) == {"standard, Adam": MODES["standard"].lower(), "low-memory, Adam": MODES["low_memory"].lower(),
-                                     "standard, Bop": MODES["standard"].lower(), "low-memory": MODES["low_memory"].lower()}
+    assert drawn(figure.axes[0]) == {
+        "standard, Adam": MODES["standard"].lower(),
+        "low-memory, Adam": MODES["low_memory"].lower(),
+        "standard, Bop": MODES["standard"].lower(),
+        "low-memory": MODES["low_memory"].lower(),
+    }
     styles = {line.get_label(): line.get_linestyle() for line in figure.axes[0].get_lines()}
-    assert styles["standard, Adam"] != styles["standard, Bop"]  # one mode, two curves: told apart by style
+    assert (
+        styles["standard, Adam"] != styles["standard, Bop"]
+    )  # one mode, two curves: told apart by style
     with pytest.raises(ValueError, match="mode"):
         accuracy_curves_figure({"Adam": [0.5]}, "digits")
 
@@ -301,6 +379,11 @@ def test_bnn_curves_colour_each_training_mode_by_the_palette():
 
 def test_export_sizes_and_runtimes_take_their_palette_colours():
     latency = {"1": {name: 1.0 for name in RUNTIMES}, "256": {name: 9.0 for name in RUNTIMES}}
-    sizes, times = plot_export_sizes({"CNN ONNX": (100, 3200), "BNN packed": (10, 3200)}, latency).axes
-    assert drawn(sizes) == {"float32 ONNX": EXPORTS["float32"].lower(), "export": EXPORTS["export"].lower()}
+    sizes, times = plot_export_sizes(
+        {"CNN ONNX": (100, 3200), "BNN packed": (10, 3200)}, latency
+    ).axes
+    assert drawn(sizes) == {
+        "float32 ONNX": EXPORTS["float32"].lower(),
+        "export": EXPORTS["export"].lower(),
+    }
     assert drawn(times) == expected(RUNTIMES, RUNTIMES)

@@ -39,7 +39,8 @@ from qatcore.estimators.train import TrainConfig
 from qatcore.optimizers import OptimizerConfig
 
 scales = st.lists(st.floats(1e-6, 1e3), min_size=1, max_size=20).map(
-    lambda xs: torch.tensor(xs, dtype=torch.float64))
+    lambda xs: torch.tensor(xs, dtype=torch.float64)
+)
 
 
 # --- Double Quantization -------------------------------------------------------------------------
@@ -115,7 +116,9 @@ def test_clipped_range_of_a_pointwise_channel_ignores_an_outlier():
 
 @examples(40)
 @given(seed=st.integers(0, 10_000), norm_bits=st.integers(2, 10), bias_bits=st.integers(2, 16))
-def test_quantnorm_in_eval_is_the_folded_batch_norm_up_to_its_quantisation_error(seed, norm_bits, bias_bits):
+def test_quantnorm_in_eval_is_the_folded_batch_norm_up_to_its_quantisation_error(
+    seed, norm_bits, bias_bits
+):
     generator = torch.Generator().manual_seed(seed)
     channels = 5
     bn = nn.BatchNorm2d(channels).eval()
@@ -217,7 +220,9 @@ def test_fashion_mnist_sized_model_runs():
 def test_a_short_run_learns():
     small = data.subset(data.load_digits(), train=256, test=100)
     config = TrainConfig(OptimizerConfig("adam", lr=1e-2), batch_size=64, epochs=3)
-    model, run = train_pikelpn(ladder_configs()["+ DHQ (PikeLPN-style)"], small, config, progress=False)
+    model, run = train_pikelpn(
+        ladder_configs()["+ DHQ (PikeLPN-style)"], small, config, progress=False
+    )
     assert sum(run.losses[-4:]) < sum(run.losses[:4])
     rows = distribution_table(model)
     assert [r["kind"] for r in rows] == ["depthwise", "pointwise"] * 3
@@ -241,18 +246,27 @@ def test_paired_differences_are_seed_by_seed_and_in_points():
         paired_differences({"a": [0.1], "b": [0.1, 0.2]})
     costs = {name: {"acev2": 1.0} for name in accuracies}
     rows = ladder_table(accuracies, costs)
-    assert rows[1]["test_accuracy"] == pytest.approx(0.85) and rows[1]["step"] is None and rows[2]["seeds"] == 3
+    assert (
+        rows[1]["test_accuracy"] == pytest.approx(0.85)
+        and rows[1]["step"] is None
+        and rows[2]["seeds"] == 3
+    )
 
 
 def test_pareto_figure_labels_acev2_and_draws_what_its_legend_shows():
-    rows = [{"model": "a", "acev2": 10.0, "test_accuracy": 0.9, "test_accuracy_sd": 0.01},
-            {"model": "b", "acev2": 100.0, "test_accuracy": 0.95, "test_accuracy_sd": 0.01},
-            {"model": "c", "acev2": 50.0, "test_accuracy": 0.8, "test_accuracy_sd": 0.02}]
+    rows = [
+        {"model": "a", "acev2": 10.0, "test_accuracy": 0.9, "test_accuracy_sd": 0.01},
+        {"model": "b", "acev2": 100.0, "test_accuracy": 0.95, "test_accuracy_sd": 0.01},
+        {"model": "c", "acev2": 50.0, "test_accuracy": 0.8, "test_accuracy_sd": 0.02},
+    ]
     axis = plot_pareto(rows).axes[0]
     assert axis.get_xlabel() == "ACEv2 per image"
     assert [t.get_text() for t in axis.get_legend().get_texts()] == ["Pareto front"]
     dashed = [line for line in axis.get_lines() if line.get_linestyle() == "--"]
-    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [10.0, 100.0]  # a, then b; c is dominated
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [
+        10.0,
+        100.0,
+    ]  # a, then b; c is dominated
     single = plot_pareto([{**rows[0], "test_accuracy": 0.99}, rows[1]]).axes[0]
     assert "one model" in single.get_legend().get_texts()[0].get_text()
     assert not [line for line in single.get_lines() if line.get_linestyle() == "--"]
@@ -270,7 +284,10 @@ def test_without_double_quantization_a_conv_costs_what_ace_counts_for_any_quanti
 
 
 def test_each_technique_lowers_acev2_or_leaves_it():
-    for float_bits, cut in ((32, 2), (16, 1.5)):  # float32 element-wise ops, then PokeBNN's bfloat16
+    for float_bits, cut in (
+        (32, 2),
+        (16, 1.5),
+    ):  # float32 element-wise ops, then PokeBNN's bfloat16
         totals = [cost(c, float_bits=float_bits).totals["acev2"] for c in ladder_configs().values()]
         quantised = totals[1:]
         assert all(later <= earlier for earlier, later in itertools.pairwise(quantised))

@@ -33,7 +33,9 @@ def test_problem_is_a_well_conditioned_quadratic_fixed_by_its_seed(problem):
 
 def test_gradient_is_autograd_of_the_loss(problem):
     generator = torch.Generator().manual_seed(5)
-    q = problem.quantize(2 * torch.rand(4, problem.dim, generator=generator, dtype=torch.float64) - 1)
+    q = problem.quantize(
+        2 * torch.rand(4, problem.dim, generator=generator, dtype=torch.float64) - 1
+    )
     q.requires_grad_(True)
     problem.loss(q).sum().backward()
     torch.testing.assert_close(q.grad, problem.gradient(q.detach()), rtol=1e-13, atol=1e-14)
@@ -76,7 +78,9 @@ def test_simulate_matches_the_torch_optimizer_of_the_same_config(problem, optimi
 def test_runs_are_deterministic(problem):
     a = Q.paired_runs(problem, "pwl", 1e-2, 50, Q.SGD_MOMENTUM)
     b = Q.paired_runs(Q.QuadraticProblem(dim=16, bits=2, m=1.0, seed=0), "pwl", 1e-2, 50, "sgd")
-    assert torch.equal(a.custom, b.custom) and torch.equal(a.ste, b.ste) and torch.equal(a.gap, b.gap)
+    assert (
+        torch.equal(a.custom, b.custom) and torch.equal(a.ste, b.ste) and torch.equal(a.gap, b.gap)
+    )
     assert a.custom.shape == (51, 16) and a.custom.dtype == torch.float64
 
 
@@ -147,11 +151,19 @@ def test_adam_is_invariant_to_a_constant_gradient_factor(problem):
 
 def test_a_name_means_what_it_means_in_training():
     assert OptimizerConfig.of("sgd") == Q.SGD_MOMENTUM and Q.SGD_MOMENTUM.momentum == 0.9
-    assert Q.PLAIN_SGD.label == "plain SGD" and Q.default_etas("sgd").tolist() == Q.default_etas(Q.SGD_MOMENTUM).tolist()
+    assert (
+        Q.PLAIN_SGD.label == "plain SGD"
+        and Q.default_etas("sgd").tolist() == Q.default_etas(Q.SGD_MOMENTUM).tolist()
+    )
     with pytest.raises(ValueError, match="no default η range"):
         Q.default_etas(OptimizerConfig("sgd", momentum=0.5))
     with pytest.raises(ValueError, match="no default time"):
-        Q.fixed_time_gap(Q.QuadraticProblem(), "dsq", [1e-3, 1e-2], optimizer=OptimizerConfig("sgd", momentum=0.5))
+        Q.fixed_time_gap(
+            Q.QuadraticProblem(),
+            "dsq",
+            [1e-3, 1e-2],
+            optimizer=OptimizerConfig("sgd", momentum=0.5),
+        )
 
 
 def test_fit_slope_recovers_a_power_law():

@@ -16,7 +16,9 @@ def test_levels_are_2_to_the_bits_evenly_spaced_none_at_zero(bits):
     lv = Q.levels(bits, m)
     assert len(lv) == 2**bits
     assert lv[0] == pytest.approx(-m) and lv[-1] == pytest.approx(m)
-    assert torch.allclose(torch.diff(lv), torch.full((2**bits - 1,), Q.step_size(bits, m), dtype=torch.float64))
+    assert torch.allclose(
+        torch.diff(lv), torch.full((2**bits - 1,), Q.step_size(bits, m), dtype=torch.float64)
+    )
     assert torch.all(lv.abs() > 1e-12)
     assert torch.allclose(lv, -lv.flip(0))
 
@@ -50,11 +52,15 @@ def test_he_uniform_range_and_fan_in():
     assert Q.he_uniform_range(6) == pytest.approx(1.0)
     assert Q.fan_in(torch.empty(32, 3, 5, 5)) == 75
     assert Q.fan_in(torch.empty(10, 256)) == 256
-    assert Q.he_uniform_range(Q.fan_in(torch.empty(64, 32, 3, 3))) == pytest.approx(math.sqrt(6 / 288))
+    assert Q.he_uniform_range(Q.fan_in(torch.empty(64, 32, 3, 3))) == pytest.approx(
+        math.sqrt(6 / 288)
+    )
 
 
 def test_sign_maps_zero_to_plus_one():
-    assert torch.equal(Q.sign(torch.tensor([-2.0, -0.0, 0.0, 3.0])), torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    assert torch.equal(
+        Q.sign(torch.tensor([-2.0, -0.0, 0.0, 3.0])), torch.tensor([-1.0, 1.0, 1.0, 1.0])
+    )
 
 
 @pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True, "2", None])

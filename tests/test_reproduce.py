@@ -23,7 +23,11 @@ save_figure(fig, "tiny.png")
 def _notebook(folder, name, source):
     folder.mkdir(exist_ok=True)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, folder / name)
 
 
@@ -40,7 +44,10 @@ def test_check_prints_records_and_raises(tmp_path, monkeypatch, capsys):
     assert "✔ verified: holds (detail)" in capsys.readouterr().out
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(e["name"], e.get("passed"), e["notebook"]) for e in entries] == [
-        ("holds", True, "nb"), ("fails", False, "nb"), ("x", None, "nb")]
+        ("holds", True, "nb"),
+        ("fails", False, "nb"),
+        ("x", None, "nb"),
+    ]
     assert entries[2]["value"] == "1.23"
 
 
@@ -70,11 +77,27 @@ def test_reproduce_collects_checks_numbers_and_figures(tmp_path):
 
 def test_cli_exits_non_zero_when_a_check_fails(tmp_path):
     _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
-    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.course.report import check\ncheck('false claim', 1 > 2)")
+    _notebook(
+        tmp_path / "nbs",
+        "02_bad.ipynb",
+        "from qatcore.course.report import check\ncheck('false claim', 1 > 2)",
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "qatcore", "reproduce", "--notebooks", str(tmp_path / "nbs"),
-         "--build", str(tmp_path / "build"), "--figures", str(tmp_path / "figs")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "qatcore",
+            "reproduce",
+            "--notebooks",
+            str(tmp_path / "nbs"),
+            "--build",
+            str(tmp_path / "build"),
+            "--figures",
+            str(tmp_path / "figs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "| 02_bad | check | false claim | FAIL |" in run.stdout
@@ -88,7 +111,11 @@ def test_reproduce_without_notebooks_says_so(tmp_path):
 
 def test_reproduce_only_runs_the_notebooks_with_that_prefix(tmp_path):
     _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
-    _notebook(tmp_path / "nbs", "02_bad.ipynb", "from qatcore.course.report import check\ncheck('false claim', 1 > 2)")
+    _notebook(
+        tmp_path / "nbs",
+        "02_bad.ipynb",
+        "from qatcore.course.report import check\ncheck('false claim', 1 > 2)",
+    )
     result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", only="01")
     assert result.ok and [r.name for r in result.runs] == ["01_ok"]
     with pytest.raises(FileNotFoundError, match="03"):
@@ -96,10 +123,14 @@ def test_reproduce_only_runs_the_notebooks_with_that_prefix(tmp_path):
 
 
 def test_parameters_are_injected_after_the_parameters_cell_for_the_names_it_assigns():
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("PAPER_SCALE = False\nEPOCHS, DATA_DIR = 3, None", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("print(PAPER_SCALE)"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "PAPER_SCALE = False\nEPOCHS, DATA_DIR = 3, None", metadata={"tags": ["parameters"]}
+            ),
+            nbformat.v4.new_code_cell("print(PAPER_SCALE)"),
+        ]
+    )
     chosen = inject_parameters(nb, {"PAPER_SCALE": True, "DATA_DIR": "/data", "DATASET": "mnist"})
     assert chosen == ["PAPER_SCALE", "DATA_DIR"]
     assert nb.cells[1].source.splitlines()[1:] == ["PAPER_SCALE = True", "DATA_DIR = '/data'"]
@@ -108,10 +139,18 @@ def test_parameters_are_injected_after_the_parameters_cell_for_the_names_it_assi
 
 def test_a_notebook_without_those_parameters_runs_as_it_is(tmp_path):
     _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
-    result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", parameters={"DATASET": "mnist"})
+    result = reproduce(
+        tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", parameters={"DATASET": "mnist"}
+    )
     assert result.ok
     with pytest.raises(ValueError, match="inplace"):
-        reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", inplace=True, parameters={"X": 1})
+        reproduce(
+            tmp_path / "nbs",
+            tmp_path / "build",
+            tmp_path / "figs",
+            inplace=True,
+            parameters={"X": 1},
+        )
 
 
 def test_a_failed_check_warns_instead_of_raising_outside_strict_mode(capsys, monkeypatch):
@@ -131,16 +170,32 @@ def test_a_failed_check_warns_instead_of_raising_outside_strict_mode(capsys, mon
     assert runtime.strict_checks()
 
 
-def test_reproduce_runs_kernels_in_this_interpreter_whatever_python3_kernelspec_is_installed(tmp_path, monkeypatch):
+def test_reproduce_runs_kernels_in_this_interpreter_whatever_python3_kernelspec_is_installed(
+    tmp_path, monkeypatch
+):
     broken = tmp_path / "jupyter" / "kernels" / "python3"
     broken.mkdir(parents=True)
-    (broken / "kernel.json").write_text(json.dumps({
-        "argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "another Python", "language": "python"}))
+    (broken / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    "/nonexistent/python",
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "another Python",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     _notebook(tmp_path / "nbs", "01_which.ipynb", "import sys\nprint(sys.executable)")
     seen = []
-    result = reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", progress=seen.append)
+    result = reproduce(
+        tmp_path / "nbs", tmp_path / "build", tmp_path / "figs", progress=seen.append
+    )
     assert result.ok, result.runs
     assert [run.name for run in seen] == ["01_which"]
     executed = nbformat.read(tmp_path / "build" / "01_which.ipynb", as_version=4)

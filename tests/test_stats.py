@@ -19,8 +19,12 @@ def test_mean_and_sd_equal_the_sample_formulas(values):
     assert math.isclose(summary.mean, statistics.fmean(values), rel_tol=1e-9, abs_tol=1e-6)
     assert math.isclose(summary.sd, float(np.std(values, ddof=1)), rel_tol=1e-6, abs_tol=1e-6)
     assert summary.lower() <= summary.mean <= summary.upper()
-    assert math.isclose(summary.upper() - summary.lower(), 4 * summary.sd / math.sqrt(len(values)),
-                        rel_tol=1e-9, abs_tol=1e-6)
+    assert math.isclose(
+        summary.upper() - summary.lower(),
+        4 * summary.sd / math.sqrt(len(values)),
+        rel_tol=1e-9,
+        abs_tol=1e-6,
+    )
 
 
 def test_one_value_has_no_spread_and_bad_input_is_named():

@@ -25,8 +25,9 @@ def test_every_notebook_has_three_graded_exercises_each_with_its_solution_cell(p
     assert len(graded) >= 3, f"{path.name}: {len(graded)} graded cells, at least 3 wanted"
     solution_ids = [s["grade_id"] for s in solutions]
     assert len(set(solution_ids)) == len(solution_ids), "grade ids are unique"
-    assert sorted(g["grade_id"] for g in graded) == sorted(f"{i}-test" for i in solution_ids), \
+    assert sorted(g["grade_id"] for g in graded) == sorted(f"{i}-test" for i in solution_ids), (
         "each graded test cell has exactly one solution cell, grade_id + '-test'"
+    )
     for cell in _nbgrader_cells(nb):
         meta = cell.metadata["nbgrader"]
         assert cell.cell_type == "code" and meta["schema_version"] == 3
@@ -39,14 +40,21 @@ def test_every_notebook_has_three_graded_exercises_each_with_its_solution_cell(p
             assert meta["grade"] and meta["locked"] and meta["points"] > 0
             assert "assert" in cell.source and "SOLUTION" not in cell.source
     rest = [c for c in nb.cells if "nbgrader" not in c.metadata]
-    assert not any("BEGIN SOLUTION" in c.source for c in rest), "a solution region outside a solution cell"
+    assert not any("BEGIN SOLUTION" in c.source for c in rest), (
+        "a solution region outside a solution cell"
+    )
 
 
 def test_graded_cells_are_read_from_the_metadata():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("assert x == 1")]
     nb.cells[0].metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "a"}
-    nb.cells[1].metadata["nbgrader"] = {"solution": False, "grade": True, "grade_id": "a-test", "points": 1}
+    nb.cells[1].metadata["nbgrader"] = {
+        "solution": False,
+        "grade": True,
+        "grade_id": "a-test",
+        "points": 1,
+    }
     assert [c["grade_id"] for c in student.graded_cells(nb)] == ["a-test"]
     assert [c["grade_id"] for c in student.solution_cells(nb)] == ["a"]
     nb.cells[0].metadata.pop("nbgrader")
@@ -65,15 +73,21 @@ def test_make_student_writes_copies_without_solutions_or_outputs(tmp_path):
             assert getattr(b, "outputs", []) == []
             meta = a.metadata.get("nbgrader", {})
             if meta.get("solution"):
-                assert "BEGIN SOLUTION" not in b.source and "raise NotImplementedError()" in b.source
-                assert b.source.splitlines()[0] == a.source.splitlines()[0], "the function's signature stays"
+                assert (
+                    "BEGIN SOLUTION" not in b.source and "raise NotImplementedError()" in b.source
+                )
+                assert b.source.splitlines()[0] == a.source.splitlines()[0], (
+                    "the function's signature stays"
+                )
             else:
                 assert a.source == b.source, "only solution cells change"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_a_student_copy_runs_and_only_the_exercises_fail_with_not_implemented(tmp_path, path, monkeypatch):
+def test_a_student_copy_runs_and_only_the_exercises_fail_with_not_implemented(
+    tmp_path, path, monkeypatch
+):
     """At the quick parameters (one epoch, one seed), where trained claims warn rather than stop the
     notebook (``QATCORE_STRICT=0``): what may fail is only an exercise; the claims are nbval's."""
     from nbclient import NotebookClient
@@ -87,14 +101,21 @@ def test_a_student_copy_runs_and_only_the_exercises_fail_with_not_implemented(tm
     monkeypatch.setenv("QATCORE_STRICT", "0")  # the kernel inherits it
     copy = student.student_copy(nbformat.read(path, as_version=4))
     inject_parameters(copy, QUICK_PARAMETERS)
-    client = NotebookClient(copy, km=current_environment_kernel(), timeout=600, allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        copy,
+        km=current_environment_kernel(),
+        timeout=600,
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute()
     failed = {}
     for cell in copy.cells:
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
         if errors:
-            failed[cell.metadata.get("nbgrader", {}).get("grade_id", cell.source[:60])] = errors[0].ename
+            failed[cell.metadata.get("nbgrader", {}).get("grade_id", cell.source[:60])] = errors[
+                0
+            ].ename
     graded = {c["grade_id"] for c in student.graded_cells(copy)}
     assert set(failed) == graded, f"cells that failed: {failed}"
     assert set(failed.values()) == {"NotImplementedError"}

@@ -40,12 +40,20 @@ def test_weight_map_derivation_verdicts(name):
     names = {v.name for v in result.verdicts}
     assert {"M is monotone", "Q(M(w)) = Q(w)"} <= names
     if name in CLOSED_FORM:
-        assert {"M′ = α/Q̂′", "M fixes the upper level c + Δ/2", "M fixes the lower level c − Δ/2"} <= names
+        assert {
+            "M′ = α/Q̂′",
+            "M fixes the upper level c + Δ/2",
+            "M fixes the lower level c − Δ/2",
+        } <= names
 
 
 def test_dsq_map_checks_are_symbolic_and_alpha_matches():
     result = T.weight_map_derivation(E.get("dsq"), bits=2, m=1.0)
-    assert all(v.how == "symbolic" for v in result.verdicts if v.name.startswith("M fixes") or v.name == "M′ = α/Q̂′")
+    assert all(
+        v.how == "symbolic"
+        for v in result.verdicts
+        if v.name.startswith("M fixes") or v.name == "M′ = α/Q̂′"
+    )
     assert float(result.expressions["alpha_value"]) == pytest.approx(E.get("dsq").alpha(2, 1.0))
 
 
@@ -96,7 +104,10 @@ def test_a_broken_derivation_fails_the_general_momentum_and_adam_checks():
     momentum = T.momentum_argument(map_derivative=dropped_alpha)
     adam = T.adam_scale_invariance(map_derivative=dropped_alpha)
     assert not general.holds and not momentum.holds and not adam.holds
-    assert [v.holds for v in momentum.verdicts[:2]] == [False, False]  # the two derived from the series
+    assert [v.holds for v in momentum.verdicts[:2]] == [
+        False,
+        False,
+    ]  # the two derived from the series
     assert general.expressions["eta1"] == -T.g  # the STE step with rate η, not αη
 
 

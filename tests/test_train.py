@@ -35,7 +35,8 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine():
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("batch_size", 0), ("epochs", 1.5), ("seed", -1), ("quantized_lr_factor", -2.0)]
+    ("field", "value"),
+    [("batch_size", 0), ("epochs", 1.5), ("seed", -1), ("quantized_lr_factor", -2.0)],
 )
 def test_bad_config_is_refused_by_name(field, value):
     with pytest.raises(ValueError, match=field):
@@ -52,7 +53,9 @@ def test_quantized_layers_use_the_paper_range_and_quantize_their_weights():
     assert conv.m == pytest.approx(he_uniform_range(32 * 9))
     assert conv.weight.abs().max() <= conv.m
     x = torch.randn(2, 32, 5, 5)
-    expected = torch.nn.functional.conv2d(x, uniform_quantize(conv.weight.detach(), 2, conv.m), conv.bias)
+    expected = torch.nn.functional.conv2d(
+        x, uniform_quantize(conv.weight.detach(), 2, conv.m), conv.bias
+    )
     assert torch.allclose(conv(x), expected, atol=1e-6)
     lin = QuantLinear(6, 3, bits=1, estimator="ste", m=0.5)
     assert set(lin.weight_levels().unique().tolist()) <= {-0.5, 0.5}
@@ -88,7 +91,12 @@ def test_two_runs_with_the_same_seed_give_bit_identical_weights(digits):
     assert loss_a == loss_b
     assert all(torch.equal(a[k], b[k]) for k in a)
     other = _model(seed=11)
-    train(other, digits, TrainConfig(OptimizerConfig("sgd", lr=0.05), batch_size=100, epochs=2, seed=4), progress=False)
+    train(
+        other,
+        digits,
+        TrainConfig(OptimizerConfig("sgd", lr=0.05), batch_size=100, epochs=2, seed=4),
+        progress=False,
+    )
     assert not torch.equal(other.state_dict()["0.weight"], a["0.weight"])
 
 
@@ -116,8 +124,12 @@ def test_trajectories_are_recorded_at_the_chosen_steps(digits):
 
 def test_learning_rate_factor_applies_to_quantized_weights_only(digits):
     model = _model(estimator="ste")
-    config = TrainConfig(OptimizerConfig("sgd", lr=0.04, momentum=0.0, warmup_fraction=0.0), batch_size=600, epochs=1,
-                         quantized_lr_factor=0.25)
+    config = TrainConfig(
+        OptimizerConfig("sgd", lr=0.04, momentum=0.0, warmup_fraction=0.0),
+        batch_size=600,
+        epochs=1,
+        quantized_lr_factor=0.25,
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # one full-batch step: the batch order does not change the mean loss
     torch.nn.functional.cross_entropy(model(digits.x_train), digits.y_train).backward()
@@ -125,7 +137,9 @@ def test_learning_rate_factor_applies_to_quantized_weights_only(digits):
     train(model, digits, config, progress=False)
     after = model.state_dict()
     lr = learning_rate(0, 1, 0.04, 0.0)
-    assert torch.allclose(after["0.weight"], before["0.weight"] - 0.25 * lr * grads["0.weight"], atol=1e-6)
+    assert torch.allclose(
+        after["0.weight"], before["0.weight"] - 0.25 * lr * grads["0.weight"], atol=1e-6
+    )
     assert torch.allclose(after["7.weight"], before["7.weight"] - lr * grads["7.weight"], atol=1e-6)
 
 
@@ -140,7 +154,13 @@ def test_training_runs_the_same_way_on_idx_files(tmp_path):
     folder = write_folder(tmp_path / "mnist", "gz", arrays)
     dataset = data.load("mnist", data_dir=folder)
     model = _model(image_size=28)
-    result = train(model, dataset, TrainConfig(OptimizerConfig(lr=0.01), batch_size=40, epochs=2), record_steps=[6], progress=False)
+    result = train(
+        model,
+        dataset,
+        TrainConfig(OptimizerConfig(lr=0.01), batch_size=40, epochs=2),
+        record_steps=[6],
+        progress=False,
+    )
     assert result.steps == 6 and math.isfinite(result.losses[-1])
     assert 0.0 <= result.test_accuracy <= 1.0
     assert result.snapshots[6]["3"].shape == (64, 32, 3, 3)

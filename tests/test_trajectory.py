@@ -67,8 +67,10 @@ def test_level_indices_at_two_bits():
     assert k.dtype == torch.int8
 
 
-@pytest.mark.parametrize(("bits", "dtype"), [(1, torch.int8), (7, torch.int8), (8, torch.int16),
-                                             (15, torch.int16), (16, torch.int32)])
+@pytest.mark.parametrize(
+    ("bits", "dtype"),
+    [(1, torch.int8), (7, torch.int8), (8, torch.int16), (15, torch.int16), (16, torch.int32)],
+)
 def test_level_index_dtype_holds_every_level(bits, dtype):
     k = tr.level_indices(torch.tensor([-2.0, 2.0]), bits, 1.0)
     assert k.dtype == dtype
@@ -97,7 +99,9 @@ def test_level_indices_with_a_range_per_column_equal_per_layer_calls():
     w1, w2 = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     m = torch.tensor([0.5] * 3 + [1.5] * 4, dtype=torch.float64)
     k = tr.level_indices(torch.cat([w1, w2], dim=1), 2, m)
-    assert torch.equal(k, torch.cat([tr.level_indices(w1, 2, 0.5), tr.level_indices(w2, 2, 1.5)], 1))
+    assert torch.equal(
+        k, torch.cat([tr.level_indices(w1, 2, 0.5), tr.level_indices(w2, 2, 1.5)], 1)
+    )
 
 
 # --- quantized-weight agreement --------------------------------------------------------------
@@ -201,7 +205,10 @@ def test_oscillation_collapses_in_the_compressed_variant_only():
 )
 def test_compressed_paths_known_answers(path, collapsed):
     assert collapsed_path(path) == collapsed
-    a, b = levels_tensor([path]), levels_tensor([collapsed + [collapsed[-1]] * (len(path) - len(collapsed))])
+    a, b = (
+        levels_tensor([path]),
+        levels_tensor([collapsed + [collapsed[-1]] * (len(path) - len(collapsed))]),
+    )
     assert tr.compressed_change_point_agreement(a, b) == 1.0
 
 
@@ -322,8 +329,17 @@ def small_runs():
     levels_b = levels_tensor([[1, 1, 2], [1, 1, 1]])
     logits_a = torch.tensor([[2.0, 1.0], [0.0, 1.0]])
     logits_b = torch.tensor([[2.0, 1.0], [1.0, 0.0]])
-    return (levels_a, levels_b, mapped, ste, 0.5, logits_a, logits_b,
-            [3.0, 2.0, 1.0], [3.0, 2.5, 1.0])
+    return (
+        levels_a,
+        levels_b,
+        mapped,
+        ste,
+        0.5,
+        logits_a,
+        logits_b,
+        [3.0, 2.0, 1.0],
+        [3.0, 2.5, 1.0],
+    )
 
 
 def test_compare_runs_bundles_every_metric():
@@ -337,8 +353,12 @@ def test_compare_runs_bundles_every_metric():
     assert result.loss_correlation == pytest.approx(np.corrcoef([3, 2, 1], [3, 2.5, 1])[0, 1])
     d = result.to_dict()
     assert list(d) == [
-        "quantized_weight_agreement", "alignment_error", "change_point_agreement",
-        "compressed_change_point_agreement", "prediction_agreement", "logit_mse",
+        "quantized_weight_agreement",
+        "alignment_error",
+        "change_point_agreement",
+        "compressed_change_point_agreement",
+        "prediction_agreement",
+        "logit_mse",
         "loss_correlation",
     ]
     assert d["alignment_error"] == round((0.1 / 0.5) / 3.0, 6)
@@ -369,29 +389,59 @@ LOGITS = torch.zeros(4, 3)
     ("call", "match"),
     [
         (lambda: tr.level_indices(torch.zeros(0), 2, 1.0), "w must not be empty"),
-        (lambda: tr.level_indices(torch.zeros(3, dtype=torch.int64), 2, 1.0), "w must have a floating"),
+        (
+            lambda: tr.level_indices(torch.zeros(3, dtype=torch.int64), 2, 1.0),
+            "w must have a floating",
+        ),
         (lambda: tr.level_indices(torch.tensor([math.nan]), 2, 1.0), "w must not contain NaN"),
         (lambda: tr.level_indices(torch.zeros(3), 0, 1.0), "bits"),
         (lambda: tr.level_indices(torch.zeros(3), 2, -1.0), "m "),
         (lambda: tr.level_indices(torch.zeros(2, 3), 2, torch.ones(2)), "m must be a number or"),
         (lambda: tr.quantized_weight_agreement(LEVELS, LEVELS[:2]), "levels_a and levels_b"),
-        (lambda: tr.quantized_weight_agreement(LEVELS.float(), LEVELS), "levels_a must hold integer"),
-        (lambda: tr.quantized_weight_agreement(LEVELS, LEVELS.bool()), "levels_b must hold integer"),
-        (lambda: tr.quantized_weight_agreement(LEVELS[:0], LEVELS[:0]), "levels_a must not be empty"),
+        (
+            lambda: tr.quantized_weight_agreement(LEVELS.float(), LEVELS),
+            "levels_a must hold integer",
+        ),
+        (
+            lambda: tr.quantized_weight_agreement(LEVELS, LEVELS.bool()),
+            "levels_b must hold integer",
+        ),
+        (
+            lambda: tr.quantized_weight_agreement(LEVELS[:0], LEVELS[:0]),
+            "levels_a must not be empty",
+        ),
         (lambda: tr.agreement_over_training(LEVELS[0], LEVELS[0]), "levels_a must be T × N"),
         (lambda: tr.change_point_agreement(LEVELS, LEVELS[:, :1]), "levels_a and levels_b"),
-        (lambda: tr.change_point_agreement(LEVELS[:, :0], LEVELS[:, :0]), "levels_a must not be empty"),
-        (lambda: tr.compressed_change_point_agreement(LEVELS, [[0, 0]] * 3), "levels_b must be a torch"),
-        (lambda: tr.compressed_change_point_agreement(LEVELS[0], LEVELS[0]), "levels_a must be T × N"),
+        (
+            lambda: tr.change_point_agreement(LEVELS[:, :0], LEVELS[:, :0]),
+            "levels_a must not be empty",
+        ),
+        (
+            lambda: tr.compressed_change_point_agreement(LEVELS, [[0, 0]] * 3),
+            "levels_b must be a torch",
+        ),
+        (
+            lambda: tr.compressed_change_point_agreement(LEVELS[0], LEVELS[0]),
+            "levels_a must be T × N",
+        ),
         (lambda: tr.path_length(WEIGHTS[0], 1.0), "trajectory must be T × N"),
         (lambda: tr.path_length(WEIGHTS, torch.ones(3, dtype=torch.float64)), "shape \\(2,\\)"),
         (lambda: tr.path_length(WEIGHTS, torch.tensor([1.0, 0.0])), "m \\(the quantizer range\\)"),
-        (lambda: tr.path_length(WEIGHTS, torch.ones(2, dtype=torch.int64)), "m must have a floating"),
+        (
+            lambda: tr.path_length(WEIGHTS, torch.ones(2, dtype=torch.int64)),
+            "m must have a floating",
+        ),
         (lambda: tr.path_length(WEIGHTS.int(), 1.0), "trajectory must have a floating"),
         (lambda: tr.path_length(WEIGHTS + math.inf, 1.0), "trajectory must be finite"),
         (lambda: tr.weight_alignment_error(WEIGHTS, WEIGHTS[1:], 1.0), "mapped_custom and ste"),
-        (lambda: tr.weight_alignment_error(WEIGHTS[:0], WEIGHTS[:0], 1.0), "mapped_custom must not be empty"),
-        (lambda: tr.weight_alignment_error(WEIGHTS, WEIGHTS.int(), 1.0), "ste must have a floating"),
+        (
+            lambda: tr.weight_alignment_error(WEIGHTS[:0], WEIGHTS[:0], 1.0),
+            "mapped_custom must not be empty",
+        ),
+        (
+            lambda: tr.weight_alignment_error(WEIGHTS, WEIGHTS.int(), 1.0),
+            "ste must have a floating",
+        ),
         (lambda: tr.weight_alignment_error(WEIGHTS + math.nan, WEIGHTS, 1.0), "must be finite"),
         (lambda: tr.prediction_agreement(LOGITS, LOGITS[:, :2]), "logits_a and logits_b"),
         (lambda: tr.prediction_agreement(LOGITS[0], LOGITS[0]), "logits_a must be 2-dimensional"),
@@ -402,7 +452,10 @@ LOGITS = torch.zeros(4, 3)
         (lambda: tr.loss_correlation([1.0], [1.0]), "losses_a must have at least 2"),
         (lambda: tr.loss_correlation([], [1.0, 2.0]), "losses_a must not be empty"),
         (lambda: tr.loss_correlation([1.0, 2.0], ["a", "b"]), "losses_b must be a 1-D tensor"),
-        (lambda: tr.loss_correlation(torch.ones(2, 2), [1.0, 2.0]), "losses_a must be 1-dimensional"),
+        (
+            lambda: tr.loss_correlation(torch.ones(2, 2), [1.0, 2.0]),
+            "losses_a must be 1-dimensional",
+        ),
         (lambda: tr.loss_correlation([1.0, math.nan], [1.0, 2.0]), "losses_a must be finite"),
     ],
 )
@@ -454,7 +507,10 @@ def test_a_return_to_the_first_level_stays_in_the_authors_compression_only():
 def test_a_complete_oscillation_collapses_keeping_the_last_step():
     assert tr.collapse_oscillations([0, 1, 0, 1], [0, 1, 2, 3]) == ([0, 1], [0, 3])
     assert tr.collapse_oscillations([0, 1, 0, 1, 0], [0, 1, 2, 3, 4]) == ([0, 1, 0], [0, 3, 4])
-    assert tr.collapse_oscillations([2, 0, 1, 0, 1, 3], [0, 1, 2, 3, 4, 5]) == ([2, 0, 1, 3], [0, 1, 4, 5])
+    assert tr.collapse_oscillations([2, 0, 1, 0, 1, 3], [0, 1, 2, 3, 4, 5]) == (
+        [2, 0, 1, 3],
+        [0, 1, 4, 5],
+    )
 
 
 def test_changes_one_step_apart_agree_for_the_authors_with_a_step_error():
@@ -468,25 +524,38 @@ def test_changes_one_step_apart_agree_for_the_authors_with_a_step_error():
 
 
 def test_different_numbers_of_changes_disagree_for_the_authors():
-    assert tr.authors_change_point_agreement(levels_tensor([[0, 1, 2]]), levels_tensor([[0, 2, 2]])).agreement == 0.0
+    assert (
+        tr.authors_change_point_agreement(
+            levels_tensor([[0, 1, 2]]), levels_tensor([[0, 2, 2]])
+        ).agreement
+        == 0.0
+    )
 
 
 @given(level_trajectories)
 @examples(60)
 def test_authors_change_point_metrics_match_the_literal_loops(pair):
     a, b = (torch.tensor(x, dtype=torch.int8) for x in pair)
-    for collapse, metric in ((False, tr.authors_change_point_agreement),
-                             (True, tr.authors_compressed_change_point_agreement)):
+    for collapse, metric in (
+        (False, tr.authors_change_point_agreement),
+        (True, tr.authors_compressed_change_point_agreement),
+    ):
         got = metric(a, b)
         want = reference_authors(a, b, collapse)
         assert got.agreement == pytest.approx(want[0])
-        assert (math.isnan(got.step_error) and math.isnan(want[1])) or got.step_error == pytest.approx(want[1])
+        assert (
+            math.isnan(got.step_error) and math.isnan(want[1])
+        ) or got.step_error == pytest.approx(want[1])
 
 
 def test_wrong_prediction_agreement_counts_only_examples_both_get_wrong():
     labels = torch.tensor([0, 0, 0, 1])
-    a = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]])  # right, wrong 1, wrong 1, right
-    b = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]])  # right, wrong 1, wrong 2, wrong
+    a = torch.tensor(
+        [[1.0, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]]
+    )  # right, wrong 1, wrong 1, right
+    b = torch.tensor(
+        [[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]]
+    )  # right, wrong 1, wrong 2, wrong
     assert tr.wrong_prediction_agreement(a, b, labels) == 0.5
     assert math.isnan(tr.wrong_prediction_agreement(a, a, torch.tensor([0, 1, 1, 1])))
     with pytest.raises(ValueError, match="labels"):

@@ -28,7 +28,9 @@ def test_weight_map_view_gives_a_figure_or_the_reason(name, bits):
 def test_estimator_view_draws_every_estimator_at_every_width(name, bits):
     text, figure = estimator_view(name, bits)
     assert isinstance(figure, Figure) and f"{2**bits} levels" in text
-    assert len(figure.axes[1].lines) == (1 if name == "ste" else 2) + 2**bits - 1  # curves + thresholds
+    assert (
+        len(figure.axes[1].lines) == (1 if name == "ste" else 2) + 2**bits - 1
+    )  # curves + thresholds
 
 
 def test_estimator_explorer_redraws_when_a_control_moves():
@@ -53,11 +55,20 @@ def test_explorer_redraws_when_a_control_moves():
 
 @pytest.mark.parametrize(
     ("name", "bits", "optimizer", "lr"),
-    [("dsq", 1, "sgd", 1e-4), ("pwl", 4, "adam", 1e-1), ("ewgs", 2, "sgd", 1e-2), ("approx_sign", 2, "adam", 1e-3)],
+    [
+        ("dsq", 1, "sgd", 1e-4),
+        ("pwl", 4, "adam", 1e-1),
+        ("ewgs", 2, "sgd", 1e-2),
+        ("approx_sign", 2, "adam", 1e-3),
+    ],
 )
 def test_equivalence_view_at_the_controls_extremes(name, bits, optimizer, lr):
     small = data.subset(data.load_digits(), train=128, test=50)
     text, figure = equivalence_view(name, bits, optimizer, lr, epochs=1, data=small, progress=False)
-    label = {"sgd": "SGD, momentum 0.9", "adam": "Adam"}[optimizer]  # "sgd" is training's SGD everywhere
-    assert isinstance(figure, Figure) and text.startswith(f"{name}, {bits} bits, {label}, lr {lr:g}")
+    label = {"sgd": "SGD, momentum 0.9", "adam": "Adam"}[
+        optimizer
+    ]  # "sgd" is training's SGD everywhere
+    assert isinstance(figure, Figure) and text.startswith(
+        f"{name}, {bits} bits, {label}, lr {lr:g}"
+    )
     assert ("no remapped STE run" in text) == (name in ("ewgs", "approx_sign"))

@@ -10,4 +10,13 @@ gradients), ``models`` (MLP, CNV, BinaryNet; ``set_mode``), ``optim`` (SGD, Adam
 from qatcore.bnn.layers import BinaryConv2d, BinaryLinear, SignActivation
 from qatcore.bnn.models import BNNMLP, CNV, MODES, BinaryNet, set_mode
 
-__all__ = ["BNNMLP", "CNV", "MODES", "BinaryConv2d", "BinaryLinear", "BinaryNet", "SignActivation", "set_mode"]
+__all__ = [
+    "BNNMLP",
+    "CNV",
+    "MODES",
+    "BinaryConv2d",
+    "BinaryLinear",
+    "BinaryNet",
+    "SignActivation",
+    "set_mode",
+]

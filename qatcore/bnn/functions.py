@@ -50,14 +50,18 @@ def within_one(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     return torch.le(magnitude, 0x3C00 if half else 1, out=out)
 
 
-def keep_within_one(g: torch.Tensor, w: torch.Tensor, row: torch.Tensor | None = None) -> torch.Tensor:
+def keep_within_one(
+    g: torch.Tensor, w: torch.Tensor, row: torch.Tensor | None = None
+) -> torch.Tensor:
     """``g ⊙ 1[|w| ≤ 1]`` in ``g``; ``row`` is scratch of ``g``'s length and dtype. A float16 ``g`` beside a
     float16 ``w`` is cleared through bit patterns: ``(|w|'s bits − 0x3C01) >> 15`` is all ones where
     ``|w| ≤ 1`` and zero elsewhere (NaN included), and ``g``'s bits are ANDed with it (the CPU compares into
     float16 several times more slowly)."""
     if g.dtype == w.dtype == torch.float16:
         keep = torch.empty(w.shape, dtype=torch.int16) if row is None else row.view(torch.int16)
-        torch.bitwise_and(w.view(torch.int16), 0x7FFF, out=keep).sub_(0x3C01).bitwise_right_shift_(15)
+        torch.bitwise_and(w.view(torch.int16), 0x7FFF, out=keep).sub_(0x3C01).bitwise_right_shift_(
+            15
+        )
         g.view(torch.int16).bitwise_and_(keep)
         return g
     return g.mul_(within_one(w, row))
@@ -95,8 +99,12 @@ class ConvOp:
         return torch.nn.grad.conv2d_weight(x, w_shape, dy, stride=self.stride, padding=self.padding)
 
     def output_shape(self, x_shape, w_shape) -> tuple[int, ...]:
-        sides = [(n + 2 * p - k) // s + 1 for n, k, s, p in
-                 zip(x_shape[2:], w_shape[2:], _pair(self.stride), _pair(self.padding), strict=True)]
+        sides = [
+            (n + 2 * p - k) // s + 1
+            for n, k, s, p in zip(
+                x_shape[2:], w_shape[2:], _pair(self.stride), _pair(self.padding), strict=True
+            )
+        ]
         return (x_shape[0], w_shape[0], *sides)
 
 
@@ -217,8 +225,13 @@ def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torc
     return flat[first % 8 : first % 8 + last - first].view((stop - start, *shape[1:]))
 
 
-def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = None,
-                    work: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor | None:
+def weight_gradient(
+    weight: torch.Tensor,
+    start: int = 0,
+    stop: int | None = None,
+    work: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor | None:
     """``scale·dW`` of the flattened ``weight[start:stop]``: its ``.grad``, or, when the low-memory layer kept
     only sign bits (``weight.grad_bits``), ``(1/√N)·sign ⊙ 1[|w| ≤ 1]`` (no mask for ``clip=False``); float32,
     or ``work``'s dtype. ``start`` must be a multiple of 8. With ``work`` (two rows of at least ``stop − start``
@@ -233,8 +246,12 @@ def weight_gradient(weight: torch.Tensor, start: int = 0, stop: int | None = Non
         return None
     stop = weight.numel() if stop is None else min(stop, weight.numel())
     n = stop - start
-    g = unpack_signs(bits[start // 8 : -(-stop // 8)], (n,), scale / math.sqrt(weight.numel()),
-                     None if work is None else work[0])
+    g = unpack_signs(
+        bits[start // 8 : -(-stop // 8)],
+        (n,),
+        scale / math.sqrt(weight.numel()),
+        None if work is None else work[0],
+    )
     if getattr(weight, "grad_clip", True):
         keep_within_one(g, weight.data.view(-1)[start:stop], None if work is None else work[1, :n])
     return g
@@ -309,11 +326,23 @@ class LowMemoryBinaryLayer(Function):
                 else:
                     dx[i:j] = part
             if ctx.binary_input:
-                x = unpack_signs(kept, ctx.x_shape) if whole else unpack_sign_rows(kept, ctx.x_shape, i, j)
+                x = (
+                    unpack_signs(kept, ctx.x_shape)
+                    if whole
+                    else unpack_sign_rows(kept, ctx.x_shape, i, j)
+                )
             else:
                 x = kept.float() if whole else kept[i:j].float()
-            if whole and ctx.bit_gradients and isinstance(ctx.op, DenseOp) and weight.numel() > WEIGHT_BLOCK:
-                ctx.parameter.grad_bits, ctx.parameter.grad_clip = dense_sign_bits(x, dyq, weight.shape), ctx.clip
+            if (
+                whole
+                and ctx.bit_gradients
+                and isinstance(ctx.op, DenseOp)
+                and weight.numel() > WEIGHT_BLOCK
+            ):
+                ctx.parameter.grad_bits, ctx.parameter.grad_clip = (
+                    dense_sign_bits(x, dyq, weight.shape),
+                    ctx.clip,
+                )
                 return dx, None, None, None, None, None, None
             part = ctx.op.weight_grad(x, dyq, weight.shape)
             total = part if total is None else total.add_(part)
@@ -344,7 +373,9 @@ def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
         return dy * unpack_bits(kept, ctx.mask_shape, torch.float32)
     out = torch.empty_like(dy)
     for i, j in chunks:  # the float32 mask one chunk of the batch at a time: 1[bit] = (sign + 1)/2
-        torch.mul(dy[i:j], unpack_sign_rows(kept, ctx.mask_shape, i, j).add_(1).mul_(0.5), out=out[i:j])
+        torch.mul(
+            dy[i:j], unpack_sign_rows(kept, ctx.mask_shape, i, j).add_(1).mul_(0.5), out=out[i:j]
+        )
     return out
 
 
@@ -393,7 +424,10 @@ def _per_channel(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def l1_batch_norm_backward(
-    dy: torch.Tensor, sign_xhat: torch.Tensor, mean_abs_xhat: torch.Tensor, sigma: torch.Tensor,
+    dy: torch.Tensor,
+    sign_xhat: torch.Tensor,
+    mean_abs_xhat: torch.Tensor,
+    sigma: torch.Tensor,
     inplace: bool = False,
 ) -> torch.Tensor:
     """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means).
@@ -409,7 +443,11 @@ def l1_batch_norm_backward(
     def signs(i: int, j: int) -> torch.Tensor:
         if not packed:
             return sign_xhat[i:j]
-        return unpack_signs(sign_xhat, dy.shape) if len(chunks) == 1 else unpack_sign_rows(sign_xhat, dy.shape, i, j)
+        return (
+            unpack_signs(sign_xhat, dy.shape)
+            if len(chunks) == 1
+            else unpack_sign_rows(sign_xhat, dy.shape, i, j)
+        )
 
     inverse = _per_channel(sigma, dy).reciprocal()
     shift = dy.mean(dims, keepdim=True).mul_(inverse).neg_()  # −mean(dy/σ)
@@ -420,7 +458,9 @@ def l1_batch_norm_backward(
         correlation = torch.zeros_like(shift)
         for i, j in chunks:
             correlation += (signs(i, j) * dy[i:j]).sum(dims, keepdim=True)
-    slope = correlation.mul_(inverse).mul_(_per_channel(mean_abs_xhat, dy) / -count)  # −mean(sign(x̂)·dy/σ)·mean|x̂|
+    slope = correlation.mul_(inverse).mul_(
+        _per_channel(mean_abs_xhat, dy) / -count
+    )  # −mean(sign(x̂)·dy/σ)·mean|x̂|
     dx = torch.addcmul(shift, dy, inverse, out=dy if inplace else None)
     if len(chunks) == 1:
         return dx.addcmul_(whole, slope)
@@ -458,12 +498,18 @@ class L1BatchNorm(Function):
         sigma = spread.half().float().clamp_min_(torch.finfo(torch.float16).tiny)
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
         mean_abs = spread.div_(sigma).half()  # mean|x̂| = mean|x − μ|/σ, without another pass over x̂
-        ctx.save_for_backward(pack_signs(xhat), mean_abs, sigma.half())  # sign(x̂) = sign(x − μ): σ > 0
+        ctx.save_for_backward(
+            pack_signs(xhat), mean_abs, sigma.half()
+        )  # sign(x̂) = sign(x − μ): σ > 0
         ctx.mark_non_differentiable(mu, sigma)
         ctx.set_materialize_grads(False)  # μ and σ get no gradient: no zero tensors for them
         if inplace:
             ctx.mark_dirty(x)
-        return torch.addcdiv(_per_channel(beta.float(), x), xhat, _per_channel(sigma, x), out=xhat), mu, sigma
+        return (
+            torch.addcdiv(_per_channel(beta.float(), x), xhat, _per_channel(sigma, x), out=xhat),
+            mu,
+            sigma,
+        )
 
     @staticmethod
     def backward(ctx, dy, _dmu, _dsigma):
@@ -476,4 +522,6 @@ class L1BatchNorm(Function):
             for i, j in chunks:
                 rounded[i:j] = dy[i:j].half()
         dbeta = rounded.sum(channel_dims(rounded)).to(ctx.beta_dtype)
-        return l1_batch_norm_backward(rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True), dbeta
+        return l1_batch_norm_backward(
+            rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True
+        ), dbeta

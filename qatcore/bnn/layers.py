@@ -64,8 +64,15 @@ class BinaryLayer:
     def _binary_forward(self, x: torch.Tensor, op) -> torch.Tensor:
         if _training_step(self):
             if self.low_memory:
-                return fn.LowMemoryBinaryLayer.apply(x, self.weight, op, self.binary_input, self.clip,
-                                                     self.gradient, self.bit_gradients)
+                return fn.LowMemoryBinaryLayer.apply(
+                    x,
+                    self.weight,
+                    op,
+                    self.binary_input,
+                    self.clip,
+                    self.gradient,
+                    self.bit_gradients,
+                )
             return fn.StandardBinaryLayer.apply(x, self.weight, op, self.binary_input, self.clip)
         xb = sign(x) if self.binary_input else x
         return op(xb, sign(self.weight).to(x.dtype))
@@ -89,10 +96,17 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
     """``nn.Conv2d`` without bias convolving ``sign(x)`` (or ``x``) with ``sign(W)``."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 0,
-        stride: int = 1, binary_input: bool = True,
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int = 0,
+        stride: int = 1,
+        binary_input: bool = True,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        )
         self._setup_binary(binary_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,13 +159,21 @@ class L1BatchNorm:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _training_step(self):
             return F.batch_norm(
-                x, self.running_mean.float(), self.running_var.float(), self.weight.float(),
-                self.bias.float(), False, 0.0, self.eps,
+                x,
+                self.running_mean.float(),
+                self.running_var.float(),
+                self.weight.float(),
+                self.bias.float(),
+                False,
+                0.0,
+                self.eps,
             )
         out, mu, sigma = fn.L1BatchNorm.apply(x, self.bias)
         with torch.no_grad():  # running ← running + momentum·(batch − running), in float32
             self.running_mean.copy_(self.running_mean.float().lerp_(mu, self.momentum))
-            self.running_var.copy_(self.running_var.float().sqrt_().lerp_(sigma, self.momentum).square_())
+            self.running_var.copy_(
+                self.running_var.float().sqrt_().lerp_(sigma, self.momentum).square_()
+            )
             self.num_batches_tracked.add_(1)
         return out
 
@@ -172,11 +194,17 @@ class L1BatchNorm2d(L1BatchNorm, nn.BatchNorm2d):
         self._setup_l1()
 
 
-def batch_norm_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_norm_scale_shift(
+    bn: nn.modules.batchnorm._BatchNorm,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel float32 ``(a, b)`` with ``bn(x) = a·x + b`` in evaluation (torch's or l1 batch norm)."""
     if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_var is None:
         raise TypeError(f"bn must be a batch norm with running statistics, got {type(bn).__name__}")
-    gamma = bn.weight.detach().float() if bn.weight is not None else torch.ones_like(bn.running_var.float())
+    gamma = (
+        bn.weight.detach().float()
+        if bn.weight is not None
+        else torch.ones_like(bn.running_var.float())
+    )
     beta = bn.bias.detach().float() if bn.bias is not None else torch.zeros_like(gamma)
     a = gamma / torch.sqrt(bn.running_var.float() + bn.eps)
     return a, beta - a * bn.running_mean.float()

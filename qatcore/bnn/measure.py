@@ -102,8 +102,15 @@ def _optimizer_tensors(optimizer):
     return [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
 
 
-def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0, *, optimizer: str = "adam",
-                 gradient: str = "po2") -> Measurement:
+def measure_step(
+    model: nn.Module,
+    mode: str,
+    batch_size: int,
+    seed: int = 0,
+    *,
+    optimizer: str = "adam",
+    gradient: str = "po2",
+) -> Measurement:
     """Switch ``model`` to ``mode``, take one warm-up step (so the optimiser has state), then measure a step."""
     batch_size = int_at_least("batch_size", batch_size, 2)
     set_mode(model, mode, gradient)
@@ -132,22 +139,34 @@ def measure_step(model: nn.Module, mode: str, batch_size: int, seed: int = 0, *,
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
-        gradients = tensor_bytes([p.grad for p in model.parameters() if p.grad is not None] +
-                                 [p.grad_bits for p in model.parameters() if getattr(p, "grad_bits", None) is not None])
+        gradients = tensor_bytes(
+            [p.grad for p in model.parameters() if p.grad is not None]
+            + [p.grad_bits for p in model.parameters() if getattr(p, "grad_bits", None) is not None]
+        )
         optimizer.step()
         peak = _status_kib("VmHWM") if peak_ok else None
     finally:
         return_freed_memory(on=False)
     return Measurement(
-        mode=mode, batch_size=batch_size, saved_bytes=sum(kept.values()),
+        mode=mode,
+        batch_size=batch_size,
+        saved_bytes=sum(kept.values()),
         parameter_bytes=tensor_bytes([*model.parameters(), *model.buffers()]),
-        gradient_bytes=gradients, optimizer_bytes=tensor_bytes(_optimizer_tensors(optimizer)),
+        gradient_bytes=gradients,
+        optimizer_bytes=tensor_bytes(_optimizer_tensors(optimizer)),
         peak_rss_bytes=None if peak is None else peak - before,
     )
 
 
-def peak_in_this_process(model_name: str, mode: str, batch_size: int, optimizer: str = "adam",
-                         gradient: str = "po2", seed: int = 0, steps: int = 2) -> int | None:
+def peak_in_this_process(
+    model_name: str,
+    mode: str,
+    batch_size: int,
+    optimizer: str = "adam",
+    gradient: str = "po2",
+    seed: int = 0,
+    steps: int = 2,
+) -> int | None:
     """Peak resident memory of training a zoo model ``steps`` steps at ``batch_size``, over this process's
     resident set before the model exists: the high-water mark covers the weights, the optimiser's
     state, every forward and backward. A first step of a throw-away copy, at the same batch, loads
@@ -177,8 +196,14 @@ def peak_in_this_process(model_name: str, mode: str, batch_size: int, optimizer:
     return _status_kib("VmHWM") - before
 
 
-def measured_peak(model: str, mode: str, batch_size: int, optimizer: str = "adam", gradient: str = "po2",
-                  seed: int = 0) -> int | None:
+def measured_peak(
+    model: str,
+    mode: str,
+    batch_size: int,
+    optimizer: str = "adam",
+    gradient: str = "po2",
+    seed: int = 0,
+) -> int | None:
     """``peak_in_this_process`` run in a fresh Python process (so no earlier allocation hides the peak)
     for a CLI model name; None where the peak cannot be read (not Linux)."""
     import json
@@ -195,8 +220,16 @@ def measured_peak(model: str, mode: str, batch_size: int, optimizer: str = "adam
 CLI_MODELS = {"mlp": "bnn_mlp", "cnv": "cnv", "binarynet": "binarynet"}
 
 
-def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int = 0, *, optimizer: str = "adam",
-                   accounting: str = "autograd", gradient: str = "po2") -> dict:
+def memory_summary(
+    model: str,
+    batch_size: int,
+    measure: bool = False,
+    seed: int = 0,
+    *,
+    optimizer: str = "adam",
+    accounting: str = "autograd",
+    gradient: str = "po2",
+) -> dict:
     """Modelled bytes of both modes under ``accounting`` (``standard_bytes``, ``low_memory_bytes``, ``ratio``,
     per-kind breakdowns) and, with ``measure``, the measured figures of one real step of each mode."""
     from qatcore import zoo
@@ -207,20 +240,40 @@ def memory_summary(model: str, batch_size: int, measure: bool = False, seed: int
     torch.manual_seed(seed)
     net = zoo.build(CLI_MODELS[model])
     shapes = layer_shapes(net)
-    rows = {mode: accounting_rows(net, batch_size, mode, accounting=accounting, optimizer=optimizer,
-                                  gradient=gradient, shapes=shapes) for mode in ("standard", "low_memory")}
+    rows = {
+        mode: accounting_rows(
+            net,
+            batch_size,
+            mode,
+            accounting=accounting,
+            optimizer=optimizer,
+            gradient=gradient,
+            shapes=shapes,
+        )
+        for mode in ("standard", "low_memory")
+    }
     summary = {
-        "model": model, "batch_size": batch_size, "accounting": accounting, "optimizer": optimizer,
+        "model": model,
+        "batch_size": batch_size,
+        "accounting": accounting,
+        "optimizer": optimizer,
         "gradient": gradient,
-        "standard_bytes": total_bytes(rows["standard"]), "low_memory_bytes": total_bytes(rows["low_memory"]),
+        "standard_bytes": total_bytes(rows["standard"]),
+        "low_memory_bytes": total_bytes(rows["low_memory"]),
         "by_kind": {mode: bytes_by_kind(r) for mode, r in rows.items()},
     }
     summary["ratio"] = summary["standard_bytes"] / summary["low_memory_bytes"]
     if measure:
-        measured = {mode: measure_step(net, mode, batch_size, seed, optimizer=optimizer).to_dict() for mode in rows}
+        measured = {
+            mode: measure_step(net, mode, batch_size, seed, optimizer=optimizer).to_dict()
+            for mode in rows
+        }
         summary["measured"] = measured
-        summary["measured_ratio"] = measured["standard"]["held_bytes"] / measured["low_memory"]["held_bytes"]
+        summary["measured_ratio"] = (
+            measured["standard"]["held_bytes"] / measured["low_memory"]["held_bytes"]
+        )
         for mode in rows:
-            summary[f"measured_peak_{mode}_bytes"] = measured_peak(model, mode, batch_size, optimizer=optimizer,
-                                                                   seed=seed)
+            summary[f"measured_peak_{mode}_bytes"] = measured_peak(
+                model, mode, batch_size, optimizer=optimizer, seed=seed
+            )
     return summary

@@ -39,7 +39,10 @@ def _dense_stack(widths: list[int], first_binary: bool) -> list[nn.Module]:
     """Binary dense layers ``widths[0] → widths[1] → …`` with batch norm, sign between them."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):
-        layers += [BinaryLinear(n_in, n_out, binary_input=first_binary or i > 0), _batch_norm(n_out, 1)]
+        layers += [
+            BinaryLinear(n_in, n_out, binary_input=first_binary or i > 0),
+            _batch_norm(n_out, 1),
+        ]
         if i < len(widths) - 2:
             layers.append(SignActivation())
     return layers
@@ -55,7 +58,11 @@ class BNNMLP(nn.Sequential):
     """The paper's MNIST MLP: four hidden binary dense layers of 256."""
 
     def __init__(
-        self, image_size: int = 28, in_channels: int = 1, num_classes: int = 10, hidden: int = 256,
+        self,
+        image_size: int = 28,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        hidden: int = 256,
         mode: str = "standard",
     ) -> None:
         _check_shape(image_size, in_channels, num_classes)
@@ -77,15 +84,22 @@ class CNV(nn.Sequential):
     """The paper's CNV for 32×32 CIFAR-10/SVHN images (any square image ≥ 8 with 'same' padding)."""
 
     def __init__(
-        self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10, mode: str = "standard"
+        self,
+        image_size: int = 32,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        mode: str = "standard",
     ) -> None:
         _check_shape(image_size, in_channels, num_classes)
         padding = 0 if _cnv_side(image_size, 0) >= 1 else 1
         layers: list[nn.Module] = []
         channels = [in_channels, 64, 64, 128, 128, 256, 256]
         for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
-            layers += [BinaryConv2d(c_in, c_out, 3, padding=padding, binary_input=i > 0),
-                       _batch_norm(c_out, 2), SignActivation()]
+            layers += [
+                BinaryConv2d(c_in, c_out, 3, padding=padding, binary_input=i > 0),
+                _batch_norm(c_out, 2),
+                SignActivation(),
+            ]
             if i in (1, 3):
                 layers.append(MaxPool2d())
         flat = 256 * _cnv_side(image_size, padding) ** 2
@@ -98,7 +112,11 @@ class BinaryNet(nn.Sequential):
     """Courbariaux et al.'s BinaryNet for 32×32 images ('same' padding; any image ≥ 8 pixels)."""
 
     def __init__(
-        self, image_size: int = 32, in_channels: int = 3, num_classes: int = 10, mode: str = "standard"
+        self,
+        image_size: int = 32,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        mode: str = "standard",
     ) -> None:
         _check_shape(image_size, in_channels, num_classes)
         layers: list[nn.Module] = []
@@ -109,7 +127,9 @@ class BinaryNet(nn.Sequential):
                 layers.append(MaxPool2d())
             layers += [_batch_norm(c_out, 2), SignActivation()]
         flat = 512 * (image_size // 8) ** 2
-        super().__init__(*layers, nn.Flatten(), *_dense_stack([flat, 1024, 1024, num_classes], True))
+        super().__init__(
+            *layers, nn.Flatten(), *_dense_stack([flat, 1024, 1024, num_classes], True)
+        )
         self.input_shape = (in_channels, image_size, image_size)
         set_mode(self, mode)
 
@@ -129,7 +149,9 @@ def _swap_batch_norm(bn: nn.modules.batchnorm._BatchNorm, low_memory: bool) -> n
     return new
 
 
-def set_mode(model: nn.Module, mode: str, gradient: str = "po2", bit_gradients: bool = True) -> nn.Module:
+def set_mode(
+    model: nn.Module, mode: str, gradient: str = "po2", bit_gradients: bool = True
+) -> nn.Module:
     """Switch ``model`` in place to the ``standard`` or ``low_memory`` training algorithm.
 
     Low-memory: binary layers keep packed bits and get the paper's gradients (``dY`` as ``gradient``,
@@ -141,11 +163,16 @@ def set_mode(model: nn.Module, mode: str, gradient: str = "po2", bit_gradients: 
     check_choice("gradient", gradient, GRADIENT_FORMATS)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, nn.modules.batchnorm._BatchNorm) and isinstance(child, L1BatchNorm) != low_memory:
+            if (
+                isinstance(child, nn.modules.batchnorm._BatchNorm)
+                and isinstance(child, L1BatchNorm) != low_memory
+            ):
                 setattr(parent, name, _swap_batch_norm(child, low_memory))
     for module in model.modules():
         if isinstance(module, BinaryLayer):
-            module.weight.data = module.weight.data.half() if low_memory else module.weight.data.float()
+            module.weight.data = (
+                module.weight.data.half() if low_memory else module.weight.data.float()
+            )
             module.gradient, module.bit_gradients = gradient, bool(bit_gradients)
         if isinstance(module, (BinaryLayer, SignActivation, MaxPool2d)):
             module.low_memory = low_memory

@@ -54,8 +54,12 @@ def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor, scale: f
     for start in range(0, p.numel(), CHUNK):
         g = weight_gradient(p, start, start + CHUNK, work, scale)
         n = g.numel()
-        yield (*(x[start : start + CHUNK] for x in flat[:1]), g, *(x[start : start + CHUNK] for x in flat[1:]),
-               *(rows if n == CHUNK else (row[:n] for row in rows)))
+        yield (
+            *(x[start : start + CHUNK] for x in flat[:1]),
+            g,
+            *(x[start : start + CHUNK] for x in flat[1:]),
+            *(rows if n == CHUNK else (row[:n] for row in rows)),
+        )
 
 
 #: parameters of at most this many values (batch norms' β, a last small layer) are updated together
@@ -75,8 +79,11 @@ def _pieces(entries, work: torch.Tensor, key=lambda p: None):
             for piece in _chunks(p, *states, work=work):
                 yield ([p], *piece)
     for entry in [*small, None]:
-        if run and (entry is None or key(entry[0]) != key(run[0][0])
-                    or sum(q.numel() for q, _ in run) + entry[0].numel() + 8 > CHUNK):
+        if run and (
+            entry is None
+            or key(entry[0]) != key(run[0][0])
+            or sum(q.numel() for q, _ in run) + entry[0].numel() + 8 > CHUNK
+        ):
             yield from _concatenated(run, work)
             run = []
         if entry is not None:
@@ -90,10 +97,18 @@ def _concatenated(run, work: torch.Tensor):
     for (p, _), size in zip(run, sizes, strict=True):
         weight_gradient(p, work=work[:, offset:])
         offset += size
-    parts = [[p.view(-1) for p, _ in run], *([s[k].view(-1) for _, s in run] for k in range(len(run[0][1])))]
+    parts = [
+        [p.view(-1) for p, _ in run],
+        *([s[k].view(-1) for _, s in run] for k in range(len(run[0][1]))),
+    ]
     copies = [torch.cat(tensors) for tensors in parts]
-    yield ([p for p, _ in run], copies[0], work[0, :offset], *copies[1:],
-           *(row[:offset] for row in work.unbind(0)[1:]))
+    yield (
+        [p for p, _ in run],
+        copies[0],
+        work[0, :offset],
+        *copies[1:],
+        *(row[:offset] for row in work.unbind(0)[1:]),
+    )
     for tensors, copy in zip(parts, copies, strict=True):
         torch._foreach_copy_(tensors, list(copy.split(sizes)))
 
@@ -116,8 +131,10 @@ class HalfAdam(torch.optim.Optimizer):
         positive_number("lr", lr)
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=positive_number("eps", eps),
-                                      unit_gradients=False))
+        super().__init__(
+            params,
+            dict(lr=lr, betas=tuple(betas), eps=positive_number("eps", eps), unit_gradients=False),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -151,9 +168,21 @@ class HalfAdam(torch.optim.Optimizer):
             scale = math.sqrt(p.numel())
             t = torch.tensor(float(self.state[p]["step"]))
             for w, g, m_part, v_part, _mask_row in _chunks(p, m, v, work=work, scale=scale):
-                torch._fused_adam_([w], [g], [m_part], [v_part], [], [t], lr=group["lr"], beta1=beta1,
-                                   beta2=beta2, weight_decay=0.0, eps=group["eps"] * scale, amsgrad=False,
-                                   maximize=False)
+                torch._fused_adam_(
+                    [w],
+                    [g],
+                    [m_part],
+                    [v_part],
+                    [],
+                    [t],
+                    lr=group["lr"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=0.0,
+                    eps=group["eps"] * scale,
+                    amsgrad=False,
+                    maximize=False,
+                )
 
     def _root_step(self, group: dict, entries, work: torch.Tensor) -> None:
         """``m`` and ``r = sqrt(v)`` updated in float32 rows of ``work``, runs of small parameters together."""
@@ -164,7 +193,9 @@ class HalfAdam(torch.optim.Optimizer):
             eps = group["eps"] * (1 - beta2**t) ** 0.5
             r.copy_(r32.copy_(r).square_().mul_(beta2).addcmul_(g, g, value=1 - beta2).sqrt_())
             m.copy_(g.mul_(1 - beta1).add_(m, alpha=beta1))  # g becomes the new m, in float32
-            w.addcdiv_(g, r32.add_(eps), value=-size)  # float32 operands: computed in float32, rounded once
+            w.addcdiv_(
+                g, r32.add_(eps), value=-size
+            )  # float32 operands: computed in float32, rounded once
 
 
 class HalfSGD(torch.optim.Optimizer):
@@ -203,7 +234,9 @@ class Bop(torch.optim.Optimizer):
     The constructor sets each weight to its sign (the binary weight it already computes with).
     """
 
-    def __init__(self, params, gamma: float = BOP_GAMMA, threshold: float = 1e-5, half: bool = False) -> None:
+    def __init__(
+        self, params, gamma: float = BOP_GAMMA, threshold: float = 1e-5, half: bool = False
+    ) -> None:
         if not 0 < gamma <= 1:
             raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
         if not threshold >= 0:
@@ -226,7 +259,9 @@ class Bop(torch.optim.Optimizer):
                 if not state:
                     state["m"] = torch.zeros_like(p, dtype=torch.float16 if half else torch.float32)
                 scale = math.sqrt(p.numel()) if half else 1.0
-                for w, g, m, m32 in _chunks(p, state["m"], work=work):  # √N differs: chunks of one weight
+                for w, g, m, m32 in _chunks(
+                    p, state["m"], work=work
+                ):  # √N differs: chunks of one weight
                     m32.copy_(m).lerp_(g.mul_(scale) if half else g, gamma)
                     flip = torch.mul(w, m32) > group["threshold"] * scale
                     w.copy_(torch.where(flip, -w, w))
@@ -254,8 +289,14 @@ class Optimizers:
             o.step()
 
 
-def make_optimizer(model: nn.Module, mode: str, lr: float = 1e-3, optimizer: str = "adam",
-                   gamma: float = BOP_GAMMA, threshold: float | None = None):
+def make_optimizer(
+    model: nn.Module,
+    mode: str,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    gamma: float = BOP_GAMMA,
+    threshold: float | None = None,
+):
     """The optimiser for ``mode``: Adam (the paper's, lr 1e-3), SGD with momentum 0.9, or Bop for the
     binary weights with Adam for the rest; float32 torch optimisers (standard) or float16 state (low-memory).
 
@@ -270,13 +311,24 @@ def make_optimizer(model: nn.Module, mode: str, lr: float = 1e-3, optimizer: str
             m.clip = optimizer != "bop"
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
-        return HalfSGD(params, lr=lr, momentum=0.9) if low else torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return (
+            HalfSGD(params, lr=lr, momentum=0.9)
+            if low
+            else torch.optim.SGD(params, lr=lr, momentum=0.9)
+        )
     rest = [p for p in params if id(p) not in binary]
     if optimizer == "adam" and low:  # the binary weights' gradients are ±1/√N or 0
-        return HalfAdam([{"params": [p for p in params if id(p) in binary], "unit_gradients": True},
-                         {"params": rest}], lr=lr)
+        return HalfAdam(
+            [
+                {"params": [p for p in params if id(p) in binary], "unit_gradients": True},
+                {"params": rest},
+            ],
+            lr=lr,
+        )
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr)
     adam = HalfAdam(rest, lr=lr) if low else torch.optim.Adam(rest, lr=lr)
-    threshold = BOP_THRESHOLD["low_memory" if low else "standard"] if threshold is None else threshold
+    threshold = (
+        BOP_THRESHOLD["low_memory" if low else "standard"] if threshold is None else threshold
+    )
     return Optimizers(Bop([p for p in params if id(p) in binary], gamma, threshold, half=low), adam)

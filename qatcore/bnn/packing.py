@@ -46,19 +46,27 @@ def _pack_bytes(flat: torch.Tensor) -> torch.Tensor:
     return (flat.view(torch.int64) * _GATHER >> 56).to(torch.uint8)
 
 
-def _lookup(packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def _lookup(
+    packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     if packed.dtype != torch.uint8 or packed.dim() != 1:
-        raise TypeError(f"packed must be a flat uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
+        raise TypeError(
+            f"packed must be a flat uint8 tensor, got {packed.dtype} {tuple(packed.shape)}"
+        )
     numel = 1
     for side in shape:
         numel *= int(side)
     if packed.numel() != packed_size(numel):
-        raise ValueError(f"packed has {packed.numel()} bytes; shape {tuple(shape)} needs {packed_size(numel)}")
+        raise ValueError(
+            f"packed has {packed.numel()} bytes; shape {tuple(shape)} needs {packed_size(numel)}"
+        )
     if out is None:
         return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
     table = table.to(out.dtype)
     rows = out[: packed.numel() * 8].view(-1, 8)
-    if out.dtype == torch.float16:  # gathered as int16 bit patterns, several times faster than as float16
+    if (
+        out.dtype == torch.float16
+    ):  # gathered as int16 bit patterns, several times faster than as float16
         table, rows = table.view(torch.int16), rows.view(torch.int16)
     torch.index_select(table, 0, packed.int(), out=rows)
     return out[:numel].view(shape)
@@ -67,7 +75,9 @@ def _lookup(packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor 
 _FLOAT_BITS = _BITS.float()
 
 
-def unpack_bits(packed: torch.Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype = torch.bool) -> torch.Tensor:
+def unpack_bits(
+    packed: torch.Tensor, shape: torch.Size | tuple[int, ...], dtype: torch.dtype = torch.bool
+) -> torch.Tensor:
     """Inverse of ``pack_bits``: the boolean tensor of ``shape`` that was packed into ``packed``, or its
     ones and zeros as float32 (``dtype=torch.float32``)."""
     if dtype not in (torch.bool, torch.float32):
@@ -81,7 +91,9 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
     return _pack_bytes(torch.ge(x, 0, out=torch.empty(x.shape, dtype=torch.uint8)).view(-1))
 
 
-def unpack_signs(packed: torch.Tensor, shape, scale: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+def unpack_signs(
+    packed: torch.Tensor, shape, scale: float = 1.0, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The float32 ±1 tensor whose signs ``pack_signs`` stored, or ``±scale`` (one pass: the table is scaled),
     written into the flat ``out`` (float32 or float16, of at least ``8·packed.numel()`` values) when given."""
     return _lookup(packed, shape, _SIGNS if scale == 1 else _SIGNS * scale, out)

@@ -18,7 +18,9 @@ def mode_of(name: str) -> str:
     for mode, label in MODE_LABELS.items():
         if name == mode or name.startswith(label):
             return mode
-    raise ValueError(f"name must be a mode or start with one of {list(MODE_LABELS.values())}, got {name!r}")
+    raise ValueError(
+        f"name must be a mode or start with one of {list(MODE_LABELS.values())}, got {name!r}"
+    )
 
 
 def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
@@ -27,7 +29,13 @@ def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
     bottom = np.zeros(len(modes))
     for kind in KINDS:
         heights = np.array([breakdown[m].get(kind, 0) / MIB for m in modes])
-        ax.bar([MODE_LABELS.get(m, m) for m in modes], heights, bottom=bottom, color=colour(MEMORY, kind), label=kind)
+        ax.bar(
+            [MODE_LABELS.get(m, m) for m in modes],
+            heights,
+            bottom=bottom,
+            color=colour(MEMORY, kind),
+            label=kind,
+        )
         bottom += heights
     for x, total in enumerate(bottom):
         ax.annotate(f"{total:.1f}", (x, total), ha="center", va="bottom", fontsize=8)
@@ -35,7 +43,9 @@ def _stacked_bars(ax, breakdown: dict[str, dict[str, int]]) -> None:
     ax.set_ylabel("MiB")
 
 
-def memory_breakdown_figure(breakdowns: dict[str, dict[str, dict[str, int]]], batch_size: int) -> Figure:
+def memory_breakdown_figure(
+    breakdowns: dict[str, dict[str, dict[str, int]]], batch_size: int
+) -> Figure:
     """Per model, standard vs low-memory bars stacked by variable kind (``bytes_by_kind`` per mode)."""
     fig = Figure(figsize=(3.6 * len(breakdowns) + 1.6, 3.8), layout="constrained")
     axes = fig.subplots(1, len(breakdowns), squeeze=False)
@@ -43,7 +53,9 @@ def memory_breakdown_figure(breakdowns: dict[str, dict[str, dict[str, int]]], ba
         _stacked_bars(ax, breakdown)
         ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
         ax.set_title(f"{name}: {ratio:.2f}× less")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the bars, hiding none
+    axes[0][-1].legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )  # beside the bars, hiding none
     fig.suptitle(f"Memory of one training step, batch {batch_size} (analytic model)")
     return fig
 
@@ -61,8 +73,14 @@ def waterfall_figure(steps: list[tuple[str, int]], title: str, end: str = "low-m
     ax.annotate(f"{totals[0]:.1f}", (0, totals[0]), ha="center", va="bottom", fontsize=8)
     for i in range(1, len(steps)):
         removed = totals[i - 1] - totals[i]
-        ax.bar(i, removed, bottom=totals[i], color=REMOVED, edgecolor=GREY,
-               label="removed by the choice" if i == 1 else None)
+        ax.bar(
+            i,
+            removed,
+            bottom=totals[i],
+            color=REMOVED,
+            edgecolor=GREY,
+            label="removed by the choice" if i == 1 else None,
+        )
         ax.annotate(f"−{removed:.1f}", (i, totals[i - 1]), ha="center", va="bottom", fontsize=8)
     last = len(steps)
     ax.bar(last, totals[-1], color=MODES["low_memory"], label=end)
@@ -77,7 +95,8 @@ def waterfall_figure(steps: list[tuple[str, int]], title: str, end: str = "low-m
 
 
 def memory_vs_batch_figure(
-    batches: list[int], modelled: dict[str, dict[str, list[int]]],
+    batches: list[int],
+    modelled: dict[str, dict[str, list[int]]],
     measured: dict[str, dict[str, tuple[int, int]]] | None = None,
 ) -> Figure:
     """Modelled bytes against batch size (a line per model and mode) and measured points on top.
@@ -91,8 +110,13 @@ def memory_vs_batch_figure(
         raise ValueError(f"modelled: at most {len(styles)} models, got {len(modelled)}")
     for name, modes in modelled.items():
         for mode, totals in modes.items():
-            ax.plot(batches, np.array(totals) / MIB, styles[name][0], color=colour(MODES, mode),
-                    label=f"{name}, {MODE_LABELS[mode]}")
+            ax.plot(
+                batches,
+                np.array(totals) / MIB,
+                styles[name][0],
+                color=colour(MODES, mode),
+                label=f"{name}, {MODE_LABELS[mode]}",
+            )
     for name, modes in (measured or {}).items():
         for mode, (batch, held) in modes.items():
             ax.plot(batch, held / MIB, styles[name][1], color=colour(MODES, mode), mfc="none")
@@ -116,8 +140,13 @@ def accuracy_curves_figure(curves: dict[str, list[float]], dataset: str) -> Figu
         mode = mode_of(name)
         style = ("o-", "s--", "^:", "D-.", "v-")[seen.get(mode, 0) % 5]
         seen[mode] = seen.get(mode, 0) + 1
-        ax.plot(range(1, len(accuracies) + 1), 100 * np.array(accuracies), style, color=MODES[mode],
-                label=MODE_LABELS.get(name, name))
+        ax.plot(
+            range(1, len(accuracies) + 1),
+            100 * np.array(accuracies),
+            style,
+            color=MODES[mode],
+            label=MODE_LABELS.get(name, name),
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"BNN MLP on {dataset}: both training algorithms")

@@ -80,13 +80,17 @@ def training_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor)
     return loss.item()
 
 
-def train_bnn(model: nn.Module, data: Dataset, config: BNNConfig = BNNConfig(), progress: bool | None = None) -> BNNResult:
+def train_bnn(
+    model: nn.Module, data: Dataset, config: BNNConfig = BNNConfig(), progress: bool | None = None
+) -> BNNResult:
     """Switch ``model`` to ``config.mode`` and train it on ``data`` (images in [0, 1])."""
     # data-parallel replicas average float16 gradients: 1-bit ones cannot be averaged
     set_mode(model, config.mode, config.gradient, bit_gradients=not distributed.is_distributed())
     model.train()
     data = signed_inputs(data)
-    optimizer = make_optimizer(model, config.mode, config.lr, config.optimizer, config.gamma, config.threshold)
+    optimizer = make_optimizer(
+        model, config.mode, config.lr, config.optimizer, config.gamma, config.threshold
+    )
     generator = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
     local, local_batch = distributed.shard(torch.arange(n), config.batch_size)

@@ -22,14 +22,20 @@ def breakdown_view(model: str, batch_size: int) -> tuple[str, Figure]:
     if model not in _SHAPES:  # layer shapes do not depend on the batch: read them once
         _SHAPES[model] = layer_shapes(zoo.build(CLI_MODELS[model]))
     shapes = _SHAPES[model]
-    breakdown = {mode: bytes_by_kind(memory_rows(None, batch_size, c, shapes))
-                 for mode, c in (("standard", STANDARD), ("low_memory", LOW_MEMORY))}
+    breakdown = {
+        mode: bytes_by_kind(memory_rows(None, batch_size, c, shapes))
+        for mode, c in (("standard", STANDARD), ("low_memory", LOW_MEMORY))
+    }
     ratio = sum(breakdown["standard"].values()) / sum(breakdown["low_memory"].values())
-    return f"{model}, batch {batch_size}: {ratio:.2f}× less memory", memory_breakdown_figure({model: breakdown}, batch_size)
+    return f"{model}, batch {batch_size}: {ratio:.2f}× less memory", memory_breakdown_figure(
+        {model: breakdown}, batch_size
+    )
 
 
 def memory_explorer(model: str = "cnv", batch_size: int = 100) -> widgets.VBox:
     """A model dropdown and a batch-size slider that redraw the memory breakdown."""
     choose = widgets.Dropdown(options=list(CLI_MODELS), value=model, description="model")
-    batch = widgets.IntSlider(value=batch_size, min=BATCH_RANGE[0], max=BATCH_RANGE[1], description="batch")
+    batch = widgets.IntSlider(
+        value=batch_size, min=BATCH_RANGE[0], max=BATCH_RANGE[1], description="batch"
+    )
     return live_view([choose, batch], breakdown_view)

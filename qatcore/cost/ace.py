@@ -87,28 +87,58 @@ RECIPES: dict[str, tuple[tuple[str, int], ...]] = {
     "silu": (("exp", 1), ("add", 1), ("div", 1), ("mul", 1)),
     "softmax": (("compare", 1), ("add", 2), ("exp", 1), ("div", 1)),
     "batch_norm": (("mul", 1), ("add", 1)),
-    "add": (("add", 1),), "iadd": (("add", 1),), "radd": (("add", 1),),
-    "sub": (("add", 1),), "isub": (("add", 1),), "rsub": (("add", 1),),
-    "mul": (("mul", 1),), "imul": (("mul", 1),), "rmul": (("mul", 1),),
-    "div": (("div", 1),), "truediv": (("div", 1),), "itruediv": (("div", 1),),
+    "add": (("add", 1),),
+    "iadd": (("add", 1),),
+    "radd": (("add", 1),),
+    "sub": (("add", 1),),
+    "isub": (("add", 1),),
+    "rsub": (("add", 1),),
+    "mul": (("mul", 1),),
+    "imul": (("mul", 1),),
+    "rmul": (("mul", 1),),
+    "div": (("div", 1),),
+    "truediv": (("div", 1),),
+    "itruediv": (("div", 1),),
 }
-ROLES = {"batch_norm": "batch norm", "prelu": "activation", "leaky_relu": "activation",
-         "softmax": "softmax", "mul": "scale", "div": "scale"}
+ROLES = {
+    "batch_norm": "batch norm",
+    "prelu": "activation",
+    "leaky_relu": "activation",
+    "softmax": "softmax",
+    "mul": "scale",
+    "div": "scale",
+}
 MACS = ("conv", "linear", "matmul", "mm", "bmm", "rmatmul")
 POOLS = ("max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool")
-FREE = frozenset("""flatten view reshape size dim getitem getattr cat stack permute transpose contiguous
+FREE = frozenset(
+    """flatten view reshape size dim getitem getattr cat stack permute transpose contiguous
     squeeze unsqueeze chunk split expand t clone detach to float type_as dropout identity numel get
-    unflatten dropout2d""".split())
+    unflatten dropout2d""".split()
+)
 GRID_PRESERVING = ("max_pool", "adaptive_max_pool")  # their output stays on the input's grid
 MODULES: dict[type, str] = {
-    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardtanh: "hardtanh", nn.LeakyReLU: "leaky_relu",
-    nn.PReLU: "prelu", nn.Hardsigmoid: "hardsigmoid", nn.Hardswish: "hardswish",
-    nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.SiLU: "silu", nn.Softmax: "softmax",
-    nn.modules.batchnorm._BatchNorm: "batch_norm", nn.modules.conv._ConvNd: "conv",
-    nn.Linear: "linear", nn.modules.pooling._MaxPoolNd: "max_pool",
-    nn.modules.pooling._AvgPoolNd: "avg_pool", nn.modules.pooling._AdaptiveAvgPoolNd: "adaptive_avg_pool",
-    nn.modules.pooling._AdaptiveMaxPoolNd: "adaptive_max_pool", nn.Identity: "identity",
-    nn.modules.dropout._DropoutNd: "dropout", nn.Flatten: "flatten", nn.Unflatten: "unflatten",
+    nn.ReLU: "relu",
+    nn.ReLU6: "relu6",
+    nn.Hardtanh: "hardtanh",
+    nn.LeakyReLU: "leaky_relu",
+    nn.PReLU: "prelu",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.Hardswish: "hardswish",
+    nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh",
+    nn.SiLU: "silu",
+    nn.Softmax: "softmax",
+    nn.modules.batchnorm._BatchNorm: "batch_norm",
+    nn.modules.conv._ConvNd: "conv",
+    nn.Linear: "linear",
+    nn.modules.pooling._MaxPoolNd: "max_pool",
+    nn.modules.pooling._AvgPoolNd: "avg_pool",
+    nn.modules.pooling._AdaptiveAvgPoolNd: "adaptive_avg_pool",
+    nn.modules.pooling._AdaptiveMaxPoolNd: "adaptive_max_pool",
+    nn.Identity: "identity",
+    nn.modules.dropout._DropoutNd: "dropout",
+    nn.Flatten: "flatten",
+    nn.Unflatten: "unflatten",
 }
 
 
@@ -140,19 +170,25 @@ def _width(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
-        raise ValueError(f"{name} must be an int from 1 to {MAX_BITS} or None (float), got {value!r}")
+        raise ValueError(
+            f"{name} must be an int from 1 to {MAX_BITS} or None (float), got {value!r}"
+        )
     return None if value == MAX_BITS else int(value)
 
 
 def _bits_pair(name: str, value: object) -> tuple[int | None, int | None]:
     if not isinstance(value, tuple | list) or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
-                         f"or None (float), got {value!r}")
+        raise ValueError(
+            f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
+            f"or None (float), got {value!r}"
+        )
     try:
         return _width(name, value[0]), _width(name, value[1])
     except ValueError:
-        raise ValueError(f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
-                         f"or None (float), got {value!r}") from None
+        raise ValueError(
+            f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
+            f"or None (float), got {value!r}"
+        ) from None
 
 
 def _attribute_width(value: Any) -> int | None:
@@ -175,7 +211,9 @@ class _Counter:
     def inside_leaf(self, scope: str, strictly: bool = False) -> bool:
         """Whether ``scope`` is (``strictly``: lies under) a module costed whole — a library may run a
         leaf's own code, e.g. its quantiser's scale arithmetic, outside the module's hooks."""
-        return any((scope == leaf and not strictly) or scope.startswith(leaf + ".") for leaf in self.leaves)
+        return any(
+            (scope == leaf and not strictly) or scope.startswith(leaf + ".") for leaf in self.leaves
+        )
 
     def mark(self, tensor: Any, bits: int | None) -> None:
         """Remember that ``tensor`` lies on a ``bits``-bit grid (a foreign quantiser's output)."""
@@ -199,7 +237,9 @@ class _Counter:
             name, index = f"{stem}_{index}", index + 1
         return name
 
-    def precision(self, name: str, module: nn.Module | None, x: Any) -> tuple[int | None, int | None, bool]:
+    def precision(
+        self, name: str, module: nn.Module | None, x: Any
+    ) -> tuple[int | None, int | None, bool]:
         """``(w_bits, a_bits, a_on_grid)`` of a conv/linear/matmul (``None``: float); ``a_on_grid``
         when its input came on a foreign quantiser's grid (already paid for there)."""
         self.weighted.add(name)
@@ -220,14 +260,19 @@ class _Counter:
         else:
             w_bits, known = None, type(module).__module__.startswith("torch.nn")
         a_bits = _attribute_width(getattr(module, "input_bits", None))
-        if a_bits is None and (a_foreign := foreign.input_bits(module)) not in (None, foreign.UNKNOWN):
+        if a_bits is None and (a_foreign := foreign.input_bits(module)) not in (
+            None,
+            foreign.UNKNOWN,
+        ):
             a_bits = a_foreign
         if a_bits is None and on_grid is not None:
             return w_bits, on_grid, True
         if not known and a_bits is None:
-            warnings.warn(f"ace.count: layer {name!r} is a {type(module).__name__}, a conv/linear subclass it "
-                          "does not know; costed at float width (give bits= or weight_bits/input_bits)",
-                          stacklevel=2)
+            warnings.warn(
+                f"ace.count: layer {name!r} is a {type(module).__name__}, a conv/linear subclass it "
+                "does not know; costed at float width (give bits= or weight_bits/input_bits)",
+                stacklevel=2,
+            )
         return w_bits, a_bits, False
 
     def module(self, name: str, module: nn.Module, inputs: tuple, output: Any) -> None:
@@ -237,20 +282,27 @@ class _Counter:
         if hasattr(module, "ace_operations"):
             self.operations.extend(module.ace_operations(tuple(inputs), output, name))
             return
-        if (bits := foreign.activation_bits(module)) is not None and isinstance(output, torch.Tensor):
+        if (bits := foreign.activation_bits(module)) is not None and isinstance(
+            output, torch.Tensor
+        ):
             self.operations.extend(self.quantiser(name, output.numel()))
             self.mark(output, bits)
             return
         recipe = _module_recipe(module)
         weight = getattr(module, "weight", None)
         kernel = getattr(module, "kernel_size", None)
-        if not self.cost(name, recipe or type(module).__name__, module, inputs, output, weight, kernel):
+        if not self.cost(
+            name, recipe or type(module).__name__, module, inputs, output, weight, kernel
+        ):
             self.unknown.append(f"{name} ({type(module).__name__})")
 
     def quantiser(self, name: str, n: int) -> list[Operation]:
         """A foreign quantiser on ``n`` elements: a clip (2 compares) and a multiply onto the grid."""
         e = self.elementwise_bits
-        return [Operation(name, "compare", 2 * n, (e,), "quantise"), Operation(name, "mul", n, (e, e), "quantise")]
+        return [
+            Operation(name, "compare", 2 * n, (e,), "quantise"),
+            Operation(name, "mul", n, (e, e), "quantise"),
+        ]
 
     def function(self, scope: str, target: Any, args: tuple, kwargs: dict, output: Any) -> None:
         if self.inside_leaf(scope):
@@ -298,7 +350,9 @@ class _Counter:
                 ops += self.quantiser(name, n_out)
                 self.mark(output, out_bits)
         elif recipe in POOLS:
-            windows = _pool_windows(tensors[0], output, kernel, adaptive=recipe.startswith("adaptive"))
+            windows = _pool_windows(
+                tensors[0], output, kernel, adaptive=recipe.startswith("adaptive")
+            )
             if windows is None:
                 return False
             kind = "compare" if "max" in recipe else "add"
@@ -315,7 +369,15 @@ class _Counter:
                 same = len(tensors) == 2 and tensors[0].shape == tensors[1].shape
                 role = "residual add" if same else "add"
             for kind, per_element in RECIPES[recipe]:
-                ops.append(Operation(name, kind, per_element * n_out, (e,) if kind in ("compare", "exp") else (e, e), role))
+                ops.append(
+                    Operation(
+                        name,
+                        kind,
+                        per_element * n_out,
+                        (e,) if kind in ("compare", "exp") else (e, e),
+                        role,
+                    )
+                )
         else:
             return False
         self.operations.extend(ops)
@@ -331,7 +393,10 @@ def _pool_windows(x: torch.Tensor, out: torch.Tensor, kernel: Any, adaptive: boo
     if adaptive:
         total = outer
         for size_in, size_out in zip(x.shape[-spatial:], out.shape[-spatial:], strict=True):
-            total *= sum(math.ceil((i + 1) * size_in / size_out) - (i * size_in) // size_out for i in range(size_out))
+            total *= sum(
+                math.ceil((i + 1) * size_in / size_out) - (i * size_in) // size_out
+                for i in range(size_out)
+            )
         return total
     if kernel is None:
         return None
@@ -408,23 +473,31 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
         return model.example_input(batch_size)
     shape = getattr(model, "input_shape", None)
     if shape is None:
-        raise ValueError(f"{type(model).__name__} has no example_input() or input_shape; pass example_input")
+        raise ValueError(
+            f"{type(model).__name__} has no example_input() or input_shape; pass example_input"
+        )
     return torch.zeros(batch_size, *shape)
 
 
 def count(
-    model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+    model: nn.Module,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
     bits: tuple[int | None, int | None] | Mapping[str, tuple[int | None, int | None]] | None = None,
-    cost_model: str | CostModel = "acev2", elementwise_bits: int | None = None, method: str = "auto",
-    float_bits: int = FLOAT_BITS, per_image: bool = True,
+    cost_model: str | CostModel = "acev2",
+    elementwise_bits: int | None = None,
+    method: str = "auto",
+    float_bits: int = FLOAT_BITS,
+    per_image: bool = True,
 ) -> AceReport:
     """Count every arithmetic operation of ``model`` on ``example_input``; see the module docstring."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
-        raise ValueError("example_input must be a torch.Tensor or a tuple of tensors "
-                         f"(e.g. torch.zeros(1, 3, 224, 224)), got {type(example_input).__name__}")
+        raise ValueError(
+            "example_input must be a torch.Tensor or a tuple of tensors "
+            f"(e.g. torch.zeros(1, 3, 224, 224)), got {type(example_input).__name__}"
+        )
     check_choice("method", method, ("auto", "fx", "hooks"))
     check_choice("float_bits", float_bits, FLOAT_WIDTHS)  # bfloat16 as PokeBNN, or float32
     if bits is None:
@@ -436,8 +509,10 @@ def count(
     try:
         e = _width("elementwise_bits", elementwise_bits)
     except ValueError:
-        raise ValueError(f"elementwise_bits must be an int from 1 to {MAX_BITS} or None (float), "
-                         f"got {elementwise_bits!r}") from None
+        raise ValueError(
+            f"elementwise_bits must be an int from 1 to {MAX_BITS} or None (float), "
+            f"got {elementwise_bits!r}"
+        ) from None
     chosen = cost_models.get(cost_model)
     leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
     counter, used = _Counter(bits, e, leaves=leaves), method
@@ -462,19 +537,25 @@ def count(
         for module, mode in training:
             module.train(mode)
     if isinstance(bits, dict) and (stray := sorted(set(bits) - counter.weighted)):
-        raise ValueError(f"bits names no conv/linear/matmul layer: {stray}; "
-                         f"layers that take bits: {sorted(counter.weighted)}")
+        raise ValueError(
+            f"bits names no conv/linear/matmul layer: {stray}; "
+            f"layers that take bits: {sorted(counter.weighted)}"
+        )
     batch = int(inputs[0].shape[0]) if inputs[0].dim() > 0 else 1
     operations = counter.operations
     if per_image and batch > 1:
         operations = [_per_image(op, batch) for op in operations]
-    return AceReport(operations, counter.layer_types, counter.unknown, chosen, used, float_bits, batch, per_image)
+    return AceReport(
+        operations, counter.layer_types, counter.unknown, chosen, used, float_bits, batch, per_image
+    )
 
 
 def _per_image(op: Operation, batch: int) -> Operation:
     if op.count % batch:
-        raise ValueError(f"per_image=True, but layer {op.layer!r} does {op.count} {op.kind} operations on a "
-                         f"batch of {batch}, not a multiple: count with per_image=False or a batch of 1")
+        raise ValueError(
+            f"per_image=True, but layer {op.layer!r} does {op.count} {op.kind} operations on a "
+            f"batch of {batch}, not a multiple: count with per_image=False or a batch of 1"
+        )
     return dataclasses.replace(op, count=op.count // batch)
 
 
@@ -493,16 +574,25 @@ def build_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"model {spec!r}: cannot import {attribute!r} from {module_name!r} ({error})") from None
+        raise ValueError(
+            f"model {spec!r}: cannot import {attribute!r} from {module_name!r} ({error})"
+        ) from None
     model = factory()
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model {spec!r}: the factory returned a {type(model).__name__}, not an nn.Module")
+        raise ValueError(
+            f"model {spec!r}: the factory returned a {type(model).__name__}, not an nn.Module"
+        )
     return model, tuple(example_input(model).shape[1:])
 
 
 def count_zoo_model(
-    name: str, w_bits: int | None = None, a_bits: int | None = None, elementwise_bits: int | None = None,
-    cost_model: str | CostModel = "acev2", batch_size: int = 1, float_bits: int = FLOAT_BITS,
+    name: str,
+    w_bits: int | None = None,
+    a_bits: int | None = None,
+    elementwise_bits: int | None = None,
+    cost_model: str | CostModel = "acev2",
+    batch_size: int = 1,
+    float_bits: int = FLOAT_BITS,
     per_image: bool = True,
 ) -> AceReport:
     """``count`` for a built-in model ``name`` (``qatcore.zoo``) or a user's ``"package.module:factory"``
@@ -510,16 +600,29 @@ def count_zoo_model(
     layer, else each layer keeps its own."""
     model, shape = build_model(name)
     if (w_bits is None) != (a_bits is None):
-        raise ValueError(f"w_bits and a_bits must be given together, got w_bits={w_bits!r}, a_bits={a_bits!r}")
+        raise ValueError(
+            f"w_bits and a_bits must be given together, got w_bits={w_bits!r}, a_bits={a_bits!r}"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     bits = None if w_bits is None else _bits_pair("w_bits and a_bits", (w_bits, a_bits))
-    return count(model, torch.zeros(batch_size, *shape), bits, cost_model, elementwise_bits,
-                 float_bits=float_bits, per_image=per_image)
+    return count(
+        model,
+        torch.zeros(batch_size, *shape),
+        bits,
+        cost_model,
+        elementwise_bits,
+        float_bits=float_bits,
+        per_image=per_image,
+    )
 
 
-def sweep(models: Mapping[str, nn.Module], bit_widths: tuple[int, ...] = (1, 2, 4, 8),
-          elementwise: tuple[str, ...] = ("float", "quantised"), float_bits: int = FLOAT_BITS) -> list[dict[str, Any]]:
+def sweep(
+    models: Mapping[str, nn.Module],
+    bit_widths: tuple[int, ...] = (1, 2, 4, 8),
+    elementwise: tuple[str, ...] = ("float", "quantised"),
+    float_bits: int = FLOAT_BITS,
+) -> list[dict[str, Any]]:
     """Totals of each model with every conv/linear at ``(b, b)`` bits, element-wise operations in
     float (``float_bits``) or quantised to ``b`` bits too; one row per (model, b, element-wise)."""
     rows = []
@@ -529,10 +632,24 @@ def sweep(models: Mapping[str, nn.Module], bit_widths: tuple[int, ...] = (1, 2, 
             for mode in elementwise:
                 if mode not in ("float", "quantised"):
                     raise ValueError(f"elementwise must hold 'float' or 'quantised', got {mode!r}")
-                totals = count(model, x, (b, b), elementwise_bits=b if mode == "quantised" else None,
-                               float_bits=float_bits).totals
-                rows.append({"model": name, "bits": b, "elementwise": mode,
-                             **{key: totals[key] for key in ("macs", "ace", "sops", "acev2", "energy_pj")}})
+                totals = count(
+                    model,
+                    x,
+                    (b, b),
+                    elementwise_bits=b if mode == "quantised" else None,
+                    float_bits=float_bits,
+                ).totals
+                rows.append(
+                    {
+                        "model": name,
+                        "bits": b,
+                        "elementwise": mode,
+                        **{
+                            key: totals[key]
+                            for key in ("macs", "ace", "sops", "acev2", "energy_pj")
+                        },
+                    }
+                )
     return rows
 
 
@@ -541,4 +658,7 @@ def rank_correlations(rows: list[dict[str, Any]]) -> dict[str, float]:
     from scipy.stats import spearmanr
 
     energy = [row["energy_pj"] for row in rows]
-    return {metric: float(spearmanr([row[metric] for row in rows], energy).statistic) for metric in ("ace", "acev2")}
+    return {
+        metric: float(spearmanr([row[metric] for row in rows], energy).statistic)
+        for metric in ("ace", "acev2")
+    }

@@ -68,9 +68,13 @@ class Operation:
         if self.count < 0:
             raise ValueError(f"count must be >= 0, got {self.count!r}")
         if not self.bits or any(b is not None and not 1 <= b <= MAX_BITS for b in self.bits):
-            raise ValueError(f"bits must be 1 to {MAX_BITS} operand widths or FLOAT (None), got {self.bits!r}")
+            raise ValueError(
+                f"bits must be 1 to {MAX_BITS} operand widths or FLOAT (None), got {self.bits!r}"
+            )
         if self.floats and len(self.floats) != len(self.bits):
-            raise ValueError(f"floats must mark each of the {len(self.bits)} operands, got {self.floats!r}")
+            raise ValueError(
+                f"floats must mark each of the {len(self.bits)} operands, got {self.floats!r}"
+            )
 
     @property
     def is_float(self) -> bool:
@@ -82,8 +86,12 @@ class Operation:
         check_choice("float_bits", float_bits, FLOAT_WIDTHS)
         if all(b is not None for b in self.bits):
             return self
-        floats = tuple(b is None or (bool(self.floats) and self.floats[i]) for i, b in enumerate(self.bits))
-        return replace(self, bits=tuple(float_bits if b is None else b for b in self.bits), floats=floats)
+        floats = tuple(
+            b is None or (bool(self.floats) and self.floats[i]) for i, b in enumerate(self.bits)
+        )
+        return replace(
+            self, bits=tuple(float_bits if b is None else b for b in self.bits), floats=floats
+        )
 
     def float_width(self) -> int:
         """The widest float operand of a resolved operation (0 when none is float)."""
@@ -171,7 +179,9 @@ class Energy45nm:
     def cost(self, op: Operation) -> float:
         float_width = op.float_width()
         if op.kind == "mac":
-            accumulate = self.fp32_add if float_width else self.int_add_per_bit * self.accumulator_bits
+            accumulate = (
+                self.fp32_add if float_width else self.int_add_per_bit * self.accumulator_bits
+            )
             each = self.mul(op.bits, float_width) + accumulate
         elif op.kind in _PRODUCTS:
             each = self.mul(op.bits, float_width)
@@ -180,7 +190,12 @@ class Energy45nm:
         return op.count * each
 
 
-STANDARD: dict[str, CostModel] = {"ace": ACE(), "sops": Sops(), "acev2": ACEv2(), "energy_pj": Energy45nm()}
+STANDARD: dict[str, CostModel] = {
+    "ace": ACE(),
+    "sops": Sops(),
+    "acev2": ACEv2(),
+    "energy_pj": Energy45nm(),
+}
 
 
 def get(cost_model: str | CostModel) -> CostModel:
@@ -188,26 +203,40 @@ def get(cost_model: str | CostModel) -> CostModel:
     if isinstance(cost_model, str):
         cost_model = "energy_pj" if cost_model == "energy" else cost_model
         if cost_model not in STANDARD:
-            raise ValueError(f"cost_model must be one of {sorted(STANDARD)} or a CostModel, got {cost_model!r}")
+            raise ValueError(
+                f"cost_model must be one of {sorted(STANDARD)} or a CostModel, got {cost_model!r}"
+            )
         return STANDARD[cost_model]
     if not isinstance(cost_model, CostModel):
-        raise TypeError(f"cost_model must be one of {sorted(STANDARD)} or a CostModel, got {cost_model!r}")
+        raise TypeError(
+            f"cost_model must be one of {sorted(STANDARD)} or a CostModel, got {cost_model!r}"
+        )
     return cost_model
 
 
 class AceReport:
     """What ``qatcore.cost.ace.count`` found: the operations, their costs, totals and tables."""
 
-    def __init__(self, operations: list[Operation], layer_types: dict[str, str], unknown: list[str],
-                 cost_model: CostModel, method: str, float_bits: int = FLOAT_BITS, batch_size: int = 1,
-                 per_image: bool = True) -> None:
+    def __init__(
+        self,
+        operations: list[Operation],
+        layer_types: dict[str, str],
+        unknown: list[str],
+        cost_model: CostModel,
+        method: str,
+        float_bits: int = FLOAT_BITS,
+        batch_size: int = 1,
+        per_image: bool = True,
+    ) -> None:
         self.operations = [op.resolved(float_bits) for op in operations]
         self.layer_types, self.unknown = dict(layer_types), list(unknown)
         self.cost_model, self.method, self.float_bits = cost_model, method, float_bits
         self.batch_size, self.per_image = batch_size, per_image
         self.models = dict(STANDARD)
         self.models.setdefault(cost_model.name, cost_model)
-        self.costs = [{name: model.cost(op) for name, model in self.models.items()} for op in self.operations]
+        self.costs = [
+            {name: model.cost(op) for name, model in self.models.items()} for op in self.operations
+        ]
 
     def _sum(self, keep) -> dict[str, float]:
         total = {"macs": 0, "operations": 0, **{name: 0.0 for name in self.models}}
@@ -231,8 +260,10 @@ class AceReport:
 
     def layers(self) -> list[dict[str, Any]]:
         """One row per layer, in execution order: its type, MACs and every model's cost."""
-        return [{"layer": name, "type": kind, **self._sum(lambda op, name=name: op.layer == name)}
-                for name, kind in self.layer_types.items()]
+        return [
+            {"layer": name, "type": kind, **self._sum(lambda op, name=name: op.layer == name)}
+            for name, kind in self.layer_types.items()
+        ]
 
     def breakdown(self, by: str = "kind") -> dict[str, dict[str, float]]:
         """Totals per operation ``kind`` (mac, mul, add …) or per ``role`` (batch norm, rescale …)."""
@@ -248,21 +279,39 @@ class AceReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): the conventions, ``totals``, ``layers``, ``kinds``, ``roles``, ``unknown``."""
-        return {"cost_model": self.cost_model.name, "method": self.method, "float_bits": self.float_bits,
-                "per_image": self.per_image, "batch_size": self.batch_size, "totals": self.totals,
-                "layers": self.layers(), "kinds": self.breakdown("kind"), "roles": self.breakdown("role"),
-                "unknown": self.unknown}
+        return {
+            "cost_model": self.cost_model.name,
+            "method": self.method,
+            "float_bits": self.float_bits,
+            "per_image": self.per_image,
+            "batch_size": self.batch_size,
+            "totals": self.totals,
+            "layers": self.layers(),
+            "kinds": self.breakdown("kind"),
+            "roles": self.breakdown("role"),
+            "unknown": self.unknown,
+        }
 
     def to_markdown(self) -> str:
         """Totals, the per-layer table, the breakdown by kind and any operation left uncosted."""
         names = ["macs", *self.models]
         lines = ["| layer | type | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
         rows = [*self.layers(), {"layer": "**total**", "type": "", **self.totals}]
-        lines += [f"| {r['layer']} | {r['type']} | " + " | ".join(f"{r[n]:.4g}" for n in names) + " |"
-                  for r in rows]
-        lines += ["", "| kind | count | " + " | ".join(names[1:]) + " |", "|---|---:|" + "---:|" * (len(names) - 1)]
-        lines += [f"| {kind} | {t['operations']:,} | " + " | ".join(f"{t[n]:.4g}" for n in names[1:]) + " |"
-                  for kind, t in self.breakdown("kind").items()]
+        lines += [
+            f"| {r['layer']} | {r['type']} | " + " | ".join(f"{r[n]:.4g}" for n in names) + " |"
+            for r in rows
+        ]
+        lines += [
+            "",
+            "| kind | count | " + " | ".join(names[1:]) + " |",
+            "|---|---:|" + "---:|" * (len(names) - 1),
+        ]
+        lines += [
+            f"| {kind} | {t['operations']:,} | "
+            + " | ".join(f"{t[n]:.4g}" for n in names[1:])
+            + " |"
+            for kind, t in self.breakdown("kind").items()
+        ]
         if self.unknown:
             lines += ["", "Not costed: " + ", ".join(self.unknown)]
         return "\n".join(lines)

@@ -39,7 +39,9 @@ def _torchao_bits(fake_quantizer: Any) -> int | None:
     """Width of a torchao fake quantiser's integer ``dtype`` (``torch.int4`` → 4), ``None`` if absent or float."""
     if fake_quantizer is None or not getattr(fake_quantizer, "enabled", True):
         return None
-    match = re.fullmatch(r"torch\.u?int(\d+)", str(getattr(getattr(fake_quantizer, "config", None), "dtype", "")))
+    match = re.fullmatch(
+        r"torch\.u?int(\d+)", str(getattr(getattr(fake_quantizer, "config", None), "dtype", ""))
+    )
     return int(match.group(1)) if match else None
 
 
@@ -47,7 +49,10 @@ def weight_bits(module: nn.Module) -> int | None | str:
     """Weight width of a Brevitas or torchao conv/linear, ``None`` if float, ``UNKNOWN`` if neither."""
     library = _library(module)
     if library == "brevitas" and hasattr(module, "weight_quant"):
-        if callable(getattr(module, "quant_weight_bit_width", None)) and module.weight_quant.is_quant_enabled:
+        if (
+            callable(getattr(module, "quant_weight_bit_width", None))
+            and module.weight_quant.is_quant_enabled
+        ):
             return int(round(float(module.quant_weight_bit_width())))
         return _proxy_bits(module.weight_quant)
     if library == "torchao" and hasattr(module, "weight_fake_quantizer"):

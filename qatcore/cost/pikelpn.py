@@ -78,15 +78,21 @@ class PikeLPNConfig:
             try:
                 check_bits(getattr(self, name))
             except ValueError:
-                raise ValueError(f"{name} must be an int from 1 to 16, got {getattr(self, name)!r}") from None
+                raise ValueError(
+                    f"{name} must be an int from 1 to 16, got {getattr(self, name)!r}"
+                ) from None
         check_choice("scale_format", self.scale_format, SCALE_FORMATS)
         positive_number("clip_sigmas", self.clip_sigmas)
         positive_number("alpha", self.alpha)
         if self.bits is None and any(getattr(self, t) for t in TECHNIQUES):
-            raise ValueError(f"the techniques {TECHNIQUES} need a quantised model: bits must be an int")
+            raise ValueError(
+                f"the techniques {TECHNIQUES} need a quantised model: bits must be an int"
+            )
         if len(self.widths) != len(self.strides) + 1:
-            raise ValueError(f"widths must have one entry more than strides (stem + one per block), "
-                             f"got {len(self.widths)} widths and {len(self.strides)} strides")
+            raise ValueError(
+                f"widths must have one entry more than strides (stem + one per block), "
+                f"got {len(self.widths)} widths and {len(self.strides)} strides"
+            )
         for w in self.widths:
             int_at_least("each width", w, 1)
         for s in (*self.strides, self.stem_stride):
@@ -105,7 +111,9 @@ class PikeLPNConfig:
         if self.bits is None:
             return "float"
         names = {"quantnorm": "QuantNorm", "double_quant": "DQ", "dhq": "DHQ"}
-        return " + ".join([f"W{self.bits}A{self.bits}", *(names[t] for t in TECHNIQUES if getattr(self, t))])
+        return " + ".join(
+            [f"W{self.bits}A{self.bits}", *(names[t] for t in TECHNIQUES if getattr(self, t))]
+        )
 
 
 def default_config(image_size: int = 8, **kwargs) -> PikeLPNConfig:
@@ -144,14 +152,30 @@ class PikeLPN(nn.Sequential):
         def weights(bits: int, scheme: str) -> WeightQuantizer | None:
             if not quantized:
                 return None
-            return WeightQuantizer(bits, scheme, c.estimator, c.double_quant, c.scale_format,
-                                   c.scale_bits, c.clip_sigmas)
+            return WeightQuantizer(
+                bits,
+                scheme,
+                c.estimator,
+                c.double_quant,
+                c.scale_format,
+                c.scale_bits,
+                c.clip_sigmas,
+            )
 
         def conv(c_in, c_out, k, stride, bits, scheme, groups=1) -> PikeConv2d:
-            return PikeConv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups,
-                              weight_quantizer=weights(bits, scheme),
-                              input_bits=bits if quantized else None, double_quant=c.double_quant,
-                              scale_format=c.scale_format, scale_bits=c.scale_bits)
+            return PikeConv2d(
+                c_in,
+                c_out,
+                k,
+                stride=stride,
+                padding=k // 2,
+                groups=groups,
+                weight_quantizer=weights(bits, scheme),
+                input_bits=bits if quantized else None,
+                double_quant=c.double_quant,
+                scale_format=c.scale_format,
+                scale_bits=c.scale_bits,
+            )
 
         def norm(channels: int) -> nn.Module:
             if c.quantnorm:
@@ -159,15 +183,25 @@ class PikeLPN(nn.Sequential):
             return nn.BatchNorm2d(channels)
 
         def act() -> ActQuant:
-            return ActQuant(c.bits, c.alpha, True, c.estimator, c.double_quant, c.scale_format,
-                            c.scale_bits, integer_input=c.quantnorm)
+            return ActQuant(
+                c.bits,
+                c.alpha,
+                True,
+                c.estimator,
+                c.double_quant,
+                c.scale_format,
+                c.scale_bits,
+                integer_input=c.quantnorm,
+            )
 
         depthwise_scheme = "channel-max" if c.dhq else "tensor-max"
         pointwise_scheme = "channel-std" if c.dhq else "tensor-max"
         layers: dict[str, nn.Module] = {}
         if quantized:  # the image in [0, 1] onto an edge_bits grid
             layers["input_quant"] = ActQuant(c.edge_bits, 1.0, False, c.estimator)
-        layers["stem"] = conv(c.in_channels, c.widths[0], 3, c.stem_stride, c.edge_bits, "tensor-max")
+        layers["stem"] = conv(
+            c.in_channels, c.widths[0], 3, c.stem_stride, c.edge_bits, "tensor-max"
+        )
         layers["stem_norm"], layers["stem_act"] = norm(c.widths[0]), act()
         for i, stride in enumerate(c.strides, start=1):
             c_in, c_out = c.widths[i - 1], c.widths[i]
@@ -178,9 +212,14 @@ class PikeLPN(nn.Sequential):
         layers["pool"] = nn.AdaptiveAvgPool2d(1)
         layers["flatten"] = nn.Flatten()
         layers["classifier"] = PikeLinear(
-            c.widths[-1], c.num_classes, weight_quantizer=weights(c.edge_bits, "tensor-max"),
-            input_bits=c.edge_bits if quantized else None, double_quant=c.double_quant,
-            scale_format=c.scale_format, scale_bits=c.scale_bits)
+            c.widths[-1],
+            c.num_classes,
+            weight_quantizer=weights(c.edge_bits, "tensor-max"),
+            input_bits=c.edge_bits if quantized else None,
+            double_quant=c.double_quant,
+            scale_format=c.scale_format,
+            scale_bits=c.scale_bits,
+        )
         super().__init__(OrderedDict(layers))
         self.config = config
 
@@ -196,7 +235,11 @@ class PikeLPN(nn.Sequential):
 
     def separable_convs(self) -> dict[str, PikeConv2d]:
         """The depthwise and pointwise convs, by name."""
-        return {n: m for n, m in self.named_children() if isinstance(m, PikeConv2d) and n[:2] in ("dw", "pw")}
+        return {
+            n: m
+            for n, m in self.named_children()
+            if isinstance(m, PikeConv2d) and n[:2] in ("dw", "pw")
+        }
 
 
 def pikelpn_mobilenet(image_size: int = 8, **kwargs) -> PikeLPN:
@@ -207,7 +250,9 @@ def pikelpn_mobilenet(image_size: int = 8, **kwargs) -> PikeLPN:
 # --- cost ----------------------------------------------------------------------------------------
 
 
-def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2", float_bits: int = FLOAT_BITS) -> AceReport:
+def cost(
+    config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2", float_bits: int = FLOAT_BITS
+) -> AceReport:
     """``qatcore.cost.ace`` report of one inference (one image) of the network (built from ``config``),
     its unquantised operands priced at ``float_bits`` (16: bfloat16, as PokeBNN; 32: float32)."""
     model = config if isinstance(config, PikeLPN) else PikeLPN(config)
@@ -217,8 +262,13 @@ def cost(config: PikeLPNConfig | PikeLPN, cost_model: str = "acev2", float_bits:
 def cost_summary(report: AceReport) -> dict[str, float]:
     """ACE, ACEv2, energy (pJ) and the element-wise share of ACEv2, from one report."""
     totals = report.totals
-    return {"macs": totals["macs"], "ace": totals["ace"], "acev2": totals["acev2"],
-            "energy_pj": totals["energy_pj"], "elementwise_share": report.elementwise_share("acev2")}
+    return {
+        "macs": totals["macs"],
+        "ace": totals["ace"],
+        "acev2": totals["acev2"],
+        "energy_pj": totals["energy_pj"],
+        "elementwise_share": report.elementwise_share("acev2"),
+    }
 
 
 # --- weight distributions (what DHQ answers) -----------------------------------------------------
@@ -237,7 +287,9 @@ def _relative_error(w: torch.Tensor, quantized: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def distribution_table(model: PikeLPN, bits: int = 4, clip_sigmas: float = 3.0) -> list[dict[str, object]]:
+def distribution_table(
+    model: PikeLPN, bits: int = 4, clip_sigmas: float = 3.0
+) -> list[dict[str, object]]:
     """Per separable conv: shape statistics and the relative squared quantisation error
     ``‖Q(w) − w‖²/‖w‖²`` of each weight scheme at ``bits`` — why one scheme does not fit both."""
     rows = []
@@ -245,13 +297,17 @@ def distribution_table(model: PikeLPN, bits: int = 4, clip_sigmas: float = 3.0) 
         w = conv.weight.detach()
         per_channel = w.flatten(1).abs().amax(dim=1)
         row: dict[str, object] = {
-            "layer": name, "kind": "depthwise" if conv.depthwise else "pointwise",
-            "weights_per_channel": int(w[0].numel()), "kurtosis": weight_kurtosis(w),
+            "layer": name,
+            "kind": "depthwise" if conv.depthwise else "pointwise",
+            "weights_per_channel": int(w[0].numel()),
+            "kurtosis": weight_kurtosis(w),
             "channel_range_ratio": float(per_channel.max() / per_channel.min().clamp_min(1e-12)),
         }
         for scheme in ("tensor-max", "channel-max", "channel-std"):
             q = WeightQuantizer(bits, scheme, clip_sigmas=clip_sigmas)
-            row[scheme] = _relative_error(w, quantize_on_range(w, q.weight_range(w), bits, q.estimator))
+            row[scheme] = _relative_error(
+                w, quantize_on_range(w, q.weight_range(w), bits, q.estimator)
+            )
         rows.append(row)
     return rows
 
@@ -272,12 +328,21 @@ class LadderResult:
 
     def row(self) -> dict[str, object]:
         """Plain numbers for a table."""
-        return {"model": self.name, "label": self.config.label,
-                "test_accuracy": self.test_accuracy, **self.costs}
+        return {
+            "model": self.name,
+            "label": self.config.label,
+            "test_accuracy": self.test_accuracy,
+            **self.costs,
+        }
 
 
-def train_pikelpn(config: PikeLPNConfig, data: Dataset, train_config: TrainConfig,
-                  seed: int = 0, progress: bool | None = None) -> tuple[PikeLPN, TrainResult]:
+def train_pikelpn(
+    config: PikeLPNConfig,
+    data: Dataset,
+    train_config: TrainConfig,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[PikeLPN, TrainResult]:
     """A freshly seeded ``PikeLPN(config)`` trained on ``data``, and the run's record."""
     seed_everything(seed)
     model = PikeLPN(config)
@@ -285,22 +350,40 @@ def train_pikelpn(config: PikeLPNConfig, data: Dataset, train_config: TrainConfi
 
 
 def train_ladder(
-    data: Dataset, train_config: TrainConfig, configs: dict[str, PikeLPNConfig] | None = None,
-    seed: int = 0, progress: bool | None = None,
+    data: Dataset,
+    train_config: TrainConfig,
+    configs: dict[str, PikeLPNConfig] | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
 ) -> list[LadderResult]:
     """Train every configuration (default: ``ladder_configs`` for ``data``'s image size) from the same
     seed, on one thread whatever ``torch``'s setting (so a rerun with other threads gives the same numbers)."""
     if configs is None:
-        configs = ladder_configs(default_config(data.image_size, in_channels=int(data.x_train.shape[1]),
-                                                num_classes=data.num_classes))
+        configs = ladder_configs(
+            default_config(
+                data.image_size,
+                in_channels=int(data.x_train.shape[1]),
+                num_classes=data.num_classes,
+            )
+        )
     results = []
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the float sums, hence the runs, do not depend on the setting
+    torch.set_num_threads(
+        1
+    )  # one thread: the float sums, hence the runs, do not depend on the setting
     try:
         for name, config in configs.items():
             model, run = train_pikelpn(config, data, train_config, seed, progress)
-            results.append(LadderResult(name, config, run.test_accuracy, run.train_accuracy,
-                                        cost_summary(cost(config)), model))
+            results.append(
+                LadderResult(
+                    name,
+                    config,
+                    run.test_accuracy,
+                    run.train_accuracy,
+                    cost_summary(cost(config)),
+                    model,
+                )
+            )
     finally:
         torch.set_num_threads(threads)
     return results
@@ -315,20 +398,33 @@ def ace_reduction(results: Iterable[LadderResult], reference: str, final: str) -
     return by_name[reference].costs["acev2"] / by_name[final].costs["acev2"]
 
 
-def paired_differences(accuracies: Mapping[str, Sequence[float]], points: bool = True) -> dict[str, MeanSd]:
+def paired_differences(
+    accuracies: Mapping[str, Sequence[float]], points: bool = True
+) -> dict[str, MeanSd]:
     """For each rung after the first two (float, then the quantised baseline), the mean and sd over
     seeds of its accuracy minus the rung before it, seed by seed (in points when ``points``)."""
     names = list(accuracies)
     lengths = {len(values) for values in accuracies.values()}
     if len(lengths) != 1:
-        raise ValueError(f"accuracies must hold the same number of seeds for every rung, got {sorted(lengths)}")
+        raise ValueError(
+            f"accuracies must hold the same number of seeds for every rung, got {sorted(lengths)}"
+        )
     scale = 100.0 if points else 1.0
-    return {after: MeanSd.of([scale * (a - b) for a, b in zip(accuracies[after], accuracies[before], strict=True)])
-            for before, after in zip(names[1:], names[2:], strict=False)}
+    return {
+        after: MeanSd.of(
+            [scale * (a - b) for a, b in zip(accuracies[after], accuracies[before], strict=True)]
+        )
+        for before, after in zip(names[1:], names[2:], strict=False)
+    }
 
 
-def seed_study(data: Dataset, train_config: TrainConfig, configs: dict[str, PikeLPNConfig],
-               seeds: Iterable[int], progress: bool | None = False) -> dict[str, list[float]]:
+def seed_study(
+    data: Dataset,
+    train_config: TrainConfig,
+    configs: dict[str, PikeLPNConfig],
+    seeds: Iterable[int],
+    progress: bool | None = False,
+) -> dict[str, list[float]]:
     """Test accuracy of every configuration for each seed (``train_ladder`` once per seed; the
     training configuration's own seed follows it)."""
     accuracies: dict[str, list[float]] = {name: [] for name in configs}
@@ -339,9 +435,20 @@ def seed_study(data: Dataset, train_config: TrainConfig, configs: dict[str, Pike
     return accuracies
 
 
-def ladder_table(accuracies: Mapping[str, Sequence[float]], costs: Mapping[str, Mapping[str, float]]) -> list[dict]:
+def ladder_table(
+    accuracies: Mapping[str, Sequence[float]], costs: Mapping[str, Mapping[str, float]]
+) -> list[dict]:
     """One row per rung: mean and sd of its test accuracy over seeds, the paired difference from the
     rung before (``MeanSd`` in points, ``None`` for the first two rungs) and its costs."""
     steps = paired_differences(accuracies)
-    return [{"model": name, "test_accuracy": MeanSd.of(values).mean, "test_accuracy_sd": MeanSd.of(values).sd,
-             "seeds": len(values), "step": steps.get(name), **costs[name]} for name, values in accuracies.items()]
+    return [
+        {
+            "model": name,
+            "test_accuracy": MeanSd.of(values).mean,
+            "test_accuracy_sd": MeanSd.of(values).sd,
+            "seeds": len(values),
+            "step": steps.get(name),
+            **costs[name],
+        }
+        for name, values in accuracies.items()
+    ]

@@ -63,7 +63,9 @@ def check_optional_bits(name: str, bits: object) -> int | None:
     try:
         return check_bits(bits)
     except ValueError:
-        raise ValueError(f"{name} must be None (float) or an int from 1 to 16, got {bits!r}") from None
+        raise ValueError(
+            f"{name} must be None (float) or an int from 1 to 16, got {bits!r}"
+        ) from None
 
 
 # --- Double Quantization -------------------------------------------------------------------------
@@ -180,7 +182,9 @@ class WeightQuantizer(nn.Module):
             m = per_channel.reshape(-1, *[1] * (w.dim() - 1))
         m = torch.clamp(m, min=torch.finfo(w.dtype).tiny * 2**self.bits)
         if self.double_quant:
-            scale = double_quantize_scale(scale_of(m, self.bits), self.scale_format, self.scale_bits)
+            scale = double_quantize_scale(
+                scale_of(m, self.bits), self.scale_format, self.scale_bits
+            )
             m = range_of(scale, self.bits)
         return m
 
@@ -208,11 +212,19 @@ class CostedLayer:
 
     weight: nn.Parameter
 
-    def _setup(self, weight_quantizer: WeightQuantizer | None, input_bits: int | None,
-               double_quant: bool, scale_format: ScaleFormat, scale_bits: int) -> None:
+    def _setup(
+        self,
+        weight_quantizer: WeightQuantizer | None,
+        input_bits: int | None,
+        double_quant: bool,
+        scale_format: ScaleFormat,
+        scale_bits: int,
+    ) -> None:
         if weight_quantizer is not None and not isinstance(weight_quantizer, WeightQuantizer):
-            raise TypeError("weight_quantizer must be a WeightQuantizer or None, "
-                            f"got {type(weight_quantizer).__name__}")
+            raise TypeError(
+                "weight_quantizer must be a WeightQuantizer or None, "
+                f"got {type(weight_quantizer).__name__}"
+            )
         self.weight_quantizer = weight_quantizer
         self.weight_bits = None if weight_quantizer is None else weight_quantizer.bits
         self.input_bits = None if input_bits is None else check_bits(input_bits)
@@ -226,25 +238,41 @@ class CostedLayer:
 
     def ace_operations(self, inputs, output, name: str) -> list[Operation]:
         n_out, n_in = output.numel(), inputs[0].numel()
-        ops = [Operation(name, "mac", n_out * self.weight[0].numel(),
-                         (self.weight_bits, self.input_bits), "mac")]
+        ops = [
+            Operation(
+                name,
+                "mac",
+                n_out * self.weight[0].numel(),
+                (self.weight_bits, self.input_bits),
+                "mac",
+            )
+        ]
         if getattr(self, "bias", None) is not None:
             ops.append(Operation(name, "add", n_out, (ACCUMULATOR_BITS, ACCUMULATOR_BITS), "bias"))
         if self.weight_bits is not None:
-            ops += scaling_operations(name, n_out, "rescale", self.double_quant, self.scale_format,
-                                      self.scale_bits)
+            ops += scaling_operations(
+                name, n_out, "rescale", self.double_quant, self.scale_format, self.scale_bits
+            )
         if self.input_bits is not None:
-            ops += scaling_operations(name, n_in, "quantise", self.double_quant, self.scale_format,
-                                      self.scale_bits)
+            ops += scaling_operations(
+                name, n_in, "quantise", self.double_quant, self.scale_format, self.scale_bits
+            )
         return ops
 
 
 class PikeConv2d(CostedLayer, nn.Conv2d):
     """``nn.Conv2d`` (no bias by default) with a quantised kernel and a quantised input."""
 
-    def __init__(self, *args, weight_quantizer: WeightQuantizer | None = None,
-                 input_bits: int | None = None, double_quant: bool = False,
-                 scale_format: ScaleFormat = "pow2", scale_bits: int = 4, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        weight_quantizer: WeightQuantizer | None = None,
+        input_bits: int | None = None,
+        double_quant: bool = False,
+        scale_format: ScaleFormat = "pow2",
+        scale_bits: int = 4,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("bias", False)
         super().__init__(*args, **kwargs)
         self._setup(weight_quantizer, input_bits, double_quant, scale_format, scale_bits)
@@ -261,9 +289,16 @@ class PikeConv2d(CostedLayer, nn.Conv2d):
 class PikeLinear(CostedLayer, nn.Linear):
     """``nn.Linear`` counterpart of ``PikeConv2d``."""
 
-    def __init__(self, *args, weight_quantizer: WeightQuantizer | None = None,
-                 input_bits: int | None = None, double_quant: bool = False,
-                 scale_format: ScaleFormat = "pow2", scale_bits: int = 4, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        weight_quantizer: WeightQuantizer | None = None,
+        input_bits: int | None = None,
+        double_quant: bool = False,
+        scale_format: ScaleFormat = "pow2",
+        scale_bits: int = 4,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._setup(weight_quantizer, input_bits, double_quant, scale_format, scale_bits)
 
@@ -321,12 +356,16 @@ class QuantNorm(nn.Module):
 
         return fixed_point(a, self.norm_bits), fixed_point(b, self.bias_bits)
 
-    def quantized_affine(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def quantized_affine(
+        self, mean: torch.Tensor, var: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Q(a), Q(b))``: what the layer multiplies and adds."""
         a, b = self.folded(mean, var)
         m_a, m_b = self.ranges(a, b)
-        return (quantize_on_range(a, m_a, self.norm_bits, self.estimator),
-                quantize_on_range(b, m_b, self.bias_bits, self.estimator))
+        return (
+            quantize_on_range(a, m_a, self.norm_bits, self.estimator),
+            quantize_on_range(b, m_b, self.bias_bits, self.estimator),
+        )
 
     def quantization_error_bound(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode bound on ``|QuantNorm(x) − BN(x)|`` per element: ``|x|·s_a + s_b``."""
@@ -352,13 +391,17 @@ class QuantNorm(nn.Module):
 
     def ace_operations(self, inputs, output, name: str) -> list[Operation]:
         n = output.numel()
-        return [Operation(name, "mul", n, (ACCUMULATOR_BITS, self.norm_bits), "batch norm"),
-                Operation(name, "add", n, (ACCUMULATOR_BITS, self.bias_bits), "batch norm"),
-                Operation(name, "shift", n, (ACCUMULATOR_BITS,), "batch norm")]
+        return [
+            Operation(name, "mul", n, (ACCUMULATOR_BITS, self.norm_bits), "batch norm"),
+            Operation(name, "add", n, (ACCUMULATOR_BITS, self.bias_bits), "batch norm"),
+            Operation(name, "shift", n, (ACCUMULATOR_BITS,), "batch norm"),
+        ]
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, norm_bits={self.norm_bits}, bias_bits={self.bias_bits}, "
-                f"estimator={self.estimator.name}")
+        return (
+            f"{self.num_features}, norm_bits={self.norm_bits}, bias_bits={self.bias_bits}, "
+            f"estimator={self.estimator.name}"
+        )
 
 
 class ActQuant(nn.Module):
@@ -401,8 +444,12 @@ class ActQuant(nn.Module):
         alpha = torch.clamp(self.alpha, min=1e-3)
         if not self.double_quant or self.bits is None:
             return alpha
-        step = double_quantize_scale(alpha.detach() / (2**self.bits - 1), self.scale_format,
-                                     self.scale_bits, rounding="round")
+        step = double_quantize_scale(
+            alpha.detach() / (2**self.bits - 1),
+            self.scale_format,
+            self.scale_bits,
+            rounding="round",
+        )
         return alpha + (step * (2**self.bits - 1) - alpha).detach()
 
     def step(self) -> torch.Tensor:

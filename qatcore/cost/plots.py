@@ -28,12 +28,23 @@ def draw_layer_breakdown(axis, report: AceReport, model: str = "acev2", title: s
     bottom = [0.0] * len(labels)
     for role in roles:
         heights = [groups[label].get(role, 0.0) for label in labels]
-        axis.bar(range(len(labels)), heights, bottom=bottom, color=colour(OPERATIONS, role), label=role, width=0.8)
+        axis.bar(
+            range(len(labels)),
+            heights,
+            bottom=bottom,
+            color=colour(OPERATIONS, role),
+            label=role,
+            width=0.8,
+        )
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     axis.set_ylabel(model)
-    axis.set_title(title or f"{model} per layer: {100 * report.elementwise_share(model):.1f}% element-wise")
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, hiding none
+    axis.set_title(
+        title or f"{model} per layer: {100 * report.elementwise_share(model):.1f}% element-wise"
+    )
+    axis.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
+    )  # beside the bars, hiding none
 
 
 def plot_layer_breakdown(report: AceReport, model: str = "acev2", title: str = "") -> Figure:
@@ -50,7 +61,12 @@ def plot_acev2_breakdown(reports: Mapping[str, AceReport], model: str = "acev2")
     axes = fig.subplots(len(reports), 1, sharey=True, squeeze=False)[:, 0]
     for axis, (name, report) in zip(axes, reports.items(), strict=True):
         share = 100 * report.elementwise_share(model)
-        draw_layer_breakdown(axis, report, model, f"{name}: {model} {report.totals[model]:.3g}, {share:.1f}% element-wise")
+        draw_layer_breakdown(
+            axis,
+            report,
+            model,
+            f"{name}: {model} {report.totals[model]:.3g}, {share:.1f}% element-wise",
+        )
     return fig
 
 
@@ -64,14 +80,25 @@ def plot_ace_vs_acev2(rows: Sequence[Mapping[str, Any]]) -> Figure:
     for axis, metric in zip(axes, ("ace", "acev2"), strict=True):
         for name, own in models.items():
             for mode, marker in (("float", "o"), ("quantised", "^")):
-                chosen = [row for row in rows if row["model"] == name and row["elementwise"] == mode]
-                axis.plot([row[metric] for row in chosen], [row["energy_pj"] / 1e6 for row in chosen], marker,
-                          color=own, ls="-", lw=0.8, ms=5,
-                          label=f"{name}, element-wise {mode}" if metric == "ace" else None)
+                chosen = [
+                    row for row in rows if row["model"] == name and row["elementwise"] == mode
+                ]
+                axis.plot(
+                    [row[metric] for row in chosen],
+                    [row["energy_pj"] / 1e6 for row in chosen],
+                    marker,
+                    color=own,
+                    ls="-",
+                    lw=0.8,
+                    ms=5,
+                    label=f"{name}, element-wise {mode}" if metric == "ace" else None,
+                )
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel(metric.upper().replace("V2", "v2"))
-        axis.set_title(f"{metric.upper().replace('V2', 'v2')} vs energy: Spearman ρ = {rho[metric]:.3f}")
+        axis.set_title(
+            f"{metric.upper().replace('V2', 'v2')} vs energy: Spearman ρ = {rho[metric]:.3f}"
+        )
     axes[0].set_ylabel("energy, 45 nm (µJ)")
     fig.legend(fontsize=7, loc="outside right center")
     return fig
@@ -83,8 +110,14 @@ def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
     fig = Figure(figsize=(11, 3.8), layout="constrained")
     pooled, ranges = fig.subplots(1, 2)
     for kind, own in CONVOLUTIONS.items():
-        pooled.hist(weights[kind].numpy(), bins=bins, density=True, alpha=0.55, color=own,
-                    label=f"{kind} ({weights[kind].numel()} weights)")
+        pooled.hist(
+            weights[kind].numpy(),
+            bins=bins,
+            density=True,
+            alpha=0.55,
+            color=own,
+            label=f"{kind} ({weights[kind].numel()} weights)",
+        )
     pooled.set_xlabel("latent weight w")
     pooled.set_ylabel("density")
     pooled.set_title("all separable kernels, pooled")
@@ -92,8 +125,14 @@ def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
     for position, conv in enumerate(model.separable_convs().values()):
         per_channel = conv.weight.detach().flatten(1).abs().amax(dim=1).numpy()
         kind = "depthwise" if conv.depthwise else "pointwise"
-        ranges.scatter([position] * len(per_channel), per_channel, s=8, alpha=0.6, color=CONVOLUTIONS[kind],
-                       label=kind if kind not in ranges.get_legend_handles_labels()[1] else None)
+        ranges.scatter(
+            [position] * len(per_channel),
+            per_channel,
+            s=8,
+            alpha=0.6,
+            color=CONVOLUTIONS[kind],
+            label=kind if kind not in ranges.get_legend_handles_labels()[1] else None,
+        )
     names = list(model.separable_convs())
     ranges.set_xticks(range(len(names)), names)
     ranges.set_yscale("log")
@@ -103,7 +142,13 @@ def plot_weight_distributions(model: PikeLPN, bins: int = 60) -> Figure:
     return fig
 
 
-COST_LABELS = {"ace": "ACE", "acev2": "ACEv2", "sops": "sops", "energy_pj": "energy (pJ)", "macs": "MACs"}
+COST_LABELS = {
+    "ace": "ACE",
+    "acev2": "ACEv2",
+    "sops": "sops",
+    "energy_pj": "energy (pJ)",
+    "macs": "MACs",
+}
 
 
 def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
@@ -111,8 +156,13 @@ def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
     (log scale) per model; the models on the Pareto front (nothing cheaper is as accurate) ringed."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     axis = fig.subplots()
-    points = sorted(((r[cost], 100 * r["test_accuracy"], 100 * r.get("test_accuracy_sd", 0.0), r["model"])
-                     for r in rows), key=lambda p: (p[0], -p[1]))  # at equal cost, the most accurate first
+    points = sorted(
+        (
+            (r[cost], 100 * r["test_accuracy"], 100 * r.get("test_accuracy_sd", 0.0), r["model"])
+            for r in rows
+        ),
+        key=lambda p: (p[0], -p[1]),
+    )  # at equal cost, the most accurate first
     own = colours((name for *_, name in points), LADDER)
     for x, y, sd, name in points:
         axis.errorbar(x, y, yerr=sd or None, fmt="o", color=own[name], capsize=3, zorder=3)
@@ -123,13 +173,18 @@ def plot_pareto(rows: Sequence[dict], cost: str = "acev2") -> Figure:
             front.append((x, y))
             best = y
     xs, ys = zip(*front, strict=True)
-    label = "Pareto front" + (" (one model: the cheapest is also the most accurate)" if len(front) == 1 else "")
+    label = "Pareto front" + (
+        " (one model: the cheapest is also the most accurate)" if len(front) == 1 else ""
+    )
     axis.scatter(xs, ys, s=160, facecolors="none", edgecolors="grey", zorder=4, label=label)
     if len(front) > 1:
         axis.plot(xs, ys, color="grey", lw=1, ls="--", zorder=2)
     axis.set_xscale("log")
     axis.set_xlabel(f"{COST_LABELS.get(cost, cost)} per image")
-    axis.set_ylabel("test accuracy (%)" + (", mean ± sd over seeds" if any("test_accuracy_sd" in r for r in rows) else ""))
+    axis.set_ylabel(
+        "test accuracy (%)"
+        + (", mean ± sd over seeds" if any("test_accuracy_sd" in r for r in rows) else "")
+    )
     axis.legend(loc="lower right", fontsize=8)
     return fig
 
@@ -146,7 +201,13 @@ def plot_cost_breakdown(report: AceReport, cost: str = "acev2", title: str = "")
     axis = fig.subplots()
     bottom = [0.0] * len(layers)
     for role in roles:
-        axis.bar(range(len(layers)), totals[role], bottom=bottom, color=colour(OPERATIONS, role), label=role)
+        axis.bar(
+            range(len(layers)),
+            totals[role],
+            bottom=bottom,
+            color=colour(OPERATIONS, role),
+            label=role,
+        )
         bottom = [b + t for b, t in zip(bottom, totals[role], strict=True)]
     axis.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
     axis.set_ylabel(f"{cost} per image")

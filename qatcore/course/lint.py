@@ -13,7 +13,13 @@ from pathlib import Path
 
 import nbformat
 
-KNOWN_TAGS = {"parameters", "injected-parameters", "nbval-ignore-output", "nbval-skip", "raises-exception"}
+KNOWN_TAGS = {
+    "parameters",
+    "injected-parameters",
+    "nbval-ignore-output",
+    "nbval-skip",
+    "raises-exception",
+}
 
 
 def problems(path: Path) -> list[str]:
@@ -30,15 +36,20 @@ def problems(path: Path) -> list[str]:
             found.append(f"{where} has an NBVAL comment: use the cell tag instead")
         unknown = set(cell.metadata.get("tags", [])) - KNOWN_TAGS
         if unknown:
-            found.append(f"{where} has unknown tags {sorted(unknown)} (known: {sorted(KNOWN_TAGS)})")
-        if any(o.get("output_type") == "error" for o in cell.outputs) and \
-                "raises-exception" not in cell.metadata.get("tags", []):
+            found.append(
+                f"{where} has unknown tags {sorted(unknown)} (known: {sorted(KNOWN_TAGS)})"
+            )
+        if any(
+            o.get("output_type") == "error" for o in cell.outputs
+        ) and "raises-exception" not in cell.metadata.get("tags", []):
             found.append(f"{where} stored an error")
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)] or sorted(Path("notebooks").glob("*.ipynb"))
+    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)] or sorted(
+        Path("notebooks").glob("*.ipynb")
+    )
     found = [line for path in paths for line in problems(path)]
     for line in found:
         print(line, file=sys.stderr)

@@ -49,13 +49,22 @@ def check(name: str, passed: bool, detail: str = "") -> None:
     elif strict_checks():
         raise CheckFailed(f"✘ FAILED: {line}")
     else:
-        print(f"⚠ no longer holds: {line}\n   This claim was checked at the notebook's default settings. "
-              "Which setting you changed, and why it breaks the claim, is the interesting part: "
-              "compare the numbers above with a run at the defaults.")
+        print(
+            f"⚠ no longer holds: {line}\n   This claim was checked at the notebook's default settings. "
+            "Which setting you changed, and why it breaks the claim, is the interesting part: "
+            "compare the numbers above with a run at the defaults."
+        )
 
 
-def headline(name: str, value: float | str, *, paper: str = "", source: str = "", threshold: str = "",
-             digits: int = 3) -> None:
+def headline(
+    name: str,
+    value: float | str,
+    *,
+    paper: str = "",
+    source: str = "",
+    threshold: str = "",
+    digits: int = 3,
+) -> None:
     """Print a measured number (rounded to ``digits``) and record it.
 
     ``paper`` is the claim as a paper states it, quoted, and ``source`` where it says so (paper and
@@ -63,11 +72,23 @@ def headline(name: str, value: float | str, *, paper: str = "", source: str = ""
     the number. They are kept apart, so a reader never takes our bar for the paper's words.
     """
     if paper and not source:
-        raise ValueError(f"headline {name!r}: a paper claim needs its source (paper and section, or file)")
+        raise ValueError(
+            f"headline {name!r}: a paper claim needs its source (paper and section, or file)"
+        )
     shown = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-    _record({"kind": "headline", "name": name, "value": shown, "paper": paper, "source": source,
-             "threshold": threshold})
-    notes = ([f"our bar: {threshold}"] if threshold else []) + ([f"paper: {paper} [{source}]"] if paper else [])
+    _record(
+        {
+            "kind": "headline",
+            "name": name,
+            "value": shown,
+            "paper": paper,
+            "source": source,
+            "threshold": threshold,
+        }
+    )
+    notes = ([f"our bar: {threshold}"] if threshold else []) + (
+        [f"paper: {paper} [{source}]"] if paper else []
+    )
     print(f"● {name}: {shown}" + (f"   ({'; '.join(notes)})" if notes else ""))
 
 

@@ -54,15 +54,20 @@ class ReproduceReport:
 
     def to_markdown(self) -> str:
         """One row per check and number: result, our threshold, and the paper's claim with its source."""
-        lines = ["| notebook | kind | what | result | our threshold | paper (source) |", "|---|---|---|---|---|---|"]
+        lines = [
+            "| notebook | kind | what | result | our threshold | paper (source) |",
+            "|---|---|---|---|---|---|",
+        ]
         for e in self.entries:
             if e["kind"] == "check":
                 result = "pass" if e["passed"] else "FAIL"
                 lines.append(f"| {e['notebook']} | check | {e['name']} | {result} | | |")
             else:
                 paper = f"{e['paper']} ({e['source']})" if e.get("paper") else ""
-                lines.append(f"| {e['notebook']} | number | {e['name']} | {e['value']} | {e.get('threshold', '')} "
-                             f"| {paper} |")
+                lines.append(
+                    f"| {e['notebook']} | number | {e['name']} | {e['value']} | {e.get('threshold', '')} "
+                    f"| {paper} |"
+                )
         for r in self.runs:
             status = f"ERROR: {r.error}" if r.error else f"ran in {r.seconds:.0f} s"
             lines.append(f"| {r.name} | notebook | executed | {status} | | |")
@@ -78,13 +83,18 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> list[str]:
     """Reassign, after the cell tagged ``parameters``, the ``parameters`` that cell assigns; return their names."""
     for index, cell in enumerate(nb.cells):
         if "parameters" in cell.metadata.get("tags", []):
-            assigned = set(re.findall(r"^(\w+(?:\s*,\s*\w+)*)\s*=", cell.source, flags=re.MULTILINE))
+            assigned = set(
+                re.findall(r"^(\w+(?:\s*,\s*\w+)*)\s*=", cell.source, flags=re.MULTILINE)
+            )
             names = {name.strip() for group in assigned for name in group.split(",")}
             chosen = [name for name in parameters if name in names]
             if chosen:
                 source = "# injected by qatcore reproduce\n" + "".join(
-                    f"{name} = {parameters[name]!r}\n" for name in chosen)
-                injected = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+                    f"{name} = {parameters[name]!r}\n" for name in chosen
+                )
+                injected = nbformat.v4.new_code_cell(
+                    source, metadata={"tags": ["injected-parameters"]}
+                )
                 nb.cells.insert(index + 1, injected)
             return chosen
     return []
@@ -99,14 +109,18 @@ class _CurrentEnvironmentKernels(KernelSpecManager):
 
     def get_kernel_spec(self, kernel_name):
         if kernel_name == CURRENT_ENV_KERNEL:
-            return self.kernel_spec_class(resource_dir=ipykernel.kernelspec.RESOURCES,
-                                          **ipykernel.kernelspec.get_kernel_dict())
+            return self.kernel_spec_class(
+                resource_dir=ipykernel.kernelspec.RESOURCES,
+                **ipykernel.kernelspec.get_kernel_dict(),
+            )
         return super().get_kernel_spec(kernel_name)
 
 
 def current_environment_kernel() -> KernelManager:
     """A kernel manager that starts ipykernel with ``sys.executable`` (the running interpreter)."""
-    return KernelManager(kernel_name=CURRENT_ENV_KERNEL, kernel_spec_manager=_CurrentEnvironmentKernels())
+    return KernelManager(
+        kernel_name=CURRENT_ENV_KERNEL, kernel_spec_manager=_CurrentEnvironmentKernels()
+    )
 
 
 @contextmanager
@@ -143,7 +157,9 @@ def reproduce(
     checks warn instead of stopping a notebook (for runs at other settings, e.g. ``QUICK_PARAMETERS``).
     """
     if parameters and inplace:
-        raise ValueError("parameters cannot be combined with inplace: the committed notebooks keep the default run")
+        raise ValueError(
+            "parameters cannot be combined with inplace: the committed notebooks keep the default run"
+        )
     paths = sorted(Path(notebooks).glob(f"{only}*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"no notebooks ({only}*.ipynb) found in {notebooks}")
@@ -154,7 +170,9 @@ def reproduce(
     report = ReproduceReport()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:  # no timestamps: a rerun changes a notebook only where its outputs change
+        for (
+            cell
+        ) in nb.cells:  # no timestamps: a rerun changes a notebook only where its outputs change
             cell.metadata.pop("execution", None)
         inject_parameters(nb, parameters or {})
         started = time.monotonic()
@@ -171,14 +189,19 @@ def reproduce(
         ):
             kernel = current_environment_kernel()
             client = NotebookClient(
-                nb, km=kernel, timeout=timeout, record_timing=False,
+                nb,
+                km=kernel,
+                timeout=timeout,
+                record_timing=False,
                 resources={"metadata": {"path": str(path.parent)}},
             )
             try:  # the kernel's own log (start-up warnings, shutdown) goes to a file beside the copy
                 with open(build / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log:
                     client.execute(stdout=log, stderr=log)
             except CellExecutionError as exc:
-                error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                error = (
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                )
             finally:
                 if kernel.has_kernel:
                     kernel.shutdown_kernel(now=True)

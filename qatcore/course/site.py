@@ -16,8 +16,10 @@ from pathlib import Path
 import nbformat
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_NOTE = ("*This is an interactive widget: open the notebook in JupyterLab (`make lab`) to move it."
-               " The page shows the state it was last drawn in.*")
+WIDGET_NOTE = (
+    "*This is an interactive widget: open the notebook in JupyterLab (`make lab`) to move it."
+    " The page shows the state it was last drawn in.*"
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -26,10 +28,14 @@ def static_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     nb = nbformat.from_dict(nb)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
-        if cell.cell_type != "code" or not any(WIDGET_VIEW in o.get("data", {}) for o in cell.outputs):
+        if cell.cell_type != "code" or not any(
+            WIDGET_VIEW in o.get("data", {}) for o in cell.outputs
+        ):
             continue
         kept = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
-        note = nbformat.v4.new_output("display_data", data={"text/markdown": WIDGET_NOTE, "text/plain": WIDGET_NOTE})
+        note = nbformat.v4.new_output(
+            "display_data", data={"text/markdown": WIDGET_NOTE, "text/plain": WIDGET_NOTE}
+        )
         cell.outputs = [note, *kept]
     return nb
 
@@ -38,7 +44,12 @@ def gallery_page(figures: Path) -> str:
     """A Markdown page showing every PNG in ``figures`` under its file name."""
     lines = ["# Figure gallery", "", "Every figure `make reproduce` writes, as committed.", ""]
     for figure in sorted(figures.glob("*.png")):
-        lines += [f"## {figure.stem.replace('_', ' ')}", "", f"![{figure.stem}](figures/{figure.name})", ""]
+        lines += [
+            f"## {figure.stem.replace('_', ' ')}",
+            "",
+            f"![{figure.stem}](figures/{figure.name})",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -46,7 +57,15 @@ def api_page(modules: list[str]) -> str:
     """A Markdown page of autodoc directives, one section per module."""
     lines = ["# API reference", "", "Generated from the docstrings of the `qatcore` package.", ""]
     for module in modules:
-        lines += [f"## `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :members:", "```", ""]
+        lines += [
+            f"## `{module}`",
+            "",
+            "```{eval-rst}",
+            f".. automodule:: {module}",
+            "   :members:",
+            "```",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -69,7 +88,9 @@ def prepare(source: Path, root: Path = ROOT) -> Path:
     shutil.copytree(root / "docs", source)
     (source / "notebooks").mkdir()
     for path in sorted((root / "notebooks").glob("*.ipynb")):
-        nbformat.write(static_notebook(nbformat.read(path, as_version=4)), source / "notebooks" / path.name)
+        nbformat.write(
+            static_notebook(nbformat.read(path, as_version=4)), source / "notebooks" / path.name
+        )
     shutil.copytree(root / "figures", source / "figures")
     (source / "gallery.md").write_text(gallery_page(root / "figures"), encoding="utf-8")
     (source / "api.md").write_text(api_page(public_modules()), encoding="utf-8")
@@ -88,8 +109,12 @@ def build(out: Path = ROOT / "build" / "site", root: Path = ROOT) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qatcore.course.site", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="folder for the HTML site")
+    parser = argparse.ArgumentParser(
+        prog="python -m qatcore.course.site", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "build" / "site", help="folder for the HTML site"
+    )
     args = parser.parse_args(argv)
     try:
         out = build(args.out)

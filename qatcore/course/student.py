@@ -29,13 +29,21 @@ def _preprocessors():
 
 def graded_cells(nb: nbformat.NotebookNode) -> list[dict]:
     """The nbgrader metadata of every graded (autograder test) cell of ``nb``, in order."""
-    return [dict(c.metadata["nbgrader"]) for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")]
+    return [
+        dict(c.metadata["nbgrader"])
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+        and not c.metadata["nbgrader"].get("solution")
+    ]
 
 
 def solution_cells(nb: nbformat.NotebookNode) -> list[dict]:
     """The nbgrader metadata of every solution cell of ``nb``, in order."""
-    return [dict(c.metadata["nbgrader"]) for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    return [
+        dict(c.metadata["nbgrader"])
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    ]
 
 
 def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -50,7 +58,9 @@ def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def write_student_copies(out: Path, notebooks: Iterable[Path] | None = None) -> list[Path]:
     """Write the student copy of each notebook (default: every course notebook) to ``out``."""
-    paths = sorted(NOTEBOOKS.glob("0*.ipynb")) if notebooks is None else [Path(p) for p in notebooks]
+    paths = (
+        sorted(NOTEBOOKS.glob("0*.ipynb")) if notebooks is None else [Path(p) for p in notebooks]
+    )
     if not paths:
         raise ValueError(f"no notebooks found under {NOTEBOOKS}")
     out.mkdir(parents=True, exist_ok=True)
@@ -63,9 +73,15 @@ def write_student_copies(out: Path, notebooks: Iterable[Path] | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m qatcore.course.student", description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to copy (default: all of notebooks/)")
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "student", help="folder for the copies")
+    parser = argparse.ArgumentParser(
+        prog="python -m qatcore.course.student", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="notebooks to copy (default: all of notebooks/)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "build" / "student", help="folder for the copies"
+    )
     args = parser.parse_args(argv)
     for path in write_student_copies(args.out, args.notebooks or None):
         print(path)

@@ -36,7 +36,9 @@ RATIO = (3 / 4, 4 / 3)
 def class_folders(split_dir: Path) -> list[str]:
     """The class sub-folders of ``split_dir``, sorted; FileNotFoundError/ValueError when there are none."""
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"no folder {str(split_dir)!r}: expected ROOT/train/CLASS/IMAGE and ROOT/val/CLASS/IMAGE")
+        raise FileNotFoundError(
+            f"no folder {str(split_dir)!r}: expected ROOT/train/CLASS/IMAGE and ROOT/val/CLASS/IMAGE"
+        )
     classes = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
     if not classes:
         raise ValueError(f"{str(split_dir)!r} has no class sub-folders")
@@ -51,29 +53,49 @@ class ImageFolder(torch.utils.data.Dataset):
     the ``train`` split's folders) fixes the label of each folder name.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", train: bool | None = None,
-                 image_size: int = 224, resize: int | None = None, seed: int = 0,
-                 classes: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        train: bool | None = None,
+        image_size: int = 224,
+        resize: int | None = None,
+        seed: int = 0,
+        classes: list[str] | None = None,
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data_dir {str(self.root)!r} is not a folder")
         self.split = split
         self.train = split == "train" if train is None else train
         self.image_size = int_at_least("image_size", image_size, 8)
-        self.resize = round(image_size * 8 / 7) if resize is None else int_at_least("resize", resize, image_size)
+        self.resize = (
+            round(image_size * 8 / 7)
+            if resize is None
+            else int_at_least("resize", resize, image_size)
+        )
         self.seed = int_at_least("seed", seed, 0)
         self.epoch = 0
         self.classes = class_folders(self.root / "train") if classes is None else list(classes)
         found = class_folders(self.root / split)
         if found != self.classes:
-            extra, missing = sorted(set(found) - set(self.classes)), sorted(set(self.classes) - set(found))
-            raise ValueError(f"{split} classes differ from train's: extra {extra[:5]}, missing {missing[:5]}")
+            extra, missing = (
+                sorted(set(found) - set(self.classes)),
+                sorted(set(self.classes) - set(found)),
+            )
+            raise ValueError(
+                f"{split} classes differ from train's: extra {extra[:5]}, missing {missing[:5]}"
+            )
         self.samples = [
-            (path, label) for label, name in enumerate(self.classes)
-            for path in sorted((self.root / split / name).iterdir()) if path.suffix.lower() in EXTENSIONS
+            (path, label)
+            for label, name in enumerate(self.classes)
+            for path in sorted((self.root / split / name).iterdir())
+            if path.suffix.lower() in EXTENSIONS
         ]
         if not self.samples:
-            raise ValueError(f"{str(self.root / split)!r} holds no images ({', '.join(EXTENSIONS)})")
+            raise ValueError(
+                f"{str(self.root / split)!r} holds no images ({', '.join(EXTENSIONS)})"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the crops of ``epoch`` (call before each epoch's loader is iterated)."""
@@ -88,12 +110,17 @@ class ImageFolder(torch.utils.data.Dataset):
             image = image.convert("RGB")
         if self.train:
             rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-            image = image.resize((self.image_size,) * 2, Image.BILINEAR, box=random_resized_box(image.size, rng))
+            image = image.resize(
+                (self.image_size,) * 2, Image.BILINEAR, box=random_resized_box(image.size, rng)
+            )
             if rng.random() < 0.5:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
         else:
-            image = image.resize((self.image_size,) * 2, Image.BILINEAR,
-                                 box=centre_box(image.size, self.resize, self.image_size))
+            image = image.resize(
+                (self.image_size,) * 2,
+                Image.BILINEAR,
+                box=centre_box(image.size, self.resize, self.image_size),
+            )
         return to_tensor(image), label
 
 
@@ -110,7 +137,9 @@ def random_resized_box(size: tuple[int, int], rng: random.Random) -> tuple[int, 
             left, top = rng.randint(0, width - w), rng.randint(0, height - h)
             return left, top, left + w, top + h
     ratio = min(max(width / height, RATIO[0]), RATIO[1])
-    w, h = (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+    w, h = (
+        (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+    )
     w, h = min(w, width), min(h, height)
     left, top = (width - w) // 2, (height - h) // 2
     return left, top, left + w, top + h
@@ -130,21 +159,31 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return (pixels - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
 
 
-def write_synthetic_folder(root: str | os.PathLike, classes: int = 3, train_per_class: int = 8,
-                           val_per_class: int = 2, size: tuple[int, int] = (48, 40), seed: int = 0) -> Path:
+def write_synthetic_folder(
+    root: str | os.PathLike,
+    classes: int = 3,
+    train_per_class: int = 8,
+    val_per_class: int = 2,
+    size: tuple[int, int] = (48, 40),
+    seed: int = 0,
+) -> Path:
     """Write a tiny ImageNet-layout folder of JPEG noise images, one mean colour per class: for
     trying a config (and the tests) before the real data are at hand."""
     int_at_least("classes", classes, 2)
     rng = np.random.default_rng(seed)
     root = Path(root)
-    for split, count in (("train", int_at_least("train_per_class", train_per_class, 1)),
-                         ("val", int_at_least("val_per_class", val_per_class, 1))):
+    for split, count in (
+        ("train", int_at_least("train_per_class", train_per_class, 1)),
+        ("val", int_at_least("val_per_class", val_per_class, 1)),
+    ):
         for c in range(classes):
             folder = root / split / f"n{c:08d}"
             folder.mkdir(parents=True, exist_ok=True)
             colour = rng.uniform(40, 215, size=3)
             for i in range(count):
-                pixels = np.clip(colour + rng.normal(0, 40, size=(size[1], size[0], 3)), 0, 255).astype(np.uint8)
+                pixels = np.clip(
+                    colour + rng.normal(0, 40, size=(size[1], size[0], 3)), 0, 255
+                ).astype(np.uint8)
                 image = Image.fromarray(pixels)
                 if i == 0:  # ImageNet has some greyscale JPEGs too
                     image = image.convert("L")

@@ -40,7 +40,12 @@ NAMED_RUNS = AUTHORS_RUNS + OUR_RUNS
 #: the authors' ``lr_scaledown`` and ``epoch_scale_up_for_lr_scale_down`` (round_*/config.py)
 SCALEDOWN_LR, SCALEDOWN_EPOCHS = 0.1, 3
 #: the run of ``run_equivalence`` behind each named run that shares the main run's custom run
-_SHARED = {"main": "adjusted", "jitter": "jitter", "no_warp": "ablation", "ablation_ours": "ablation"}
+_SHARED = {
+    "main": "adjusted",
+    "jitter": "jitter",
+    "no_warp": "ablation",
+    "ablation_ours": "ablation",
+}
 #: our bar for the adjusted-vs-jitter claim: the adjusted pair's quantized weight agreement at
 #: least the jitter pair's minus 1 point, on the mean over seeds by two standard errors
 JITTER_BAR = -1.0
@@ -62,21 +67,30 @@ def check_runs(names: tuple[str, ...], optimizer: OptimizerConfig | str) -> None
     if not names or set(names) - set(allowed):
         raise ValueError(f"runs must be taken from {allowed}, got {names!r}")
     if not sgd and "no_warp" in names:
-        raise ValueError("runs: no_warp applies to SGD only (with Adam the main pair has neither M nor α)")
+        raise ValueError(
+            "runs: no_warp applies to SGD only (with Adam the main pair has neither M nor α)"
+        )
     if sgd and "ablation_ours" in names:
-        raise ValueError("runs: ablation_ours applies to Adam only (with SGD it is the authors' no_warp)")
+        raise ValueError(
+            "runs: ablation_ours applies to Adam only (with SGD it is the authors' no_warp)"
+        )
 
 
 def _pair(result: EquivalenceResult, name: str) -> dict:
     """One pair's settings, test accuracies and every metric, ours and the authors'."""
+
     def rounded(v: float) -> float:
         return round(v, 6) if math.isfinite(v) else v
 
     return {
-        "bits": result.config.bits, "lr": result.config.optimizer.lr, "epochs": result.config.epochs,
+        "bits": result.config.bits,
+        "lr": result.config.optimizer.lr,
+        "epochs": result.config.epochs,
         "alpha": None if math.isnan(result.alpha) else round(result.alpha, 6),
-        "test_accuracy": {"custom": round(result.runs["custom"].test_accuracy, 4),
-                          "other": round(result.runs[name].test_accuracy, 4)},
+        "test_accuracy": {
+            "custom": round(result.runs["custom"].test_accuracy, 4),
+            "other": round(result.runs[name].test_accuracy, 4),
+        },
         "ours": result.agreements[name].to_dict(),
         "authors": {k: rounded(v) for k, v in result.authors[name].items()},
     }
@@ -103,11 +117,16 @@ def run_named(
         pairs.update({n: _pair(result, _SHARED[n]) for n in shared})
     for name in (n for n in names if n not in _SHARED):
         if name == "scaledown":
-            changed = replace(config, optimizer=config.optimizer.scaled(SCALEDOWN_LR),
-                              epochs=config.epochs * SCALEDOWN_EPOCHS)
+            changed = replace(
+                config,
+                optimizer=config.optimizer.scaled(SCALEDOWN_LR),
+                epochs=config.epochs * SCALEDOWN_EPOCHS,
+            )
         else:
             changed = replace(config, bits=int(name.removeprefix("bits_")))
-        pairs[name] = _pair(run_equivalence(changed, data, progress, runs=("custom", "adjusted")), "adjusted")
+        pairs[name] = _pair(
+            run_equivalence(changed, data, progress, runs=("custom", "adjusted")), "adjusted"
+        )
     return {n: pairs[n] for n in names}
 
 
@@ -119,6 +138,7 @@ def _one_seed(args: tuple[EquivalenceConfig, tuple[str, ...] | None]) -> dict[st
 def summarize(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     """Each pair's metrics (ours and the authors') as ``{"mean", "sd", "n"}`` over seeds (the finite values;
     ``None`` where no seed gave one)."""
+
     def mean_sd(values: list[float]) -> dict | None:
         finite = [v for v in values if v is not None and math.isfinite(v)]
         if not finite:
@@ -130,20 +150,34 @@ def summarize(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     for name, first in per_seed[0].items():
         out[name] = {k: first[k] for k in ("bits", "lr", "epochs", "alpha")}
         for group in ("test_accuracy", "ours", "authors"):
-            out[name][group] = {k: mean_sd([seed[name][group][k] for seed in per_seed]) for k in first[group]}
+            out[name][group] = {
+                k: mean_sd([seed[name][group][k] for seed in per_seed]) for k in first[group]
+            }
     return out
 
 
 def jitter_claim(per_seed: list[dict[str, dict]]) -> dict:
     """Adjusted (main) minus jitter quantized weight agreement, in points, over seeds: its mean, sd,
     the lower bound mean − 2 standard errors, our bar ``JITTER_BAR`` and the margin by which it holds."""
-    gaps = MeanSd.of([100 * (s["main"]["ours"]["quantized_weight_agreement"]
-                            - s["jitter"]["ours"]["quantized_weight_agreement"]) for s in per_seed])
+    gaps = MeanSd.of(
+        [
+            100
+            * (
+                s["main"]["ours"]["quantized_weight_agreement"]
+                - s["jitter"]["ours"]["quantized_weight_agreement"]
+            )
+            for s in per_seed
+        ]
+    )
     return {
         "claim": "main-pair quantized weight agreement ≥ jitter pair's − 1 point, on the mean by 2 standard errors",
-        "mean": round(gaps.mean, 4), "sd": round(gaps.sd, 4), "n": gaps.n,
-        "lower": round(gaps.lower(), 4), "bar": JITTER_BAR,
-        "margin": round(gaps.lower() - JITTER_BAR, 4), "holds": gaps.lower() >= JITTER_BAR,
+        "mean": round(gaps.mean, 4),
+        "sd": round(gaps.sd, 4),
+        "n": gaps.n,
+        "lower": round(gaps.lower(), 4),
+        "bar": JITTER_BAR,
+        "margin": round(gaps.lower() - JITTER_BAR, 4),
+        "holds": gaps.lower() >= JITTER_BAR,
     }
 
 
@@ -173,17 +207,25 @@ def run_seeds(
         data = datasets.load(config.dataset, config.data_dir) if data is None else data
         per_seed = [run_named(c, names, data, progress) for c in configs]
     report = {
-        "estimator": config.estimator, "bits": config.bits, "optimizer": config.optimizer.name,
-        "lr": config.optimizer.lr, "epochs": config.epochs, "batch_size": config.batch_size,
-        "dataset": config.dataset, "seeds": [c.seed for c in configs],
-        "runs": summarize(per_seed), "per_seed": per_seed,
+        "estimator": config.estimator,
+        "bits": config.bits,
+        "optimizer": config.optimizer.name,
+        "lr": config.optimizer.lr,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "dataset": config.dataset,
+        "seeds": [c.seed for c in configs],
+        "runs": summarize(per_seed),
+        "per_seed": per_seed,
     }
     if {"main", "jitter"} <= set(names):
         report["adjusted_vs_jitter"] = jitter_claim(per_seed)
     return report
 
 
-def load_config(path: str | os.PathLike, **overrides) -> tuple[EquivalenceConfig, tuple[str, ...] | None, int]:
+def load_config(
+    path: str | os.PathLike, **overrides
+) -> tuple[EquivalenceConfig, tuple[str, ...] | None, int]:
     """A TOML experiment (``configs/paper_mnist_*.toml``, read by ``read_settings``): the ``EquivalenceConfig``,
     plus ``runs`` (names) and ``seeds``; ``overrides`` not ``None`` take precedence. Returns (config, runs, seeds)."""
     values = read_settings(path, EquivalenceConfig, ("runs", "seeds"), **overrides)

@@ -81,7 +81,11 @@ class Parameter:
             bad = not (math.isfinite(value) and low_ok and high_ok)
         if bad:
             low = f"> {self.lower:g}" if self.lower_open else f">= {self.lower:g}"
-            high = "" if math.isinf(self.upper) else f" and {'<' if self.upper_open else '<='} {self.upper:g}"
+            high = (
+                ""
+                if math.isinf(self.upper)
+                else f" and {'<' if self.upper_open else '<='} {self.upper:g}"
+            )
             raise ValueError(f"{self.name} must be a number {low}{high}, got {value!r}")
         return value
 
@@ -114,9 +118,11 @@ class Definition:
 
 def without_reciprocal_hyperbolics(expr: sp.Expr) -> sp.Expr:
     """sech, csch, coth as cosh/sinh: the torch and numpy printers know only the latter."""
-    return expr.replace(sp.sech, lambda a: 1 / sp.cosh(a)).replace(
-        sp.csch, lambda a: 1 / sp.sinh(a)
-    ).replace(sp.coth, lambda a: sp.cosh(a) / sp.sinh(a))
+    return (
+        expr.replace(sp.sech, lambda a: 1 / sp.cosh(a))
+        .replace(sp.csch, lambda a: 1 / sp.sinh(a))
+        .replace(sp.coth, lambda a: sp.cosh(a) / sp.sinh(a))
+    )
 
 
 def _complex_log(x):
@@ -250,7 +256,9 @@ class Estimator:
         grid = np.linspace(-delta / 2, delta / 2, points)
         signs = [(1.0,), (-1.0,)] if self.depends_on_gradient_sign else [()]
         values = [
-            np.broadcast_to(derive(self.definition).derivative_numpy(grid, delta, m, *params, *s), grid.shape)
+            np.broadcast_to(
+                derive(self.definition).derivative_numpy(grid, delta, m, *params, *s), grid.shape
+            )
             for s in signs
         ]
         return grid, np.stack(values)
@@ -314,7 +322,9 @@ class Estimator:
         centre = bin_centre(bin_index(w64[inside], bits, m), bits, m)
         offset = (w64[inside] - centre).cpu().numpy()
         mapped = w64.clone()
-        mapped[inside] = centre + alpha * torch.from_numpy(self._inverse_integral(offset, bits, m)).to(w64.device)
+        mapped[inside] = centre + alpha * torch.from_numpy(
+            self._inverse_integral(offset, bits, m)
+        ).to(w64.device)
         return mapped.to(dtype=w.dtype, device=w.device)
 
 
@@ -329,8 +339,12 @@ class BoundEstimator:
         self._top_bin = 2**bits - 2
         definition = estimator.definition
         values = {DELTA: self.delta, M_RANGE: m}
-        values |= {p.symbol: v for p, v in zip(definition.parameters, estimator.parameter_values(bits).values(),
-                                                strict=True)}
+        values |= {
+            p.symbol: v
+            for p, v in zip(
+                definition.parameters, estimator.parameter_values(bits).values(), strict=True
+            )
+        }
         expr = without_reciprocal_hyperbolics(definition.derivative).subs(values)
         args = (u, GRAD_SIGN) if definition.depends_on_gradient_sign else (u,)
         self._torch = sp.lambdify(args, expr, modules="torch")
@@ -349,8 +363,10 @@ class BoundEstimator:
         """``Q̂′(w)`` in torch: the bin's shape inside ``[-m, m]``, 0 outside."""
         if self.estimator.depends_on_gradient_sign:
             if grad_sign is None:
-                raise ValueError(f"grad_sign is required: {self.estimator.name}'s derivative depends on the "
-                                 "sign of the incoming gradient")
+                raise ValueError(
+                    f"grad_sign is required: {self.estimator.name}'s derivative depends on the "
+                    "sign of the incoming gradient"
+                )
             value = self._torch(self._offset(w), grad_sign)
         else:
             value = self._torch(self._offset(w))
@@ -413,7 +429,9 @@ def dsq_default_sharpness(bits: int) -> float:
 
 
 def _dsq() -> Definition:
-    sharp = Parameter("sharpness", "k·m: the tanh's sharpness relative to the range", dsq_default_sharpness)
+    sharp = Parameter(
+        "sharpness", "k·m: the tanh's sharpness relative to the range", dsq_default_sharpness
+    )
     k = sharp.symbol / M_RANGE
     s = 1 / sp.tanh(k * DELTA / 2)
     return Definition(
@@ -428,7 +446,11 @@ def _pwl() -> Definition:
     floor = Parameter(
         "floor",
         "Q̂′ at the levels (the bin edges); → 1 tends to the STE, 0 is ApproxSign",
-        0.5, lower=0.0, upper=1.0, lower_open=False, upper_open=True,
+        0.5,
+        lower=0.0,
+        upper=1.0,
+        lower_open=False,
+        upper_open=True,
     )
     return Definition(
         "pwl",
@@ -456,8 +478,17 @@ def _swish_sign() -> Definition:
 
 
 def _ewgs() -> Definition:
-    scaling = Parameter("scaling", "δ: how strongly the gradient is scaled by the rounding error", 0.2, 0.0, math.inf, False)
-    rounding_error = sp.Piecewise((u + DELTA / 2, u < 0), (u - DELTA / 2, True)) / DELTA  # (w - Q(w))/Δ
+    scaling = Parameter(
+        "scaling",
+        "δ: how strongly the gradient is scaled by the rounding error",
+        0.2,
+        0.0,
+        math.inf,
+        False,
+    )
+    rounding_error = (
+        sp.Piecewise((u + DELTA / 2, u < 0), (u - DELTA / 2, True)) / DELTA
+    )  # (w - Q(w))/Δ
     return Definition(
         "ewgs",
         "EWGS (element-wise gradient scaling)",

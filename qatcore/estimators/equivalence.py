@@ -43,7 +43,9 @@ JITTER = 1.01
 DEFAULT_LR = {"sgd": 0.02, "adam": 1e-3}
 
 
-def digits_optimizer(value: OptimizerConfig | Mapping | str = "sgd", lr: float | None = None) -> OptimizerConfig:
+def digits_optimizer(
+    value: OptimizerConfig | Mapping | str = "sgd", lr: float | None = None
+) -> OptimizerConfig:
     """The optimizer of ``value`` (``OptimizerConfig.of``) at rate ``lr``; a name or a table that sets no
     rate gets ``DEFAULT_LR[name]``, the digits rate."""
     config = OptimizerConfig.of(value)
@@ -52,7 +54,9 @@ def digits_optimizer(value: OptimizerConfig | Mapping | str = "sgd", lr: float |
     return config if lr is None else replace(config, lr=lr)
 
 
-def read_settings(path: str | os.PathLike, config_class: type, extra: tuple[str, ...] = (), **overrides) -> dict:
+def read_settings(
+    path: str | os.PathLike, config_class: type, extra: tuple[str, ...] = (), **overrides
+) -> dict:
     """The settings of a TOML experiment file (``configs/*.toml``): ``config_class``'s fields at top level,
     the optimizer as an ``[optimizer]`` table of ``OptimizerConfig`` fields, and the ``extra`` keys.
 
@@ -64,14 +68,18 @@ def read_settings(path: str | os.PathLike, config_class: type, extra: tuple[str,
     given = {k for k, v in overrides.items() if v is not None} - {"optimizer", "lr"}
     unknown = sorted((set(values) | given) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)} "
-                         "(the optimizer's name, lr, momentum, … go in an [optimizer] table)")
+        raise ValueError(
+            f"{path}: unknown setting(s) {unknown}; allowed: {sorted(known)} "
+            "(the optimizer's name, lr, momentum, … go in an [optimizer] table)"
+        )
     table = values.get("optimizer", {})
     table = {"name": table} if isinstance(table, str) else dict(table)
     for key, field_name in (("optimizer", "name"), ("lr", "lr")):
         if overrides.get(key) is not None:
             table[field_name] = overrides[key]
-    values.update({k: v for k, v in overrides.items() if v is not None and k not in ("optimizer", "lr")})
+    values.update(
+        {k: v for k, v in overrides.items() if v is not None and k not in ("optimizer", "lr")}
+    )
     if table:
         values["optimizer"] = table
     return values
@@ -113,8 +121,11 @@ class Experiment:
         """The ``TrainConfig`` of ``run``, with its rate factors (``custom``'s when ``None``)."""
         run = RunPlan(self.estimator) if run is None else run
         return TrainConfig(
-            optimizer=self.optimizer.scaled(run.lr_scale), batch_size=self.batch_size, epochs=self.epochs,
-            seed=self.seed, quantized_lr_factor=run.quantized_lr_factor,
+            optimizer=self.optimizer.scaled(run.lr_scale),
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            seed=self.seed,
+            quantized_lr_factor=run.quantized_lr_factor,
         )
 
 
@@ -178,8 +189,11 @@ class EquivalenceResult:
 
     def to_dict(self) -> dict:
         """JSON-ready summary: the headline numbers first, then every metric of every pair."""
+
         def metric(pair: str, name: str) -> float | None:
-            return round(getattr(self.agreements[pair], name), 6) if pair in self.agreements else None
+            return (
+                round(getattr(self.agreements[pair], name), 6) if pair in self.agreements else None
+            )
 
         return {
             "estimator": self.config.estimator,
@@ -193,14 +207,18 @@ class EquivalenceResult:
             "ablation_agreement": metric("ablation", "quantized_weight_agreement"),
             "test_accuracy": {name: round(run.test_accuracy, 4) for name, run in self.runs.items()},
             "pairs": {name: a.to_dict() for name, a in self.agreements.items()},
-            "authors_pairs": {name: {k: round(v, 6) if math.isfinite(v) else v for k, v in metrics.items()}
-                              for name, metrics in self.authors.items()},
+            "authors_pairs": {
+                name: {k: round(v, 6) if math.isfinite(v) else v for k, v in metrics.items()}
+                for name, metrics in self.authors.items()
+            },
             "config": asdict(self.config),
         }
 
 
 def _flat_weights(model: nn.Module) -> torch.Tensor:
-    return torch.cat([layer.weight.detach().reshape(-1).cpu() for layer in quantized_layers(model).values()])
+    return torch.cat(
+        [layer.weight.detach().reshape(-1).cpu() for layer in quantized_layers(model).values()]
+    )
 
 
 def _test_logits(model: nn.Module, data: datasets.Dataset) -> torch.Tensor:
@@ -213,7 +231,9 @@ def _test_logits(model: nn.Module, data: datasets.Dataset) -> torch.Tensor:
     return logits
 
 
-def _train_recorded(model: nn.Module, data: datasets.Dataset, config: TrainConfig, progress) -> RunRecord:
+def _train_recorded(
+    model: nn.Module, data: datasets.Dataset, config: TrainConfig, progress
+) -> RunRecord:
     """Train, recording the latent quantized weights after every step and, as the authors do, the
     test loss and accuracy after every epoch."""
     rows = [_flat_weights(model)]
@@ -232,11 +252,17 @@ def _train_recorded(model: nn.Module, data: datasets.Dataset, config: TrainConfi
     result = train(model, data, config, progress=progress, on_step=on_step)
     losses = torch.tensor(result.losses, dtype=torch.float64).reshape(config.epochs, per_epoch)
     history = trajectory.History(losses.mean(dim=1).tolist(), val_loss, val_accuracy)
-    return RunRecord(result.losses, torch.stack(rows), _test_logits(model, data), result.test_accuracy, history)
+    return RunRecord(
+        result.losses, torch.stack(rows), _test_logits(model, data), result.test_accuracy, history
+    )
 
 
-def _model(config: EquivalenceConfig, estimator: str, init: dict, image_size: int, classes: int) -> MNISTCNN:
-    model = MNISTCNN(bits=config.bits, estimator=estimator, image_size=image_size, num_classes=classes)
+def _model(
+    config: EquivalenceConfig, estimator: str, init: dict, image_size: int, classes: int
+) -> MNISTCNN:
+    model = MNISTCNN(
+        bits=config.bits, estimator=estimator, image_size=image_size, num_classes=classes
+    )
     model.load_state_dict(init)
     return model.to(config.device)
 
@@ -257,7 +283,9 @@ def needs_alpha(optimizer: OptimizerConfig, runs: tuple[str, ...]) -> bool:
     return remapped_run(optimizer) in runs
 
 
-def plan_runs(estimator: str, optimizer: OptimizerConfig, runs: tuple[str, ...], alpha: float) -> dict[str, RunPlan]:
+def plan_runs(
+    estimator: str, optimizer: OptimizerConfig, runs: tuple[str, ...], alpha: float
+) -> dict[str, RunPlan]:
     """The plan of each of ``runs``: with SGD the ``adjusted`` STE gets ``M(w₀)`` and ``α·η``; with
     Adam it gets neither and the ``ablation`` gets both."""
     check_runs(runs)
@@ -280,13 +308,25 @@ def compare(result: EquivalenceResult) -> None:
         in_m_space = name == remapped_run(result.config.optimizer) == "adjusted"
         reference = result.mapped_custom() if in_m_space else custom.weights.double()
         result.agreements[name] = trajectory.compare_runs(
-            custom_levels, result.levels(name), reference, other.weights.double(), result.m,
-            custom.test_logits, other.test_logits, custom.losses, other.losses,
+            custom_levels,
+            result.levels(name),
+            reference,
+            other.weights.double(),
+            result.m,
+            custom.test_logits,
+            other.test_logits,
+            custom.losses,
+            other.losses,
         )
         if result.labels is not None and custom.history is not None and other.history is not None:
             result.authors[name] = trajectory.authors_metrics(
-                custom_levels, result.levels(name), custom.test_logits, other.test_logits, result.labels,
-                custom.history, other.history,
+                custom_levels,
+                result.levels(name),
+                custom.test_logits,
+                other.test_logits,
+                result.labels,
+                custom.history,
+                other.history,
             )
 
 
@@ -307,13 +347,19 @@ def run_equivalence(
     data = datasets.load(config.dataset, config.data_dir) if data is None else data
     runtime.seed_everything(config.seed)
     shape = dict(image_size=data.image_size, classes=data.num_classes)
-    custom_model = MNISTCNN(config.bits, config.estimator, data.image_size, data.num_classes).to(config.device)
+    custom_model = MNISTCNN(config.bits, config.estimator, data.image_size, data.num_classes).to(
+        config.device
+    )
     layers = quantized_layers(custom_model)
     est = estimators.get(config.estimator)
     ms = {name: layer.m for name, layer in layers.items()}
     init = copy.deepcopy(custom_model.state_dict())
     # α is the same for every layer (Δ ∝ m); asked only when a run needs it
-    alpha = est.alpha(config.bits, next(iter(ms.values()))) if needs_alpha(config.optimizer, runs) else float("nan")
+    alpha = (
+        est.alpha(config.bits, next(iter(ms.values())))
+        if needs_alpha(config.optimizer, runs)
+        else float("nan")
+    )
     models = {"custom": custom_model}
     plan = plan_runs(config.estimator, config.optimizer, runs, alpha)
     for name, run in plan.items():
@@ -325,7 +371,12 @@ def run_equivalence(
     sizes = [layer.weight.numel() for layer in layers.values()]
     starts = torch.tensor([0, *sizes]).cumsum(0).tolist()
     slices = {name: slice(starts[i], starts[i + 1]) for i, name in enumerate(layers)}
-    m = torch.cat([torch.full((n,), ms[name], dtype=torch.float64) for name, n in zip(layers, sizes, strict=True)])
+    m = torch.cat(
+        [
+            torch.full((n,), ms[name], dtype=torch.float64)
+            for name, n in zip(layers, sizes, strict=True)
+        ]
+    )
     result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
     for name, run in plan.items():
         train_config = config.train_config(run)
@@ -349,7 +400,9 @@ def loose_bound_share(result: EquivalenceResult) -> float:
         m = float(result.m[sl.start])
         limits = theory.check_assumptions(est, result.config.bits, m).expressions
         curvature = float(limits["L"]) * (float(limits["L_plus"]) / float(limits["L_minus"])) ** 2
-        critical = 2 / curvature if curvature > 0 else math.inf  # a flat Q̂′ (the STE) has no remainder
+        critical = (
+            2 / curvature if curvature > 0 else math.inf
+        )  # a flat Q̂′ (the STE) has no remainder
         w = weights[:, sl]
         slope = est.derivative(w[:-1], result.config.bits, m)
         inside = slope > 0

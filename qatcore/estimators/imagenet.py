@@ -69,7 +69,9 @@ class ImageNetConfig(Experiment):
     architecture: str = "resnet50"
     width_multiplier: float = 1.0
     image_size: int = 224
-    resize: int | None = None  # evaluation: shorter side before the centre crop (default 8/7 · image_size)
+    resize: int | None = (
+        None  # evaluation: shorter side before the centre crop (default 8/7 · image_size)
+    )
     bits: int = 4
     optimizer: OptimizerConfig = OptimizerConfig("sgd", lr=0.1)
     batch_size: int = 256
@@ -87,7 +89,13 @@ class ImageNetConfig(Experiment):
         check_choice("architecture", self.architecture, sorted(ARCHITECTURES))
         object.__setattr__(self, "runs", tuple(self.runs))
         positive_number("width_multiplier", self.width_multiplier)
-        for name in ("image_size", "recorded_weights", "record_every", "eval_examples", "eval_batch_size"):
+        for name in (
+            "image_size",
+            "recorded_weights",
+            "record_every",
+            "eval_examples",
+            "eval_batch_size",
+        ):
             int_at_least(name, getattr(self, name), 1)
         int_at_least("workers", self.workers, 0)
 
@@ -114,7 +122,11 @@ class WeightSample:
         layers = quantized_layers(model)
         sizes = [layer.weight.numel() for layer in layers.values()]
         total = sum(sizes)
-        chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(size, total)].sort().values
+        chosen = (
+            torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(size, total)]
+            .sort()
+            .values
+        )
         starts = [0, *torch.tensor(sizes).cumsum(0).tolist()]
         self.indices, self.slices, ms = {}, {}, []
         column = 0
@@ -129,8 +141,12 @@ class WeightSample:
     def take(self, model: nn.Module) -> torch.Tensor:
         """The sampled latent weights of ``model`` (float32, on the CPU)."""
         layers = quantized_layers(model)
-        return torch.cat([layers[name].weight.detach().reshape(-1)[idx.to(layers[name].weight.device)].cpu()
-                          for name, idx in self.indices.items()])
+        return torch.cat(
+            [
+                layers[name].weight.detach().reshape(-1)[idx.to(layers[name].weight.device)].cpu()
+                for name, idx in self.indices.items()
+            ]
+        )
 
 
 def evaluation_share(indices: list[int], rank: int, world: int) -> list[int]:
@@ -142,13 +158,17 @@ def evaluation_share(indices: list[int], rank: int, world: int) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: ImageFolder, indices: torch.Tensor, batch_size: int, workers: int) -> torch.Tensor:
+def evaluate(
+    model: nn.Module, dataset: ImageFolder, indices: torch.Tensor, batch_size: int, workers: int
+) -> torch.Tensor:
     """Logits of ``dataset[indices]``, computed by all processes (each takes every W-th image)."""
     mine = evaluation_share(indices.tolist(), *distributed.place())
     device = next(model.parameters()).device
     distributed.broadcast_buffers(model)
     model.eval()
-    loader = DataLoader(torch.utils.data.Subset(dataset, mine), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(
+        torch.utils.data.Subset(dataset, mine), batch_size=batch_size, num_workers=workers
+    )
     logits = torch.cat([model(x.to(device)) for x, _ in loader])
     model.train()
     return distributed.gather_shards(logits, len(indices)).cpu()
@@ -160,13 +180,19 @@ def _checkpoint_path(config: ImageNetConfig, name: str) -> Path:
 
 def _fingerprint(config: ImageNetConfig) -> str:
     """What a checkpoint must share with the run that resumes it (not the paths or the loader)."""
-    kept = {k: v for k, v in asdict(config).items() if k not in ("data_dir", "out", "workers", "device", "runs")}
+    kept = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("data_dir", "out", "workers", "device", "runs")
+    }
     return json.dumps(kept, sort_keys=True)
 
 
 def _save(config: ImageNetConfig, name: str, state: dict) -> None:
     if distributed.is_main_process():
-        atomic_write(_checkpoint_path(config, name), lambda path: torch.save(state, path), overwrite=True)
+        atomic_write(
+            _checkpoint_path(config, name), lambda path: torch.save(state, path), overwrite=True
+        )
     if distributed.is_distributed():
         torch.distributed.barrier()
 
@@ -177,13 +203,24 @@ def _resume(config: ImageNetConfig, name: str) -> dict | None:
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["fingerprint"] != _fingerprint(config):
-        raise ValueError(f"{str(path)!r} is a run of other settings; give another out folder or remove it")
+        raise ValueError(
+            f"{str(path)!r} is a run of other settings; give another out folder or remove it"
+        )
     return state
 
 
-def train_run(config: ImageNetConfig, name: str, model: nn.Module, run: RunPlan, train_set: ImageFolder,
-              sample: WeightSample, eval_set: ImageFolder, eval_indices: torch.Tensor,
-              progress: bool | None = None, stop_after_epochs: int | None = None) -> RunRecord | None:
+def train_run(
+    config: ImageNetConfig,
+    name: str,
+    model: nn.Module,
+    run: RunPlan,
+    train_set: ImageFolder,
+    sample: WeightSample,
+    eval_set: ImageFolder,
+    eval_indices: torch.Tensor,
+    progress: bool | None = None,
+    stop_after_epochs: int | None = None,
+) -> RunRecord | None:
     """Train one run, resuming from its checkpoint; ``None`` when stopped after ``stop_after_epochs``
     epochs of this call."""
     state = _resume(config, name)
@@ -194,12 +231,21 @@ def train_run(config: ImageNetConfig, name: str, model: nn.Module, run: RunPlan,
     optimizer = build_optimizer(model, train_config)
     rank, world = distributed.place()
     local_batch = distributed.local_batch_size(config.batch_size)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
-    loader_options = dict(batch_size=local_batch, sampler=sampler, num_workers=config.workers,
-                          pin_memory=device.type == "cuda", drop_last=True)
+    sampler = DistributedSampler(
+        train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    loader_options = dict(
+        batch_size=local_batch,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
     per_epoch = len(sampler) // local_batch
     if per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training images make no global batch of {config.batch_size}")
+        raise ValueError(
+            f"{len(train_set)} training images make no global batch of {config.batch_size}"
+        )
     total = per_epoch * config.epochs
     losses, rows, first_epoch = [], [sample.take(model)], 0
     if state is not None:
@@ -208,7 +254,9 @@ def train_run(config: ImageNetConfig, name: str, model: nn.Module, run: RunPlan,
         losses, rows, first_epoch = list(state["losses"]), list(state["weights"]), state["epoch"]
     net = distributed.wrap(model)
     show = runtime.show_progress(progress) and distributed.is_main_process()
-    bar = tqdm(total=total, initial=first_epoch * per_epoch, desc=name, disable=not show, leave=False)
+    bar = tqdm(
+        total=total, initial=first_epoch * per_epoch, desc=name, disable=not show, leave=False
+    )
     for epoch in range(first_epoch, config.epochs):
         if stop_after_epochs is not None and epoch - first_epoch >= stop_after_epochs:
             bar.close()
@@ -218,27 +266,52 @@ def train_run(config: ImageNetConfig, name: str, model: nn.Module, run: RunPlan,
         for x, y in DataLoader(train_set, **loader_options):
             step = len(losses)
             lr = train_config.optimizer.rate(step, total)
-            losses.append(train_step(net, optimizer, x.to(device, non_blocking=True), y.to(device, non_blocking=True), lr))
+            losses.append(
+                train_step(
+                    net,
+                    optimizer,
+                    x.to(device, non_blocking=True),
+                    y.to(device, non_blocking=True),
+                    lr,
+                )
+            )
             if (step + 1) % config.record_every == 0 or step + 1 == total:
                 rows.append(sample.take(model))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-        state = {"fingerprint": _fingerprint(config), "finished": False, "epoch": epoch + 1,
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses,
-                 "weights": torch.stack(rows)}
+        state = {
+            "fingerprint": _fingerprint(config),
+            "finished": False,
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "losses": losses,
+            "weights": torch.stack(rows),
+        }
         _save(config, name, state)
     bar.close()
     logits = evaluate(model, eval_set, eval_indices, config.eval_batch_size, config.workers)
     labels = torch.tensor([eval_set.samples[i][1] for i in eval_indices.tolist()])
     accuracy = float((logits.argmax(1) == labels).double().mean())
     record = RunRecord(losses, torch.stack(rows), logits, accuracy)
-    _save(config, name, {"fingerprint": _fingerprint(config), "finished": True, "losses": losses,
-                         "weights": record.weights, "logits": logits, "accuracy": accuracy})
+    _save(
+        config,
+        name,
+        {
+            "fingerprint": _fingerprint(config),
+            "finished": True,
+            "losses": losses,
+            "weights": record.weights,
+            "logits": logits,
+            "accuracy": accuracy,
+        },
+    )
     return record
 
 
-def run_imagenet(config: ImageNetConfig, progress: bool | None = None,
-                 stop_after_epochs: int | None = None) -> EquivalenceResult | None:
+def run_imagenet(
+    config: ImageNetConfig, progress: bool | None = None, stop_after_epochs: int | None = None
+) -> EquivalenceResult | None:
     """Train ``config.runs`` one after another and compare each with ``custom``; on the main
     process, write ``out/summary.json`` and return the result (``None`` on the other processes,
     and when ``stop_after_epochs`` stopped the work before the end)."""
@@ -247,11 +320,20 @@ def run_imagenet(config: ImageNetConfig, progress: bool | None = None,
     out = output_folder(config.out)
     (out / "runs").mkdir(exist_ok=True)
     device = distributed.local_device(config.device)
-    train_set = ImageFolder(config.data_dir, "train", image_size=config.image_size, seed=config.seed)
-    eval_set = ImageFolder(config.data_dir, "val", image_size=config.image_size, resize=config.resize,
-                           classes=train_set.classes)
+    train_set = ImageFolder(
+        config.data_dir, "train", image_size=config.image_size, seed=config.seed
+    )
+    eval_set = ImageFolder(
+        config.data_dir,
+        "val",
+        image_size=config.image_size,
+        resize=config.resize,
+        classes=train_set.classes,
+    )
     eval_count = min(config.eval_examples, len(eval_set))
-    eval_indices = torch.linspace(0, len(eval_set) - 1, eval_count).round().long().unique()  # every class
+    eval_indices = (
+        torch.linspace(0, len(eval_set) - 1, eval_count).round().long().unique()
+    )  # every class
     runtime.seed_everything(config.seed)
     classes = len(train_set.classes)
     custom = build_model(config, config.estimator, classes)
@@ -259,7 +341,9 @@ def run_imagenet(config: ImageNetConfig, progress: bool | None = None,
     sample = WeightSample(custom, config.recorded_weights, config.seed)
     est = estimators.get(config.estimator)
     m = next(iter(quantized_layers(custom).values())).m
-    alpha = est.alpha(config.bits, m) if needs_alpha(config.optimizer, config.runs) else float("nan")
+    alpha = (
+        est.alpha(config.bits, m) if needs_alpha(config.optimizer, config.runs) else float("nan")
+    )
     result = EquivalenceResult(config, alpha, sample.m, sample.slices)
     for name, run in plan_runs(config.estimator, config.optimizer, config.runs, alpha).items():
         model = custom if name == "custom" else build_model(config, run.estimator, classes)
@@ -267,8 +351,18 @@ def run_imagenet(config: ImageNetConfig, progress: bool | None = None,
         if run.remap:
             for layer in quantized_layers(model).values():
                 layer.apply_weight_map(est)
-        record = train_run(config, name, model.to(device), run, train_set, sample, eval_set, eval_indices,
-                           progress, stop_after_epochs)
+        record = train_run(
+            config,
+            name,
+            model.to(device),
+            run,
+            train_set,
+            sample,
+            eval_set,
+            eval_indices,
+            progress,
+            stop_after_epochs,
+        )
         if record is None:
             return None
         result.runs[name] = record
@@ -277,9 +371,16 @@ def run_imagenet(config: ImageNetConfig, progress: bool | None = None,
         return None
     compare(result)
     summary = result.to_dict() | {
-        "architecture": config.architecture, "steps": len(result.runs["custom"].losses),
-        "recorded_weights": int(sample.m.numel()), "record_every": config.record_every,
-        "eval_examples": eval_count, "processes": distributed.place()[1],
+        "architecture": config.architecture,
+        "steps": len(result.runs["custom"].losses),
+        "recorded_weights": int(sample.m.numel()),
+        "record_every": config.record_every,
+        "eval_examples": eval_count,
+        "processes": distributed.place()[1],
     }
-    atomic_write(out / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=1)), overwrite=True)
+    atomic_write(
+        out / "summary.json",
+        lambda path: path.write_text(json.dumps(summary, indent=1)),
+        overwrite=True,
+    )
     return result

@@ -74,7 +74,9 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantizedWeight]:
     return {name: mod for name, mod in model.named_modules() if isinstance(mod, QuantizedWeight)}
 
 
-def quantize_convolutions(model: nn.Module, bits: int, estimator="ste", m: float | None = None) -> nn.Module:
+def quantize_convolutions(
+    model: nn.Module, bits: int, estimator="ste", m: float | None = None
+) -> nn.Module:
     """Replace every ``nn.Conv2d`` of ``model`` (in place) by a ``QuantConv2d`` of the same geometry.
 
     The first paper quantizes every kernel but the classifier's, so dense layers, batch norm and
@@ -82,11 +84,24 @@ def quantize_convolutions(model: nn.Module, bits: int, estimator="ste", m: float
     """
     for name, child in model.named_children():
         if isinstance(child, nn.Conv2d) and not isinstance(child, QuantizedWeight):
-            setattr(model, name, QuantConv2d(
-                child.in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                child.dilation, child.groups, child.bias is not None, child.padding_mode,
-                bits=bits, estimator=estimator, m=m,
-            ))
+            setattr(
+                model,
+                name,
+                QuantConv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups,
+                    child.bias is not None,
+                    child.padding_mode,
+                    bits=bits,
+                    estimator=estimator,
+                    m=m,
+                ),
+            )
         else:
             quantize_convolutions(child, bits, estimator, m)
     return model

@@ -12,7 +12,9 @@ from qatcore.palette import ESTIMATORS, RUNS, colour
 from qatcore.quantizers import levels, step_size, thresholds, uniform_quantize
 
 
-def surrogate(estimator: estimators.Estimator, w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
+def surrogate(
+    estimator: estimators.Estimator, w: torch.Tensor, bits: int, m: float
+) -> torch.Tensor:
     """``Q̂(w) = -m + ∫_{-m}^{w} Q̂′``: the smooth function whose slope the estimator uses
     (trapezoid rule on the sorted grid ``w``)."""
     slope = estimator.derivative(w, bits, m, grad_sign=torch.ones_like(w))
@@ -34,8 +36,13 @@ def plot_estimators(
     for est in chosen:
         own = colour(ESTIMATORS, est.name)
         forward.plot(w, surrogate(est, w, bits, m), color=own, lw=1.4, label=f"Q̂ ({est.name})")
-        backward.plot(w, est.derivative(w, bits, m, grad_sign=torch.ones_like(w)), color=own, lw=1.6,
-                      label=est.name)
+        backward.plot(
+            w,
+            est.derivative(w, bits, m, grad_sign=torch.ones_like(w)),
+            color=own,
+            lw=1.6,
+            label=est.name,
+        )
     for axis in (forward, backward):
         for t in thresholds(bits, m):
             axis.axvline(float(t), color="grey", lw=0.6, ls=":")
@@ -48,7 +55,9 @@ def plot_estimators(
     return fig
 
 
-def plot_weight_map(names: Sequence[str] = ("pwl", "dsq", "swish_sign"), bits: int = 2, m: float = 1.0) -> Figure:
+def plot_weight_map(
+    names: Sequence[str] = ("pwl", "dsq", "swish_sign"), bits: int = 2, m: float = 1.0
+) -> Figure:
     """For each estimator: ``Q̂′`` and ``1/Q̂′`` (left) and the weight map ``M`` (right), α in the legend."""
     w = torch.linspace(-m, m, 1201, dtype=torch.float64)
     fig = Figure(figsize=(10, 3.8), layout="constrained")
@@ -59,8 +68,13 @@ def plot_weight_map(names: Sequence[str] = ("pwl", "dsq", "swish_sign"), bits: i
         slope = est.derivative(w, bits, m)
         left.plot(w, slope, color=own, lw=1.6, label=f"Q̂′ {name}")
         left.plot(w, 1 / slope, color=own, lw=1.2, ls="--", label=f"1/Q̂′ {name}")
-        right.plot(w, est.weight_map(w, bits, m), color=own, lw=1.6,
-                   label=f"M ({name}), α = {est.alpha(bits, m):.3f}")
+        right.plot(
+            w,
+            est.weight_map(w, bits, m),
+            color=own,
+            lw=1.6,
+            label=f"M ({name}), α = {est.alpha(bits, m):.3f}",
+        )
     right.plot(w, w, color=ESTIMATORS["ste"], lw=0.8, ls=":", label="identity (STE)")
     for axis in (left, right):
         for t in thresholds(bits, m):
@@ -77,10 +91,16 @@ def plot_scaling(etas, one_step, fixed_time, slopes: tuple[float, float]) -> Fig
     """Log-log plot: one-step gap ∝ η² and fixed-time gap ∝ η, with the fitted slopes."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     for axis, gaps, slope, order, title in zip(
-        fig.subplots(1, 2), (one_step, fixed_time), slopes, (2, 1),
-        ("gap after one step", "gap at a fixed training time Tη"), strict=True,
+        fig.subplots(1, 2),
+        (one_step, fixed_time),
+        slopes,
+        (2, 1),
+        ("gap after one step", "gap at a fixed training time Tη"),
+        strict=True,
     ):
-        axis.loglog(etas, gaps, "o-", color=RUNS["adjusted"], label=f"measured, fitted slope {slope:.2f}")
+        axis.loglog(
+            etas, gaps, "o-", color=RUNS["adjusted"], label=f"measured, fitted slope {slope:.2f}"
+        )
         reference = [gaps[0] * (e / etas[0]) ** order for e in etas]
         axis.loglog(etas, reference, "k:", label=f"slope {order} (theory)")
         axis.set_xlabel("learning rate η")
@@ -98,40 +118,83 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
 
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     (losses, agreement), (paths, heat) = fig.subplots(2, 2)
-    for name, run in result.runs.items():  # the custom run wide and beneath: runs that trace it leave it visible
+    for (
+        name,
+        run,
+    ) in (
+        result.runs.items()
+    ):  # the custom run wide and beneath: runs that trace it leave it visible
         custom = name == "custom"
-        losses.plot(run.losses, color=colour(RUNS, name), lw=3.0 if custom else 1.0, zorder=1 if custom else 2,
-                    label=name, alpha=0.9)
+        losses.plot(
+            run.losses,
+            color=colour(RUNS, name),
+            lw=3.0 if custom else 1.0,
+            zorder=1 if custom else 2,
+            label=name,
+            alpha=0.9,
+        )
     losses.set(title="loss curves", xlabel="step", ylabel="training loss (per batch)")
     losses.legend(fontsize=8)
     custom_levels = result.levels("custom")
     for name in result.agreements:
-        agreement.plot(agreement_over_training(custom_levels, result.levels(name)).numpy(), color=colour(RUNS, name),
-                       label=f"{name} vs custom")
-    agreement.set(title="quantized weight agreement with the custom run", xlabel="step", ylabel="agreement")
+        agreement.plot(
+            agreement_over_training(custom_levels, result.levels(name)).numpy(),
+            color=colour(RUNS, name),
+            label=f"{name} vs custom",
+        )
+    agreement.set(
+        title="quantized weight agreement with the custom run", xlabel="step", ylabel="agreement"
+    )
     agreement.legend(fontsize=8)
     if "adjusted" in result.runs:
         sgd_like = result.config.optimizer.name == "sgd"
         mapped = result.mapped_custom() if sgd_like else result.runs["custom"].weights.double()
         ste = result.runs["adjusted"].weights.double()
-        movers = (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]  # the longest paths
+        movers = (
+            (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]
+        )  # the longest paths
         space = "M(w) of custom" if sgd_like else "custom"
-        for i, column in enumerate(movers.tolist()):  # each pair starts together: M(w₀) is the STE's start
-            paths.plot(mapped[:, column].numpy(), color=RUNS["custom"], lw=1.6, label=space if i == 0 else None)
-            paths.plot(ste[:, column].numpy(), color=RUNS["adjusted"], lw=1.0, ls="--",
-                       label="adjusted" if i == 0 else None)
-        paths.set(title="the longest weight paths of the two runs", xlabel="step", ylabel="latent weight")
+        for i, column in enumerate(
+            movers.tolist()
+        ):  # each pair starts together: M(w₀) is the STE's start
+            paths.plot(
+                mapped[:, column].numpy(),
+                color=RUNS["custom"],
+                lw=1.6,
+                label=space if i == 0 else None,
+            )
+            paths.plot(
+                ste[:, column].numpy(),
+                color=RUNS["adjusted"],
+                lw=1.0,
+                ls="--",
+                label="adjusted" if i == 0 else None,
+            )
+        paths.set(
+            title="the longest weight paths of the two runs", xlabel="step", ylabel="latent weight"
+        )
         paths.legend(fontsize=8)
         conv = result.layer_slices[list(result.layer_slices)[-1]]
         differ = result.levels("custom")[-1, conv] != result.levels("adjusted")[-1, conv]
         shape = (64, differ.numel() // 64)
-        image = heat.imshow(differ.reshape(shape).float().numpy(), aspect="auto", cmap="Greys", interpolation="nearest",
-                            vmin=0, vmax=1)
-        heat.set(title=f"last conv: levels that differ at the end ({int(differ.sum())} of {differ.numel()})",
-                 xlabel="input channel × kernel position", ylabel="output channel")
+        image = heat.imshow(
+            differ.reshape(shape).float().numpy(),
+            aspect="auto",
+            cmap="Greys",
+            interpolation="nearest",
+            vmin=0,
+            vmax=1,
+        )
+        heat.set(
+            title=f"last conv: levels that differ at the end ({int(differ.sum())} of {differ.numel()})",
+            xlabel="input channel × kernel position",
+            ylabel="output channel",
+        )
         fig.colorbar(image, ax=heat, ticks=[0, 1])
     config = result.config
-    fig.suptitle(f"{config.estimator} vs the adjusted STE — {config.bits} bits, {config.optimizer.label}, lr {config.optimizer.lr:g}")
+    fig.suptitle(
+        f"{config.estimator} vs the adjusted STE — {config.bits} bits, {config.optimizer.label}, lr {config.optimizer.lr:g}"
+    )
     return fig
 
 
@@ -139,14 +202,25 @@ def plot_agreement_vs_lr(etas, disagreement, slope: float, title: str = "") -> F
     """Log-log: disagreement with the custom run at a fixed training time Tη, against η, with the fit."""
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     axis = fig.subplots()
-    axis.loglog(etas, disagreement, "o-", color=RUNS["adjusted"], label=f"measured, fitted slope {slope:.2f}")
-    axis.set(xlabel="learning rate η (epochs × η fixed)", ylabel="1 − quantized weight agreement", title=title)
+    axis.loglog(
+        etas,
+        disagreement,
+        "o-",
+        color=RUNS["adjusted"],
+        label=f"measured, fitted slope {slope:.2f}",
+    )
+    axis.set(
+        xlabel="learning rate η (epochs × η fixed)",
+        ylabel="1 − quantized weight agreement",
+        title=title,
+    )
     axis.legend(fontsize=8)
     return fig
 
 
-
-def plot_twin_runs(pair, unadjusted, estimator: estimators.Estimator, bits: int, m: float, samples: int = 3) -> Figure:
+def plot_twin_runs(
+    pair, unadjusted, estimator: estimators.Estimator, bits: int, m: float, samples: int = 3
+) -> Figure:
     """A custom-estimator run and its STE twin (``qatcore.estimators.quadratic.PairedRun``) against
     training time ``ηt``. Above, for the ``samples`` weights that travel furthest: the custom run's
     ``w_t`` and ``M(w_t)``, and the twin's ``v_t``, over the levels and thresholds. Below, the largest
@@ -168,24 +242,56 @@ def plot_twin_runs(pair, unadjusted, estimator: estimators.Estimator, bits: int,
         paths.plot(time, mapped[:, column], color=custom, lw=3.0, alpha=0.45)
         paths.plot(time, pair.ste[:, column], color=twin, lw=1.1, ls="--")
     key = [
-        Line2D([], [], color=custom, lw=3.0, alpha=0.45, label=f"M(w_t): the {estimator.name} weight, mapped"),
-        Line2D([], [], color=twin, lw=1.1, ls="--", label="v_t: its STE twin (start M(w₀), rate αη)"),
-        Line2D([], [], color=custom, lw=0.8, ls=(0, (1, 1.5)), label=f"w_t: the {estimator.name} weight itself"),
+        Line2D(
+            [],
+            [],
+            color=custom,
+            lw=3.0,
+            alpha=0.45,
+            label=f"M(w_t): the {estimator.name} weight, mapped",
+        ),
+        Line2D(
+            [], [], color=twin, lw=1.1, ls="--", label="v_t: its STE twin (start M(w₀), rate αη)"
+        ),
+        Line2D(
+            [],
+            [],
+            color=custom,
+            lw=0.8,
+            ls=(0, (1, 1.5)),
+            label=f"w_t: the {estimator.name} weight itself",
+        ),
         Line2D([], [], color="grey", lw=1.0, alpha=0.6, label="levels"),
         Line2D([], [], color="grey", lw=0.8, ls=":", label="thresholds"),
     ]
     paths.legend(handles=key, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    paths.set(ylabel="weight: w, or v = M(w)", ylim=(-1.08 * m, 1.08 * m),
-              title=f"the {samples} weights that travel furthest: where the thick M(w_t) hides under the dashed "
-                    "v_t, the runs agree")
+    paths.set(
+        ylabel="weight: w, or v = M(w)",
+        ylim=(-1.08 * m, 1.08 * m),
+        title=f"the {samples} weights that travel furthest: where the thick M(w_t) hides under the dashed "
+        "v_t, the runs agree",
+    )
     gaps.semilogy(time, pair.gap, color=twin, lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|")
-    gaps.semilogy(time, unadjusted.gap, color=ablation, lw=1.4, label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|")
+    gaps.semilogy(
+        time,
+        unadjusted.gap,
+        color=ablation,
+        lw=1.4,
+        label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|",
+    )
     gaps.axhline(step_size(bits, m), color="grey", lw=0.8, ls="--", label="one bin, Δ")
-    gaps.set(xlabel="training time ηt (step t × learning rate η)", ylabel="gap, largest over the weights",
-             title=f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to the "
-                   f"unadjusted STE (one bin: Δ = {step_size(bits, m):.3g})")
+    gaps.set(
+        xlabel="training time ηt (step t × learning rate η)",
+        ylabel="gap, largest over the weights",
+        title=f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to the "
+        f"unadjusted STE (one bin: Δ = {step_size(bits, m):.3g})",
+    )
     gaps.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    settings = "".join(f", {name} {value:g}" for name, value in estimator.parameter_values(bits).items())
-    fig.suptitle(f"{estimator.name} ({bits} bits{settings}) at η = {pair.eta:.2g} is an STE at "
-                 f"αη = {pair.alpha * pair.eta:.2g} (α = {pair.alpha:.3f}) in the coordinates v = M(w)")
+    settings = "".join(
+        f", {name} {value:g}" for name, value in estimator.parameter_values(bits).items()
+    )
+    fig.suptitle(
+        f"{estimator.name} ({bits} bits{settings}) at η = {pair.eta:.2g} is an STE at "
+        f"αη = {pair.alpha * pair.eta:.2g} (α = {pair.alpha:.3f}) in the coordinates v = M(w)"
+    )
     return fig

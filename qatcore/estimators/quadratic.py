@@ -80,7 +80,9 @@ def default_etas(optimizer: Rule) -> np.ndarray:
     """The η range of ``optimizer`` where the gaps follow their leading order (``DEFAULT_ETAS``)."""
     label = _rule(optimizer).label
     if label not in DEFAULT_ETAS:
-        raise ValueError(f"no default η range for {label}; the defaults are for {sorted(DEFAULT_ETAS)}")
+        raise ValueError(
+            f"no default η range for {label}; the defaults are for {sorted(DEFAULT_ETAS)}"
+        )
     return DEFAULT_ETAS[label].copy()
 
 
@@ -117,9 +119,13 @@ class QuadraticProblem:
         generator = torch.Generator().manual_seed(self.seed)
 
         def uniform(low: float, high: float) -> torch.Tensor:
-            return low + (high - low) * torch.rand(self.dim, generator=generator, dtype=torch.float64)
+            return low + (high - low) * torch.rand(
+                self.dim, generator=generator, dtype=torch.float64
+            )
 
-        basis, _ = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=generator, dtype=torch.float64))
+        basis, _ = torch.linalg.qr(
+            torch.randn(self.dim, self.dim, generator=generator, dtype=torch.float64)
+        )
         matrix = (basis * uniform(*EIGENVALUE_RANGE)) @ basis.T
         object.__setattr__(self, "_matrix", (matrix + matrix.T) / 2)  # symmetric to the last bit
         object.__setattr__(self, "_target", uniform(-self.m, self.m))
@@ -166,14 +172,20 @@ def _estimator_slope(problem: QuadraticProblem, estimator: Estimator) -> Slope:
     if estimator.depends_on_gradient_sign:  # outside the theory: its Q̂′ needs the gradient's sign
 
         def by_gradient_sign(w: np.ndarray, g: np.ndarray) -> np.ndarray:
-            return bound.derivative(torch.from_numpy(w), torch.from_numpy(np.where(g >= 0, 1.0, -1.0))).numpy()
+            return bound.derivative(
+                torch.from_numpy(w), torch.from_numpy(np.where(g >= 0, 1.0, -1.0))
+            ).numpy()
 
         return by_gradient_sign
     return lambda w, g: bound.derivative_numpy(w)
 
 
 def _train(
-    problem: QuadraticProblem, slope: Slope, eta: float | np.ndarray, steps: int, rule: OptimizerConfig,
+    problem: QuadraticProblem,
+    slope: Slope,
+    eta: float | np.ndarray,
+    steps: int,
+    rule: OptimizerConfig,
     w0: np.ndarray,
 ) -> np.ndarray:
     """Latent weights ``(steps+1, *w0.shape)`` of ``rule`` on the estimate ``Q̂′(w)·g(Q(w))``.
@@ -302,10 +314,17 @@ def paired_runs(
     if not isinstance(adjusted, bool):
         raise ValueError(f"adjusted must be True or False, got {adjusted!r}")
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
-    custom, ste, gap, alpha = _pair(problem, estimator, np.array([eta]), steps, rule, adjusted, start)
-    same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(torch.from_numpy(ste[:, 0]))
+    custom, ste, gap, alpha = _pair(
+        problem, estimator, np.array([eta]), steps, rule, adjusted, start
+    )
+    same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(
+        torch.from_numpy(ste[:, 0])
+    )
     return PairedRun(
-        rule, eta, adjusted, alpha,
+        rule,
+        eta,
+        adjusted,
+        alpha,
         custom=torch.from_numpy(custom[:, 0]),
         ste=torch.from_numpy(ste[:, 0]),
         gap=torch.from_numpy(gap[:, 0]),
@@ -346,7 +365,9 @@ def safe_start(problem: QuadraticProblem, reach: float) -> torch.Tensor:
         too_close = (w0[:, None] - marks).abs().amin(dim=1) <= reach
         if not too_close.any():
             return w0
-        fresh = problem.m * (2 * torch.rand(problem.dim, generator=generator, dtype=torch.float64) - 1)
+        fresh = problem.m * (
+            2 * torch.rand(problem.dim, generator=generator, dtype=torch.float64) - 1
+        )
         w0 = torch.where(too_close, fresh, w0)
 
 
@@ -369,7 +390,9 @@ def one_step_gap(
     etas = _check_etas(etas)
     rule = _rule(optimizer)
     if rule.name != "sgd":
-        raise ValueError(f"optimizer must be SGD (plain or with momentum): Adam's first step has no η² term, got {rule.label}")
+        raise ValueError(
+            f"optimizer must be SGD (plain or with momentum): Adam's first step has no η² term, got {rule.label}"
+        )
     steps = int_at_least("steps", steps, 1)
     w0 = safe_start(problem, etas.max() * _step_bound(problem, estimator) * steps**2)
     _, _, gap, _ = _pair(problem, estimator, etas, steps, rule, True, w0.numpy())
@@ -408,7 +431,9 @@ def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of ``log y`` against ``log x``: the order ``p`` of a power law ``y ∝ x^p``."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
-        raise ValueError(f"x and y must be 1-d and of the same length >= 2, got shapes {x.shape} and {y.shape}")
+        raise ValueError(
+            f"x and y must be 1-d and of the same length >= 2, got shapes {x.shape} and {y.shape}"
+        )
     if not (np.all(x > 0) and np.all(y > 0) and np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("x and y must be finite and > 0, to take their logarithms")
     if np.ptp(np.log(x)) == 0:
@@ -417,7 +442,10 @@ def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def adam_scale_invariance(
-    problem: QuadraticProblem, scale: torch.Tensor | None = None, eta: float = 1e-2, steps: int = 100
+    problem: QuadraticProblem,
+    scale: torch.Tensor | None = None,
+    eta: float = 1e-2,
+    steps: int = 100,
 ) -> dict[str, float]:
     """Per rule of ``RULES`` (by label), the largest difference in weights between training on ``g`` and on ``c·g``.
 
@@ -441,14 +469,23 @@ def adam_scale_invariance(
 
     w0 = problem.initial_weights().numpy()
     return {
-        label: float(np.abs(_train(problem, scaled, eta, steps, rule, w0) - _train(problem, ste, eta, steps, rule, w0)).max())
+        label: float(
+            np.abs(
+                _train(problem, scaled, eta, steps, rule, w0)
+                - _train(problem, ste, eta, steps, rule, w0)
+            ).max()
+        )
         for label, rule in RULES.items()
     }
 
 
 def derivative_variation(
-    problem: QuadraticProblem, estimator: Estimator | str, eta: float, steps: int,
-    optimizer: Rule = ADAM, window: int = 20,
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    eta: float,
+    steps: int,
+    optimizer: Rule = ADAM,
+    window: int = 20,
 ) -> np.ndarray:
     """How much ``Q̂′`` really varies along a run: for each weight and each ``window`` of steps, the
     ratio max/min of ``Q̂′(w_t)`` over the window (1 = constant, as Adam's cancellation assumes).

@@ -85,7 +85,9 @@ def is_zero(expr: sp.Expr, est: Estimator, name: str, points: int = 40) -> Verdi
     values = np.linspace(-0.499, 0.499, points)  # even count: u = 0 (a kink) is skipped
     for bits in (1, 2, 4):
         subs = {**_parameter_substitution(est, bits, 1.0), c: 0.3, g: 0.7, eta: 0.0}
-        numeric = sp.lambdify(u, without_reciprocal_hyperbolics(expr.subs(subs)), modules=COMPLEX_NUMPY)
+        numeric = sp.lambdify(
+            u, without_reciprocal_hyperbolics(expr.subs(subs)), modules=COMPLEX_NUMPY
+        )
         difference = np.broadcast_to(numeric(values * float(subs[DELTA])), values.shape)
         worst = max(worst, float(np.max(np.abs(difference))))
     return Verdict(name, worst < 1e-9, "numeric", f"max |difference| {worst:.1e} over 1, 2, 4 bits")
@@ -94,7 +96,9 @@ def is_zero(expr: sp.Expr, est: Estimator, name: str, points: int = 40) -> Verdi
 # --- assumptions -----------------------------------------------------------------------------
 
 
-def check_assumptions(est: Estimator, bits: int = 2, m: float = 1.0, points: int = 4001) -> Verdicts:
+def check_assumptions(
+    est: Estimator, bits: int = 2, m: float = 1.0, points: int = 4001
+) -> Verdicts:
     """The theory's assumptions on ``Q̂′`` for this estimator, each with its evidence.
 
     One fixed ``Q̂′`` (not a function of the incoming gradient); same shape in every bin;
@@ -105,8 +109,12 @@ def check_assumptions(est: Estimator, bits: int = 2, m: float = 1.0, points: int
     fixed = not est.depends_on_gradient_sign
     out.verdicts.append(
         Verdict(
-            "one fixed Q̂′(w)", fixed, "symbolic",
-            "" if fixed else f"Q̂′ contains the gradient's sign {GRAD_SIGN}: its backward depends on it",
+            "one fixed Q̂′(w)",
+            fixed,
+            "symbolic",
+            ""
+            if fixed
+            else f"Q̂′ contains the gradient's sign {GRAD_SIGN}: its backward depends on it",
         )
     )
     delta = step_size(bits, m)
@@ -114,32 +122,62 @@ def check_assumptions(est: Estimator, bits: int = 2, m: float = 1.0, points: int
     rng = torch.Generator().manual_seed(0)
     grid = -m + (2 * m - delta) * torch.rand(points, generator=rng, dtype=torch.float64)
     ones = torch.ones_like(grid)
-    same = torch.allclose(est.derivative(grid, bits, m, ones), est.derivative(grid + delta, bits, m, ones))
-    out.verdicts.append(Verdict("same shape in every bin", bool(same), "numeric", f"Q̂′(w) = Q̂′(w + Δ) at {points} points"))
+    same = torch.allclose(
+        est.derivative(grid, bits, m, ones), est.derivative(grid + delta, bits, m, ones)
+    )
+    out.verdicts.append(
+        Verdict(
+            "same shape in every bin",
+            bool(same),
+            "numeric",
+            f"Q̂′(w) = Q̂′(w + Δ) at {points} points",
+        )
+    )
     centre = float(thresholds(bits, m)[len(thresholds(bits, m)) // 2])
     within = torch.linspace(-delta / 2, delta / 2, points, dtype=torch.float64)
     values = est.derivative(centre + within, bits, m, torch.ones_like(within))
     low, high = float(values.min()), float(values.max())
     out.verdicts.append(
-        Verdict("bounded below, L₋ > 0", low > 1e-12 * high, "numeric",
-                f"L₋ = {low:.4g}" + ("" if low > 1e-12 * high else " — 1/Q̂′ is not integrable over a bin"))
+        Verdict(
+            "bounded below, L₋ > 0",
+            low > 1e-12 * high,
+            "numeric",
+            f"L₋ = {low:.4g}"
+            + ("" if low > 1e-12 * high else " — 1/Q̂′ is not integrable over a bin"),
+        )
     )
-    out.verdicts.append(Verdict("bounded above, L₊ < ∞", bool(np.isfinite(high)), "numeric", f"L₊ = {high:.4g}"))
+    out.verdicts.append(
+        Verdict("bounded above, L₊ < ∞", bool(np.isfinite(high)), "numeric", f"L₊ = {high:.4g}")
+    )
     # Lipschitz: the steepest difference quotient across a bin edge and a threshold, at two
     # resolutions; a jump shows as a quotient that doubles when the grid is refined.
     quotients = []
     for n in (points, 2 * points):
         across = centre + torch.linspace(-0.75 * delta, 0.75 * delta, n, dtype=torch.float64)
-        slope = torch.diff(est.derivative(across, bits, m, torch.ones_like(across))) / torch.diff(across)
+        slope = torch.diff(est.derivative(across, bits, m, torch.ones_like(across))) / torch.diff(
+            across
+        )
         quotients.append(float(slope.abs().max()))
     lipschitz = quotients[1]
     continuous = quotients[1] < 1.5 * quotients[0] + 1e-12
-    out.verdicts.append(Verdict("Lipschitz", continuous, "numeric",
-                                f"L = max|ΔQ̂′/Δw| ≈ {lipschitz:.4g}" if continuous else "Q̂′ jumps: difference quotients grow as the grid is refined"))
+    out.verdicts.append(
+        Verdict(
+            "Lipschitz",
+            continuous,
+            "numeric",
+            f"L = max|ΔQ̂′/Δw| ≈ {lipschitz:.4g}"
+            if continuous
+            else "Q̂′ jumps: difference quotients grow as the grid is refined",
+        )
+    )
     mirrored = est.derivative(centre - within, bits, m, torch.ones_like(within))
     symmetric = bool(torch.allclose(values, mirrored, rtol=1e-12, atol=1e-12))
-    out.verdicts.append(Verdict("symmetric about the threshold", symmetric, "numeric", "Q̂′(c + u) = Q̂′(c − u)"))
-    out.expressions.update({"L_minus": sp.Float(low), "L_plus": sp.Float(high), "L": sp.Float(lipschitz)})
+    out.verdicts.append(
+        Verdict("symmetric about the threshold", symmetric, "numeric", "Q̂′(c + u) = Q̂′(c − u)")
+    )
+    out.expressions.update(
+        {"L_minus": sp.Float(low), "L_plus": sp.Float(high), "L": sp.Float(lipschitz)}
+    )
     return out
 
 
@@ -147,7 +185,9 @@ def _refuse_unless_assumptions_hold(est: Estimator, bits: int, m: float) -> Verd
     assumptions = check_assumptions(est, bits, m)
     if not assumptions.holds:
         reasons = "; ".join(f"{v.name} fails ({v.detail})" for v in assumptions.failed)
-        raise ValueError(f"the STE-equivalence theory does not cover estimator {est.name!r}: {reasons}")
+        raise ValueError(
+            f"the STE-equivalence theory does not cover estimator {est.name!r}: {reasons}"
+        )
     return assumptions
 
 
@@ -168,21 +208,55 @@ def weight_map_derivation(est: Estimator, bits: int = 2, m: float = 1.0) -> Verd
         mapped = c + alpha_expr * F
         out.expressions.update({"inverse_integral": F, "alpha": alpha_expr, "M": mapped})
         out.verdicts.append(is_zero(sp.diff(mapped, u) - alpha_expr / q, est, "M′ = α/Q̂′"))
-        out.verdicts.append(is_zero(mapped.subs(u, 0) - c, est, "M fixes the threshold c (bin centre)"))
-        out.verdicts.append(is_zero(mapped.subs(u, DELTA / 2) - (c + DELTA / 2), est, "M fixes the upper level c + Δ/2"))
-        out.verdicts.append(is_zero(mapped.subs(u, -DELTA / 2) - (c - DELTA / 2), est, "M fixes the lower level c − Δ/2"))
+        out.verdicts.append(
+            is_zero(mapped.subs(u, 0) - c, est, "M fixes the threshold c (bin centre)")
+        )
+        out.verdicts.append(
+            is_zero(
+                mapped.subs(u, DELTA / 2) - (c + DELTA / 2), est, "M fixes the upper level c + Δ/2"
+            )
+        )
+        out.verdicts.append(
+            is_zero(
+                mapped.subs(u, -DELTA / 2) - (c - DELTA / 2), est, "M fixes the lower level c − Δ/2"
+            )
+        )
         numeric_alpha = float(alpha_expr.subs(_parameter_substitution(est, bits, m)).evalf())
-        out.verdicts.append(Verdict("α from the closed form equals the estimator's α", abs(numeric_alpha - alpha_value) < 1e-9 * alpha_value, "numeric", f"α = {alpha_value:.6f}"))
+        out.verdicts.append(
+            Verdict(
+                "α from the closed form equals the estimator's α",
+                abs(numeric_alpha - alpha_value) < 1e-9 * alpha_value,
+                "numeric",
+                f"α = {alpha_value:.6f}",
+            )
+        )
     else:
         w = torch.cat([levels(bits, m), thresholds(bits, m)])
         fixed = torch.allclose(est.weight_map(w, bits, m), w, atol=1e-12)
-        out.verdicts.append(Verdict("M fixes every threshold and level", bool(fixed), "numeric", f"{est.map_method}, α = {alpha_value:.6f}"))
+        out.verdicts.append(
+            Verdict(
+                "M fixes every threshold and level",
+                bool(fixed),
+                "numeric",
+                f"{est.map_method}, α = {alpha_value:.6f}",
+            )
+        )
     lower = float(assumptions.expressions["L_minus"])
-    out.verdicts.append(Verdict("M is monotone", alpha_value > 0 and lower > 0, "follows from M′ = α/Q̂′ ≥ α/L₊ > 0", ""))
+    out.verdicts.append(
+        Verdict(
+            "M is monotone", alpha_value > 0 and lower > 0, "follows from M′ = α/Q̂′ ≥ α/L₊ > 0", ""
+        )
+    )
     w = torch.linspace(-1.2 * m, 1.2 * m, 20001, dtype=torch.float64)
-    w = w[(w[:, None] - thresholds(bits, m)[None]).abs().min(dim=1).values > 1e-9 * step_size(bits, m)]
-    keeps = torch.equal(uniform_quantize(est.weight_map(w, bits, m), bits, m), uniform_quantize(w, bits, m))
-    out.verdicts.append(Verdict("Q(M(w)) = Q(w)", keeps, "numeric", f"{len(w)} points off the thresholds"))
+    w = w[
+        (w[:, None] - thresholds(bits, m)[None]).abs().min(dim=1).values > 1e-9 * step_size(bits, m)
+    ]
+    keeps = torch.equal(
+        uniform_quantize(est.weight_map(w, bits, m), bits, m), uniform_quantize(w, bits, m)
+    )
+    out.verdicts.append(
+        Verdict("Q(M(w)) = Q(w)", keeps, "numeric", f"{len(w)} points off the thresholds")
+    )
     out.expressions["alpha_value"] = sp.Float(alpha_value)
     return out
 
@@ -203,12 +277,17 @@ def _expand_map(argument: sp.Expr, w: sp.Symbol, map_derivative, order: int = 2)
     M = sp.Function("M")
     series = sp.series(M(argument), eta, 0, order + 1).removeO().doit()
     first = map_derivative(sp.Function("q")(w))
-    replaced = series.subs(sp.Derivative(M(w), (w, 2)), sp.diff(first, w)).subs(sp.Derivative(M(w), w), first)
+    replaced = series.subs(sp.Derivative(M(w), (w, 2)), sp.diff(first, w)).subs(
+        sp.Derivative(M(w), w), first
+    )
     return sp.expand(replaced)
 
 
 def sgd_step_expansion(
-    est: Estimator | None = None, bits: int = 2, m: float = 1.0, map_derivative=theorem_map_derivative
+    est: Estimator | None = None,
+    bits: int = 2,
+    m: float = 1.0,
+    map_derivative=theorem_map_derivative,
 ) -> Verdicts:
     """Expand ``M(w − ηgQ̂′(w))`` in ``η`` and check it is ``M(w) − αηg − ½αg²Q̂″(w)η² + O(η³)``.
 
@@ -229,13 +308,23 @@ def sgd_step_expansion(
         out.expressions.update({"eta1": first, "eta2": second})
         ok1 = sp.simplify(first + alpha * g) == 0
         ok2 = sp.simplify(second + alpha * g**2 * sp.diff(q, w) / 2) == 0
-        out.verdicts.append(Verdict("coefficient of η is −αg: an STE step of rate αη", ok1, "symbolic",
-                                    "sympy series of M(w − ηgq(w)), M′ = α/q substituted"))
-        out.verdicts.append(Verdict("coefficient of η² is −½αg²q′(w)", ok2, "symbolic", "M″ = (α/q)′ substituted"))
+        out.verdicts.append(
+            Verdict(
+                "coefficient of η is −αg: an STE step of rate αη",
+                ok1,
+                "symbolic",
+                "sympy series of M(w − ηgq(w)), M′ = α/q substituted",
+            )
+        )
+        out.verdicts.append(
+            Verdict("coefficient of η² is −½αg²q′(w)", ok2, "symbolic", "M″ = (α/q)′ substituted")
+        )
         return out
     mapping = weight_map_derivation(est, bits, m)
     if "M" not in mapping.expressions:
-        raise ValueError(f"{est.name}: no closed-form M ({est.map_method}); use est=None for the general expansion")
+        raise ValueError(
+            f"{est.name}: no closed-form M ({est.map_method}); use est=None for the general expansion"
+        )
     M = mapping.expressions["M"]
     a = mapping.expressions["alpha"]
     q = est.symbolic_derivative
@@ -244,9 +333,16 @@ def sgd_step_expansion(
     second = sp.diff(moved, eta, 2).subs(eta, 0) / 2
     out.expressions.update({"eta1": first, "eta2": second, "alpha": a})
     out.verdicts.append(is_zero(first + a * g, est, "coefficient of η is −αg"))
-    out.verdicts.append(is_zero(second + a * g**2 * sp.diff(q, u) / 2, est, "coefficient of η² is −½αg²Q̂″"))
+    out.verdicts.append(
+        is_zero(second + a * g**2 * sp.diff(q, u) / 2, est, "coefficient of η² is −½αg²Q̂″")
+    )
     assumptions = check_assumptions(est, bits, m)
-    values = {L: assumptions.expressions["L"], Lm: assumptions.expressions["L_minus"], Lp: assumptions.expressions["L_plus"], alpha: est.alpha(bits, m)}
+    values = {
+        L: assumptions.expressions["L"],
+        Lm: assumptions.expressions["L_minus"],
+        Lp: assumptions.expressions["L_plus"],
+        alpha: est.alpha(bits, m),
+    }
     out.expressions["bound_value"] = out.expressions["bound"].subs(values)
     return out
 
@@ -264,7 +360,11 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     """
     out = Verdicts()
     w = sp.Symbol("w", real=True)
-    mu, drift, grad = sp.Symbol("mu", positive=True), sp.Symbol("D", real=True), sp.Symbol("G", real=True)
+    mu, drift, grad = (
+        sp.Symbol("mu", positive=True),
+        sp.Symbol("D", real=True),
+        sp.Symbol("G", real=True),
+    )
     q = sp.Function("q")
     gs = sp.symbols(f"g_0:{window}", real=True)
     ds = sp.symbols(f"d_0:{window}", real=True)
@@ -273,9 +373,14 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     first, second = du.coeff(eta, 1), du.coeff(eta, 2)
     ste_step = -alpha * sum(mu**k * gs[k] for k in range(window))
     out.expressions.update({"eta1": first, "eta2": second, "ste_step": ste_step})
-    out.verdicts.append(Verdict(
-        "η coefficient of the u-step is the STE momentum step with rate αη", sp.simplify(first - ste_step) == 0,
-        "symbolic", f"sympy series, window of {window} past gradients at drifted weights"))
+    out.verdicts.append(
+        Verdict(
+            "η coefficient of the u-step is the STE momentum step with rate αη",
+            sp.simplify(first - ste_step) == 0,
+            "symbolic",
+            f"sympy series, window of {window} past gradients at drifted weights",
+        )
+    )
     steady = {**{gs[k]: grad for k in range(window)}, **{ds[k]: k * drift for k in range(window)}}
     drift_part = sp.diff(second.subs(steady), drift)
     k = sp.Symbol("k", integer=True, nonnegative=True)
@@ -284,12 +389,22 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     if isinstance(weight, sp.Piecewise):  # (μ/(1−μ)², |μ| < 1), (divergent sum, otherwise)
         weight = weight.args[0][0]
     out.expressions.update({"drift_part": drift_part, "drift_weight": weight})
-    out.verdicts.append(Verdict(
-        "the drift of Q̂′ over the window enters at η² as −α(q′/q)GD·Σkμ^k", sp.simplify(drift_part - expected) == 0,
-        "symbolic", "η² coefficient of the same series, steady drift d_k = kD"))
-    out.verdicts.append(Verdict(
-        "…and Σkμ^k over an unbounded window is finite, μ/(1−μ)²: the drift adds only O(η²)",
-        sp.simplify(weight - mu / (1 - mu) ** 2) == 0, "symbolic", "sympy summation, |μ| < 1"))
+    out.verdicts.append(
+        Verdict(
+            "the drift of Q̂′ over the window enters at η² as −α(q′/q)GD·Σkμ^k",
+            sp.simplify(drift_part - expected) == 0,
+            "symbolic",
+            "η² coefficient of the same series, steady drift d_k = kD",
+        )
+    )
+    out.verdicts.append(
+        Verdict(
+            "…and Σkμ^k over an unbounded window is finite, μ/(1−μ)²: the drift adds only O(η²)",
+            sp.simplify(weight - mu / (1 - mu) ** 2) == 0,
+            "symbolic",
+            "sympy summation, |μ| < 1",
+        )
+    )
     return out
 
 
@@ -310,14 +425,22 @@ def adam_scale_invariance(steps: int = 3, map_derivative=no_map) -> Verdicts:
     gs = sp.symbols(f"g_1:{steps + 1}", positive=True)
 
     def direction(factor):
-        m_ = sum((1 - b1) * b1 ** (steps - 1 - i) * factor * gs[i] for i in range(steps)) / (1 - b1**steps)
-        v_ = sum((1 - b2) * b2 ** (steps - 1 - i) * (factor * gs[i]) ** 2 for i in range(steps)) / (1 - b2**steps)
+        m_ = sum((1 - b1) * b1 ** (steps - 1 - i) * factor * gs[i] for i in range(steps)) / (
+            1 - b1**steps
+        )
+        v_ = sum((1 - b2) * b2 ** (steps - 1 - i) * (factor * gs[i]) ** 2 for i in range(steps)) / (
+            1 - b2**steps
+        )
         return m_ / sp.sqrt(v_)
 
     custom, plain = map_derivative(scale) * direction(scale), direction(1)
     out.expressions.update({"update_custom": custom, "update": plain})
     out.verdicts.append(
-        Verdict("the custom Adam step, mapped, is the STE's Adam step of the same η", sp.simplify(custom - plain) == 0,
-                "symbolic", f"{steps} steps, gradients and the factor c = Q̂′ symbolic")
+        Verdict(
+            "the custom Adam step, mapped, is the STE's Adam step of the same η",
+            sp.simplify(custom - plain) == 0,
+            "symbolic",
+            f"{steps} steps, gradients and the factor c = Q̂′ symbolic",
+        )
     )
     return out

@@ -42,8 +42,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.optimizer, OptimizerConfig):
-            raise TypeError(f"optimizer must be an OptimizerConfig, e.g. OptimizerConfig('adam', lr=1e-3), "
-                            f"got {self.optimizer!r}")
+            raise TypeError(
+                f"optimizer must be an OptimizerConfig, e.g. OptimizerConfig('adam', lr=1e-3), "
+                f"got {self.optimizer!r}"
+            )
         positive_number("quantized_lr_factor", self.quantized_lr_factor)
         for name in ("batch_size", "epochs"):
             int_at_least(name, getattr(self, name), 1)
@@ -70,13 +72,18 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     """``config.optimizer`` with two groups: the quantized weights (rate × ``quantized_lr_factor``) and the rest."""
     quantized = {id(layer.weight) for layer in quantized_layers(model).values()}
     groups = [
-        {"params": [p for p in model.parameters() if id(p) in quantized], "factor": config.quantized_lr_factor},
+        {
+            "params": [p for p in model.parameters() if id(p) in quantized],
+            "factor": config.quantized_lr_factor,
+        },
         {"params": [p for p in model.parameters() if id(p) not in quantized], "factor": 1.0},
     ]
     return config.optimizer.build([g for g in groups if g["params"]])
 
 
-def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
+def train_step(
+    net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float
+) -> float:
     """One SGD/Adam step on batch ``(x, y)`` at rate ``lr`` (times each group's ``factor``);
     returns the cross-entropy loss averaged over the processes."""
     for group in optimizer.param_groups:
@@ -90,7 +97,9 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the quantized layers' latent weights, by layer name (on the CPU)."""
-    return {name: layer.weight.detach().cpu().clone() for name, layer in quantized_layers(model).items()}
+    return {
+        name: layer.weight.detach().cpu().clone() for name, layer in quantized_layers(model).items()
+    }
 
 
 def train(
@@ -127,7 +136,12 @@ def train(
         result.snapshots[0] = snapshot(model)
     model.train()
     net = distributed.wrap(model)
-    bar = tqdm(total=total, desc=f"{config.optimizer.label} lr={config.optimizer.lr:g}", disable=not show_progress(progress), leave=False)
+    bar = tqdm(
+        total=total,
+        desc=f"{config.optimizer.label} lr={config.optimizer.lr:g}",
+        disable=not show_progress(progress),
+        leave=False,
+    )
     step = 0
     for _ in range(config.epochs):
         order, _ = distributed.shard(torch.randperm(n, generator=generator), config.batch_size)

@@ -371,6 +371,7 @@ def compare_runs(
 # matts_imports.py) measures some agreements differently from the functions above. Those that
 # differ are defined again below, named after the authors' terms; the course reports both.
 
+
 def _change_point_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every weight's change points, concatenated: (level, step, column) of each entry.
 
@@ -384,7 +385,9 @@ def _change_point_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np
     return by_weight[changes].astype(np.int64), step.astype(np.int64), column.astype(np.int64)
 
 
-def collapse_oscillations(levels: Sequence[int], steps: Sequence[int]) -> tuple[list[int], list[int]]:
+def collapse_oscillations(
+    levels: Sequence[int], steps: Sequence[int]
+) -> tuple[list[int], list[int]]:
     """The authors' compression of one weight's change points (``remove_elements_dataframe``).
 
     Entries are pushed on a stack; while its top four read ``A, B, A, B`` the middle two are
@@ -394,13 +397,19 @@ def collapse_oscillations(levels: Sequence[int], steps: Sequence[int]) -> tuple[
     examples/mnist/run_experiments.py.
     """
     if len(levels) != len(steps):
-        raise ValueError(f"levels and steps must have the same length, got {len(levels)} and {len(steps)}")
+        raise ValueError(
+            f"levels and steps must have the same length, got {len(levels)} and {len(steps)}"
+        )
     kept_levels: list[int] = []
     kept_steps: list[int] = []
     for level, step in zip(levels, steps, strict=True):
         kept_levels.append(level)
         kept_steps.append(step)
-        while len(kept_levels) >= 4 and kept_levels[-1] == kept_levels[-3] and kept_levels[-2] == kept_levels[-4]:
+        while (
+            len(kept_levels) >= 4
+            and kept_levels[-1] == kept_levels[-3]
+            and kept_levels[-2] == kept_levels[-4]
+        ):
             last_step = kept_steps[-1]
             del kept_levels[-2:], kept_steps[-2:]
             kept_steps[-1] = last_step
@@ -437,7 +446,9 @@ def _sequence_agreement(
     )
 
 
-def authors_change_point_agreement(levels_a: torch.Tensor, levels_b: torch.Tensor) -> ChangePointResult:
+def authors_change_point_agreement(
+    levels_a: torch.Tensor, levels_b: torch.Tensor
+) -> ChangePointResult:
     """The authors' exact change-point agreement (``exact_correct_sequences_proportion``) and step
     error (``average_exact_step_count_error``), from ``T × N`` level trajectories.
 
@@ -465,8 +476,13 @@ def _collapsed_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.nd
     for col in np.flatnonzero(lengths >= 4):
         lo, hi = starts[col], starts[col + 1]
         kept_levels, kept_steps = collapse_oscillations(level[lo:hi].tolist(), step[lo:hi].tolist())
-        parts.append((np.asarray(kept_levels, dtype=np.int64), np.asarray(kept_steps, dtype=np.int64),
-                      np.full(len(kept_levels), col, dtype=np.int64)))
+        parts.append(
+            (
+                np.asarray(kept_levels, dtype=np.int64),
+                np.asarray(kept_steps, dtype=np.int64),
+                np.full(len(kept_levels), col, dtype=np.int64),
+            )
+        )
     level, step, column = (np.concatenate(x) for x in zip(*parts, strict=True))
     order = np.argsort(column, kind="stable")  # back to column by column, each in step order
     return level[order], step[order], column[order]
@@ -484,14 +500,18 @@ def authors_compressed_change_point_agreement(
     return _sequence_agreement(_collapsed_runs(a), _collapsed_runs(b), a.shape[1])
 
 
-def wrong_prediction_agreement(logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor) -> float:
+def wrong_prediction_agreement(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor
+) -> float:
     """Among test examples both runs get wrong, the fraction where they predict the same class
     (the authors' ``incorrect_inference_agreement_proportion``; ``nan`` if no example is wrong in both).
     Source: mschoenb97/flax, examples/mnist/run_experiments.py (``get_inference_results``).
     """
     a, b = _check_logits(logits_a, logits_b)
     if not isinstance(labels, torch.Tensor) or labels.shape != (a.shape[0],):
-        raise ValueError(f"labels must be a tensor of shape ({a.shape[0]},) (one class per example)")
+        raise ValueError(
+            f"labels must be a tensor of shape ({a.shape[0]},) (one class per example)"
+        )
     pred_a, pred_b = a.argmax(dim=1), b.argmax(dim=1)
     both_wrong = (pred_a != labels) & (pred_b != labels)
     if not bool(both_wrong.any()):
@@ -546,10 +566,14 @@ def authors_metrics(
         "correct_sequences_proportion": compressed.agreement,
         "average_step_count_error": compressed.step_error,
         "inference_agreement_proportion": prediction_agreement(logits_a, logits_b),
-        "incorrect_inference_agreement_proportion": wrong_prediction_agreement(logits_a, logits_b, labels),
+        "incorrect_inference_agreement_proportion": wrong_prediction_agreement(
+            logits_a, logits_b, labels
+        ),
         "logit_mse": logit_mse(logits_a, logits_b),
         "avg_logit_difference": mean_logit_difference(logits_a, logits_b),
         "loss_correlation": history_correlation(history_a.loss, history_b.loss),
         "val_loss_correlation": history_correlation(history_a.val_loss, history_b.val_loss),
-        "val_accuracy_correlation": history_correlation(history_a.val_accuracy, history_b.val_accuracy),
+        "val_accuracy_correlation": history_correlation(
+            history_a.val_accuracy, history_b.val_accuracy
+        ),
     }

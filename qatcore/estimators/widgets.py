@@ -64,14 +64,21 @@ def weight_map_explorer(name: str = "dsq", bits: int = 2) -> widgets.VBox:
 
 
 def equivalence_view(
-    estimator: str, bits: int, optimizer: str, lr: float, epochs: int = 2, data: Dataset | None = None,
+    estimator: str,
+    bits: int,
+    optimizer: str,
+    lr: float,
+    epochs: int = 2,
+    data: Dataset | None = None,
     progress: bool | None = None,
 ):
     """A short equivalence experiment: a summary line and the trajectory figure. An estimator
     outside the theory runs without the adjusted STE, and the line says why."""
     from qatcore.estimators.equivalence import EquivalenceConfig, digits_optimizer, run_equivalence
 
-    config = EquivalenceConfig(estimator=estimator, bits=bits, optimizer=digits_optimizer(optimizer, lr), epochs=epochs)
+    config = EquivalenceConfig(
+        estimator=estimator, bits=bits, optimizer=digits_optimizer(optimizer, lr), epochs=epochs
+    )
     try:
         result = run_equivalence(config, data, progress=progress)
         why = ""
@@ -80,10 +87,19 @@ def equivalence_view(
         result = run_equivalence(config, data, progress=progress, runs=("custom", plain, "jitter"))
         why = f" — no remapped STE run: {refusal}"
     summary = result.to_dict()
-    parts = [f"{name} {summary[key]:.4f}" for name, key in (
-        ("adjusted", "quantized_weight_agreement"), ("jitter", "jitter_agreement"),
-        ("ablation", "ablation_agreement")) if summary[key] is not None]
-    text = f"{estimator}, {bits} bits, {config.optimizer.label}, lr {lr:g}: agreement with the custom run: " + ", ".join(parts)
+    parts = [
+        f"{name} {summary[key]:.4f}"
+        for name, key in (
+            ("adjusted", "quantized_weight_agreement"),
+            ("jitter", "jitter_agreement"),
+            ("ablation", "ablation_agreement"),
+        )
+        if summary[key] is not None
+    ]
+    text = (
+        f"{estimator}, {bits} bits, {config.optimizer.label}, lr {lr:g}: agreement with the custom run: "
+        + ", ".join(parts)
+    )
     return text + why, plot_trajectory_overlap(result)
 
 
@@ -92,7 +108,9 @@ def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
     choose = widgets.Dropdown(options=estimators.names(), value="dsq", description="estimator")
     width = widgets.IntSlider(value=2, min=1, max=4, description="bits")
     optimizer = widgets.ToggleButtons(options=["sgd", "adam"], value="sgd", description="optimizer")
-    rate = widgets.FloatLogSlider(value=0.02, base=10, min=-4, max=-1, description="lr", readout_format=".1e")
+    rate = widgets.FloatLogSlider(
+        value=0.02, base=10, min=-4, max=-1, description="lr", readout_format=".1e"
+    )
     run = widgets.Button(description="Run", button_style="primary")
     label = widgets.Label()
     out = widgets.Output()
@@ -101,13 +119,17 @@ def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
         run.disabled = True
         out.clear_output()
         with out:  # the progress bar shows here while the runs train
-            label.value, figure = equivalence_view(choose.value, width.value, optimizer.value, rate.value, data=data)
+            label.value, figure = equivalence_view(
+                choose.value, width.value, optimizer.value, rate.value, data=data
+            )
             out.clear_output(wait=True)
             display(figure)
         run.disabled = False
 
     run.on_click(go)
-    return widgets.VBox([widgets.HBox([choose, width]), optimizer, widgets.HBox([rate, run]), label, out])
+    return widgets.VBox(
+        [widgets.HBox([choose, width]), optimizer, widgets.HBox([rate, run]), label, out]
+    )
 
 
 #: Training time ``ηt`` of the twin-runs dashboard: long enough that most weights reach a threshold.
@@ -121,21 +143,31 @@ def twin_runs(
     with its STE twin (start ``M(w₀)``, rate ``αη``) and with the unadjusted STE (start ``w₀``, rate ``η``)."""
     dsq = estimators.get("dsq", sharpness=sharpness)
     steps = max(1, round(positive_number("time", time) / positive_number("eta", eta)))
-    return dsq, paired_runs(problem, dsq, eta, steps), paired_runs(problem, dsq, eta, steps, adjusted=False)
+    return (
+        dsq,
+        paired_runs(problem, dsq, eta, steps),
+        paired_runs(problem, dsq, eta, steps, adjusted=False),
+    )
 
 
-def twin_runs_view(eta: float, sharpness: float, problem: QuadraticProblem | None = None, time: float = TWIN_TIME):
+def twin_runs_view(
+    eta: float, sharpness: float, problem: QuadraticProblem | None = None, time: float = TWIN_TIME
+):
     """What the twin-runs dashboard shows: α and both gaps in a line, and ``plot_twin_runs``."""
     problem = QuadraticProblem() if problem is None else problem
     dsq, twin, unadjusted = twin_runs(problem, eta, sharpness, time)
     steps = len(twin.gap) - 1
-    text = (f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}, {steps} step{'s' * (steps != 1)}: α = {twin.alpha:.3g}; "
-            f"largest gap to the remapped STE twin {twin.max_gap:.1e}, to the unadjusted STE {unadjusted.max_gap:.1e}")
+    text = (
+        f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}, {steps} step{'s' * (steps != 1)}: α = {twin.alpha:.3g}; "
+        f"largest gap to the remapped STE twin {twin.max_gap:.1e}, to the unadjusted STE {unadjusted.max_gap:.1e}"
+    )
     return text, plot_twin_runs(twin, unadjusted, dsq, problem.bits, problem.m)
 
 
 def twin_runs_explorer(
-    problem: QuadraticProblem | None = None, eta: float = 1e-3, sharpness: float | None = None,
+    problem: QuadraticProblem | None = None,
+    eta: float = 1e-3,
+    sharpness: float | None = None,
     time: float = TWIN_TIME,
 ) -> widgets.VBox:
     """Sliders for DSQ's learning rate η and sharpness; see the DSQ run mapped by ``M`` beside its STE
@@ -143,8 +175,24 @@ def twin_runs_explorer(
     problem = QuadraticProblem() if problem is None else problem
     default = estimators.dsq_default_sharpness(problem.bits)
     sharpness = default if sharpness is None else sharpness
-    rate = widgets.FloatLogSlider(value=eta, base=10, min=-3.5, max=-1, step=0.25, description="η",
-                                  readout_format=".1e", continuous_update=False)
-    sharp = widgets.FloatSlider(value=sharpness, min=0.5, max=round(3 * default), step=0.5,
-                                description="sharpness", continuous_update=False)
-    return live_view([rate, sharp], lambda eta, sharpness: twin_runs_view(eta, sharpness, problem, time))
+    rate = widgets.FloatLogSlider(
+        value=eta,
+        base=10,
+        min=-3.5,
+        max=-1,
+        step=0.25,
+        description="η",
+        readout_format=".1e",
+        continuous_update=False,
+    )
+    sharp = widgets.FloatSlider(
+        value=sharpness,
+        min=0.5,
+        max=round(3 * default),
+        step=0.5,
+        description="sharpness",
+        continuous_update=False,
+    )
+    return live_view(
+        [rate, sharp], lambda eta, sharpness: twin_runs_view(eta, sharpness, problem, time)
+    )

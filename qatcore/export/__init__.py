@@ -17,8 +17,14 @@ import importlib
 FORMATS = ("onnx", "qonnx", "packed", "pt2")
 
 _WHERE = {
-    "ExportResult": "exporter", "ParityError": "exporter", "export": "exporter", "export_checkpoint": "exporter",
-    "UnsupportedLayerError": "graph", "lower": "graph", "Parity": "metadata", "parity": "metadata",
+    "ExportResult": "exporter",
+    "ParityError": "exporter",
+    "export": "exporter",
+    "export_checkpoint": "exporter",
+    "UnsupportedLayerError": "graph",
+    "lower": "graph",
+    "Parity": "metadata",
+    "parity": "metadata",
 }
 
 __all__ = ["FORMATS", *_WHERE]

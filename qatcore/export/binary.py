@@ -38,7 +38,9 @@ def binary_weight(layer) -> Weight:
 
 def _binary_layer(name: str, layer) -> list[Op]:
     if layer.bias is not None:
-        raise UnsupportedLayerError(f"cannot export layer {name!r} ({type(layer).__name__}): binary layers have no bias")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} ({type(layer).__name__}): binary layers have no bias"
+        )
     if isinstance(layer, BinaryLinear):
         op = Op("linear", name, {"binary_input": layer.binary_input}, binary_weight(layer))
     else:
@@ -47,17 +49,27 @@ def _binary_layer(name: str, layer) -> list[Op]:
 
 
 #: binary module type → lowering, which ``graph.LOWERINGS`` tries first (none without qatcore.bnn)
-LOWERINGS = [] if BinaryConv2d is None else [
-    (BinaryConv2d, _binary_layer),
-    (BinaryLinear, _binary_layer),
-    (SignActivation, lambda name, module: Op("sign", name)),
-]
+LOWERINGS = (
+    []
+    if BinaryConv2d is None
+    else [
+        (BinaryConv2d, _binary_layer),
+        (BinaryLinear, _binary_layer),
+        (SignActivation, lambda name, module: Op("sign", name)),
+    ]
+)
 
 #: qatcore.bnn's subclasses of standard layers whose eval-mode forward is the standard one (they
 #: differ only in what training keeps for backward), with that standard type
-SAME_IN_EVAL = [] if BinaryConv2d is None else [
-    (MaxPool2d, nn.MaxPool2d), (L1BatchNorm1d, nn.BatchNorm1d), (L1BatchNorm2d, nn.BatchNorm2d),
-]
+SAME_IN_EVAL = (
+    []
+    if BinaryConv2d is None
+    else [
+        (MaxPool2d, nn.MaxPool2d),
+        (L1BatchNorm1d, nn.BatchNorm1d),
+        (L1BatchNorm2d, nn.BatchNorm2d),
+    ]
+)
 
 #: ops that keep ±1 values ±1
 SIGN_PRESERVING = ("maxpool", "flatten")
@@ -99,7 +111,9 @@ def threshold(name: str, bn: Op, fan_in: int) -> Op:
         with np.errstate(over="ignore"):  # a tiny k: the crossing lies beyond every z
             crossing = min(max(mu - b / k, -limit), limit)  # k·(z − μ) + β changes sign here
         direction[c] = 1 if k > 0 else -1
-        tau[c] = _boundary(lambda z, k=k, b=b, mu=mu: k * (z - mu) + b >= 0, crossing, int(direction[c]), limit)
+        tau[c] = _boundary(
+            lambda z, k=k, b=b, mu=mu: k * (z - mu) + b >= 0, crossing, int(direction[c]), limit
+        )
     return Op("threshold", name, {"tau": tau.astype(np.int32), "direction": direction})
 
 
@@ -111,7 +125,9 @@ def fold_thresholds(ops: list[Op]) -> list[Op]:
     i = 0
     while i < len(ops):
         op = ops[i]
-        binary = op.weight is not None and op.weight.kind == "binary" and op.attrs.get("binary_input")
+        binary = (
+            op.weight is not None and op.weight.kind == "binary" and op.attrs.get("binary_input")
+        )
         j = i + 1 + (i + 1 < len(ops) and ops[i + 1].kind == "maxpool")
         if binary and j + 1 < len(ops) and ops[j].kind == "batchnorm" and ops[j + 1].kind == "sign":
             fan_in = int(np.prod(op.weight.values.shape[1:]))

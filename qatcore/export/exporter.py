@@ -32,7 +32,8 @@ class ParityError(ValueError):
         super().__init__(
             f"the {format} export{where} does not match PyTorch: max |Δ| {parity.max_abs_diff:.3g} "
             f"(one output step {parity.output_step:.3g}), prediction agreement "
-            f"{parity.prediction_agreement:.4f}; the output folder was left as it was")
+            f"{parity.prediction_agreement:.4f}; the output folder was left as it was"
+        )
 
 
 @dataclass
@@ -54,13 +55,21 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the CLI prints."""
-        return metadata.clean({
-            "format": self.format, "path": str(self.path), "metadata": str(self.metadata_path),
-            "max_abs_diff": self.parity.max_abs_diff, "output_step": self.parity.output_step,
-            "prediction_agreement": self.parity.prediction_agreement, "parity_ok": self.parity.ok,
-            "size_bytes": self.size_bytes, "float_size_bytes": self.float_size_bytes,
-            "size_ratio": self.size_ratio, "accuracy": self.metadata.get("accuracy"),
-        })
+        return metadata.clean(
+            {
+                "format": self.format,
+                "path": str(self.path),
+                "metadata": str(self.metadata_path),
+                "max_abs_diff": self.parity.max_abs_diff,
+                "output_step": self.parity.output_step,
+                "prediction_agreement": self.parity.prediction_agreement,
+                "parity_ok": self.parity.ok,
+                "size_bytes": self.size_bytes,
+                "float_size_bytes": self.float_size_bytes,
+                "size_ratio": self.size_ratio,
+                "accuracy": self.metadata.get("accuracy"),
+            }
+        )
 
 
 def check_format(format: str) -> str:
@@ -77,7 +86,9 @@ def check_inputs(x: object) -> torch.Tensor:
 @torch.no_grad()
 def outputs(model, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """``model(x)`` (a module already in eval mode, or any callable) on the CPU in batches, as float64."""
-    return np.concatenate([model(x[i : i + batch_size]).double().numpy() for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [model(x[i : i + batch_size]).double().numpy() for i in range(0, len(x), batch_size)]
+    )
 
 
 def packed_ops(ops: list[graph.Op]) -> list[graph.Op]:
@@ -85,26 +96,40 @@ def packed_ops(ops: list[graph.Op]) -> list[graph.Op]:
     return binary.fold_thresholds(ops)
 
 
-def _reloaded(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor, tmp: Path,
-              threads: int, info: dict) -> tuple[np.ndarray, dict]:
+def _reloaded(
+    format: str,
+    model: nn.Module,
+    ops: list[graph.Op] | None,
+    x: torch.Tensor,
+    tmp: Path,
+    threads: int,
+    info: dict,
+) -> tuple[np.ndarray, dict]:
     """Write the export to ``tmp``, load it back from disk, run it on ``x``; its outputs and facts."""
     if format in ("onnx", "qonnx"):
         builder = onnx_qdq if format == "onnx" else _qonnx()
         proto = builder.build(ops, tuple(x.shape[1:]), name=info.get("model") or "qatcore")
         tmp.write_bytes(proto.SerializeToString())
         loaded = onnx.load(str(tmp))
-        facts = {"node_types": onnx_qdq.node_types(loaded), "weight_code_bounds": onnx_qdq.clip_bounds(loaded),
-                 "activation_bits": onnx_qdq.metadata(loaded, onnx_qdq.ACTIVATION_BITS_KEY)}
+        facts = {
+            "node_types": onnx_qdq.node_types(loaded),
+            "weight_code_bounds": onnx_qdq.clip_bounds(loaded),
+            "activation_bits": onnx_qdq.metadata(loaded, onnx_qdq.ACTIVATION_BITS_KEY),
+        }
         if format == "onnx":
             onnx_qdq.check_stored_codes(loaded)
-            return onnx_qdq.run(onnx_qdq.session(tmp, threads), x.numpy()), {"onnx": {"opset": onnx_qdq.OPSET, **facts}}
+            return onnx_qdq.run(onnx_qdq.session(tmp, threads), x.numpy()), {
+                "onnx": {"opset": onnx_qdq.OPSET, **facts}
+            }
         qonnx = _qonnx()
         facts["cleaned_outputs"] = qonnx.execute(qonnx.cleaned(loaded), x.numpy())
         return qonnx.execute(loaded, x.numpy()), {"qonnx": facts}
     if format == "packed":
         tmp.write_bytes(packed.to_bytes(packed_ops(ops), info))
         loaded, _ = packed.load(tmp)
-        return reference.infer(loaded, x.numpy()), {"packed": {"layers": [op.kind for op in loaded]}}
+        return reference.infer(loaded, x.numpy()), {
+            "packed": {"layers": [op.kind for op in loaded]}
+        }
     pt2.save(pt2.export_program(model, x[:2]), tmp)
     return outputs(pt2.load(tmp), x), {}
 
@@ -115,9 +140,17 @@ def _qonnx():
     return qonnx
 
 
-def _write_checked(format: str, model: nn.Module, ops: list[graph.Op] | None, x: torch.Tensor,
-                   expected: np.ndarray, path: Path, overwrite: bool, threads: int,
-                   info: dict) -> tuple[int, np.ndarray, metadata.Parity, dict]:
+def _write_checked(
+    format: str,
+    model: nn.Module,
+    ops: list[graph.Op] | None,
+    x: torch.Tensor,
+    expected: np.ndarray,
+    path: Path,
+    overwrite: bool,
+    threads: int,
+    info: dict,
+) -> tuple[int, np.ndarray, metadata.Parity, dict]:
     """Write the export file atomically, but rename it into place only once its reloaded outputs
     match PyTorch's ``expected``; ``ParityError`` otherwise (and the temporary file is removed)."""
     found: dict[str, Any] = {}
@@ -173,21 +206,35 @@ def export(
         if format != "pt2":  # torch.export takes any traceable model; only the float size is lost
             raise
         ops = None
-    float_size = None if ops is None else len(
-        onnx_qdq.build(graph.as_float(ops), tuple(x.shape[1:])).SerializeToString())
+    float_size = (
+        None
+        if ops is None
+        else len(onnx_qdq.build(graph.as_float(ops), tuple(x.shape[1:])).SerializeToString())
+    )
     expected = outputs(model, x)
-    size, exported, result_parity, extra = _write_checked(format, model, ops, x, expected, path, overwrite, threads, info)
+    size, exported, result_parity, extra = _write_checked(
+        format, model, ops, x, expected, path, overwrite, threads, info
+    )
     try:
-        meta = metadata.clean({
-            "format": format, "file": path.name, **info,
-            "weight_bits": None if ops is None else graph.weight_bits(ops),
-            "ace": metadata.ace(model, x[:1]),
-            "accuracy": {"pytorch": metadata.accuracy(expected, y), "export": metadata.accuracy(exported, y)},
-            "size_bytes": size, "float_size_bytes": float_size,
-            "float_size_is": "the float32 ONNX file of the same network",
-            "size_ratio": metadata.ratio(float_size, size),
-            "parity": result_parity.to_dict(), **extra,
-        })
+        meta = metadata.clean(
+            {
+                "format": format,
+                "file": path.name,
+                **info,
+                "weight_bits": None if ops is None else graph.weight_bits(ops),
+                "ace": metadata.ace(model, x[:1]),
+                "accuracy": {
+                    "pytorch": metadata.accuracy(expected, y),
+                    "export": metadata.accuracy(exported, y),
+                },
+                "size_bytes": size,
+                "float_size_bytes": float_size,
+                "float_size_is": "the float32 ONNX file of the same network",
+                "size_ratio": metadata.ratio(float_size, size),
+                "parity": result_parity.to_dict(),
+                **extra,
+            }
+        )
         files.write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode(), overwrite)
     except BaseException:  # no export without its metadata
         path.unlink(missing_ok=True)
@@ -205,8 +252,14 @@ def scaled_inputs(x: torch.Tensor, inputs: str) -> torch.Tensor:
 
 
 def export_checkpoint(
-    path: str | Path, format: str, out: str | Path, *, dataset: str | None = None,
-    data_dir: str | None = None, overwrite: bool = False, threads: int = 1,
+    path: str | Path,
+    format: str,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    threads: int = 1,
 ) -> ExportResult:
     """Export a ``qatcore.checkpoint`` file, checking it on the test split of its dataset.
 
@@ -221,7 +274,21 @@ def export_checkpoint(
     name = dataset or saved.info.get("dataset", "digits")
     data = datasets.load(name, data_dir or saved.info.get("data_dir"))
     x = scaled_inputs(data.x_test, saved.info.get("inputs", "unit"))
-    info = {"model": saved.name, "kwargs": saved.kwargs, "checkpoint": Path(path).name, "dataset": name,
-            "inputs": saved.info.get("inputs", "unit")}
-    return export(saved.model, out, format, x, data.y_test, name=Path(path).stem, overwrite=overwrite,
-                  threads=threads, info=info)
+    info = {
+        "model": saved.name,
+        "kwargs": saved.kwargs,
+        "checkpoint": Path(path).name,
+        "dataset": name,
+        "inputs": saved.info.get("inputs", "unit"),
+    }
+    return export(
+        saved.model,
+        out,
+        format,
+        x,
+        data.y_test,
+        name=Path(path).stem,
+        overwrite=overwrite,
+        threads=threads,
+        info=info,
+    )

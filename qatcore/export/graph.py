@@ -36,7 +36,9 @@ from qatcore.export.ops import (
 def _pool(name: str, module: nn.Module) -> Op:
     kernel = pair(module.kernel_size)
     stride = kernel if module.stride is None else pair(module.stride)
-    attrs = dict(kernel=kernel, stride=stride, padding=pair(module.padding), ceil_mode=bool(module.ceil_mode))
+    attrs = dict(
+        kernel=kernel, stride=stride, padding=pair(module.padding), ceil_mode=bool(module.ceil_mode)
+    )
     if isinstance(module, nn.MaxPool2d):
         if pair(module.dilation) != [1, 1]:
             raise UnsupportedLayerError(f"cannot export layer {name!r} (MaxPool2d): dilation > 1")
@@ -48,18 +50,27 @@ def _pool(name: str, module: nn.Module) -> Op:
 
 def _batchnorm(name: str, module: nn.modules.batchnorm._BatchNorm) -> Op:
     if module.running_mean is None:
-        raise UnsupportedLayerError(f"cannot export layer {name!r} ({type(module).__name__}): no running statistics")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} ({type(module).__name__}): no running statistics"
+        )
     channels = module.num_features
     gamma = to_numpy(module.weight) if module.affine else np.ones(channels, np.float32)
     beta = to_numpy(module.bias) if module.affine else np.zeros(channels, np.float32)
-    attrs = dict(eps=float(module.eps), mean=to_numpy(module.running_mean), var=to_numpy(module.running_var),
-                 gamma=gamma, beta=beta)
+    attrs = dict(
+        eps=float(module.eps),
+        mean=to_numpy(module.running_mean),
+        var=to_numpy(module.running_var),
+        gamma=gamma,
+        beta=beta,
+    )
     return Op("batchnorm", name, attrs)
 
 
 def _flatten(name: str, module: nn.Flatten) -> Op:
     if module.start_dim != 1 or module.end_dim != -1:
-        raise UnsupportedLayerError(f"cannot export layer {name!r} (Flatten): only start_dim=1, end_dim=-1")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} (Flatten): only start_dim=1, end_dim=-1"
+        )
     return Op("flatten", name)
 
 
@@ -86,7 +97,11 @@ LOWERINGS: list[tuple[type, Callable[[str, Any], Op | list[Op] | None]]] = [
     (nn.Dropout, lambda n, mod: None),
     (nn.Identity, lambda n, mod: None),
 ]
-LOWERINGS += [(kind, next(fn for k, fn in LOWERINGS if k is standard)) for kind, standard in binary.SAME_IN_EVAL]
+LOWERINGS += [
+    (kind, next(fn for k, fn in LOWERINGS if k is standard))
+    for kind, standard in binary.SAME_IN_EVAL
+]
+
 
 def supported() -> list[str]:
     """Names of the module types the exporters take."""
@@ -101,8 +116,11 @@ def is_chain(model: nn.Module) -> bool:
 def leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """The model's modules in execution order, looking inside ``nn.Sequential`` chains only."""
     if is_chain(model):
-        return [pair for name, child in model.named_children()
-                for pair in leaves(child, f"{prefix}.{name}" if prefix else name)]
+        return [
+            pair
+            for name, child in model.named_children()
+            for pair in leaves(child, f"{prefix}.{name}" if prefix else name)
+        ]
     return [(prefix or type(model).__name__, model)]
 
 
@@ -116,8 +134,13 @@ def lower(model: nn.Module) -> list[Op]:
         lowering = next((fn for kind, fn in LOWERINGS if type(module) is kind), None)
         if lowering is None:
             known = next((kind for kind, _ in LOWERINGS if isinstance(module, kind)), None)
-            why = "no lowering" if known is None else (
-                f"a subclass of {known.__module__}.{known.__qualname__}, which may compute something else")
+            why = (
+                "no lowering"
+                if known is None
+                else (
+                    f"a subclass of {known.__module__}.{known.__qualname__}, which may compute something else"
+                )
+            )
             raise UnsupportedLayerError(
                 f"cannot export layer {name!r} ({type(module).__qualname__}): {why}; "
                 f"the exporters take nn.Sequential chains of exactly {allowed}"
@@ -129,9 +152,12 @@ def lower(model: nn.Module) -> list[Op]:
 
 def as_float(ops: list[Op]) -> list[Op]:
     """The same ops with every weight dequantized to float32: the float baseline of a file size."""
-    return [op if op.weight is None or op.weight.kind == "float"
-            else replace(op, weight=Weight("float", op.weight.dequantized().astype(np.float32)))
-            for op in ops]
+    return [
+        op
+        if op.weight is None or op.weight.kind == "float"
+        else replace(op, weight=Weight("float", op.weight.dequantized().astype(np.float32)))
+        for op in ops
+    ]
 
 
 def weight_bits(ops: list[Op]) -> dict[str, int]:

@@ -42,7 +42,9 @@ def parity(reference: np.ndarray, exported: np.ndarray) -> Parity:
     """Compare the export's outputs with PyTorch's (both N×classes)."""
     reference, exported = np.asarray(reference, np.float64), np.asarray(exported, np.float64)
     if reference.shape != exported.shape:
-        raise ValueError(f"outputs differ in shape: PyTorch {reference.shape}, export {exported.shape}")
+        raise ValueError(
+            f"outputs differ in shape: PyTorch {reference.shape}, export {exported.shape}"
+        )
     span = float(reference.max() - reference.min()) if reference.size else 0.0
     diff = float(np.abs(reference - exported).max()) if reference.size else 0.0
     agree = float((reference.argmax(1) == exported.argmax(1)).mean()) if reference.size else 1.0
@@ -64,7 +66,9 @@ def ace(model: nn.Module, example: torch.Tensor) -> dict[str, Any] | None:
 
     try:
         # float operands priced as float32, as the exported graph computes them (ace.count's default is bfloat16)
-        report = ace_module.count(model, example, bits=None, cost_model="acev2", float_bits=32).to_dict()
+        report = ace_module.count(
+            model, example, bits=None, cost_model="acev2", float_bits=32
+        ).to_dict()
     except (ValueError, TypeError, NotImplementedError) as error:
         return {"error": f"{type(error).__name__}: {error}"}
     return {key: value for key, value in report.items() if key != "layers"}  # the totals

@@ -29,10 +29,18 @@ CODE_BOUNDS_KEY = "qatcore.weight_code_bounds"
 ACTIVATION_BITS_KEY = "qatcore.activation_bits"
 
 #: signed code types, smallest first: (ONNX type, NumPy dtype of the values, largest |code|)
-SIGNED_TYPES = ((TensorProto.INT4, np.int8, 7), (TensorProto.INT8, np.int8, 127),
-                (TensorProto.INT16, np.int16, 2**15 - 1), (TensorProto.INT32, np.int32, 2**31 - 1))
+SIGNED_TYPES = (
+    (TensorProto.INT4, np.int8, 7),
+    (TensorProto.INT8, np.int8, 127),
+    (TensorProto.INT16, np.int16, 2**15 - 1),
+    (TensorProto.INT32, np.int32, 2**31 - 1),
+)
 #: unsigned activation code types: (ONNX type, largest code)
-UNSIGNED_TYPES = ((TensorProto.UINT4, 15), (TensorProto.UINT8, 255), (TensorProto.UINT16, 2**16 - 1))
+UNSIGNED_TYPES = (
+    (TensorProto.UINT4, 15),
+    (TensorProto.UINT8, 255),
+    (TensorProto.UINT16, 2**16 - 1),
+)
 
 
 def code_bound(weight: Weight) -> int:
@@ -49,7 +57,9 @@ def check_codes(name: str, weight: Weight) -> None:
     """ValueError unless every code of ``weight`` is within its range (and odd, for b-bit codes)."""
     values, bound = np.asarray(weight.values, np.int64), code_bound(weight)
     if values.size and np.abs(values).max() > bound:
-        raise ValueError(f"layer {name!r}: weight codes reach {np.abs(values).max()}, outside ±{bound}")
+        raise ValueError(
+            f"layer {name!r}: weight codes reach {np.abs(values).max()}, outside ±{bound}"
+        )
     if weight.kind == "uniform" and values.size and np.any(values % 2 != 1):
         raise ValueError(f"layer {name!r}: {weight.bits}-bit weight codes must be odd")
     if weight.kind == "binary" and values.size and np.any(np.abs(values) != 1):
@@ -85,7 +95,9 @@ class GraphBuilder:
     def node(self, op_type: str, inputs: list[str], name: str, domain: str = "", **attrs) -> str:
         self.count += 1
         output = f"{name}/{op_type}_{self.count}"
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, domain=domain, **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, inputs, [output], name=output, domain=domain, **attrs)
+        )
         return output
 
     def weight(self, op: Op) -> str:
@@ -97,7 +109,12 @@ class GraphBuilder:
         check_codes(name, weight)
         bound = code_bound(weight)
         output, initializer = self.coded_weight(name, weight, bound)
-        self.code_bounds[name] = {"initializer": initializer, "min": -bound, "max": bound, "bits": weight.bits}
+        self.code_bounds[name] = {
+            "initializer": initializer,
+            "min": -bound,
+            "max": bound,
+            "bits": weight.bits,
+        }
         return output
 
     def coded_weight(self, name: str, weight: Weight, bound: int) -> tuple[str, str]:
@@ -108,7 +125,9 @@ class GraphBuilder:
         per_channel = len(scale) > 1
         shape = scale.shape if per_channel else ()
         scale_name = self.constant(f"{name}.weight_scale", scale.astype(np.float32).reshape(shape))
-        zero = self.tensor(integer_tensor(f"{name}.weight_zero_point", np.zeros(shape, np.int64), onnx_type))
+        zero = self.tensor(
+            integer_tensor(f"{name}.weight_zero_point", np.zeros(shape, np.int64), onnx_type)
+        )
         axis = {"axis": 0} if per_channel else {}
         return self.node("DequantizeLinear", [codes, scale_name, zero], name, **axis), codes
 
@@ -127,12 +146,18 @@ class GraphBuilder:
         self.activation_bits[name] = bits
         scale = self.constant(f"{name}.scale", np.float32(step))
         zero = self.tensor(integer_tensor(f"{name}.zero_point", np.zeros((), np.int64), onnx_type))
-        return self.node("DequantizeLinear", [self.node("QuantizeLinear", [x, scale, zero], name), scale, zero], name)
+        return self.node(
+            "DequantizeLinear",
+            [self.node("QuantizeLinear", [x, scale, zero], name), scale, zero],
+            name,
+        )
 
     def sign(self, op: Op, x: str) -> str:
         # qatcore's sign has sign(0) = +1, ONNX's Sign(0) = 0: Sign(Sign(x) + ½) maps {−1, 0, 1} → {−1, 1, 1}
         half = self.constant(f"{op.name}.half", np.float32(0.5))
-        return self.node("Sign", [self.node("Add", [self.node("Sign", [x], op.name), half], op.name)], op.name)
+        return self.node(
+            "Sign", [self.node("Add", [self.node("Sign", [x], op.name), half], op.name)], op.name
+        )
 
     def op(self, op: Op, x: str) -> str:
         a, name = op.attrs, op.name
@@ -142,27 +167,47 @@ class GraphBuilder:
                 inputs.append(self.constant(f"{name}.bias", op.bias.astype(np.float32)))
             if op.kind == "linear":
                 return self.node("Gemm", inputs, name, transB=1)
-            return self.node("Conv", inputs, name, strides=a["stride"], pads=a["padding"] * 2,
-                             dilations=a["dilation"], group=a["groups"], kernel_shape=a["kernel"])
+            return self.node(
+                "Conv",
+                inputs,
+                name,
+                strides=a["stride"],
+                pads=a["padding"] * 2,
+                dilations=a["dilation"],
+                group=a["groups"],
+                kernel_shape=a["kernel"],
+            )
         if op.kind == "relu":
             return self.node("Relu", [x], name)
         if op.kind in ("avgpool", "maxpool"):
-            attrs = dict(kernel_shape=a["kernel"], strides=a["stride"], pads=a["padding"] * 2,
-                         ceil_mode=int(a["ceil_mode"]))
+            attrs = dict(
+                kernel_shape=a["kernel"],
+                strides=a["stride"],
+                pads=a["padding"] * 2,
+                ceil_mode=int(a["ceil_mode"]),
+            )
             if op.kind == "avgpool":
-                return self.node("AveragePool", [x], name, count_include_pad=int(a["count_include_pad"]), **attrs)
+                return self.node(
+                    "AveragePool", [x], name, count_include_pad=int(a["count_include_pad"]), **attrs
+                )
             return self.node("MaxPool", [x], name, **attrs)
         if op.kind == "global_avgpool":
             return self.node("GlobalAveragePool", [x], name)
         if op.kind == "flatten":
             return self.node("Flatten", [x], name, axis=1)
         if op.kind == "batchnorm":
-            params = [self.constant(f"{name}.{key}", a[key].astype(np.float32))
-                      for key in ("gamma", "beta", "mean", "var")]
+            params = [
+                self.constant(f"{name}.{key}", a[key].astype(np.float32))
+                for key in ("gamma", "beta", "mean", "var")
+            ]
             return self.node("BatchNormalization", [x, *params], name, epsilon=a["eps"])
         if op.kind == "affine":  # QuantNorm: y = Q(a)·x + Q(b) per channel
-            scale = self.constant(f"{name}.scale", a["scale"].astype(np.float32).reshape(1, -1, 1, 1))
-            shift = self.constant(f"{name}.shift", a["shift"].astype(np.float32).reshape(1, -1, 1, 1))
+            scale = self.constant(
+                f"{name}.scale", a["scale"].astype(np.float32).reshape(1, -1, 1, 1)
+            )
+            shift = self.constant(
+                f"{name}.shift", a["shift"].astype(np.float32).reshape(1, -1, 1, 1)
+            )
             return self.node("Add", [self.node("Mul", [x, scale], name), shift], name)
         if op.kind == "hardtanh":
             low = self.constant(f"{name}.min", np.float32(a["min"]))
@@ -172,7 +217,9 @@ class GraphBuilder:
             return self.act_quant(op, x)
         if op.kind == "sign":
             return self.sign(op, x)
-        raise UnsupportedLayerError(f"cannot export layer {name!r} to ONNX: no ONNX form for op {op.kind!r}")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} to ONNX: no ONNX form for op {op.kind!r}"
+        )
 
     def opsets(self) -> list[onnx.OperatorSetIdProto]:
         return [helper.make_opsetid("", OPSET)]
@@ -184,15 +231,21 @@ class GraphBuilder:
             x = self.op(op, x)
         self.nodes.append(helper.make_node("Identity", [x], [OUTPUT], name=OUTPUT))
         graph = helper.make_graph(
-            self.nodes, name,
+            self.nodes,
+            name,
             [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", *input_shape])],
             [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", None])],
             self.initializers,
         )
         model = helper.make_model(graph, opset_imports=self.opsets(), producer_name="qatcore")
         model.ir_version = 10  # readable by onnxruntime >= 1.20
-        helper.set_model_props(model, {CODE_BOUNDS_KEY: json.dumps(self.code_bounds),
-                                       ACTIVATION_BITS_KEY: json.dumps(self.activation_bits)})
+        helper.set_model_props(
+            model,
+            {
+                CODE_BOUNDS_KEY: json.dumps(self.code_bounds),
+                ACTIVATION_BITS_KEY: json.dumps(self.activation_bits),
+            },
+        )
         return model
 
 
@@ -212,21 +265,33 @@ def node_types(model: onnx.ModelProto) -> dict[str, int]:
 def pattern(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     """Each node as (op type, what feeds each input: ``input``, an initializer's element type such
     as ``INT4``, or the op type of the node producing it): the graph's shape, free of names."""
-    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
-             for t in model.graph.initializer}
+    types = {
+        t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+        for t in model.graph.initializer
+    }
     producer = {out: node.op_type for node in model.graph.node for out in node.output}
     inputs = {v.name for v in model.graph.input}
-    return [(node.op_type, ["input" if i in inputs else types.get(i) or producer[i] for i in node.input])
-            for node in model.graph.node]
+    return [
+        (
+            node.op_type,
+            ["input" if i in inputs else types.get(i) or producer[i] for i in node.input],
+        )
+        for node in model.graph.node
+    ]
 
 
 def describe(model: onnx.ModelProto) -> list[str]:
     """The graph node by node, one line each: op type ← what feeds it (with initializer names)."""
-    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
-             for t in model.graph.initializer}
+    types = {
+        t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+        for t in model.graph.initializer
+    }
     lines = []
     for (op_type, feeds), node in zip(pattern(model), model.graph.node, strict=True):
-        shown = [f"{feed} {name}" if name in types else feed for feed, name in zip(feeds, node.input, strict=True)]
+        shown = [
+            f"{feed} {name}" if name in types else feed
+            for feed, name in zip(feeds, node.input, strict=True)
+        ]
         lines.append(f"{op_type:<18}← {', '.join(shown)}")
     return lines
 
@@ -234,11 +299,17 @@ def describe(model: onnx.ModelProto) -> list[str]:
 def qdq_weights(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     """For each quantized weight: its initializer's element type and the op its DequantizeLinear
     feeds (``("INT4", "Conv")`` is the standard pattern), by layer name."""
-    types = {t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
-             for t in model.graph.initializer}
+    types = {
+        t.name: helper.tensor_dtype_to_string(t.data_type).removeprefix("TensorProto.")
+        for t in model.graph.initializer
+    }
     found = {}
     for layer, entry in metadata(model, CODE_BOUNDS_KEY).items():
-        dequantize = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == entry["initializer"])
+        dequantize = next(
+            n
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] == entry["initializer"]
+        )
         consumers = [n.op_type for n in model.graph.node if dequantize.output[0] in n.input]
         found[layer] = (types[entry["initializer"]], "+".join(consumers))
     return found
@@ -252,7 +323,10 @@ def metadata(model: onnx.ModelProto, key: str) -> dict:
 
 def clip_bounds(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
     """The integer range of every quantized weight's codes, by layer name (from ``metadata_props``)."""
-    return {layer: (entry["min"], entry["max"]) for layer, entry in metadata(model, CODE_BOUNDS_KEY).items()}
+    return {
+        layer: (entry["min"], entry["max"])
+        for layer, entry in metadata(model, CODE_BOUNDS_KEY).items()
+    }
 
 
 def check_stored_codes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
@@ -263,11 +337,15 @@ def check_stored_codes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
     for layer, entry in metadata(model, CODE_BOUNDS_KEY).items():
         name = entry["initializer"]
         if name not in values or name not in dequantized:
-            raise ValueError(f"layer {layer!r}: initializer {name!r} does not feed a DequantizeLinear")
+            raise ValueError(
+                f"layer {layer!r}: initializer {name!r} does not feed a DequantizeLinear"
+            )
         codes = numpy_helper.to_array(values[name]).astype(np.int64)
         if codes.size and (codes.min() < entry["min"] or codes.max() > entry["max"]):
-            raise ValueError(f"layer {layer!r}: stored codes span [{codes.min()}, {codes.max()}], "
-                             f"outside the declared [{entry['min']}, {entry['max']}]")
+            raise ValueError(
+                f"layer {layer!r}: stored codes span [{codes.min()}, {codes.max()}], "
+                f"outside the declared [{entry['min']}, {entry['max']}]"
+            )
     return clip_bounds(model)
 
 
@@ -285,5 +363,9 @@ def session(path_or_bytes, threads: int = 1):
 def run(sess, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """The session's outputs for ``x`` (float32, N×C×H×W), in batches."""
     x = np.ascontiguousarray(x, np.float32)
-    return np.concatenate([sess.run([OUTPUT], {INPUT: x[i : i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [
+            sess.run([OUTPUT], {INPUT: x[i : i + batch_size]})[0]
+            for i in range(0, len(x), batch_size)
+        ]
+    )

@@ -82,10 +82,20 @@ def float_weight(tensor: torch.Tensor) -> Weight:
 def conv_op(name: str, module: nn.Conv2d, weight: Weight, **extra: Any) -> Op:
     """A conv op with the module's geometry and the given weight."""
     if isinstance(module.padding, str) and module.padding != "valid":
-        raise UnsupportedLayerError(f"cannot export layer {name!r} (Conv2d): padding={module.padding!r}; use ints")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} (Conv2d): padding={module.padding!r}; use ints"
+        )
     if module.padding_mode != "zeros":
-        raise UnsupportedLayerError(f"cannot export layer {name!r} (Conv2d): padding_mode={module.padding_mode!r}")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} (Conv2d): padding_mode={module.padding_mode!r}"
+        )
     padding = [0, 0] if module.padding == "valid" else pair(module.padding)
-    attrs = dict(stride=pair(module.stride), padding=padding, dilation=pair(module.dilation),
-                 groups=int(module.groups), kernel=pair(module.kernel_size), **extra)
+    attrs = dict(
+        stride=pair(module.stride),
+        padding=padding,
+        dilation=pair(module.dilation),
+        groups=int(module.groups),
+        kernel=pair(module.kernel_size),
+        **extra,
+    )
     return Op("conv", name, attrs, weight, to_numpy(module.bias))

@@ -70,14 +70,24 @@ def to_bytes(ops: list[Op], info: dict | None = None) -> bytes:
         layer = {"kind": op.kind, "name": op.name, "attrs": attrs, "array_attrs": array_attrs}
         if op.weight is not None:
             w = op.weight
-            layer["weight"] = {"kind": w.kind, "bits": w.bits, "shape": list(w.values.shape), "m": w.m}
+            layer["weight"] = {
+                "kind": w.kind,
+                "bits": w.bits,
+                "shape": list(w.values.shape),
+                "m": w.m,
+            }
             arrays[f"{i}.weight"] = _pack_weight(w)
             if w.scale is not None:
                 arrays[f"{i}.scale"] = np.asarray(w.scale, np.float64)
         if op.bias is not None:
             arrays[f"{i}.bias"] = op.bias.astype(np.float32)
         layers.append(layer)
-    header = {"format": "qatcore-packed", "version": FORMAT_VERSION, "layers": layers, "info": info or {}}
+    header = {
+        "format": "qatcore-packed",
+        "version": FORMAT_VERSION,
+        "layers": layers,
+        "info": info or {},
+    }
     arrays["graph.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -97,6 +107,8 @@ def load(path: str | Path) -> tuple[list[Op], dict]:
         attrs.update({key: arrays[f"{i}.attr.{key}"] for key in layer["array_attrs"]})
         weight = None
         if "weight" in layer:
-            weight = _unpack_weight(layer["weight"], arrays[f"{i}.weight"], arrays.get(f"{i}.scale"))
+            weight = _unpack_weight(
+                layer["weight"], arrays[f"{i}.weight"], arrays.get(f"{i}.scale")
+            )
         ops.append(Op(layer["kind"], layer["name"], attrs, weight, arrays.get(f"{i}.bias")))
     return ops, header["info"]

@@ -33,10 +33,17 @@ def pike_weight(layer) -> Weight:
     codes = torch.round(levels / scale.reshape(-1, *[1] * (w.dim() - 1)))
     bound = 2**quantizer.bits - 1
     if codes.abs().max() > bound or torch.any(torch.remainder(codes, 2) != 1):
-        raise UnsupportedLayerError(f"cannot export the weight quantizer of {type(layer).__name__}: "
-                                    f"its levels are not odd multiples of its scale within ±{bound}")
-    return Weight("uniform", codes.numpy().astype(np.int32), quantizer.bits, scale.numpy(),
-                  float(quantizer.weight_range(w).max()))
+        raise UnsupportedLayerError(
+            f"cannot export the weight quantizer of {type(layer).__name__}: "
+            f"its levels are not odd multiples of its scale within ±{bound}"
+        )
+    return Weight(
+        "uniform",
+        codes.numpy().astype(np.int32),
+        quantizer.bits,
+        scale.numpy(),
+        float(quantizer.weight_range(w).max()),
+    )
 
 
 def _conv(name: str, layer) -> Op:
@@ -58,20 +65,30 @@ def _act_quant(name: str, module) -> Op:
 @torch.no_grad()
 def _quant_norm(name: str, module) -> Op:
     a, b = module.quantized_affine(module.running_mean, module.running_var)
-    return Op("affine", name, {"scale": to_numpy(a).astype(np.float32), "shift": to_numpy(b).astype(np.float32)})
+    return Op(
+        "affine",
+        name,
+        {"scale": to_numpy(a).astype(np.float32), "shift": to_numpy(b).astype(np.float32)},
+    )
 
 
 def _adaptive_avg_pool(name: str, module: nn.AdaptiveAvgPool2d) -> Op:
     size = module.output_size
     if tuple(size if isinstance(size, tuple | list) else (size, size)) != (1, 1):
-        raise UnsupportedLayerError(f"cannot export layer {name!r} (AdaptiveAvgPool2d): only output_size=1")
+        raise UnsupportedLayerError(
+            f"cannot export layer {name!r} (AdaptiveAvgPool2d): only output_size=1"
+        )
     return Op("global_avgpool", name)
 
 
 #: PikeLPN module type → lowering (none without qatcore.cost), and the global pool
-LOWERINGS = [(nn.AdaptiveAvgPool2d, _adaptive_avg_pool)] + ([] if PikeConv2d is None else [
-    (PikeConv2d, _conv),
-    (PikeLinear, _linear),
-    (ActQuant, _act_quant),
-    (QuantNorm, _quant_norm),
-])
+LOWERINGS = [(nn.AdaptiveAvgPool2d, _adaptive_avg_pool)] + (
+    []
+    if PikeConv2d is None
+    else [
+        (PikeConv2d, _conv),
+        (PikeLinear, _linear),
+        (ActQuant, _act_quant),
+        (QuantNorm, _quant_norm),
+    ]
+)

@@ -10,7 +10,8 @@ from qatcore.palette import EXPORTS, RUNTIMES, colours
 
 
 def plot_export_sizes(
-    sizes: Mapping[str, tuple[int, int]], latency_ms: Mapping[str, Mapping[str, float]] | None = None
+    sizes: Mapping[str, tuple[int, int]],
+    latency_ms: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Figure:
     """Bars of export size beside its float32 size (``{label: (size, float_size)}``, log scale),
     and, when given, latency per call by batch (``{batch: {variant: ms}}``, log scale)."""
@@ -21,13 +22,28 @@ def plot_export_sizes(
     positions = range(len(labels))
     width = 0.38
     size_axis = axes[0]
-    size_axis.bar([p - width / 2 for p in positions], [sizes[k][1] / 1024 for k in labels], width,
-                  color=EXPORTS["float32"], label="float32 ONNX")
-    bars = size_axis.bar([p + width / 2 for p in positions], [sizes[k][0] / 1024 for k in labels], width,
-                         color=EXPORTS["export"], label="export")
+    size_axis.bar(
+        [p - width / 2 for p in positions],
+        [sizes[k][1] / 1024 for k in labels],
+        width,
+        color=EXPORTS["float32"],
+        label="float32 ONNX",
+    )
+    bars = size_axis.bar(
+        [p + width / 2 for p in positions],
+        [sizes[k][0] / 1024 for k in labels],
+        width,
+        color=EXPORTS["export"],
+        label="export",
+    )
     for bar, label in zip(bars, labels, strict=True):
-        size_axis.annotate(f"{sizes[label][1] / sizes[label][0]:.1f}×", (bar.get_x() + width / 2, bar.get_height()),
-                           ha="center", va="bottom", fontsize=8)
+        size_axis.annotate(
+            f"{sizes[label][1] / sizes[label][0]:.1f}×",
+            (bar.get_x() + width / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     size_axis.set_xticks(list(positions), labels, rotation=20, ha="right", fontsize=8)
     size_axis.set_yscale("log")
     size_axis.set_ylabel("file size (KiB)")
@@ -40,8 +56,13 @@ def plot_export_sizes(
         step = 0.8 / len(variants)
         own = colours(variants, RUNTIMES)
         for i, variant in enumerate(variants):
-            axis.bar([b + (i - (len(variants) - 1) / 2) * step for b in range(len(batches))],
-                     [latency_ms[batch][variant] for batch in batches], step, color=own[variant], label=variant)
+            axis.bar(
+                [b + (i - (len(variants) - 1) / 2) * step for b in range(len(batches))],
+                [latency_ms[batch][variant] for batch in batches],
+                step,
+                color=own[variant],
+                label=variant,
+            )
         axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
         axis.set_yscale("log")
         axis.set_ylabel("ms per call")

@@ -54,11 +54,18 @@ def freeze(model: nn.Module) -> nn.Module:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = frozen.get_submodule(parent_name) if parent_name else frozen
-        if type(module) in (pikelpn.PikeConv2d, pikelpn.PikeLinear) and module.weight_quantizer is not None:
+        if (
+            type(module) in (pikelpn.PikeConv2d, pikelpn.PikeLinear)
+            and module.weight_quantizer is not None
+        ):
             module.weight.copy_(module.quantized_weight())
             module.weight_quantizer = None
         elif type(module) is pikelpn.QuantNorm:
-            setattr(parent, child, FrozenAffine(*module.quantized_affine(module.running_mean, module.running_var)))
+            setattr(
+                parent,
+                child,
+                FrozenAffine(*module.quantized_affine(module.running_mean, module.running_var)),
+            )
         elif type(module) is pikelpn.ActQuant and module.bits is not None:
             setattr(parent, child, FrozenActQuant(module))
     return frozen

@@ -27,13 +27,23 @@ class QonnxBuilder(GraphBuilder):
     """``GraphBuilder`` with QONNX quantizer nodes instead of QuantizeLinear/DequantizeLinear."""
 
     def quant(self, x: str, name: str, scale: np.ndarray, zero_point: float, bits: int) -> str:
-        inputs = [x, self.constant(f"{name}.scale", np.asarray(scale, np.float32)),
-                  self.constant(f"{name}.zero_point", np.float32(zero_point)),
-                  self.constant(f"{name}.bit_width", np.float32(bits))]
-        return self.node("Quant", inputs, name, domain=DOMAIN, signed=0, narrow=0, rounding_mode="ROUND")
+        inputs = [
+            x,
+            self.constant(f"{name}.scale", np.asarray(scale, np.float32)),
+            self.constant(f"{name}.zero_point", np.float32(zero_point)),
+            self.constant(f"{name}.bit_width", np.float32(bits)),
+        ]
+        return self.node(
+            "Quant", inputs, name, domain=DOMAIN, signed=0, narrow=0, rounding_mode="ROUND"
+        )
 
     def bipolar(self, x: str, name: str) -> str:
-        return self.node("BipolarQuant", [x, self.constant(f"{name}.scale", np.float32(1.0))], name, domain=DOMAIN)
+        return self.node(
+            "BipolarQuant",
+            [x, self.constant(f"{name}.scale", np.float32(1.0))],
+            name,
+            domain=DOMAIN,
+        )
 
     def coded_weight(self, name: str, weight: Weight, bound: int) -> tuple[str, str]:
         """The weight's levels (or signs) as a float initializer → Quant (or BipolarQuant)."""
@@ -45,8 +55,13 @@ class QonnxBuilder(GraphBuilder):
         half_step = np.asarray(weight.scale, np.float64).ravel()
         shape = (-1,) + (1,) * (levels.ndim - 1) if len(half_step) > 1 else ()
         step = (2 * half_step).reshape(shape)
-        output = self.quant(self.constant(initializer, levels), f"{name}.weight_quant", step,
-                            (2**weight.bits - 1) / 2, weight.bits)
+        output = self.quant(
+            self.constant(initializer, levels),
+            f"{name}.weight_quant",
+            step,
+            (2**weight.bits - 1) / 2,
+            weight.bits,
+        )
         return output, initializer
 
     def act_quant(self, op: Op, x: str) -> str:

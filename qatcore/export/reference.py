@@ -19,11 +19,14 @@ def _pad(x: np.ndarray, padding: list[int], value: float = 0.0) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
-def _windows(x: np.ndarray, kernel: list[int], stride: list[int], dilation: list[int] = (1, 1)) -> np.ndarray:
+def _windows(
+    x: np.ndarray, kernel: list[int], stride: list[int], dilation: list[int] = (1, 1)
+) -> np.ndarray:
     """Sliding windows of N×C×H×W as N×C×H'×W'×kh×kw."""
     kh, kw = kernel
     view = np.lib.stride_tricks.sliding_window_view(
-        x, ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1), axis=(2, 3))
+        x, ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1), axis=(2, 3)
+    )
     return view[:, :, :: stride[0], :: stride[1], :: dilation[0], :: dilation[1]]
 
 
@@ -54,7 +57,10 @@ def xnor_popcount(x_bits: np.ndarray, valid_bits: np.ndarray, w_bits: np.ndarray
     valid = np.bitwise_count(valid_bits).sum(axis=1, dtype=np.int64)[:, None]
     out = np.empty((rows, len(w_bits)), np.int64)
     for i in range(0, rows, step):
-        agree = ~(x_bits[i : i + step, None, :] ^ w_bits[None, :, :]) & valid_bits[i : i + step, None, :]
+        agree = (
+            ~(x_bits[i : i + step, None, :] ^ w_bits[None, :, :])
+            & valid_bits[i : i + step, None, :]
+        )
         out[i : i + step] = np.bitwise_count(agree).sum(axis=2, dtype=np.int64)
     return 2 * out - valid
 
@@ -96,9 +102,16 @@ def _pool(x: np.ndarray, op: Op) -> np.ndarray:
     (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["padding"]
     oh = _out_size(x.shape[2], kh, sh, ph, a["ceil_mode"])
     ow = _out_size(x.shape[3], kw, sw, pw, a["ceil_mode"])
-    extra_h, extra_w = max(0, (oh - 1) * sh + kh - x.shape[2] - 2 * ph), max(0, (ow - 1) * sw + kw - x.shape[3] - 2 * pw)
+    extra_h, extra_w = (
+        max(0, (oh - 1) * sh + kh - x.shape[2] - 2 * ph),
+        max(0, (ow - 1) * sw + kw - x.shape[3] - 2 * pw),
+    )
     fill = -np.inf if op.kind == "maxpool" else 0.0
-    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)), constant_values=fill)
+    padded = np.pad(
+        x.astype(np.float64),
+        ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)),
+        constant_values=fill,
+    )
     windows = _windows(padded, a["kernel"], a["stride"])[:, :, :oh, :ow]
     if op.kind == "maxpool":
         result = windows.max(axis=(4, 5))
@@ -147,7 +160,9 @@ def _step(x: np.ndarray, op: Op) -> np.ndarray:
         below = x <= _channel(a["tau"], x)
         up = _channel(a["direction"], x) > 0
         return np.where(np.where(up, above, below), 1, -1).astype(np.int8)
-    raise UnsupportedLayerError(f"reference inference: no NumPy form for layer {op.name!r} ({op.kind})")
+    raise UnsupportedLayerError(
+        f"reference inference: no NumPy form for layer {op.name!r} ({op.kind})"
+    )
 
 
 def infer(ops: list[Op], x: np.ndarray) -> np.ndarray:

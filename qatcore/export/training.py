@@ -12,8 +12,13 @@ from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.runtime import seed_everything
 
 #: the models ``qatcore train`` trains, and the paper whose training loop each uses
-TRAINABLE = {"mnist_cnn": "estimators", "pikelpn_mobilenet": "estimators",
-             "bnn_mlp": "bnn", "cnv": "bnn", "binarynet": "bnn"}
+TRAINABLE = {
+    "mnist_cnn": "estimators",
+    "pikelpn_mobilenet": "estimators",
+    "bnn_mlp": "bnn",
+    "cnv": "bnn",
+    "binarynet": "bnn",
+}
 #: the models with a ``bits`` argument (the BNNs are 1-bit by construction)
 WITH_BITS = ("mnist_cnn", "pikelpn_mobilenet")
 
@@ -29,8 +34,13 @@ class Trained:
     epochs: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.path), "model": self.model, "kwargs": self.kwargs,
-                "test_accuracy": round(self.test_accuracy, 4), "epochs": self.epochs}
+        return {
+            "checkpoint": str(self.path),
+            "model": self.model,
+            "kwargs": self.kwargs,
+            "test_accuracy": round(self.test_accuracy, 4),
+            "epochs": self.epochs,
+        }
 
 
 def model_kwargs(name: str, bits: int | None, image_size: int, num_classes: int) -> dict[str, Any]:
@@ -46,9 +56,19 @@ def model_kwargs(name: str, bits: int | None, image_size: int, num_classes: int)
     return kwargs
 
 
-def train_checkpoint(name: str, out: str | Path, *, bits: int | None = None, epochs: int = 3,
-                     dataset: str = "digits", data_dir: str | None = None, lr: float | None = None,
-                     batch_size: int = 64, seed: int = 0, overwrite: bool = False) -> Trained:
+def train_checkpoint(
+    name: str,
+    out: str | Path,
+    *,
+    bits: int | None = None,
+    epochs: int = 3,
+    dataset: str = "digits",
+    data_dir: str | None = None,
+    lr: float | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Trained:
     """Train zoo model ``name`` on ``dataset`` and save it to ``out`` with ``qatcore.checkpoint``.
 
     ``mnist_cnn`` and ``pikelpn_mobilenet`` train with Adam through ``qatcore.estimators.train``;
@@ -78,7 +98,9 @@ def train_checkpoint(name: str, out: str | Path, *, bits: int | None = None, epo
         from qatcore.estimators.train import TrainConfig, train
         from qatcore.optimizers import OptimizerConfig
 
-        config = TrainConfig(OptimizerConfig("adam", lr=lr or 3e-3), batch_size=batch_size, epochs=epochs, seed=seed)
+        config = TrainConfig(
+            OptimizerConfig("adam", lr=lr or 3e-3), batch_size=batch_size, epochs=epochs, seed=seed
+        )
         accuracy = train(model, loaded, config, progress=False).test_accuracy
         info["inputs"] = "unit"
     info["test_accuracy"] = float(accuracy)

@@ -32,14 +32,20 @@ def export_view(model: nn.Module, x: torch.Tensor, y: torch.Tensor, format: str,
         result = export(requantized(model, bits), folder, format, x, y, name="cnn")
     p = result.parity
     exported = (result.metadata.get("accuracy") or {}).get("export")
-    text = (f"{bits}-bit CNN as {format}: {result.size_bytes:,} bytes, {result.size_ratio:.2f}× smaller than "
-            f"float32; predictions agree on {p.prediction_agreement:.1%}, max |Δlogit| {p.max_abs_diff:.1e}"
-            + (f"; accuracy {100 * exported:.1f} %" if isinstance(exported, float) else ""))
-    figure = plot_export_sizes({f"{bits}-bit {format}": (result.size_bytes, result.float_size_bytes)})
+    text = (
+        f"{bits}-bit CNN as {format}: {result.size_bytes:,} bytes, {result.size_ratio:.2f}× smaller than "
+        f"float32; predictions agree on {p.prediction_agreement:.1%}, max |Δlogit| {p.max_abs_diff:.1e}"
+        + (f"; accuracy {100 * exported:.1f} %" if isinstance(exported, float) else "")
+    )
+    figure = plot_export_sizes(
+        {f"{bits}-bit {format}": (result.size_bytes, result.float_size_bytes)}
+    )
     return text, figure
 
 
-def export_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bits: int = 2) -> widgets.VBox:
+def export_explorer(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bits: int = 2
+) -> widgets.VBox:
     """Pick a format and a bit width (2–8); the trained CNN is re-quantized, exported and checked."""
     choose = widgets.Dropdown(options=FORMATS, value="onnx", description="format")
     width = widgets.IntSlider(value=bits, min=2, max=8, description="bits")

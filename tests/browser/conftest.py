@@ -32,7 +32,9 @@ def lab(tmp_path_factory):
     course = tmp_path_factory.mktemp("course")
     folder = course / "notebooks"
     folder.mkdir()
-    (course / "bench").symlink_to(ROOT / "bench")  # notebooks read committed bench results from ../bench
+    (course / "bench").symlink_to(
+        ROOT / "bench"
+    )  # notebooks read committed bench results from ../bench
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(notebook, as_version=4)
         for cell in nb.cells:
@@ -41,23 +43,44 @@ def lab(tmp_path_factory):
         inject_parameters(nb, QUICK_PARAMETERS)
         nbformat.write(nb, folder / notebook.name)
     settings = tmp_path_factory.mktemp("lab-settings")
-    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification = (
+        settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    )
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     # every cell in the page, not only those scrolled into view, so the test can read every prompt
-    notebook_settings = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    notebook_settings = (
+        settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    )
     notebook_settings.parent.mkdir(parents=True)
     notebook_settings.write_text(json.dumps({"windowingMode": "none"}))
     port, token = free_port(), secrets.token_hex(16)
     log = open(folder / "jupyter.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
-         "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.check_for_updates_class="
-         "jupyterlab.NeverCheckForUpdate", *(["--allow-root"] if os.geteuid() == 0 else [])],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "QATCORE_PROGRESS": "1", "QATCORE_STRICT": "0", "QATCORE_THREADS": "2",
-             "OMP_NUM_THREADS": "2", "JUPYTERLAB_SETTINGS_DIR": str(settings)},
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={folder}",
+            "--ServerApp.open_browser=False",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "QATCORE_PROGRESS": "1",
+            "QATCORE_STRICT": "0",
+            "QATCORE_THREADS": "2",
+            "OMP_NUM_THREADS": "2",
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        },
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -83,9 +106,13 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as missing:
-        pytest.fail(f"Playwright for Python is not installed ({missing}); `pip install -e '.[test]'`")
+        pytest.fail(
+            f"Playwright for Python is not installed ({missing}); `pip install -e '.[test]'`"
+        )
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"no browser at {CHROMIUM}: install Debian's chromium (`apt-get install chromium`)")
+        pytest.fail(
+            f"no browser at {CHROMIUM}: install Debian's chromium (`apt-get install chromium`)"
+        )
     with sync_playwright() as playwright:
         try:
             chromium = playwright.chromium.launch(

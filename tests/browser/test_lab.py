@@ -82,12 +82,17 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab, browser, name, 
     try:
         page.goto(f"{base}/lab/tree/{name}?reset&token={token}")  # reset: only this notebook open
         page.locator(".jp-Notebook").first.wait_for(timeout=120_000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+            timeout=120_000
+        )
         _accept_kernel_dialog(page)
         _run_all(page)
         page.wait_for_function(RUN_FINISHED, timeout=RUN_TIMEOUT_MS, polling=1000)
         errors = [
-            text for text in page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='stderr']").all_inner_texts()
+            text
+            for text in page.locator(
+                f"{PANEL} .jp-OutputArea-output[data-mime-type*='stderr']"
+            ).all_inner_texts()
             if "Traceback" in text or "Error" in text.split("\n", 1)[0]
         ]
         assert not errors, f"{name}: a cell failed in JupyterLab:\n{errors[0][:2000]}"
@@ -106,9 +111,12 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab, browser, name, 
             if run.count():  # a dashboard that trains waits for its Run button
                 run.first.click()
                 moved[-1] += ", Run"
-            page.wait_for_function(f"(n) => ({WIDGET_STATE})(n) !== {before!r}", arg=n, timeout=300_000,
-                                   polling=500)
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=300_000)
+            page.wait_for_function(
+                f"(n) => ({WIDGET_STATE})(n) !== {before!r}", arg=n, timeout=300_000, polling=500
+            )
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+                timeout=300_000
+            )
         widgets.first.scroll_into_view_if_needed()
     finally:
         page.screenshot(path=str(tmp_path / f"{Path(name).stem}.png"), full_page=True)

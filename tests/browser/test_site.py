@@ -23,7 +23,9 @@ def built(tmp_path_factory):
     try:
         import myst_nb  # noqa: F401
     except ImportError:
-        pytest.fail("the site needs the docs extra: pip install -e '.[docs]' (make test-all installs it)")
+        pytest.fail(
+            "the site needs the docs extra: pip install -e '.[docs]' (make test-all installs it)"
+        )
     return site.build(tmp_path_factory.mktemp("site") / "html")
 
 
@@ -45,21 +47,35 @@ def test_site_page_loads_with_its_figures_links_and_no_traceback(built, browser,
         text = tab.locator("body").inner_text()
         assert "Traceback (most recent call last)" not in text, f"{page} shows a Python traceback"
         broken_images = tab.evaluate(
-            "() => [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+            "() => [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+        )
         assert not broken_images, f"{page}: figures that do not load: {broken_images}"
         links = tab.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
-        missing = sorted({link for link in links if link.startswith("file:")
-                          and not Path(unquote(urlparse(link).path)).exists()})
+        missing = sorted(
+            {
+                link
+                for link in links
+                if link.startswith("file:") and not Path(unquote(urlparse(link).path)).exists()
+            }
+        )
         assert not missing, f"{page}: internal links to nothing: {missing}"
         if page.startswith("notebooks/"):
-            assert tab.locator("img").count() > 0, f"{page}: a notebook page without a single figure"
-        remote = tab.evaluate("() => [...document.querySelectorAll('script[src], img[src], link[rel~=stylesheet], "
-                              "link[rel=preload]')].map(e => e.src || e.href).filter(u => /^https?:/.test(u))")
+            assert tab.locator("img").count() > 0, (
+                f"{page}: a notebook page without a single figure"
+            )
+        remote = tab.evaluate(
+            "() => [...document.querySelectorAll('script[src], img[src], link[rel~=stylesheet], "
+            "link[rel=preload]')].map(e => e.src || e.href).filter(u => /^https?:/.test(u))"
+        )
         assert not remote, f"{page} loads from the network: {remote}"
         if tab.locator(".math").count():  # typeset by the site's own copy of MathJax
-            tab.wait_for_function("() => document.querySelector('mjx-container') !== null", timeout=60_000)
+            tab.wait_for_function(
+                "() => document.querySelector('mjx-container') !== null", timeout=60_000
+            )
     finally:
-        long = tab.evaluate("() => document.body.scrollHeight") > 20_000  # the API page: its first screen
+        long = (
+            tab.evaluate("() => document.body.scrollHeight") > 20_000
+        )  # the API page: its first screen
         tab.screenshot(path=str(screenshots / f"{page.replace('/', '_')}.png"), full_page=not long)
         tab.close()
 
