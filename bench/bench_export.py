@@ -38,7 +38,7 @@ from torch import nn
 from qatcore import runtime
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
-from qatcore.export import graph, onnx_qdq
+from qatcore.export import graph, onnx_inspect, onnx_qdq, onnx_run
 
 BITS = 2
 BATCHES = (1, 256)
@@ -63,7 +63,7 @@ def frozen(model: nn.Module) -> nn.Module:
 
 def variants(threads: int) -> dict:
     model = MNISTCNN(bits=BITS, image_size=28).eval()
-    session = onnx_qdq.session(
+    session = onnx_run.session(
         onnx_qdq.build(graph.lower(model), (1, 28, 28)).SerializeToString(), threads
     )
     plain = frozen(model)
@@ -78,7 +78,7 @@ def variants(threads: int) -> dict:
     return {
         "eager (QAT)": eager(model),
         "eager (frozen)": eager(plain),
-        "onnxruntime": lambda x: session.run([onnx_qdq.OUTPUT], {onnx_qdq.INPUT: x})[0],
+        "onnxruntime": lambda x: session.run([onnx_inspect.OUTPUT], {onnx_inspect.INPUT: x})[0],
     }
 
 

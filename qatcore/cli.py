@@ -7,19 +7,12 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-RESULTS_HEADER = """# Results
-
-Every check and headline number of the course, as `qatcore reproduce` last wrote them (default
-settings, digits). *Our threshold* is our own bar; *paper (source)* quotes a paper's claim, with where
-it says so, and sits beside our number only when the two measure the same thing.
-
-"""
-
 
 def _reproduce(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
+    from qatcore.course import summaries
     from qatcore.course.reproduce import QUICK_PARAMETERS, reproduce
 
     parameters = {}
@@ -29,9 +22,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         parameters |= QUICK_PARAMETERS
 
     def announce(run) -> None:
-        status = f"ERROR: {run.error}" if run.error else "ok"
         print(
-            f"{run.name:<32} {run.seconds:6.1f} s  {status}",
+            summaries.notebook_run(run.name, run.seconds, run.error),
             file=sys.stderr if args.json else sys.stdout,
             flush=True,
         )
@@ -62,23 +54,22 @@ def _reproduce(args: argparse.Namespace) -> int:
         args.results and not parameters and not args.only and report.ok
     ):  # a passing default run of the whole course
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(RESULTS_HEADER + table + "\n", encoding="utf-8")
+        Path(args.results).write_text(summaries.RESULTS_HEADER + table + "\n", encoding="utf-8")
     print(table)
-    if report.ok:
-        print(f"\nall {len(report.runs)} notebooks ran; every check passed")
-        return 0
+    failed_notebooks = sum(bool(r.error) for r in report.runs)
     print(
-        f"\nFAILED: {len(report.failed_checks)} check(s) failed; "
-        f"{sum(bool(r.error) for r in report.runs)} notebook(s) stopped with an error"
-        + (" (expected of --quick: its claims need the full run)" if args.quick else "")
+        summaries.reproduce_verdict(
+            len(report.runs), len(report.failed_checks), failed_notebooks, args.quick
+        )
     )
-    return 1
+    return 0 if report.ok else 1
 
 
 def _equivalence(args: argparse.Namespace) -> int:
     import json
 
     from qatcore import distributed
+    from qatcore.course import summaries
     from qatcore.estimators import ablations
     from qatcore.estimators.equivalence import EquivalenceConfig, digits_optimizer, run_equivalence
 
@@ -128,61 +119,17 @@ def _equivalence(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     elif "runs" in summary:
-        _print_named(summary)
+        print(summaries.equivalence_named(summary))
     else:
-        _print_pairs(summary)
+        print(summaries.equivalence_pairs(summary))
     return 0
-
-
-def _print_named(report: dict) -> None:
-    """The named runs over seeds: a few of the authors' metrics, mean ± sd, one line a run."""
-    print(
-        f"{report['estimator']}, {report['bits']} bits, {report['optimizer']}, lr {report['lr']:g}, "
-        f"seeds {report['seeds']}"
-    )
-    shown = (
-        "exact_correct_sequences_proportion",
-        "correct_sequences_proportion",
-        "inference_agreement_proportion",
-        "avg_logit_difference",
-    )
-    print(f"{'run':<16}{'q. agreement':>18}" + "".join(f"{name[:22]:>26}" for name in shown))
-    for name, pair in report["runs"].items():
-
-        def cell(m: dict | None) -> str:
-            return "n/a" if m is None else f"{m['mean']:.4f} ± {m['sd']:.4f}"
-
-        print(
-            f"{name:<16}{cell(pair['ours']['quantized_weight_agreement']):>18}"
-            + "".join(f"{cell(pair['authors'][k]):>26}" for k in shown)
-        )
-    if "adjusted_vs_jitter" in report:
-        claim = report["adjusted_vs_jitter"]
-        print(
-            f"adjusted − jitter agreement: {claim['mean']:+.2f} ± {claim['sd']:.2f} points; mean − 2 s.e. "
-            f"{claim['lower']:+.2f} vs bar {claim['bar']:+.1f}: {'holds' if claim['holds'] else 'fails'} "
-            f"(margin {claim['margin']:+.2f})"
-        )
-
-
-def _print_pairs(summary: dict) -> None:
-    """The agreement of each run with the custom-estimator run, one line a pair."""
-    alpha = "n/a" if summary["alpha"] is None else f"{summary['alpha']:.4f}"
-    print(
-        f"{summary['estimator']}, {summary['bits']} bits, {summary['optimizer']}, lr {summary['lr']:g}, α = {alpha}"
-    )
-    print(f"{'pair':<12}{'quantized agreement':>22}{'alignment error':>18}{'predictions':>14}")
-    for pair, metrics in summary["pairs"].items():
-        print(
-            f"{pair:<12}{metrics['quantized_weight_agreement']:>22.4f}{metrics['alignment_error']:>18.4f}"
-            f"{metrics['prediction_agreement']:>14.4f}"
-        )
 
 
 def _imagenet(args: argparse.Namespace) -> int:
     import json
 
     from qatcore import distributed
+    from qatcore.course import summaries
     from qatcore.estimators.imagenet import load_config, run_imagenet
 
     config = load_config(args.config, data_dir=args.data_dir, out=args.out)
@@ -202,7 +149,7 @@ def _imagenet(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        _print_pairs(summary)
+        print(summaries.equivalence_pairs(summary))
         print(f"written: {config.out}/summary.json")
     return 0
 
@@ -232,7 +179,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _ace(args: argparse.Namespace) -> int:
     import json
 
-    from qatcore.cost.ace import count_zoo_model
+    from qatcore.cost.sweeps import count_zoo_model
+    from qatcore.course import summaries
 
     report = count_zoo_model(
         args.model,
@@ -247,13 +195,7 @@ def _ace(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
-    totals = report.totals
-    per = "per batch" if args.per_batch else "per image"
-    print(
-        f"{args.model} ({per}, float operands at {args.float_bits} bits): {totals['macs']:,} MACs, "
-        f"ACE {totals['ace']:.4g}, sops {totals['sops']:.4g}, ACEv2 {totals['acev2']:.4g} (our reading), "
-        f"energy {totals['energy_pj'] / 1e6:.4g} µJ (45 nm)"
-    )
+    print(summaries.ace_headline(args.model, report.totals, args.per_batch, args.float_bits))
     print(report.to_markdown())
     return 0
 
@@ -261,6 +203,7 @@ def _ace(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import json
 
+    from qatcore.course import summaries
     from qatcore.export.training import train_checkpoint
 
     trained = train_checkpoint(
@@ -279,8 +222,9 @@ def _train(args: argparse.Namespace) -> int:
     print(
         json.dumps(summary)
         if args.json
-        else f"{args.model}: test accuracy {100 * trained.test_accuracy:.1f} % after {args.epochs} epoch(s); "
-        f"wrote {summary['checkpoint']} (export it with: qatcore export {summary['checkpoint']} --format onnx --out DIR)"
+        else summaries.trained(
+            args.model, args.epochs, trained.test_accuracy, summary["checkpoint"]
+        )
     )
     return 0
 
@@ -288,6 +232,7 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import json
 
+    from qatcore.course import summaries
     from qatcore.export.exporter import export_checkpoint
 
     result = export_checkpoint(
@@ -303,18 +248,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        float_size = (
-            "n/a" if summary["float_size_bytes"] is None else f"{summary['float_size_bytes']:,}"
-        )
-        print(
-            f"wrote {summary['path']} ({summary['size_bytes']:,} bytes; float32 ONNX "
-            f"{float_size} bytes) and {summary['metadata']}"
-        )
-        print(
-            f"parity with PyTorch on {result.parity.examples} test images: max |Δ| "
-            f"{summary['max_abs_diff']:.3g} (one output step {summary['output_step']:.3g}), "
-            f"prediction agreement {summary['prediction_agreement']:.4f}"
-        )
+        print(summaries.exported(summary, result.parity.examples))
     return 0 if result.parity.ok else 1
 
 
@@ -322,6 +256,7 @@ def _bnn_memory(args: argparse.Namespace) -> int:
     import json
 
     from qatcore.bnn.measure import memory_summary
+    from qatcore.course import summaries
 
     summary = memory_summary(
         args.model,
@@ -335,19 +270,8 @@ def _bnn_memory(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
         return 0
     print(
-        f"{args.model}, batch {args.batch_size}, {args.optimizer}, {args.accounting} accounting: standard "
-        f"{summary['standard_bytes'] / 2**20:.2f} MiB, low-memory {summary['low_memory_bytes'] / 2**20:.2f} MiB, "
-        f"ratio {summary['ratio']:.2f}× (model)"
+        summaries.bnn_memory(args.model, args.batch_size, args.optimizer, args.accounting, summary)
     )
-    for mode, measured in summary.get("measured", {}).items():
-        peak = measured["peak_rss_bytes"]
-        print(
-            f"  measured {mode}: held {measured['held_bytes'] / 2**20:.2f} MiB, peak RSS increase "
-            f"{'n/a' if peak is None else f'{peak / 2**20:.1f} MiB'}"
-        )
-        fresh = summary.get(f"measured_peak_{mode}_bytes")
-        if fresh is not None:
-            print(f"  measured {mode}: peak of a step in a fresh process {fresh / 2**20:.1f} MiB")
     return 0
 
 
@@ -358,6 +282,7 @@ def _bnn_train(args: argparse.Namespace) -> int:
     from qatcore.bnn.measure import CLI_MODELS
     from qatcore.bnn.train import BNNConfig, train_bnn
     from qatcore.checks import check_choice
+    from qatcore.course import summaries
 
     if (launched := _launch_or_join(args)) is not None:
         return launched
@@ -389,12 +314,7 @@ def _bnn_train(args: argparse.Namespace) -> int:
         "final_loss": round(result.losses[-1], 4),
         "seconds_per_step": round(result.seconds_per_step, 5),
     }
-    print(
-        json.dumps(summary)
-        if args.json
-        else f"{args.model}, {args.mode}: test accuracy {100 * result.test_accuracy:.1f} %, "
-        f"{1000 * result.seconds_per_step:.1f} ms a step"
-    )
+    print(json.dumps(summary) if args.json else summaries.bnn_trained(summary))
     return 0
 
 

@@ -5,7 +5,7 @@ import torch
 from matplotlib.figure import Figure
 
 from qatcore.architectures import MobileNetV1
-from qatcore.cost import ace
+from qatcore.cost import ace, sweeps
 from qatcore.cost.plots import plot_ace_vs_acev2, plot_acev2_breakdown
 from qatcore.cost.widgets import ELEMENTWISE_BITS, bit_width_explorer, breakdown_view
 
@@ -39,9 +39,9 @@ def test_explorer_redraws_when_a_control_moves():
 
 
 def test_figures_show_every_model_and_the_rank_correlation():
-    rows = ace.sweep({"a": MODEL, "b": MobileNetV1(0.5, 32, num_classes=10)}, bit_widths=(2, 4))
+    rows = sweeps.sweep({"a": MODEL, "b": MobileNetV1(0.5, 32, num_classes=10)}, bit_widths=(2, 4))
     figure = plot_ace_vs_acev2(rows)
-    rho = ace.rank_correlations(rows)
+    rho = sweeps.rank_correlations(rows)
     assert f"Spearman ρ = {rho['acev2']:.3f}" in figure.axes[1].get_title()
     assert len(figure.axes[0].lines) == 4  # two models × float/quantised element-wise
     floats = ace.count(MODEL, X, (4, 4))

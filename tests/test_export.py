@@ -21,7 +21,16 @@ from qatcore.cli import main
 from qatcore.estimators.layers import QuantConv2d, quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
-from qatcore.export import export, graph, metadata, onnx_qdq, packed, reference
+from qatcore.export import (
+    export,
+    graph,
+    metadata,
+    onnx_inspect,
+    onnx_qdq,
+    onnx_run,
+    packed,
+    reference,
+)
 from qatcore.optimizers import OptimizerConfig
 from qatcore.quantizers import uniform_quantize
 
@@ -52,10 +61,10 @@ def trained(digits):
 def test_onnx_weights_are_integer_codes_of_the_smallest_type_with_their_range_in_the_metadata(bits):
     model = MNISTCNN(bits=bits, image_size=8).eval()
     proto = onnx_qdq.build(graph.lower(model), (1, 8, 8))
-    types = onnx_qdq.node_types(proto)
+    types = onnx_inspect.node_types(proto)
     assert types["DequantizeLinear"] == 2 and types["Conv"] == 2 and "Clip" not in types
     bound = 2**bits - 1
-    assert onnx_qdq.clip_bounds(proto) == {"0": (-bound, bound), "3": (-bound, bound)}
+    assert onnx_inspect.clip_bounds(proto) == {"0": (-bound, bound), "3": (-bound, bound)}
     expected_type = (
         TensorProto.INT4 if bits <= 3 else TensorProto.INT8 if bits <= 7 else TensorProto.INT16
     )
@@ -269,8 +278,8 @@ def test_pooling_geometry_matches_pytorch_in_numpy_and_onnx(pool):
     expected = model(x).detach().numpy()
     ops = graph.lower(model)
     np.testing.assert_allclose(reference.infer(ops, x.numpy()), expected, atol=1e-5)
-    session = onnx_qdq.session(onnx_qdq.build(ops, (2, 11, 11)).SerializeToString())
-    np.testing.assert_allclose(onnx_qdq.run(session, x.numpy()), expected, atol=1e-5)
+    session = onnx_run.session(onnx_qdq.build(ops, (2, 11, 11)).SerializeToString())
+    np.testing.assert_allclose(onnx_run.run(session, x.numpy()), expected, atol=1e-5)
 
 
 def test_the_size_figure_has_a_latency_panel_only_when_given_latencies():

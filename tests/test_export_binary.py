@@ -15,7 +15,7 @@ from qatcore import checkpoint, data, zoo
 from qatcore.bnn.layers import BinaryLinear, SignActivation
 from qatcore.bnn.train import BNNConfig, signed_inputs, train_bnn
 from qatcore.cli import main
-from qatcore.export import binary, export, graph, onnx_qdq, packed, reference
+from qatcore.export import binary, export, graph, onnx_qdq, onnx_run, packed, reference
 from qatcore.export.graph import Op
 
 
@@ -132,8 +132,8 @@ def test_binary_onnx_uses_sign_and_agrees_with_pytorch(trained_mlp, digits, tmp_
 
 def test_onnx_sign_of_zero_is_plus_one():
     proto = onnx_qdq.build([Op("sign", "s"), Op("flatten", "f")], (1, 1, 3))
-    out = onnx_qdq.run(
-        onnx_qdq.session(proto.SerializeToString()), np.array([[[[-0.5, 0.0, 2.0]]]], np.float32)
+    out = onnx_run.run(
+        onnx_run.session(proto.SerializeToString()), np.array([[[[-0.5, 0.0, 2.0]]]], np.float32)
     )
     np.testing.assert_array_equal(out, [[-1, 1, 1]])
 

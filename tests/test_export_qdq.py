@@ -17,7 +17,7 @@ import qatcore
 from qatcore import data, zoo
 from qatcore.cost.pikelpn_layers import ActQuant, PikeConv2d
 from qatcore.estimators.models import MNISTCNN
-from qatcore.export import ParityError, export, graph, onnx_qdq, reference
+from qatcore.export import ParityError, export, graph, onnx_inspect, onnx_qdq, onnx_run, reference
 from qatcore.export.ops import Op, UnsupportedLayerError, Weight
 
 
@@ -28,7 +28,7 @@ def digits():
 
 def test_the_2_bit_cnn_is_the_standard_qdq_pattern_node_by_node():
     proto = onnx_qdq.build(graph.lower(MNISTCNN(bits=2, image_size=8).eval()), (1, 8, 8))
-    assert onnx_qdq.pattern(proto) == [
+    assert onnx_inspect.pattern(proto) == [
         (
             "DequantizeLinear",
             ["INT4", "FLOAT", "INT4"],
@@ -46,21 +46,21 @@ def test_the_2_bit_cnn_is_the_standard_qdq_pattern_node_by_node():
         ("Gemm", ["Relu", "FLOAT", "FLOAT"]),
         ("Identity", ["Gemm"]),
     ]
-    assert onnx_qdq.check_stored_codes(proto) == {"0": (-3, 3), "3": (-3, 3)}
-    assert onnx_qdq.qdq_weights(proto) == {"0": ("INT4", "Conv"), "3": ("INT4", "Conv")}
+    assert onnx_inspect.check_stored_codes(proto) == {"0": (-3, 3), "3": (-3, 3)}
+    assert onnx_inspect.qdq_weights(proto) == {"0": ("INT4", "Conv"), "3": ("INT4", "Conv")}
     codes = next(t for t in proto.graph.initializer if t.name == "3.weight_codes")
     assert (
         len(codes.raw_data) == 64 * 32 * 9 // 2 and not codes.int32_data
     )  # raw, two codes a byte: the
     # file's size does not depend on the trained values
-    assert onnx_qdq.describe(proto)[0] == (
+    assert onnx_inspect.describe(proto)[0] == (
         "DequantizeLinear  ← INT4 0.weight_codes, FLOAT 0.weight_scale, INT4 0.weight_zero_point"
     )
 
 
 def test_activation_quantizers_are_quantize_dequantize_pairs_on_the_smallest_unsigned_type():
     model = zoo.build("pikelpn_mobilenet", bits=3).eval()
-    rows = onnx_qdq.pattern(onnx_qdq.build(graph.lower(model), (1, 8, 8)))
+    rows = onnx_inspect.pattern(onnx_qdq.build(graph.lower(model), (1, 8, 8)))
     assert rows[:3] == [
         ("QuantizeLinear", ["input", "FLOAT", "UINT8"]),  # the 8-bit image: no Clip needed
         ("DequantizeLinear", ["QuantizeLinear", "FLOAT", "UINT8"]),
@@ -73,7 +73,7 @@ def test_activation_quantizers_are_quantize_dequantize_pairs_on_the_smallest_uns
     ]:  # 3 bits: Clip at α, then codes 0 … 7 (in UINT8: see onnx_qdq.GraphBuilder.act_quant)
         assert rows[i - 1][0] == "Clip" and rows[i][1] == ["Clip", "FLOAT", "UINT8"]
         assert rows[i + 1] == ("DequantizeLinear", ["QuantizeLinear", "FLOAT", "UINT8"])
-    at_4 = onnx_qdq.pattern(
+    at_4 = onnx_inspect.pattern(
         onnx_qdq.build(graph.lower(zoo.build("pikelpn_mobilenet", bits=4).eval()), (1, 8, 8))
     )
     assert [op for op, _ in at_4].count("Clip") == 0  # UINT4 saturates at 15 = 2^4 − 1: α itself
@@ -82,13 +82,13 @@ def test_activation_quantizers_are_quantize_dequantize_pairs_on_the_smallest_uns
 
 def test_the_exporters_own_check_refuses_codes_outside_the_declared_range():
     proto = onnx_qdq.build(graph.lower(MNISTCNN(bits=2, image_size=8).eval()), (1, 8, 8))
-    bounds = onnx_qdq.metadata(proto, onnx_qdq.CODE_BOUNDS_KEY)
+    bounds = onnx_inspect.metadata(proto, onnx_inspect.CODE_BOUNDS_KEY)
     bounds["0"]["max"] = 1  # declare a narrower range than the codes use
-    helper.set_model_props(proto, {onnx_qdq.CODE_BOUNDS_KEY: json.dumps(bounds)})
+    helper.set_model_props(proto, {onnx_inspect.CODE_BOUNDS_KEY: json.dumps(bounds)})
     with pytest.raises(
         ValueError, match=r"layer '0': stored codes span \[-3, 3\], outside the declared \[-3, 1\]"
     ):
-        onnx_qdq.check_stored_codes(proto)
+        onnx_inspect.check_stored_codes(proto)
     with pytest.raises(ValueError, match="weight codes reach 9, outside ±3"):
         onnx_qdq.check_codes("w", Weight("uniform", np.array([1, -9]), 2, np.array([0.5])))
     with pytest.raises(ValueError, match="2-bit weight codes must be odd"):
@@ -196,8 +196,8 @@ def test_the_pikelpn_model_lowers_and_matches_pytorch_in_numpy_and_onnxruntime(t
     assert ("affine" in kinds) == bool(techniques.get("quantnorm"))
     step = np.ptp(expected) / 255
     np.testing.assert_allclose(reference.infer(ops, x.numpy()), expected, atol=step)
-    out = onnx_qdq.run(
-        onnx_qdq.session(onnx_qdq.build(ops, (1, 8, 8)).SerializeToString()), x.numpy()
+    out = onnx_run.run(
+        onnx_run.session(onnx_qdq.build(ops, (1, 8, 8)).SerializeToString()), x.numpy()
     )
     np.testing.assert_allclose(out, expected, atol=step)
     assert (out.argmax(1) == expected.argmax(1)).all()

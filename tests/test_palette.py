@@ -32,7 +32,7 @@ from qatcore.bnn.plots import (
     memory_vs_batch_figure,
     waterfall_figure,
 )
-from qatcore.cost import ace
+from qatcore.cost import ace, sweeps
 from qatcore.cost.pikelpn import LADDER as PIKELPN_LADDER
 from qatcore.cost.pikelpn import PikeLPN, cost, default_config, ladder_configs
 from qatcore.cost.plots import (
@@ -283,7 +283,7 @@ def test_ladder_steps_and_kernel_kinds_take_their_palette_colours():
 
 
 def test_a_sweep_s_networks_get_distinct_colours_from_the_sequence():
-    rows = ace.sweep(
+    rows = sweeps.sweep(
         {"a": MobileNetV1(0.25, 32, num_classes=10), "b": MobileNetV1(0.5, 32, num_classes=10)},
         bit_widths=(2,),
     )

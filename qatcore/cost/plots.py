@@ -10,9 +10,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from qatcore.cost.ace import rank_correlations
 from qatcore.cost.cost_models import AceReport
 from qatcore.cost.pikelpn import PikeLPN, separable_weights
+from qatcore.cost.sweeps import rank_correlations
 from qatcore.palette import CONVOLUTIONS, LADDER, OPERATIONS, colour, colours
 
 
@@ -72,7 +72,7 @@ def plot_acev2_breakdown(reports: Mapping[str, AceReport], model: str = "acev2")
 
 def plot_ace_vs_acev2(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """ACE (left) and ACEv2 (right) against the 45 nm energy, one point per (model, bits,
-    element-wise precision) row of ``qatcore.cost.ace.sweep``; Spearman ρ in each title."""
+    element-wise precision) row of ``qatcore.cost.sweeps.sweep``; Spearman ρ in each title."""
     rho = rank_correlations(list(rows))
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)

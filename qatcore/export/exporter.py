@@ -19,7 +19,18 @@ from torch import nn
 
 from qatcore import files
 from qatcore.checks import check_choice, int_at_least
-from qatcore.export import FORMATS, binary, graph, metadata, onnx_qdq, packed, pt2, reference
+from qatcore.export import (
+    FORMATS,
+    binary,
+    graph,
+    metadata,
+    onnx_inspect,
+    onnx_qdq,
+    onnx_run,
+    packed,
+    pt2,
+    reference,
+)
 
 SUFFIX = {"onnx": ".onnx", "qonnx": ".qonnx.onnx", "packed": ".npz", "pt2": ".pt2"}
 
@@ -112,13 +123,13 @@ def _reloaded(
         tmp.write_bytes(proto.SerializeToString())
         loaded = onnx.load(str(tmp))
         facts = {
-            "node_types": onnx_qdq.node_types(loaded),
-            "weight_code_bounds": onnx_qdq.clip_bounds(loaded),
-            "activation_bits": onnx_qdq.metadata(loaded, onnx_qdq.ACTIVATION_BITS_KEY),
+            "node_types": onnx_inspect.node_types(loaded),
+            "weight_code_bounds": onnx_inspect.clip_bounds(loaded),
+            "activation_bits": onnx_inspect.metadata(loaded, onnx_inspect.ACTIVATION_BITS_KEY),
         }
         if format == "onnx":
-            onnx_qdq.check_stored_codes(loaded)
-            return onnx_qdq.run(onnx_qdq.session(tmp, threads), x.numpy()), {
+            onnx_inspect.check_stored_codes(loaded)
+            return onnx_run.run(onnx_run.session(tmp, threads), x.numpy()), {
                 "onnx": {"opset": onnx_qdq.OPSET, **facts}
             }
         qonnx = _qonnx()

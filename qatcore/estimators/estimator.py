@@ -1,33 +1,31 @@
-"""Gradient estimators, each defined once as a sympy expression of its derivative within one bin.
+"""An estimator: a definition bound to its parameter values.
 
-A custom estimator replaces the zero derivative of the quantizer ``Q`` in the backward pass by
-``Q̂′(w)``. Here ``Q̂′`` is written once, as a sympy expression in ``u = w - c``, the offset from
-the rounding threshold ``c`` at the centre of the bin holding ``w`` (``u ∈ [-Δ/2, Δ/2]``), the
-step ``Δ``, the range ``m`` and the estimator's own parameters. The estimator repeats that shape in
-every bin of ``[-m, m]`` and is 0 outside (the clip). Everything else is derived from that one
-expression:
-
-* the torch backward, by ``sympy.lambdify``;
-* the learning-rate factor ``α = Δ / ∫_bin du / Q̂′(u)`` (the harmonic mean of ``Q̂′`` over a bin);
-* the weight map ``M(w) = c + α ∫_0^u ds / Q̂′(s)``, which fixes every threshold ``c`` and, for an
-  estimator symmetric about ``c``, every level; so ``Q(M(w)) = Q(w)``.
-
-``∫ 1/Q̂′`` is taken in closed form when sympy finds one and by Gauss–Legendre quadrature
-otherwise; ``Estimator.map_method`` says which.
+From the one expression of ``Q̂′`` (``qatcore.estimators.definition``) it gives the torch backward,
+the learning-rate factor ``α = Δ / ∫_bin du / Q̂′(u)`` (the harmonic mean of ``Q̂′`` over a bin) and
+the weight map ``M(w) = c + α ∫_0^u ds / Q̂′(s)``, which fixes every threshold ``c`` and, for an
+estimator symmetric about ``c``, every level; so ``Q(M(w)) = Q(w)``. ``Estimator.map_method`` says
+whether ``∫ 1/Q̂′`` came in closed form or by quadrature.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import numbers
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import sympy as sp
 import torch
 
+from qatcore.estimators.definition import (
+    CLOSED_FORM,
+    DELTA,
+    GRAD_SIGN,
+    M_RANGE,
+    QUADRATURE,
+    Definition,
+    derive,
+    u,
+    without_reciprocal_hyperbolics,
+)
 from qatcore.quantizers import (
     bin_centre,
     bin_index,
@@ -38,134 +36,7 @@ from qatcore.quantizers import (
     step_size,
 )
 
-# The symbols every definition is written in.
-u = sp.Symbol("u", real=True)  # offset from the bin's centre (its rounding threshold)
-DELTA = sp.Symbol("Delta", positive=True)  # step between levels
-M_RANGE = sp.Symbol("m", positive=True)  # quantizer range [-m, m]
-GRAD_SIGN = sp.Symbol("sigma", real=True)  # sign of the incoming gradient (EWGS only)
-_s = sp.Symbol("s", real=True)  # integration variable
-
-CLOSED_FORM = "closed form"
-QUADRATURE = "numeric quadrature"
 _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(64)
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """A named, checked parameter of an estimator.
-
-    ``default`` is a number, or a function of the bit width for estimators whose authors tuned it
-    per bit width. ``lower``/``upper`` bound the allowed values (``lower_open``: ``> lower``).
-    """
-
-    name: str
-    doc: str
-    default: float | Callable[[int], float]
-    lower: float = 0.0
-    upper: float = math.inf
-    lower_open: bool = True
-    upper_open: bool = False
-
-    @property
-    def symbol(self) -> sp.Symbol:
-        if self.lower >= 0:
-            return sp.Symbol(self.name, **{"positive" if self.lower_open else "nonnegative": True})
-        return sp.Symbol(self.name, real=True)
-
-    def check(self, value: object) -> float:
-        bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
-        if not bad:
-            value = float(value)
-            low_ok = value > self.lower if self.lower_open else value >= self.lower
-            high_ok = value < self.upper if self.upper_open else value <= self.upper
-            bad = not (math.isfinite(value) and low_ok and high_ok)
-        if bad:
-            low = f"> {self.lower:g}" if self.lower_open else f">= {self.lower:g}"
-            high = (
-                ""
-                if math.isinf(self.upper)
-                else f" and {'<' if self.upper_open else '<='} {self.upper:g}"
-            )
-            raise ValueError(f"{self.name} must be a number {low}{high}, got {value!r}")
-        return value
-
-
-@dataclass(frozen=True)
-class Definition:
-    """One estimator: its derivative within a bin, as a sympy expression, and what it claims.
-
-    ``outside_theory`` is ``None`` for an estimator the STE-equivalence theory may cover, or the
-    reason it cannot (checked again numerically by ``Estimator.check_weight_map``).
-    """
-
-    name: str
-    title: str
-    derivative: sp.Expr
-    parameters: tuple[Parameter, ...] = ()
-    integrates_to_delta: bool = True
-    outside_theory: str | None = None
-
-    @functools.cached_property
-    def depends_on_gradient_sign(self) -> bool:
-        return GRAD_SIGN in self.derivative.free_symbols
-
-    @property
-    def arguments(self) -> tuple[sp.Symbol, ...]:
-        """The lambdified functions' arguments, in order."""
-        extra = (GRAD_SIGN,) if self.depends_on_gradient_sign else ()
-        return (u, DELTA, M_RANGE, *(p.symbol for p in self.parameters), *extra)
-
-
-def without_reciprocal_hyperbolics(expr: sp.Expr) -> sp.Expr:
-    """sech, csch, coth as cosh/sinh: the torch and numpy printers know only the latter."""
-    return (
-        expr.replace(sp.sech, lambda a: 1 / sp.cosh(a))
-        .replace(sp.csch, lambda a: 1 / sp.sinh(a))
-        .replace(sp.coth, lambda a: sp.cosh(a) / sp.sinh(a))
-    )
-
-
-def _complex_log(x):
-    return np.log(np.asarray(x, dtype=complex))
-
-
-def _complex_sqrt(x):
-    return np.sqrt(np.asarray(x, dtype=complex))
-
-
-#: lambdify modules that take logs and roots of negative numbers on the complex plane: sympy's
-#: closed forms may hold log(negative) terms whose imaginary parts cancel.
-COMPLEX_NUMPY = [{"log": _complex_log, "sqrt": _complex_sqrt}, "numpy"]
-
-
-@dataclass(frozen=True)
-class Derivation:
-    """What sympy derives, once per definition: ``F(u) = ∫_0^u ds/Q̂′(s)`` and numeric functions."""
-
-    inverse_integral: sp.Expr | None  # None: no closed form, quadrature is used
-    derivative_torch: Callable = field(repr=False)
-    derivative_numpy: Callable = field(repr=False)
-    inverse_integral_numpy: Callable | None = field(repr=False)
-
-
-@functools.cache
-def derive(definition: Definition) -> Derivation:
-    """Integrate ``1/Q̂′`` with sympy and lambdify everything a numeric caller needs (cached)."""
-    args = definition.arguments
-    expr = without_reciprocal_hyperbolics(definition.derivative)
-    derivative_torch = sp.lambdify(args, expr, modules="torch")
-    derivative_numpy = sp.lambdify(args, expr, modules="numpy")
-    inverse_integral, inverse_integral_numpy = None, None
-    if not definition.depends_on_gradient_sign:
-        integral = sp.integrate(1 / definition.derivative.subs(u, _s), (_s, 0, u))
-        if not integral.has(sp.Integral):
-            inverse_integral = integral
-            inverse_integral_numpy = sp.lambdify(
-                args,
-                without_reciprocal_hyperbolics(integral),
-                modules=COMPLEX_NUMPY,
-            )
-    return Derivation(inverse_integral, derivative_torch, derivative_numpy, inverse_integral_numpy)
 
 
 class Estimator:
@@ -413,153 +284,3 @@ class _QuantizeWithEstimator(torch.autograd.Function):
         bound = ctx.bound
         grad_sign = sign(grad_output) if bound.estimator.depends_on_gradient_sign else None
         return grad_output * bound.derivative(w, grad_sign), None
-
-
-# --- the registered estimators ------------------------------------------------------------------
-
-#: The sharpness the authors used for DSQ (``k = sharpness / m``), by bit width.
-DSQ_AUTHORS_SHARPNESS = {1: 2.0, 2: 6.5, 4: 18.0}
-
-
-def dsq_default_sharpness(bits: int) -> float:
-    """The authors' DSQ sharpness; other bit widths keep ``kΔ`` of the nearest tabulated width below."""
-    below = max(b for b in DSQ_AUTHORS_SHARPNESS if b <= bits)
-    k_delta = 2 * DSQ_AUTHORS_SHARPNESS[below] / (2**below - 1)
-    return k_delta * (2**bits - 1) / 2
-
-
-def _dsq() -> Definition:
-    sharp = Parameter(
-        "sharpness", "k·m: the tanh's sharpness relative to the range", dsq_default_sharpness
-    )
-    k = sharp.symbol / M_RANGE
-    s = 1 / sp.tanh(k * DELTA / 2)
-    return Definition(
-        "dsq",
-        "DSQ (differentiable soft quantization, tanh-shaped)",
-        DELTA / 2 * s * k * sp.sech(k * u) ** 2,
-        (sharp,),
-    )
-
-
-def _pwl() -> Definition:
-    floor = Parameter(
-        "floor",
-        "Q̂′ at the levels (the bin edges); → 1 tends to the STE, 0 is ApproxSign",
-        0.5,
-        lower=0.0,
-        upper=1.0,
-        lower_open=False,
-        upper_open=True,
-    )
-    return Definition(
-        "pwl",
-        "piecewise-linear (a tent-shaped Q̂′ peaking at the rounding threshold)",
-        floor.symbol + 2 * (1 - floor.symbol) * (1 - 2 * sp.Abs(u) / DELTA),
-        (floor,),
-    )
-
-
-def _swish_sign() -> Definition:
-    sharp = Parameter("sharpness", "β·Δ/2: SwishSign's β relative to half a bin", 2.0)
-    beta = 2 * sharp.symbol / DELTA
-
-    def swish_sign(x):  # SwishSign of BNN+: 2σ(βx)(1 + βx(1 - σ(βx))) - 1
-        sig = 1 / (1 + sp.exp(-beta * x))
-        return 2 * sig * (1 + beta * x * (1 - sig)) - 1
-
-    slope = beta * (2 - beta * u * sp.tanh(beta * u / 2)) / (1 + sp.cosh(beta * u))
-    return Definition(
-        "swish_sign",
-        "SwishSign (BNN+), scaled to integrate to Δ over a bin",
-        DELTA / (2 * swish_sign(DELTA / 2)) * slope,
-        (sharp,),
-    )
-
-
-def _ewgs() -> Definition:
-    scaling = Parameter(
-        "scaling",
-        "δ: how strongly the gradient is scaled by the rounding error",
-        0.2,
-        0.0,
-        math.inf,
-        False,
-    )
-    rounding_error = (
-        sp.Piecewise((u + DELTA / 2, u < 0), (u - DELTA / 2, True)) / DELTA
-    )  # (w - Q(w))/Δ
-    return Definition(
-        "ewgs",
-        "EWGS (element-wise gradient scaling)",
-        1 + scaling.symbol * GRAD_SIGN * rounding_error,
-        (scaling,),
-        outside_theory="its backward depends on the sign of the incoming gradient",
-    )
-
-
-_DEFINITIONS: dict[str, Definition] = {
-    d.name: d
-    for d in (
-        Definition("ste", "clipped straight-through estimator", sp.Integer(1) + 0 * u),
-        _pwl(),
-        _dsq(),
-        Definition(
-            "approx_sign",
-            "ApproxSign-style polynomial (Bi-Real Net), vanishing at the levels",
-            2 * (1 - 2 * sp.Abs(u) / DELTA),
-            outside_theory="Q̂′ vanishes at the levels, so ∫ du/Q̂′ diverges",
-        ),
-        _swish_sign(),
-        _ewgs(),
-    )
-}
-
-
-def names() -> list[str]:
-    """Names of the registered estimators."""
-    return list(_DEFINITIONS)
-
-
-def definition(name: str) -> Definition:
-    """The registered definition called ``name``."""
-    if name not in _DEFINITIONS:
-        raise ValueError(f"unknown estimator name {name!r}; allowed: {', '.join(_DEFINITIONS)}")
-    return _DEFINITIONS[name]
-
-
-def get(name: str | Estimator, **params: float | None) -> Estimator:
-    """The estimator called ``name`` with the given parameters (defaults for the rest)."""
-    if isinstance(name, Estimator):
-        if params:
-            raise ValueError("params cannot be given with an Estimator instance")
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"name must be an estimator name (str), got {type(name).__name__}")
-    return Estimator(definition(name), **params)
-
-
-def register(new: Definition) -> None:
-    """Add a reader's own estimator to the registry (a name may not be registered twice)."""
-    if new.name in _DEFINITIONS:
-        raise ValueError(f"estimator name {new.name!r} is already registered")
-    unknown = new.derivative.free_symbols - set(new.arguments)
-    if unknown:
-        raise ValueError(f"derivative uses unknown symbols {sorted(map(str, unknown))}")
-    _DEFINITIONS[new.name] = new
-
-
-def describe() -> list[dict[str, object]]:
-    """One row per registered estimator: name, title, theory status, how its map is computed."""
-    rows = []
-    for name in names():
-        d = definition(name)
-        rows.append(
-            {
-                "name": name,
-                "title": d.title,
-                "in_theory": d.outside_theory is None,
-                "why_not": d.outside_theory or "",
-            }
-        )
-    return rows
