@@ -11,17 +11,19 @@ EXTRAS := $(VENV)/.installed-extras
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[course,test]'
 	touch $(STAMP)
 
 ## Execute every notebook headless, regenerate figures/, print the report of checks and numbers.
 reproduce: $(STAMP)
 	$(PY) -m qatcore reproduce
 
-# make test-all, make site and make student also use the optional extras (the foreign libraries the
-# interop tests drive, the website's Sphinx, nbgrader for the exercises).
+# The default install above is the library, the course (JupyterLab, widgets, the notebook runners,
+# qonnx) and the test tools: all that `make reproduce` and `make test` need. make test-all, make site
+# and make student also use the optional extras (the foreign libraries the interop tests drive, the
+# website's Sphinx, nbgrader for the exercises).
 $(EXTRAS): $(STAMP)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,interop,docs,teach]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[course,test,interop,docs,teach]'
 	touch $(EXTRAS)
 
 ## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.

@@ -18,7 +18,7 @@ from qatcore.estimators.models import MNISTCNN
 from qatcore.export import export, graph
 from qatcore.quantizers import uniform_quantize
 
-pytest.importorskip("qonnx", reason="qonnx is the interop extra: pip install -e '.[interop]'")
+pytest.importorskip("qonnx", reason="qonnx is the course extra: pip install -e '.[course]'")
 from qonnx.custom_op.general.bipolar_quant import binary_quant  # noqa: E402
 from qonnx.custom_op.general.intquant import int_quant  # noqa: E402
 

@@ -3,7 +3,7 @@
 Four formats: ``onnx`` (standard QDQ: integer weight codes, INT4 where they fit, feeding
 DequantizeLinear, their true range in ``metadata_props``; QuantizeLinear/DequantizeLinear pairs
 for activation quantizers; Sign for binary activations), ``qonnx`` (QONNX ``Quant`` and
-``BipolarQuant`` nodes, for FINN and hls4ml; needs the ``interop`` extra), ``packed`` (weights at
+``BipolarQuant`` nodes, for FINN and hls4ml; needs the ``course`` extra), ``packed`` (weights at
 their own bit width, binary ones 8 per byte, with a NumPy reference inference that computes binary
 layers by XNOR and popcount) and ``pt2`` (``torch.export``). ``export`` writes the file and a
 metadata JSON atomically, and only when the reloaded file matches PyTorch (``ParityError``

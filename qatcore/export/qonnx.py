@@ -7,7 +7,7 @@ the quantized levels, which the node maps to themselves. A per-channel scale (Pi
 scale tensor of one value per output channel. An activation quantizer is ``Quant`` with scale the
 step, zero point 0; a sign (binary weights and activations) is ``BipolarQuant`` with scale 1,
 whose ``sign(0) = +1`` matches qatcore's. Parity is checked with qonnx's own executor, before and
-after its cleanup and shape inference (``execute``, ``cleaned``); qonnx is the ``interop`` extra.
+after its cleanup and shape inference (``execute``, ``cleaned``); qonnx is in the ``course`` extra.
 """
 
 from __future__ import annotations
