@@ -164,7 +164,7 @@ def modules_the_course_needs() -> tuple[set[str], set[str]]:
     """(qatcore modules, other top-level modules) the course needs: every qatcore module but the
     extras' own, and what they and the notebooks import, lazily imported modules included (a
     package's submodules loaded by name on first use are in the first set already)."""
-    ours = set(qatcore_modules()) - set(EXTRA_ONLY)
+    ours = {m for m in qatcore_modules() if not m.endswith("__main__")} - set(EXTRA_ONLY)
     imported = notebook_imports()
     for name in ours:
         imported |= _imports(ast.parse(qatcore_modules()[name].read_text()))

@@ -99,14 +99,21 @@ def test_a_student_copy_runs_and_only_the_exercises_fail_with_not_implemented(
     )
 
     monkeypatch.setenv("QATCORE_STRICT", "0")  # the kernel inherits it
-    copy = student.student_copy(nbformat.read(path, as_version=4))
+    # as a student has it: `make student`'s copy, moved to a folder outside the repository
+    (written,) = student.write_student_copies(tmp_path / "build", [path])
+    elsewhere = tmp_path / "my-course"
+    elsewhere.mkdir()
+    moved = written.rename(elsewhere / written.name)
+    assert not moved.resolve().is_relative_to(ROOT)
+    monkeypatch.chdir(elsewhere)
+    copy = nbformat.read(moved, as_version=4)
     inject_parameters(copy, QUICK_PARAMETERS)
     client = NotebookClient(
         copy,
         km=current_environment_kernel(),
         timeout=600,
         allow_errors=True,
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(elsewhere)}},
     )
     client.execute()
     failed = {}

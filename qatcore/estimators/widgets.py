@@ -104,12 +104,13 @@ def equivalence_view(
 
 
 def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
-    """Pick estimator, bits, optimizer and learning rate; press Run for a short live training."""
+    """Pick estimator, bits, optimizer and learning rate; press Run for a short live training.
+    It opens on the runs at its starting settings, trained once as it is built."""
     choose = widgets.Dropdown(options=estimators.names(), value="dsq", description="estimator")
     width = widgets.IntSlider(value=2, min=1, max=4, description="bits")
     optimizer = widgets.ToggleButtons(options=["sgd", "adam"], value="sgd", description="optimizer")
     rate = widgets.FloatLogSlider(
-        value=0.02, base=10, min=-4, max=-1, description="lr", readout_format=".1e"
+        value=0.02, base=10, min=-4, max=0, description="lr", readout_format=".1e"
     )
     run = widgets.Button(description="Run", button_style="primary")
     label = widgets.Label()
@@ -127,6 +128,7 @@ def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
         run.disabled = False
 
     run.on_click(go)
+    go()  # a state before the first click: the runs at the starting settings
     return widgets.VBox(
         [widgets.HBox([choose, width]), optimizer, widgets.HBox([rate, run]), label, out]
     )

@@ -1,5 +1,6 @@
 """Every notebook, opened in a real JupyterLab in a real Chromium: run all, no errors, every widget
-answers when one of its controls is moved, a screenshot."""
+shows a figure before it is touched and answers when one of its controls is moved (a dashboard that
+trains, after its Run button), a screenshot."""
 
 from __future__ import annotations
 
@@ -106,6 +107,9 @@ def test_notebook_runs_in_jupyterlab_and_its_widget_answers(lab, browser, name, 
             widget = widgets.nth(n)
             widget.scroll_into_view_if_needed()
             before = page.evaluate(WIDGET_STATE, n)
+            assert widget.locator("img").count() > 0, (
+                f"{name}: widget {n} shows no figure before its controls are touched"
+            )
             moved.append(_move_a_control(page, widget))
             run = widget.locator(".widget-vbox button", has_text=re.compile(r"^Run$"))
             if run.count():  # a dashboard that trains waits for its Run button

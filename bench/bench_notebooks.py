@@ -1,0 +1,136 @@
+"""Wall time of every notebook of the course, as `make reproduce` runs them, from a fresh clone.
+
+Clones the repository's HEAD into a temporary folder (committed files only, nothing from this
+working tree), runs ``qatcore reproduce --json`` there with this interpreter (its kernels run in this
+environment, as `make reproduce`'s do in `.venv`), and writes each notebook's wall time with the
+machine it ran on: CPU model, cores, threads, and the load average before and after, so a slow row
+can be told from a busy machine. Writes ``bench/results/notebooks.md`` and ``notebooks.json``; the
+README's times quote it.
+
+    .venv/bin/python bench/bench_notebooks.py            # the whole course, a few minutes
+    .venv/bin/python bench/bench_notebooks.py --only 03  # one notebook, printed only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+#: our bar for the default run of one notebook on two cores
+BUDGET_S = 120
+
+
+def machine() -> dict:
+    """What the times were measured on."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "threads": os.environ.get("QATCORE_THREADS", "2 (qatcore's default)"),
+    }
+
+
+def run(only: str) -> dict:
+    """Clone HEAD and reproduce its notebooks; each notebook's seconds and error, plus the machine."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="qatcore-clone-") as folder:
+        clone = Path(folder) / "qatcore"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        load_before = os.getloadavg()
+        command = [sys.executable, "-m", "qatcore", "reproduce", "--json"]
+        if only:
+            command += ["--only", only]
+        done = subprocess.run(command, cwd=clone, capture_output=True, text=True)
+        load_after = os.getloadavg()
+    if not done.stdout.strip():
+        raise SystemExit(
+            f"reproduce printed nothing (exit {done.returncode}):\n{done.stderr[-2000:]}"
+        )
+    report = json.loads(done.stdout)
+    return {
+        "commit": commit,
+        "machine": machine(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "ok": report["ok"],
+        "notebooks": {
+            r["name"]: {"seconds": round(r["seconds"], 1), "error": r["error"]}
+            for r in report["runs"]
+        },
+    }
+
+
+def to_markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# Notebook wall times",
+        "",
+        f"`bench/bench_notebooks.py` on a fresh clone of commit {result['commit']}: "
+        f"`qatcore reproduce`, default settings. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"Python {m['python']}, torch threads {m['threads']}. Load average (1, 5, 15 min) "
+        f"{result['load_average_before']} before and {result['load_average_after']} after. "
+        f"Our bar: {BUDGET_S} s per notebook.",
+        "",
+        "| notebook | seconds | within our bar |",
+        "|---|---:|---|",
+    ]
+    for name, row in result["notebooks"].items():
+        verdict = (
+            "ERROR: " + row["error"]
+            if row["error"]
+            else ("yes" if row["seconds"] <= BUDGET_S else "no")
+        )
+        lines.append(f"| {name} | {row['seconds']:.0f} | {verdict} |")
+    total = sum(row["seconds"] for row in result["notebooks"].values())
+    lines += [
+        "",
+        f"All notebooks: {total:.0f} s; every check passed: {'yes' if result['ok'] else 'no'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only",
+        default="",
+        help="only the notebooks whose name starts with this; printed, not written",
+    )
+    args = parser.parse_args(argv)
+    result = run(args.only)
+    text = to_markdown(result)
+    print(text)
+    if not args.only:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "notebooks.md").write_text(text, encoding="utf-8")
+        (RESULTS / "notebooks.json").write_text(
+            json.dumps(result, indent=2) + "\n", encoding="utf-8"
+        )
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
