@@ -1,8 +1,11 @@
 """Reproducibility: one call that fixes seeds, torch's thread count and deterministic kernels.
 
 Notebooks call ``configure()`` in their first cell. The thread count comes from the
-``QATCORE_THREADS`` environment variable (default 2, this course's reference machine), so a test
-can rerun every notebook with another thread count and check that the stored outputs still match.
+``QATCORE_THREADS`` environment variable (default 1), so a test can rerun every notebook with another
+thread count and check that the stored outputs still match. One thread, because the course's models
+are small: a second intra-op thread buys little on them, and on a busy machine its OpenMP workers
+spin-wait for a core; one click of notebook 02's dashboard took 131 s with two threads and 10 s with
+one, on two cores shared with other work.
 ``show_progress`` is where every trainer asks whether to draw its progress bar.
 """
 
@@ -16,7 +19,7 @@ import torch
 
 from qatcore.checks import int_at_least
 
-DEFAULT_THREADS = 2
+DEFAULT_THREADS = 1
 THREADS_VARIABLE = "QATCORE_THREADS"
 PROGRESS_VARIABLE = "QATCORE_PROGRESS"
 STRICT_VARIABLE = "QATCORE_STRICT"
@@ -24,7 +27,7 @@ _strict: bool | None = None  # None: read $QATCORE_STRICT
 
 
 def thread_count() -> int:
-    """Threads for torch: ``$QATCORE_THREADS`` if set, else 2."""
+    """Threads for torch: ``$QATCORE_THREADS`` if set, else 1."""
     raw = os.environ.get(THREADS_VARIABLE, str(DEFAULT_THREADS))
     try:
         threads = int(raw)
