@@ -1,0 +1,183 @@
+"""How fast each notebook's widget answers a click: every control moved as a reader would move it.
+
+Each widget is built with the arguments its notebook gives it (digits, the default models), then
+each of its controls is moved to a neighbouring value and back, ``--repeats`` times; the time of
+one move is the synchronous redraw its observer runs (what the reader waits for before the new
+figure shows). A dashboard with a Run button is timed by pressing Run. Reported per widget: the
+median over moves, and the slowest control's median. Our targets: Run of notebook 02's
+dashboard at most 3 s; every other redraw at most 0.5 s. Writes ``bench/results/widgets.md`` and
+``widgets.json``; exits 1 if a target is missed.
+
+    .venv/bin/python bench/bench_widgets.py              # all widgets, a few minutes
+    .venv/bin/python bench/bench_widgets.py --only 02    # one notebook's widget, printed only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib
+
+matplotlib.use("Agg")
+
+from qatcore import data, runtime, zoo  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RUN_TARGET_S, REDRAW_TARGET_S = 3.0, 0.5
+
+
+def builders() -> dict[str, Callable[[], widgets.Widget]]:
+    """Each notebook's widget, built as the notebook builds it (by notebook number)."""
+
+    def n00():
+        from qatcore.estimators.widgets import estimator_explorer
+
+        return estimator_explorer("dsq", 2)
+
+    def n01():
+        from qatcore.estimators import quadratic
+        from qatcore.estimators.widgets import twin_runs_explorer
+
+        return twin_runs_explorer(quadratic.QuadraticProblem(bits=2, seed=0), 1e-3, time=3.0)
+
+    def n02():
+        from qatcore.estimators.widgets import equivalence_explorer
+
+        return equivalence_explorer(data.load_digits())
+
+    def n03():
+        from qatcore.architectures import MobileNetV1
+        from qatcore.cost.widgets import bit_width_explorer
+
+        mobilenet = MobileNetV1(1.0, 32, num_classes=10)
+        return bit_width_explorer(mobilenet, mobilenet.example_input())
+
+    def n04():
+        from qatcore.cost.pikelpn import default_config
+        from qatcore.cost.widgets import technique_explorer
+
+        return technique_explorer(default_config(8, num_classes=10))
+
+    def n05():
+        from qatcore.bnn.widgets import memory_explorer
+
+        return memory_explorer("cnv", 100)
+
+    def n06():
+        from qatcore.export.widgets import export_explorer
+
+        digits = data.load_digits()
+        cnn = zoo.build("mnist_cnn", image_size=digits.image_size, num_classes=10)
+        return export_explorer(cnn, digits.x_test, digits.y_test, bits=2)
+
+    return {"00": n00, "01": n01, "02": n02, "03": n03, "04": n04, "05": n05, "06": n06}
+
+
+def controls(widget: widgets.Widget) -> list[widgets.Widget]:
+    """The controls of ``widget`` (value widgets and buttons), depth first."""
+    found = []
+    for child in getattr(widget, "children", ()):
+        if isinstance(child, widgets.Button) or (
+            isinstance(child, widgets.ValueWidget) and not isinstance(child, widgets.Label)
+        ):
+            found.append(child)
+        found += controls(child)
+    return found
+
+
+def neighbour(control: widgets.ValueWidget):
+    """A value next to the control's current one (the next option, or one step)."""
+    if hasattr(control, "options"):
+        options = [o[1] if isinstance(o, tuple) else o for o in control.options]
+        return options[(options.index(control.value) + 1) % len(options)]
+    if isinstance(control, widgets.Checkbox):
+        return not control.value
+    if isinstance(control, widgets.FloatLogSlider):
+        up = control.value * control.base**control.step
+        return up if up <= control.base**control.max else control.value / control.base**control.step
+    up = control.value + control.step
+    return up if up <= control.max else control.value - control.step
+
+
+def time_widget(build: Callable[[], widgets.Widget], repeats: int) -> dict:
+    """Median seconds per move of each control of the widget ``build`` makes."""
+    widget = build()
+    rows = {}
+    for control in controls(widget):
+        seconds = []
+        if isinstance(control, widgets.Button):
+            name = f"button {control.description}"
+            for _ in range(repeats):
+                started = time.perf_counter()
+                control.click()
+                seconds.append(time.perf_counter() - started)
+        else:
+            name = f"{type(control).__name__} {control.description}"
+            start = control.value
+            for _ in range(repeats):
+                for value in (neighbour(control), start):
+                    started = time.perf_counter()
+                    control.value = value
+                    seconds.append(time.perf_counter() - started)
+        rows[name] = statistics.median(seconds)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default="", help="one notebook's widget (e.g. 02); printed, not written"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="moves of each control (default 5)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("QATCORE_PROGRESS", "0")
+    runtime.configure(seed=0)
+    results, missed = {}, []
+    for notebook, build in builders().items():
+        if args.only and notebook != args.only:
+            continue
+        rows = time_widget(build, args.repeats)
+        results[notebook] = rows
+        for name, seconds in rows.items():
+            target = RUN_TARGET_S if name.startswith("button") else REDRAW_TARGET_S
+            if seconds > target:
+                missed.append(f"{notebook} {name}: {seconds:.2f} s > {target} s")
+    lines = [
+        "# Widget response times",
+        "",
+        f"`bench/bench_widgets.py`: each control moved {args.repeats} times to a neighbouring value and back "
+        f"(a Run button pressed {args.repeats} times); median seconds of the synchronous redraw. "
+        f"{os.cpu_count()} cores, torch threads {runtime.thread_count()}, load average before the run "
+        f"{[round(x, 2) for x in os.getloadavg()]}. Targets: Run ≤ {RUN_TARGET_S} s, every other redraw "
+        f"≤ {REDRAW_TARGET_S} s.",
+        "",
+        "| notebook | control | median s | target met |",
+        "|---|---|---:|---|",
+    ]
+    for notebook, rows in results.items():
+        for name, seconds in rows.items():
+            target = RUN_TARGET_S if name.startswith("button") else REDRAW_TARGET_S
+            lines.append(
+                f"| {notebook} | {name} | {seconds:.3f} | {'yes' if seconds <= target else 'no'} |"
+            )
+    lines += ["", "Missed: " + ("; ".join(missed) if missed else "none") + ".", ""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.only:
+        (RESULTS / "widgets.md").write_text(text, encoding="utf-8")
+        (RESULTS / "widgets.json").write_text(
+            json.dumps({"results": results, "missed": missed}, indent=2) + "\n"
+        )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
