@@ -201,8 +201,12 @@ def test_every_pair_carries_the_authors_metrics_by_name(sgd_result):
             "avg_logit_difference",
             "incorrect_inference_agreement_proportion",
             "val_accuracy_correlation",
+            "total_q_oscillation",
+            "total_i_oscillation",
+            "average_oscillation_error",
         } <= set(metrics)
         assert 0 <= metrics["exact_correct_sequences_proportion"] <= 1
+        assert metrics["total_q_oscillation"] >= 0 and metrics["total_i_oscillation"] >= 0
     history = sgd_result.runs["custom"].history
     assert (
         len(history.loss) == len(history.val_loss) == len(history.val_accuracy) == 2

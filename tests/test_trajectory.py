@@ -548,6 +548,98 @@ def test_authors_change_point_metrics_match_the_literal_loops(pair):
         ) or got.step_error == pytest.approx(want[1])
 
 
+def authors_oscillation_stack(sequence: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The authors' stack with its parallel list of counts: on each collapse the count four from
+    the top goes up by one, three entries and their counts are popped, the last entry is pushed
+    back with count 0. Returns (level, step, count) of what remains."""
+    stack: list[tuple[int, int]] = []
+    count: list[int] = []
+    for entry in sequence:
+        stack.append(entry)
+        count.append(0)
+        while len(stack) >= 4 and stack[-1][0] == stack[-3][0] and stack[-2][0] == stack[-4][0]:
+            count[-4] += 1
+            last = stack.pop()
+            stack.pop()
+            stack.pop()
+            count.pop()
+            count.pop()
+            count.pop()
+            stack.append(last)
+            count.append(0)
+    return [(level, step, c) for (level, step), c in zip(stack, count, strict=True)]
+
+
+def reference_oscillations(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int, float]:
+    """total_q_oscillation, total_i_oscillation, average_oscillation_error, weight by weight."""
+    total_a, total_b, error, changes = 0, 0, 0, 0
+    for i in range(a.shape[1]):
+        sa = authors_oscillation_stack(authors_sequence(a[:, i].tolist()))
+        sb = authors_oscillation_stack(authors_sequence(b[:, i].tolist()))
+        if len(sa) == len(sb) and all(x[0] == y[0] for x, y in zip(sa, sb, strict=True)):
+            total_a += sum(x[2] for x in sa)
+            total_b += sum(y[2] for y in sb)
+            error += sum(abs(x[2] - y[2]) for x, y in zip(sa, sb, strict=True))
+            changes += len(sa) - 1
+    return total_a, total_b, (error / changes if changes else math.nan)
+
+
+def test_oscillation_counts_count_each_collapse_on_the_first_level():
+    assert tr.oscillation_counts([0, 1, 0, 1], [0, 1, 2, 3]) == ([0, 1], [0, 3], [1, 0])
+    assert tr.oscillation_counts([0, 1, 0, 1, 0, 1], [0, 1, 2, 3, 4, 5]) == ([0, 1], [0, 5], [2, 0])
+    assert tr.oscillation_counts([2, 0, 1, 0, 1, 3, 1, 3], range(8)) == (
+        [2, 0, 1, 3],
+        [0, 1, 4, 7],
+        [0, 1, 1, 0],
+    )
+    assert tr.oscillation_counts([0, 1, 0], [0, 1, 2]) == ([0, 1, 0], [0, 1, 2], [0, 0, 0])
+    with pytest.raises(ValueError, match="same length"):
+        tr.oscillation_counts([0, 1], [0])
+
+
+def test_oscillation_metrics_count_only_weights_that_agree():
+    """Weight 0 oscillates twice in a, once in b: the compressed sequences agree (0→1), so it adds
+    2 and 1 to the totals and |2 − 1| = 1 to the error, over its one change point. Weight 1
+    oscillates in a only, and a's compressed 0→1 against b's 0→1→0 disagree: it adds nothing."""
+    a = levels_tensor([[0, 1, 0, 1, 0, 1, 1], [0, 1, 0, 1, 1, 1, 1]])
+    b = levels_tensor([[0, 1, 0, 1, 1, 1, 1], [0, 1, 1, 1, 0, 0, 0]])
+    got = tr.authors_compressed_change_point_agreement(a, b)
+    assert (got.agreement, got.oscillations_a, got.oscillations_b) == (0.5, 2, 1)
+    assert got.oscillation_error == 1.0
+    assert reference_oscillations(a, b) == (2, 1, 1.0)
+    swapped = tr.authors_compressed_change_point_agreement(b, a)
+    assert (swapped.oscillations_a, swapped.oscillations_b) == (1, 2)
+    still = levels_tensor([[0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
+    assert math.isnan(tr.authors_compressed_change_point_agreement(still, still).oscillation_error)
+
+
+@given(level_trajectories)
+@examples(60)
+def test_oscillation_metrics_match_a_transcription_of_the_authors(pair):
+    a, b = (torch.tensor(x, dtype=torch.int8) for x in pair)
+    got = tr.authors_compressed_change_point_agreement(a, b)
+    want = reference_oscillations(a, b)
+    assert (got.oscillations_a, got.oscillations_b) == want[:2]
+    assert (math.isnan(got.oscillation_error) and math.isnan(want[2])) or (
+        got.oscillation_error == pytest.approx(want[2])
+    )
+
+
+def test_oscillation_metrics_on_long_oscillating_trajectories():
+    """Many weights flipping between neighbouring levels, long enough for several collapses each:
+    the vectorised totals equal the transcription's, and are far from trivial."""
+    generator = torch.Generator().manual_seed(5)
+    base = torch.randint(0, 4, (1, 300), generator=generator)
+    flips_a = (torch.rand(200, 300, generator=generator) < 0.2).cumsum(0) % 2
+    flips_b = (torch.rand(200, 300, generator=generator) < 0.2).cumsum(0) % 2
+    a, b = ((base + f).clamp(max=3).to(torch.int8) for f in (flips_a, flips_b))
+    got = tr.authors_compressed_change_point_agreement(a, b)
+    want = reference_oscillations(a, b)
+    assert (got.oscillations_a, got.oscillations_b) == want[:2]
+    assert got.oscillations_a > 1000 and got.oscillations_b > 1000
+    assert got.oscillation_error == pytest.approx(want[2]) and got.oscillation_error > 0
+
+
 def test_wrong_prediction_agreement_counts_only_examples_both_get_wrong():
     labels = torch.tensor([0, 0, 0, 1])
     a = torch.tensor(
@@ -580,6 +672,8 @@ def test_authors_metrics_are_keyed_by_the_authors_names():
     got = tr.authors_metrics(levels, levels, logits, logits, torch.tensor([1, 1]), history, history)
     assert got["exact_correct_sequences_proportion"] == got["correct_sequences_proportion"] == 1.0
     assert got["average_exact_step_count_error"] == 0.0
+    assert got["total_q_oscillation"] == got["total_i_oscillation"] == 0.0
+    assert got["average_oscillation_error"] == 0.0  # 3 change points, no oscillation
     assert got["incorrect_inference_agreement_proportion"] == 1.0
     assert got["avg_logit_difference"] == got["logit_mse"] == 0.0
     assert got["val_accuracy_correlation"] == pytest.approx(1.0)

@@ -396,24 +396,42 @@ def collapse_oscillations(
     reads it ``A→B``), ``A→B→A→B→A`` becomes ``A→B→A``. Source: mschoenb97/flax,
     examples/mnist/run_experiments.py.
     """
+    kept_levels, kept_steps, _ = oscillation_counts(levels, steps)
+    return kept_levels, kept_steps
+
+
+def oscillation_counts(
+    levels: Sequence[int], steps: Sequence[int]
+) -> tuple[list[int], list[int], list[int]]:
+    """``collapse_oscillations`` with the authors' oscillation count of every entry it keeps.
+
+    Each collapse of ``A, B, A, B`` into ``A, B`` adds one to the count of that first ``A``; the
+    ``B`` left after it starts again from 0. So a weight that goes ``A→B`` and back ``n`` more
+    times keeps ``A`` with count ``n``. These counts are what the authors' ``total_q_oscillation``,
+    ``total_i_oscillation`` and ``average_oscillation_error`` add up
+    (mschoenb97/flax, examples/mnist/run_experiments.py, ``remove_elements_dataframe``).
+    """
     if len(levels) != len(steps):
         raise ValueError(
             f"levels and steps must have the same length, got {len(levels)} and {len(steps)}"
         )
     kept_levels: list[int] = []
     kept_steps: list[int] = []
+    counts: list[int] = []
     for level, step in zip(levels, steps, strict=True):
         kept_levels.append(level)
         kept_steps.append(step)
+        counts.append(0)
         while (
             len(kept_levels) >= 4
             and kept_levels[-1] == kept_levels[-3]
             and kept_levels[-2] == kept_levels[-4]
         ):
+            counts[-4] += 1
             last_step = kept_steps[-1]
-            del kept_levels[-2:], kept_steps[-2:]
-            kept_steps[-1] = last_step
-    return kept_levels, kept_steps
+            del kept_levels[-2:], kept_steps[-2:], counts[-2:]
+            kept_steps[-1], counts[-1] = last_step, 0
+    return kept_levels, kept_steps, counts
 
 
 @dataclass(frozen=True)
@@ -425,22 +443,43 @@ class ChangePointResult:
     step_error: float
 
 
-def _sequence_agreement(
-    paths_a: tuple[np.ndarray, np.ndarray, np.ndarray],
-    paths_b: tuple[np.ndarray, np.ndarray, np.ndarray],
-    n: int,
-) -> ChangePointResult:
-    """Agreement of per-weight (level, step) sequences: same length and the same levels."""
-    (level_a, step_a, column_a), (level_b, step_b, column_b) = paths_a, paths_b
+@dataclass(frozen=True)
+class CompressedChangePointResult(ChangePointResult):
+    """The compressed comparison adds the authors' oscillation metrics, over the weights whose
+    compressed sequences agree: each run's total oscillation count (``oscillations_a``: their
+    ``total_q_oscillation``, the custom-estimator run; ``oscillations_b``: ``total_i_oscillation``,
+    the other run), and ``Σ|count_a − count_b|`` entry by entry per change point
+    (``average_oscillation_error``; ``nan`` when those weights have no change point)."""
+
+    oscillations_a: int
+    oscillations_b: int
+    oscillation_error: float
+
+
+#: (level, step, column) of every entry of every weight's sequence, column by column
+_Entries = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _agreeing(
+    paths_a: _Entries, paths_b: _Entries, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which weights' (level, step) sequences agree (same length, the same levels), and which entries
+    of ``paths_a`` and of ``paths_b`` belong to those weights (they line up entry for entry)."""
+    (level_a, _, column_a), (level_b, _, column_b) = paths_a, paths_b
     lengths_a = np.bincount(column_a, minlength=n)
     lengths_b = np.bincount(column_b, minlength=n)
     agree = lengths_a == lengths_b
     in_a, in_b = agree[column_a], agree[column_b]  # equal-length columns line up entry for entry
     differs = level_a[in_a] != level_b[in_b]
     agree[column_a[in_a][differs]] = False
-    in_a, in_b = agree[column_a], agree[column_b]
-    step_error = np.abs(step_a[in_a] - step_b[in_b]).sum()
-    change_points = int(lengths_a[agree].sum() - agree.sum())  # the first entry is no change
+    return agree, agree[column_a], agree[column_b]
+
+
+def _sequence_agreement(paths_a: _Entries, paths_b: _Entries, n: int) -> ChangePointResult:
+    """The share of weights whose sequences agree, and the step error per change point over them."""
+    agree, in_a, in_b = _agreeing(paths_a, paths_b, n)
+    step_error = np.abs(paths_a[1][in_a] - paths_b[1][in_b]).sum()
+    change_points = int(in_a.sum() - agree.sum())  # a weight's first entry is no change
     return ChangePointResult(
         float(agree.mean()), float(step_error) / change_points if change_points else math.nan
     )
@@ -463,41 +502,62 @@ def authors_change_point_agreement(
     return _sequence_agreement(_change_point_runs(a), _change_point_runs(b), a.shape[1])
 
 
-def _collapsed_runs(levels: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_change_point_runs`` with each weight's sequence passed through ``collapse_oscillations``.
+def _collapsed_runs(levels: torch.Tensor) -> tuple[_Entries, np.ndarray]:
+    """``_change_point_runs`` with each weight's sequence passed through ``oscillation_counts``,
+    and the oscillation count of every entry kept.
 
     Only weights with four or more entries can hold an ``A,B,A,B`` run; only those are looped over.
     """
     level, step, column = _change_point_runs(levels)
     lengths = np.bincount(column, minlength=levels.shape[1])
     long = lengths[column] >= 4
-    parts = [(level[~long], step[~long], column[~long])]
+    short = ~long
+    parts = [(level[short], step[short], column[short], np.zeros(int(short.sum()), np.int64))]
     starts = np.concatenate([[0], np.cumsum(lengths)])
     for col in np.flatnonzero(lengths >= 4):
         lo, hi = starts[col], starts[col + 1]
-        kept_levels, kept_steps = collapse_oscillations(level[lo:hi].tolist(), step[lo:hi].tolist())
+        kept = oscillation_counts(level[lo:hi].tolist(), step[lo:hi].tolist())
         parts.append(
             (
-                np.asarray(kept_levels, dtype=np.int64),
-                np.asarray(kept_steps, dtype=np.int64),
-                np.full(len(kept_levels), col, dtype=np.int64),
+                np.asarray(kept[0], dtype=np.int64),
+                np.asarray(kept[1], dtype=np.int64),
+                np.full(len(kept[0]), col, dtype=np.int64),
+                np.asarray(kept[2], dtype=np.int64),
             )
         )
-    level, step, column = (np.concatenate(x) for x in zip(*parts, strict=True))
+    level, step, column, count = (np.concatenate(x) for x in zip(*parts, strict=True))
     order = np.argsort(column, kind="stable")  # back to column by column, each in step order
-    return level[order], step[order], column[order]
+    return (level[order], step[order], column[order]), count[order]
 
 
 def authors_compressed_change_point_agreement(
     levels_a: torch.Tensor, levels_b: torch.Tensor
-) -> ChangePointResult:
-    """The authors' compressed change-point agreement (``correct_sequences_proportion``) and step
-    error (``average_step_count_error``): ``authors_change_point_agreement`` after each weight's
-    sequence is passed through ``collapse_oscillations`` (only complete ``A,B,A,B`` runs collapse).
-    Source: mschoenb97/flax, examples/mnist/run_experiments.py (``compare_change_point_data``).
+) -> CompressedChangePointResult:
+    """The authors' compressed change-point agreement (``correct_sequences_proportion``), step
+    error (``average_step_count_error``) and oscillation metrics (``total_q_oscillation``,
+    ``total_i_oscillation``, ``average_oscillation_error``): ``authors_change_point_agreement``
+    after each weight's sequence is passed through ``collapse_oscillations`` (only complete
+    ``A,B,A,B`` runs collapse), the oscillations counted by ``oscillation_counts``.
+
+    The oscillation totals count only the weights whose compressed sequences agree, as the
+    authors' do: a weight that oscillates in one run and not in the other disagrees, and adds
+    nothing. Source: mschoenb97/flax, examples/mnist/run_experiments.py
+    (``compare_change_point_data``, ``get_change_point_results``).
     """
     a, b = _check_levels(levels_a, levels_b, dim=2)
-    return _sequence_agreement(_collapsed_runs(a), _collapsed_runs(b), a.shape[1])
+    (runs_a, count_a), (runs_b, count_b) = _collapsed_runs(a), _collapsed_runs(b)
+    result = _sequence_agreement(runs_a, runs_b, a.shape[1])
+    agree, in_a, in_b = _agreeing(runs_a, runs_b, a.shape[1])
+    count_a, count_b = count_a[in_a], count_b[in_b]
+    change_points = int(in_a.sum() - agree.sum())
+    error = int(np.abs(count_a - count_b).sum())
+    return CompressedChangePointResult(
+        result.agreement,
+        result.step_error,
+        oscillations_a=int(count_a.sum()),
+        oscillations_b=int(count_b.sum()),
+        oscillation_error=error / change_points if change_points else math.nan,
+    )
 
 
 def wrong_prediction_agreement(
@@ -556,8 +616,11 @@ def authors_metrics(
     history_a: History,
     history_b: History,
 ) -> dict[str, float]:
-    """Every metric of the authors' ``run_analysis_for_one`` that ours do not already compute the
-    same way, keyed by the authors' names (mschoenb97/flax, examples/mnist/run_experiments.py)."""
+    """The authors' metrics of ``run_analysis_for_one``, keyed by their names (mschoenb97/flax,
+    examples/mnist/run_experiments.py). Their ``quantized_agreements`` and ``distance_metric`` are
+    computed as ours are (``quantized_weight_agreement``, ``alignment_error``) and left to ours;
+    ``inference_agreement_proportion`` and ``logit_mse`` are theirs too, equal to
+    ``prediction_agreement`` and ``logit_mse`` here."""
     exact = authors_change_point_agreement(levels_a, levels_b)
     compressed = authors_compressed_change_point_agreement(levels_a, levels_b)
     return {
@@ -565,6 +628,9 @@ def authors_metrics(
         "average_exact_step_count_error": exact.step_error,
         "correct_sequences_proportion": compressed.agreement,
         "average_step_count_error": compressed.step_error,
+        "total_q_oscillation": float(compressed.oscillations_a),
+        "total_i_oscillation": float(compressed.oscillations_b),
+        "average_oscillation_error": compressed.oscillation_error,
         "inference_agreement_proportion": prediction_agreement(logits_a, logits_b),
         "incorrect_inference_agreement_proportion": wrong_prediction_agreement(
             logits_a, logits_b, labels
