@@ -222,14 +222,15 @@ def test_named_runs_apply_to_their_optimizer():
         "bits_1",
         "bits_4",
     )
+    assert ablations.default_runs("sgd", bits=4)[-2:] == ("bits_1", "bits_2")
     assert ablations.default_runs("adam", bits=4) == (
         "main",
         "jitter",
         "scaledown",
-        "bits_1",
-        "bits_2",
         "ablation_ours",
     )
+    with pytest.raises(ValueError, match="bits_1, bits_2 and bits_4 apply to SGD only"):
+        ablations.check_runs(("main", "bits_4"), "adam")
     with pytest.raises(ValueError, match="no_warp applies to SGD only"):
         ablations.check_runs(("main", "no_warp"), "adam")
     with pytest.raises(ValueError, match="ablation_ours applies to Adam only"):

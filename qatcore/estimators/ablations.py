@@ -1,16 +1,26 @@
 """The authors' runs of the first paper's experiment, by name, over seeds.
 
 The paper's experiment code (GitHub mschoenb97/flax, examples/mnist/run_experiments.py,
-``run_full_analysis`` and ``get_train_kwargs``) compares a custom-estimator run with:
+``run_full_analysis``, ``get_train_kwargs`` and ``get_quantizer_kwargs``) compares a DSQ run with:
 
 * ``main``: the STE as the theorem prescribes (SGD: ``M(w₀)`` and ``αη``; Adam: neither);
-* ``jitter``: the custom estimator again at rate ``1.01·η``;
+* ``jitter``: DSQ again at rate ``1.01·η``;
 * ``no_warp``: SGD's STE without ``M`` and without ``α`` (with Adam the main pair already has neither);
 * ``scaledown``: the main pair again at rate ``0.1·η`` for 3× the epochs;
-* ``bits_1``, ``bits_4``: the main pair at other bit widths (2 is the default).
+* ``bits_1``, ``bits_4``: SGD's main pair at other bit widths (2 is the default). The authors run
+  these with SGD only (``get_quantizer_kwargs`` starts from ``get_default_kwargs``: SGD, ``M``,
+  the SGD rate and epochs), so they are named for SGD only.
+
+This is the run list of ``run_full_analysis`` after their commit 5bfb1e8a (19 Jan 2024), with both
+optimizers, as its commented-out line ``optimizer_types = ['sgd', 'adam']`` has it. Before that
+commit their STE runs of both optimizers started from ``M(w₀)`` with ``α = 1``; at their latest
+commit (21139dd2) only Adam's runs are enabled and the ``bits_*`` runs stop with a TypeError.
 
 One run is ours, not theirs: ``ablation_ours``, Adam's STE given SGD's adjustments
-(``M(w₀)`` and ``αη``) anyway. Each named run is a pair compared by our metrics (``ours``) and by the authors' own
+(``M(w₀)`` and ``αη``) anyway. In the authors' code their STE is called "pwl" (the STE scaled by
+``α`` inside the range), which is not this package's tent-shaped ``pwl`` estimator.
+
+Each named run is a pair compared by our metrics (``ours``) and by the authors' own
 definitions (``authors``), keyed by metric name; ``run_seeds`` repeats them over seeds and reports
 each metric's mean and sd.
 """
@@ -52,12 +62,12 @@ JITTER_BAR = -1.0
 
 
 def default_runs(optimizer: OptimizerConfig | str, bits: int = 2) -> tuple[str, ...]:
-    """Every named run that applies to ``optimizer``, with the bit widths other than ``bits``."""
-    sgd = OptimizerConfig.of(optimizer).name == "sgd"
-    other_bits = tuple(f"bits_{b}" for b in (1, 2, 4) if b != bits)
-    ablation = ("no_warp",) if sgd else ()
-    ours = () if sgd else OUR_RUNS
-    return ("main", "jitter", *ablation, "scaledown", *other_bits, *ours)
+    """Every named run of the authors' that applies to ``optimizer`` (with SGD, the bit widths other
+    than ``bits``), and with Adam our ``ablation_ours``."""
+    if OptimizerConfig.of(optimizer).name == "sgd":
+        other_bits = tuple(f"bits_{b}" for b in (1, 2, 4) if b != bits)
+        return ("main", "jitter", "no_warp", "scaledown", *other_bits)
+    return ("main", "jitter", "scaledown", *OUR_RUNS)
 
 
 def check_runs(names: tuple[str, ...], optimizer: OptimizerConfig | str) -> None:
@@ -69,6 +79,11 @@ def check_runs(names: tuple[str, ...], optimizer: OptimizerConfig | str) -> None
     if not sgd and "no_warp" in names:
         raise ValueError(
             "runs: no_warp applies to SGD only (with Adam the main pair has neither M nor α)"
+        )
+    if not sgd and any(n.startswith("bits_") for n in names):
+        raise ValueError(
+            "runs: bits_1, bits_2 and bits_4 apply to SGD only (the authors run other bit widths "
+            "with SGD's settings; for Adam at another width set bits instead)"
         )
     if sgd and "ablation_ours" in names:
         raise ValueError(
