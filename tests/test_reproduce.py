@@ -72,7 +72,36 @@ def test_reproduce_collects_checks_numbers_and_figures(tmp_path):
     untouched = nbformat.read(tmp_path / "nbs" / "01_ok.ipynb", as_version=4)
     assert untouched.cells[0].outputs == []
     table = result.to_markdown()
-    assert "| 01_ok | number | a measured number | 0.123 | ≥ 0.1 | about 0.1 (Paper, §1) |" in table
+    assert (
+        "| 01_ok | number | a measured number | 0.123 | ≥ 0.1 | about 0.1 (Paper, §1) | | |"
+        in table
+    )
+
+
+def test_each_kind_of_source_has_its_own_column():
+    from qatcore.course.reproduce import ReproduceReport, source_kind
+
+    assert source_kind("Wang et al., ACM TECS 2023, abstract") == "paper"
+    assert source_kind("the authors' repository README.md, table 'Results'") == "readme"
+    assert source_kind("the authors' memory_estimation.xlsx, sheet BinaryNet") == "sheet"
+    report = ReproduceReport(
+        entries=[
+            {
+                "kind": "number",
+                "notebook": "05",
+                "name": name,
+                "value": "1",
+                "paper": "q",
+                "source": src,
+            }
+            for name, src in (("a", "abstract"), ("r", "README.md"), ("s", "the sheet"))
+        ]
+    )
+    rows = report.to_markdown().splitlines()
+    assert rows[0].count("|") == rows[2].count("|") == 9
+    assert rows[2].endswith("| 1 | | q (abstract) | | |")
+    assert rows[3].endswith("| 1 | | | q (README.md) | |")
+    assert rows[4].endswith("| 1 | | | | q (the sheet) |")
 
 
 def test_cli_exits_non_zero_when_a_check_fails(tmp_path):

@@ -53,25 +53,65 @@ class ReproduceReport:
         return bool(self.runs) and not self.failed_checks and not any(r.error for r in self.runs)
 
     def to_markdown(self) -> str:
-        """One row per check and number: result, our threshold, and the paper's claim with its source."""
+        """One row per check and number: result, our threshold, and each quoted claim with its
+        source in the column of that kind of source (``SOURCE_COLUMNS``)."""
+
+        def row(*cells: str) -> str:
+            return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
         lines = [
-            "| notebook | kind | what | result | our threshold | paper (source) |",
-            "|---|---|---|---|---|---|",
+            row(
+                "notebook",
+                "kind",
+                "what",
+                "result",
+                "our threshold",
+                *(h for _, h in SOURCE_COLUMNS),
+            ),
+            "|---|---|---|---|---|" + "---|" * len(SOURCE_COLUMNS),
         ]
+        blank = ("",) * len(SOURCE_COLUMNS)
         for e in self.entries:
             if e["kind"] == "check":
                 result = "pass" if e["passed"] else "FAIL"
-                lines.append(f"| {e['notebook']} | check | {e['name']} | {result} | | |")
+                lines.append(row(e["notebook"], "check", e["name"], result, "", *blank))
             else:
-                paper = f"{e['paper']} ({e['source']})" if e.get("paper") else ""
+                quotes = {kind: "" for kind, _ in SOURCE_COLUMNS}
+                if e.get("paper"):
+                    quotes[source_kind(e["source"])] = f"{e['paper']} ({e['source']})"
                 lines.append(
-                    f"| {e['notebook']} | number | {e['name']} | {e['value']} | {e.get('threshold', '')} "
-                    f"| {paper} |"
+                    row(
+                        e["notebook"],
+                        "number",
+                        e["name"],
+                        str(e["value"]),
+                        e.get("threshold", ""),
+                        *(quotes[kind] for kind, _ in SOURCE_COLUMNS),
+                    )
                 )
         for r in self.runs:
             status = f"ERROR: {r.error}" if r.error else f"ran in {r.seconds:.0f} s"
-            lines.append(f"| {r.name} | notebook | executed | {status} | | |")
+            lines.append(row(r.name, "notebook", "executed", status, "", *blank))
         return "\n".join(lines)
+
+
+#: Where a quoted claim comes from, one results column each: the paper itself (its abstract or
+#: text), the authors' repository README, the authors' spreadsheet.
+SOURCE_COLUMNS = (
+    ("paper", "the paper (source)"),
+    ("readme", "the authors' README (source)"),
+    ("sheet", "the authors' sheet (source)"),
+)
+
+
+def source_kind(source: str) -> str:
+    """The ``SOURCE_COLUMNS`` kind of a headline's ``source``: a README, a spreadsheet, else the paper."""
+    words = source.lower()
+    if "readme" in words:
+        return "readme"
+    if ".xlsx" in words or "sheet" in words:
+        return "sheet"
+    return "paper"
 
 
 #: A smoke run of the whole course: one epoch, one seed. Its trained claims need the full run, so

@@ -247,3 +247,106 @@ def load_config(
     runs = values.pop("runs", None)
     seeds = values.pop("seeds", 1)
     return EquivalenceConfig(**values), None if runs is None else tuple(runs), seeds
+
+
+# --- the authors' whole table: what it holds, and the paper's claims on it -------------------
+
+#: the authors' ``steps_per_epoch`` (round_*/config.py): 60 000 images in batches of 600
+AUTHORS_STEPS_PER_EPOCH = 100
+#: a run of the authors' table has trained when its test accuracy clears this (chance is 0.1)
+TRAINED_ACCURACY = 0.5
+#: the metrics shown per run: ours, then the authors' (their names)
+TABLE_METRICS = (
+    ("ours", "quantized_weight_agreement"),
+    ("ours", "alignment_error"),
+    ("ours", "change_point_agreement"),
+    ("authors", "exact_correct_sequences_proportion"),
+    ("authors", "average_exact_step_count_error"),
+    ("authors", "correct_sequences_proportion"),
+    ("authors", "average_step_count_error"),
+    ("authors", "total_q_oscillation"),
+    ("authors", "total_i_oscillation"),
+    ("authors", "average_oscillation_error"),
+    ("authors", "inference_agreement_proportion"),
+    ("authors", "logit_mse"),
+    ("authors", "val_accuracy_correlation"),
+)
+
+
+def estimator_label(estimator: str) -> str:
+    """``estimator`` as a table names it beside the authors' results: this package's ``pwl`` is a
+    tent-shaped ``Q̂′``, not the authors' "pwl" (their α-scaled STE)."""
+    if estimator == "pwl":
+        return "pwl (the course's tent-shaped Q̂′; the authors' \"pwl\" is their α-scaled STE)"
+    return estimator
+
+
+def _cell(summary: dict | None) -> str:
+    if summary is None:
+        return "n/a"
+    if summary["n"] == 1:
+        return f"{summary['mean']:.4g}"
+    return f"{summary['mean']:.4g} ± {summary['sd']:.2g}"
+
+
+def format_table(report: dict, steps_per_epoch: int = AUTHORS_STEPS_PER_EPOCH) -> str:
+    """A markdown table of one ``run_seeds`` report: a column per named run, a row per setting and
+    metric (``TABLE_METRICS``, then the test accuracies); mean (± sd over seeds)."""
+    runs = list(report["runs"])
+    pairs = [report["runs"][r] for r in runs]
+    rows = [
+        f"| | {' | '.join(runs)} |",
+        f"|---|{'---|' * len(runs)}",
+        "| bits, α | " + " | ".join(f"{p['bits']}, {p['alpha']}" for p in pairs) + " |",
+        "| lr, epochs, steps | "
+        + " | ".join(f"{p['lr']:g}, {p['epochs']}, {p['epochs'] * steps_per_epoch}" for p in pairs)
+        + " |",
+    ]
+    for group, metric in TABLE_METRICS:
+        label = f"{'theirs' if group == 'authors' else 'ours'}: {metric}"
+        rows.append(f"| {label} | " + " | ".join(_cell(p[group].get(metric)) for p in pairs) + " |")
+    for who in ("custom", "other"):
+        cells = " | ".join(_cell(p["test_accuracy"][who]) for p in pairs)
+        rows.append(f"| test accuracy, {'DSQ' if who == 'custom' else 'other'} run | {cells} |")
+    return "\n".join(rows)
+
+
+def paper_claims(table: dict) -> list[tuple[str, bool, str]]:
+    """The paper's claims on the authors' whole table (the JSON ``bench/equivalence_paper.py``
+    writes): for each optimizer, the run trained (test accuracy ≥ ``TRAINED_ACCURACY``), and the
+    main pair agrees at least as well as the jitter pair minus 1 point (``jitter_claim``: the mean
+    over seeds by two standard errors). With SGD the main pair's STE has ``M(w₀)`` and ``αη``; with
+    Adam it has neither, which is the claim that Adam needs no adjustment.
+
+    Returns ``(claim, holds, numbers)`` for each; optimizers absent from ``table`` give none.
+    """
+    claims = []
+    for optimizer, main in (
+        ("sgd", "SGD: the STE from M(w₀) at rate αη"),
+        ("adam", "Adam: the plain STE, same start and rate"),
+    ):
+        report = table["experiments"].get(f"dsq-{optimizer}")
+        if report is None or "adjusted_vs_jitter" not in report:
+            continue
+        accuracy = report["runs"]["main"]["test_accuracy"]["custom"]["mean"]
+        claims.append(
+            (
+                f"{optimizer.upper() if optimizer == 'sgd' else 'Adam'}: DSQ trains at the authors' "
+                f"settings (test accuracy ≥ {TRAINED_ACCURACY})",
+                accuracy >= TRAINED_ACCURACY,
+                f"{accuracy:.4f}",
+            )
+        )
+        gap = report["adjusted_vs_jitter"]
+        main_q = report["runs"]["main"]["ours"]["quantized_weight_agreement"]["mean"]
+        jitter_q = report["runs"]["jitter"]["ours"]["quantized_weight_agreement"]["mean"]
+        claims.append(
+            (
+                f"{main} agrees with DSQ at least as well as DSQ at 1.01·η does, minus 1 point "
+                f"(quantized weights, mean − 2 s.e. over {gap['n']} seed(s))",
+                bool(gap["holds"]),
+                f"{main_q:.4f} against {jitter_q:.4f}: {gap['mean']:+.2f} points, "
+                f"margin {gap['margin']:+.2f}",
+            )
+        )
+    return claims
