@@ -328,3 +328,64 @@ def test_loose_bound_share_is_a_fraction_and_zero_for_the_ste(digits, sgd_result
         EquivalenceConfig(estimator="ste", epochs=1), digits, progress=False, runs=("custom",)
     )
     assert loose_bound_share(ste) == 0.0  # the STE's Q̂′ is flat: L = 0, no remainder
+
+
+def _authors_table(main_q: float, jitter_q: float, accuracy: float, seeds: int = 1) -> dict:
+    """A table as bench/equivalence_paper.py writes it, with one SGD experiment of ``seeds`` seeds."""
+    per_seed = [
+        {
+            "main": {"ours": {"quantized_weight_agreement": main_q}},
+            "jitter": {"ours": {"quantized_weight_agreement": jitter_q}},
+        }
+    ] * seeds
+
+    def pair(q: float) -> dict:
+        return {
+            "bits": 2,
+            "lr": 1e-3,
+            "epochs": 5,
+            "alpha": 0.454376,
+            "test_accuracy": {
+                who: {"mean": accuracy, "sd": 0.0, "n": seeds} for who in ("custom", "other")
+            },
+            "ours": {"quantized_weight_agreement": {"mean": q, "sd": 0.0, "n": seeds}},
+            "authors": {"total_q_oscillation": {"mean": 12.0, "sd": 0.0, "n": seeds}},
+        }
+
+    report = {
+        "estimator": "dsq",
+        "optimizer": "sgd",
+        "seeds": list(range(seeds)),
+        "runs": {"main": pair(main_q), "jitter": pair(jitter_q)},
+        "adjusted_vs_jitter": ablations.jitter_claim(per_seed),
+    }
+    return {"experiments": {"dsq-sgd": report}, "steps_per_epoch": 100}
+
+
+def test_paper_claims_on_the_authors_table_hold_and_fail_by_their_numbers():
+    near = ablations.paper_claims(_authors_table(0.995, 0.999, 0.8))
+    assert [holds for _, holds, _ in near] == [True, True]  # 0.4 points below jitter: within 1
+    assert "0.9950 against 0.9990" in near[1][2]
+    far = ablations.paper_claims(_authors_table(0.985, 0.999, 0.1))
+    assert [holds for _, holds, _ in far] == [False, False]  # chance accuracy; 1.4 points below
+    assert far[0][0].startswith("SGD: DSQ trains") and far[1][0].startswith(
+        "SGD: the STE from M(w₀)"
+    )
+    assert ablations.paper_claims({"experiments": {}}) == []
+
+
+def test_the_authors_table_shows_every_run_and_labels_the_courses_pwl():
+    text = ablations.format_table(_authors_table(0.995, 0.999, 0.8)["experiments"]["dsq-sgd"])
+    lines = text.splitlines()
+    assert lines[0] == "| | main | jitter |"
+    assert "| lr, epochs, steps | 0.001, 5, 500 | 0.001, 5, 500 |" in lines
+    assert "| ours: quantized_weight_agreement | 0.995 | 0.999 |" in lines
+    assert "| theirs: total_q_oscillation | 12 | 12 |" in lines
+    assert "| theirs: logit_mse | n/a | n/a |" in lines  # absent from the report
+    assert "steps" not in ablations.format_table(
+        _authors_table(0.995, 0.999, 0.8)["experiments"]["dsq-sgd"], steps_per_epoch=None
+    )
+    assert (
+        "tent-shaped" in ablations.estimator_label("pwl")
+        and ablations.estimator_label("dsq") == "dsq"
+    )

@@ -289,17 +289,23 @@ def _cell(summary: dict | None) -> str:
     return f"{summary['mean']:.4g} ± {summary['sd']:.2g}"
 
 
-def format_table(report: dict, steps_per_epoch: int = AUTHORS_STEPS_PER_EPOCH) -> str:
+def format_table(report: dict, steps_per_epoch: int | None = AUTHORS_STEPS_PER_EPOCH) -> str:
     """A markdown table of one ``run_seeds`` report: a column per named run, a row per setting and
-    metric (``TABLE_METRICS``, then the test accuracies); mean (± sd over seeds)."""
+    metric (``TABLE_METRICS``, then the test accuracies); mean (± sd over seeds). With
+    ``steps_per_epoch`` the settings give each run's number of steps."""
     runs = list(report["runs"])
     pairs = [report["runs"][r] for r in runs]
+
+    def schedule(p: dict) -> str:
+        steps = "" if steps_per_epoch is None else f", {p['epochs'] * steps_per_epoch}"
+        return f"{p['lr']:g}, {p['epochs']}{steps}"
+
     rows = [
         f"| | {' | '.join(runs)} |",
         f"|---|{'---|' * len(runs)}",
         "| bits, α | " + " | ".join(f"{p['bits']}, {p['alpha']}" for p in pairs) + " |",
-        "| lr, epochs, steps | "
-        + " | ".join(f"{p['lr']:g}, {p['epochs']}, {p['epochs'] * steps_per_epoch}" for p in pairs)
+        f"| lr, epochs{'' if steps_per_epoch is None else ', steps'} | "
+        + " | ".join(schedule(p) for p in pairs)
         + " |",
     ]
     for group, metric in TABLE_METRICS:
