@@ -85,6 +85,8 @@ def describe_cut(
         cut.append(f"only the runs {' '.join(args.runs)}")
     if args.optimizers != ["sgd", "adam"]:
         cut.append(f"only {' '.join(args.optimizers)}")
+    if "dsq" not in args.estimators:
+        cut.append("no DSQ run (the authors' custom estimator)")
     return "; ".join(cut) or "nothing"
 
 
