@@ -24,6 +24,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -460,29 +461,33 @@ class CompressedChangePointResult(ChangePointResult):
 _Entries = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _agreeing(
-    paths_a: _Entries, paths_b: _Entries, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which weights' (level, step) sequences agree (same length, the same levels), and which entries
-    of ``paths_a`` and of ``paths_b`` belong to those weights (they line up entry for entry)."""
-    (level_a, _, column_a), (level_b, _, column_b) = paths_a, paths_b
+class _Agreeing(NamedTuple):
+    result: ChangePointResult
+    in_a: np.ndarray  # entries of run a's weights that agree
+    in_b: np.ndarray
+    change_points: int  # over the weights that agree
+
+
+def _sequence_agreement(paths_a: _Entries, paths_b: _Entries, n: int) -> _Agreeing:
+    """Which weights' (level, step) sequences agree (same length, the same levels): the share of
+    them, their step error per change point, which entries of ``paths_a`` and of ``paths_b``
+    belong to them (they line up entry for entry), and how many change points they have."""
+    (level_a, step_a, column_a), (level_b, step_b, column_b) = paths_a, paths_b
     lengths_a = np.bincount(column_a, minlength=n)
     lengths_b = np.bincount(column_b, minlength=n)
     agree = lengths_a == lengths_b
     in_a, in_b = agree[column_a], agree[column_b]  # equal-length columns line up entry for entry
     differs = level_a[in_a] != level_b[in_b]
     agree[column_a[in_a][differs]] = False
-    return agree, agree[column_a], agree[column_b]
-
-
-def _sequence_agreement(paths_a: _Entries, paths_b: _Entries, n: int) -> ChangePointResult:
-    """The share of weights whose sequences agree, and the step error per change point over them."""
-    agree, in_a, in_b = _agreeing(paths_a, paths_b, n)
-    step_error = np.abs(paths_a[1][in_a] - paths_b[1][in_b]).sum()
+    in_a, in_b = agree[column_a], agree[column_b]
+    step_error = np.abs(step_a[in_a] - step_b[in_b]).sum()
     change_points = int(in_a.sum() - agree.sum())  # a weight's first entry is no change
-    return ChangePointResult(
-        float(agree.mean()), float(step_error) / change_points if change_points else math.nan
-    )
+    result = ChangePointResult(float(agree.mean()), _per_change(float(step_error), change_points))
+    return _Agreeing(result, in_a, in_b, change_points)
+
+
+def _per_change(total: float, change_points: int) -> float:
+    return total / change_points if change_points else math.nan
 
 
 def authors_change_point_agreement(
@@ -499,7 +504,7 @@ def authors_change_point_agreement(
     Source: mschoenb97/flax, examples/mnist/run_experiments.py (``compare_change_point_data``).
     """
     a, b = _check_levels(levels_a, levels_b, dim=2)
-    return _sequence_agreement(_change_point_runs(a), _change_point_runs(b), a.shape[1])
+    return _sequence_agreement(_change_point_runs(a), _change_point_runs(b), a.shape[1]).result
 
 
 def _collapsed_runs(levels: torch.Tensor) -> tuple[_Entries, np.ndarray]:
@@ -546,17 +551,15 @@ def authors_compressed_change_point_agreement(
     """
     a, b = _check_levels(levels_a, levels_b, dim=2)
     (runs_a, count_a), (runs_b, count_b) = _collapsed_runs(a), _collapsed_runs(b)
-    result = _sequence_agreement(runs_a, runs_b, a.shape[1])
-    agree, in_a, in_b = _agreeing(runs_a, runs_b, a.shape[1])
-    count_a, count_b = count_a[in_a], count_b[in_b]
-    change_points = int(in_a.sum() - agree.sum())
+    agreeing = _sequence_agreement(runs_a, runs_b, a.shape[1])
+    count_a, count_b = count_a[agreeing.in_a], count_b[agreeing.in_b]
     error = int(np.abs(count_a - count_b).sum())
     return CompressedChangePointResult(
-        result.agreement,
-        result.step_error,
+        agreeing.result.agreement,
+        agreeing.result.step_error,
         oscillations_a=int(count_a.sum()),
         oscillations_b=int(count_b.sum()),
-        oscillation_error=error / change_points if change_points else math.nan,
+        oscillation_error=_per_change(error, agreeing.change_points),
     )
 
 
