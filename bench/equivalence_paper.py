@@ -78,7 +78,7 @@ def describe_cut(
         )
     for optimizer, n in epochs.items():
         if n != args.config_epochs[optimizer]:
-            cut.append(f"{optimizer}: {n} epochs, not {args.config_epochs[optimizer]}")
+            cut.append(f"{optimizer}: {n} of {args.config_epochs[optimizer]} epochs")
     if args.test_images is not None:
         cut.append(f"the first {args.test_images} test images")
     if args.runs is not None:

@@ -8,8 +8,9 @@ MIB = 2**20
 RESULTS_HEADER = """# Results
 
 Every check and headline number of the course, as `qatcore reproduce` last wrote them (default
-settings, digits). *Our threshold* is our own bar; *paper (source)* quotes a paper's claim, with where
-it says so, and sits beside our number only when the two measure the same thing.
+settings, digits). *Our threshold* is our own bar. The last three columns quote a claim with where it is
+said, one column per kind of source: the paper itself (its abstract or text), the authors' repository README,
+the authors' spreadsheet. A quote sits beside our number only when the two measure the same thing.
 
 """
 
