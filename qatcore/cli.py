@@ -37,6 +37,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         parameters=parameters,
         progress=announce,
         strict=not args.quick,
+        timeout=args.timeout,
     )
     if args.json:
         print(
@@ -376,6 +377,9 @@ def _arguments_reproduce(parser: argparse.ArgumentParser) -> None:
         "--quick",
         action="store_true",
         help="smoke run: one epoch, one seed; failed claims warn (they need the full run)",
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=1200, help="seconds a cell may run before it is stopped"
     )
     parser.add_argument(
         "--json", action="store_true", help="print runs and entries as one JSON object"

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import ipykernel.kernelspec
 import nbformat
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from qatcore import files
 from qatcore.course.report import FIGURES_VARIABLE, NOTEBOOK_VARIABLE, REPORT_VARIABLE
 from qatcore.runtime import PROGRESS_VARIABLE, STRICT_VARIABLE
 
@@ -140,6 +141,58 @@ def inject_parameters(nb: nbformat.NotebookNode, parameters: dict) -> list[str]:
     return []
 
 
+def _injected_index(nb: nbformat.NotebookNode, parameters: dict) -> int | None:
+    """``inject_parameters``, returning the index of the cell it inserted (None when it inserted none)."""
+    if not inject_parameters(nb, parameters):
+        return None
+    tags = [cell.metadata.get("tags", []) for cell in nb.cells]
+    return next(i for i, t in enumerate(tags) if "injected-parameters" in t)
+
+
+#: seconds to wait for a cell's last output once the kernel has replied (nbclient's default 4)
+IOPUB_TIMEOUT = 10
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes (colours), for reports and logs that are not a terminal."""
+    return _ANSI.sub("", text)
+
+
+class _CellTracker:
+    """Which cell is running, in the committed notebook's numbering (the injected cell not counted)."""
+
+    def __init__(self, injected_at: int | None) -> None:
+        self.injected_at, self.index = injected_at, None
+
+    def entered(self, cell, cell_index: int) -> None:
+        self.index = cell_index
+
+    def __str__(self) -> str:
+        if self.index is None:
+            return "before the first cell"
+        if self.injected_at is not None:
+            if self.index == self.injected_at:
+                return "the injected parameters cell"
+            if self.index > self.injected_at:
+                return f"cell {self.index - 1}"
+        return f"cell {self.index}"
+
+
+def cell_error(exc: BaseException, timeout: int) -> str:
+    """One line naming what stopped a notebook: the exception and its message, a timeout, a dead kernel."""
+    if isinstance(exc, CellExecutionError):
+        text = f"{exc.ename}: {exc.evalue}" if exc.evalue else exc.ename
+    elif isinstance(exc, CellTimeoutError):
+        text = f"CellTimeoutError: the cell ran past the timeout of {timeout} s and was stopped"
+    elif isinstance(exc, DeadKernelError):
+        text = "DeadKernelError: the kernel died (it exited or was killed) while running the cell"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(plain_text(text).split())  # one line
+
+
 CURRENT_ENV_KERNEL = "qatcore-current-env"
 
 
@@ -156,9 +209,9 @@ class _CurrentEnvironmentKernels(KernelSpecManager):
         return super().get_kernel_spec(kernel_name)
 
 
-def current_environment_kernel() -> KernelManager:
+def current_environment_kernel() -> AsyncKernelManager:
     """A kernel manager that starts ipykernel with ``sys.executable`` (the running interpreter)."""
-    return KernelManager(
+    return AsyncKernelManager(
         kernel_name=CURRENT_ENV_KERNEL, kernel_spec_manager=_CurrentEnvironmentKernels()
     )
 
@@ -203,8 +256,18 @@ def reproduce(
     paths = sorted(Path(notebooks).glob(f"{only}*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"no notebooks ({only}*.ipynb) found in {notebooks}")
-    build.mkdir(parents=True, exist_ok=True)
-    figures.mkdir(parents=True, exist_ok=True)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"timeout must be an int >= 1 (seconds per cell), got {timeout!r}")
+    build = files.output_folder(build, "build")
+    figures = files.output_folder(figures, "figures")
+    with files.exclusive_lock(build / ".reproduce.lock", "qatcore reproduce"):
+        return _run_all(paths, build, figures, inplace, timeout, parameters, progress, strict)
+
+
+def _run_all(
+    paths, build, figures, inplace, timeout, parameters, progress, strict
+) -> ReproduceReport:
+    """``reproduce``'s loop, run while this process holds the build folder's lock."""
     report_file = build / "report.jsonl"
     report_file.write_text("")
     report = ReproduceReport()
@@ -214,9 +277,10 @@ def reproduce(
             cell
         ) in nb.cells:  # no timestamps: a rerun changes a notebook only where its outputs change
             cell.metadata.pop("execution", None)
-        inject_parameters(nb, parameters or {})
+        injected_at = _injected_index(nb, parameters or {})
         started = time.monotonic()
         error = ""
+        where = _CellTracker(injected_at=injected_at)
         with _environment(
             **{
                 REPORT_VARIABLE: str(report_file.resolve()),
@@ -227,24 +291,23 @@ def reproduce(
                 "PYTHONHASHSEED": "0",  # sympy's printed expressions do not depend on hash order
             }
         ):
-            kernel = current_environment_kernel()
             client = NotebookClient(
                 nb,
-                km=kernel,
+                km=current_environment_kernel(),
                 timeout=timeout,
+                iopub_timeout=IOPUB_TIMEOUT,
+                shutdown_kernel="immediate",
                 record_timing=False,
+                on_cell_execute=where.entered,
                 resources={"metadata": {"path": str(path.parent)}},
             )
             try:  # the kernel's own log (start-up warnings, shutdown) goes to a file beside the copy
                 with open(build / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log:
-                    client.execute(stdout=log, stderr=log)
-            except CellExecutionError as exc:
-                error = (
-                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                )
-            finally:
-                if kernel.has_kernel:
-                    kernel.shutdown_kernel(now=True)
+                    # cleanup_kc: the kernel is shut down (killed if it hangs) whatever happened
+                    client.execute(stdout=log, stderr=log, cleanup_kc=True)
+            except (CellExecutionError, CellTimeoutError, RuntimeError) as exc:  # RuntimeError:
+                # a dead kernel (DeadKernelError) or one that never started
+                error = f"{where}: {cell_error(exc, timeout)}"
         report.runs.append(NotebookRun(path.stem, time.monotonic() - started, error))
         if progress is not None:
             progress(report.runs[-1])
