@@ -87,9 +87,77 @@ def load(path: str | os.PathLike) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for foreign objects, RuntimeError for a bad zip
-        raise ValueError(f"{str(path)!r} is not a safe qatcore checkpoint: {error}") from error
+        raise ValueError(
+            f"{str(path)!r} is not a safe qatcore checkpoint: {_load_problem(error)}"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a qatcore checkpoint (expected format {FORMAT!r})")
-    model = zoo.build(payload["model"], **payload["kwargs"])
-    model.load_state_dict(payload["state_dict"])
-    return Checkpoint(model.eval(), payload["model"], payload["kwargs"], payload.get("info", {}))
+    name, kwargs, state, info = _checked_fields(path, payload)
+    _check_shapes(path, name, kwargs, state)
+    model = zoo.build(name, **kwargs)
+    model.load_state_dict(state)
+    return Checkpoint(model.eval(), name, kwargs, info)
+
+
+def _load_problem(error: Exception) -> str:
+    """One line of what ``torch.load`` objected to (not its advice to retry with ``weights_only=False``)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _checked_fields(path: Path, payload: dict) -> tuple[str, dict, dict, dict]:
+    """The checkpoint's model name, keyword arguments, tensors and info, each of the right type."""
+
+    def wrong(problem: str) -> ValueError:
+        return ValueError(f"{str(path)!r} is a damaged qatcore checkpoint: {problem}")
+
+    name, kwargs = payload.get("model"), payload.get("kwargs", {})
+    state, info = payload.get("state_dict"), payload.get("info", {})
+    if not isinstance(name, str) or name not in zoo.names():
+        raise wrong(f"its model must be one of {tuple(zoo.names())}, got {name!r}")
+    for field_name, value in (("kwargs", kwargs), ("info", info), ("state_dict", state)):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise wrong(
+                f"its {field_name} must be a dict with str keys, got {type(value).__name__}"
+            )
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise wrong("its state_dict must hold only tensors")
+    try:
+        kwargs, info = _plain("kwargs", kwargs), _plain("info", info)
+    except TypeError as error:
+        raise wrong(str(error)) from None
+    return name, kwargs, state, info
+
+
+def _check_shapes(path: Path, name: str, kwargs: dict, state: dict) -> None:
+    """Build the model on the ``meta`` device (no memory) and compare its tensors' names and shapes
+    with the checkpoint's, so keyword arguments that disagree with the tensors (an ``image_size`` of
+    700 beside an 8×8 model's weights) are refused before anything is allocated."""
+    try:
+        with torch.device("meta"):
+            skeleton = zoo.build(name, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{str(path)!r}: its model {name!r} cannot be built from its kwargs {kwargs}: {error}"
+        ) from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{str(path)!r} does not fit its model {name!r} {kwargs}: "
+            + (
+                f"missing tensors {missing[:3]}"
+                if missing
+                else f"unexpected tensors {unexpected[:3]}"
+            )
+        )
+    for key, shape in expected.items():
+        if found[key] != shape:
+            raise ValueError(
+                f"{str(path)!r} does not fit its model {name!r} {kwargs}: tensor {key!r} has shape "
+                f"{found[key]}, the model's is {shape}"
+            )

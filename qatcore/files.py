@@ -1,7 +1,8 @@
 """Writing exports safely: each file is written to a temporary name beside it, then renamed.
 
 A crash, a full disk or an exception half-way leaves no half-written export behind, and an
-existing file is never replaced unless the caller says ``overwrite=True``.
+existing file is never replaced unless the caller says ``overwrite=True``. Files that belong
+together (an export and its metadata) are written as a unit: ``atomic_write_group``.
 """
 
 from __future__ import annotations
@@ -72,31 +73,120 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
             )
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temporary(path: Path, kind: str) -> Path:
+    """A new empty hidden file beside ``path``, named after it and this process (so a later write can
+    tell a dead process's leftovers), with the mode a plain ``open`` would give (``mkstemp`` gives 0600)."""
+    handle, name = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=f".{kind}{path.suffix}", dir=path.parent
+    )
+    os.close(handle)
+    os.chmod(name, 0o666 & ~_umask())
+    return Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of ``path`` left by processes that no longer run (killed mid-write)."""
+    removed = []
+    prefix = f".{path.name}."
+    for entry in path.parent.iterdir() if path.parent.is_dir() else []:
+        rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+        pid, _, tail = rest.partition(".")
+        if pid.isdigit() and (".tmp" in tail or ".old" in tail) and not _alive(int(pid)):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _refuse_folders(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            raise ValueError(
+                f"{str(path)!r} is a folder where a file is to be written; move or remove it"
+            )
+
+
+def atomic_write_group(
+    writes: list[tuple[Path, Callable[[Path], None]]], overwrite: bool = False
+) -> list[int]:
+    """Write several files as a unit (an export and its metadata); return their sizes in bytes.
+
+    Each ``write(temporary_path)`` runs in turn (a later one may use what an earlier one found);
+    only when all have succeeded are the files swapped into place, the old ones kept aside until
+    every new one is in. Any failure (an exception, a folder where a file goes, a full disk) removes
+    the temporaries and leaves the previous files as they were. Modes follow the umask. A process
+    killed during the swap (two renames per file) can leave a mixed pair; its leftovers are removed
+    by the next write of the same files.
+    """
+    paths = [Path(path) for path, _ in writes]
+    refuse_existing(paths, overwrite)
+    _refuse_folders(paths)
+    for path in paths:
+        remove_stale_temporaries(path)
+    temporaries: list[Path] = []
+    try:
+        sizes = []
+        for path, write in writes:
+            temporaries.append(_temporary(Path(path), "tmp"))
+            write(temporaries[-1])
+            os.chmod(temporaries[-1], 0o666 & ~_umask())  # a writer may have recreated the file
+            sizes.append(temporaries[-1].stat().st_size)
+        refuse_existing(paths, overwrite)  # one may have appeared while we were writing
+        _refuse_folders(paths)
+        _swap(paths, temporaries)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+    return sizes
+
+
+def _swap(paths: list[Path], temporaries: list[Path]) -> None:
+    """Rename each temporary onto its path, keeping the old files aside until all are in place;
+    on any failure put the old files back and remove the new ones."""
+    placed: list[tuple[Path, Path | None]] = []  # (path, its old file set aside, if it had one)
+    try:
+        for path, temporary in zip(paths, temporaries, strict=True):
+            old = None
+            if path.exists():
+                old = _temporary(path, "old")
+                os.replace(path, old)
+            placed.append((path, old))
+            os.replace(temporary, path)
+    except BaseException:
+        for path, old in reversed(placed):
+            if old is not None:
+                os.replace(old, path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    for _, old in placed:
+        if old is not None:
+            old.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = False) -> int:
     """Call ``write(temporary_path)``, then rename the result onto ``path``; return its size in bytes.
 
     The temporary file lives in ``path``'s folder so the rename is atomic; it is removed if
-    ``write`` fails.
+    ``write`` fails. Its mode follows the umask.
     """
-    path = Path(path)
-    refuse_existing([path], overwrite)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        write(temporary)
-        size = temporary.stat().st_size
-        if not overwrite and path.exists():  # appeared while we were writing
-            raise FileExistsError(
-                f"{str(path)!r} already exists (pass overwrite=True to replace it)"
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return size
+    return atomic_write_group([(Path(path), write)], overwrite)[0]
 
 
 def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> int:

@@ -1,8 +1,9 @@
 """``export``: write one deployable file, reload it, check it against PyTorch, then put it in place.
 
 The file is written under a temporary name in the output folder and reloaded from there; only if
-its outputs match PyTorch's (``metadata.Parity.ok``) is it renamed into place and its metadata
-written beside it. When parity fails, ``ParityError`` is raised and the folder is left as it was.
+its outputs match PyTorch's (``metadata.Parity.ok``) are it and its metadata renamed into place,
+as a unit (``files.atomic_write_group``). When parity or anything else fails, the folder is left
+as it was (a previous export and its metadata included).
 """
 
 from __future__ import annotations
@@ -151,20 +152,19 @@ def _qonnx():
     return qonnx
 
 
-def _write_checked(
+def _checked_writer(
     format: str,
     model: nn.Module,
     ops: list[graph.Op] | None,
     x: torch.Tensor,
     expected: np.ndarray,
-    path: Path,
-    overwrite: bool,
     threads: int,
     info: dict,
-) -> tuple[int, np.ndarray, metadata.Parity, dict]:
-    """Write the export file atomically, but rename it into place only once its reloaded outputs
-    match PyTorch's ``expected``; ``ParityError`` otherwise (and the temporary file is removed)."""
-    found: dict[str, Any] = {}
+    found: dict[str, Any],
+):
+    """A writer for ``files.atomic_write_group``: it writes the export to its temporary file and
+    fails (``ParityError``, so nothing is put in place) unless the reloaded outputs match PyTorch's
+    ``expected``; what it found goes into ``found``."""
 
     def write(tmp: Path) -> None:
         exported, extra = _reloaded(format, model, ops, x, tmp, threads, info)
@@ -177,10 +177,9 @@ def _write_checked(
             if not after.ok:
                 raise ParityError(format, after, " after qonnx's cleanup and shape inference")
             extra["qonnx"]["parity_after_cleanup"] = after.to_dict()
-        found.update(exported=exported, parity=result, extra=extra)
+        found.update(exported=exported, parity=result, extra=extra, size=tmp.stat().st_size)
 
-    size = files.atomic_write(path, write, overwrite)
-    return size, found["exported"], found["parity"], found["extra"]
+    return write
 
 
 def export(
@@ -223,11 +222,10 @@ def export(
         else len(onnx_qdq.build(graph.as_float(ops), tuple(x.shape[1:])).SerializeToString())
     )
     expected = outputs(model, x)
-    size, exported, result_parity, extra = _write_checked(
-        format, model, ops, x, expected, path, overwrite, threads, info
-    )
-    try:
-        meta = metadata.clean(
+    found: dict[str, Any] = {}
+
+    def write_metadata(tmp: Path) -> None:  # runs after the export's writer, with what it found
+        found["meta"] = metadata.clean(
             {
                 "format": format,
                 "file": path.name,
@@ -236,20 +234,27 @@ def export(
                 "ace": metadata.ace(model, x[:1]),
                 "accuracy": {
                     "pytorch": metadata.accuracy(expected, y),
-                    "export": metadata.accuracy(exported, y),
+                    "export": metadata.accuracy(found["exported"], y),
                 },
-                "size_bytes": size,
+                "size_bytes": found["size"],
                 "float_size_bytes": float_size,
                 "float_size_is": "the float32 ONNX file of the same network",
-                "size_ratio": metadata.ratio(float_size, size),
-                "parity": result_parity.to_dict(),
-                **extra,
+                "size_ratio": metadata.ratio(float_size, found["size"]),
+                "parity": found["parity"].to_dict(),
+                **found["extra"],
             }
         )
-        files.write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode(), overwrite)
-    except BaseException:  # no export without its metadata
-        path.unlink(missing_ok=True)
-        raise
+        tmp.write_bytes((json.dumps(found["meta"], indent=2) + "\n").encode())
+
+    # the export and its metadata are put in place as a unit, or neither is (the old pair is kept)
+    size, _ = files.atomic_write_group(
+        [
+            (path, _checked_writer(format, model, ops, x, expected, threads, info, found)),
+            (meta_path, write_metadata),
+        ],
+        overwrite,
+    )
+    result_parity, meta = found["parity"], found["meta"]
     return ExportResult(format, path, meta_path, size, float_size, result_parity, meta)
 
 
@@ -260,6 +265,18 @@ INPUT_SCALINGS = ("unit", "signed")
 def scaled_inputs(x: torch.Tensor, inputs: str) -> torch.Tensor:
     """Images in [0, 1] as the model was trained on them: ``unit`` as they are, ``signed`` mapped to [−1, 1]."""
     return x * 2 - 1 if check_choice("inputs", inputs, INPUT_SCALINGS) == "signed" else x
+
+
+def check_image_size(saved, shape: tuple[int, ...], dataset: str) -> None:
+    """ValueError unless images of ``shape`` (C×H×W) are what the checkpoint's model was built for."""
+    wanted = getattr(saved.model, "input_shape", None)
+    if wanted is None and "image_size" in saved.kwargs:
+        wanted = (shape[0], saved.kwargs["image_size"], saved.kwargs["image_size"])
+    if wanted is not None and tuple(wanted) != tuple(shape):
+        raise ValueError(
+            f"the checkpoint's model {saved.name!r} takes images of shape {tuple(wanted)} (C×H×W) but "
+            f"the {dataset!r} test images are {tuple(shape)}: export it with the data it was trained on"
+        )
 
 
 def export_checkpoint(
@@ -284,6 +301,7 @@ def export_checkpoint(
     saved = checkpoint.load(path)
     name = dataset or saved.info.get("dataset", "digits")
     data = datasets.load(name, data_dir or saved.info.get("data_dir"))
+    check_image_size(saved, tuple(data.x_test.shape[1:]), name)
     x = scaled_inputs(data.x_test, saved.info.get("inputs", "unit"))
     info = {
         "model": saved.name,
