@@ -7,6 +7,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from qatcore.checks import int_at_least
+
 
 def _reproduce(args: argparse.Namespace) -> int:
     import dataclasses
@@ -92,7 +94,7 @@ def _equivalence(args: argparse.Namespace) -> int:
     if args.config is not None:  # the file's settings; flags given on the command line win
         given = {k: v for k, v in settings.items() if v is not None}
         config, file_runs, file_seeds = ablations.load_config(args.config, **given)
-        runs, seeds = runs or file_runs, args.seeds or file_seeds
+        runs, seeds = runs or file_runs, file_seeds if args.seeds is None else args.seeds
     else:
         defaults = dict(
             estimator="dsq",
@@ -107,6 +109,9 @@ def _equivalence(args: argparse.Namespace) -> int:
         values["optimizer"] = digits_optimizer(values.pop("optimizer") or "sgd", values.pop("lr"))
         config = EquivalenceConfig(**values)
         seeds = args.seeds
+    if seeds is not None:
+        int_at_least("seeds", seeds, 1)
+    int_at_least("workers", args.workers, 1)
     args.seed = config.seed
     if (launched := _launch_or_join(args)) is not None:
         return launched
@@ -160,6 +165,7 @@ def _launch_or_join(args: argparse.Namespace) -> int | None:
     return its exit status (``None`` means: go on and train here)."""
     from qatcore import distributed, runtime
 
+    int_at_least("nproc", args.nproc, 1)
     if not distributed.init_from_environment() and args.nproc > 1:
         return distributed.launch(args.nproc, _without_nproc(args.argv))
     runtime.configure(seed=args.seed)
@@ -671,8 +677,29 @@ def main(argv: list[str] | None = None) -> int:
     except _failed_checks() as failure:
         print(f"qatcore {args.command}: failed: {failure}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        parser.exit(2, f"qatcore {args.command}: error: {error}\n")
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+        parser.exit(2, f"qatcore {args.command}: error: {_one_line(error)}\n")
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as error:  # a path given wrong
+        parser.exit(2, f"qatcore {args.command}: error: {_os_error(error)}\n")
+    except (
+        OSError
+    ) as error:  # the machine: a full disk, an I/O error (nothing half-written is kept)
+        print(f"qatcore {args.command}: failed: {_os_error(error)}", file=sys.stderr)
+        return 1
+
+
+def _os_error(error: OSError) -> str:
+    where = f": {error.filename!r}" if error.filename else ""
+    return (error.strerror or _one_line(error)) + where
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; for one re-raised from a DataLoader worker (its message
+    holds the worker's traceback), the original exception's last line."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = [line for line in text.splitlines() if line.strip()][-1]
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _failed_checks() -> tuple[type[BaseException], ...]:

@@ -253,11 +253,11 @@ def reproduce(
         raise ValueError(
             "parameters cannot be combined with inplace: the committed notebooks keep the default run"
         )
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"timeout must be an int >= 1 (seconds per cell), got {timeout!r}")
     paths = sorted(Path(notebooks).glob(f"{only}*.ipynb"))
     if not paths:
         raise FileNotFoundError(f"no notebooks ({only}*.ipynb) found in {notebooks}")
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
-        raise ValueError(f"timeout must be an int >= 1 (seconds per cell), got {timeout!r}")
     build = files.output_folder(build, "build")
     figures = files.output_folder(figures, "figures")
     with files.exclusive_lock(build / ".reproduce.lock", "qatcore reproduce"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import zlib
 from pathlib import Path
@@ -47,22 +46,16 @@ def _how_to_get(folder: Path | str) -> str:
     )
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Parse one IDX file (the MNIST format), gzipped or not, into a native-endian NumPy array."""
-    path = Path(path)
-    raw = path.read_bytes()
+#: the most data bytes an IDX file may claim (MNIST's largest file holds 47 MB): a header claiming
+#: more is refused before anything is inflated or allocated
+MAX_IDX_BYTES = 2**30
 
-    def invalid(problem: str) -> IDXFormatError:
-        return IDXFormatError(
-            f"{path} is not a valid IDX file: {problem}. "
-            f"Replace it with an intact copy. {_how_to_get(path.parent)}"
-        )
+#: the most classes a label file may imply (ImageNet-21k has about 21 000)
+MAX_CLASSES = 100_000
 
-    if raw.startswith(GZIP_MAGIC):
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:
-            raise invalid(f"corrupt gzip stream ({error})") from error
+
+def _header(raw: bytes, invalid) -> tuple[np.dtype, tuple[int, ...], int]:
+    """The dtype, shape and header size an IDX file's first bytes declare."""
     if len(raw) < 4:
         raise invalid(f"only {len(raw)} bytes, shorter than the 4-byte magic number")
     if raw[:2] != b"\x00\x00":
@@ -75,7 +68,55 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < header_size:
         raise invalid(f"header truncated: {ndim} dimensions need {header_size} bytes")
     shape = tuple(int(size) for size in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[type_code]
+    return IDX_DTYPES[type_code], shape, header_size
+
+
+def _inflate(compressed: bytes, invalid) -> bytes:
+    """Decompress a gzipped IDX file a piece at a time, never past what its header claims (plus one
+    byte, to see trailing data), so a small file cannot inflate into gigabytes."""
+    stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        head = stream.decompress(compressed, 4 + 4 * 255)
+        if len(head) >= 4:
+            need = 4 + 4 * head[3]
+            while len(head) < need and stream.unconsumed_tail:
+                head += stream.decompress(stream.unconsumed_tail, need - len(head))
+        dtype, shape, header_size = _header(head, invalid)
+        claimed = math.prod(shape) * dtype.itemsize
+        if claimed > MAX_IDX_BYTES:
+            raise invalid(
+                f"its header claims {claimed} data bytes (shape {shape}), more than the "
+                f"{MAX_IDX_BYTES} qatcore reads"
+            )
+        limit = header_size + claimed + 1
+        pieces, size = [head], len(head)
+        while stream.unconsumed_tail and size < limit:
+            piece = stream.decompress(stream.unconsumed_tail, min(limit - size, 1 << 24))
+            pieces.append(piece)
+            size += len(piece)
+    except zlib.error as error:
+        raise invalid(f"corrupt gzip stream ({error})") from error
+    if size < limit and not stream.eof:
+        raise invalid("corrupt gzip stream (it ends before its end marker)")
+    if stream.unused_data:
+        raise invalid(f"corrupt gzip stream ({len(stream.unused_data)} bytes after its end)")
+    return b"".join(pieces)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one IDX file (the MNIST format), gzipped or not, into a native-endian NumPy array."""
+    path = Path(path)
+    raw = path.read_bytes()
+
+    def invalid(problem: str) -> IDXFormatError:
+        return IDXFormatError(
+            f"{path} is not a valid IDX file: {problem}. "
+            f"Replace it with an intact copy. {_how_to_get(path.parent)}"
+        )
+
+    if raw.startswith(GZIP_MAGIC):
+        raw = _inflate(raw, invalid)
+    dtype, shape, header_size = _header(raw, invalid)
     expected = math.prod(shape) * dtype.itemsize
     actual = len(raw) - header_size
     if actual < expected:
@@ -139,6 +180,15 @@ def load_idx_folder(folder: str | Path, name: str | None = None) -> Dataset:
             raise ValueError(f"{images_path} and {labels_path} hold no examples")
         if labels.min() < 0:
             raise ValueError(f"{labels_path}: negative label {labels.min()}")
+    classes = int(max(arrays["train", "labels"].max(), arrays["test", "labels"].max())) + 1
+    # any uint8 label is accepted; wider ones may not imply more classes than there are labels
+    seen = len(arrays["train", "labels"]) + len(arrays["test", "labels"])
+    allowed = min(MAX_CLASSES, max(256, seen))
+    if classes > allowed:
+        raise ValueError(
+            f"the labels in {folder} imply {classes} classes (largest label {classes - 1}), more "
+            f"than the {allowed} allowed for {seen} labels: a label file is damaged"
+        )
 
     def images(split: str) -> torch.Tensor:
         return torch.from_numpy(arrays[split, "images"]).float().div_(255).unsqueeze(1)
@@ -153,5 +203,5 @@ def load_idx_folder(folder: str | Path, name: str | None = None) -> Dataset:
         y_train=y_train,
         x_test=images("test"),
         y_test=y_test,
-        num_classes=int(max(y_train.max(), y_test.max())) + 1,
+        num_classes=classes,
     )

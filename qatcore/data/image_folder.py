@@ -96,6 +96,12 @@ class ImageFolder(torch.utils.data.Dataset):
             raise ValueError(
                 f"{str(self.root / split)!r} holds no images ({', '.join(EXTENSIONS)})"
             )
+        empty = sorted(set(self.classes) - {self.classes[label] for _, label in self.samples})
+        if empty:
+            raise ValueError(
+                f"{len(empty)} class folder(s) of {str(self.root / split)!r} hold no images "
+                f"({', '.join(EXTENSIONS)}): {empty[:5]}; remove them or add their images"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the crops of ``epoch`` (call before each epoch's loader is iterated)."""
@@ -106,8 +112,11 @@ class ImageFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, Image.DecompressionBombError) as error:  # not an image, truncated, huge
+            raise ValueError(f"{str(path)!r} is not an image Pillow can read: {error}") from None
         if self.train:
             rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
             image = image.resize(

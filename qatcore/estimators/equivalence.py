@@ -29,7 +29,7 @@ from torch import nn
 
 from qatcore import data as datasets
 from qatcore import distributed, estimators, runtime
-from qatcore.checks import check_choice, int_at_least
+from qatcore.checks import check_choice, check_device, int_at_least, optional_text
 from qatcore.estimators import trajectory
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
@@ -73,6 +73,11 @@ def read_settings(
             "(the optimizer's name, lr, momentum, … go in an [optimizer] table)"
         )
     table = values.get("optimizer", {})
+    if not isinstance(table, str | dict):
+        raise TypeError(
+            f'{path}: optimizer must be a name (optimizer = "sgd") or an [optimizer] table, '
+            f"got {table!r}"
+        )
     table = {"name": table} if isinstance(table, str) else dict(table)
     for key, field_name in (("optimizer", "name"), ("lr", "lr")):
         if overrides.get(key) is not None:
@@ -146,6 +151,8 @@ class EquivalenceConfig(Experiment):
             object.__setattr__(self, "optimizer", digits_optimizer(self.optimizer))
         super().__post_init__()
         check_choice("dataset", self.dataset, datasets.DATASETS)
+        optional_text("data_dir", self.data_dir)
+        check_device("device", self.device)
 
 
 @dataclass

@@ -38,7 +38,13 @@ from tqdm.auto import tqdm
 
 from qatcore import distributed, estimators, runtime
 from qatcore.architectures import ResNet18, ResNet50
-from qatcore.checks import check_choice, int_at_least, positive_number
+from qatcore.checks import (
+    check_choice,
+    check_device,
+    int_at_least,
+    optional_text,
+    positive_number,
+)
 from qatcore.data.image_folder import ImageFolder
 from qatcore.estimators.equivalence import (
     RUNS,
@@ -98,6 +104,10 @@ class ImageNetConfig(Experiment):
         ):
             int_at_least(name, getattr(self, name), 1)
         int_at_least("workers", self.workers, 0)
+        if optional_text("data_dir", self.data_dir) is None:
+            raise TypeError("data_dir must be a non-empty string (a folder path), got None")
+        optional_text("out", self.out)
+        check_device("device", self.device, allow_auto=True)
 
 
 def load_config(path: str | os.PathLike, **overrides) -> ImageNetConfig:
@@ -201,7 +211,25 @@ def _resume(config: ImageNetConfig, name: str) -> dict | None:
     path = _checkpoint_path(config, name)
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated file, a foreign pickle
+        problem = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise ValueError(
+            f"{str(path)!r} is not a readable run checkpoint ({type(error).__name__}: {problem[:200]}); "
+            "remove it to start that run again"
+        ) from None
+    needed = ("fingerprint", "finished", "losses", "weights") + (
+        ("logits", "accuracy")
+        if isinstance(state, dict) and state.get("finished")
+        else ("epoch", "model", "optimizer")
+    )
+    if not isinstance(state, dict) or any(key not in state for key in needed):
+        raise ValueError(
+            f"{str(path)!r} is not a qatcore ImageNet run checkpoint (it lacks "
+            f"{[k for k in needed if not isinstance(state, dict) or k not in state]}); "
+            "remove it to start that run again"
+        )
     if state["fingerprint"] != _fingerprint(config):
         raise ValueError(
             f"{str(path)!r} is a run of other settings; give another out folder or remove it"
