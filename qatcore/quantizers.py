@@ -31,9 +31,25 @@ def check_bits(bits: object) -> int:
     return int(bits)
 
 
+#: the smallest range ``m`` accepted: float32's smallest normal number. Below it the level spacing
+#: is subnormal or zero in float32 and ``(w + m) / Δ`` is no longer a count of steps (0/0 is NaN)
+MIN_RANGE = float(torch.finfo(torch.float32).tiny)
+
+#: the largest width each floating-point input dtype can quantize in its own precision: its
+#: significand bits (beyond them neighbouring levels round to the same number, or ``m`` to inf)
+HALF_MAX_BITS = {torch.float16: 11, torch.bfloat16: 8}
+
+
 def check_range(m: object) -> float:
-    """Return the quantizer range ``m`` as a float if it is finite and positive."""
-    return positive_number("m (the quantizer range)", m)
+    """Return the quantizer range ``m`` as a float if it is finite, positive and a normal float32 number
+    (at least ``MIN_RANGE``)."""
+    m = positive_number("m (the quantizer range)", m)
+    if m < MIN_RANGE:
+        raise ValueError(
+            f"m (the quantizer range) must be at least {MIN_RANGE:.4g} (float32's smallest normal "
+            f"number), got {m!r}"
+        )
+    return m
 
 
 def he_uniform_range(fan_in: int) -> float:
@@ -65,9 +81,22 @@ def thresholds(bits: int, m: float, dtype: torch.dtype = torch.float64) -> torch
 
 
 def uniform_quantize(w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
-    """``Q(w) = Δ·round((clip(w, -m, m) + m) / Δ) - m`` (forward only; no gradient defined)."""
+    """``Q(w) = Δ·round((clip(w, -m, m) + m) / Δ) - m`` (forward only; no gradient defined).
+
+    NaN stays NaN and ±inf clip to ±m. float16 and bfloat16 inputs are quantized in float32 and the
+    levels rounded to their dtype once; widths their significand cannot hold (``HALF_MAX_BITS``)
+    are refused.
+    """
     bits, m = check_bits(bits), check_range(m)
-    return quantize_values(w, m, step_size(bits, m))
+    delta = step_size(bits, m)
+    if isinstance(w, torch.Tensor) and w.dtype in HALF_MAX_BITS:
+        if bits > HALF_MAX_BITS[w.dtype]:
+            raise ValueError(
+                f"bits must be at most {HALF_MAX_BITS[w.dtype]} for {w.dtype} input (its significand "
+                f"holds no more distinct levels), got {bits}; quantize w.float() instead"
+            )
+        return quantize_values(w.float(), m, delta).to(w.dtype)
+    return quantize_values(w, m, delta)
 
 
 def quantize_values(w, m: float, delta: float):
@@ -91,5 +120,7 @@ def bin_centre(index: torch.Tensor, bits: int, m: float) -> torch.Tensor:
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """Binary sign with ``sign(0) = +1``, so every value maps to one of two levels."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    """Binary sign with ``sign(0) = sign(−0) = +1``, so every value maps to one of two levels; a NaN
+    gives its sign bit (``float("nan")`` +1, ``-float("nan")`` −1), as ``qatcore.bnn.functions.sign``:
+    one meaning of ``sign`` in the whole package. ``copysign(1, x + 0)``: adding ``+0`` turns ``−0`` into ``+0``."""
+    return torch.copysign(torch.ones_like(x), x + 0.0)

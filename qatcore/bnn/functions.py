@@ -33,7 +33,8 @@ _ONE = torch.ones(())
 
 def sign(x: torch.Tensor) -> torch.Tensor:
     """``sign(x)`` as float32 ±1 with ``sign(0) = sign(−0) = +1``, as ``qatcore.quantizers.sign`` for every
-    number (a NaN keeps its sign bit): ``copysign(1, x + 0)``, where adding ``+0`` turns ``−0`` into ``+0``.
+    number, NaN included (a NaN gives its sign bit: ``float("nan")`` +1, ``-float("nan")`` −1):
+    ``copysign(1, x + 0)``, where adding ``+0`` turns ``−0`` into ``+0``.
     Arithmetic passes only (a float16 ``x`` is widened first): the CPU compares far more slowly than it adds."""
     x = x.detach()
     wide = x + 0.0 if x.dtype == torch.float32 else x.float().add_(0.0)
@@ -121,11 +122,19 @@ def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
     the mantissa is at least √2, so no logarithm is evaluated and no rounding error can creep in.
     When the clipped exponents leave float32's normal range (a subnormal or a huge largest |dY|),
     the same rule runs on float64 exponents and the result rounds to float32 once. ``top`` is
-    ``max|dY|`` when ``dy`` is one chunk of a larger gradient (default: ``dy``'s own).
+    ``max|dY|`` when ``dy`` is one chunk of a larger gradient (default: ``dy``'s own). NaN and ±inf
+    entries pass through unchanged (never 0); the finite ones are scaled by ``top`` when it is finite,
+    else by their own largest magnitude.
     """
     dy = dy.to(torch.float32).contiguous()
-    top = largest_magnitude(dy) if top is None else top
-    if not math.isfinite(top) or top == 0:
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int | float) or top < 0):
+        raise ValueError(f"top (max|dY|) must be a number >= 0, got {top!r}")
+    given, top = top, largest_magnitude(dy) if top is None else float(top)
+    if not math.isfinite(top) or (given is not None and not bool(torch.isfinite(dy).all())):
+        finite = torch.isfinite(dy)  # NaN or ±inf in dy: they pass through, the rest is scaled
+        inner = top if math.isfinite(top) else largest_magnitude(dy[finite])
+        return torch.where(finite, po2_quantize(torch.where(finite, dy, 0.0), inner), dy)
+    if top == 0:
         return torch.zeros_like(dy)
     bias = PO2_HEADROOM - _round_log2(top)
     lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
