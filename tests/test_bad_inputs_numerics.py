@@ -128,3 +128,35 @@ def test_the_smallest_ranges_accepted_give_numbers(bits, m, values):
 def test_numpy_arrays_keep_nan_through_the_simulation_path():
     q = Q.quantize_values(np.array([np.nan, 2.0, -np.inf]), 1.0, Q.step_size(2, 1.0))
     assert np.isnan(q[0]) and q[1] == 1.0 and q[2] == -1.0
+
+
+# --- ace on a model whose work depends on its input ----------------------------------------------
+
+
+class _Branchy(torch.nn.Module):
+    input_shape = (1, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.small, self.big = torch.nn.Linear(8, 2), torch.nn.Linear(8, 64)
+
+    def forward(self, x):
+        return self.small(x) if x.sum() <= 0 else self.big(x)[:, :2]
+
+
+class _Steady(_Branchy):
+    def forward(self, x):
+        return self.small(x) + self.big(x)[:, :2]
+
+
+def test_ace_warns_when_a_second_input_takes_another_branch():
+    import warnings
+
+    from qatcore.cost import ace
+
+    with pytest.warns(ace.InputDependentCountWarning, match="depend on its input"):
+        report = ace.count(_Branchy(), torch.zeros(1, 8))
+    assert report.method == "hooks"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ace.InputDependentCountWarning)
+        ace.count(_Steady(), torch.zeros(1, 8))  # no branch: no warning

@@ -533,6 +533,7 @@ def count(
             else:
                 _count_with_hooks(model, inputs, counter)
                 used = "hooks"
+                warn_if_input_dependent(model, inputs, counter, _Counter(bits, e, leaves=leaves))
     finally:
         for module, mode in training:
             module.train(mode)
@@ -548,6 +549,47 @@ def count(
     return AceReport(
         operations, counter.layer_types, counter.unknown, chosen, used, float_bits, batch, per_image
     )
+
+
+class InputDependentCountWarning(UserWarning):
+    """The model's operation counts change with its input (data-dependent control flow)."""
+
+
+def warn_if_input_dependent(
+    model: nn.Module, inputs: tuple, counted: _Counter, fresh: _Counter
+) -> bool:
+    """Count ``model`` again (hooks, in ``fresh``) on a second, random input of the same shapes and
+    warn (``InputDependentCountWarning``) when its operations differ from ``counted``'s: a model
+    whose control flow depends on its data is counted only along the branch the example takes.
+    fx cannot trace such a model, so only the hook driver's counts are checked; True if they differ."""
+    generator = torch.Generator().manual_seed(0)
+    other = tuple(
+        torch.randn(x.shape, generator=generator, dtype=x.dtype) * 3 + 1
+        if x.is_floating_point()
+        else x
+        for x in inputs
+    )
+    try:
+        with warnings.catch_warnings():  # the first count has said what it had to say
+            warnings.simplefilter("ignore")
+            _count_with_hooks(model, other, fresh)
+    except Exception:  # noqa: BLE001 — an input it cannot take tells nothing about its branches
+        return False
+
+    def summary(counter: _Counter) -> list[tuple]:
+        return sorted((op.layer, op.kind, op.count) for op in counter.operations)
+
+    if summary(counted) == summary(fresh):
+        return False
+    warnings.warn(
+        f"{type(model).__name__}'s operation counts depend on its input: a second, random input "
+        f"gives {sum(op.count for op in fresh.operations)} operations against "
+        f"{sum(op.count for op in counted.operations)} for the example input, so only the branches "
+        "the example takes are counted (data-dependent control flow)",
+        InputDependentCountWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def _per_image(op: Operation, batch: int) -> Operation:
