@@ -372,3 +372,27 @@ def test_imagenet_config_values_of_the_wrong_type_are_refused(tmp_path, override
     values = {"data_dir": str(tmp_path), "device": "cpu", **override}
     with pytest.raises((ValueError, TypeError), match=expected):
         imagenet.ImageNetConfig(**values)
+
+
+@pytest.mark.parametrize(
+    "error,code,expected",
+    [
+        (OSError(28, "No space left on device", "/full/x.onnx"), 1, "failed: No space left"),
+        (OSError(5, "Input/output error"), 1, "failed: Input/output error"),
+        (PermissionError(13, "Permission denied", "/ro/out"), 2, "error: Permission denied"),
+        (IsADirectoryError(21, "Is a directory", "/d"), 2, "error: Is a directory"),
+        (NotADirectoryError(20, "Not a directory", "/f/x"), 2, "error: Not a directory"),
+        (TypeError("model must be an nn.Module, got int"), 2, "error: model must be"),
+    ],
+    ids=["full-disk", "io-error", "permission", "is-a-directory", "not-a-directory", "type-error"],
+)
+def test_os_errors_of_a_run_are_one_line(capsys, monkeypatch, error, code, expected):
+    from qatcore import cli
+
+    def fails(args):
+        raise error
+
+    summary, arguments, _, parents = cli.SUBCOMMANDS["ace"]
+    monkeypatch.setitem(cli.SUBCOMMANDS, "ace", (summary, arguments, fails, parents))
+    got, _, err = _cli(capsys, "ace", "--model", "mnist_cnn")
+    _assert_one_line(got, err, expected_code=code, contains=expected)
