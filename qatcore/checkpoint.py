@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from qatcore import zoo
+from qatcore.checks import check_choice
 from qatcore.files import atomic_write
 
 FORMAT = "qatcore-checkpoint-1"
@@ -116,8 +117,10 @@ def _checked_fields(path: Path, payload: dict) -> tuple[str, dict, dict, dict]:
 
     name, kwargs = payload.get("model"), payload.get("kwargs", {})
     state, info = payload.get("state_dict"), payload.get("info", {})
-    if not isinstance(name, str) or name not in zoo.names():
-        raise wrong(f"its model must be one of {tuple(zoo.names())}, got {name!r}")
+    try:
+        check_choice("its model", name, zoo.names())
+    except ValueError as error:
+        raise wrong(str(error)) from None
     for field_name, value in (("kwargs", kwargs), ("info", info), ("state_dict", state)):
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise wrong(
