@@ -396,3 +396,41 @@ def test_os_errors_of_a_run_are_one_line(capsys, monkeypatch, error, code, expec
     monkeypatch.setitem(cli.SUBCOMMANDS, "ace", (summary, arguments, fails, parents))
     got, _, err = _cli(capsys, "ace", "--model", "mnist_cnn")
     _assert_one_line(got, err, expected_code=code, contains=expected)
+
+
+MEMORY_SCRIPT = """
+import resource, sys, zlib
+import numpy as np, torch
+from qatcore import checkpoint, zoo
+from qatcore.data import idx
+folder = sys.argv[1]
+kw = {"image_size": 8, "num_classes": 10, "bits": 4}
+state = zoo.build("mnist_cnn", **kw).state_dict()
+for change in ({"image_size": 700}, {"num_classes": 2_000_000}):
+    torch.save({"format": checkpoint.FORMAT, "model": "mnist_cnn", "kwargs": {**kw, **change},
+                "info": {}, "state_dict": state}, folder + "/c.pt")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        checkpoint.load(folder + "/c.pt")
+    except ValueError:
+        pass
+    else:
+        raise SystemExit("accepted " + str(change))
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: about 15 s
+def test_small_malformed_checkpoints_take_no_memory_to_refuse(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    grown = [int(line) for line in done.stdout.split()]
+    assert len(grown) == 2 and max(grown) < 50, grown  # MB above the interpreter's peak so far
