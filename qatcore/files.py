@@ -102,14 +102,18 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove the temporaries of ``path`` left by processes that no longer run (killed mid-write)."""
+    """Remove the temporaries of ``path`` left by processes that no longer run (killed mid-write);
+    an old file such a process had set aside and not yet replaced is put back."""
     removed = []
     prefix = f".{path.name}."
     for entry in path.parent.iterdir() if path.parent.is_dir() else []:
         rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
         pid, _, tail = rest.partition(".")
         if pid.isdigit() and (".tmp" in tail or ".old" in tail) and not _alive(int(pid)):
-            entry.unlink(missing_ok=True)
+            if ".old" in tail and not path.exists():  # killed after setting the old file aside
+                os.replace(entry, path)
+            else:
+                entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
 
@@ -131,8 +135,8 @@ def atomic_write_group(
     only when all have succeeded are the files swapped into place, the old ones kept aside until
     every new one is in. Any failure (an exception, a folder where a file goes, a full disk) removes
     the temporaries and leaves the previous files as they were. Modes follow the umask. A process
-    killed during the swap (two renames per file) can leave a mixed pair; its leftovers are removed
-    by the next write of the same files.
+    killed during the swap (two renames per file) can leave a mixed pair; the next write of the same
+    files removes its leftovers and puts back an old file it had set aside but not replaced.
     """
     paths = [Path(path) for path, _ in writes]
     refuse_existing(paths, overwrite)

@@ -102,22 +102,34 @@ def test_a_failure_during_the_swap_puts_the_old_pair_back(tmp_path, monkeypatch)
     assert _contents(tmp_path) == {"a.onnx": b"old file", "a.onnx.json": b"old meta"}
 
 
-def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
+def _dead_pid() -> int:
     dead = 2**22 + 12345  # above the usual pid_max: no such process
     while True:
         try:
             os.kill(dead, 0)
             dead += 1
         except ProcessLookupError:
-            break
+            return dead
         except PermissionError:
             dead += 1
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
+    dead = _dead_pid()
     (tmp_path / f".a.onnx.{dead}.x1.tmp.onnx").write_bytes(b"")
     (tmp_path / f".a.onnx.{dead}.x2.old.onnx").write_bytes(b"half")
     alive = tmp_path / f".a.onnx.{os.getpid()}.x3.tmp.onnx"  # a live writer's: kept
     alive.write_bytes(b"")
     _write_pair(tmp_path)
     assert _listing(tmp_path) == sorted(["a.onnx", "a.onnx.json", alive.name])
+
+
+def test_an_old_file_a_killed_writer_set_aside_is_put_back(tmp_path):
+    dead = _dead_pid()
+    (tmp_path / f".a.onnx.json.{dead}.x1.old.json").write_bytes(b"old meta")  # killed mid-swap
+    (tmp_path / "a.onnx").write_bytes(b"new file")
+    assert files.remove_stale_temporaries(tmp_path / "a.onnx.json")
+    assert _contents(tmp_path) == {"a.onnx": b"new file", "a.onnx.json": b"old meta"}
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
