@@ -90,7 +90,12 @@ def with_shortcuts(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QATCORE_STRICT="0", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        QATCORE_STRICT="0",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),  # its alembic
+    )
     done = subprocess.run(
         [*NBGRADER, *args, "--CourseDirectory.root=" + str(course)],
         cwd=course, env=env, capture_output=True, text=True, timeout=3000,
