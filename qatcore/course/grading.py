@@ -35,6 +35,11 @@ def _resolve(name: str) -> tuple[Any, str, Any]:
     if not isinstance(name, str) or not name.startswith("qatcore."):
         raise ValueError(f"name must be a dotted 'qatcore.…' name, got {name!r}")
     parts = name.split(".")
+    try:  # a module itself
+        module = importlib.import_module(name)
+        return importlib.import_module(".".join(parts[:-1])), parts[-1], module
+    except ImportError:
+        pass
     for cut in range(len(parts) - 1, 0, -1):
         try:
             owner = importlib.import_module(".".join(parts[:cut]))
