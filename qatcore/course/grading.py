@@ -113,9 +113,13 @@ class unreachable:  # noqa: N801 - used as a context manager, like contextlib's
         self._undo.clear()
 
 
-def yours_or_reference(yours: Callable[..., Any], reference: Callable[..., Any]) -> Callable[..., Any]:
-    """``yours`` while it works; the reference (with a note, once) while ``yours`` is still a stub."""
+def yours_or_reference(
+    yours: Callable[..., Any], reference: Callable[..., Any], name: str | None = None
+) -> Callable[..., Any]:
+    """``yours`` while it works; the reference (with a note, once) while ``yours`` is still a stub.
+    ``name`` says what the reference is where its own name would not (a lambda)."""
     noted = False
+    called = name or f"{reference.__module__}.{reference.__qualname__}"
 
     @functools.wraps(yours)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -125,8 +129,7 @@ def yours_or_reference(yours: Callable[..., Any], reference: Callable[..., Any])
         except NotImplementedError:
             if not noted:
                 print(
-                    f"note: {yours.__name__} is not written yet; the cells below use "
-                    f"{reference.__module__}.{reference.__qualname__} until it is."
+                    f"note: {yours.__name__} is not written yet; the cells below use {called} until it is."
                 )
                 noted = True
             return reference(*args, **kwargs)
