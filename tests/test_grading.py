@@ -81,7 +81,9 @@ def test_a_stub_falls_back_to_the_reference_with_one_note(capsys):
     mine = yours_or_reference(written, uniform_quantize)
     assert torch.equal(mine(W, 3, 1.0), uniform_quantize(W, 3, 1.0))
     assert capsys.readouterr().out == ""
-    named = yours_or_reference(my_quantize, lambda w, bits, m: uniform_quantize(w, bits, m), "qatcore's Q")
+    named = yours_or_reference(
+        my_quantize, lambda w, bits, m: uniform_quantize(w, bits, m), "qatcore's Q"
+    )
     named(W, 2, 1.0)
     assert "the cells below use qatcore's Q until it is" in capsys.readouterr().out
 

@@ -94,11 +94,17 @@ def nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
         os.environ,
         QATCORE_STRICT="0",
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),  # its alembic
+        PATH=os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+        ),  # its alembic
     )
     done = subprocess.run(
         [*NBGRADER, *args, "--CourseDirectory.root=" + str(course)],
-        cwd=course, env=env, capture_output=True, text=True, timeout=3000,
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -111,12 +117,16 @@ def test_every_exercise_has_a_shortcut_to_test_against():
         for c in nbformat.read(path, as_version=4).cells
         if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
     }
-    assert code_ids == set(SHORTCUTS), f"exercises without a shortcut: {sorted(code_ids ^ set(SHORTCUTS))}"
+    assert code_ids == set(SHORTCUTS), (
+        f"exercises without a shortcut: {sorted(code_ids ^ set(SHORTCUTS))}"
+    )
 
 
 def test_shortcuts_replace_only_the_solution_region():
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("def f(x):\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n")
+    cell = nbformat.v4.new_code_cell(
+        "def f(x):\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n"
+    )
     cell.metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": "ex05-po2"}
     nb.cells = [cell]
     assert with_shortcuts(nb).cells[0].source == (
@@ -163,9 +173,9 @@ def test_autograde_gives_solutions_full_marks_blanks_zero_and_shortcuts_less(tmp
     shutil.copy(path, course / "source" / assignment / path.name)
     nbgrader(course, "generate_assignment", assignment, "--force")
     released = nbformat.read(course / "release" / assignment / path.name, as_version=4)
-    assert not any("BEGIN HIDDEN TESTS" in c.source or "Rubric" in c.source for c in released.cells), (
-        "hidden tests and rubrics stay in the instructor copy"
-    )
+    assert not any(
+        "BEGIN HIDDEN TESTS" in c.source or "Rubric" in c.source for c in released.cells
+    ), "hidden tests and rubrics stay in the instructor copy"
 
     instructor = nbformat.read(path, as_version=4)
     blank, shortcut = nbformat.from_dict(released), with_shortcuts(instructor)
@@ -177,11 +187,16 @@ def test_autograde_gives_solutions_full_marks_blanks_zero_and_shortcuts_less(tmp
         nbformat.write(nb, target)
     nbgrader(course, "autograde", assignment, "--force")
 
-    scores = {who: notebooks[path.stem] for who, notebooks in _autograded_scores(course, assignment).items()}
+    scores = {
+        who: notebooks[path.stem]
+        for who, notebooks in _autograded_scores(course, assignment).items()
+    }
     score, maximum = scores["solution"]
     assert maximum >= 3 and score == maximum, f"solutions: {score} of {maximum}"
     assert scores["blank"][0] == 0, f"a blank copy: {scores['blank'][0]} of {maximum}"
-    assert scores["shortcut"][0] < maximum, f"answers that only call qatcore: {scores['shortcut'][0]} of {maximum}"
+    assert scores["shortcut"][0] < maximum, (
+        f"answers that only call qatcore: {scores['shortcut'][0]} of {maximum}"
+    )
     autograded = course / "autograded"
     assert _errors_outside_graded_tests(autograded / "solution" / assignment / path.name) == []
     assert not any(

@@ -38,7 +38,10 @@ def test_every_notebook_has_three_graded_exercises_each_with_its_solution_cell(p
         assert meta["schema_version"] == 3
         if meta.get("task"):
             assert cell.cell_type == "markdown" and meta["locked"] and not meta["solution"]
-            assert "<!-- BEGIN MARK SCHEME -->" in cell.source and "<!-- END MARK SCHEME -->" in cell.source
+            assert (
+                "<!-- BEGIN MARK SCHEME -->" in cell.source
+                and "<!-- END MARK SCHEME -->" in cell.source
+            )
         elif cell.cell_type == "markdown":
             assert meta["solution"] and meta["grade"] and meta["points"] > 0, "a hand-graded answer"
             assert "**Rubric" in cell.source, "its rubric, kept in the instructor copy"
@@ -68,12 +71,18 @@ def test_graded_exercises_cannot_be_passed_by_calling_the_package(path):
     if path.stem not in NEW_PATTERN:
         pytest.xfail(f"{path.stem}: exercises not yet in the graded pattern")
     nb = nbformat.read(path, as_version=4)
-    tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+    tests = [
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
+    ]
     for cell in tests:
         lines = [line.strip() for line in cell.source.splitlines()]
-        assert "### BEGIN HIDDEN TESTS" in lines and "### END HIDDEN TESTS" in lines, cell.metadata["nbgrader"]
+        assert "### BEGIN HIDDEN TESTS" in lines and "### END HIDDEN TESTS" in lines, cell.metadata[
+            "nbgrader"
+        ]
         hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1]
-        assert "with unreachable(" in cell.source.split("### BEGIN HIDDEN TESTS")[0], "visible part too"
+        assert "with unreachable(" in cell.source.split("### BEGIN HIDDEN TESTS")[0], (
+            "visible part too"
+        )
         assert "with unreachable(" in hidden, cell.metadata["nbgrader"]["grade_id"]
     functions = {
         line.split("def ")[1].split("(")[0]
@@ -91,7 +100,8 @@ def test_graded_exercises_cannot_be_passed_by_calling_the_package(path):
     ]
     assert used, f"{path.name}: no later cell uses a student's function"
     manual = [
-        c for c in nb.cells
+        c
+        for c in nb.cells
         if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")
     ]
     assert manual, f"{path.name}: no hand-graded written question"
@@ -132,7 +142,9 @@ def test_make_student_writes_copies_without_solutions_or_outputs(tmp_path):
                     "the function's signature stays"
                 )
             elif meta.get("solution"):
-                assert b.source == "YOUR ANSWER HERE", "a written answer's model and rubric are removed"
+                assert b.source == "YOUR ANSWER HERE", (
+                    "a written answer's model and rubric are removed"
+                )
             elif meta.get("task"):
                 assert "MARK SCHEME" not in b.source and len(b.source) < len(a.source)
             elif "### BEGIN HIDDEN TESTS" in a.source:

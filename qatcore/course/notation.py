@@ -28,8 +28,30 @@ DEFINITION = re.compile(
 TABLE_ROW = re.compile(r"^\|\s*`([^`]{1,4})`\s*\|\s*([^|]+)\|", re.MULTILINE)
 NAME = re.compile(r"\bqatcore(?:\.[A-Za-z_]\w*)+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}")
-_COMMON = {"that", "this", "with", "from", "each", "every", "what", "which", "where", "when", "than",
-           "into", "onto", "over", "only", "also", "value", "values", "number", "one", "used", "uses"}
+_COMMON = {
+    "that",
+    "this",
+    "with",
+    "from",
+    "each",
+    "every",
+    "what",
+    "which",
+    "where",
+    "when",
+    "than",
+    "into",
+    "onto",
+    "over",
+    "only",
+    "also",
+    "value",
+    "values",
+    "number",
+    "one",
+    "used",
+    "uses",
+}
 
 
 def _words(text: str) -> set[str]:
@@ -70,7 +92,9 @@ def disagreements(path: Path, table: dict[str, str] | None = None) -> list[str]:
     found = []
     for index, symbol, said in definitions(nbformat.read(path, as_version=4)):
         if symbol not in table:
-            found.append(f"{path.name}: cell {index} defines `{symbol}`, which the glossary does not have")
+            found.append(
+                f"{path.name}: cell {index} defines `{symbol}`, which the glossary does not have"
+            )
         elif not _words(said) & _words(table[symbol]):
             found.append(
                 f"{path.name}: cell {index} defines `{symbol}` as {said.strip()!r}; "
@@ -90,5 +114,7 @@ def unimportable_names(path: Path) -> list[str]:
             try:
                 _resolve(name)
             except (ValueError, AttributeError) as missing:
-                found.append(f"{path.name}: cell {index} names {name}, which does not import ({missing})")
+                found.append(
+                    f"{path.name}: cell {index} names {name}, which does not import ({missing})"
+                )
     return found

@@ -21,7 +21,12 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def _preprocessors():
     try:
-        from nbgrader.preprocessors import ClearHiddenTests, ClearMarkScheme, ClearOutput, ClearSolutions
+        from nbgrader.preprocessors import (
+            ClearHiddenTests,
+            ClearMarkScheme,
+            ClearOutput,
+            ClearSolutions,
+        )
     except ImportError as missing:  # the optional extra is not installed
         raise ImportError("student copies need nbgrader: pip install -e '.[teach]'") from missing
     return ClearSolutions(), ClearHiddenTests(), ClearMarkScheme(), ClearOutput()
