@@ -40,7 +40,9 @@ SHORTCUTS = {
     "trajectory.level_indices(w_b, bits, m))",
     "ex02-alignment": "from qatcore.estimators import trajectory\n"
     "return trajectory.weight_alignment_error(mapped_custom, ste, m)",
-    "ex02-adjusted": "if optimizer == 'adam':\n    return w0, lr\n"
+    "ex02-adjusted": "from qatcore.estimators.equivalence import remapped_run\n"
+    "from qatcore.optimizers import OptimizerConfig\n"
+    "if remapped_run(OptimizerConfig(optimizer)) != 'adjusted':\n    return w0, lr\n"
     "e = estimators.get(name)\nreturn e.weight_map(w0, bits, m), e.alpha(bits, m) * lr",
     "ex03-conv-ace": "import torch\nfrom torch import nn\nfrom qatcore.cost import ace\n"
     "conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, groups=groups, bias=False)\n"
@@ -66,7 +68,7 @@ SHORTCUTS = {
     "ex06-codes": "from qatcore.quantizers import step_size, uniform_quantize\n"
     "return torch.round(2 * uniform_quantize(w, bits, m) / step_size(bits, m)).long()",
     "ex06-threshold": "import numpy as np\nfrom qatcore.export import binary\nfrom qatcore.export.ops import Op\n"
-    "bn = Op('batchnorm', 'bn', {'gamma': np.array([a]), 'var': np.array([1.0]), 'eps': 0.0, "
+    "bn = Op('batchnorm', 'bn', {'gamma': np.array([s]), 'var': np.array([1.0]), 'eps': 0.0, "
     "'beta': np.array([beta]), 'mean': np.array([mu])})\n"
     "op = binary.threshold('t', bn, 10**6)\nreturn int(op.attrs['tau'][0]), int(op.attrs['direction'][0])",
 }
