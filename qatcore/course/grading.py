@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ReferenceUnavailable", "unreachable", "yours_or_reference"]
+__all__ = ["ReferenceUnavailable", "resolve_name", "unreachable", "yours_or_reference"]
 
 
 _MISSING = object()
@@ -29,7 +29,7 @@ class ReferenceUnavailable(RuntimeError):
     """Raised by a reference that a graded test has made unreachable."""
 
 
-def _resolve(name: str) -> tuple[Any, str, Any]:
+def resolve_name(name: str) -> tuple[Any, str, Any]:
     """``(owner, attribute, object)`` for a dotted ``qatcore.…`` name: the longest importable module
     prefix, then attributes (a class's method has the class as its owner)."""
     if not isinstance(name, str) or not name.startswith("qatcore."):
@@ -83,7 +83,7 @@ class unreachable:  # noqa: N801 - used as a context manager, like contextlib's
 
     def __enter__(self) -> unreachable:
         for name in self._names:
-            owner, attribute, target = _resolve(name)
+            owner, attribute, target = resolve_name(name)
             replacement = _raiser(name)
             if isinstance(owner, type):
                 if isinstance(owner.__dict__.get(attribute), property):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from qatcore.course.grading import _resolve
+from qatcore.course.grading import resolve_name
 
 ROOT = Path(__file__).resolve().parents[2]
 GLOSSARY = ROOT / "docs" / "glossary.md"
@@ -112,7 +112,7 @@ def unimportable_names(path: Path) -> list[str]:
             continue
         for name in sorted(set(NAME.findall(cell.source))):
             try:
-                _resolve(name)
+                resolve_name(name)
             except (ValueError, AttributeError) as missing:
                 found.append(
                     f"{path.name}: cell {index} names {name}, which does not import ({missing})"
