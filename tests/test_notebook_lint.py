@@ -38,3 +38,48 @@ def test_lint_names_each_problem(tmp_path):
         assert words in found
     assert lint.main([str(tmp_path / "bad.ipynb")]) == 1
     assert lint.main([str(p) for p in NOTEBOOKS]) == 0
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_student_text_speaks_of_the_subject(path):
+    assert lint.tooling_mentions(path) == []
+
+
+def test_student_text_lint_names_each_planted_violation(tmp_path):
+    planted = {
+        "the test suite": "`tests/test_theory.py` checks this too.",
+        "bench scripts": "The seed study is run by `bench/bench_pikelpn_seeds.py`.",
+        "CI": "CI runs this notebook at the quick parameters.",
+        "the machine it ran on": "MNIST is not on this machine, so we use digits.",
+        "how or when the notebook was written": "The paper's text was not at hand when this notebook was written.",
+    }
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(
+                "A quantizer has `2^b` levels; its tests are in the exercises."
+            )
+        ]
+        + [nbformat.v4.new_markdown_cell(text) for text in planted.values()]
+        + [
+            nbformat.v4.new_code_cell(
+                "print(1)",
+                execution_count=1,
+                outputs=[
+                    nbformat.v4.new_output(
+                        "stream", text="✔ verified: in this CPU's run the peak is lower\n"
+                    )
+                ],
+            )
+        ]
+    )
+    nbformat.write(nb, tmp_path / "planted.ipynb")
+    found = lint.tooling_mentions(tmp_path / "planted.ipynb")
+    for index, what in enumerate(planted, start=1):
+        assert any(
+            line.startswith(f"planted.ipynb: cell {index} speaks of {what}") for line in found
+        ), what
+    assert any("cell 6 speaks of the machine it ran on" in line for line in found), (
+        "printed output is read too"
+    )
+    assert not any("cell 0 " in line for line in found), "the subject's own words pass"
+    assert lint.main([str(tmp_path / "planted.ipynb")]) == 1

@@ -14,12 +14,14 @@ unquantised operand as bfloat16, or 32 (float32) on request.
 * Sops (the same code): element-wise scalar operations, counted unweighted and kept outside ACE.
   We count one per arithmetic operation (a folded batch norm is a multiply and an add: 2 sops);
   PokeBNN's code counts one per element of each element-wise layer.
-* ACEv2 (PikeLPN, Neseem et al. 2024), **our reading** — the paper defines its per-operation costs
-  and we could not consult its text while writing this: ACE plus every element-wise operation ACE
-  ignores. A multiplication (or division, or an ``exp``, taken as one multiplication of its width)
-  of i- and j-bit operands costs ``i·j``; an addition, comparison or shift costs the wider
-  operand's width. A MAC keeps ACE's cost ``i·j``: its accumulation is not counted again, unless
-  ``ACEv2(accumulator_bits=…)`` asks for it.
+* ACEv2 (PikeLPN, Neseem et al. 2024). What follows the paper's abstract: ACEv2 is ACE plus the
+  element-wise operations ACE ignores (batch norm, parameterised activations, quantisation scaling
+  and re-scaling, residual additions, pooling). What each operation costs is the course's own model,
+  on four assumptions, stated here once: (1) a multiplication of i- and j-bit operands costs ``i·j``,
+  as a MAC does in ACE, and a division or an ``exp`` counts as one multiplication of its widths;
+  (2) an addition, comparison or shift costs the wider operand's width; (3) a MAC keeps ACE's cost
+  ``i·j``: its accumulation is not charged again unless ``ACEv2(accumulator_bits=…)`` asks for it;
+  (4) an unquantised float operand counts at the report's ``float_bits``.
 * Energy (our reading of a published table): the 45 nm figures of Horowitz (ISSCC 2014), as QKeras'
   qtools uses them: fp32 add 0.9 pJ, mul 3.7 pJ; fp16 add 0.4 pJ, mul 1.1 pJ (used for every
   16-bit float, bfloat16 included); int b-bit add ``0.003125·b`` pJ, int b×b mul
@@ -134,7 +136,7 @@ class Sops:
 
 @dataclass(frozen=True)
 class ACEv2:
-    """PikeLPN's ACEv2 (our reading): ACE plus every element-wise operation at its bit widths."""
+    """PikeLPN's ACEv2 in the course's cost model (its assumptions: the module docstring)."""
 
     name: str = "acev2"
     accumulator_bits: int | None = None  # also charge each MAC's accumulation at this width

@@ -1,13 +1,12 @@
 """PikeLPN's building blocks: QuantNorm, Double Quantization, Distribution-Heterogeneous Quantization.
 
 PikeLPN (Neseem et al., CVPR 2024) quantizes the element-wise operations of a low-precision
-network, not only its multiply-accumulates. The paper is public, but its text was not at hand
-when this was written (only its abstract), so the equations here are **our reading**, each kept in
-one small, swappable piece:
+network, not only its multiply-accumulates. Its abstract names the three techniques below; the
+equations are the course's own model of them, each kept in one small, swappable piece:
 
-- **QuantNorm** — batch norm folded to a per-channel scale ``a = γ/√(σ²+ε)`` and bias
-  ``b = β − μ·a``, both quantised in every forward pass during training (batch statistics in
-  training, running ones in eval), in fixed point: ``a`` to ``norm_bits`` and ``b`` to
+- **QuantNorm** — batch norm folded to ``s·x + t``, a per-channel scale ``s = γ/√(σ²+ε)`` and
+  bias ``t = β − μ·s``, both quantised in every forward pass during training (batch statistics in
+  training, running ones in eval), in fixed point: ``s`` to ``norm_bits`` and ``t`` to
   ``bias_bits``, each on a per-layer power-of-two scale just covering ``max|·|``, with the
   backward of an estimator from ``qatcore.estimators``. At inference the batch norm is then an
   integer multiply, an add and a shift on the accumulator instead of a float32 multiply-add.
@@ -309,15 +308,24 @@ class PikeLinear(CostedLayer, nn.Linear):
 # --- element-wise operations ---------------------------------------------------------------------
 
 
-class QuantNorm(nn.Module):
-    """Batch norm folded to ``y = a·x + b`` with ``a`` and ``b`` quantised during training.
+def fold_batch_norm(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(s, t)`` with ``bn(x) = s·x + t`` in eval mode: ``s = γ/√(σ²+ε)``, ``t = β − μ·s``
+    (running statistics), what QuantNorm quantises."""
+    if not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"bn must be an nn.BatchNorm2d, got {type(bn).__name__}")
+    s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return s, bn.bias.detach() - bn.running_mean * s
 
-    ``a = γ/√(σ²+ε)``, ``b = β − μ·a`` from the batch (training) or running (eval) statistics,
-    quantised in fixed point: ``a`` to ``norm_bits`` and ``b`` to ``bias_bits``, each on the
-    smallest range ``2**e·(2**bits − 1) ≥ max|·|`` (a power-of-two scale, so inference is an
+
+class QuantNorm(nn.Module):
+    """Batch norm folded to ``y = s·x + t`` with ``s`` and ``t`` quantised during training.
+
+    ``s = γ/√(σ²+ε)``, ``t = β − μ·s`` from the batch (training) or running (eval) statistics
+    (``a`` and ``b`` in the code below), quantised in fixed point: ``s`` to ``norm_bits`` and ``t`` to
+    ``bias_bits``, each on the smallest range ``2**e·(2**bits − 1) ≥ max|·|`` (a power-of-two scale, so inference is an
     integer multiply, an add and a shift), with ``estimator``'s backward.
     In eval mode the output differs from the folded float batch norm by at most
-    ``|x|·s_a + s_b`` per element (``s`` the scales, see ``quantization_error_bound``).
+    ``|x|·δ_s + δ_t`` per element (``δ`` the two fixed-point steps, see ``quantization_error_bound``).
     """
 
     def __init__(

@@ -3,11 +3,14 @@
 Every code cell was executed (its outputs are committed, so strict nbval has something to
 compare); no timing metadata (a rerun would change the file where no output changed); test
 machinery lives in cell tags, never in comments students read (``# NBVAL_…``); the tags are ones
-the suite knows. Used by the pre-commit hook and by the tests.
+the suite knows; and what students read (markdown, code, printed output) speaks of the subject, not
+of the test suite, bench scripts, CI, the machine or how the notebook was written
+(``tooling_mentions``). Used by the pre-commit hook and by the tests.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +23,44 @@ KNOWN_TAGS = {
     "nbval-skip",
     "raises-exception",
 }
+
+
+#: What student-facing text must not talk about: the test suite, bench scripts, CI, the machine the
+#: notebook last ran on, or how and when the notebook was written. Each pattern with its reason.
+TOOLING_WORDS = (
+    (r"\btests?/\w|\btest_\w+\.py|\btest suite\b|\bpytest\b|\bnbval\b", "the test suite"),
+    (r"\bbench/|\bbench_\w+|\bbench scripts?\b|\bthe bench'?s?\b", "bench scripts"),
+    (r"\bCI\b|continuous integration", "CI"),
+    (r"\bthis (machine|cpu|computer|laptop|box)\b", "the machine it ran on"),
+    (
+        r"(when|while) (this|the) (notebook|course|text) was (written|made|prepared)|"
+        r"\bwhile writing (this|it)\b|\bnot at hand\b|could not (be )?consult",
+        "how or when the notebook was written",
+    ),
+)
+
+
+def _student_text(cell) -> str:
+    """What a student reads of ``cell``: its source and, for code, its printed output."""
+    text = [cell.source]
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            text.append(output.get("text", ""))
+        elif "data" in output:
+            text.append(str(output["data"].get("text/plain", "")))
+    return "\n".join(text)
+
+
+def tooling_mentions(path: Path) -> list[str]:
+    """Student-facing text of the notebook at ``path`` that speaks of tooling instead of the subject."""
+    nb = nbformat.read(path, as_version=4)
+    found = []
+    for index, cell in enumerate(nb.cells):
+        text = _student_text(cell)
+        for pattern, what in TOOLING_WORDS:
+            for match in re.finditer(pattern, text, flags=re.IGNORECASE):
+                found.append(f"{path.name}: cell {index} speaks of {what}: {match.group(0)!r}")
+    return found
 
 
 def problems(path: Path) -> list[str]:
@@ -50,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)] or sorted(
         Path("notebooks").glob("*.ipynb")
     )
-    found = [line for path in paths for line in problems(path)]
+    found = [line for path in paths for line in problems(path) + tooling_mentions(path)]
     for line in found:
         print(line, file=sys.stderr)
     return 1 if found else 0

@@ -21,10 +21,15 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def _preprocessors():
     try:
-        from nbgrader.preprocessors import ClearOutput, ClearSolutions
+        from nbgrader.preprocessors import (
+            ClearHiddenTests,
+            ClearMarkScheme,
+            ClearOutput,
+            ClearSolutions,
+        )
     except ImportError as missing:  # the optional extra is not installed
         raise ImportError("student copies need nbgrader: pip install -e '.[teach]'") from missing
-    return ClearSolutions(), ClearOutput()
+    return ClearSolutions(), ClearHiddenTests(), ClearMarkScheme(), ClearOutput()
 
 
 def graded_cells(nb: nbformat.NotebookNode) -> list[dict]:

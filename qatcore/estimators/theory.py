@@ -375,7 +375,7 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     out.expressions.update({"eta1": first, "eta2": second, "ste_step": ste_step})
     out.verdicts.append(
         Verdict(
-            "η coefficient of the u-step is the STE momentum step with rate αη",
+            "η coefficient of the v-step is the STE momentum step with rate αη",
             sp.simplify(first - ste_step) == 0,
             "symbolic",
             f"sympy series, window of {window} past gradients at drifted weights",
