@@ -4,7 +4,7 @@ course directory, with the project's ``nbgrader_config.py``.
 Three submissions per notebook: the instructor's notebook (solutions; it must score every automatic point
 and run without an error), the student copy as released (blank: 0 points, errors only in the graded test
 cells), and a copy whose answers only call qatcore's own implementation (a shortcut: less than full marks).
-The blank and shortcut copies run at the quick parameters, as the student-copy test does."""
+All three run at the quick parameters, as the student-copy test does: the exercises do not depend on them."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def test_autograde_gives_solutions_full_marks_blanks_zero_and_shortcuts_less(tmp
 
     instructor = nbformat.read(path, as_version=4)
     blank, shortcut = nbformat.from_dict(released), with_shortcuts(instructor)
-    for copy in (blank, shortcut):
+    for copy in (instructor, blank, shortcut):  # the exercises do not depend on the parameters
         inject_parameters(copy, QUICK_PARAMETERS)
     for name, nb in (("solution", instructor), ("blank", blank), ("shortcut", shortcut)):
         target = course / "submitted" / name / assignment / path.name
