@@ -239,6 +239,11 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import json
 
+    from qatcore.export import check_installed
+
+    check_installed(args.format)  # before the slow imports and before any folder is made
+    if args.int8 and args.format != "onnx":
+        raise ValueError(f"--int8 is a variant of --format onnx, not of {args.format!r}")
     from qatcore.course import summaries
     from qatcore.export.exporter import export_checkpoint
 
@@ -250,6 +255,7 @@ def _export(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         overwrite=args.overwrite,
         threads=args.threads,
+        int8=args.int8,
     )
     summary = result.to_dict()
     if args.json:
@@ -532,6 +538,13 @@ def _arguments_export(parser: argparse.ArgumentParser) -> None:
         "--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)"
     )
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --format onnx: the 8-bit QDQ variant (UINT8 activations calibrated on the test "
+        "images, INT8 weights) that onnxruntime runs as QLinearConv/QGemm; re-quantizes, so it is "
+        "checked on prediction agreement",
+    )
 
 
 def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
@@ -667,6 +680,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 success; 1 a run that failed or a check that did not hold; 2 a usage error
     (bad arguments, a missing file, a value out of range)."""
+    from qatcore.export import MissingDependencyError  # a format's package not installed
+
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     parser = build_parser(chosen)
@@ -677,7 +692,13 @@ def main(argv: list[str] | None = None) -> int:
     except _failed_checks() as failure:
         print(f"qatcore {args.command}: failed: {failure}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        MissingDependencyError,
+    ) as error:
         parser.exit(2, f"qatcore {args.command}: error: {_one_line(error)}\n")
     except (PermissionError, IsADirectoryError, NotADirectoryError) as error:  # a path given wrong
         parser.exit(2, f"qatcore {args.command}: error: {_os_error(error)}\n")

@@ -129,7 +129,8 @@ def _channel(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.asarray(values, np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def _step(x: np.ndarray, op: Op) -> np.ndarray:
+def step(x: np.ndarray, op: Op) -> np.ndarray:
+    """One op applied to ``x`` (float64, or int8 signs for binary layers)."""
     a = op.attrs
     if op.kind in ("conv", "linear"):
         binary = op.weight.kind == "binary" and x.dtype == np.int8
@@ -169,5 +170,5 @@ def infer(ops: list[Op], x: np.ndarray) -> np.ndarray:
     """The ops applied to ``x`` (N×C×H×W floats) in NumPy; float64 outputs."""
     out = np.asarray(x, np.float64)
     for op in ops:
-        out = _step(out, op)
+        out = step(out, op)
     return out.astype(np.float64)
