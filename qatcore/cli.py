@@ -199,10 +199,17 @@ def _ace(args: argparse.Namespace) -> int:
         args.float_bits,
         not args.per_batch,
     )
+    if report.unknown and not args.allow_uncosted:
+        print(summaries.uncosted(args.model, report.unknown), file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
-    print(summaries.ace_headline(args.model, report.totals, args.per_batch, args.float_bits))
+    print(
+        summaries.ace_headline(
+            args.model, report.totals, args.per_batch, args.float_bits, report.unknown
+        )
+    )
     print(report.to_markdown())
     return 0
 
@@ -470,19 +477,20 @@ def _arguments_ace(parser: argparse.ArgumentParser) -> None:
         "--bits",
         type=int,
         default=None,
-        help="weight bits of every conv/linear layer (default: the model's)",
+        help="weight bits of every conv/linear layer, 1 to 16 (PokeBNN's limit) or 32 for float "
+        "(default: the model's)",
     )
     parser.add_argument(
         "--a-bits",
         type=int,
         default=None,
-        help="input (activation) bits of every conv/linear layer",
+        help="input (activation) bits of every conv/linear layer, 1 to 16 or 32 for float",
     )
     parser.add_argument(
         "--elementwise-bits",
         type=int,
         default=None,
-        help="bits of element-wise ops (default: float)",
+        help="bits of element-wise ops, 1 to 16 or 32 (default: float)",
     )
     parser.add_argument(
         "--float-bits",
@@ -500,6 +508,12 @@ def _arguments_ace(parser: argparse.ArgumentParser) -> None:
         default="acev2",
         choices=("ace", "sops", "acev2", "energy"),
         help="cost model",
+    )
+    parser.add_argument(
+        "--allow-uncosted",
+        action="store_true",
+        help="print the count even when some layers could not be costed (they are named); "
+        "without it such a model exits 1",
     )
 
 
