@@ -127,12 +127,23 @@ def measure(calls: dict, x: np.ndarray, block: int, rounds: int) -> dict[str, li
     return times
 
 
+def integer_extensions() -> str:
+    """The CPU's vector extensions that integer kernels use (Linux only), or ``unknown``."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return ", ".join(found) or "none of avx2/avx512/vnni"
+
+
 def table(results: dict, facts: dict, threads: int, load: tuple[float, float]) -> str:
     lines = [
         "# Export latency: three ONNX files and PyTorch eager (MNIST CNN, 2-bit kernels, 28×28)",
         "",
         f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}, {threads} thread for every variant. "
+        f"onnxruntime {onnxruntime.__version__}, {threads} thread for every variant; integer "
+        f"extensions: {facts['cpu_extensions']} (onnxruntime's 8-bit kernels gain most with VNNI). "
         f"The machine was shared with other jobs: 1-minute load average {load[0]:.1f} before, "
         f"{load[1]:.1f} after. Rounds interleave the variants, so load slows all of them alike, "
         "but absolute times are only indicative: compare rows, and rerun on a quiet machine.",
@@ -197,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "integer_kernels": {name: onnx_run.integer_kernels(data) for name, data in files.items()},
         "exactness": exactness(calls, inputs[BATCHES[-1]]),
         "examples": BATCHES[-1],
+        "cpu_extensions": integer_extensions(),
     }
     load_before = os.getloadavg()[0]
     results = {}
