@@ -26,7 +26,7 @@ from onnx import TensorProto
 
 from qatcore.export import reference
 from qatcore.export.onnx_qdq import GraphBuilder, integer_tensor
-from qatcore.export.ops import Op, Weight
+from qatcore.export.ops import Op, UnsupportedLayerError, Weight
 
 #: examples used to calibrate the activation ranges (the first ones of those given)
 CALIBRATION_EXAMPLES = 256
@@ -176,6 +176,11 @@ def build(
 ) -> tuple[onnx.ModelProto, dict[str, bool]]:
     """The 8-bit QDQ model calibrated on ``x``, and for each conv/linear layer whether its weight
     was kept exactly (True) or re-quantized to INT8 (False)."""
+    if branched := [op.name for op in ops if op.kind == "residual"]:
+        raise UnsupportedLayerError(
+            f"the 8-bit variant takes plain chains; residual block(s) {branched}: export them "
+            "without int8"
+        )
     builder = Int8Builder(calibrate(ops, x))
     model = builder.model(ops, input_shape, name)
     onnx.checker.check_model(model, full_check=True)

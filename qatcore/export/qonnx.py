@@ -62,6 +62,9 @@ class QonnxBuilder(GraphBuilder):
     def op(self, op: Op, x: str) -> str:
         if op.kind == "avgpool" and self.channels is not None and pool_is_a_conv(op):
             return self.pool_as_conv(op, x)
+        if op.kind == "hardswish":  # HardSwish needs opset 14; x·HardSigmoid(x) is the same at 13
+            gate = self.node("HardSigmoid", [x], op.name, alpha=1.0 / 6, beta=0.5)
+            return self.node("Mul", [x, gate], op.name)
         if op.kind == "linear" and op.bias is None:  # qonnx's GemmToMatMul needs Gemm's C input
             op = replace(op, bias=np.zeros(op.weight.values.shape[0], np.float32))
         out = super().op(op, x)

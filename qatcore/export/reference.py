@@ -138,6 +138,12 @@ def step(x: np.ndarray, op: Op) -> np.ndarray:
         return out if op.bias is None else out + _channel(op.bias, out)
     if op.kind == "relu":
         return np.maximum(x, 0)
+    if op.kind == "residual":
+        return infer(a["body"], x) + infer(a["shortcut"], x)
+    if op.kind == "silu":
+        return x / (1 + np.exp(-x))
+    if op.kind == "hardswish":
+        return x * np.clip(x + 3, 0, 6) / 6
     if op.kind in ("avgpool", "maxpool"):
         return _pool(x, op)
     if op.kind == "flatten":
