@@ -51,6 +51,25 @@ def test_the_papers_quantizer_is_one_qonnx_quant_node(bits, m, seed):
     np.testing.assert_allclose(quant, uniform_quantize(w, bits, m).numpy(), rtol=0, atol=1e-9 * m)
 
 
+@examples(60)
+@given(bits=st.integers(1, 8), m=st.floats(0.05, 4.0), seed=st.integers(0, 2**16))
+def test_with_zero_point_0_the_levels_are_odd_codes_of_b_plus_1_bits(bits, m, seed):
+    """The exported form: scale Δ/2, zero point 0, b + 1 bits signed and narrow keeps every level;
+    with b bits the outermost levels would be clipped."""
+    w = torch.randn(200, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * m
+    levels = uniform_quantize(w, bits, m).numpy()
+    half_step = m / (2**bits - 1)
+
+    def quant(width):
+        return int_quant(
+            levels, np.float64(half_step), np.float64(0), np.float64(width), 1, 1, "ROUND"
+        )
+
+    np.testing.assert_allclose(quant(bits + 1), levels, rtol=0, atol=1e-9 * m)
+    if bits >= 2:  # the extra bit is needed: at b bits the outermost levels ±m are clipped
+        assert np.abs(quant(bits)).max() < np.abs(levels).max() == pytest.approx(m)
+
+
 def test_the_bipolar_quant_of_zero_is_plus_one_like_qatcores_sign():
     np.testing.assert_array_equal(
         binary_quant(np.array([-0.5, 0.0, 2.0]), np.float32(1.0)), [-1, 1, 1]

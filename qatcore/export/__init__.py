@@ -2,7 +2,8 @@
 
 Four formats: ``onnx`` (standard QDQ: integer weight codes, INT4 where they fit, feeding
 DequantizeLinear, their true range in ``metadata_props``; QuantizeLinear/DequantizeLinear pairs
-for activation quantizers; Sign for binary activations), ``qonnx`` (QONNX ``Quant`` and
+for activation quantizers; Sign for binary activations; with ``int8=True`` the 8-bit variant that
+onnxruntime runs as QLinearConv/QGemm, ``onnx_int8``), ``qonnx`` (QONNX ``Quant`` and
 ``BipolarQuant`` nodes, for FINN and hls4ml; needs the ``course`` extra), ``packed`` (weights at
 their own bit width, binary ones 8 per byte, with a NumPy reference inference that computes binary
 layers by XNOR and popcount) and ``pt2`` (``torch.export``). ``export`` writes the file and a

@@ -12,8 +12,12 @@ quantizer holds. ``bits_per_weight`` gives both. qonnx's ``InferDataTypes`` read
 ``SCALEDINT<b+1>``. A per-channel scale (PikeLPN's DHQ) is a scale tensor of one value per output
 channel. An activation quantizer is ``Quant`` with scale the step, zero point 0, unsigned; a sign
 (binary weights and activations) is ``BipolarQuant`` with scale 1, whose ``sign(0) = +1`` matches
-qatcore's. The file has a fixed batch of 1 (``BATCH``), as FINN and hls4ml take it and as
-``qonnx-cleanup --override-inpsize 1`` would make it. Parity is checked with qonnx's own executor,
+qatcore's. The file has a fixed batch of 1 (``BATCH``) and every tensor's shape, as FINN and hls4ml
+take it (``qonnx-cleanup --override-inpsize 1`` is not needed). Three rewrites for those consumers,
+each exact: an average pool is a depthwise Conv with weights ``1/(k_h·k_w)`` (qonnx's channels-last
+conversion, which hls4ml's front end needs, has no AveragePool), a linear layer without bias gets a
+zero bias (qonnx's GemmToMatMul reads Gemm's third input), and Hardswish is ``x·HardSigmoid(x)``
+(opset 13 has no HardSwish). Parity is checked with qonnx's own executor,
 before and after its cleanup and shape inference (``execute``, ``cleaned``); qonnx is in the
 ``course`` extra.
 """
