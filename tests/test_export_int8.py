@@ -111,3 +111,37 @@ def test_export_without_qonnx_says_so_in_one_line_exits_2_and_makes_no_folder(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "qonnx" in err and "not installed" in err
     assert not out.exists()
+
+
+def test_the_cli_writes_the_int8_file_and_refuses_int8_with_another_format(tmp_path, capsys):
+    from qatcore import checkpoint
+
+    path = checkpoint.save(
+        tmp_path / "c.pt", cnn(2), "mnist_cnn", {"bits": 2, "image_size": 8}, {"dataset": "digits"}
+    )
+    assert (
+        main(
+            [
+                "export",
+                str(path),
+                "--format",
+                "onnx",
+                "--int8",
+                "--out",
+                str(tmp_path / "d"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["path"].endswith("c.int8.onnx") and summary["parity_ok"]
+    meta = json.loads((tmp_path / "d" / "c.int8.onnx.json").read_text())
+    assert meta["onnx"]["int8"] and meta["onnx"]["integer_kernels"] == {
+        "QLinearConv": 2,
+        "QGemm": 2,
+    }
+    with pytest.raises(SystemExit) as exited:
+        main(["export", str(path), "--format", "packed", "--int8", "--out", str(tmp_path / "e")])
+    assert exited.value.code == 2 and "--int8" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
