@@ -199,10 +199,17 @@ def _ace(args: argparse.Namespace) -> int:
         args.float_bits,
         not args.per_batch,
     )
+    if report.unknown and not args.allow_uncosted:
+        print(summaries.uncosted(args.model, report.unknown), file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.to_dict()))
         return 0
-    print(summaries.ace_headline(args.model, report.totals, args.per_batch, args.float_bits))
+    print(
+        summaries.ace_headline(
+            args.model, report.totals, args.per_batch, args.float_bits, report.unknown
+        )
+    )
     print(report.to_markdown())
     return 0
 
@@ -239,6 +246,11 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import json
 
+    from qatcore.export import check_installed
+
+    check_installed(args.format)  # before the slow imports and before any folder is made
+    if args.int8 and args.format != "onnx":
+        raise ValueError(f"--int8 is a variant of --format onnx, not of {args.format!r}")
     from qatcore.course import summaries
     from qatcore.export.exporter import export_checkpoint
 
@@ -250,6 +262,7 @@ def _export(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         overwrite=args.overwrite,
         threads=args.threads,
+        int8=args.int8,
     )
     summary = result.to_dict()
     if args.json:
@@ -464,19 +477,20 @@ def _arguments_ace(parser: argparse.ArgumentParser) -> None:
         "--bits",
         type=int,
         default=None,
-        help="weight bits of every conv/linear layer (default: the model's)",
+        help="weight bits of every conv/linear layer, 1 to 16 (PokeBNN's limit) or 32 for float "
+        "(default: the model's)",
     )
     parser.add_argument(
         "--a-bits",
         type=int,
         default=None,
-        help="input (activation) bits of every conv/linear layer",
+        help="input (activation) bits of every conv/linear layer, 1 to 16 or 32 for float",
     )
     parser.add_argument(
         "--elementwise-bits",
         type=int,
         default=None,
-        help="bits of element-wise ops (default: float)",
+        help="bits of element-wise ops, 1 to 16 or 32 (default: float)",
     )
     parser.add_argument(
         "--float-bits",
@@ -494,6 +508,12 @@ def _arguments_ace(parser: argparse.ArgumentParser) -> None:
         default="acev2",
         choices=("ace", "sops", "acev2", "energy"),
         help="cost model",
+    )
+    parser.add_argument(
+        "--allow-uncosted",
+        action="store_true",
+        help="print the count even when some layers could not be costed (they are named); "
+        "without it such a model exits 1",
     )
 
 
@@ -532,6 +552,13 @@ def _arguments_export(parser: argparse.ArgumentParser) -> None:
         "--dataset", default=None, choices=DATASETS, help="test data (default: the checkpoint's)"
     )
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --format onnx: the 8-bit QDQ variant (UINT8 activations calibrated on the test "
+        "images, INT8 weights) that onnxruntime runs as QLinearConv/QGemm; re-quantizes, so it is "
+        "checked on prediction agreement",
+    )
 
 
 def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
@@ -667,6 +694,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 success; 1 a run that failed or a check that did not hold; 2 a usage error
     (bad arguments, a missing file, a value out of range)."""
+    from qatcore.export import MissingDependencyError  # a format's package not installed
+
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     parser = build_parser(chosen)
@@ -677,7 +706,13 @@ def main(argv: list[str] | None = None) -> int:
     except _failed_checks() as failure:
         print(f"qatcore {args.command}: failed: {failure}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        MissingDependencyError,
+    ) as error:
         parser.exit(2, f"qatcore {args.command}: error: {_one_line(error)}\n")
     except (PermissionError, IsADirectoryError, NotADirectoryError) as error:  # a path given wrong
         parser.exit(2, f"qatcore {args.command}: error: {_os_error(error)}\n")

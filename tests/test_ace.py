@@ -290,9 +290,14 @@ def test_untraceable_models_fall_back_to_hooks():
             r"bits names no conv/linear/matmul layer: \['nope'\]; layers that take bits: \['0', '2'\]",
         ),
         (dict(bits={"1": (4, 4)}), r"bits names no conv/linear/matmul layer: \['1'\]"),
-        (dict(bits=(4, 0)), r"bits must be a pair \(w_bits, a_bits\) of ints from 1 to 32 or None"),
+        (
+            dict(bits=(4, 0)),
+            r"bits must be a pair \(w_bits, a_bits\), each an int from 1 to 16, or 32",
+        ),
+        (dict(bits=(24, 8)), r"bits must be a pair \(w_bits, a_bits\), each an int from 1 to 16"),
+        (dict(elementwise_bits=17), "elementwise_bits must be an int from 1 to 16, or 32 or None"),
         (dict(bits={"0": 4}), r"bits\['0'\] must be a pair"),
-        (dict(elementwise_bits=0), "elementwise_bits must be an int from 1 to 32 or None"),
+        (dict(elementwise_bits=0), "elementwise_bits must be an int from 1 to 16, or 32 or None"),
         (
             dict(cost_model="flops"),
             r"cost_model must be one of \['ace', 'acev2', 'energy_pj', 'sops'\]",
@@ -419,3 +424,48 @@ def test_energy_of_a_float_mac_is_a_float_multiply_and_an_fp32_add():
     assert report.total == pytest.approx(4 * (1.1 + 0.9)) and math.isclose(
         report.totals["ace"], 4 * 256
     )
+
+
+class Recurrent(nn.Module):
+    """A model of layers ace cannot cost: an LSTM and an einsum."""
+
+    input_shape = (5, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return torch.einsum("bti,btj->bij", out, out)
+
+
+def recurrent() -> nn.Module:
+    return Recurrent()
+
+
+def test_the_cli_refuses_a_model_with_uncosted_layers_naming_them(capsys):
+    from qatcore.cli import main
+
+    assert main(["ace", "--model", "test_ace:recurrent"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "lstm" in captured.err and "einsum" in captured.err
+    assert "--allow-uncosted" in captured.err
+
+
+def test_with_allow_uncosted_the_headline_says_partial_and_never_0_macs(capsys):
+    from qatcore.cli import main
+
+    assert main(["ace", "--model", "test_ace:recurrent", "--allow-uncosted"]) == 0
+    headline = capsys.readouterr().out.splitlines()[0]
+    assert headline.startswith("PARTIAL COUNT, 2 layer(s) not costed") and "lstm" in headline
+    assert "no MACs counted" in headline and " 0 MACs" not in headline
+
+
+def test_the_cli_refuses_integer_widths_above_16_bits_as_pokebnn_does(capsys):
+    from qatcore.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["ace", "--model", "mnist_cnn", "--bits", "24", "--a-bits", "8"])
+    assert exited.value.code == 2 and "1 to 16" in capsys.readouterr().err
+    assert main(["ace", "--model", "mnist_cnn", "--bits", "16", "--a-bits", "16", "--json"]) == 0

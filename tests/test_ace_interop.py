@@ -118,3 +118,38 @@ def test_a_torchao_fake_quantized_linear_is_costed_at_its_dtypes():
     assert by_layer(ace.count(nn.Sequential(weight_only), torch.zeros(1, 16)))[
         ("0", "mac", "mac")
     ] == (64, (4, 16))
+
+
+@pytest.mark.parametrize(
+    ("config", "a_bits"),
+    [("Int8WeightOnlyConfig", None), ("Int8DynamicActivationInt8WeightConfig", 8)],
+)
+def test_torchao_post_training_int8_weights_are_costed_at_8_bits(config, a_bits):
+    quantization = pytest.importorskip("torchao.quantization")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    float_report = ace.count(model, torch.zeros(1, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantization.quantize_(model, getattr(quantization, config)())
+    assert type(model[0].weight).__module__.startswith("torchao")  # Int8Tensor, not a float weight
+    report = ace.count(model, torch.zeros(1, 64))
+    macs = {(op.layer, op.bits) for op in report.operations if op.kind == "mac"}
+    assert macs == {("0", (8, a_bits or 16)), ("2", (8, a_bits or 16))}  # float: bfloat16
+    assert (
+        report.unknown == []
+        and report.totals["macs"] == float_report.totals["macs"] == 64 * 32 + 32 * 10
+    )
+    # float 16 × 16 per MAC before; 8 × 16 (weight-only) or 8 × 8 after
+    assert report.totals["ace"] == float_report.totals["ace"] * 8 * (a_bits or 16) / 256
+
+
+def test_a_torchao_weight_of_unreadable_width_is_refused_not_costed_as_float():
+    from qatcore.cost import foreign
+
+    class Opaque:  # a torchao tensor subclass with neither qdata nor quant_min/quant_max
+        pass
+
+    Opaque.__module__ = "torchao.quantization.somewhere"
+    with pytest.raises(ValueError, match="cannot read"):
+        foreign.torchao_tensor_bits(Opaque(), "layer '0'")

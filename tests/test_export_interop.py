@@ -51,6 +51,25 @@ def test_the_papers_quantizer_is_one_qonnx_quant_node(bits, m, seed):
     np.testing.assert_allclose(quant, uniform_quantize(w, bits, m).numpy(), rtol=0, atol=1e-9 * m)
 
 
+@examples(60)
+@given(bits=st.integers(1, 8), m=st.floats(0.05, 4.0), seed=st.integers(0, 2**16))
+def test_with_zero_point_0_the_levels_are_odd_codes_of_b_plus_1_bits(bits, m, seed):
+    """The exported form: scale Δ/2, zero point 0, b + 1 bits signed and narrow keeps every level;
+    with b bits the outermost levels would be clipped."""
+    w = torch.randn(200, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * m
+    levels = uniform_quantize(w, bits, m).numpy()
+    half_step = m / (2**bits - 1)
+
+    def quant(width):
+        return int_quant(
+            levels, np.float64(half_step), np.float64(0), np.float64(width), 1, 1, "ROUND"
+        )
+
+    np.testing.assert_allclose(quant(bits + 1), levels, rtol=0, atol=1e-9 * m)
+    if bits >= 2:  # the extra bit is needed: at b bits the outermost levels ±m are clipped
+        assert np.abs(quant(bits)).max() < np.abs(levels).max() == pytest.approx(m)
+
+
 def test_the_bipolar_quant_of_zero_is_plus_one_like_qatcores_sign():
     np.testing.assert_array_equal(
         binary_quant(np.array([-0.5, 0.0, 2.0]), np.float32(1.0)), [-1, 1, 1]
@@ -61,22 +80,27 @@ def test_the_qonnx_graph_holds_quant_nodes_with_the_papers_parameters():
     model = MNISTCNN(bits=3, image_size=8).eval()
     proto = qonnx.build(graph.lower(model), (1, 8, 8))
     assert {(o.domain, o.version) for o in proto.opset_import} >= {(qonnx.DOMAIN, 1)}
-    quants = [n for n in proto.graph.node if n.op_type == "Quant"]
-    assert [n.domain for n in quants] == [qonnx.DOMAIN] * 2
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    for node, layer in zip(quants, (model[0], model[3]), strict=True):
+    quants = [n for n in proto.graph.node if n.op_type == "Quant"]
+    assert [n.domain for n in quants] == [qonnx.DOMAIN] * 4  # two convs, two pools as convs
+    weights = [n for n in quants if float(inits[n.input[3]]) == 4]
+    assert len(weights) == 2
+    for node, layer in zip(weights, (model[0], model[3]), strict=True):
         weight, scale, zero_point, bit_width = (inits[name] for name in node.input)
-        assert (
-            float(scale) == pytest.approx(2 * layer.m / 7)
-            and float(zero_point) == 3.5
-            and float(bit_width) == 3
-        )
+        # odd codes at Δ/2, one bit more than the quantizer's b, zero point 0
+        assert float(scale) == pytest.approx(layer.m / 7) and float(zero_point) == 0
         assert {a.name: a.i if a.type == a.INT else a.s for a in node.attribute} == {
-            "signed": 0,
-            "narrow": 0,
+            "signed": 1,
+            "narrow": 1,
             "rounding_mode": b"ROUND",
         }
         np.testing.assert_allclose(weight, layer.weight_levels().numpy(), atol=1e-6)
+        codes = weight / scale
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+        assert set(np.round(codes).astype(int).ravel()) <= set(range(-7, 8, 2))
+        np.testing.assert_allclose(
+            int_quant(weight, scale, zero_point, bit_width, 1, 1, "ROUND"), weight, atol=1e-6
+        )
 
 
 SLOW = pytest.mark.slow  # the rest of the sweep runs in the slow tier

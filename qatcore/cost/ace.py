@@ -29,8 +29,9 @@ every such layer, or a map ``{"layer.name": (w_bits, a_bits)}``; (2) the module'
 (weights); (4) a Brevitas or torchao layer's own quantisers (``qatcore.cost.foreign``); (5) for
 the input, the width of a foreign activation quantiser that produced it (followed through
 reshapes and max pooling); (6) float. Element-wise operations run at ``elementwise_bits``
-(default float). In ``bits``, attributes and ``elementwise_bits`` a width is 1 to 31 bits, and
-``None`` or 32 means an unquantised float, priced at ``float_bits``. A conv/linear subclass that
+(default float). In ``bits``, attributes and ``elementwise_bits`` an integer width is 1 to 16 bits
+(``MAX_INT_BITS``: PokeBNN's code refuses any operand wider than 16 bits), and ``None`` or 32
+means an unquantised float, priced at ``float_bits``; 17 to 31 bits are refused. A conv/linear subclass that
 none of these explains is costed as float with a warning.
 
 **Foreign activation quantisers** (Brevitas ``QuantReLU``, ``QuantIdentity`` …) are costed whole,
@@ -72,6 +73,11 @@ from qatcore.cost.cost_models import (
 from qatcore.estimators.layers import QuantizedWeight
 
 __all__ = ["AceReport", "Operation", "count", "example_input"]
+
+#: the widest integer operand a user or a module may give (PokeBNN's ``compute_cost_utils.py`` in
+#: ``google/aqt`` raises on an operand wider than 16 bits); 32 (``MAX_BITS``) still means float
+MAX_INT_BITS = 16
+WIDTHS = f"an int from 1 to {MAX_INT_BITS}, or {MAX_BITS} or None (float)"
 
 # per element of the output: (kind, how many) — see the module docstring
 RECIPES: dict[str, tuple[tuple[str, int], ...]] = {
@@ -166,28 +172,29 @@ def _is_leaf(module: nn.Module) -> bool:
 
 
 def _width(name: str, value: object) -> int | None:
-    """An operand width from the user or a module: 1 to 31 bits, or ``None`` (32 or None: float)."""
+    """An operand width from the user or a module: 1 to 16 bits, or ``None`` (32 or None: float)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BITS:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be {WIDTHS}, got {value!r}")
+    if value == MAX_BITS:
+        return None
+    if not 1 <= value <= MAX_INT_BITS:
         raise ValueError(
-            f"{name} must be an int from 1 to {MAX_BITS} or None (float), got {value!r}"
+            f"{name} must be {WIDTHS}, got {value!r} (PokeBNN's cost code refuses integer "
+            f"operands wider than {MAX_INT_BITS} bits)"
         )
-    return None if value == MAX_BITS else int(value)
+    return int(value)
 
 
 def bits_pair(name: str, value: object) -> tuple[int | None, int | None]:
     if not isinstance(value, tuple | list) or len(value) != 2:
-        raise ValueError(
-            f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
-            f"or None (float), got {value!r}"
-        )
+        raise ValueError(f"{name} must be a pair (w_bits, a_bits), each {WIDTHS}, got {value!r}")
     try:
         return _width(name, value[0]), _width(name, value[1])
     except ValueError:
         raise ValueError(
-            f"{name} must be a pair (w_bits, a_bits) of ints from 1 to {MAX_BITS} "
-            f"or None (float), got {value!r}"
+            f"{name} must be a pair (w_bits, a_bits), each {WIDTHS}, got {value!r}"
         ) from None
 
 
@@ -509,10 +516,7 @@ def count(
     try:
         e = _width("elementwise_bits", elementwise_bits)
     except ValueError:
-        raise ValueError(
-            f"elementwise_bits must be an int from 1 to {MAX_BITS} or None (float), "
-            f"got {elementwise_bits!r}"
-        ) from None
+        raise ValueError(f"elementwise_bits must be {WIDTHS}, got {elementwise_bits!r}") from None
     chosen = cost_models.get(cost_model)
     leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
     counter, used = _Counter(bits, e, leaves=leaves), method

@@ -81,11 +81,32 @@ def equivalence_pairs(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def ace_headline(model: str, totals: dict, per_batch: bool, float_bits: int) -> str:
-    """The totals line of ``qatcore ace``."""
-    per = "per batch" if per_batch else "per image"
+def uncosted(model: str, unknown: list[str]) -> str:
+    """Why ``qatcore ace`` refused to print a count: the layers it could not cost."""
     return (
-        f"{model} ({per}, float operands at {float_bits} bits): {totals['macs']:,} MACs, "
+        f"qatcore ace: {model}: {len(unknown)} layer(s) could not be costed, so any total would be "
+        f"too low: {', '.join(unknown)}. Give those layers an ace_operations() method, or pass "
+        "--allow-uncosted to print the partial count"
+    )
+
+
+def ace_headline(
+    model: str, totals: dict, per_batch: bool, float_bits: int, unknown: list[str] = ()
+) -> str:
+    """The totals line of ``qatcore ace``; a partial count says so first, and never shows 0 MACs."""
+    per = "per batch" if per_batch else "per image"
+    partial = (
+        f"PARTIAL COUNT, {len(unknown)} layer(s) not costed ({', '.join(unknown)}): "
+        if unknown
+        else ""
+    )
+    macs = (
+        "no MACs counted"
+        if unknown and not totals["macs"]
+        else f"{'at least ' if unknown else ''}{totals['macs']:,} MACs"
+    )
+    return (
+        f"{partial}{model} ({per}, float operands at {float_bits} bits): {macs}, "
         f"ACE {totals['ace']:.4g}, sops {totals['sops']:.4g}, ACEv2 {totals['acev2']:.4g} "
         f"(our reading), energy {totals['energy_pj'] / 1e6:.4g} µJ (45 nm)"
     )

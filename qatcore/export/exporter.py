@@ -23,9 +23,11 @@ from qatcore.checks import check_choice, int_at_least
 from qatcore.export import (
     FORMATS,
     binary,
+    check_installed,
     graph,
     metadata,
     onnx_inspect,
+    onnx_int8,
     onnx_qdq,
     onnx_run,
     packed,
@@ -34,6 +36,9 @@ from qatcore.export import (
 )
 
 SUFFIX = {"onnx": ".onnx", "qonnx": ".qonnx.onnx", "packed": ".npz", "pt2": ".pt2"}
+#: the 8-bit QDQ variant (``int8=True``): its file suffix, and the share of predictions it must keep
+INT8_SUFFIX = ".int8.onnx"
+INT8_AGREEMENT = 0.95
 
 
 class ParityError(ValueError):
@@ -116,11 +121,16 @@ def _reloaded(
     tmp: Path,
     threads: int,
     info: dict,
+    int8: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Write the export to ``tmp``, load it back from disk, run it on ``x``; its outputs and facts."""
     if format in ("onnx", "qonnx"):
-        builder = onnx_qdq if format == "onnx" else _qonnx()
-        proto = builder.build(ops, tuple(x.shape[1:]), name=info.get("model") or "qatcore")
+        name = info.get("model") or "qatcore"
+        if int8:
+            proto, exact = onnx_int8.build(ops, tuple(x.shape[1:]), x.numpy(), name=name)
+        else:
+            builder = onnx_qdq if format == "onnx" else _qonnx()
+            proto = builder.build(ops, tuple(x.shape[1:]), name=name)
         tmp.write_bytes(proto.SerializeToString())
         loaded = onnx.load(str(tmp))
         facts = {
@@ -130,8 +140,11 @@ def _reloaded(
         }
         if format == "onnx":
             onnx_inspect.check_stored_codes(loaded)
+            facts["integer_kernels"] = onnx_run.integer_kernels(tmp, threads)
+            if int8:
+                facts["int8_exact_weights"] = exact
             return onnx_run.run(onnx_run.session(tmp, threads), x.numpy()), {
-                "onnx": {"opset": onnx_qdq.OPSET, **facts}
+                "onnx": {"opset": onnx_qdq.OPSET, "int8": int8, **facts}
             }
         qonnx = _qonnx()
         facts["cleaned_outputs"] = qonnx.execute(qonnx.cleaned(loaded), x.numpy())
@@ -161,14 +174,16 @@ def _checked_writer(
     threads: int,
     info: dict,
     found: dict[str, Any],
+    int8: bool = False,
 ):
     """A writer for ``files.atomic_write_group``: it writes the export to its temporary file and
     fails (``ParityError``, so nothing is put in place) unless the reloaded outputs match PyTorch's
     ``expected``; what it found goes into ``found``."""
 
     def write(tmp: Path) -> None:
-        exported, extra = _reloaded(format, model, ops, x, tmp, threads, info)
-        result = metadata.parity(expected, exported)
+        required = INT8_AGREEMENT if int8 else 1.0
+        exported, extra = _reloaded(format, model, ops, x, tmp, threads, info, int8)
+        result = metadata.parity(expected, exported, required)
         if not result.ok:
             raise ParityError(format, result)
         cleaned = extra.get("qonnx", {}).pop("cleaned_outputs", None)
@@ -193,20 +208,30 @@ def export(
     overwrite: bool = False,
     threads: int = 1,
     info: dict[str, Any] | None = None,
+    int8: bool = False,
 ) -> ExportResult:
     """Export ``model`` as ``out/name.{onnx,npz,pt2}`` with its metadata ``….json`` beside it.
+
+    ``int8=True`` (format ``onnx`` only) writes ``name.int8.onnx``, the 8-bit QDQ variant that
+    onnxruntime runs with integer kernels (``qatcore.export.onnx_int8``): its activations are
+    calibrated on ``x`` and re-quantized, so it is held to ``INT8_AGREEMENT`` of the predictions,
+    not to one output step.
 
     The file is reloaded from disk and run on ``x`` (labels ``y`` give accuracies); its outputs are
     compared with PyTorch's, and ``ParityError`` leaves the folder as it was if they differ. ``info`` (e.g. the zoo name and keyword arguments) goes into the
     metadata. Existing files raise FileExistsError unless ``overwrite``; nothing half-written is left.
     """
     check_format(format)
+    check_installed(format)
+    if not isinstance(int8, bool) or (int8 and format != "onnx"):
+        raise ValueError(f"int8 must be a bool, and True only with format 'onnx', got {int8!r}")
     x = check_inputs(x)
     int_at_least("threads", threads, 1)
     if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
         raise ValueError(f"name must be a plain file name without folders, got {name!r}")
     folder = files.output_folder(out)
-    path, meta_path = folder / f"{name}{SUFFIX[format]}", folder / f"{name}{SUFFIX[format]}.json"
+    suffix = INT8_SUFFIX if int8 else SUFFIX[format]
+    path, meta_path = folder / f"{name}{suffix}", folder / f"{name}{suffix}.json"
     files.refuse_existing([path, meta_path], overwrite)
     info = dict(info or {})
     model = model.cpu().eval()
@@ -249,7 +274,7 @@ def export(
     # the export and its metadata are put in place as a unit, or neither is (the old pair is kept)
     size, _ = files.atomic_write_group(
         [
-            (path, _checked_writer(format, model, ops, x, expected, threads, info, found)),
+            (path, _checked_writer(format, model, ops, x, expected, threads, info, found, int8)),
             (meta_path, write_metadata),
         ],
         overwrite,
@@ -288,8 +313,10 @@ def export_checkpoint(
     data_dir: str | None = None,
     overwrite: bool = False,
     threads: int = 1,
+    int8: bool = False,
 ) -> ExportResult:
-    """Export a ``qatcore.checkpoint`` file, checking it on the test split of its dataset.
+    """Export a ``qatcore.checkpoint`` file, checking it on the test split of its dataset
+    (``int8``: the 8-bit QDQ variant of ``onnx``, see ``export``).
 
     The dataset (default: the checkpoint's ``info["dataset"]``, else ``digits``) and the input
     scaling (``info["inputs"]``) come from the checkpoint unless given.
@@ -298,6 +325,7 @@ def export_checkpoint(
     from qatcore import data as datasets
 
     check_format(format)
+    check_installed(format)
     saved = checkpoint.load(path)
     name = dataset or saved.info.get("dataset", "digits")
     data = datasets.load(name, data_dir or saved.info.get("data_dir"))
@@ -320,4 +348,5 @@ def export_checkpoint(
         overwrite=overwrite,
         threads=threads,
         info=info,
+        int8=int8,
     )

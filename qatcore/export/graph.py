@@ -8,6 +8,11 @@ weights are kept as integers: a b-bit weight ``Q(w) = Δ·code − m`` as the od
 ``q = 2·code − (2^b − 1)`` with scale ``Δ/2`` (so ``Q(w) = (Δ/2)·q`` exactly, no zero point);
 a binary weight as ``±1`` with per-output-channel scale. A module no exporter can express raises
 ``UnsupportedLayerError`` naming it.
+
+Beyond chains: a residual block of ``qatcore.architectures`` (``BasicBlock``, ``Bottleneck``:
+``relu(body(x) + shortcut(x))``) lowers to one ``residual`` op holding its two branches' ops, then a
+ReLU; the course's ``ResNet`` and ``MobileNetV1`` lower through their known forward (stem/stages or
+features, global average pool, flatten, fc). ``flat(ops)`` lists every op, branches included.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from qatcore.architectures import BasicBlock, Bottleneck, MobileNetV1, ResNet
 from qatcore.estimators.layers import QuantConv2d, QuantLinear
 from qatcore.export import binary, pikelpn
 from qatcore.export.ops import (
@@ -78,6 +84,27 @@ def _hardtanh(name: str, module: nn.Hardtanh) -> Op:
     return Op("hardtanh", name, dict(min=float(module.min_val), max=float(module.max_val)))
 
 
+def _residual(name: str, module: BasicBlock | Bottleneck) -> list[Op]:
+    """``relu(body(x) + shortcut(x))``: one residual op with both branches, then the ReLU."""
+    branches = {
+        branch: _lower(getattr(module, branch), f"{name}.{branch}")
+        for branch in ("body", "shortcut")
+    }
+    return [Op("residual", name, branches), Op("relu", f"{name}.relu")]
+
+
+def _classifier(*trunk: str):
+    """The lowering of a course classifier whose forward is ``fc(flatten(pool(trunk…(x))))``."""
+
+    def lowering(name: str, module: nn.Module) -> list[Op]:
+        prefix = f"{name}." if name != type(module).__name__ else ""
+        ops = [op for part in trunk for op in _lower(getattr(module, part), prefix + part)]
+        ops += _lower(module.pool, prefix + "pool") + [Op("flatten", prefix + "flatten")]
+        return ops + _lower(module.fc, prefix + "fc")
+
+    return lowering
+
+
 #: module type → lowering, matched on the exact type (``type(module) is kind``); the binary and
 #: PikeLPN layers bring their own (``binary.LOWERINGS``, ``pikelpn.LOWERINGS``).
 LOWERINGS: list[tuple[type, Callable[[str, Any], Op | list[Op] | None]]] = [
@@ -94,6 +121,12 @@ LOWERINGS: list[tuple[type, Callable[[str, Any], Op | list[Op] | None]]] = [
     (nn.BatchNorm1d, _batchnorm),
     (nn.BatchNorm2d, _batchnorm),
     (nn.Hardtanh, _hardtanh),
+    (nn.SiLU, lambda n, mod: Op("silu", n)),
+    (nn.Hardswish, lambda n, mod: Op("hardswish", n)),
+    (BasicBlock, _residual),
+    (Bottleneck, _residual),
+    (ResNet, _classifier("stem", "stages")),
+    (MobileNetV1, _classifier("features")),
     (nn.Dropout, lambda n, mod: None),
     (nn.Identity, lambda n, mod: None),
 ]
@@ -128,9 +161,13 @@ def lower(model: nn.Module) -> list[Op]:
     """The model (in eval mode) as a list of ops; ``UnsupportedLayerError`` names a layer it cannot express."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return binary.drop_repeated_signs(_lower(model))
+
+
+def _lower(model: nn.Module, prefix: str = "") -> list[Op]:
     allowed = supported()
     ops: list[Op] = []
-    for name, module in leaves(model):
+    for name, module in leaves(model, prefix):
         lowering = next((fn for kind, fn in LOWERINGS if type(module) is kind), None)
         if lowering is None:
             known = next((kind for kind, _ in LOWERINGS if isinstance(module, kind)), None)
@@ -147,19 +184,31 @@ def lower(model: nn.Module) -> list[Op]:
             )
         result = lowering(name, module)
         ops.extend([] if result is None else result if isinstance(result, list) else [result])
-    return binary.drop_repeated_signs(ops)
+    return ops
+
+
+def flat(ops: list[Op]) -> list[Op]:
+    """Every op, those inside residual branches included, in order."""
+    found = []
+    for op in ops:
+        found.append(op)
+        if op.kind == "residual":
+            found += flat(op.attrs["body"]) + flat(op.attrs["shortcut"])
+    return found
 
 
 def as_float(ops: list[Op]) -> list[Op]:
     """The same ops with every weight dequantized to float32: the float baseline of a file size."""
-    return [
-        op
-        if op.weight is None or op.weight.kind == "float"
-        else replace(op, weight=Weight("float", op.weight.dequantized().astype(np.float32)))
-        for op in ops
-    ]
+    found = []
+    for op in ops:
+        if op.kind == "residual":
+            op = replace(op, attrs={key: as_float(branch) for key, branch in op.attrs.items()})
+        elif op.weight is not None and op.weight.kind != "float":
+            op = replace(op, weight=Weight("float", op.weight.dequantized().astype(np.float32)))
+        found.append(op)
+    return found
 
 
 def weight_bits(ops: list[Op]) -> dict[str, int]:
     """Bit width of every weighted op's weight, by layer name (32 for float)."""
-    return {op.name: op.weight.bits for op in ops if op.weight is not None}
+    return {op.name: op.weight.bits for op in flat(ops) if op.weight is not None}

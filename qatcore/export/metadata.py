@@ -24,6 +24,8 @@ class Parity:
     output_step: float
     prediction_agreement: float
     examples: int
+    #: below 1: an export that re-quantizes (the 8-bit QDQ variant) is held to this agreement only
+    required_agreement: float = 1.0
 
     @property
     def within_step(self) -> bool:
@@ -31,14 +33,17 @@ class Parity:
 
     @property
     def ok(self) -> bool:
-        """Within one output quantisation step, and identical predictions."""
+        """Within one output quantisation step, and identical predictions (or, for an export that
+        re-quantizes, at least ``required_agreement`` of the predictions the same)."""
+        if self.required_agreement < 1.0:
+            return self.prediction_agreement >= self.required_agreement
         return self.within_step and self.prediction_agreement == 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "within_step": self.within_step, "ok": self.ok}
 
 
-def parity(reference: np.ndarray, exported: np.ndarray) -> Parity:
+def parity(reference: np.ndarray, exported: np.ndarray, required_agreement: float = 1.0) -> Parity:
     """Compare the export's outputs with PyTorch's (both N×classes)."""
     reference, exported = np.asarray(reference, np.float64), np.asarray(exported, np.float64)
     if reference.shape != exported.shape:
@@ -48,7 +53,7 @@ def parity(reference: np.ndarray, exported: np.ndarray) -> Parity:
     span = float(reference.max() - reference.min()) if reference.size else 0.0
     diff = float(np.abs(reference - exported).max()) if reference.size else 0.0
     agree = float((reference.argmax(1) == exported.argmax(1)).mean()) if reference.size else 1.0
-    return Parity(diff, span / (2**OUTPUT_STEP_BITS - 1), agree, len(reference))
+    return Parity(diff, span / (2**OUTPUT_STEP_BITS - 1), agree, len(reference), required_agreement)
 
 
 def accuracy(outputs: np.ndarray, labels: torch.Tensor | np.ndarray | None) -> float | None:

@@ -181,6 +181,17 @@ class GraphBuilder:
             )
         if op.kind == "relu":
             return self.node("Relu", [x], name)
+        if op.kind == "residual":  # body(x) + shortcut(x)
+            body, shortcut = x, x
+            for inner in a["body"]:
+                body = self.op(inner, body)
+            for inner in a["shortcut"]:
+                shortcut = self.op(inner, shortcut)
+            return self.node("Add", [body, shortcut], name)
+        if op.kind == "silu":  # x·σ(x) (no SiLU op in opset 21)
+            return self.node("Mul", [x, self.node("Sigmoid", [x], name)], name)
+        if op.kind == "hardswish":
+            return self.node("HardSwish", [x], name)
         if op.kind in ("avgpool", "maxpool"):
             attrs = dict(
                 kernel_shape=a["kernel"],

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qatcore.export.ops import Op, Weight
+from qatcore.export.ops import Op, UnsupportedLayerError, Weight
 
 FORMAT_VERSION = 1
 
@@ -59,6 +59,11 @@ def to_bytes(ops: list[Op], info: dict | None = None) -> bytes:
     """The ops (and a JSON-able ``info`` dict) as the bytes of an uncompressed ``.npz``."""
     arrays: dict[str, np.ndarray] = {}
     layers = []
+    if branched := [op.name for op in ops if op.kind == "residual"]:
+        raise UnsupportedLayerError(
+            f"the packed format holds plain chains; residual block(s) {branched} need the onnx, "
+            "qonnx or pt2 format"
+        )
     for i, op in enumerate(ops):
         attrs, array_attrs = {}, []
         for key, value in op.attrs.items():

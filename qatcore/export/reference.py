@@ -129,7 +129,8 @@ def _channel(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.asarray(values, np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def _step(x: np.ndarray, op: Op) -> np.ndarray:
+def step(x: np.ndarray, op: Op) -> np.ndarray:
+    """One op applied to ``x`` (float64, or int8 signs for binary layers)."""
     a = op.attrs
     if op.kind in ("conv", "linear"):
         binary = op.weight.kind == "binary" and x.dtype == np.int8
@@ -137,6 +138,12 @@ def _step(x: np.ndarray, op: Op) -> np.ndarray:
         return out if op.bias is None else out + _channel(op.bias, out)
     if op.kind == "relu":
         return np.maximum(x, 0)
+    if op.kind == "residual":
+        return infer(a["body"], x) + infer(a["shortcut"], x)
+    if op.kind == "silu":
+        return x / (1 + np.exp(-x))
+    if op.kind == "hardswish":
+        return x * np.clip(x + 3, 0, 6) / 6
     if op.kind in ("avgpool", "maxpool"):
         return _pool(x, op)
     if op.kind == "flatten":
@@ -169,5 +176,5 @@ def infer(ops: list[Op], x: np.ndarray) -> np.ndarray:
     """The ops applied to ``x`` (N×C×H×W floats) in NumPy; float64 outputs."""
     out = np.asarray(x, np.float64)
     for op in ops:
-        out = _step(out, op)
+        out = step(out, op)
     return out.astype(np.float64)
