@@ -19,6 +19,7 @@ MODELS: dict[str, str] = {
     "bnn_mlp": "qatcore.bnn.models:BNNMLP",
     "cnv": "qatcore.bnn.models:CNV",
     "binarynet": "qatcore.bnn.models:BinaryNet",
+    "resnete18": "qatcore.bnn.models:ResNetE18",
     "mobilenet_v1": "qatcore.architectures:MobileNetV1",
     "resnet18": "qatcore.architectures:ResNet18",
     "resnet50": "qatcore.architectures:ResNet50",

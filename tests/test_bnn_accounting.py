@@ -8,15 +8,19 @@ from hypothesis import strategies as st
 from strategies import examples
 
 from qatcore.bnn.memory import (
+    ABSTRACT_RESNETE18_SAVING,
     AUTHORS_SHEET_BINARYNET,
+    AUTHORS_SHEET_RESNETE18,
+    AUTHORS_SHEET_RESNETE18_BATCH,
     OPTIMIZERS,
+    README_RESNETE18_BATCH,
     accounting_rows,
     authors_rows,
     layer_shapes,
     sheet_mib,
     total_bytes,
 )
-from qatcore.bnn.models import BNNMLP, CNV, BinaryNet
+from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, ResNetE18
 from qatcore.cli import main
 
 BINARYNET = layer_shapes(BinaryNet())
@@ -122,3 +126,96 @@ def test_cli_authors_accounting(capsys):
     assert summary["low_memory_bytes"] / 2**20 == pytest.approx(
         AUTHORS_SHEET_BINARYNET["low_memory", "bop"], rel=1e-12
     )
+
+
+# The ResNetE-18 tab of the same spreadsheet (awai54st/Enabling-Binary-Neural-Network-Training-on-the-Edge,
+# memory_estimation/memory_estimation.xlsx at commit 2bee19b, the parent of 7c6e603 that deleted it; the same
+# file on branch dev_birealnet), batch 4096 (cell L2): each column's "#" and "precision" cells, rows 48–54.
+# The two output-gradient columns (AC/AD "po2 activation gradient out", AE/AF "activation gradient out")
+# enter the total as the larger of their two products, which is one row here.
+RESNETE18 = layer_shapes(ResNetE18())
+_COUNTS = {
+    "weights": 11678912,  # C48 = SUM(G4:G24)
+    "bias": 5800,  # E48 = SUM(F4:F24)
+    "binary weight gradient": 10985472,  # I48
+    "weight gradient": 693440,  # K48 = G4+G9+G14+G19+G24
+    "momentum 1": 11678912,  # M48
+    "binary activation in": 6884950016,  # S48
+    "binary activation out": 6165626880,  # U48
+    "non-binary activations": 1078984704,  # W48 = M9+M14+M19+S9+S14+S19
+    "first/last layer activations": 3911090176,  # Y48 = M4+M24+S4+S24
+    "activation gradient in": 822083584,  # AA48 = MAX(M4:M24)
+}
+_STANDARD_BITS = dict.fromkeys(_COUNTS, 32) | {"binary activation in": 1}
+_OURS_BITS = dict.fromkeys(_COUNTS, 16) | {
+    "binary weight gradient": 1,  # N2
+    "binary activation in": 1,
+    "binary activation out": 1,  # P2, the "BN trick"
+}
+SHEET_RESNETE18 = {
+    (mode, optimizer): {
+        k: (
+            0 if (k == "weights" and optimizer == "bop") else n,
+            (_STANDARD_BITS if mode == "standard" else _OURS_BITS)[k],
+        )
+        for k, n in _COUNTS.items()
+    }
+    | {"momentum 2": (11678912 if optimizer == "adam" else 0, 32 if mode == "standard" else 16)}
+    for mode in ("standard", "low_memory")
+    for optimizer in OPTIMIZERS
+}
+# AC × AD (largest binary-layer output, 822083584, at 32 / 16 bits: cell O2 "PO2 ∂Y?" holds 16) against
+# AE × AF (largest real-layer output, conv1's, 3288334336, at 32 / 16 bits): the second is larger
+SHEET_RESNETE18_GRADIENT_OUT = {"standard": 3288334336 * 32, "low_memory": 3288334336 * 16}
+# the tab's group totals (MB columns G, Q, AG) and its "Savings" column AJ (AI48/AI52 …)
+SHEET_GROUPS_RESNETE18 = {
+    ("standard", "sgd"): (44.573638916015625, 89.10302734375, 59056.375),
+    ("standard", "adam"): (44.573638916015625, 133.654541015625, 59056.375),
+    ("standard", "bop"): (0.022125244140625, 89.10302734375, 59056.375),
+    ("low_memory", "sgd"): (22.286819458007812, 24.907958984375, 18913.5625),
+    ("low_memory", "adam"): (22.286819458007812, 47.1837158203125, 18913.5625),
+    ("low_memory", "bop"): (0.0110626220703125, 24.907958984375, 18913.5625),
+}
+SHEET_SAVINGS_RESNETE18 = {
+    "sgd": 3.1217134841737817,
+    "adam": 3.1203972025887152,
+    "bop": 3.1230328622234182,
+}
+
+
+@pytest.mark.parametrize("gradient", ["po2", "float16"])
+@pytest.mark.parametrize("mode, optimizer", list(AUTHORS_SHEET_RESNETE18))
+def test_authors_accounting_reproduces_the_resnete18_tab_row_by_row(mode, optimizer, gradient):
+    rows = authors_rows(None, AUTHORS_SHEET_RESNETE18_BATCH, mode, optimizer, gradient, RESNETE18)
+    ours = {r.variable: (r.values, r.bits) for r in rows}
+    out = ours.pop("activation gradient out")
+    assert ours == SHEET_RESNETE18[mode, optimizer]
+    assert out[0] * out[1] == SHEET_RESNETE18_GRADIENT_OUT[mode]
+    mib = sheet_mib(rows)
+    expected = SHEET_GROUPS_RESNETE18[mode, optimizer]
+    assert (mib["model"], mib["optimiser"], mib["activation"]) == pytest.approx(expected, rel=1e-3)
+    assert mib["total"] == pytest.approx(AUTHORS_SHEET_RESNETE18[mode, optimizer], rel=1e-3)
+    assert mib["total"] == AUTHORS_SHEET_RESNETE18[mode, optimizer]  # in fact to the last bit
+
+
+def test_resnete18_tab_savings_against_the_abstract():
+    savings = {
+        o: AUTHORS_SHEET_RESNETE18["standard", o] / AUTHORS_SHEET_RESNETE18["low_memory", o]
+        for o in OPTIMIZERS
+    }
+    assert savings == pytest.approx(SHEET_SAVINGS_RESNETE18, rel=1e-12)
+    # the tab's ≈3.12× is not the abstract's 3.78× at the same batch (the README's 4096 is the tab's)
+    assert README_RESNETE18_BATCH == AUTHORS_SHEET_RESNETE18_BATCH
+    assert all(abs(s - ABSTRACT_RESNETE18_SAVING) > 0.6 for s in savings.values())
+
+
+@given(st.sampled_from(OPTIMIZERS), st.integers(1, 300))
+@examples(20)
+def test_resnete18_tab_scales_with_the_batch(optimizer, batch):
+    """Every activation row is per example × batch; the model and optimiser groups do not move."""
+    one, many = (
+        sheet_mib(authors_rows(None, b, "low_memory", optimizer, shapes=RESNETE18))
+        for b in (1, batch)
+    )
+    assert many["model"] == one["model"] and many["optimiser"] == one["optimiser"]
+    assert many["activation"] == pytest.approx(batch * one["activation"], rel=1e-12)

@@ -501,7 +501,7 @@ class L1BatchNorm(Function):
         count = x.numel() // x.shape[1]
         mu = x.mean(dims).half().float()
         # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
-        inplace = x._base is None and not (x.is_leaf and x.requires_grad)
+        inplace = x._base is None and not x.is_leaf  # never the caller's own input
         xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
         spread = _abs_sum(xhat, dims).div_(count)  # mean|x − μ| before rounding
         sigma = spread.half().float().clamp_min_(torch.finfo(torch.float16).tiny)
@@ -534,3 +534,79 @@ class L1BatchNorm(Function):
         return l1_batch_norm_backward(
             rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True
         ), dbeta
+
+
+class HalfInputLayer(Function):
+    """A higher-precision layer of the low-memory mode (ResNetE-18's first, last and shortcut layers):
+    ``y = op(x, W) + b`` in float32, keeping ``x`` in float16 for backward; ``dW`` and ``db`` come back in
+    the parameters' dtype (float16), ``dX`` in float32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, op):
+        ctx.op, ctx.x_shape = op, x.shape
+        ctx.save_for_backward(x.half(), weight)
+        y = op(x, weight.float())
+        return y if bias is None else y.add_(_per_channel(bias.float(), y))
+
+    @staticmethod
+    def backward(ctx, dy):
+        kept, weight = ctx.saved_tensors
+        dx = ctx.op.input_grad(dy, weight.float(), ctx.x_shape) if ctx.needs_input_grad[0] else None
+        dw = ctx.op.weight_grad(kept.float(), dy, weight.shape).to(weight.dtype)
+        db = dy.sum(channel_dims(dy)).half() if ctx.needs_input_grad[2] else None
+        return dx, dw, db, None
+
+
+class ReLUMask(Function):
+    """``max(x, 0)`` keeping only its mask ``1[x > 0]``: float32 (standard) or packed bits (low-memory)."""
+
+    @staticmethod
+    def forward(ctx, x, packed):
+        _keep_mask(ctx, x > 0, packed)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _masked(ctx, dy), None
+
+
+class MaxPool3x3(Function):
+    """3×3 max-pooling, stride 2, padding 1 (a ResNet stem) keeping, per output, the position of its
+    maximum inside its window (0–8) as one byte: a low-memory stand-in for torch's float32 input and int64
+    indices."""
+
+    @staticmethod
+    def forward(ctx, x, _packed=True):
+        y, index = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+        width = x.shape[3]
+        rows = torch.arange(y.shape[2]).view(-1, 1) * 2 - 1
+        cols = torch.arange(y.shape[3]) * 2 - 1
+        offset = (index // width - rows) * 3 + (index % width - cols)
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(offset.to(torch.uint8))
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (offset,) = ctx.saved_tensors
+        n, c, height, width = ctx.x_shape
+        rows = torch.arange(dy.shape[2]).view(-1, 1) * 2 - 1
+        cols = torch.arange(dy.shape[3]) * 2 - 1
+        dx = dy.new_zeros((n, c, height * width))
+        for i, j in batch_chunks(ctx.x_shape):
+            off = offset[i:j].long()
+            index = (rows + off // 3) * width + cols + off % 3
+            dx[i:j].scatter_add_(2, index.flatten(2), dy[i:j].flatten(2))
+        return dx.view(ctx.x_shape), None
+
+
+class AvgPool2x2(Function):
+    """2×2 average pooling, stride 2 (even sides), keeping nothing for backward (torch keeps the input)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return F.avg_pool2d(x, 2, 2)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return F.interpolate(dy, scale_factor=2, mode="nearest").mul_(0.25)

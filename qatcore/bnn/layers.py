@@ -142,6 +142,85 @@ class MaxPool2d(nn.MaxPool2d):
         return super().forward(x)
 
 
+class RealLayer:
+    """Mixin of the real-valued (higher-precision) layers of ResNetE-18: its first convolution, its
+    1×1 shortcut convolutions and its last dense layer. Standard mode: torch's float32 layer. Low-memory
+    mode: float16 weights, the input kept in float16 for backward (``functions.HalfInputLayer``)."""
+
+    low_memory = False
+
+    def _real_forward(self, x: torch.Tensor, op) -> torch.Tensor:
+        if _training_step(self) and self.low_memory:
+            return fn.HalfInputLayer.apply(x, self.weight, self.bias, op)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        y = op(x, self.weight.to(x.dtype))
+        return y if bias is None else y + bias.view((1, -1) + (1,) * (y.dim() - 2))
+
+
+class RealConv2d(RealLayer, nn.Conv2d):
+    """A real-valued ``nn.Conv2d`` without bias (a batch norm follows it)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._real_forward(x, fn.ConvOp(self.stride, self.padding))
+
+
+class RealLinear(RealLayer, nn.Linear):
+    """A real-valued ``nn.Linear`` with bias (the classifier)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._real_forward(x, fn.DenseOp())
+
+
+class ReLU(nn.ReLU):
+    """``max(x, 0)`` keeping its mask for backward: float32 (standard, the bytes torch keeps) or packed bits."""
+
+    low_memory = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _training_step(self):
+            return fn.ReLUMask.apply(x, self.low_memory)
+        return x.clamp_min(0)
+
+
+class StemMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d(3, 2, 1)``; in the low-memory mode it keeps one byte per output (the maximum's place in its
+    window) instead of torch's float32 input and int64 indices."""
+
+    low_memory = False
+
+    def __init__(self) -> None:
+        super().__init__(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _training_step(self) and self.low_memory:
+            return fn.MaxPool3x3.apply(x)
+        return super().forward(x)
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d(2, 2)`` (even sides) that keeps nothing for backward."""
+
+    def __init__(self) -> None:
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _training_step(self):
+            return fn.AvgPool2x2.apply(x)
+        return super().forward(x)
+
+
 class L1BatchNorm:
     """Mixin: the paper's l1 batch norm as an ``nn.BatchNorm`` (``γ = 1`` frozen, ``eps = 0``).
 

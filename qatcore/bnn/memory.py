@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from qatcore.bnn.functions import GRADIENT_FORMATS
-from qatcore.bnn.layers import BinaryLayer, MaxPool2d, SignActivation
+from qatcore.bnn.layers import (
+    BinaryLayer,
+    MaxPool2d,
+    RealLayer,
+    ReLU,
+    SignActivation,
+    StemMaxPool2d,
+)
 from qatcore.bnn.models import MODES
 from qatcore.bnn.optim import OPTIMIZERS
 from qatcore.bnn.packing import packed_size
@@ -93,11 +100,15 @@ class LayerShape:
     """What the model needs of one module: its kind, weight count, channels and per-example sizes."""
 
     name: str
-    kind: str  # "binary", "batch_norm", "sign", "pool", "loss"
+    kind: str  # "binary", "real", "batch_norm", "sign", "relu", "pool", "stem_pool", "loss"
     weights: int = 0
-    channels: int = 0
+    channels: int = (
+        0  # batch norm: its channels; binary and real layers: output channels; loss: classes
+    )
     per_example: int = 0  # values of the input one example brings to this module
     binary_input: bool = True
+    outputs: int = 0  # values of the output per example (weight layers and the stem's pool)
+    bias: int = 0  # a real layer's bias values
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[LayerShape]:
@@ -107,16 +118,19 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
         raise ValueError("input_shape is needed for a model without an input_shape attribute")
     shapes: list[LayerShape] = []
 
-    def record(name: str, module: nn.Module, inputs) -> None:
+    def record(name: str, module: nn.Module, inputs, output) -> None:
         n = inputs[0][0].numel()
-        if isinstance(module, BinaryLayer):
+        if isinstance(module, (BinaryLayer, RealLayer)):
             shapes.append(
                 LayerShape(
                     name,
-                    "binary",
+                    "binary" if isinstance(module, BinaryLayer) else "real",
                     module.weight.numel(),
+                    channels=output.shape[1],
                     per_example=n,
-                    binary_input=module.binary_input,
+                    binary_input=getattr(module, "binary_input", False),
+                    outputs=output[0].numel(),
+                    bias=0 if module.bias is None else module.bias.numel(),
                 )
             )
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -125,11 +139,15 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
             )
         elif isinstance(module, SignActivation):
             shapes.append(LayerShape(name, "sign", per_example=n))
+        elif isinstance(module, ReLU):
+            shapes.append(LayerShape(name, "relu", per_example=n))
         elif isinstance(module, MaxPool2d):
             shapes.append(LayerShape(name, "pool", per_example=n))
+        elif isinstance(module, StemMaxPool2d):
+            shapes.append(LayerShape(name, "stem_pool", per_example=n, outputs=output[0].numel()))
 
     handles = [
-        m.register_forward_pre_hook(lambda m, i, name=name: record(name, m, i))
+        m.register_forward_hook(lambda m, i, o, name=name: record(name, m, i, o))
         for name, m in model.named_modules()
     ]
     was_training = model.training
@@ -175,6 +193,30 @@ def _binary_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[Memo
     ]
 
 
+def _real_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[MemoryRow]:
+    """A real-valued layer (ResNetE-18's first, last and shortcut layers): weights and bias, their gradients,
+    the optimiser's state (Bop leaves them to Adam) and the saved input, float32 or float16."""
+    bits, values = (16 if c.half_precision else 32), s.weights + s.bias
+    slots, state = (1, "momentum") if optimizer == "sgd" else (2, "Adam m, v")
+    return [
+        MemoryRow(s.name, "W, b (real)", "weights", values, bits),
+        MemoryRow(s.name, "dW, db", "weight gradients", values, bits),
+        MemoryRow(s.name, state, "optimizer state", slots * values, bits),
+        MemoryRow(s.name, "X (layer input)", "saved activations", s.per_example * b, bits, True),
+    ]
+
+
+def _stem_pool_rows(s: LayerShape, b: int, c: Choices) -> list[MemoryRow]:
+    """The 3×3 stem max-pool: torch keeps its float32 input and int64 indices; the low-memory one a byte per
+    output (where the maximum sits in its window)."""
+    if c.bit_masks:
+        return [MemoryRow(s.name, "argmax in window (uint8)", "masks", s.outputs * b, 8, True)]
+    return [
+        MemoryRow(s.name, "X (pool input)", "masks", s.per_example * b, 32, True),
+        MemoryRow(s.name, "argmax indices (int64)", "masks", s.outputs * b, 64, True),
+    ]
+
+
 def _batch_norm_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[MemoryRow]:
     bits, ch = (16 if c.half_precision else 32), s.channels
     slots, state = (
@@ -217,6 +259,14 @@ def memory_rows(
     for s in shapes if shapes is not None else layer_shapes(model):
         if s.kind == "binary":
             rows += _binary_rows(s, b, choices, optimizer)
+        elif s.kind == "real":
+            rows += _real_rows(s, b, choices, optimizer)
+        elif s.kind == "stem_pool":
+            rows += _stem_pool_rows(s, b, choices)
+        elif s.kind == "relu":
+            rows.append(
+                MemoryRow(s.name, "ReLU mask 1[x > 0]", "masks", s.per_example * b, mask_bits, True)
+            )
         elif s.kind == "batch_norm":
             rows += _batch_norm_rows(s, b, choices, optimizer)
         elif s.kind == "sign":
@@ -256,6 +306,24 @@ AUTHORS_SHEET_BINARYNET = {
 }
 
 
+#: the ResNetE-18 tab of the same spreadsheet, at its batch size (cell L2): the "Overall Total (MB)" column
+#: (AI48–AI54), standard ("BNN") and proposed ("Ours"), per optimiser, as the sheet stores them
+AUTHORS_SHEET_RESNETE18_BATCH = 4096
+AUTHORS_SHEET_RESNETE18 = {
+    ("standard", "sgd"): 59190.051666259766,
+    ("standard", "adam"): 59234.60317993164,
+    ("standard", "bop"): 59145.50015258789,
+    ("low_memory", "sgd"): 18960.757278442383,
+    ("low_memory", "adam"): 18983.03303527832,
+    ("low_memory", "bop"): 18938.481521606445,
+}
+#: paper 3's abstract (ACM TECS 2023): "from-scratch ImageNet training of binarized ResNet-18, achieving a
+#: 3.78× memory reduction"; the authors' README lists the same 3.78× as the "modelled memory footprint
+#: savings" of ResNetE-18 at batch 4096
+ABSTRACT_RESNETE18_SAVING = 3.78
+README_RESNETE18_BATCH = 4096
+
+
 def authors_rows(
     model: nn.Module | None,
     batch_size: int,
@@ -271,12 +339,17 @@ def authors_rows(
     (every weight layer's input, the first included, and the network output) 32 → 1, and two
     activation-gradient buffers of the largest of those sizes, 32 + 32 → 16 + 5 (``gradient="po2"``)
     or 16 + 16 (``"float16"``). Each row's ``layer`` is its sheet group (``SHEET_GROUPS``).
+
+    A model with real-valued layers (ResNetE-18) gets the rows of the sheet's ResNetE-18 tab instead
+    (``_authors_resnete_rows``).
     """
     b = int_at_least("batch_size", batch_size, 1)
     low = check_choice("mode", mode, MODES) == "low_memory"
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("gradient", gradient, GRADIENT_FORMATS)
     shapes = shapes if shapes is not None else layer_shapes(model)
+    if any(s.kind == "real" for s in shapes):
+        return _authors_resnete_rows(shapes, b, low, optimizer, gradient)
     binary = [s for s in shapes if s.kind == "binary"]
     weights = sum(s.weights for s in binary)
     activations = [s.per_example * b for s in binary] + [
@@ -316,6 +389,102 @@ def authors_rows(
             "gradient buffers",
             max(activations),
             GRADIENT_BITS[gradient] if low else 32,
+        ),
+    ]
+
+
+def _authors_resnete_rows(
+    shapes: list[LayerShape], b: int, low: bool, optimizer: str, gradient: str
+) -> list[MemoryRow]:
+    """The rows of the sheet's ResNetE-18 tab, one per column, standard ("BNN") → proposed ("Ours") bits.
+
+    Model: all weights (none for Bop) and one bias per output channel of every weight layer, 32 → 16.
+    Optimiser: the binary layers' weight gradients 32 → 1, the real layers' 32 → 16, one state slot of
+    every weight for every optimiser and a second for Adam, 32 → 16. Activations: the binary layers'
+    inputs at 1 bit in both columns; their outputs 32 → 1 (the l1 batch norm's signs); the shortcut
+    layers' inputs and outputs, and the first and last layers' inputs and outputs, 32 → 16; one
+    input-gradient buffer of the largest layer input, 32 → 16; one output-gradient buffer, the larger
+    of the largest binary-layer output at the ``gradient`` width (32 in the standard column) and the
+    largest real-layer output at 32 → 16.
+    """
+    layers = [s for s in shapes if s.kind in ("binary", "real")]
+    binary = [s for s in layers if s.kind == "binary"]
+    edges = [layers[0], layers[-1]]
+    shortcuts = [s for s in layers[1:-1] if s.kind == "real"]
+    weights = sum(s.weights for s in layers)
+    word = 16 if low else 32
+    real_out = max(s.outputs for s in layers if s.kind == "real")
+    binary_out = max(s.outputs for s in binary)
+    out_bits = (GRADIENT_BITS[gradient] if low else 32, word)
+    out_values, out_width = max(
+        (binary_out * b, out_bits[0]), (real_out * b, out_bits[1]), key=lambda vb: vb[0] * vb[1]
+    )
+    rows = [
+        MemoryRow("model", "weights", "weights", 0 if optimizer == "bop" else weights, word),
+        MemoryRow("model", "bias", "batch norm", sum(s.channels for s in layers), word),
+        MemoryRow(
+            "optimiser",
+            "binary weight gradient",
+            "weight gradients",
+            sum(s.weights for s in binary),
+            1 if low else 32,
+        ),
+        MemoryRow(
+            "optimiser",
+            "weight gradient",
+            "weight gradients",
+            sum(s.weights for s in layers if s.kind == "real"),
+            word,
+        ),
+    ]
+    rows += [  # the tab keeps a second slot for every optimiser, empty but for Adam
+        MemoryRow("optimiser", "momentum 1", "optimizer state", weights, word),
+        MemoryRow(
+            "optimiser", "momentum 2", "optimizer state", weights * (optimizer == "adam"), word
+        ),
+    ]
+    return rows + [
+        MemoryRow(
+            "activation",
+            "binary activation in",
+            "saved activations",
+            sum(s.per_example for s in binary) * b,
+            1,
+            saved=True,
+        ),
+        MemoryRow(
+            "activation",
+            "binary activation out",
+            "saved activations",
+            sum(s.outputs for s in binary) * b,
+            1 if low else 32,
+            saved=True,
+        ),
+        MemoryRow(
+            "activation",
+            "non-binary activations",
+            "saved activations",
+            sum(s.per_example + s.outputs for s in shortcuts) * b,
+            word,
+            saved=True,
+        ),
+        MemoryRow(
+            "activation",
+            "first/last layer activations",
+            "saved activations",
+            sum(s.per_example + s.outputs for s in edges) * b,
+            word,
+            saved=True,
+        ),
+        MemoryRow(
+            "activation",
+            "activation gradient in",
+            "gradient buffers",
+            max(s.per_example for s in layers) * b,
+            word,
+        ),
+        MemoryRow(
+            "activation", "activation gradient out", "gradient buffers", out_values, out_width
         ),
     ]
 
@@ -384,7 +553,11 @@ def memory_table(rows: list[MemoryRow]) -> str:
 
 __all__ = [
     "ACCOUNTINGS",
+    "ABSTRACT_RESNETE18_SAVING",
     "AUTHORS_SHEET_BINARYNET",
+    "AUTHORS_SHEET_RESNETE18",
+    "AUTHORS_SHEET_RESNETE18_BATCH",
+    "README_RESNETE18_BATCH",
     "GRADIENT_BITS",
     "GRADIENT_FORMATS",
     "OPTIMIZERS",

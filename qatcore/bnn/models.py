@@ -5,9 +5,18 @@
   'valid' padding needs a 32×32 input; a smaller image (28×28, 8×8) uses 'same' padding instead.
 * ``BinaryNet``: conv 128, 128, pool, 256, 256, pool, 512, 512, pool (3×3, 'same'), dense 1024,
   1024, 10; the pool sits between the conv and its batch norm, as in the authors' code.
+* ``ResNetE18`` (``resnete18``): the ImageNet model, as the authors lay it out (the ResNetE-18 tab of
+  their memory spreadsheet and ``energy_estimation/example_get_energy_resnetE.py`` on their
+  ``dev_birealnet`` branch): a real-valued stem (batch norm of the image, 7×7/2 conv 64, batch norm,
+  ReLU, 3×3/2 max-pool, batch norm), then 16 blocks of ``x + BN(binary 3×3 conv(sign(x)))``, 4 per
+  stage at 64, 128, 256, 512 channels; a stage's first block strides 2 and its shortcut is a 2×2
+  average pool, a real 1×1 conv and a batch norm; then ReLU, global average pool, a real dense layer.
 
-Every binary layer is followed by a batch norm, and every batch norm but the last by a sign
-activation; the first layer sees the full-precision image (scaled to [−1, 1] by the trainer).
+In the three small models every binary layer is followed by a batch norm, and every batch norm but
+the last by a sign activation; the first layer sees the full-precision image (scaled to [−1, 1] by
+the trainer). ResNetE-18 keeps its first and last layers and its shortcuts real-valued: float32 in
+the standard mode, float16 weights and float16 saved inputs in the low-memory one (the authors' tab
+counts them at 16 bits); every batch norm becomes the paper's l1 batch norm in the low-memory mode.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from torch import nn
 
 from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.layers import (
+    AvgPool2d,
     BinaryConv2d,
     BinaryLayer,
     BinaryLinear,
@@ -23,7 +33,12 @@ from qatcore.bnn.layers import (
     L1BatchNorm1d,
     L1BatchNorm2d,
     MaxPool2d,
+    RealConv2d,
+    RealLayer,
+    RealLinear,
+    ReLU,
     SignActivation,
+    StemMaxPool2d,
 )
 from qatcore.checks import check_choice, int_at_least
 
@@ -134,6 +149,65 @@ class BinaryNet(nn.Sequential):
         set_mode(self, mode)
 
 
+class ResNetEBlock(nn.Module):
+    """``shortcut(x) + BN(binary 3×3 conv(sign(x)))``; the shortcut is ``x`` itself, or, where the block
+    strides or widens, a 2×2 average pool, a real 1×1 conv and a batch norm."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and in_channels == out_channels
+            else nn.Sequential(
+                AvgPool2d(), RealConv2d(in_channels, out_channels, 1), _batch_norm(out_channels, 2)
+            )
+        )
+        self.sign = SignActivation()
+        self.conv = BinaryConv2d(in_channels, out_channels, 3, padding=1, stride=stride)
+        self.bn = _batch_norm(out_channels, 2)
+
+    def forward(self, x):
+        shortcut = self.shortcut(x)  # first, as the authors' tab lists a stage's 1×1 conv first
+        return shortcut + self.bn(self.conv(self.sign(x)))
+
+
+class ResNetE18(nn.Module):
+    """Binarized ResNetE-18 for 224×224 ImageNet images (any square side that is a multiple of 32)."""
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        mode: str = "standard",
+    ) -> None:
+        _check_shape(image_size, in_channels, num_classes)
+        if image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {image_size!r}")
+        super().__init__()
+        self.stem = nn.Sequential(
+            _batch_norm(in_channels, 2),
+            RealConv2d(in_channels, 64, 7, stride=2, padding=3),
+            _batch_norm(64, 2),
+            ReLU(),
+            StemMaxPool2d(),
+            _batch_norm(64, 2),
+        )
+        blocks, channels = [], 64
+        for width in (64, 128, 256, 512):
+            for i in range(4):
+                blocks.append(ResNetEBlock(channels, width, 2 if i == 0 and width > 64 else 1))
+                channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.relu = ReLU()
+        self.fc = RealLinear(512, num_classes)
+        self.input_shape = (in_channels, image_size, image_size)
+        set_mode(self, mode)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.blocks(self.stem(x))).mean((2, 3)))
+
+
 def check_mode(mode: object) -> str:
     """``mode`` if it is one of MODES, else a ValueError naming it."""
     return check_choice("mode", mode, MODES)
@@ -174,7 +248,12 @@ def set_mode(
                 module.weight.data.half() if low_memory else module.weight.data.float()
             )
             module.gradient, module.bit_gradients = gradient, bool(bit_gradients)
-        if isinstance(module, (BinaryLayer, SignActivation, MaxPool2d)):
+        if isinstance(module, RealLayer):
+            for p in module.parameters(recurse=False):
+                p.data = p.data.half() if low_memory else p.data.float()
+        if isinstance(
+            module, (BinaryLayer, RealLayer, SignActivation, MaxPool2d, ReLU, StemMaxPool2d)
+        ):
             module.low_memory = low_memory
     model.training_mode = mode
     return model

@@ -66,7 +66,7 @@ def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor, scale: f
 SMALL = CHUNK // 4
 
 
-def _pieces(entries, work: torch.Tensor, key=lambda p: None):
+def _pieces(entries, work: torch.Tensor, key=lambda p: 0):
     """``(params, w, g, *states, *scratch)`` over ``entries`` (``(parameter, states)`` pairs): each large
     parameter in chunks (``_chunks``), runs of small ones (``SMALL``, up to ``CHUNK`` values together, with
     equal ``key``) as one piece: their float32 gradients side by side in
