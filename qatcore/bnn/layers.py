@@ -148,6 +148,7 @@ class RealLayer:
     mode: float16 weights, the input kept in float16 for backward (``functions.HalfInputLayer``)."""
 
     low_memory = False
+    weight_bits = input_bits = None  # real-valued: ACE counts both operands at its float width
 
     def _real_forward(self, x: torch.Tensor, op) -> torch.Tensor:
         if _training_step(self) and self.low_memory:
