@@ -1,6 +1,7 @@
-"""Memory and time per training step of the paper's three BNNs, standard vs low-memory, batch 100.
+"""Memory and time per training step of the paper's BNNs, standard vs low-memory.
 
-For each model (MLP on 28×28, CNV and BinaryNet on 32×32×3) and each mode: the bytes of both
+For each model (MLP on 28×28, CNV and BinaryNet on 32×32×3 at batch 100; ResNetE-18 on 224×224×3 at
+batch 16, what fits a small machine) and each mode: the bytes of both
 accountings (the authors' spreadsheet rows, and what autograd holds), the measured bytes a real
 step holds (saved tensors + parameters + gradients + optimiser state,
 ``qatcore.bnn.measure.measure_step``), the peak resident memory of training in a fresh process
@@ -10,12 +11,14 @@ one step of each mode in one process (the order alternating), so load from other
 alike; a step's time is the process's CPU time (``time.process_time``: waiting for a core does not
 count); the time ratio is the median over rounds of the ratio within a round. Memory is measured
 after all timing (its allocator setting slows steps down). Results go to ``bench/results/bnn.md``
-and ``bench/results/bnn.json``.
+and ``bench/results/bnn.json``; a run of some models (``--models``) replaces only their entries there.
 
 Targets (the issue's, not tests): at batch 100 the low-memory peak at most 1/3 of the standard peak
-for CNV and BinaryNet, 1/2 for the MLP, and the low-memory step at most 1.5× the standard step.
+for CNV and BinaryNet, 1/2 for the MLP, and the low-memory step at most 1.5× the standard step
+(ResNetE-18: the time target only).
 
-    .venv/bin/python bench/bench_bnn.py              # several minutes on 2 CPU cores, one torch thread
+    .venv/bin/python bench/bench_bnn.py --models mlp,cnv,binarynet   # several minutes on 2 CPU cores
+    .venv/bin/python bench/bench_bnn.py --models resnete18 --rounds 3 --seconds 0 --peak-runs 1
     .venv/bin/python bench/bench_bnn.py --quick      # MLP only, prints only
 """
 
@@ -41,6 +44,8 @@ from qatcore.bnn.train import training_step
 MIB = 2**20
 TIME_TARGET = 1.5
 PEAK_TARGET = {"mlp": 1 / 2, "cnv": 1 / 3, "binarynet": 1 / 3}
+#: the batch of each model when --batch is not given
+BATCH = {"mlp": 100, "cnv": 100, "binarynet": 100, "resnete18": 16}
 
 
 WARM_UP = 3  # steps per mode before timing
@@ -71,15 +76,79 @@ def time_modes(name: str, batch: int, rounds: int, seconds: float) -> dict[str, 
     return times
 
 
+def header(record: dict) -> list[str]:
+    """The results file's opening lines."""
+    return [
+        "# BNN training: memory and time per step, standard vs low-memory",
+        "",
+        f"Adam; torch {record['torch']}, {record['threads']} thread(s), {record['machine']}, "
+        f"{record['cpus']} CPU(s). Batch per row. Timing: after {WARM_UP} warm-up steps per mode, rounds of one step "
+        "of each mode in one process (order alternating), at least a minimum number of rounds and more while the "
+        "timed steps took under a time budget (each model's below; the rounds column says how many ran); a step's "
+        "time is the process's CPU time (`time.process_time`, so waiting for a core while other programs run does "
+        "not count); s/step is the median over rounds, the time ratio the median over rounds of "
+        "low-memory/standard within a round. Authors = the rows of the authors' spreadsheet (dY buffers po2; "
+        "ResNetE-18: its own tab's rows); autograd = what PyTorch holds; held = saved tensors + parameters + "
+        "gradients + optimiser state of a real step; peak = resident-memory high-water mark of training two "
+        "steps in a fresh process, over its resident set before the model was built (after a throw-away step of "
+        "the same shapes loaded the kernels), the median of the model's fresh processes (the MLP's few MiB vary "
+        "by a few tenths of a MiB from process to process).",
+        "",
+        "| model | batch | mode | authors MiB | autograd MiB | held MiB | peak MiB | peak/held | s/step | rounds | time ratio |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+
+def model_lines(name: str, entry: dict, default_batch: int) -> list[str]:
+    """One model's three table rows."""
+    batch, lines = entry.get("batch", default_batch), []
+    for mode in MODES:
+        e, peak = entry[mode], entry[mode]["peak_bytes"]
+        held, ratio = e["held_bytes"], entry["time_ratio"]
+        lines.append(
+            f"| {name} | {batch} | {mode} | {e['authors_bytes'] / MIB:.2f} | {e['autograd_bytes'] / MIB:.2f} | "
+            f"{e['held_bytes'] / MIB:.2f} | {'n/a' if peak is None else f'{peak / MIB:.1f}'} | "
+            f"{'n/a' if peak is None else f'{peak / held:.2f}'} | {e['seconds_per_step']:.4f} | "
+            f"{entry['rounds']} | {'' if mode == 'standard' else f'{ratio:.2f}'} |"
+        )
+    low, std, p = entry["low_memory"], entry["standard"], entry["peak_ratio"]
+    lines.append(
+        f"| {name} | {batch} | **low / standard** | {low['authors_bytes'] / std['authors_bytes']:.3f} | "
+        f"{low['autograd_bytes'] / std['autograd_bytes']:.3f} | {low['held_bytes'] / std['held_bytes']:.3f} | "
+        f"**{'n/a' if p is None else f'{p:.3f}'}** | | | | |"
+    )
+    return lines
+
+
+def verdict(name: str, entry: dict) -> str:
+    """One model's line against the targets, with its timing settings and any note."""
+    r, p, q = entry["time_ratio"], entry["peak_ratio"], entry["time_ratio_quartiles"]
+    target = PEAK_TARGET.get(name)
+    peak = f"peak {'n/a' if p is None else f'{p:.3f}'} of standard" + (
+        " (no target)"
+        if target is None
+        else f" (target ≤ {target:.3f}) {'PASS' if p is not None and p <= target else 'MISS'}"
+    )
+    settings = entry.get("settings", {"rounds": 7, "seconds": 30.0, "peak_runs": 3})
+    line = (
+        f"- {name}: {peak}; time {r:.2f}× (quartiles over rounds {q[0]:.2f}–{q[2]:.2f}; target ≤ "
+        f"{TIME_TARGET}×) {'PASS' if r <= TIME_TARGET else 'MISS'}; at least {settings['rounds']} rounds, "
+        f"{settings['seconds']:.0f} s budget, peak over {settings['peak_runs']} process(es)"
+    )
+    return line + (f". {entry['note']}" if entry.get("note") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=None, help="default: BATCH of each model")
     parser.add_argument("--rounds", type=int, default=7, help="at least this many timing rounds")
     parser.add_argument(
         "--seconds", type=float, default=30.0, help="more rounds while timing took less"
     )
     parser.add_argument(
-        "--models", default=",".join(CLI_MODELS), help="comma-separated CLI model names"
+        "--models",
+        default="mlp,cnv,binarynet",
+        help=f"comma-separated CLI model names ({', '.join(CLI_MODELS)})",
     )
     parser.add_argument(
         "--peak-runs", type=int, default=3, help="fresh processes per peak (median)"
@@ -90,94 +159,71 @@ def main() -> None:
         default=1,
         help="torch threads for the timed steps (1: CPU time is work, not spinning threads)",
     )
+    parser.add_argument(
+        "--note", default="", help="a sentence printed beside these models' results"
+    )
     parser.add_argument("--quick", action="store_true", help="MLP only, 3 rounds, no results file")
     parser.add_argument("--output", default="bench/results/bnn.md")
     args = parser.parse_args()
     runtime.configure(seed=0, threads=args.threads)
-    models = ["mlp"] if args.quick else args.models.split(",")
+    models = ["mlp"] if args.quick else [m for m in args.models.split(",") if m]
     rounds = 3 if args.quick else args.rounds
     seconds = 5.0 if args.quick else args.seconds
-    lines = [
-        "# BNN training: memory and time per step, standard vs low-memory",
-        "",
-        f"Batch {args.batch}, Adam; torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-        f"{platform.machine()}, {os.cpu_count()} CPU(s). Timing: after {WARM_UP} warm-up steps per mode, "
-        f"rounds of one step of each mode in one process (order alternating), at least {rounds} rounds and more "
-        f"while the timed steps took under {seconds:.0f} s (the rounds column); a step's time is the process's "
-        "CPU time (`time.process_time`, so waiting for a core while other programs run does not count); "
-        "s/step is the median over rounds, the time ratio the median over rounds of low-memory/standard "
-        "within a round. Authors = the rows of the authors' spreadsheet (dY buffers po2); autograd = what PyTorch "
-        "holds; held = saved tensors + parameters + gradients + optimiser state of a real step; "
-        "peak = resident-memory high-water mark of training two steps in a fresh process, over its resident "
-        "set before the model was built (after a throw-away step of the same shapes loaded the kernels), the "
-        f"median of {args.peak_runs} fresh processes (the MLP's few MiB vary by a few tenths of a MiB from "
-        "process to process).",
-        "",
-        "| model | mode | authors MiB | autograd MiB | held MiB | peak MiB | peak/held | s/step | rounds | time ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    verdicts, record = [], {"batch": args.batch, "models": {}}
+    output = Path(args.output).with_suffix(".json")
+    record = (
+        json.loads(output.read_text(encoding="utf-8"))
+        if output.exists() and not args.quick
+        else {"batch": 100, "models": {}}
+    )
+    record.update(
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        machine=platform.machine(),
+        cpus=os.cpu_count(),
+    )
     for cli_name in models:
-        name = CLI_MODELS[cli_name]
-        times = time_modes(name, args.batch, rounds, seconds)
+        name, batch = CLI_MODELS[cli_name], args.batch or BATCH[cli_name]
+        times = time_modes(name, batch, rounds, seconds)
         medians = {mode: statistics.median(t) for mode, t in times.items()}
-        ratio = statistics.median(
-            low / std for low, std in zip(times["low_memory"], times["standard"], strict=True)
-        )
-        done = len(times["standard"])
-        entry = record["models"][cli_name] = {
-            "time_ratio": ratio,
-            "rounds": done,
-            "time_ratio_quartiles": statistics.quantiles(
-                [lo / st for lo, st in zip(times["low_memory"], times["standard"], strict=True)],
-                n=4,
-            ),
+        ratios = [lo / st for lo, st in zip(times["low_memory"], times["standard"], strict=True)]
+        entry = {
+            "batch": batch,
+            "time_ratio": statistics.median(ratios),
+            "rounds": len(ratios),
+            "time_ratio_quartiles": statistics.quantiles(ratios, n=4),
+            "settings": {"rounds": rounds, "seconds": seconds, "peak_runs": args.peak_runs},
+            "note": args.note,
         }
         for mode in MODES:
             torch.manual_seed(0)
             model = zoo.build(name)
-            authors = total_bytes(accounting_rows(model, args.batch, mode, accounting="authors"))
-            autograd = total_bytes(accounting_rows(model, args.batch, mode, accounting="autograd"))
-            held = measure_step(model, mode, args.batch).held_bytes
-            peaks = [measured_peak(cli_name, mode, args.batch) for _ in range(args.peak_runs)]
-            peak = None if None in peaks else statistics.median(peaks)
+            authors = total_bytes(accounting_rows(model, batch, mode, accounting="authors"))
+            autograd = total_bytes(accounting_rows(model, batch, mode, accounting="autograd"))
+            held = measure_step(model, mode, batch).held_bytes
+            peaks = [measured_peak(cli_name, mode, batch) for _ in range(args.peak_runs)]
             entry[mode] = {
                 "authors_bytes": authors,
                 "autograd_bytes": autograd,
                 "held_bytes": held,
-                "peak_bytes": peak,
+                "peak_bytes": None if None in peaks else statistics.median(peaks),
                 "seconds_per_step": medians[mode],
             }
-            lines.append(
-                f"| {cli_name} | {mode} | {authors / MIB:.2f} | {autograd / MIB:.2f} | {held / MIB:.2f} | "
-                f"{'n/a' if peak is None else f'{peak / MIB:.1f}'} | "
-                f"{'n/a' if peak is None else f'{peak / held:.2f}'} | {medians[mode]:.4f} | {done} | "
-                f"{'' if mode == 'standard' else f'{ratio:.2f}'} |"
-            )
-            print(lines[-1], flush=True)
         low, std = entry["low_memory"], entry["standard"]
-        peak_ratio = None if low["peak_bytes"] is None else low["peak_bytes"] / std["peak_bytes"]
-        entry["peak_ratio"] = peak_ratio
-        verdicts.append((cli_name, ratio, peak_ratio, entry["time_ratio_quartiles"]))
-        lines.append(
-            f"| {cli_name} | **low / standard** | {low['authors_bytes'] / std['authors_bytes']:.3f} | "
-            f"{low['autograd_bytes'] / std['autograd_bytes']:.3f} | {low['held_bytes'] / std['held_bytes']:.3f} | "
-            f"**{'n/a' if peak_ratio is None else f'{peak_ratio:.3f}'}** | | | | |"
+        entry["peak_ratio"] = (
+            None if low["peak_bytes"] is None else low["peak_bytes"] / std["peak_bytes"]
         )
-    lines += [""]
-    lines += [
-        f"- {n}: peak {'n/a' if p is None else f'{p:.3f}'} of standard (target ≤ {PEAK_TARGET[n]:.3f}) "
-        f"{'PASS' if p is not None and p <= PEAK_TARGET[n] else 'MISS'}; time {r:.2f}× "
-        f"(quartiles over rounds {q[0]:.2f}–{q[2]:.2f}; target ≤ {TIME_TARGET}×) "
-        f"{'PASS' if r <= TIME_TARGET else 'MISS'}"
-        for n, r, p, q in verdicts
-    ]
-    print("\n".join(lines[-len(verdicts) :]))
+        record["models"][cli_name] = entry
+        print(
+            "\n".join([*model_lines(cli_name, entry, batch), verdict(cli_name, entry)]), flush=True
+        )
+    order = [m for m in CLI_MODELS if m in record["models"]]
+    lines = header(record)
+    for m in order:
+        lines += model_lines(m, record["models"][m], record["batch"])
+    lines += ["", *(verdict(m, record["models"][m]) for m in order)]
     if not args.quick:
         Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
-        Path(args.output).with_suffix(".json").write_text(
-            json.dumps(record, indent=1) + "\n", encoding="utf-8"
-        )
+        output.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

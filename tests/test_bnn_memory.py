@@ -97,7 +97,7 @@ def test_cli_json_has_the_issue_fields(capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnv", "binarynet"])
+@pytest.mark.parametrize("model", ["mlp", "cnv", "binarynet", "resnete18"])
 @pytest.mark.parametrize("batch", [BATCH_RANGE[0], 100, BATCH_RANGE[1]])
 def test_widget_callback_at_every_control_extreme(model, batch):
     text, figure = breakdown_view(model, batch)
