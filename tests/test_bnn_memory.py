@@ -20,18 +20,27 @@ from qatcore.bnn.memory import (
     total_bytes,
     waterfall,
 )
-from qatcore.bnn.models import BNNMLP, CNV, BinaryNet
+from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, ResNetE18
 from qatcore.bnn.widgets import BATCH_RANGE, breakdown_view
 from qatcore.cli import main
 
 
-@pytest.mark.parametrize("factory", [BNNMLP, CNV, BinaryNet])
+@pytest.mark.parametrize(
+    "factory, kwargs, batch",
+    [
+        (BNNMLP, dict(image_size=8, in_channels=1), 12),
+        (CNV, dict(image_size=8, in_channels=1), 12),
+        (BinaryNet, dict(image_size=8, in_channels=1), 12),
+        (ResNetE18, dict(image_size=64, num_classes=10), 2),  # real layers, ReLU, stem max-pool
+    ],
+    ids=["mlp", "cnv", "binarynet", "resnete18"],
+)
 @pytest.mark.parametrize("mode", ["standard", "low_memory"])
-def test_model_equals_what_a_real_step_holds(factory, mode):
+def test_model_equals_what_a_real_step_holds(factory, kwargs, batch, mode):
     torch.manual_seed(0)
-    model = factory(image_size=8, in_channels=1)
-    rows = memory_rows(model, 12, choices_for(mode))
-    measured = measure_step(model, mode, 12)
+    model = factory(**kwargs)
+    rows = memory_rows(model, batch, choices_for(mode))
+    measured = measure_step(model, mode, batch)
     assert measured.saved_bytes == pytest.approx(sum(r.bytes for r in rows if r.saved), rel=1e-3)
     assert measured.held_bytes == pytest.approx(total_bytes(rows), rel=1e-3)
 

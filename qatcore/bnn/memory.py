@@ -443,39 +443,17 @@ def _authors_resnete_rows(
             "optimiser", "momentum 2", "optimizer state", weights * (optimizer == "adam"), word
         ),
     ]
+    saved = (
+        ("binary activation in", sum(s.per_example for s in binary), 1),
+        ("binary activation out", sum(s.outputs for s in binary), 1 if low else 32),
+        ("non-binary activations", sum(s.per_example + s.outputs for s in shortcuts), word),
+        ("first/last layer activations", sum(s.per_example + s.outputs for s in edges), word),
+    )
+    rows += [
+        MemoryRow("activation", name, "saved activations", n * b, bits, saved=True)
+        for name, n, bits in saved
+    ]
     return rows + [
-        MemoryRow(
-            "activation",
-            "binary activation in",
-            "saved activations",
-            sum(s.per_example for s in binary) * b,
-            1,
-            saved=True,
-        ),
-        MemoryRow(
-            "activation",
-            "binary activation out",
-            "saved activations",
-            sum(s.outputs for s in binary) * b,
-            1 if low else 32,
-            saved=True,
-        ),
-        MemoryRow(
-            "activation",
-            "non-binary activations",
-            "saved activations",
-            sum(s.per_example + s.outputs for s in shortcuts) * b,
-            word,
-            saved=True,
-        ),
-        MemoryRow(
-            "activation",
-            "first/last layer activations",
-            "saved activations",
-            sum(s.per_example + s.outputs for s in edges) * b,
-            word,
-            saved=True,
-        ),
         MemoryRow(
             "activation",
             "activation gradient in",
