@@ -148,8 +148,10 @@ def test_cli_bnn_memory_gives_the_tab_and_ace_counts_binary_operands_at_one_bit(
     assert summary["low_memory_bytes"] / 2**20 == pytest.approx(
         AUTHORS_SHEET_RESNETE18["low_memory", "sgd"], rel=1e-6
     )
-    assert main(["ace", "--model", "resnete18", "--json"]) == 0
+    # the sign activations' copysign has no ACE recipe yet (as for binarynet): it is an element-wise op, outside ACE
+    assert main(["ace", "--model", "resnete18", "--json", "--allow-uncosted"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert all(u.endswith("sign.copysign (copysign)") for u in report["unknown"])
     layers = {row["layer"]: row for row in report["layers"]}
     real = sum(layers[n]["macs"] for n in ("stem.1", "fc"))
     real += sum(layers[f"blocks.{i}.shortcut.1"]["macs"] for i in (4, 8, 12))
