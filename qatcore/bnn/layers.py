@@ -116,6 +116,9 @@ class BinaryConv2d(BinaryLayer, nn.Conv2d):
 class SignActivation(nn.Module):
     """``sign(x)`` with the clipped straight-through gradient ``1[|x| ≤ 1]``."""
 
+    #: ACE prices it as what it is, one comparison with 0 per element (``qatcore.cost.ace.RECIPES``)
+    ace_recipe = "sign"
+
     def __init__(self) -> None:
         super().__init__()
         self.low_memory = False

@@ -40,7 +40,9 @@ never traced into: per output element a clip (2 compares) and a multiply onto th
 its activation width and pays no second "quantise" multiply.
 
 **Hook**: a module that defines ``ace_operations(self, inputs, output, name) -> list[Operation]``
-is costed by that method alone, not traced into.
+is costed by that method alone, not traced into; a module whose ``ace_recipe`` attribute names one of
+``RECIPES`` (e.g. ``"sign"``, one comparison per output element) is costed by that recipe, not by the
+arithmetic its forward happens to use.
 
 The reading of ACE, ACEv2 and the energy table is stated in ``qatcore.cost.cost_models``.
 """
@@ -82,6 +84,8 @@ WIDTHS = f"an int from 1 to {MAX_INT_BITS}, or {MAX_BITS} or None (float)"
 # per element of the output: (kind, how many) — see the module docstring
 RECIPES: dict[str, tuple[tuple[str, int], ...]] = {
     "relu": (("compare", 1),),
+    "sign": (("compare", 1),),  # a binary activation: one comparison with 0
+    "copysign": (("compare", 1),),
     "relu6": (("compare", 2),),
     "hardtanh": (("compare", 2),),
     "leaky_relu": (("compare", 1), ("mul", 1)),
@@ -149,6 +153,9 @@ MODULES: dict[type, str] = {
 
 
 def _module_recipe(module: nn.Module) -> str | None:
+    named = getattr(module, "ace_recipe", None)  # a module may name its recipe without importing us
+    if isinstance(named, str) and named in RECIPES:
+        return named
     for klass in type(module).__mro__:
         if klass in MODULES:
             return MODULES[klass]
