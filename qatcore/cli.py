@@ -616,8 +616,8 @@ def _arguments_bnn_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
 
 
-#: subcommand: (help, argument builder, function); a builder runs only for the subcommand chosen,
-#: so `qatcore --help` imports neither torch nor sympy
+#: subcommand: (help, argument builder, function, parent parsers); a builder runs only for the
+#: subcommand chosen, so `qatcore --help` imports neither torch nor sympy
 SUBCOMMANDS = {
     "reproduce": (
         "run every notebook headless; print the report table",

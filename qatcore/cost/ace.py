@@ -326,7 +326,7 @@ class _Counter:
         if not self.cost(name, recipe, None, args, output, weight, kernel):
             self.unknown.append(f"{name} ({recipe})")
 
-    def cost(self, name, recipe, module, inputs, output, weight, kernel) -> bool:
+    def cost(self, name, recipe, module, inputs, output, weight, kernel) -> bool:  # noqa: C901 — one branch per recipe family, read top to bottom
         """Append the operations of one call; False when it cannot be costed."""
         tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
         if recipe in FREE or recipe in GRID_PRESERVING:
@@ -486,6 +486,22 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     return torch.zeros(batch_size, *shape)
 
 
+def _bits_argument(bits):
+    """``count``'s ``bits``: one (weight, activation) pair, or one pair per layer name ({} for none)."""
+    if bits is None:
+        return {}
+    if isinstance(bits, Mapping):
+        return {str(name): bits_pair(f"bits[{name!r}]", pair) for name, pair in bits.items()}
+    return bits_pair("bits", bits)
+
+
+def _elementwise_argument(elementwise_bits: int | None) -> int | None:
+    try:
+        return _width("elementwise_bits", elementwise_bits)
+    except ValueError:
+        raise ValueError(f"elementwise_bits must be {WIDTHS}, got {elementwise_bits!r}") from None
+
+
 def count(
     model: nn.Module,
     example_input: torch.Tensor | tuple[torch.Tensor, ...],
@@ -507,16 +523,8 @@ def count(
         )
     check_choice("method", method, ("auto", "fx", "hooks"))
     check_choice("float_bits", float_bits, FLOAT_WIDTHS)  # bfloat16 as PokeBNN, or float32
-    if bits is None:
-        bits = {}
-    elif isinstance(bits, Mapping):
-        bits = {str(name): bits_pair(f"bits[{name!r}]", pair) for name, pair in bits.items()}
-    else:
-        bits = bits_pair("bits", bits)
-    try:
-        e = _width("elementwise_bits", elementwise_bits)
-    except ValueError:
-        raise ValueError(f"elementwise_bits must be {WIDTHS}, got {elementwise_bits!r}") from None
+    bits = _bits_argument(bits)
+    e = _elementwise_argument(elementwise_bits)
     chosen = cost_models.get(cost_model)
     leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
     counter, used = _Counter(bits, e, leaves=leaves), method
@@ -528,7 +536,7 @@ def count(
             if method != "hooks":
                 try:
                     graph = fx.GraphModule(model, _Tracer().trace(model))
-                except Exception:  # noqa: BLE001 — any tracing failure falls back to hooks
+                except Exception:  # any tracing failure falls back to hooks
                     if method == "fx":
                         raise
             if graph is not None:

@@ -16,19 +16,15 @@ from dataclasses import replace
 import numpy as np
 from torch import nn
 
+from qatcore.bnn.layers import (
+    BinaryConv2d,
+    BinaryLinear,
+    L1BatchNorm1d,
+    L1BatchNorm2d,
+    MaxPool2d,
+    SignActivation,
+)
 from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op
-
-try:
-    from qatcore.bnn.layers import (
-        BinaryConv2d,
-        BinaryLinear,
-        L1BatchNorm1d,
-        L1BatchNorm2d,
-        MaxPool2d,
-        SignActivation,
-    )
-except ImportError:  # qatcore.bnn not installed: binary models cannot be built anyway
-    BinaryConv2d = BinaryLinear = L1BatchNorm1d = L1BatchNorm2d = MaxPool2d = SignActivation = None
 
 
 def binary_weight(layer) -> Weight:
@@ -48,28 +44,20 @@ def _binary_layer(name: str, layer) -> list[Op]:
     return [Op("sign", f"{name}.input_sign"), op] if layer.binary_input else [op]
 
 
-#: binary module type → lowering, which ``graph.LOWERINGS`` tries first (none without qatcore.bnn)
-LOWERINGS = (
-    []
-    if BinaryConv2d is None
-    else [
-        (BinaryConv2d, _binary_layer),
-        (BinaryLinear, _binary_layer),
-        (SignActivation, lambda name, module: Op("sign", name)),
-    ]
-)
+#: binary module type → lowering, which ``graph.LOWERINGS`` tries first
+LOWERINGS = [
+    (BinaryConv2d, _binary_layer),
+    (BinaryLinear, _binary_layer),
+    (SignActivation, lambda name, module: Op("sign", name)),
+]
 
 #: qatcore.bnn's subclasses of standard layers whose eval-mode forward is the standard one (they
 #: differ only in what training keeps for backward), with that standard type
-SAME_IN_EVAL = (
-    []
-    if BinaryConv2d is None
-    else [
-        (MaxPool2d, nn.MaxPool2d),
-        (L1BatchNorm1d, nn.BatchNorm1d),
-        (L1BatchNorm2d, nn.BatchNorm2d),
-    ]
-)
+SAME_IN_EVAL = [
+    (MaxPool2d, nn.MaxPool2d),
+    (L1BatchNorm1d, nn.BatchNorm1d),
+    (L1BatchNorm2d, nn.BatchNorm2d),
+]
 
 #: ops that keep ±1 values ±1
 SIGN_PRESERVING = ("maxpool", "flatten")
