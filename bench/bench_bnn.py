@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 
 from qatcore import runtime, zoo
-from qatcore.bnn.measure import CLI_MODELS, measure_step, measured_peak
+from qatcore.bnn.measure import measure_step, measured_peak
 from qatcore.bnn.memory import accounting_rows, total_bytes
-from qatcore.bnn.models import MODES, set_mode
+from qatcore.bnn.models import MODELS, MODES, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
 
 MIB = 2**20
 TIME_TARGET = 1.5
-PEAK_TARGET = {"mlp": 1 / 2, "cnv": 1 / 3, "binarynet": 1 / 3}
+PEAK_TARGET = {"bnn_mlp": 1 / 2, "cnv": 1 / 3, "binarynet": 1 / 3}
 
 
 WARM_UP = 3  # steps per mode before timing
@@ -78,9 +78,7 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=30.0, help="more rounds while timing took less"
     )
-    parser.add_argument(
-        "--models", default=",".join(CLI_MODELS), help="comma-separated CLI model names"
-    )
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     parser.add_argument(
         "--peak-runs", type=int, default=3, help="fresh processes per peak (median)"
     )
@@ -94,7 +92,7 @@ def main() -> None:
     parser.add_argument("--output", default="bench/results/bnn.md")
     args = parser.parse_args()
     runtime.configure(seed=0, threads=args.threads)
-    models = ["mlp"] if args.quick else args.models.split(",")
+    models = ["bnn_mlp"] if args.quick else args.models.split(",")
     rounds = 3 if args.quick else args.rounds
     seconds = 5.0 if args.quick else args.seconds
     lines = [
@@ -117,15 +115,14 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     verdicts, record = [], {"batch": args.batch, "models": {}}
-    for cli_name in models:
-        name = CLI_MODELS[cli_name]
+    for name in models:
         times = time_modes(name, args.batch, rounds, seconds)
         medians = {mode: statistics.median(t) for mode, t in times.items()}
         ratio = statistics.median(
             low / std for low, std in zip(times["low_memory"], times["standard"], strict=True)
         )
         done = len(times["standard"])
-        entry = record["models"][cli_name] = {
+        entry = record["models"][name] = {
             "time_ratio": ratio,
             "rounds": done,
             "time_ratio_quartiles": statistics.quantiles(
@@ -139,7 +136,7 @@ def main() -> None:
             authors = total_bytes(accounting_rows(model, args.batch, mode, accounting="authors"))
             autograd = total_bytes(accounting_rows(model, args.batch, mode, accounting="autograd"))
             held = measure_step(model, mode, args.batch).held_bytes
-            peaks = [measured_peak(cli_name, mode, args.batch) for _ in range(args.peak_runs)]
+            peaks = [measured_peak(name, mode, args.batch) for _ in range(args.peak_runs)]
             peak = None if None in peaks else statistics.median(peaks)
             entry[mode] = {
                 "authors_bytes": authors,
@@ -149,7 +146,7 @@ def main() -> None:
                 "seconds_per_step": medians[mode],
             }
             lines.append(
-                f"| {cli_name} | {mode} | {authors / MIB:.2f} | {autograd / MIB:.2f} | {held / MIB:.2f} | "
+                f"| {name} | {mode} | {authors / MIB:.2f} | {autograd / MIB:.2f} | {held / MIB:.2f} | "
                 f"{'n/a' if peak is None else f'{peak / MIB:.1f}'} | "
                 f"{'n/a' if peak is None else f'{peak / held:.2f}'} | {medians[mode]:.4f} | {done} | "
                 f"{'' if mode == 'standard' else f'{ratio:.2f}'} |"
@@ -158,9 +155,9 @@ def main() -> None:
         low, std = entry["low_memory"], entry["standard"]
         peak_ratio = None if low["peak_bytes"] is None else low["peak_bytes"] / std["peak_bytes"]
         entry["peak_ratio"] = peak_ratio
-        verdicts.append((cli_name, ratio, peak_ratio, entry["time_ratio_quartiles"]))
+        verdicts.append((name, ratio, peak_ratio, entry["time_ratio_quartiles"]))
         lines.append(
-            f"| {cli_name} | **low / standard** | {low['authors_bytes'] / std['authors_bytes']:.3f} | "
+            f"| {name} | **low / standard** | {low['authors_bytes'] / std['authors_bytes']:.3f} | "
             f"{low['autograd_bytes'] / std['autograd_bytes']:.3f} | {low['held_bytes'] / std['held_bytes']:.3f} | "
             f"**{'n/a' if peak_ratio is None else f'{peak_ratio:.3f}'}** | | | | |"
         )

@@ -134,6 +134,11 @@ class BinaryNet(nn.Sequential):
         set_mode(self, mode)
 
 
+#: the paper's models by their one name (``qatcore.zoo`` lists the same entries under the same
+#: names; tests/test_zoo.py checks that they agree)
+MODELS: dict[str, type[nn.Module]] = {"bnn_mlp": BNNMLP, "cnv": CNV, "binarynet": BinaryNet}
+
+
 def check_mode(mode: object) -> str:
     """``mode`` if it is one of MODES, else a ValueError naming it."""
     return check_choice("mode", mode, MODES)

@@ -25,10 +25,10 @@ role "quantise"). Conv/linear bias: 1 add per output.
 
 **Precision of a conv/linear**, first that applies: (1) ``bits`` — a pair ``(w_bits, a_bits)`` for
 every such layer, or a map ``{"layer.name": (w_bits, a_bits)}``; (2) the module's ``weight_bits``
-/ ``input_bits`` attributes; (3) ``module.bits`` of a ``qatcore.estimators.layers.QuantizedWeight``
-(weights); (4) a Brevitas or torchao layer's own quantisers (``qatcore.cost.foreign``); (5) for
+/ ``input_bits`` attributes (``qatcore.quantized.QuantizedLayer``: every quantized layer of the
+three papers has them); (3) a Brevitas or torchao layer's own quantisers (``qatcore.cost.foreign``); (4) for
 the input, the width of a foreign activation quantiser that produced it (followed through
-reshapes and max pooling); (6) float. Element-wise operations run at ``elementwise_bits``
+reshapes and max pooling); (5) float. Element-wise operations run at ``elementwise_bits``
 (default float). In ``bits``, attributes and ``elementwise_bits`` an integer width is 1 to 16 bits
 (``MAX_INT_BITS``: PokeBNN's code refuses any operand wider than 16 bits), and ``None`` or 32
 means an unquantised float, priced at ``float_bits``; 17 to 31 bits are refused. A conv/linear subclass that
@@ -70,7 +70,6 @@ from qatcore.cost.cost_models import (
     CostModel,
     Operation,
 )
-from qatcore.estimators.layers import QuantizedWeight
 
 __all__ = ["AceReport", "Operation", "count", "example_input"]
 
@@ -258,10 +257,8 @@ class _Counter:
         if module is None:
             return None, on_grid, on_grid is not None
         known = True
-        if hasattr(module, "weight_bits"):
+        if hasattr(module, "weight_bits"):  # qatcore.quantized.QuantizedLayer
             w_bits = _attribute_width(module.weight_bits)
-        elif isinstance(module, QuantizedWeight):
-            w_bits = _attribute_width(module.bits)
         elif (w_foreign := foreign.weight_bits(module)) != foreign.UNKNOWN:
             w_bits = w_foreign
         else:

@@ -19,6 +19,13 @@ class QuantizedWeight:
     """Mixin: a ``weight`` quantized to ``bits`` bits on ``[-m, m]`` with a chosen estimator."""
 
     weight: nn.Parameter
+    #: the input stays float (``qatcore.quantized.QuantizedLayer``): only the weights are quantized
+    input_bits: int | None = None
+
+    @property
+    def weight_bits(self) -> int:
+        """``bits``, under the name ``qatcore.quantized.QuantizedLayer`` reads."""
+        return self.bits
 
     def _setup_quantizer(self, bits: int, estimator, m: float | None) -> None:
         self.bits = check_bits(bits)

@@ -6,13 +6,13 @@ layers) both lower modules with these; neither imports the other's internals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from qatcore.estimators.layers import QuantizedWeight
+from qatcore.quantized import QuantizedLayer
 from qatcore.quantizers import step_size
 
 
@@ -64,9 +64,18 @@ def pair(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, tuple | list) else [int(value)] * 2
 
 
-def uniform_weight(layer: QuantizedWeight) -> Weight:
+class UniformLayer(QuantizedLayer, Protocol):
+    """A layer whose ``weight`` is quantized to ``weight_bits`` uniform levels on ``[-m, m]``."""
+
+    weight: torch.Tensor
+    m: float
+
+
+def uniform_weight(layer: UniformLayer) -> Weight:
     """The layer's b-bit weight as odd integer codes with scale ``Δ/2`` (the quantizer's own ops)."""
-    bits, m = layer.bits, layer.m
+    bits, m = layer.weight_bits, layer.m
+    if bits is None:
+        raise UnsupportedLayerError(f"{type(layer).__name__} has float weights, not uniform levels")
     delta = step_size(bits, m)
     with torch.no_grad():
         code = torch.round((torch.clamp(layer.weight.detach().cpu(), -m, m) + m) / delta)
