@@ -6,6 +6,7 @@ import argparse
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from qatcore.checks import int_at_least
 
@@ -14,6 +15,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
+    from qatcore.course.repository import require_repository
+
+    require_repository("qatcore reproduce", Path(args.notebooks))
     from qatcore.course import summaries
     from qatcore.course.reproduce import QUICK_PARAMETERS, reproduce
 
@@ -97,7 +101,9 @@ def _equivalence(args: argparse.Namespace) -> int:
         runs, seeds = runs or file_runs, file_seeds if args.seeds is None else args.seeds
     else:
         defaults = _defaults(EquivalenceConfig)
-        values = {k: defaults.get(k) if v is None else v for k, v in settings.items()}
+        values: dict[str, Any] = {
+            k: defaults.get(k) if v is None else v for k, v in settings.items()
+        }
         optimizer = values.pop("optimizer") or _preset_name(defaults["optimizer"], by_rule=True)
         values["optimizer"] = digits_optimizer(optimizer, values.pop("lr"))
         config = EquivalenceConfig(**values)
@@ -339,7 +345,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if "default" in text or action.default in (None, False, argparse.SUPPRESS):
             return text
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or text
 
 
 def _parent(*arguments: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser:

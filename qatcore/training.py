@@ -99,8 +99,8 @@ def train_checkpoint(
         from qatcore.optimizers import PRESETS
 
         optimizer = PRESETS["bnn_adam"] if lr is None else replace(PRESETS["bnn_adam"], lr=lr)
-        config = BNNConfig(epochs=epochs, batch_size=batch_size, seed=seed, optimizer=optimizer)
-        accuracy = train_bnn(model, loaded, config, progress=False).test_accuracy
+        bnn_config = BNNConfig(epochs=epochs, batch_size=batch_size, seed=seed, optimizer=optimizer)
+        accuracy = train_bnn(model, loaded, bnn_config, progress=False).test_accuracy
         info["inputs"] = "signed"
     else:
         from qatcore.estimators.train import TrainConfig, train
