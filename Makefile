@@ -33,12 +33,14 @@ lint: $(STAMP)
 	$(PY) -m mypy qatcore
 
 ## The fast tier (< 5 min): lint, unit and property tests (a quarter of the examples), strict nbval over notebooks/.
-test: lint
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 ## Everything (< 15 min, what CI runs): the fast tier with full property profiles, the notebooks on an
 ## emulated other CPU, one machine twice, JupyterLab in Chromium, torchrun/DDP.
-test-all: $(EXTRAS) lint
+test-all: $(EXTRAS)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n 2 --dist loadfile -m "" --hypothesis-profile=ci --durations=15
 
 ## The course as a static website in build/site/ (offline; the notebooks' stored outputs, not re-run).
