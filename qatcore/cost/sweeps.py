@@ -4,7 +4,7 @@ The counting itself is ``qatcore.cost.ace.count``; models by name come from ``qa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -82,7 +82,7 @@ def sweep(
     return rows
 
 
-def rank_correlations(rows: list[dict[str, Any]]) -> dict[str, float]:
+def rank_correlations(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Spearman rank correlation of ACE and of ACEv2 with the 45 nm energy across ``rows``."""
     from scipy.stats import spearmanr
 

@@ -113,12 +113,12 @@ def fold_thresholds(ops: list[Op]) -> list[Op]:
     i = 0
     while i < len(ops):
         op = ops[i]
-        binary = (
-            op.weight is not None and op.weight.kind == "binary" and op.attrs.get("binary_input")
-        )
+        weight = op.weight
+        binary = weight is not None and weight.kind == "binary" and op.attrs.get("binary_input")
         j = i + 1 + (i + 1 < len(ops) and ops[i + 1].kind == "maxpool")
         if binary and j + 1 < len(ops) and ops[j].kind == "batchnorm" and ops[j + 1].kind == "sign":
-            fan_in = int(np.prod(op.weight.values.shape[1:]))
+            assert weight is not None  # binary says so
+            fan_in = int(np.prod(weight.values.shape[1:]))
             out += ops[i:j] + [threshold(f"{ops[j].name}+{ops[j + 1].name}", ops[j], fan_in)]
             i = j + 2
         else:

@@ -6,7 +6,7 @@ layers) both lower modules with these; neither imports the other's internals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 import torch
@@ -52,6 +52,14 @@ class Op:
     attrs: dict[str, Any] = field(default_factory=dict)
     weight: Weight | None = None
     bias: np.ndarray | None = None
+
+
+@overload
+def to_numpy(tensor: torch.Tensor) -> np.ndarray: ...
+
+
+@overload
+def to_numpy(tensor: None) -> None: ...
 
 
 def to_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
