@@ -532,9 +532,12 @@ def _arguments_ace(parser: argparse.ArgumentParser) -> None:
 
 
 def _arguments_train(parser: argparse.ArgumentParser) -> None:
-    from qatcore.data import DATASETS
-    from qatcore.training import TRAINABLE
+    import inspect
 
+    from qatcore.data import DATASETS
+    from qatcore.training import DEFAULT_LR, TRAINABLE, train_checkpoint
+
+    default = {k: p.default for k, p in inspect.signature(train_checkpoint).parameters.items()}
     parser.add_argument("--model", required=True, choices=sorted(TRAINABLE), help="model")
     parser.add_argument(
         "--bits",
@@ -542,13 +545,16 @@ def _arguments_train(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)",
     )
-    parser.add_argument("--epochs", type=int, default=3, help="epochs")
+    parser.add_argument("--epochs", type=int, default=default["epochs"], help="epochs")
     parser.add_argument("--out", required=True, help="checkpoint file to write (e.g. c.pt)")
-    parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
+    parser.add_argument("--dataset", default=default["dataset"], choices=DATASETS, help="dataset")
     parser.add_argument(
-        "--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"learning rate (default: {DEFAULT_LR['estimators']:g}, BNNs {DEFAULT_LR['bnn']:g})",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
+    parser.add_argument("--batch-size", type=int, default=default["batch_size"], help="batch size")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
 

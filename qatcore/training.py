@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from qatcore import checkpoint, zoo
 from qatcore.checks import check_choice, int_at_least, positive_number
+from qatcore.optimizers import PRESETS
 from qatcore.runtime import seed_everything
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ TRAINABLE = {
     "cnv": "bnn",
     "binarynet": "bnn",
 }
+#: the base learning rate of each trainer when ``lr`` is not given: Adam for paper 1's models, the
+#: third paper's "bnn_adam" for the BNNs
+DEFAULT_LR = {"estimators": 3e-3, "bnn": PRESETS["bnn_adam"].lr}
 #: the models with a ``bits`` argument (the BNNs are 1-bit by construction)
 WITH_BITS = ("mnist_cnn", "pikelpn_mobilenet")
 
@@ -96,9 +100,8 @@ def train_checkpoint(
         info["data_dir"] = str(data_dir)
     if TRAINABLE[name] == "bnn":
         from qatcore.bnn.train import BNNConfig, train_bnn
-        from qatcore.optimizers import PRESETS
 
-        optimizer = PRESETS["bnn_adam"] if lr is None else replace(PRESETS["bnn_adam"], lr=lr)
+        optimizer = replace(PRESETS["bnn_adam"], lr=lr or DEFAULT_LR["bnn"])
         bnn_config = BNNConfig(epochs=epochs, batch_size=batch_size, seed=seed, optimizer=optimizer)
         accuracy = train_bnn(model, loaded, bnn_config, progress=False).test_accuracy
         info["inputs"] = "signed"
@@ -107,7 +110,10 @@ def train_checkpoint(
         from qatcore.optimizers import OptimizerConfig
 
         config = TrainConfig(
-            OptimizerConfig("adam", lr=lr or 3e-3), batch_size=batch_size, epochs=epochs, seed=seed
+            OptimizerConfig("adam", lr=lr or DEFAULT_LR["estimators"]),
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
         )
         accuracy = train(model, loaded, config, progress=False).test_accuracy
         info["inputs"] = "unit"
