@@ -15,13 +15,14 @@ imported; the script exits 1 otherwise. Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tables import arguments, publish
 
 LIMIT = 1.0
 RESULTS = Path(__file__).resolve().parent / "results" / "cli.md"
@@ -44,11 +45,7 @@ def one_help() -> tuple[float, float, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--quick", action="store_true", help="3 rounds, print only")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, RESULTS, argv)
     one_help()  # warm-up: the first start reads the files from disk
     repeats = 3 if args.quick else args.repeats
     runs = [one_help() for _ in range(repeats)]
@@ -73,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Criterion: --help under {LIMIT:g} s, importing neither torch nor sympy: "
         f"**{'PASS' if ok else 'FAIL'}**",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+    publish(lines, args.output, args.quick)
     return 0 if ok else 1
 
 
