@@ -1,6 +1,7 @@
 """A lean library: installed from its wheel (no repository, no course extra), the library's commands
 work and every course command that needs the repository says so in one line, with exit status 2."""
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -42,11 +43,17 @@ def _run(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_the_wheel_in_a_fresh_venv_runs_the_library_and_declines_the_course(tmp_path):
     """Build the wheel, install it with the tested constraints (the CPU torch) into a new venv, and
     run there, outside the repository: ace, train and export work; the course commands decline."""
-    dist = tmp_path / "dist"
+    source, dist = tmp_path / "source", tmp_path / "dist"  # a copy: nothing stale, nothing left
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "qatcore", source / "qatcore", ignore=shutil.ignore_patterns("__pycache__")
+    )
     built = _run(
         Path(sys.executable),
         *("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), "."),
-        cwd=ROOT,
+        cwd=source,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = dist.glob("qatcore-*.whl")
