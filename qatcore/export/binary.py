@@ -24,7 +24,7 @@ from qatcore.bnn.layers import (
     MaxPool2d,
     SignActivation,
 )
-from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op
+from qatcore.export.ops import Lowering, Op, UnsupportedLayerError, Weight, conv_op
 
 
 def binary_weight(layer) -> Weight:
@@ -45,7 +45,7 @@ def _binary_layer(name: str, layer) -> list[Op]:
 
 
 #: binary module type → lowering, which ``graph.LOWERINGS`` tries first
-LOWERINGS = [
+LOWERINGS: list[tuple[type, Lowering]] = [
     (BinaryConv2d, _binary_layer),
     (BinaryLinear, _binary_layer),
     (SignActivation, lambda name, module: Op("sign", name)),

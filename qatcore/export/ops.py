@@ -5,6 +5,7 @@ layers) both lower modules with these; neither imports the other's internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, overload
 
@@ -14,6 +15,9 @@ from torch import nn
 
 from qatcore.quantized import QuantizedLayer
 from qatcore.quantizers import step_size
+
+#: how a module becomes ops: ``lowering(name, module)`` gives one op, several, or None (nothing to do)
+Lowering = Callable[[str, Any], "Op | list[Op] | None"]
 
 
 class UnsupportedLayerError(ValueError):

@@ -14,7 +14,15 @@ import torch
 from torch import nn
 
 from qatcore.cost.pikelpn_layers import ActQuant, PikeConv2d, PikeLinear, QuantNorm
-from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op, float_weight, to_numpy
+from qatcore.export.ops import (
+    Lowering,
+    Op,
+    UnsupportedLayerError,
+    Weight,
+    conv_op,
+    float_weight,
+    to_numpy,
+)
 
 
 @torch.no_grad()
@@ -78,7 +86,7 @@ def _adaptive_avg_pool(name: str, module: nn.AdaptiveAvgPool2d) -> Op:
 
 
 #: PikeLPN module type → lowering, and the global pool
-LOWERINGS = [
+LOWERINGS: list[tuple[type, Lowering]] = [
     (nn.AdaptiveAvgPool2d, _adaptive_avg_pool),
     (PikeConv2d, _conv),
     (PikeLinear, _linear),
