@@ -1,6 +1,7 @@
 """A lean library: installed from its wheel (no repository, no course extra), the library's commands
 work and every course command that needs the repository says so in one line, with exit status 2."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,8 +35,9 @@ def test_outside_the_repository_a_course_command_says_so_in_one_line(tmp_path, c
 
 
 def _run(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what is installed
     return subprocess.run(
-        [str(python), *args], cwd=cwd, capture_output=True, text=True, timeout=900
+        [str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
 
 
@@ -65,6 +67,8 @@ def test_the_wheel_in_a_fresh_venv_runs_the_library_and_declines_the_course(tmp_
     assert installed.returncode == 0, installed.stderr[-3000:]
     missing = _run(python, "-c", "import ipywidgets", cwd=tmp_path)
     assert missing.returncode != 0, "the course extra came with the library"
+    where = _run(python, "-c", "import qatcore; print(qatcore.__file__)", cwd=tmp_path)
+    assert where.stdout.startswith(str(env)), where.stdout  # the wheel's copy, not the checkout's
 
     ace = _run(python, "-m", "qatcore", "ace", "--model", "resnet18", "--json", cwd=tmp_path)
     assert ace.returncode == 0 and '"acev2"' in ace.stdout, ace.stderr[-2000:]
