@@ -72,4 +72,4 @@ def technique_explorer(base: PikeLPNConfig | None = None) -> widgets.VBox:
         widgets.Checkbox(value=False, description=d)
         for d in ("QuantNorm", "Double Quantization", "DHQ")
     ]
-    return live_view(boxes, lambda *switches: technique_view(*switches, base=base))
+    return live_view(boxes, lambda q, d, h: technique_view(q, d, h, base=base))
