@@ -582,7 +582,7 @@ def warn_if_input_dependent(
         with warnings.catch_warnings():  # the first count has said what it had to say
             warnings.simplefilter("ignore")
             _count_with_hooks(model, other, fresh)
-    except Exception:  # noqa: BLE001 — an input it cannot take tells nothing about its branches
+    except Exception:  # an input it cannot take tells nothing about its branches
         return False
 
     def summary(counter: _Counter) -> list[tuple]:
