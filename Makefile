@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXTRAS := $(VENV)/.installed-extras
 
-.PHONY: reproduce test test-all site student lab clean
+.PHONY: reproduce lint test test-all site student lab clean
 
 # constraints.txt pins the exact set the course is tested with (torch 2.13.0, the CPU build, …).
 $(STAMP): pyproject.toml constraints.txt
@@ -26,15 +26,21 @@ $(EXTRAS): $(STAMP)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[course,test,interop,docs,teach]'
 	touch $(EXTRAS)
 
-## The fast tier (< 5 min): unit and property tests (a quarter of the examples), strict nbval over notebooks/.
+## ruff (lint, with RUF100 and the complexity limit), ruff format --check, and mypy over qatcore/.
+lint: $(STAMP)
+	$(PY) -m ruff check qatcore tests bench
+	$(PY) -m ruff format --check qatcore tests bench
+	$(PY) -m mypy qatcore
+
+## The fast tier (< 5 min): lint, unit and property tests (a quarter of the examples), strict nbval over notebooks/.
 test: $(STAMP)
-	$(PY) -m ruff check qatcore tests
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 ## Everything (< 15 min, what CI runs): the fast tier with full property profiles, the notebooks on an
 ## emulated other CPU, one machine twice, JupyterLab in Chromium, torchrun/DDP.
 test-all: $(EXTRAS)
-	$(PY) -m ruff check qatcore tests
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n 2 --dist loadfile -m "" --hypothesis-profile=ci --durations=15
 
 ## The course as a static website in build/site/ (offline; the notebooks' stored outputs, not re-run).

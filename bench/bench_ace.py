@@ -17,7 +17,6 @@ the script exits 1 otherwise. Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from tables import arguments, publish
 from torch.utils.flop_counter import FlopCounterMode
 
 from qatcore import runtime
@@ -43,11 +43,7 @@ def peer(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--quick", action="store_true", help="3 rounds, print only")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, RESULTS, argv)
     runtime.configure(seed=0)
     model = ResNet50().eval()
     x = model.example_input()
@@ -95,11 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Criterion: the default count takes at most {LIMIT:g}× the peer: **{'PASS' if ok else 'FAIL'}**",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.quick:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+    publish(lines, args.output, args.quick)
     return 0 if ok else 1
 
 

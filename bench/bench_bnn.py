@@ -17,7 +17,7 @@ Targets (the issue's, not tests): at batch 100 the low-memory peak at most 1/3 o
 for CNV and BinaryNet, 1/2 for the MLP, and the low-memory step at most 1.5× the standard step
 (ResNetE-18: the time target only).
 
-    .venv/bin/python bench/bench_bnn.py --models mlp,cnv,binarynet   # several minutes on 2 CPU cores
+    .venv/bin/python bench/bench_bnn.py --models bnn_mlp,cnv,binarynet   # several minutes on 2 CPU cores
     .venv/bin/python bench/bench_bnn.py --models resnete18 --rounds 3 --seconds 0 --peak-runs 1
     .venv/bin/python bench/bench_bnn.py --quick      # MLP only, prints only
 """
@@ -35,17 +35,17 @@ from pathlib import Path
 import torch
 
 from qatcore import runtime, zoo
-from qatcore.bnn.measure import CLI_MODELS, measure_step, measured_peak
+from qatcore.bnn.measure import measure_step, measured_peak
 from qatcore.bnn.memory import accounting_rows, total_bytes
-from qatcore.bnn.models import MODES, set_mode
+from qatcore.bnn.models import MODELS, MODES, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
 
 MIB = 2**20
 TIME_TARGET = 1.5
-PEAK_TARGET = {"mlp": 1 / 2, "cnv": 1 / 3, "binarynet": 1 / 3}
+PEAK_TARGET = {"bnn_mlp": 1 / 2, "cnv": 1 / 3, "binarynet": 1 / 3}
 #: the batch of each model when --batch is not given
-BATCH = {"mlp": 100, "cnv": 100, "binarynet": 100, "resnete18": 16}
+BATCH = {"bnn_mlp": 100, "cnv": 100, "binarynet": 100, "resnete18": 16}
 
 
 WARM_UP = 3  # steps per mode before timing
@@ -147,8 +147,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--models",
-        default="mlp,cnv,binarynet",
-        help=f"comma-separated CLI model names ({', '.join(CLI_MODELS)})",
+        default="bnn_mlp,cnv,binarynet",
+        help=f"comma-separated model names ({', '.join(MODELS)})",
     )
     parser.add_argument(
         "--peak-runs", type=int, default=3, help="fresh processes per peak (median)"
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--output", default="bench/results/bnn.md")
     args = parser.parse_args()
     runtime.configure(seed=0, threads=args.threads)
-    models = ["mlp"] if args.quick else [m for m in args.models.split(",") if m]
+    models = ["bnn_mlp"] if args.quick else [m for m in args.models.split(",") if m]
     rounds = 3 if args.quick else args.rounds
     seconds = 5.0 if args.quick else args.seconds
     output = Path(args.output).with_suffix(".json")
@@ -181,8 +181,8 @@ def main() -> None:
         machine=platform.machine(),
         cpus=os.cpu_count(),
     )
-    for cli_name in models:
-        name, batch = CLI_MODELS[cli_name], args.batch or BATCH[cli_name]
+    for name in models:
+        batch = args.batch or BATCH[name]
         times = time_modes(name, batch, rounds, seconds)
         medians = {mode: statistics.median(t) for mode, t in times.items()}
         ratios = [lo / st for lo, st in zip(times["low_memory"], times["standard"], strict=True)]
@@ -200,7 +200,7 @@ def main() -> None:
             authors = total_bytes(accounting_rows(model, batch, mode, accounting="authors"))
             autograd = total_bytes(accounting_rows(model, batch, mode, accounting="autograd"))
             held = measure_step(model, mode, batch).held_bytes
-            peaks = [measured_peak(cli_name, mode, batch) for _ in range(args.peak_runs)]
+            peaks = [measured_peak(name, mode, batch) for _ in range(args.peak_runs)]
             entry[mode] = {
                 "authors_bytes": authors,
                 "autograd_bytes": autograd,
@@ -212,11 +212,11 @@ def main() -> None:
         entry["peak_ratio"] = (
             None if low["peak_bytes"] is None else low["peak_bytes"] / std["peak_bytes"]
         )
-        record["models"][cli_name] = entry
+        record["models"][name] = entry
         print(
-            "\n".join([*model_lines(cli_name, entry, batch), verdict(cli_name, entry)]), flush=True
+            "\n".join([*model_lines(name, entry, batch), verdict(name, entry)]), flush=True
         )
-    order = [m for m in CLI_MODELS if m in record["models"]]
+    order = [m for m in MODELS if m in record["models"]]
     lines = header(record)
     for m in order:
         lines += model_lines(m, record["models"][m], record["batch"])

@@ -28,7 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from qatcore import data, runtime, zoo  # noqa: E402
+from qatcore import data, runtime, zoo
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUN_TARGET_S, REDRAW_TARGET_S = 3.0, 0.5

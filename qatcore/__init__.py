@@ -1,23 +1,22 @@
 """qatcore: how low-precision neural networks are trained, counted and shipped.
 
-The library behind the qatcore course: a shared core, one package per paper, export and the
-course machinery on top. Imports run one way (tests/test_layout.py checks it).
+The library behind the qatcore course, in five layers; an import goes to its own layer or one
+below, never up (tests/test_layout.py checks it, the zoo's ``"module:factory"`` strings included):
 
-- shared core: ``quantizers`` (forward quantizers), ``checks`` (argument checks), ``optimizers``
-  (the optimizer and schedule every experiment holds), ``runtime`` (seeds, threads, progress bars),
-  ``metrics`` (accuracy), ``distributed`` (DDP), ``files``
-  (atomic writes), ``checkpoint``, ``zoo`` (every model by name), ``architectures`` (float
-  ResNet/MobileNet geometries), ``data`` (digits, MNIST-format IDX, ImageNet-layout folders).
-- ``estimators``, paper 1 (custom estimators are STEs in disguise): ``core`` (each estimator one
-  sympy definition, its names re-exported by the package), ``layers``, ``models``, ``train``,
-  ``theory``, ``quadratic``, ``trajectory``, ``equivalence``, ``imagenet``, ``plots``, ``widgets``.
-- ``cost``, paper 2 (ACE, ACEv2 and PikeLPN): ``ace``, ``cost_models``, ``pikelpn_layers``,
-  ``pikelpn``, ``plots``, ``widgets``.
-- ``bnn``, paper 3 (BNN training in low memory): layers, packing, functions, models, optim,
-  train, memory, measure, ``plots``, ``widgets``.
-- ``export``: ONNX (QDQ), packed binary with a NumPy reference, torch.export; ``plots``, ``widgets``.
-- ``course``: ``report`` (checks and headline numbers), ``reproduce`` (every notebook headless),
-  ``live`` (the live view every dashboard shares); ``cli`` is the command line on top of it all.
+1. **core**: ``quantizers`` (forward quantizers), ``quantized`` (the ``QuantizedLayer`` protocol:
+   a layer's ``weight_bits``/``input_bits``), ``checks`` (argument checks), ``optimizers`` (the
+   named optimizer configs and schedule every experiment holds), ``runtime`` (seeds, threads,
+   progress bars), ``distributed`` (DDP), ``files`` (atomic writes), ``palette``, ``live`` (the
+   live view every dashboard shares), ``stats``, ``metrics``, ``architectures`` (float
+   ResNet/MobileNet geometries), ``data`` (digits, MNIST-format IDX, ImageNet-layout folders).
+2. **papers**, each on the core: ``estimators``, paper 1 (custom estimators are STEs in disguise);
+   ``cost``, paper 2 (ACE, ACEv2 and PikeLPN, whose layers train with paper 1's estimators);
+   ``bnn``, paper 3 (BNN training in low memory). Each has its ``plots`` and ``widgets``.
+3. **export**: ONNX (QDQ), QONNX, packed binary with a NumPy reference, torch.export.
+4. **models**: ``zoo`` (every model by its one name), ``checkpoint``, ``training`` (train a zoo
+   model into a checkpoint, export a checkpoint).
+5. **course**: ``course`` (report, reproduce, student, site, summaries) and ``cli``, the command
+   line: thin faces on the same functions.
 """
 
 from importlib.metadata import version

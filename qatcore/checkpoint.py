@@ -115,8 +115,10 @@ def _checked_fields(path: Path, payload: dict) -> tuple[str, dict, dict, dict]:
     def wrong(problem: str) -> ValueError:
         return ValueError(f"{str(path)!r} is a damaged qatcore checkpoint: {problem}")
 
-    name, kwargs = payload.get("model"), payload.get("kwargs", {})
-    state, info = payload.get("state_dict"), payload.get("info", {})
+    name: Any = payload.get("model")
+    kwargs: Any = payload.get("kwargs", {})
+    state: Any = payload.get("state_dict")
+    info: Any = payload.get("info", {})
     try:
         check_choice("its model", name, zoo.names())
     except ValueError as error:

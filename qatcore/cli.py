@@ -6,6 +6,7 @@ import argparse
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from qatcore.checks import int_at_least
 
@@ -14,6 +15,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
+    from qatcore.course.repository import require_repository
+
+    require_repository("qatcore reproduce", Path(args.notebooks))
     from qatcore.course import summaries
     from qatcore.course.reproduce import QUICK_PARAMETERS, reproduce
 
@@ -96,17 +100,12 @@ def _equivalence(args: argparse.Namespace) -> int:
         config, file_runs, file_seeds = ablations.load_config(args.config, **given)
         runs, seeds = runs or file_runs, file_seeds if args.seeds is None else args.seeds
     else:
-        defaults = dict(
-            estimator="dsq",
-            bits=2,
-            epochs=10,
-            batch_size=64,
-            seed=0,
-            dataset="digits",
-            device="cpu",
-        )
-        values = {k: defaults.get(k) if v is None else v for k, v in settings.items()}
-        values["optimizer"] = digits_optimizer(values.pop("optimizer") or "sgd", values.pop("lr"))
+        defaults = _defaults(EquivalenceConfig)
+        values: dict[str, Any] = {
+            k: defaults.get(k) if v is None else v for k, v in settings.items()
+        }
+        optimizer = values.pop("optimizer") or _preset_name(defaults["optimizer"], by_rule=True)
+        values["optimizer"] = digits_optimizer(optimizer, values.pop("lr"))
         config = EquivalenceConfig(**values)
         seeds = args.seeds
     if seeds is not None:
@@ -186,11 +185,12 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _ace(args: argparse.Namespace) -> int:
     import json
 
-    from qatcore.cost.sweeps import count_zoo_model
+    from qatcore import zoo
+    from qatcore.cost.sweeps import count_model
     from qatcore.course import summaries
 
-    report = count_zoo_model(
-        args.model,
+    report = count_model(
+        *zoo.load(args.model),
         args.bits,
         args.a_bits,
         args.elementwise_bits,
@@ -218,7 +218,7 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     from qatcore.course import summaries
-    from qatcore.export.training import train_checkpoint
+    from qatcore.training import train_checkpoint
 
     trained = train_checkpoint(
         args.model,
@@ -252,7 +252,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.int8 and args.format != "onnx":
         raise ValueError(f"--int8 is a variant of --format onnx, not of {args.format!r}")
     from qatcore.course import summaries
-    from qatcore.export.exporter import export_checkpoint
+    from qatcore.training import export_checkpoint
 
     result = export_checkpoint(
         args.checkpoint,
@@ -296,30 +296,30 @@ def _bnn_memory(args: argparse.Namespace) -> int:
 
 
 def _bnn_train(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
     from qatcore import data, distributed, zoo
-    from qatcore.bnn.measure import CLI_MODELS
+    from qatcore.bnn.models import MODELS
     from qatcore.bnn.train import BNNConfig, train_bnn
     from qatcore.checks import check_choice
     from qatcore.course import summaries
+    from qatcore.optimizers import OptimizerConfig
 
     if (launched := _launch_or_join(args)) is not None:
         return launched
-    check_choice("model", args.model, sorted(CLI_MODELS))
+    check_choice("model", args.model, sorted(MODELS))
+    optimizer = OptimizerConfig.of(args.optimizer)
     config = BNNConfig(
         mode=args.mode,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
         seed=args.seed,
-        optimizer=args.optimizer,
+        optimizer=optimizer if args.lr is None else dataclasses.replace(optimizer, lr=args.lr),
         gradient=args.gradient,
     )
     dataset = data.load(args.dataset, args.data_dir)
-    model = zoo.build(
-        CLI_MODELS[args.model], image_size=dataset.image_size, num_classes=dataset.num_classes
-    )
+    model = zoo.build(args.model, image_size=dataset.image_size, num_classes=dataset.num_classes)
     result = train_bnn(
         model, dataset, config, progress=not args.json and distributed.is_main_process()
     )
@@ -345,7 +345,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if "default" in text or action.default in (None, False, argparse.SUPPRESS):
             return text
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) or text
 
 
 def _parent(*arguments: tuple[tuple[str, ...], dict]) -> argparse.ArgumentParser:
@@ -413,24 +413,38 @@ def _arguments_reproduce(parser: argparse.ArgumentParser) -> None:
 def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
     from qatcore.data import DATASETS
     from qatcore.estimators import names
+    from qatcore.estimators.equivalence import EquivalenceConfig
     from qatcore.optimizers import OPTIMIZERS
 
-    parser.add_argument("--estimator", default=None, choices=names(), help="default: dsq")
-    parser.add_argument("--bits", type=int, default=None, help="default: 2")
+    default = _defaults(EquivalenceConfig)
+    parser.add_argument(
+        "--estimator", default=None, choices=names(), help=f"default: {default['estimator']}"
+    )
+    parser.add_argument("--bits", type=int, default=None, help=f"default: {default['bits']}")
     parser.add_argument(
         "--optimizer",
         default=None,
         choices=OPTIMIZERS,
-        help="default: sgd (SGD with momentum 0.9; adam: β₂ = 0.95)",
+        help=f"default: {_preset_name(default['optimizer'], by_rule=True)} ("
+        + _optimizer_help(OPTIMIZERS, rate=False)
+        + ")",
     )
     parser.add_argument(
         "--lr", type=float, default=None, help="learning rate (default: per optimizer)"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="default: 10")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 64")
-    parser.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
-    parser.add_argument("--dataset", default=None, choices=DATASETS, help="default: digits")
-    parser.add_argument("--device", default=None, help="torch device to train on (cpu, cuda)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {default['epochs']}")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help=f"default: {default['batch_size']}"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help=f"first seed (default: {default['seed']})"
+    )
+    parser.add_argument(
+        "--dataset", default=None, choices=DATASETS, help=f"default: {default['dataset']}"
+    )
+    parser.add_argument(
+        "--device", default=None, help=f"torch device to train on (default: {default['device']})"
+    )
     parser.add_argument(
         "--config", default=None, help="a TOML file, e.g. configs/paper_mnist_sgd.toml"
     )
@@ -518,9 +532,12 @@ def _arguments_ace(parser: argparse.ArgumentParser) -> None:
 
 
 def _arguments_train(parser: argparse.ArgumentParser) -> None:
-    from qatcore.data import DATASETS
-    from qatcore.export.training import TRAINABLE
+    import inspect
 
+    from qatcore.data import DATASETS
+    from qatcore.training import DEFAULT_LR, TRAINABLE, train_checkpoint
+
+    default = {k: p.default for k, p in inspect.signature(train_checkpoint).parameters.items()}
     parser.add_argument("--model", required=True, choices=sorted(TRAINABLE), help="model")
     parser.add_argument(
         "--bits",
@@ -528,13 +545,16 @@ def _arguments_train(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="weight bits (mnist_cnn, pikelpn_mobilenet; default: the model's)",
     )
-    parser.add_argument("--epochs", type=int, default=3, help="epochs")
+    parser.add_argument("--epochs", type=int, default=default["epochs"], help="epochs")
     parser.add_argument("--out", required=True, help="checkpoint file to write (e.g. c.pt)")
-    parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
+    parser.add_argument("--dataset", default=default["dataset"], choices=DATASETS, help="dataset")
     parser.add_argument(
-        "--lr", type=float, default=None, help="learning rate (default: 3e-3, BNNs 1e-3)"
+        "--lr",
+        type=float,
+        default=None,
+        help=f"learning rate (default: {DEFAULT_LR['estimators']:g}, BNNs {DEFAULT_LR['bnn']:g})",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
+    parser.add_argument("--batch-size", type=int, default=default["batch_size"], help="batch size")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
 
@@ -563,17 +583,17 @@ def _arguments_export(parser: argparse.ArgumentParser) -> None:
 
 def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
     from qatcore.bnn.functions import GRADIENT_FORMATS
-    from qatcore.bnn.measure import CLI_MODELS
     from qatcore.bnn.memory import ACCOUNTINGS
-    from qatcore.bnn.optim import OPTIMIZERS
+    from qatcore.bnn.models import MODELS
+    from qatcore.bnn.optim import BNN_OPTIMIZERS
 
-    parser.add_argument("--model", default="mlp", choices=tuple(CLI_MODELS), help="model")
+    parser.add_argument("--model", default="bnn_mlp", choices=tuple(MODELS), help="model")
     parser.add_argument("--batch-size", type=int, default=100, help="batch size")
     parser.add_argument(
         "--optimizer",
-        default="adam",
-        choices=OPTIMIZERS,
-        help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights",
+        default="bnn_adam",
+        choices=BNN_OPTIMIZERS,
+        help=_optimizer_help(BNN_OPTIMIZERS),
     )
     parser.add_argument(
         "--accounting",
@@ -594,30 +614,77 @@ def _arguments_bnn_memory(parser: argparse.ArgumentParser) -> None:
 
 def _arguments_bnn_train(parser: argparse.ArgumentParser) -> None:
     from qatcore.bnn.functions import GRADIENT_FORMATS
-    from qatcore.bnn.measure import CLI_MODELS
-    from qatcore.bnn.models import MODES
-    from qatcore.bnn.optim import OPTIMIZERS
+    from qatcore.bnn.models import MODELS, MODES
+    from qatcore.bnn.optim import BNN_OPTIMIZERS
+    from qatcore.bnn.train import BNNConfig
     from qatcore.data import DATASETS
 
-    parser.add_argument("--model", default="mlp", choices=tuple(CLI_MODELS), help="model")
+    default = BNNConfig()
+    parser.add_argument("--model", default="bnn_mlp", choices=tuple(MODELS), help="model")
     parser.add_argument("--mode", default="low_memory", choices=MODES, help="mode")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs")
-    parser.add_argument("--batch-size", type=int, default=100, help="batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="lr")
+    parser.add_argument("--epochs", type=int, default=default.epochs, help="epochs")
+    parser.add_argument("--batch-size", type=int, default=default.batch_size, help="batch size")
     parser.add_argument(
-        "--optimizer",
-        default="adam",
-        choices=OPTIMIZERS,
-        help="Adam (the paper's), SGD with momentum 0.9, or Bop for the binary weights",
+        "--lr",
+        type=float,
+        default=None,
+        help=f"learning rate (default: the optimizer's, {default.optimizer.lr:g})",
     )
     parser.add_argument(
-        "--gradient", default="po2", choices=GRADIENT_FORMATS, help="low-memory dY format"
+        "--optimizer",
+        default=_preset_name(default.optimizer),
+        choices=BNN_OPTIMIZERS,
+        help=_optimizer_help(BNN_OPTIMIZERS),
+    )
+    parser.add_argument(
+        "--gradient",
+        default=default.gradient,
+        choices=GRADIENT_FORMATS,
+        help="low-memory dY format",
     )
     parser.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset")
 
 
-#: subcommand: (help, argument builder, function); a builder runs only for the subcommand chosen,
-#: so `qatcore --help` imports neither torch nor sympy
+def _preset_name(config, by_rule: bool = False) -> str:
+    """The name of ``config`` in ``qatcore.optimizers.PRESETS`` (``by_rule``: the preset of its rule
+    whatever its rate, as the first paper's digits rates differ from the presets')."""
+    from qatcore.optimizers import PRESETS
+
+    if by_rule:
+        return next(n for n, p in PRESETS.items() if p.name == config.name)
+    return next(name for name, preset in PRESETS.items() if preset == config)
+
+
+def _defaults(config_class) -> dict:
+    """The default of every field of the dataclass ``config_class``, by name."""
+    import dataclasses
+
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(config_class)
+        if f.default is not dataclasses.MISSING
+    }
+
+
+def _optimizer_help(names: tuple[str, ...], rate: bool = True) -> str:
+    """What each named optimizer config means, read from the configs themselves (``rate``: with
+    its base rate)."""
+    from qatcore.optimizers import PRESETS
+
+    def meaning(name: str) -> str:
+        c = PRESETS[name]
+        rule = {
+            "sgd": f"SGD, momentum {c.momentum:g}",
+            "adam": f"Adam, β₂ {c.beta2:g}",
+            "bop": f"Bop (γ {c.gamma:g}) + Adam β₂ {c.beta2:g}",
+        }[c.name]
+        return f"{name}: {rule}, " + (f"lr {c.lr:g}, " if rate else "") + c.schedule
+
+    return "; ".join(meaning(name) for name in names)
+
+
+#: subcommand: (help, argument builder, function, parent parsers); a builder runs only for the
+#: subcommand chosen, so `qatcore --help` imports neither torch nor sympy
 SUBCOMMANDS = {
     "reproduce": (
         "run every notebook headless; print the report table",

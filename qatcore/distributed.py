@@ -89,7 +89,12 @@ def shard(
     if world == 1:
         return order, batch_size
     batch_size = local_batch_size(batch_size, world)
-    sampler = DistributedSampler(range(len(order)), num_replicas=world, rank=rank, shuffle=False)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(order)),  # type: ignore[arg-type]  # a sized sequence is all it reads
+        num_replicas=world,
+        rank=rank,
+        shuffle=False,
+    )
     return order[list(sampler)], batch_size
 
 

@@ -127,7 +127,7 @@ def _refuse_folders(paths: list[Path]) -> None:
 
 
 def atomic_write_group(
-    writes: list[tuple[Path, Callable[[Path], None]]], overwrite: bool = False
+    writes: list[tuple[Path, Callable[[Path], object]]], overwrite: bool = False
 ) -> list[int]:
     """Write several files as a unit (an export and its metadata); return their sizes in bytes.
 
@@ -184,7 +184,7 @@ def _swap(paths: list[Path], temporaries: list[Path]) -> None:
             old.unlink(missing_ok=True)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], overwrite: bool = False) -> int:
+def atomic_write(path: Path, write: Callable[[Path], object], overwrite: bool = False) -> int:
     """Call ``write(temporary_path)``, then rename the result onto ``path``; return its size in bytes.
 
     The temporary file lives in ``path``'s folder so the rename is atomic; it is removed if

@@ -38,8 +38,18 @@ def names() -> list[str]:
 def factory(name: str):
     """The callable that builds the model called ``name``."""
     check_choice("model", name, names())
-    module, attribute = MODELS[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
+    return _imported(MODELS[name])
+
+
+def _imported(spec: str):
+    """The attribute named by ``"package.module:attribute"``."""
+    module, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"model {spec!r}: cannot import {attribute!r} from {module!r} ({error})"
+        ) from None
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
@@ -55,3 +65,20 @@ def input_shape(name: str, model: nn.Module) -> tuple[int, ...]:
             f"model {name!r} has no input_shape attribute and no entry in zoo.INPUT_SHAPES"
         )
     return tuple(shape)
+
+
+def load(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """A model with default arguments and its input shape (no batch), from a zoo name or from a
+    user's ``"package.module:factory"`` (called with no arguments; the model gives its shape by
+    ``example_input()`` or ``input_shape``)."""
+    if ":" not in spec:
+        model = build(spec)
+        return model, input_shape(spec, model)
+    model = _imported(spec)()
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model {spec!r}: the factory returned a {type(model).__name__}, not an nn.Module"
+        )
+    from qatcore.cost.ace import example_input
+
+    return model, tuple(example_input(model).shape[1:])

@@ -91,7 +91,9 @@ def test_bad_arguments_are_named():
 
 
 def test_cli_json_has_the_issue_fields(capsys):
-    assert main(["bnn-memory", "--model", "mlp", "--batch-size", "10", "--measure", "--json"]) == 0
+    assert (
+        main(["bnn-memory", "--model", "bnn_mlp", "--batch-size", "10", "--measure", "--json"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["ratio"] == pytest.approx(
         summary["standard_bytes"] / summary["low_memory_bytes"]
@@ -106,7 +108,7 @@ def test_cli_json_has_the_issue_fields(capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnv", "binarynet", "resnete18"])
+@pytest.mark.parametrize("model", ["bnn_mlp", "cnv", "binarynet", "resnete18"])
 @pytest.mark.parametrize("batch", [BATCH_RANGE[0], 100, BATCH_RANGE[1]])
 def test_widget_callback_at_every_control_extreme(model, batch):
     text, figure = breakdown_view(model, batch)

@@ -1,5 +1,7 @@
 """Bop against Larq's update rule in NumPy, 1-bit weight gradients against their float formula, SGD."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from strategies import examples
 from qatcore.bnn.functions import weight_gradient
 from qatcore.bnn.models import BNNMLP, CNV, set_mode
 from qatcore.bnn.optim import Bop, HalfAdam, HalfSGD, Optimizers, make_optimizer
+from qatcore.bnn.train import BNNConfig
+from qatcore.optimizers import PRESETS
 
 
 def larq_bop(w, m, g, gamma, threshold):
@@ -120,7 +124,7 @@ def test_half_precision_optimizers_follow_torch_s(reference, half, scale, atol, 
 def test_bop_flips_only_binary_weights_and_adam_trains_beta(mode):
     torch.manual_seed(0)
     model = set_mode(BNNMLP(image_size=8), mode).train()
-    opt = make_optimizer(model, mode, optimizer="bop", gamma=0.5)
+    opt = make_optimizer(model, mode, replace(PRESETS["bop"], gamma=0.5))
     assert isinstance(opt, Optimizers) and len(opt.optimizers) == 2
     binary = [m.weight for m in model if hasattr(m, "binary_input")]
     assert all(set(w.detach().float().unique().tolist()) <= {-1.0, 1.0} for w in binary)
@@ -138,6 +142,8 @@ def test_bad_optimizer_arguments_are_named():
     model = BNNMLP(image_size=8)
     with pytest.raises(ValueError, match="optimizer"):
         make_optimizer(model, "standard", optimizer="rmsprop")
+    with pytest.raises(ValueError, match="schedule must be 'constant'"):
+        BNNConfig(optimizer="adam")  # paper 1's Adam decays its rate; the BNN trainer does not
     with pytest.raises(ValueError, match="gamma"):
         Bop(model.parameters(), gamma=0.0)
     with pytest.raises(ValueError, match="gradient"):
@@ -152,7 +158,7 @@ def test_cli_trains_with_bop_and_float16_gradients(capsys):
             [
                 "bnn-train",
                 "--model",
-                "mlp",
+                "bnn_mlp",
                 "--mode",
                 "low_memory",
                 "--optimizer",
@@ -216,3 +222,20 @@ def test_half_adam_on_unit_gradients_follows_torch_s_float32_adam():
     moved = (b.detach().float() - start).abs()
     assert b.dtype == torch.float16 and moved.max() > 1e-2  # 30 steps of up to lr each
     assert torch.allclose(a.detach(), b.detach().float(), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["standard", "low_memory"])
+@pytest.mark.parametrize("name", ["bnn_adam", "bnn_sgd", "bop"])
+def test_each_named_config_builds_what_it_says(mode, name):
+    """The optimiser of a preset carries the preset's own settings, not torch's defaults."""
+    config = replace(PRESETS[name], lr=0.25, beta2=0.5, momentum=0.75, eps=1e-3)
+    opt = make_optimizer(set_mode(BNNMLP(image_size=8), mode), mode, config)
+    adam = opt.optimizers[1] if name == "bop" else opt
+    group = adam.param_groups[-1]
+    assert group["lr"] == 0.25
+    if name == "bnn_sgd":
+        assert group["momentum"] == 0.75
+    else:
+        assert group["betas"] == (0.9, 0.5) and group["eps"] == 1e-3
+    if name == "bop":
+        assert opt.optimizers[0].param_groups[0]["gamma"] == PRESETS["bop"].gamma

@@ -112,12 +112,12 @@ def _train(mode: str, optimizer: str, steps: int = 3) -> list[float]:
 
 @pytest.mark.parametrize("mode", ["standard", "low_memory"])
 def test_both_algorithms_train_it(mode):
-    losses = _train(mode, "adam")
+    losses = _train(mode, "bnn_adam")
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["sgd", "bop"])
+@pytest.mark.parametrize("optimizer", ["bnn_sgd", "bop"])
 @pytest.mark.parametrize("mode", ["standard", "low_memory"])
 def test_both_algorithms_train_it_with_sgd_and_bop(mode, optimizer):
     assert all(math.isfinite(v) for v in _train(mode, optimizer))
@@ -125,7 +125,7 @@ def test_both_algorithms_train_it_with_sgd_and_bop(mode, optimizer):
 
 def test_low_memory_sgd_steps_several_small_parameters_together():
     model = CNV(image_size=8, in_channels=1, mode="low_memory").train()
-    opt = make_optimizer(model, "low_memory", optimizer="sgd")
+    opt = make_optimizer(model, "low_memory", optimizer="bnn_sgd")
     x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([1, 3, 2, 2])
     beta = [m.bias.detach().clone() for m in model.modules() if hasattr(m, "running_var")]
     training_step(model, opt, x, y)
@@ -140,7 +140,7 @@ def test_cli_bnn_memory_gives_the_tab_and_ace_counts_binary_operands_at_one_bit(
     from qatcore.cli import main
 
     args = ["bnn-memory", "--model", "resnete18", "--batch-size", "4096", "--accounting", "authors"]
-    assert main([*args, "--optimizer", "sgd", "--json"]) == 0
+    assert main([*args, "--optimizer", "bnn_sgd", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["standard_bytes"] / 2**20 == pytest.approx(
         AUTHORS_SHEET_RESNETE18["standard", "sgd"], rel=1e-6

@@ -1,5 +1,5 @@
-"""The command line's conventions: a quick --help, the version written once, help on every
-argument, shared option names, and exit codes 0 / 1 / 2."""
+"""The command line's conventions: a light --help (its time is in bench/bench_cli.py), the version
+written once, help on every argument, shared option names, and exit codes 0 / 1 / 2."""
 
 import subprocess
 import sys
@@ -10,16 +10,15 @@ import pytest
 from qatcore import cli
 
 
-def test_top_level_help_is_quick_and_imports_neither_torch_nor_sympy():
+def test_top_level_help_imports_neither_torch_nor_sympy():
     probe = (
-        "import sys, time; t = time.perf_counter(); from qatcore import cli\n"
+        "import sys; from qatcore import cli\n"
         "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(time.perf_counter() - t, 'torch' in sys.modules, 'sympy' in sys.modules)"
+        "print('torch' in sys.modules, 'sympy' in sys.modules)"
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    seconds, torch_loaded, sympy_loaded = run.stdout.strip().splitlines()[-1].split()
+    torch_loaded, sympy_loaded = run.stdout.strip().splitlines()[-1].split()
     assert torch_loaded == "False" and sympy_loaded == "False", run.stdout
-    assert float(seconds) < 1.0
     assert "reproduce" in run.stdout and "bnn-train" in run.stdout
 
 

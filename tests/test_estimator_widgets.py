@@ -1,4 +1,6 @@
-"""The twin-runs picture and dashboard of notebook 01: DSQ on the quadratic beside its remapped STE twin."""
+"""Paper 1's dashboards: the twin-runs picture of notebook 01 (DSQ on the quadratic beside its
+remapped STE twin), and the estimator, weight-map and equivalence views, every control at its
+extremes and middle (widget callbacks are plain qatcore functions)."""
 
 import pytest
 import torch
@@ -7,10 +9,19 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 from strategies import examples
 
-from qatcore import estimators
+from qatcore import data, estimators
 from qatcore.estimators.plots import plot_twin_runs
 from qatcore.estimators.quadratic import QuadraticProblem
-from qatcore.estimators.widgets import twin_runs, twin_runs_explorer, twin_runs_view
+from qatcore.estimators.widgets import (
+    equivalence_view,
+    estimator_explorer,
+    estimator_view,
+    twin_runs,
+    twin_runs_explorer,
+    twin_runs_view,
+    weight_map_explorer,
+    weight_map_view,
+)
 from qatcore.quantizers import levels, step_size, thresholds
 
 PROBLEM = QuadraticProblem()
@@ -105,3 +116,64 @@ def test_explorer_starts_at_the_authors_sharpness_and_redraws_when_a_slider_move
 def test_bad_arguments_are_named(call, argument):
     with pytest.raises(ValueError, match=argument):
         call()
+
+
+@pytest.mark.parametrize("name", estimators.names())
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_weight_map_view_gives_a_figure_or_the_reason(name, bits):
+    text, figure = weight_map_view(name, bits)
+    if name in ("approx_sign", "ewgs"):
+        assert figure is None and "no weight map" in text
+    else:
+        assert isinstance(figure, Figure) and f"{bits} bits: α = " in text
+
+
+@pytest.mark.parametrize("name", estimators.names())
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_estimator_view_draws_every_estimator_at_every_width(name, bits):
+    text, figure = estimator_view(name, bits)
+    assert isinstance(figure, Figure) and f"{2**bits} levels" in text
+    assert (
+        len(figure.axes[1].lines) == (1 if name == "ste" else 2) + 2**bits - 1
+    )  # curves + thresholds
+
+
+def test_estimator_explorer_redraws_when_a_control_moves():
+    box = estimator_explorer("dsq", 2)
+    (choose, width), label = box.children[0].children, box.children[1]
+    assert label.value == "dsq vs ste, 2 bits: 4 levels, Δ = 0.6667"
+    width.value = 8
+    choose.value = "ewgs"
+    assert label.value.startswith("ewgs vs ste, 8 bits: 256 levels, Δ = 0.007843")
+
+
+def test_explorer_redraws_when_a_control_moves():
+    box = weight_map_explorer("dsq", 2)
+    controls, label, _ = box.children
+    choose, width = controls.children
+    assert label.value.startswith("dsq, 2 bits: α = 0.4544")
+    width.value = 8
+    assert label.value.startswith("dsq, 8 bits: α = ")
+    choose.value = "ewgs"
+    assert "no weight map" in label.value
+
+
+@pytest.mark.parametrize(
+    ("name", "bits", "optimizer", "lr"),
+    [
+        ("dsq", 1, "sgd", 1e-4),
+        ("pwl", 4, "adam", 1e-1),
+        ("ewgs", 2, "sgd", 1e-2),
+        ("approx_sign", 2, "adam", 1e-3),
+    ],
+)
+def test_equivalence_view_at_the_controls_extremes(name, bits, optimizer, lr):
+    small = data.subset(data.load_digits(), train=128, test=50)
+    text, figure = equivalence_view(name, bits, optimizer, lr, epochs=1, data=small, progress=False)
+    label = {"sgd": "SGD, momentum 0.9", "adam": "Adam"}[
+        optimizer
+    ]  # "sgd" is training's SGD everywhere
+    assert isinstance(figure, Figure) and text.startswith(
+        f"{name}, {bits} bits, {label}, lr {lr:g}"
+    )
+    assert ("no remapped STE run" in text) == (name in ("ewgs", "approx_sign"))

@@ -13,14 +13,14 @@ from qatcore.estimators.models import MNISTCNN
 from qatcore.export import graph
 
 pytest.importorskip("qonnx", reason="qonnx is the course extra: pip install -e '.[course]'")
-from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
-from qonnx.core.onnx_exec import execute_onnx  # noqa: E402
-from qonnx.transformation.gemm_to_matmul import GemmToMatMul  # noqa: E402
-from qonnx.transformation.infer_datatypes import InferDataTypes  # noqa: E402
-from qonnx.util.cleanup import cleanup_model  # noqa: E402
-from qonnx.util.inference_cost import inference_cost  # noqa: E402
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.util.cleanup import cleanup_model
+from qonnx.util.inference_cost import inference_cost
 
-from qatcore.export import qonnx  # noqa: E402
+from qatcore.export import qonnx
 
 #: what FINN's FoldQuantWeights (Xilinx/finn, src/finn/transformation/qonnx/fold_quant_weights.py)
 #: folds a scaled weight quantizer into: the op its output feeds must be one of these

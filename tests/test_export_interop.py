@@ -19,10 +19,10 @@ from qatcore.export import export, graph
 from qatcore.quantizers import uniform_quantize
 
 pytest.importorskip("qonnx", reason="qonnx is the course extra: pip install -e '.[course]'")
-from qonnx.custom_op.general.bipolar_quant import binary_quant  # noqa: E402
-from qonnx.custom_op.general.intquant import int_quant  # noqa: E402
+from qonnx.custom_op.general.bipolar_quant import binary_quant
+from qonnx.custom_op.general.intquant import int_quant
 
-from qatcore.export import qonnx  # noqa: E402
+from qatcore.export import qonnx
 
 
 @pytest.fixture(scope="module")

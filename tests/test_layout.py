@@ -1,19 +1,45 @@
 """The package's architecture, read from its import statements (parsed with ast, nothing imported).
 
-A shared core, one package per paper (estimators, cost, bnn), export and the command line on top,
-the course machinery beside them: arrows run one way, no module reaches into another's private
-names, and no chain of imports (deferred ones inside functions included) comes back to its start.
+Five layers, from the ground up (CONTRIBUTING.md and ``qatcore/__init__`` say the same):
+
+1. core: quantizers, checks, runtime, files, optimizers, palette, live, data/, architectures, … —
+   everything not named below;
+2. papers: ``estimators`` (paper 1), ``cost`` (paper 2, whose PikeLPN layers train with paper 1's
+   estimators), ``bnn`` (paper 3);
+3. ``export``;
+4. models: ``zoo``, ``checkpoint``, ``training``;
+5. the course: ``course/``, ``cli``, ``__main__``.
+
+An import goes to its own layer or one below, never up: no exceptions. A ``"qatcore.module:factory"``
+string (the zoo's entries) counts as an import of that module. Within the papers, a paper imports
+only itself and the papers it builds on. No module reaches into another's private names, and no
+chain of imports (deferred ones inside functions included) comes back to its start.
 """
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qatcore"
+LAYERS = ("core", "papers", "export", "models", "course")
 PAPERS = ("qatcore.estimators", "qatcore.cost", "qatcore.bnn")
-#: the papers another paper builds on: paper 2 costs and trains paper 1's quantized layers
+#: the papers another paper builds on: paper 2's PikeLPN layers train with paper 1's estimators
 BUILDS_ON = {"qatcore.estimators": (), "qatcore.cost": ("qatcore.estimators",), "qatcore.bnn": ()}
+#: the layers above the core, by module or package
+ABOVE_THE_CORE = {
+    **dict.fromkeys(PAPERS, "papers"),
+    "qatcore.export": "export",
+    "qatcore.zoo": "models",
+    "qatcore.checkpoint": "models",
+    "qatcore.training": "models",
+    "qatcore.course": "course",
+    "qatcore.cli": "course",
+    "qatcore.__main__": "course",
+}
 #: libraries only figures, dashboards and the live view may import
 DISPLAY_LIBRARIES = {"matplotlib", "ipywidgets", "IPython"}
+#: a factory named in a string: ``"qatcore.bnn.models:BNNMLP"``
+FACTORY = re.compile(r"^(qatcore(?:\.\w+)+):\w+$")
 
 
 def module_name(path: Path) -> str:
@@ -22,31 +48,28 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+SOURCES = {module: path.read_text(encoding="utf-8") for module, path in MODULES.items()}
 
 
 def layer(module: str) -> str:
-    """``top`` (cli), ``export``, ``course``, ``paper`` or ``shared`` (everything else: the core and data/)."""
-    if module in ("qatcore.cli", "qatcore.__main__"):
-        return "top"
-    for prefix, name in (
-        ("qatcore.export", "export"),
-        ("qatcore.course", "course"),
-        *((paper, "paper") for paper in PAPERS),
-    ):
+    """The layer of ``module``: one of ``LAYERS``."""
+    for prefix, name in ABOVE_THE_CORE.items():
         if module == prefix or module.startswith(prefix + "."):
             return name
-    return "shared"
+    return "core"
 
 
 def paper_of(module: str) -> str | None:
     return next((p for p in PAPERS if module == p or module.startswith(p + ".")), None)
 
 
-def imports(module: str) -> list[tuple[str, list[str], int]]:
+def imports(module: str, sources: dict[str, str] = SOURCES) -> list[tuple[str, list[str], int]]:
     """``(qatcore module imported, names taken from it, line)`` for every import statement of
-    ``module``, at any depth; ``from pkg import sub`` counts as importing the submodule."""
-    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+    ``module``, at any depth, and every ``"qatcore.module:factory"`` string; ``from pkg import sub``
+    counts as importing the submodule."""
+    tree = ast.parse(sources[module])
+    is_package = module in MODULES and MODULES[module].name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -54,18 +77,30 @@ def imports(module: str) -> list[tuple[str, list[str], int]]:
                 if alias.name.split(".")[0] == "qatcore":
                     found.append((_known(alias.name), [], node.lineno))
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            if base.split(".")[0] != "qatcore":
-                continue
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                if sub in MODULES:
-                    found.append((sub, [], node.lineno))
-                else:
-                    found.append((_known(base), [alias.name], node.lineno))
+            found += _from_import(node, package)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and (factory := FACTORY.match(node.value))
+        ):
+            found.append((_known(factory.group(1)), [], node.lineno))
+    return found
+
+
+def _from_import(node: ast.ImportFrom, package: str) -> list[tuple[str, list[str], int]]:
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(anchor + ([base] if base else []))
+    if base.split(".")[0] != "qatcore":
+        return []
+    found = []
+    for alias in node.names:
+        sub = f"{base}.{alias.name}"
+        if sub in MODULES:
+            found.append((sub, [], node.lineno))
+        else:
+            found.append((_known(base), [alias.name], node.lineno))
     return found
 
 
@@ -77,7 +112,7 @@ def _known(name: str) -> str:
 
 
 def third_party(module: str) -> set[str]:
-    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    tree = ast.parse(SOURCES[module])
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -87,16 +122,27 @@ def third_party(module: str) -> set[str]:
     return names
 
 
-def violations(rule) -> list[str]:
+def violations(rule, sources: dict[str, str] = SOURCES) -> list[str]:
     return [
         f"{module}:{line} imports {target}"
-        for module in MODULES
-        for target, _, line in imports(module)
+        for module in sources
+        for target, _, line in imports(module, sources)
         if target != module and not rule(module, target)
     ]
 
 
-def test_the_tree_is_a_core_three_papers_export_and_the_course():
+def downward(module: str, target: str) -> bool:
+    """The one rule: an import stays in its layer or goes down; between papers, only to those
+    the importing paper builds on."""
+    here, there = LAYERS.index(layer(module)), LAYERS.index(layer(target))
+    if there > here:
+        return False
+    if here == there and layer(module) == "papers":
+        return paper_of(target) in (paper_of(module), *BUILDS_ON[paper_of(module)])
+    return True
+
+
+def test_the_tree_is_a_core_three_papers_export_models_and_the_course():
     top_level = {path.name for path in PACKAGE.glob("*.py")}
     assert not {name for name in top_level if name.endswith(("_plots.py", "_widgets.py"))}
     assert not top_level & {"plots.py", "widgets.py"}, (
@@ -106,29 +152,49 @@ def test_the_tree_is_a_core_three_papers_export_and_the_course():
     assert packages == {"data", "estimators", "cost", "bnn", "export", "course"}
     for paper in PAPERS:
         assert {f"{paper}.plots", f"{paper}.widgets"} <= set(MODULES)
+    assert {layer(m) for m in MODULES} == set(LAYERS)
+    assert set(ABOVE_THE_CORE) <= set(MODULES), "a layer names a module that is gone"
 
 
-def test_shared_modules_import_no_paper_export_or_course():
-    assert violations(lambda m, t: layer(m) != "shared" or layer(t) == "shared") == []
+def test_every_import_goes_down_the_layers():
+    assert violations(downward) == []
 
 
-def test_the_course_imports_only_shared_modules_and_itself():
-    assert violations(lambda m, t: layer(m) != "course" or layer(t) in ("shared", "course")) == []
+def test_the_layers_are_described_the_same_way_everywhere():
+    """``qatcore/__init__`` and CONTRIBUTING.md name the five layers in this order."""
+    words = ("core", "papers", "export", "models", "course")
+    for text in (SOURCES["qatcore"], (PACKAGE.parent / "CONTRIBUTING.md").read_text("utf-8")):
+        places = [text.lower().index(f"{n}. **{w}") for n, w in enumerate(words, 1)]
+        assert places == sorted(places)
 
 
-def test_papers_build_only_on_the_core_and_the_papers_they_extend():
-    def allowed(module: str, target: str) -> bool:
-        if layer(module) != "paper":
-            return True
-        if layer(target) == "shared":
-            return True
-        if target == "qatcore.course.live":  # the one live view every dashboard shares
-            return module.endswith(".widgets")
-        if layer(target) != "paper":
-            return False  # no paper reaches up into export, the course or the command line
-        return paper_of(target) in (paper_of(module), *BUILDS_ON[paper_of(module)])
+def test_an_upward_import_or_factory_string_is_found():
+    """Planted violations are reported: a core module importing a paper, a paper importing the zoo,
+    export importing a checkpoint inside a function, and the zoo naming a course factory."""
+    planted = {
+        "qatcore.quantizers": "from qatcore.bnn import layers\n",
+        "qatcore.bnn.measure": "def f():\n    from qatcore import zoo\n",
+        "qatcore.export.exporter": "def g():\n    import qatcore.checkpoint\n",
+        "qatcore.zoo": 'MODELS = {"bnn_mlp": "qatcore.bnn.models:BNNMLP", "x": "qatcore.cli:main"}\n',
+        "qatcore.cost.ace": "from qatcore.bnn.layers import BinaryLinear\n",
+        "qatcore.cost.pikelpn": "from qatcore.estimators.train import train\n",
+    }
+    assert sorted(violations(downward, planted)) == [
+        "qatcore.bnn.measure:2 imports qatcore.zoo",
+        "qatcore.cost.ace:1 imports qatcore.bnn.layers",
+        "qatcore.export.exporter:2 imports qatcore.checkpoint",
+        "qatcore.quantizers:1 imports qatcore.bnn.layers",
+        "qatcore.zoo:1 imports qatcore.cli",
+    ]
 
-    assert violations(allowed) == []
+
+def test_counting_and_export_read_bit_widths_through_the_protocol():
+    """``qatcore.cost.ace`` and ``qatcore.export.ops`` know a quantized layer only by
+    ``qatcore.quantized.QuantizedLayer``, never by importing the estimators."""
+    for module in ("qatcore.cost.ace", "qatcore.export.ops"):
+        targets = {t for t, _, _ in imports(module)}
+        assert not {t for t in targets if paper_of(t) == "qatcore.estimators"}, module
+    assert "qatcore.quantized" in {t for t, _, _ in imports("qatcore.export.ops")}
 
 
 def test_only_dashboards_import_dashboards_and_only_figures_and_dashboards_import_figures():
@@ -220,7 +286,8 @@ def test_the_checks_see_what_they_claim():
     assert "qatcore.cost.ace" in {
         t for t, _, _ in imports("qatcore.export.metadata")
     }  # inside a function
-    assert layer("qatcore.cost.plots") == "paper" and layer("qatcore.data.image_folder") == "shared"
+    assert layer("qatcore.cost.plots") == "papers" and layer("qatcore.data.image_folder") == "core"
+    assert layer("qatcore.live") == "core" and layer("qatcore.training") == "models"
 
 
 def test_every_choice_is_checked_by_the_one_helper():

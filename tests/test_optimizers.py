@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qatcore.checks import check_choice
-from qatcore.optimizers import OPTIMIZERS, OptimizerConfig, learning_rate
+from qatcore.optimizers import OPTIMIZERS, PRESETS, OptimizerConfig, learning_rate
 
 
 def test_sgd_is_pytorchs_heavy_ball_and_momentum_zero_is_plain_sgd():
@@ -80,3 +80,27 @@ def test_every_choice_check_reads_the_same():
         check_choice("optimizer", "bop", OPTIMIZERS)
     with pytest.raises(ValueError, match=r"float_bits must be one of \(16, 32\), got True"):
         check_choice("float_bits", True, (16, 32))  # a bool is not the int 1
+
+
+def test_each_named_config_means_one_thing():
+    """Paper 1's "adam" (β₂ 0.95, warm-up then cosine) and paper 3's "bnn_adam" (β₂ 0.999, the
+    rate kept at 1e-3) are different names; "sgd" is momentum 0.9 in both papers; "bop" is Bop
+    with γ 1e-2 beside paper 3's Adam. A name means its preset wherever a config is read."""
+    assert PRESETS["adam"] == OptimizerConfig("adam", lr=1e-3, beta2=0.95, schedule="cosine")
+    assert PRESETS["bnn_adam"] == OptimizerConfig("adam", lr=1e-3, beta2=0.999, schedule="constant")
+    assert PRESETS["sgd"] == OptimizerConfig("sgd", lr=1e-3, momentum=0.9, schedule="cosine")
+    assert PRESETS["bnn_sgd"] == OptimizerConfig("sgd", lr=1e-3, momentum=0.9, schedule="constant")
+    assert PRESETS["bop"] == OptimizerConfig(
+        "bop", lr=1e-3, beta2=0.999, gamma=1e-2, threshold=None, schedule="constant"
+    )
+    for name, config in PRESETS.items():
+        assert OptimizerConfig.of(name) is config
+    assert PRESETS["adam"].label == "Adam" and PRESETS["bnn_adam"].label == "Adam, β₂ 0.999"
+    adam = PRESETS["bnn_adam"].build([torch.zeros(1, requires_grad=True)])
+    assert adam.param_groups[0]["betas"] == (0.9, 0.999)
+    assert PRESETS["bnn_adam"].rate(0, 10) == PRESETS["bnn_adam"].rate(9, 10) == 1e-3
+    assert PRESETS["adam"].rate(9, 10) < PRESETS["adam"].rate(5, 10)
+    with pytest.raises(ValueError, match="bnn.optim.make_optimizer"):
+        PRESETS["bop"].build([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        OptimizerConfig.of("lamb")

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qatcore.bnn.models import set_mode
+from qatcore.bnn.models import MODELS, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
 from qatcore.checks import check_choice, int_at_least
+from qatcore.optimizers import OptimizerConfig
 
 _STATUS = Path("/proc/self/status")
 _M_MMAP_THRESHOLD = -3
@@ -108,7 +109,7 @@ def measure_step(
     batch_size: int,
     seed: int = 0,
     *,
-    optimizer: str = "adam",
+    optimizer: str = "bnn_adam",
     gradient: str = "po2",
 ) -> Measurement:
     """Switch ``model`` to ``mode``, take one warm-up step (so the optimiser has state), then measure a step."""
@@ -162,24 +163,22 @@ def peak_in_this_process(
     model_name: str,
     mode: str,
     batch_size: int,
-    optimizer: str = "adam",
+    optimizer: str = "bnn_adam",
     gradient: str = "po2",
     seed: int = 0,
     steps: int = 2,
 ) -> int | None:
-    """Peak resident memory of training a zoo model ``steps`` steps at ``batch_size``, over this process's
+    """Peak resident memory of training one of ``MODELS`` ``steps`` steps at ``batch_size``, over this process's
     resident set before the model exists: the high-water mark covers the weights, the optimiser's
     state, every forward and backward. A first step of a throw-away copy, at the same batch, loads
     the kernels' code, thread pools and per-shape caches beforehand, so they do not count. Meant for a fresh
     process (``measured_peak``); glibc returns freed blocks of ``MMAP_THRESHOLD`` bytes or more."""
-    from qatcore import zoo
-
     return_freed_memory()
 
     def train(batch: int, count: int) -> None:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        net = set_mode(zoo.build(model_name), mode, gradient).train()
+        net = set_mode(MODELS[model_name](), mode, gradient).train()
         x = torch.rand((batch, *net.input_shape), generator=generator) * 2 - 1
         y = torch.randint(0, 10, (batch,), generator=generator)
         opt = make_optimizer(net, mode, optimizer=optimizer)
@@ -200,24 +199,20 @@ def measured_peak(
     model: str,
     mode: str,
     batch_size: int,
-    optimizer: str = "adam",
+    optimizer: str = "bnn_adam",
     gradient: str = "po2",
     seed: int = 0,
 ) -> int | None:
     """``peak_in_this_process`` run in a fresh Python process (so no earlier allocation hides the peak)
-    for a CLI model name; None where the peak cannot be read (not Linux)."""
+    for one of ``MODELS``; None where the peak cannot be read (not Linux)."""
     import json
     import subprocess
     import sys
 
-    args = json.dumps([CLI_MODELS[model], mode, batch_size, optimizer, gradient, seed])
+    args = json.dumps([model, mode, batch_size, optimizer, gradient, seed])
     code = f"import json; from qatcore.bnn.measure import peak_in_this_process as p; print(json.dumps(p(*json.loads({args!r}))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-#: command-line names of the paper's models and their zoo names (ResNetE-18 is ImageNet's, 224×224)
-CLI_MODELS = {"mlp": "bnn_mlp", "cnv": "cnv", "binarynet": "binarynet", "resnete18": "resnete18"}
 
 
 def memory_summary(
@@ -226,19 +221,18 @@ def memory_summary(
     measure: bool = False,
     seed: int = 0,
     *,
-    optimizer: str = "adam",
+    optimizer: str = "bnn_adam",
     accounting: str = "autograd",
     gradient: str = "po2",
 ) -> dict:
     """Modelled bytes of both modes under ``accounting`` (``standard_bytes``, ``low_memory_bytes``, ``ratio``,
     per-kind breakdowns) and, with ``measure``, the measured figures of one real step of each mode."""
-    from qatcore import zoo
     from qatcore.bnn.memory import accounting_rows, bytes_by_kind, layer_shapes, total_bytes
 
-    check_choice("model", model, sorted(CLI_MODELS))
+    check_choice("model", model, sorted(MODELS))
     batch_size = int_at_least("batch_size", batch_size, 2)
     torch.manual_seed(seed)
-    net = zoo.build(CLI_MODELS[model])
+    net = MODELS[model]()
     shapes = layer_shapes(net)
     rows = {
         mode: accounting_rows(
@@ -246,7 +240,7 @@ def memory_summary(
             batch_size,
             mode,
             accounting=accounting,
-            optimizer=optimizer,
+            optimizer=OptimizerConfig.of(optimizer).name,
             gradient=gradient,
             shapes=shapes,
         )

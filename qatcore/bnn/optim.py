@@ -31,17 +31,20 @@ from torch import nn
 from qatcore import optimizers
 from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
-from qatcore.checks import check_choice, positive_number
+from qatcore.checks import positive_number
 
 #: values updated at a time: two working rows (float32 ``g`` and ``r``, or float16 ``√N·g`` and the mask), well
 #: under what one layer's chunked backward works in (``functions.CHUNK_VALUES``) and below the MLP's backward peak
 #: (larger chunks mean fewer pieces and less per-op overhead)
 CHUNK = 1 << 16
-#: the shared names ("sgd": SGD with momentum 0.9, as everywhere; "adam") and Bop
-OPTIMIZERS = (*optimizers.OPTIMIZERS, "bop")
-#: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ,
-#: and a threshold τ per mode, since the low-memory gradients ``±1/√N`` are far larger than the standard ones
-BOP_GAMMA = 1e-2
+#: the update rules (SGD with momentum, Adam, Bop), whose state the memory model counts
+OPTIMIZERS = optimizers.RULES
+#: the named configs the BNN trainer takes (those that keep the rate constant): "bnn_adam", "bnn_sgd", "bop"
+BNN_OPTIMIZERS = tuple(n for n, c in optimizers.PRESETS.items() if c.schedule == "constant")
+#: Bop's defaults here, chosen on digits (Larq's are γ = 1e-4, τ = 1e-8 for long ImageNet runs): adaptivity γ
+#: (``optimizers.PRESETS["bop"].gamma``), and a threshold τ per mode, since the low-memory gradients
+#: ``±1/√N`` are far larger than the standard ones
+BOP_GAMMA = optimizers.PRESETS["bop"].gamma
 BOP_THRESHOLD = {"standard": 1e-5, "low_memory": 1e-3}
 
 
@@ -292,43 +295,51 @@ class Optimizers:
 def make_optimizer(
     model: nn.Module,
     mode: str,
-    lr: float = 1e-3,
-    optimizer: str = "adam",
-    gamma: float = BOP_GAMMA,
-    threshold: float | None = None,
+    optimizer: optimizers.OptimizerConfig | str = "bnn_adam",
 ):
-    """The optimiser for ``mode``: Adam (the paper's, lr 1e-3), SGD with momentum 0.9, or Bop for the
-    binary weights with Adam for the rest; float32 torch optimisers (standard) or float16 state (low-memory).
+    """The optimiser for ``mode`` from a config or a preset name (``qatcore.optimizers.PRESETS``):
+    ``"bnn_adam"`` (the paper's, lr 1e-3, β₂ 0.999), SGD with momentum, or Bop for the binary weights
+    with Adam for the rest; float32 torch optimisers (standard) or float16 state (low-memory). The
+    rate is the config's base rate: the trainer keeps it constant.
 
     Bop has no latent weights to clip, so it switches the binary layers' ``|w| ≤ 1`` gradient mask off;
     its ``threshold`` defaults to ``BOP_THRESHOLD[mode]``.
     """
-    check_choice("optimizer", optimizer, OPTIMIZERS)
+    config = optimizers.OptimizerConfig.of(optimizer)
+    lr, betas, eps = config.lr, (optimizers.ADAM_BETA1, config.beta2), config.eps
     low = mode == "low_memory"
     binary = {id(m.weight) for m in model.modules() if isinstance(m, BinaryLayer)}
     for m in model.modules():
         if isinstance(m, BinaryLayer):
-            m.clip = optimizer != "bop"
+            m.clip = config.name != "bop"
     params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
+    if config.name == "sgd":
         return (
-            HalfSGD(params, lr=lr, momentum=0.9)
+            HalfSGD(params, lr=lr, momentum=config.momentum)
             if low
-            else torch.optim.SGD(params, lr=lr, momentum=0.9)
+            else torch.optim.SGD(params, lr=lr, momentum=config.momentum)
         )
     rest = [p for p in params if id(p) not in binary]
-    if optimizer == "adam" and low:  # the binary weights' gradients are ±1/√N or 0
+    if config.name == "adam" and low:  # the binary weights' gradients are ±1/√N or 0
         return HalfAdam(
             [
                 {"params": [p for p in params if id(p) in binary], "unit_gradients": True},
                 {"params": rest},
             ],
             lr=lr,
+            betas=betas,
+            eps=eps,
         )
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    adam = HalfAdam(rest, lr=lr) if low else torch.optim.Adam(rest, lr=lr)
-    threshold = (
-        BOP_THRESHOLD["low_memory" if low else "standard"] if threshold is None else threshold
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+    adam = (
+        HalfAdam(rest, lr=lr, betas=betas, eps=eps)
+        if low
+        else torch.optim.Adam(rest, lr=lr, betas=betas, eps=eps)
     )
-    return Optimizers(Bop([p for p in params if id(p) in binary], gamma, threshold, half=low), adam)
+    threshold = BOP_THRESHOLD["low_memory" if low else "standard"]
+    if config.threshold is not None:
+        threshold = config.threshold
+    return Optimizers(
+        Bop([p for p in params if id(p) in binary], config.gamma, threshold, half=low), adam
+    )

@@ -117,8 +117,8 @@ def memory_vs_batch_figure(
                 color=colour(MODES, mode),
                 label=f"{name}, {MODE_LABELS[mode]}",
             )
-    for name, modes in (measured or {}).items():
-        for mode, (batch, held) in modes.items():
+    for name, points in (measured or {}).items():
+        for mode, (batch, held) in points.items():
             ax.plot(batch, held / MIB, styles[name][1], color=colour(MODES, mode), mfc="none")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -22,35 +22,39 @@ from tqdm.auto import tqdm
 from qatcore import distributed
 from qatcore.bnn.functions import GRADIENT_FORMATS
 from qatcore.bnn.models import check_mode, set_mode
-from qatcore.bnn.optim import BOP_GAMMA, OPTIMIZERS, make_optimizer
-from qatcore.checks import check_choice, int_at_least, positive_number
+from qatcore.bnn.optim import make_optimizer
+from qatcore.checks import check_choice, int_at_least
 from qatcore.data import Dataset
 from qatcore.metrics import accuracy
+from qatcore.optimizers import PRESETS, OptimizerConfig
 from qatcore.runtime import show_progress
 
 
 @dataclass(frozen=True)
 class BNNConfig:
-    """One run: the training ``mode``, the paper's hyper-parameters, the ``optimizer`` (``"adam"``, the
-    paper's; ``"sgd"``; ``"bop"`` with ``gamma``, ``threshold``) and the low-memory ``gradient`` format."""
+    """One run: the training ``mode``, the paper's hyper-parameters, the ``optimizer`` (a
+    ``qatcore.optimizers.OptimizerConfig``, or a preset name: ``"bnn_adam"``, the paper's, lr 1e-3
+    and β₂ 0.999; ``"bnn_sgd"``; ``"bop"``) and the low-memory ``gradient`` format. The trainer keeps
+    the rate constant, so the config's schedule must be ``"constant"``."""
 
     mode: str = "standard"
     epochs: int = 5
     batch_size: int = 100
-    lr: float = 1e-3
     seed: int = 0
-    optimizer: str = "adam"
+    optimizer: OptimizerConfig = PRESETS["bnn_adam"]
     gradient: str = "po2"
-    gamma: float = BOP_GAMMA
-    threshold: float | None = None  # Bop's τ; None: optim.BOP_THRESHOLD of the mode
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        object.__setattr__(self, "optimizer", OptimizerConfig.of(self.optimizer))
+        if self.optimizer.schedule != "constant":
+            raise ValueError(
+                "optimizer's schedule must be 'constant' (the BNN trainer keeps the rate), got "
+                f"{self.optimizer.schedule!r}: use 'bnn_adam', 'bnn_sgd' or 'bop'"
+            )
         check_choice("gradient", self.gradient, GRADIENT_FORMATS)
         int_at_least("epochs", self.epochs, 1)
         int_at_least("batch_size", self.batch_size, 2)
-        positive_number("lr", self.lr)
         int_at_least("seed", self.seed, 0)
 
 
@@ -88,9 +92,7 @@ def train_bnn(
     set_mode(model, config.mode, config.gradient, bit_gradients=not distributed.is_distributed())
     model.train()
     data = signed_inputs(data)
-    optimizer = make_optimizer(
-        model, config.mode, config.lr, config.optimizer, config.gamma, config.threshold
-    )
+    optimizer = make_optimizer(model, config.mode, config.optimizer)
     generator = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
     local, local_batch = distributed.shard(torch.arange(n), config.batch_size)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from qatcore import zoo
-from qatcore.bnn.measure import CLI_MODELS
 from qatcore.bnn.memory import LOW_MEMORY, STANDARD, bytes_by_kind, layer_shapes, memory_rows
+from qatcore.bnn.models import MODELS
 from qatcore.bnn.plots import memory_breakdown_figure
 from qatcore.checks import check_choice
-from qatcore.course.live import live_view
+from qatcore.live import live_view
 
 BATCH_RANGE = (1, 1024)
 _SHAPES: dict[str, list] = {}
@@ -18,9 +17,9 @@ _SHAPES: dict[str, list] = {}
 
 def breakdown_view(model: str, batch_size: int) -> tuple[str, Figure]:
     """The line and the stacked bars the widget shows for ``model`` at ``batch_size``."""
-    check_choice("model", model, sorted(CLI_MODELS))
+    check_choice("model", model, sorted(MODELS))
     if model not in _SHAPES:  # layer shapes do not depend on the batch: read them once
-        _SHAPES[model] = layer_shapes(zoo.build(CLI_MODELS[model]))
+        _SHAPES[model] = layer_shapes(MODELS[model]())
     shapes = _SHAPES[model]
     breakdown = {
         mode: bytes_by_kind(memory_rows(None, batch_size, c, shapes))
@@ -34,7 +33,7 @@ def breakdown_view(model: str, batch_size: int) -> tuple[str, Figure]:
 
 def memory_explorer(model: str = "cnv", batch_size: int = 100) -> widgets.VBox:
     """A model dropdown and a batch-size slider that redraw the memory breakdown."""
-    choose = widgets.Dropdown(options=list(CLI_MODELS), value=model, description="model")
+    choose = widgets.Dropdown(options=list(MODELS), value=model, description="model")
     batch = widgets.IntSlider(
         value=batch_size, min=BATCH_RANGE[0], max=BATCH_RANGE[1], description="batch"
     )

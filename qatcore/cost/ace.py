@@ -25,10 +25,10 @@ role "quantise"). Conv/linear bias: 1 add per output.
 
 **Precision of a conv/linear**, first that applies: (1) ``bits`` — a pair ``(w_bits, a_bits)`` for
 every such layer, or a map ``{"layer.name": (w_bits, a_bits)}``; (2) the module's ``weight_bits``
-/ ``input_bits`` attributes; (3) ``module.bits`` of a ``qatcore.estimators.layers.QuantizedWeight``
-(weights); (4) a Brevitas or torchao layer's own quantisers (``qatcore.cost.foreign``); (5) for
+/ ``input_bits`` attributes (``qatcore.quantized.QuantizedLayer``: every quantized layer of the
+three papers has them); (3) a Brevitas or torchao layer's own quantisers (``qatcore.cost.foreign``); (4) for
 the input, the width of a foreign activation quantiser that produced it (followed through
-reshapes and max pooling); (6) float. Element-wise operations run at ``elementwise_bits``
+reshapes and max pooling); (5) float. Element-wise operations run at ``elementwise_bits``
 (default float). In ``bits``, attributes and ``elementwise_bits`` an integer width is 1 to 16 bits
 (``MAX_INT_BITS``: PokeBNN's code refuses any operand wider than 16 bits), and ``None`` or 32
 means an unquantised float, priced at ``float_bits``; 17 to 31 bits are refused. A conv/linear subclass that
@@ -72,7 +72,6 @@ from qatcore.cost.cost_models import (
     CostModel,
     Operation,
 )
-from qatcore.estimators.layers import QuantizedWeight
 
 __all__ = ["AceReport", "Operation", "count", "example_input"]
 
@@ -265,10 +264,8 @@ class _Counter:
         if module is None:
             return None, on_grid, on_grid is not None
         known = True
-        if hasattr(module, "weight_bits"):
+        if hasattr(module, "weight_bits"):  # qatcore.quantized.QuantizedLayer
             w_bits = _attribute_width(module.weight_bits)
-        elif isinstance(module, QuantizedWeight):
-            w_bits = _attribute_width(module.bits)
         elif (w_foreign := foreign.weight_bits(module)) != foreign.UNKNOWN:
             w_bits = w_foreign
         else:
@@ -333,7 +330,7 @@ class _Counter:
         if not self.cost(name, recipe, None, args, output, weight, kernel):
             self.unknown.append(f"{name} ({recipe})")
 
-    def cost(self, name, recipe, module, inputs, output, weight, kernel) -> bool:
+    def cost(self, name, recipe, module, inputs, output, weight, kernel) -> bool:  # noqa: C901 — one branch per recipe family, read top to bottom
         """Append the operations of one call; False when it cannot be costed."""
         tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
         if recipe in FREE or recipe in GRID_PRESERVING:
@@ -493,6 +490,22 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     return torch.zeros(batch_size, *shape)
 
 
+def _bits_argument(bits):
+    """``count``'s ``bits``: one (weight, activation) pair, or one pair per layer name ({} for none)."""
+    if bits is None:
+        return {}
+    if isinstance(bits, Mapping):
+        return {str(name): bits_pair(f"bits[{name!r}]", pair) for name, pair in bits.items()}
+    return bits_pair("bits", bits)
+
+
+def _elementwise_argument(elementwise_bits: int | None) -> int | None:
+    try:
+        return _width("elementwise_bits", elementwise_bits)
+    except ValueError:
+        raise ValueError(f"elementwise_bits must be {WIDTHS}, got {elementwise_bits!r}") from None
+
+
 def count(
     model: nn.Module,
     example_input: torch.Tensor | tuple[torch.Tensor, ...],
@@ -514,16 +527,8 @@ def count(
         )
     check_choice("method", method, ("auto", "fx", "hooks"))
     check_choice("float_bits", float_bits, FLOAT_WIDTHS)  # bfloat16 as PokeBNN, or float32
-    if bits is None:
-        bits = {}
-    elif isinstance(bits, Mapping):
-        bits = {str(name): bits_pair(f"bits[{name!r}]", pair) for name, pair in bits.items()}
-    else:
-        bits = bits_pair("bits", bits)
-    try:
-        e = _width("elementwise_bits", elementwise_bits)
-    except ValueError:
-        raise ValueError(f"elementwise_bits must be {WIDTHS}, got {elementwise_bits!r}") from None
+    bits = _bits_argument(bits)
+    e = _elementwise_argument(elementwise_bits)
     chosen = cost_models.get(cost_model)
     leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
     counter, used = _Counter(bits, e, leaves=leaves), method
@@ -535,7 +540,7 @@ def count(
             if method != "hooks":
                 try:
                     graph = fx.GraphModule(model, _Tracer().trace(model))
-                except Exception:  # noqa: BLE001 — any tracing failure falls back to hooks
+                except Exception:  # any tracing failure falls back to hooks
                     if method == "fx":
                         raise
             if graph is not None:
@@ -584,7 +589,7 @@ def warn_if_input_dependent(
         with warnings.catch_warnings():  # the first count has said what it had to say
             warnings.simplefilter("ignore")
             _count_with_hooks(model, other, fresh)
-    except Exception:  # noqa: BLE001 — an input it cannot take tells nothing about its branches
+    except Exception:  # an input it cannot take tells nothing about its branches
         return False
 
     def summary(counter: _Counter) -> list[tuple]:

@@ -78,11 +78,6 @@ class Operation:
                 f"floats must mark each of the {len(self.bits)} operands, got {self.floats!r}"
             )
 
-    @property
-    def is_float(self) -> bool:
-        """Whether any operand is an unquantised float."""
-        return any(b is None for b in self.bits) or any(self.floats)
-
     def resolved(self, float_bits: int = FLOAT_BITS) -> Operation:
         """The same operation with each ``FLOAT`` operand ``float_bits`` wide and marked in ``floats``."""
         check_choice("float_bits", float_bits, FLOAT_WIDTHS)

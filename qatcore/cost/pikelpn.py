@@ -389,15 +389,6 @@ def train_ladder(
     return results
 
 
-def ace_reduction(results: Iterable[LadderResult], reference: str, final: str) -> float:
-    """How many times less ACEv2 ``final`` costs than ``reference`` (both names in ``results``)."""
-    by_name = {r.name: r for r in results}
-    for name in (reference, final):
-        if name not in by_name:
-            raise ValueError(f"no result called {name!r}; have {sorted(by_name)}")
-    return by_name[reference].costs["acev2"] / by_name[final].costs["acev2"]
-
-
 def paired_differences(
     accuracies: Mapping[str, Sequence[float]], points: bool = True
 ) -> dict[str, MeanSd]:

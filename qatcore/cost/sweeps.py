@@ -1,10 +1,10 @@
-"""Counting whole models: a zoo name or ``"package.module:factory"`` counted by name, sweeps of bit
+"""Counting whole models: one model on a zero batch with one pair of bit widths, sweeps of bit
 widths over several models, and the rank correlations between ACE, ACEv2 and energy across a sweep.
-The counting itself is ``qatcore.cost.ace.count``."""
+The counting itself is ``qatcore.cost.ace.count``; models by name come from ``qatcore.zoo``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,34 +14,9 @@ from qatcore.cost.ace import bits_pair, count, example_input
 from qatcore.cost.cost_models import FLOAT_BITS, AceReport, CostModel
 
 
-def build_model(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
-    """A model and its input shape (no batch) from a zoo name (``qatcore.zoo``) or from
-    ``"package.module:factory"``: the factory is called with no arguments, and the model gives
-    its shape through ``example_input()`` or ``input_shape``."""
-    import importlib
-
-    from qatcore import zoo
-
-    if ":" not in spec:
-        model = zoo.build(spec)
-        return model, zoo.input_shape(spec, model)
-    module_name, _, attribute = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"model {spec!r}: cannot import {attribute!r} from {module_name!r} ({error})"
-        ) from None
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"model {spec!r}: the factory returned a {type(model).__name__}, not an nn.Module"
-        )
-    return model, tuple(example_input(model).shape[1:])
-
-
-def count_zoo_model(
-    name: str,
+def count_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
     w_bits: int | None = None,
     a_bits: int | None = None,
     elementwise_bits: int | None = None,
@@ -50,10 +25,9 @@ def count_zoo_model(
     float_bits: int = FLOAT_BITS,
     per_image: bool = True,
 ) -> AceReport:
-    """``count`` for a built-in model ``name`` (``qatcore.zoo``) or a user's ``"package.module:factory"``
-    on a zero batch of ``batch_size``; ``w_bits`` and ``a_bits`` (both or neither) set every conv/linear
-    layer, else each layer keeps its own."""
-    model, shape = build_model(name)
+    """``count`` for ``model`` on a zero batch of ``batch_size`` inputs of ``input_shape`` (no batch);
+    ``w_bits`` and ``a_bits`` (both or neither) set every conv/linear layer, else each layer keeps
+    its own. ``qatcore ace`` builds the model by name with ``qatcore.zoo.load``."""
     if (w_bits is None) != (a_bits is None):
         raise ValueError(
             f"w_bits and a_bits must be given together, got w_bits={w_bits!r}, a_bits={a_bits!r}"
@@ -63,7 +37,7 @@ def count_zoo_model(
     bits = None if w_bits is None else bits_pair("w_bits and a_bits", (w_bits, a_bits))
     return count(
         model,
-        torch.zeros(batch_size, *shape),
+        torch.zeros(batch_size, *input_shape),
         bits,
         cost_model,
         elementwise_bits,
@@ -108,7 +82,7 @@ def sweep(
     return rows
 
 
-def rank_correlations(rows: list[dict[str, Any]]) -> dict[str, float]:
+def rank_correlations(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Spearman rank correlation of ACE and of ACEv2 with the 45 nm energy across ``rows``."""
     from scipy.stats import spearmanr
 

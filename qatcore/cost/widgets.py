@@ -12,7 +12,7 @@ from torch import nn
 from qatcore.cost.ace import count
 from qatcore.cost.pikelpn import PikeLPNConfig, cost, cost_summary, default_config
 from qatcore.cost.plots import plot_cost_breakdown, plot_layer_breakdown
-from qatcore.course.live import live_view
+from qatcore.live import live_view
 
 ELEMENTWISE_BITS = (2, 4, 8, 16, 32)  # 32 is float
 
@@ -72,4 +72,4 @@ def technique_explorer(base: PikeLPNConfig | None = None) -> widgets.VBox:
         widgets.Checkbox(value=False, description=d)
         for d in ("QuantNorm", "Double Quantization", "DHQ")
     ]
-    return live_view(boxes, lambda *switches: technique_view(*switches, base=base))
+    return live_view(boxes, lambda q, d, h: technique_view(q, d, h, base=base))

@@ -63,7 +63,7 @@ def _raiser(name: str) -> Callable[..., Any]:
     return unavailable
 
 
-class unreachable:  # noqa: N801 - used as a context manager, like contextlib's
+class unreachable:  # lower case: used as a context manager, like contextlib's
     """Within ``with unreachable(name, …):`` each named qatcore object raises ``ReferenceUnavailable``."""
 
     def __init__(self, *names: str, namespace: dict[str, Any] | None = None) -> None:
@@ -84,7 +84,7 @@ class unreachable:  # noqa: N801 - used as a context manager, like contextlib's
     def __enter__(self) -> unreachable:
         for name in self._names:
             owner, attribute, target = resolve_name(name)
-            replacement = _raiser(name)
+            replacement: Any = _raiser(name)  # or a property of it, below
             if isinstance(owner, type):
                 if isinstance(owner.__dict__.get(attribute), property):
                     replacement = property(replacement)

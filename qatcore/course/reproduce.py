@@ -164,7 +164,8 @@ class _CellTracker:
     """Which cell is running, in the committed notebook's numbering (the injected cell not counted)."""
 
     def __init__(self, injected_at: int | None) -> None:
-        self.injected_at, self.index = injected_at, None
+        self.injected_at = injected_at
+        self.index: int | None = None
 
     def entered(self, cell, cell_index: int) -> None:
         self.index = cell_index

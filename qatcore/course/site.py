@@ -12,8 +12,12 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+from qatcore.course.repository import require_repository
+
+if TYPE_CHECKING:
+    import nbformat
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = (
@@ -25,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def static_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """``nb`` with each widget output replaced by a note, keeping the figures the widget drew."""
+    import nbformat
+
     nb = nbformat.from_dict(nb)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
@@ -83,6 +89,8 @@ def public_modules() -> list[str]:
 
 def prepare(source: Path, root: Path = ROOT) -> Path:
     """Write the Sphinx source folder: ``docs/``, static copies of the notebooks, gallery, API pages."""
+    import nbformat
+
     if source.exists():
         shutil.rmtree(source)
     shutil.copytree(root / "docs", source)
@@ -116,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "build" / "site", help="folder for the HTML site"
     )
     args = parser.parse_args(argv)
+    require_repository("python -m qatcore.course.site")
     try:
         out = build(args.out)
     except RuntimeError as error:

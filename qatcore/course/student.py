@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+from qatcore.course.repository import require_repository
+
+if TYPE_CHECKING:
+    import nbformat
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -53,6 +57,8 @@ def solution_cells(nb: nbformat.NotebookNode) -> list[dict]:
 
 def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``nb`` with every solution region replaced by nbgrader's stub and every output cleared."""
+    import nbformat
+
     if not solution_cells(nb):
         raise ValueError("the notebook has no nbgrader solution cells")
     nb = nbformat.from_dict(nb)  # a deep copy: the preprocessors work in place
@@ -63,6 +69,8 @@ def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def write_student_copies(out: Path, notebooks: Iterable[Path] | None = None) -> list[Path]:
     """Write the student copy of each notebook (default: every course notebook) to ``out``."""
+    import nbformat
+
     paths = (
         sorted(NOTEBOOKS.glob("0*.ipynb")) if notebooks is None else [Path(p) for p in notebooks]
     )
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=ROOT / "build" / "student", help="folder for the copies"
     )
     args = parser.parse_args(argv)
+    if not args.notebooks:  # the default is every notebook of the course
+        require_repository("python -m qatcore.course.student")
     for path in write_student_copies(args.out, args.notebooks or None):
         print(path)
 

@@ -3,6 +3,8 @@ dictionaries the library returns (``--json`` prints those dictionaries themselve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 MIB = 2**20
 
 RESULTS_HEADER = """# Results
@@ -91,7 +93,7 @@ def uncosted(model: str, unknown: list[str]) -> str:
 
 
 def ace_headline(
-    model: str, totals: dict, per_batch: bool, float_bits: int, unknown: list[str] = ()
+    model: str, totals: dict, per_batch: bool, float_bits: int, unknown: Sequence[str] = ()
 ) -> str:
     """The totals line of ``qatcore ace``; a partial count says so first, and never shows 0 MACs."""
     per = "per batch" if per_batch else "per image"

@@ -43,8 +43,8 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     bunch = sklearn.datasets.load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
-    train, test = _split_indices(bunch.target, test_fraction, seed)
-    train, test = torch.from_numpy(train), torch.from_numpy(test)
+    train_rows, test_rows = _split_indices(bunch.target, test_fraction, seed)
+    train, test = torch.from_numpy(train_rows), torch.from_numpy(test_rows)
     return Dataset(
         name="digits",
         x_train=images[train],

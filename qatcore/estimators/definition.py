@@ -57,11 +57,12 @@ class Parameter:
 
     def check(self, value: object) -> float:
         bad = isinstance(value, bool) or not isinstance(value, numbers.Real)
+        number, shown = math.nan, value
         if not bad:
-            value = float(value)
-            low_ok = value > self.lower if self.lower_open else value >= self.lower
-            high_ok = value < self.upper if self.upper_open else value <= self.upper
-            bad = not (math.isfinite(value) and low_ok and high_ok)
+            number = shown = float(value)  # type: ignore[arg-type]  # a numbers.Real, checked above
+            low_ok = number > self.lower if self.lower_open else number >= self.lower
+            high_ok = number < self.upper if self.upper_open else number <= self.upper
+            bad = not (math.isfinite(number) and low_ok and high_ok)
         if bad:
             low = f"> {self.lower:g}" if self.lower_open else f">= {self.lower:g}"
             high = (
@@ -69,8 +70,8 @@ class Parameter:
                 if math.isinf(self.upper)
                 else f" and {'<' if self.upper_open else '<='} {self.upper:g}"
             )
-            raise ValueError(f"{self.name} must be a number {low}{high}, got {value!r}")
-        return value
+            raise ValueError(f"{self.name} must be a number {low}{high}, got {shown!r}")
+        return number
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,7 @@ class _QuantizeWithEstimator(torch.autograd.Function):
     """``Q(w)`` forward; the bound estimator's ``Q̂′(w)`` times the incoming gradient backward."""
 
     @staticmethod
-    def forward(ctx, w, bound: BoundEstimator):  # noqa: D401
+    def forward(ctx, w, bound: BoundEstimator):
         ctx.save_for_backward(w)
         ctx.bound = bound
         return bound.quantize_values(w)

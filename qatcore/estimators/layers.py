@@ -18,7 +18,14 @@ from qatcore.quantizers import check_bits, check_range, fan_in, he_uniform_range
 class QuantizedWeight:
     """Mixin: a ``weight`` quantized to ``bits`` bits on ``[-m, m]`` with a chosen estimator."""
 
-    weight: nn.Parameter
+    weight: torch.Tensor  # the layer's nn.Parameter (declared as torch's layers declare it)
+    #: the input stays float (``qatcore.quantized.QuantizedLayer``): only the weights are quantized
+    input_bits: int | None = None
+
+    @property
+    def weight_bits(self) -> int:
+        """``bits``, under the name ``qatcore.quantized.QuantizedLayer`` reads."""
+        return self.bits
 
     def _setup_quantizer(self, bits: int, estimator, m: float | None) -> None:
         self.bits = check_bits(bits)
@@ -26,8 +33,8 @@ class QuantizedWeight:
         self.m = he_uniform_range(fan_in(self.weight)) if m is None else check_range(m)
         with torch.no_grad():
             self.weight.uniform_(-self.m, self.m)
-            if getattr(self, "bias", None) is not None:
-                self.bias.zero_()
+            if (bias := getattr(self, "bias", None)) is not None:
+                bias.zero_()
 
     def quantized_weight(self) -> torch.Tensor:
         """``Q(weight)``, with the estimator's backward."""
@@ -44,7 +51,8 @@ class QuantizedWeight:
         self.weight.copy_(est.weight_map(self.weight, self.bits, self.m))
 
     def extra_repr(self) -> str:  # shown by print(model)
-        return f"{super().extra_repr()}, bits={self.bits}, m={self.m:.4f}, estimator={self.estimator.name}"
+        base = super().extra_repr()  # type: ignore[misc]  # the torch layer this mixin precedes
+        return f"{base}, bits={self.bits}, m={self.m:.4f}, estimator={self.estimator.name}"
 
 
 class QuantConv2d(QuantizedWeight, nn.Conv2d):

@@ -143,7 +143,7 @@ def register(new: Definition) -> None:
 
 
 def describe() -> list[dict[str, object]]:
-    """One row per registered estimator: name, title, theory status, how its map is computed."""
+    """One row per registered estimator: its name, title, whether the theory covers it and, if not, why."""
     rows = []
     for name in names():
         d = definition(name)

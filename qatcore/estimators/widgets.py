@@ -7,7 +7,6 @@ from IPython.display import display
 
 from qatcore import estimators
 from qatcore.checks import positive_number
-from qatcore.course.live import live_view
 from qatcore.data import Dataset
 from qatcore.estimators.plots import (
     plot_estimators,
@@ -16,6 +15,7 @@ from qatcore.estimators.plots import (
     plot_weight_map,
 )
 from qatcore.estimators.quadratic import PairedRun, QuadraticProblem, paired_runs
+from qatcore.live import live_view
 from qatcore.quantizers import step_size
 
 

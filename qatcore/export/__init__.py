@@ -40,7 +40,6 @@ _WHERE = {
     "ExportResult": "exporter",
     "ParityError": "exporter",
     "export": "exporter",
-    "export_checkpoint": "exporter",
     "UnsupportedLayerError": "graph",
     "lower": "graph",
     "Parity": "metadata",

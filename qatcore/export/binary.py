@@ -16,19 +16,15 @@ from dataclasses import replace
 import numpy as np
 from torch import nn
 
-from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op
-
-try:
-    from qatcore.bnn.layers import (
-        BinaryConv2d,
-        BinaryLinear,
-        L1BatchNorm1d,
-        L1BatchNorm2d,
-        MaxPool2d,
-        SignActivation,
-    )
-except ImportError:  # qatcore.bnn not installed: binary models cannot be built anyway
-    BinaryConv2d = BinaryLinear = L1BatchNorm1d = L1BatchNorm2d = MaxPool2d = SignActivation = None
+from qatcore.bnn.layers import (
+    BinaryConv2d,
+    BinaryLinear,
+    L1BatchNorm1d,
+    L1BatchNorm2d,
+    MaxPool2d,
+    SignActivation,
+)
+from qatcore.export.ops import Lowering, Op, UnsupportedLayerError, Weight, conv_op
 
 
 def binary_weight(layer) -> Weight:
@@ -48,28 +44,20 @@ def _binary_layer(name: str, layer) -> list[Op]:
     return [Op("sign", f"{name}.input_sign"), op] if layer.binary_input else [op]
 
 
-#: binary module type → lowering, which ``graph.LOWERINGS`` tries first (none without qatcore.bnn)
-LOWERINGS = (
-    []
-    if BinaryConv2d is None
-    else [
-        (BinaryConv2d, _binary_layer),
-        (BinaryLinear, _binary_layer),
-        (SignActivation, lambda name, module: Op("sign", name)),
-    ]
-)
+#: binary module type → lowering, which ``graph.LOWERINGS`` tries first
+LOWERINGS: list[tuple[type, Lowering]] = [
+    (BinaryConv2d, _binary_layer),
+    (BinaryLinear, _binary_layer),
+    (SignActivation, lambda name, module: Op("sign", name)),
+]
 
 #: qatcore.bnn's subclasses of standard layers whose eval-mode forward is the standard one (they
 #: differ only in what training keeps for backward), with that standard type
-SAME_IN_EVAL = (
-    []
-    if BinaryConv2d is None
-    else [
-        (MaxPool2d, nn.MaxPool2d),
-        (L1BatchNorm1d, nn.BatchNorm1d),
-        (L1BatchNorm2d, nn.BatchNorm2d),
-    ]
-)
+SAME_IN_EVAL = [
+    (MaxPool2d, nn.MaxPool2d),
+    (L1BatchNorm1d, nn.BatchNorm1d),
+    (L1BatchNorm2d, nn.BatchNorm2d),
+]
 
 #: ops that keep ±1 values ±1
 SIGN_PRESERVING = ("maxpool", "flatten")
@@ -125,12 +113,12 @@ def fold_thresholds(ops: list[Op]) -> list[Op]:
     i = 0
     while i < len(ops):
         op = ops[i]
-        binary = (
-            op.weight is not None and op.weight.kind == "binary" and op.attrs.get("binary_input")
-        )
+        weight = op.weight
+        binary = weight is not None and weight.kind == "binary" and op.attrs.get("binary_input")
         j = i + 1 + (i + 1 < len(ops) and ops[i + 1].kind == "maxpool")
         if binary and j + 1 < len(ops) and ops[j].kind == "batchnorm" and ops[j + 1].kind == "sign":
-            fan_in = int(np.prod(op.weight.values.shape[1:]))
+            assert weight is not None  # binary says so
+            fan_in = int(np.prod(weight.values.shape[1:]))
             out += ops[i:j] + [threshold(f"{ops[j].name}+{ops[j + 1].name}", ops[j], fan_in)]
             i = j + 2
         else:

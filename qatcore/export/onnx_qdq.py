@@ -161,7 +161,7 @@ class GraphBuilder:
             "Sign", [self.node("Add", [self.node("Sign", [x], op.name), half], op.name)], op.name
         )
 
-    def op(self, op: Op, x: str) -> str:
+    def op(self, op: Op, x: str) -> str:  # noqa: C901 — one branch per op kind, read top to bottom
         a, name = op.attrs, op.name
         if op.kind in ("conv", "linear"):
             inputs = [x, self.weight(op)]

@@ -5,15 +5,19 @@ layers) both lower modules with these; neither imports the other's internals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, overload
 
 import numpy as np
 import torch
 from torch import nn
 
-from qatcore.estimators.layers import QuantizedWeight
+from qatcore.quantized import QuantizedLayer
 from qatcore.quantizers import step_size
+
+#: how a module becomes ops: ``lowering(name, module)`` gives one op, several, or None (nothing to do)
+Lowering = Callable[[str, Any], "Op | list[Op] | None"]
 
 
 class UnsupportedLayerError(ValueError):
@@ -54,6 +58,14 @@ class Op:
     bias: np.ndarray | None = None
 
 
+@overload
+def to_numpy(tensor: torch.Tensor) -> np.ndarray: ...
+
+
+@overload
+def to_numpy(tensor: None) -> None: ...
+
+
 def to_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
     """A detached CPU copy of ``tensor`` as a NumPy array (None stays None)."""
     return None if tensor is None else tensor.detach().cpu().numpy().copy()
@@ -64,9 +76,18 @@ def pair(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, tuple | list) else [int(value)] * 2
 
 
-def uniform_weight(layer: QuantizedWeight) -> Weight:
+class UniformLayer(QuantizedLayer, Protocol):
+    """A layer whose ``weight`` is quantized to ``weight_bits`` uniform levels on ``[-m, m]``."""
+
+    weight: torch.Tensor
+    m: float
+
+
+def uniform_weight(layer: UniformLayer) -> Weight:
     """The layer's b-bit weight as odd integer codes with scale ``Δ/2`` (the quantizer's own ops)."""
-    bits, m = layer.bits, layer.m
+    bits, m = layer.weight_bits, layer.m
+    if bits is None:
+        raise UnsupportedLayerError(f"{type(layer).__name__} has float weights, not uniform levels")
     delta = step_size(bits, m)
     with torch.no_grad():
         code = torch.round((torch.clamp(layer.weight.detach().cpu(), -m, m) + m) / delta)

@@ -95,7 +95,7 @@ def to_bytes(ops: list[Op], info: dict | None = None) -> bytes:
     }
     arrays["graph.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stubs read a key as allow_pickle
     return buffer.getvalue()
 
 

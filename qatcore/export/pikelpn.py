@@ -13,12 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from qatcore.export.ops import Op, UnsupportedLayerError, Weight, conv_op, float_weight, to_numpy
-
-try:
-    from qatcore.cost.pikelpn_layers import ActQuant, PikeConv2d, PikeLinear, QuantNorm
-except ImportError:  # qatcore.cost not installed: PikeLPN models cannot be built anyway
-    ActQuant = PikeConv2d = PikeLinear = QuantNorm = None
+from qatcore.cost.pikelpn_layers import ActQuant, PikeConv2d, PikeLinear, QuantNorm
+from qatcore.export.ops import (
+    Lowering,
+    Op,
+    UnsupportedLayerError,
+    Weight,
+    conv_op,
+    float_weight,
+    to_numpy,
+)
 
 
 @torch.no_grad()
@@ -81,14 +85,11 @@ def _adaptive_avg_pool(name: str, module: nn.AdaptiveAvgPool2d) -> Op:
     return Op("global_avgpool", name)
 
 
-#: PikeLPN module type → lowering (none without qatcore.cost), and the global pool
-LOWERINGS = [(nn.AdaptiveAvgPool2d, _adaptive_avg_pool)] + (
-    []
-    if PikeConv2d is None
-    else [
-        (PikeConv2d, _conv),
-        (PikeLinear, _linear),
-        (ActQuant, _act_quant),
-        (QuantNorm, _quant_norm),
-    ]
-)
+#: PikeLPN module type → lowering, and the global pool
+LOWERINGS: list[tuple[type, Lowering]] = [
+    (nn.AdaptiveAvgPool2d, _adaptive_avg_pool),
+    (PikeConv2d, _conv),
+    (PikeLinear, _linear),
+    (ActQuant, _act_quant),
+    (QuantNorm, _quant_norm),
+]

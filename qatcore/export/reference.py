@@ -129,7 +129,7 @@ def _channel(values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.asarray(values, np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def step(x: np.ndarray, op: Op) -> np.ndarray:
+def step(x: np.ndarray, op: Op) -> np.ndarray:  # noqa: C901 — one branch per op kind, read top to bottom
     """One op applied to ``x`` (float64, or int8 signs for binary layers)."""
     a = op.attrs
     if op.kind in ("conv", "linear"):

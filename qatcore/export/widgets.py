@@ -9,10 +9,10 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from qatcore.course.live import live_view
 from qatcore.estimators.layers import quantized_layers
 from qatcore.export import FORMATS, export
 from qatcore.export.plots import plot_export_sizes
+from qatcore.live import live_view
 from qatcore.quantizers import check_bits
 
 

@@ -118,7 +118,7 @@ def browser():
             chromium = playwright.chromium.launch(
                 executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
             )
-        except Exception as error:  # noqa: BLE001 - any launch failure must say what happened
+        except Exception as error:
             pytest.fail(f"Chromium at {CHROMIUM} did not start: {error}")
         yield chromium
         chromium.close()

@@ -1,15 +1,22 @@
-"""Train a course model and save the checkpoint ``qatcore export`` reads: the first half of the
-command-line path from training to a deployable file (``qatcore train``)."""
+"""The command line's path from a zoo model to a deployable file: train it and save the checkpoint
+(``qatcore train``), then export that checkpoint, checked on its test split (``qatcore export``).
+
+It sits above the papers and export, beside the zoo and checkpoints: export itself never trains
+and never reads checkpoints."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qatcore import checkpoint, zoo
 from qatcore.checks import check_choice, int_at_least, positive_number
+from qatcore.optimizers import PRESETS
 from qatcore.runtime import seed_everything
+
+if TYPE_CHECKING:
+    from qatcore.export.exporter import ExportResult
 
 #: the models ``qatcore train`` trains, and the paper whose training loop each uses
 TRAINABLE = {
@@ -19,6 +26,9 @@ TRAINABLE = {
     "cnv": "bnn",
     "binarynet": "bnn",
 }
+#: the base learning rate of each trainer when ``lr`` is not given: Adam for paper 1's models, the
+#: third paper's "bnn_adam" for the BNNs
+DEFAULT_LR = {"estimators": 3e-3, "bnn": PRESETS["bnn_adam"].lr}
 #: the models with a ``bits`` argument (the BNNs are 1-bit by construction)
 WITH_BITS = ("mnist_cnn", "pikelpn_mobilenet")
 
@@ -91,18 +101,82 @@ def train_checkpoint(
     if TRAINABLE[name] == "bnn":
         from qatcore.bnn.train import BNNConfig, train_bnn
 
-        config = BNNConfig(epochs=epochs, batch_size=batch_size, lr=lr or 1e-3, seed=seed)
-        accuracy = train_bnn(model, loaded, config, progress=False).test_accuracy
+        optimizer = replace(PRESETS["bnn_adam"], lr=lr or DEFAULT_LR["bnn"])
+        bnn_config = BNNConfig(epochs=epochs, batch_size=batch_size, seed=seed, optimizer=optimizer)
+        accuracy = train_bnn(model, loaded, bnn_config, progress=False).test_accuracy
         info["inputs"] = "signed"
     else:
         from qatcore.estimators.train import TrainConfig, train
         from qatcore.optimizers import OptimizerConfig
 
         config = TrainConfig(
-            OptimizerConfig("adam", lr=lr or 3e-3), batch_size=batch_size, epochs=epochs, seed=seed
+            OptimizerConfig("adam", lr=lr or DEFAULT_LR["estimators"]),
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
         )
         accuracy = train(model, loaded, config, progress=False).test_accuracy
         info["inputs"] = "unit"
     info["test_accuracy"] = float(accuracy)
     path = checkpoint.save(out, model.eval(), name, kwargs, info, overwrite=overwrite)
     return Trained(path, name, kwargs, float(accuracy), epochs)
+
+
+def check_image_size(saved, shape: tuple[int, ...], dataset: str) -> None:
+    """ValueError unless images of ``shape`` (C×H×W) are what the checkpoint's model was built for."""
+    wanted = getattr(saved.model, "input_shape", None)
+    if wanted is None and "image_size" in saved.kwargs:
+        wanted = (shape[0], saved.kwargs["image_size"], saved.kwargs["image_size"])
+    if wanted is not None and tuple(wanted) != tuple(shape):
+        raise ValueError(
+            f"the checkpoint's model {saved.name!r} takes images of shape {tuple(wanted)} (C×H×W) but "
+            f"the {dataset!r} test images are {tuple(shape)}: export it with the data it was trained on"
+        )
+
+
+def export_checkpoint(
+    path: str | Path,
+    format: str,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    threads: int = 1,
+    int8: bool = False,
+) -> ExportResult:
+    """Export a ``qatcore.checkpoint`` file, checking it on the test split of its dataset
+    (``int8``: the 8-bit QDQ variant of ``onnx``, see ``qatcore.export.export``).
+
+    The dataset (default: the checkpoint's ``info["dataset"]``, else ``digits``) and the input
+    scaling (``info["inputs"]``) come from the checkpoint unless given.
+    """
+    from qatcore import data as datasets
+    from qatcore.export.exporter import check_format, check_installed, export, scaled_inputs
+
+    check_format(format)
+    check_installed(format)
+    saved = checkpoint.load(path)
+    name = dataset or saved.info.get("dataset", "digits")
+    data = datasets.load(name, data_dir or saved.info.get("data_dir"))
+    check_image_size(saved, tuple(data.x_test.shape[1:]), name)
+    x = scaled_inputs(data.x_test, saved.info.get("inputs", "unit"))
+    info = {
+        "model": saved.name,
+        "kwargs": saved.kwargs,
+        "checkpoint": Path(path).name,
+        "dataset": name,
+        "inputs": saved.info.get("inputs", "unit"),
+    }
+    return export(
+        saved.model,
+        out,
+        format,
+        x,
+        data.y_test,
+        name=Path(path).stem,
+        overwrite=overwrite,
+        threads=threads,
+        info=info,
+        int8=int8,
+    )

@@ -1,6 +1,7 @@
 """The one live view of every dashboard: controls above a line of text and a figure, redrawn as they move.
 
-Widgets of every paper build on it, so it lives with the course machinery and imports no paper.
+Every paper's widgets build on it, so it lives in the core and imports no paper. It needs
+ipywidgets and IPython, which the ``course`` extra installs.
 """
 
 from __future__ import annotations
