@@ -213,9 +213,7 @@ def main() -> None:
             None if low["peak_bytes"] is None else low["peak_bytes"] / std["peak_bytes"]
         )
         record["models"][name] = entry
-        print(
-            "\n".join([*model_lines(name, entry, batch), verdict(name, entry)]), flush=True
-        )
+        print("\n".join([*model_lines(name, entry, batch), verdict(name, entry)]), flush=True)
     order = [m for m in MODELS if m in record["models"]]
     lines = header(record)
     for m in order:

@@ -207,6 +207,7 @@ class ResNetE18(nn.Module):
     def forward(self, x):
         return self.fc(self.relu(self.blocks(self.stem(x))).mean((2, 3)))
 
+
 #: the paper's models by their one name (``qatcore.zoo`` lists the same entries under the same
 #: names; tests/test_zoo.py checks that they agree)
 MODELS: dict[str, type[nn.Module]] = {
