@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from qatcore.runtime import thread_count
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 #: our bar for the default run of one notebook on two cores
@@ -42,7 +44,7 @@ def machine() -> dict:
         "cpu": model,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "threads": os.environ.get("QATCORE_THREADS", "2 (qatcore's default)"),
+        "threads": thread_count(),
     }
 
 
