@@ -19,7 +19,7 @@ from torch import nn
 
 from qatcore import zoo
 from qatcore.checks import check_choice
-from qatcore.files import atomic_write
+from qatcore.files import atomic_write, torch_save
 
 FORMAT = "qatcore-checkpoint-1"
 
@@ -76,7 +76,7 @@ def save(
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"path's folder {str(path.parent)!r} does not exist")
-    atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite)
+    atomic_write(path, lambda tmp: torch_save(payload, tmp), overwrite)
     return path
 
 

@@ -196,3 +196,13 @@ def atomic_write(path: Path, write: Callable[[Path], object], overwrite: bool = 
 def write_bytes(path: Path, data: bytes, overwrite: bool = False) -> int:
     """``atomic_write`` of ``data``."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data), overwrite)
+
+
+def torch_save(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` through an open file: the archive's folder inside is then ``archive/``, not the
+    file's own name, so a file first written to a temporary name (as ``atomic_write`` does) holds the
+    same bytes however and wherever it was written."""
+    import torch
+
+    with open(path, "wb") as file:
+        torch.save(obj, file)

@@ -174,6 +174,23 @@ def test_pt2_reloads_with_a_free_batch_size(trained, digits, tmp_path):
         )
 
 
+def test_a_pt2_file_and_a_checkpoint_do_not_carry_the_temporary_name_they_were_written_under(
+    trained, digits, tmp_path
+):
+    """Exports and checkpoints are written to a temporary name first; torch names an archive's inner
+    folder after the file it writes, so that name (with a process id) would change the file's bytes."""
+    sizes = []
+    for name in ("a", "a_much_longer_name"):
+        result = export(trained, tmp_path / name, "pt2", digits.x_test, digits.y_test, name=name)
+        with zipfile.ZipFile(result.path) as archive:
+            assert {entry.split("/")[0] for entry in archive.namelist()} == {"archive"}
+        sizes.append(result.size_bytes)
+    assert sizes[0] == sizes[1]
+    saved = checkpoint.save(tmp_path / "c.pt", trained, "mnist_cnn", {"bits": 2, "image_size": 8})
+    with zipfile.ZipFile(saved) as archive:
+        assert {entry.split("/")[0] for entry in archive.namelist()} == {"archive"}
+
+
 def test_a_layer_no_exporter_can_express_is_named(digits, tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(144, 10))
     with pytest.raises(graph.UnsupportedLayerError, match=r"layer '1' \(GELU\)"):

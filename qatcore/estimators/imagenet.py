@@ -59,7 +59,7 @@ from qatcore.estimators.equivalence import (
 )
 from qatcore.estimators.layers import quantize_convolutions, quantized_layers
 from qatcore.estimators.train import build_optimizer, train_step
-from qatcore.files import atomic_write, output_folder
+from qatcore.files import atomic_write, output_folder, torch_save
 from qatcore.optimizers import OptimizerConfig
 
 ARCHITECTURES = {"resnet18": ResNet18, "resnet50": ResNet50}
@@ -201,7 +201,7 @@ def _fingerprint(config: ImageNetConfig) -> str:
 def _save(config: ImageNetConfig, name: str, state: dict) -> None:
     if distributed.is_main_process():
         atomic_write(
-            _checkpoint_path(config, name), lambda path: torch.save(state, path), overwrite=True
+            _checkpoint_path(config, name), lambda path: torch_save(state, path), overwrite=True
         )
     if distributed.is_distributed():
         torch.distributed.barrier()

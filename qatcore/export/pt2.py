@@ -87,7 +87,11 @@ def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Expo
 
 
 def save(program: torch.export.ExportedProgram, path: Path) -> None:
-    torch.export.save(program, str(path))
+    """Write ``program`` to ``path``. Through an open file, so the archive's folder inside is always
+    ``archive/``: saved by name, torch names it after the file, and an export written to a temporary
+    name first (as every export is) would carry that name, and its size would vary from run to run."""
+    with open(path, "wb") as file:
+        torch.export.save(program, file)
 
 
 def load(path: str | Path) -> nn.Module:
