@@ -63,12 +63,15 @@ def api_page(modules: list[str]) -> str:
     """A Markdown page of autodoc directives, one section per module."""
     lines = ["# API reference", "", "Generated from the docstrings of the `qatcore` package.", ""]
     for module in modules:
+        # a package re-exports its modules' names: they are indexed where they are defined
+        package = (ROOT / module.replace(".", "/") / "__init__.py").is_file()
         lines += [
             f"## `{module}`",
             "",
             "```{eval-rst}",
             f".. automodule:: {module}",
             "   :members:",
+            *(["   :no-index:"] if package else []),
             "```",
             "",
         ]

@@ -1,6 +1,6 @@
 """Paper 1: custom gradient estimators are straight-through estimators in disguise.
 
-``definition`` defines each estimator once, as a sympy expression of Q̂′ within a bin;
+``definitions`` defines each estimator once, as a sympy expression of Q̂′ within a bin;
 ``estimator`` derives its torch backward, α and weight map; ``registry`` names them. Their public
 names are re-exported here (``from qatcore.estimators import get``). ``layers`` and ``models`` quantize networks, ``train``
 trains them recording trajectories, ``theory`` and ``quadratic`` check the theorem symbolically
@@ -8,7 +8,7 @@ and numerically, ``trajectory``, ``equivalence`` and ``imagenet`` run the four-r
 ``plots`` and ``widgets`` show it.
 """
 
-from qatcore.estimators.definition import (
+from qatcore.estimators.definitions import (
     CLOSED_FORM,
     COMPLEX_NUMPY,
     DELTA,

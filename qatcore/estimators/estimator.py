@@ -1,6 +1,6 @@
 """An estimator: a definition bound to its parameter values.
 
-From the one expression of ``Q̂′`` (``qatcore.estimators.definition``) it gives the torch backward,
+From the one expression of ``Q̂′`` (``qatcore.estimators.definitions``) it gives the torch backward,
 the learning-rate factor ``α = Δ / ∫_bin du / Q̂′(u)`` (the harmonic mean of ``Q̂′`` over a bin) and
 the weight map ``M(w) = c + α ∫_0^u ds / Q̂′(s)``, which fixes every threshold ``c`` and, for an
 estimator symmetric about ``c``, every level; so ``Q(M(w)) = Q(w)``. ``Estimator.map_method`` says
@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 import torch
 
-from qatcore.estimators.definition import (
+from qatcore.estimators.definitions import (
     CLOSED_FORM,
     DELTA,
     GRAD_SIGN,

@@ -7,7 +7,7 @@ import math
 
 import sympy as sp
 
-from qatcore.estimators.definition import DELTA, GRAD_SIGN, M_RANGE, Definition, Parameter, u
+from qatcore.estimators.definitions import DELTA, GRAD_SIGN, M_RANGE, Definition, Parameter, u
 from qatcore.estimators.estimator import Estimator
 
 #: The sharpness the authors used for DSQ (``k = sharpness / m``), by bit width.
