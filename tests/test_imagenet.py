@@ -197,7 +197,9 @@ def test_the_command_line_trains_on_two_gloo_processes(tiny, tmp_path):
             [
                 *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
                 "[optimizer]",
-                *(f"{k} = {json.dumps(v)}" for k, v in table.items()),
+                *(
+                    f"{k} = {json.dumps(v)}" for k, v in table.items() if v is not None
+                ),  # TOML has no null
             ]
         )
         + "\n"
