@@ -32,12 +32,12 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check qatcore tests bench
 	$(PY) -m mypy qatcore
 
-## The fast tier (< 5 min): lint, unit and property tests (a quarter of the examples), strict nbval over notebooks/.
+## The fast tier (about 3 min of pytest): lint, unit and property tests (a quarter of the examples), strict nbval over notebooks/.
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
-## Everything (< 15 min, what CI runs): the fast tier with full property profiles, the notebooks on an
+## Everything (about 30 min, what CI runs after the two commands): the fast tier with full property profiles, the notebooks on an
 ## emulated other CPU, one machine twice, JupyterLab in Chromium, torchrun/DDP.
 test-all: $(EXTRAS)
 	$(MAKE) --no-print-directory lint
