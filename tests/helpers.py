@@ -16,3 +16,16 @@ def random_batch_norm_statistics(model: nn.Module, seed: int) -> nn.Module:
                 module.running_var.copy_(torch.rand(n, generator=generator) + 0.2)
                 module.bias.copy_(torch.randn(n, generator=generator) * 0.5 + 0.5)
     return model.eval()
+
+
+def run_cli(capsys, *argv: str) -> tuple[int | str | None, str, str]:
+    """``qatcore`` with ``argv`` in this process: its exit code (argparse's SystemExit included),
+    stdout and stderr."""
+    from qatcore.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -8,20 +8,11 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from idx_writer import encode_idx, filename, write_idx
 
 from qatcore import checks
-from qatcore.cli import main
 from qatcore.data import idx, image_folder
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _assert_one_line(code, err, expected_code=2, contains=""):
@@ -62,14 +53,14 @@ BAD_CONFIGS = {
 def test_a_config_value_of_the_wrong_type_is_one_line(tmp_path, capsys, line):
     config = tmp_path / "c.toml"
     config.write_text(line + "\n")
-    code, _, err = _cli(capsys, "equivalence", "--config", str(config))
+    code, _, err = run_cli(capsys, "equivalence", "--config", str(config))
     _assert_one_line(code, err, contains=BAD_CONFIGS[line])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
 def test_a_gpu_device_without_cuda_is_one_line(tmp_path, capsys, device):
-    code, _, err = _cli(capsys, "equivalence", "--device", device, "--epochs", "1")
+    code, _, err = run_cli(capsys, "equivalence", "--device", device, "--epochs", "1")
     _assert_one_line(code, err, contains="torch sees no GPU")
 
 
@@ -81,12 +72,12 @@ def test_check_device_accepts_the_devices_there_are():
 
 
 def test_a_folder_as_the_config_is_one_line(tmp_path, capsys):
-    code, _, err = _cli(capsys, "equivalence", "--config", str(tmp_path))
+    code, _, err = run_cli(capsys, "equivalence", "--config", str(tmp_path))
     _assert_one_line(code, err, contains=str(tmp_path))
 
 
 def test_a_missing_config_is_one_line(tmp_path, capsys):
-    code, _, err = _cli(capsys, "equivalence", "--config", str(tmp_path / "none.toml"))
+    code, _, err = run_cli(capsys, "equivalence", "--config", str(tmp_path / "none.toml"))
     _assert_one_line(code, err)
 
 
@@ -112,21 +103,21 @@ BAD_ARGUMENTS = [
 )
 def test_a_bad_count_or_option_is_one_line(tmp_path, capsys, monkeypatch, argv, expected):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     _assert_one_line(code, err, contains=expected)
 
 
 def test_seeds_zero_in_a_config_is_not_taken_for_one(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text("seeds = 3\n")
-    code, _, err = _cli(capsys, "equivalence", "--config", str(config), "--seeds", "0")
+    code, _, err = run_cli(capsys, "equivalence", "--config", str(config), "--seeds", "0")
     _assert_one_line(code, err, contains="seeds must be an int >= 1, got 0")
 
 
 def test_train_onto_a_folder_is_one_line_and_keeps_the_folder(tmp_path, capsys):
     (tmp_path / "out.pt").mkdir()
     (tmp_path / "out.pt" / "kept").write_text("x")
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys,
         "train",
         "--model",
@@ -248,7 +239,7 @@ def test_an_intact_gzip_still_reads(tmp_path):
 
 def test_train_and_test_images_of_other_sizes_are_one_line(tmp_path, capsys):
     folder = _idx_folder(tmp_path / "d", test_size=9)
-    code, _, err = _cli(capsys, "equivalence", "--dataset", "mnist", "--data-dir", str(folder))
+    code, _, err = run_cli(capsys, "equivalence", "--dataset", "mnist", "--data-dir", str(folder))
     _assert_one_line(code, err)
 
 
@@ -256,7 +247,7 @@ def test_a_folder_where_an_idx_file_goes_is_one_line(tmp_path, capsys):
     folder = _idx_folder(tmp_path / "d")
     (folder / "t10k-labels-idx1-ubyte").unlink()
     (folder / "t10k-labels-idx1-ubyte").mkdir()
-    code, _, err = _cli(capsys, "equivalence", "--dataset", "mnist", "--data-dir", str(folder))
+    code, _, err = run_cli(capsys, "equivalence", "--dataset", "mnist", "--data-dir", str(folder))
     _assert_one_line(code, err)
 
 
@@ -394,7 +385,7 @@ def test_os_errors_of_a_run_are_one_line(capsys, monkeypatch, error, code, expec
 
     summary, arguments, _, parents = cli.SUBCOMMANDS["ace"]
     monkeypatch.setitem(cli.SUBCOMMANDS, "ace", (summary, arguments, fails, parents))
-    got, _, err = _cli(capsys, "ace", "--model", "mnist_cnn")
+    got, _, err = run_cli(capsys, "ace", "--model", "mnist_cnn")
     _assert_one_line(got, err, expected_code=code, contains=expected)
 
 

@@ -7,19 +7,10 @@ import stat
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from idx_writer import filename, write_idx
 
 from qatcore import checkpoint, files, zoo
-from qatcore.cli import main
-
-
-def _cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _one_line(err):
@@ -45,13 +36,13 @@ def _contents(folder):
 
 def test_a_failed_overwrite_keeps_the_previous_export_and_its_metadata(tmp_path, saved, capsys):
     out = tmp_path / "out"
-    code, _, err = _cli(capsys, "export", str(saved[0]), "--format", "onnx", "--out", str(out))
+    code, _, err = run_cli(capsys, "export", str(saved[0]), "--format", "onnx", "--out", str(out))
     assert code == 0, err
     before = _contents(out)
     assert sorted(before) == ["c.onnx", "c.onnx.json"]
     (out / "c.onnx.json").unlink()
     (out / "c.onnx.json").mkdir()  # a folder where the metadata goes
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys, "export", str(saved[0]), "--format", "onnx", "--out", str(out), "--overwrite"
     )
     assert code == 2 and _one_line(err) and "is a folder" in err
@@ -189,7 +180,7 @@ BAD_CHECKPOINTS = {
 @pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
 def test_a_malformed_checkpoint_is_one_line_exit_2(tmp_path, capsys, case):
     path = _bad_checkpoint(tmp_path, BAD_CHECKPOINTS[case])
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys, "export", str(path), "--format", "onnx", "--out", str(tmp_path / "o")
     )
     assert code == 2, (case, err)
@@ -203,14 +194,14 @@ def test_a_malformed_checkpoint_is_one_line_exit_2(tmp_path, capsys, case):
 def test_a_file_that_is_no_checkpoint_is_one_line_exit_2(tmp_path, capsys, content):
     path = tmp_path / "c.pt"
     path.write_bytes(content)
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys, "export", str(path), "--format", "onnx", "--out", str(tmp_path / "o")
     )
     assert code == 2 and _one_line(err), err
 
 
 def test_a_folder_for_the_checkpoint_is_one_line_exit_2(tmp_path, capsys):
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys, "export", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "o")
     )
     assert code == 2 and _one_line(err), err
@@ -229,7 +220,7 @@ def _idx_folder(folder, size):
 
 def test_export_refuses_data_of_another_image_size_than_the_checkpoints(tmp_path, saved, capsys):
     data = _idx_folder(tmp_path / "nine", 9)
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys,
         "export",
         str(saved[0]),
