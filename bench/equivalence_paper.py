@@ -14,6 +14,10 @@ A cut is visible in the output: ``--steps-per-epoch N`` trains on the first ``N 
 ``--test-images N`` tests on the first N. ``--seeds``, ``--device cuda``, ``--estimators dsq pwl``
 (``pwl`` is the course's tent-shaped estimator, not the authors' "pwl", which is their α-scaled STE).
 
+The two optimizers can run side by side, one process each (``--optimizers sgd`` and ``--optimizers
+adam`` with their own ``--out``), and ``--combine SGD.json ADAM.json`` then writes the one table
+they make together (the same data and settings are checked; each part's command is kept).
+
 Writes ``equivalence_paper.json`` (the command, the machine, what was cut, every report of
 ``ablations.run_seeds`` and the paper's claims, ``ablations.paper_claims``) and
 ``equivalence_paper.md`` to ``--out`` (default ``bench/results``), after every experiment, so an
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -90,6 +95,56 @@ def describe_cut(
     return "; ".join(cut) or "nothing"
 
 
+ONLY = re.compile(r"^only ((?:sgd|adam)(?: (?:sgd|adam))*)$")
+
+
+def combine(parts: list[dict]) -> dict:
+    """One table from tables of the same data and settings whose experiments differ (parts that ran
+    different optimizers, or a run stopped after its first optimizer): their experiments and times
+    together, each part's command kept (its ``--out`` dropped: where it wrote), the cut recomputed
+    and the claims checked on the whole."""
+    keys = ("dataset", "batch_size", "train_images", "test_images", "steps_per_epoch")
+    first, cuts, seen = parts[0], set(), []
+    for part in parts:
+        differing = [k for k in keys if part[k] != first[k]]
+        if differing:
+            raise SystemExit(f"--combine: the tables differ in {', '.join(differing)}")
+        cuts.add(
+            "; ".join(c for c in part["cut"].split("; ") if c != "nothing" and not ONLY.match(c))
+        )
+        seen += part["experiments"]
+    if len(cuts) != 1 or len(set(seen)) != len(seen):
+        raise SystemExit("--combine: the parts are cut differently or repeat an experiment")
+    missing = [o for o in ("sgd", "adam") if not any(k.endswith(f"-{o}") for k in seen)]
+    cut = [c for c in cuts.pop().split("; ") if c]
+    if missing:
+        cut.append(f"only {' '.join(o for o in ('sgd', 'adam') if o not in missing)}")
+    table = {
+        **first,
+        "command": " & ".join(_part_command(part) for part in parts),
+        "cut": "; ".join(cut) or "nothing",
+        "complete": True,
+        "seconds": {k: v for part in parts for k, v in part["seconds"].items()},
+        "experiments": {k: v for part in parts for k, v in part["experiments"].items()},
+    }
+    table["full"] = table["cut"] == "nothing"
+    table["claims"] = ablations.paper_claims(table)
+    return table
+
+
+def _part_command(part: dict) -> str:
+    command = re.sub(r" --out \S+", "", part["command"])
+    if part["complete"]:
+        return command
+    return f"{command} (stopped after {', '.join(part['experiments'])})"
+
+
+def write(table: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{NAME}.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / f"{NAME}.md").write_text(markdown(table))
+
+
 def markdown(table: dict) -> str:
     """The JSON as a page: command, machine, cut, one table per experiment, the claims."""
     head = [
@@ -131,9 +186,7 @@ def markdown(table: dict) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data-dir", required=True, help="folder of Fashion-MNIST or MNIST IDX files"
-    )
+    parser.add_argument("--data-dir", help="folder of Fashion-MNIST or MNIST IDX files")
     parser.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     parser.add_argument("--optimizers", nargs="+", default=["sgd", "adam"], choices=("sgd", "adam"))
     parser.add_argument("--estimators", nargs="+", default=["dsq"])
@@ -150,7 +203,19 @@ def main(argv: list[str]) -> int:
         "--test-images", type=int, default=None, help="cut: the first N test images"
     )
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the JSON and markdown")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="write the one table of parts that ran different optimizers, and train nothing",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        write(combine([json.loads(p.read_text()) for p in args.combine]), args.out)
+        return 0
+    if args.data_dir is None:
+        parser.error("--data-dir is required (unless --combine)")
     runtime.configure(seed=0)
     configs = {
         opt: ablations.load_config(
@@ -188,7 +253,6 @@ def main(argv: list[str]) -> int:
         "claims": [],
     }
     table["full"] = table["cut"] == "nothing"
-    args.out.mkdir(parents=True, exist_ok=True)
     for optimizer in args.optimizers:
         config, runs, _ = configs[optimizer]
         config = replace(config, epochs=epochs[optimizer])
@@ -204,8 +268,7 @@ def main(argv: list[str]) -> int:
             table["experiments"][key] = report
             table["claims"] = ablations.paper_claims(table)
             table["complete"] = key == f"{args.estimators[-1]}-{args.optimizers[-1]}"
-            (args.out / f"{NAME}.json").write_text(json.dumps(table, indent=1) + "\n")
-            (args.out / f"{NAME}.md").write_text(markdown(table))
+            write(table, args.out)
             print(f"{key}: {table['seconds'][key]:.0f} s", file=sys.stderr)
     return 0
 

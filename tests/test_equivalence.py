@@ -1,8 +1,10 @@
 """The equivalence experiment runner and its CLI, on real (short) trainings of the MNIST CNN."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,7 +186,6 @@ def test_cli_reports_an_estimator_outside_the_theory():
 
 # --- the authors' named runs (qatcore.estimators.ablations) ------------------------------------
 
-from pathlib import Path  # noqa: E402
 
 from qatcore.estimators import ablations  # noqa: E402
 from qatcore.optimizers import learning_rate  # noqa: E402
@@ -389,3 +390,47 @@ def test_the_authors_table_shows_every_run_and_labels_the_courses_pwl():
         "tent-shaped" in ablations.estimator_label("pwl")
         and ablations.estimator_label("dsq") == "dsq"
     )
+
+
+def _bench_script(name: str):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _part(optimizer: str, cut: str, complete: bool = True) -> dict:
+    table = _authors_table(0.995, 0.999, 0.8)
+    report = {**table["experiments"]["dsq-sgd"], "optimizer": optimizer}
+    return {
+        "command": f"python bench/equivalence_paper.py --optimizers {optimizer} --out /tmp/{optimizer}",
+        "machine": {"cpu": "test"},
+        "dataset": "fashion-mnist",
+        "batch_size": 600,
+        "train_images": 60000,
+        "test_images": 10000,
+        "steps_per_epoch": 100,
+        "cut": cut,
+        "complete": complete,
+        "seconds": {f"dsq-{optimizer}": 1.0},
+        "experiments": {f"dsq-{optimizer}": report},
+    }
+
+
+def test_the_authors_table_combines_parts_that_ran_apart():
+    script = _bench_script("equivalence_paper")
+    # one process stopped after SGD (its cut 'nothing', as started), one that ran Adam alone
+    table = script.combine([_part("sgd", "nothing", complete=False), _part("adam", "only adam")])
+    assert table["cut"] == "nothing" and table["full"] and table["complete"]
+    assert list(table["experiments"]) == ["dsq-sgd", "dsq-adam"]
+    assert [c[0].split(":")[0] for c in table["claims"]] == ["SGD", "SGD", "Adam", "Adam"]
+    assert "--out" not in table["command"] and "(stopped after dsq-sgd)" in table["command"]
+    alone = script.combine([_part("adam", "only adam")])
+    assert alone["cut"] == "only adam" and not alone["full"]
+    other = _part("adam", "only adam")
+    other["test_images"] = 1000
+    with pytest.raises(SystemExit, match="test_images"):
+        script.combine([_part("sgd", "only sgd"), other])
+    with pytest.raises(SystemExit, match="repeat"):
+        script.combine([_part("sgd", "only sgd"), _part("sgd", "only sgd")])
