@@ -15,9 +15,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from qatcore.course.repository import require_repository
+    from qatcore.course.repository import require_extra, require_repository
 
     require_repository("qatcore reproduce", Path(args.notebooks))
+    require_extra(
+        "qatcore reproduce", "course", "nbformat", "nbclient", "ipykernel", "jupyter_client"
+    )
     from qatcore.course import summaries
     from qatcore.course.reproduce import QUICK_PARAMETERS, reproduce
 

@@ -25,6 +25,7 @@ import gc
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,11 @@ def tensor_bytes(tensors) -> int:
     return sum(storages.values())
 
 
+def _input_shape(model: nn.Module) -> tuple[int, ...]:
+    """The shape (no batch) of one input of a model of ``MODELS``, which carry it as ``input_shape``."""
+    return cast(tuple[int, ...], model.input_shape)
+
+
 def _optimizer_tensors(optimizer):
     return [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
 
@@ -116,13 +122,13 @@ def measure_step(
     batch_size = int_at_least("batch_size", batch_size, 2)
     set_mode(model, mode, gradient)
     model.train()
-    optimizer = make_optimizer(model, mode, optimizer=optimizer)
+    opt = make_optimizer(model, mode, optimizer=optimizer)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.rand((batch_size, *model.input_shape), generator=generator) * 2 - 1
+    x = torch.rand((batch_size, *_input_shape(model)), generator=generator) * 2 - 1
     classes = model(x[:2]).shape[1]
     y = torch.randint(0, classes, (batch_size,), generator=generator)
-    training_step(model, optimizer, x, y)
-    optimizer.zero_grad(set_to_none=True)
+    training_step(model, opt, x, y)
+    opt.zero_grad(set_to_none=True)
     owned = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     kept: dict[int, int] = {}
 
@@ -140,11 +146,12 @@ def measure_step(
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
+        bits = [getattr(p, "grad_bits", None) for p in model.parameters()]  # the 1-bit dW
         gradients = tensor_bytes(
             [p.grad for p in model.parameters() if p.grad is not None]
-            + [p.grad_bits for p in model.parameters() if getattr(p, "grad_bits", None) is not None]
+            + [b for b in bits if b is not None]
         )
-        optimizer.step()
+        opt.step()
         peak = _status_kib("VmHWM") if peak_ok else None
     finally:
         return_freed_memory(on=False)
@@ -154,8 +161,8 @@ def measure_step(
         saved_bytes=sum(kept.values()),
         parameter_bytes=tensor_bytes([*model.parameters(), *model.buffers()]),
         gradient_bytes=gradients,
-        optimizer_bytes=tensor_bytes(_optimizer_tensors(optimizer)),
-        peak_rss_bytes=None if peak is None else peak - before,
+        optimizer_bytes=tensor_bytes(_optimizer_tensors(opt)),
+        peak_rss_bytes=None if peak is None or before is None else peak - before,
     )
 
 
@@ -179,7 +186,7 @@ def peak_in_this_process(
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         net = set_mode(MODELS[model_name](), mode, gradient).train()
-        x = torch.rand((batch, *net.input_shape), generator=generator) * 2 - 1
+        x = torch.rand((batch, *_input_shape(net)), generator=generator) * 2 - 1
         y = torch.randint(0, 10, (batch,), generator=generator)
         opt = make_optimizer(net, mode, optimizer=optimizer)
         for _ in range(count):
@@ -192,7 +199,8 @@ def peak_in_this_process(
     if before is None or not reset_peak():
         return None
     train(batch_size, steps)
-    return _status_kib("VmHWM") - before
+    peak = _status_kib("VmHWM")
+    return None if peak is None else peak - before
 
 
 def measured_peak(
@@ -246,7 +254,7 @@ def memory_summary(
         )
         for mode in ("standard", "low_memory")
     }
-    summary = {
+    summary: dict[str, Any] = {
         "model": model,
         "batch_size": batch_size,
         "accounting": accounting,

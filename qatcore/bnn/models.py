@@ -21,6 +21,8 @@ counts them at 16 bits); every batch norm becomes the paper's l1 batch norm in t
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 from qatcore.bnn.functions import GRADIENT_FORMATS
@@ -46,7 +48,7 @@ MODES = ("standard", "low_memory")
 BATCH_NORM_EPS = 1e-4  # the authors' Keras setting for the standard batch norm
 
 
-def _batch_norm(features: int, dims: int) -> nn.Module:
+def _batch_norm(features: int, dims: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(features, eps=BATCH_NORM_EPS)
 
 
@@ -220,11 +222,12 @@ MODELS: dict[str, type[nn.Module]] = {
 
 def check_mode(mode: object) -> str:
     """``mode`` if it is one of MODES, else a ValueError naming it."""
-    return check_choice("mode", mode, MODES)
+    return cast(str, check_choice("mode", mode, MODES))
 
 
 def _swap_batch_norm(bn: nn.modules.batchnorm._BatchNorm, low_memory: bool) -> nn.Module:
     dims = 1 if isinstance(bn, nn.BatchNorm1d) else 2
+    new: nn.BatchNorm1d | nn.BatchNorm2d
     if low_memory:
         new = (L1BatchNorm1d if dims == 1 else L1BatchNorm2d)(bn.num_features)
     else:
@@ -265,5 +268,5 @@ def set_mode(
             module, (BinaryLayer, RealLayer, SignActivation, MaxPool2d, ReLU, StemMaxPool2d)
         ):
             module.low_memory = low_memory
-    model.training_mode = mode
+    model.training_mode = mode  # type: ignore[assignment]  # Module's __setattr__ is typed for tensors and modules only
     return model

@@ -56,6 +56,7 @@ def _chunks(p: torch.Tensor, *states: torch.Tensor, work: torch.Tensor, scale: f
     rows = work.unbind(0)[1:]
     for start in range(0, p.numel(), CHUNK):
         g = weight_gradient(p, start, start + CHUNK, work, scale)
+        assert g is not None  # only parameters with a gradient are stepped (_has_gradient)
         n = g.numel()
         yield (
             *(x[start : start + CHUNK] for x in flat[:1]),
@@ -141,7 +142,7 @@ class HalfAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        work: dict[torch.dtype, torch.Tensor] = {}
+        work = {}  # torch.dtype -> its two working rows (an untyped step, as torch's optimisers have)
         for group in self.param_groups:
             entries = []
             unit = group["unit_gradients"]

@@ -55,7 +55,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 import torch.fx as fx
@@ -208,6 +208,12 @@ def _attribute_width(value: Any) -> int | None:
     return None if value is None else _width("a module's bit width", int(value))
 
 
+class _CostsItself(Protocol):
+    """The hook: a module that lists its own operations."""
+
+    def ace_operations(self, inputs: tuple, output: Any, name: str) -> list[Operation]: ...
+
+
 @dataclass
 class _Counter:
     """Turns each costed call into ``Operation`` records; shared by the fx and the hook driver."""
@@ -271,10 +277,8 @@ class _Counter:
         else:
             w_bits, known = None, type(module).__module__.startswith("torch.nn")
         a_bits = _attribute_width(getattr(module, "input_bits", None))
-        if a_bits is None and (a_foreign := foreign.input_bits(module)) not in (
-            None,
-            foreign.UNKNOWN,
-        ):
+        a_foreign = foreign.input_bits(module) if a_bits is None else None
+        if a_foreign is not None and a_foreign != foreign.UNKNOWN:
             a_bits = a_foreign
         if a_bits is None and on_grid is not None:
             return w_bits, on_grid, True
@@ -291,7 +295,8 @@ class _Counter:
             return
         self.layer_types[name] = type(module).__name__
         if hasattr(module, "ace_operations"):
-            self.operations.extend(module.ace_operations(tuple(inputs), output, name))
+            hook = cast(_CostsItself, module)
+            self.operations.extend(hook.ace_operations(tuple(inputs), output, name))
             return
         if (bits := foreign.activation_bits(module)) is not None and isinstance(
             output, torch.Tensor
@@ -430,6 +435,7 @@ class _Interpreter(fx.Interpreter):
         if n.op in ("call_module", "call_function", "call_method"):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if n.op == "call_module":
+                assert isinstance(n.target, str)  # a call_module node names its module
                 self.counter.module(n.target, self.fetch_attr(n.target), args, result)
             else:
                 stack = n.meta.get("nn_module_stack") or {}
@@ -480,8 +486,8 @@ def _count_with_hooks(model: nn.Module, inputs: tuple, counter: _Counter) -> Non
 
 def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     """A zero input for ``model``: its ``example_input()`` method or its ``input_shape`` attribute."""
-    if callable(getattr(model, "example_input", None)):
-        return model.example_input(batch_size)
+    if callable(make := getattr(model, "example_input", None)):
+        return make(batch_size)
     shape = getattr(model, "input_shape", None)
     if shape is None:
         raise ValueError(
@@ -490,7 +496,9 @@ def example_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     return torch.zeros(batch_size, *shape)
 
 
-def _bits_argument(bits):
+def _bits_argument(
+    bits: object,
+) -> tuple[int | None, int | None] | dict[str, tuple[int | None, int | None]]:
     """``count``'s ``bits``: one (weight, activation) pair, or one pair per layer name ({} for none)."""
     if bits is None:
         return {}
@@ -527,11 +535,11 @@ def count(
         )
     check_choice("method", method, ("auto", "fx", "hooks"))
     check_choice("float_bits", float_bits, FLOAT_WIDTHS)  # bfloat16 as PokeBNN, or float32
-    bits = _bits_argument(bits)
+    pairs = _bits_argument(bits)
     e = _elementwise_argument(elementwise_bits)
     chosen = cost_models.get(cost_model)
     leaves = frozenset(name for name, module in model.named_modules() if name and _is_leaf(module))
-    counter, used = _Counter(bits, e, leaves=leaves), method
+    counter, used = _Counter(pairs, e, leaves=leaves), method
     training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -549,11 +557,11 @@ def count(
             else:
                 _count_with_hooks(model, inputs, counter)
                 used = "hooks"
-                warn_if_input_dependent(model, inputs, counter, _Counter(bits, e, leaves=leaves))
+                warn_if_input_dependent(model, inputs, counter, _Counter(pairs, e, leaves=leaves))
     finally:
         for module, mode in training:
             module.train(mode)
-    if isinstance(bits, dict) and (stray := sorted(set(bits) - counter.weighted)):
+    if isinstance(pairs, dict) and (stray := sorted(set(pairs) - counter.weighted)):
         raise ValueError(
             f"bits names no conv/linear/matmul layer: {stray}; "
             f"layers that take bits: {sorted(counter.weighted)}"

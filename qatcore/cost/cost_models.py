@@ -39,7 +39,7 @@ A cost model is any object with a ``name`` and a ``cost(op) -> float`` (the cost
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from qatcore.checks import check_choice
 
@@ -92,7 +92,12 @@ class Operation:
 
     def float_width(self) -> int:
         """The widest float operand of a resolved operation (0 when none is float)."""
-        return max((b for b, f in zip(self.bits, self.floats, strict=False) if f), default=0)
+        return max((b for b, f in zip(_widths(self), self.floats, strict=False) if f), default=0)
+
+
+def _widths(op: Operation) -> tuple[int, ...]:
+    """``op.bits`` of a resolved operation, where no operand is ``FLOAT`` any more."""
+    return cast(tuple[int, ...], op.bits)
 
 
 def _product(bits: tuple[int, ...]) -> int:
@@ -104,7 +109,8 @@ def _product(bits: tuple[int, ...]) -> int:
 class CostModel(Protocol):
     """What a cost model provides: a ``name`` and the cost of one ``Operation`` record."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def cost(self, op: Operation) -> float: ...
 
@@ -116,7 +122,7 @@ class ACE:
     name: str = "ace"
 
     def cost(self, op: Operation) -> float:
-        return float(op.count * _product(op.bits)) if op.kind == "mac" else 0.0
+        return float(op.count * _product(_widths(op))) if op.kind == "mac" else 0.0
 
 
 @dataclass(frozen=True)
@@ -138,11 +144,11 @@ class ACEv2:
 
     def cost(self, op: Operation) -> float:
         if op.kind in _PRODUCTS:
-            each = _product(op.bits)
+            each = _product(_widths(op))
             if op.kind == "mac" and self.accumulator_bits is not None:
                 each += self.accumulator_bits
         else:
-            each = max(op.bits)
+            each = max(_widths(op))
         return float(op.count * each)
 
 
@@ -179,11 +185,11 @@ class Energy45nm:
             accumulate = (
                 self.fp32_add if float_width else self.int_add_per_bit * self.accumulator_bits
             )
-            each = self.mul(op.bits, float_width) + accumulate
+            each = self.mul(_widths(op), float_width) + accumulate
         elif op.kind in _PRODUCTS:
-            each = self.mul(op.bits, float_width)
+            each = self.mul(_widths(op), float_width)
         else:
-            each = self.add(max(op.bits), bool(float_width))
+            each = self.add(max(_widths(op)), bool(float_width))
         return op.count * each
 
 

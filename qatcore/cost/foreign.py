@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Final, Literal
 
 from torch import nn
 
-UNKNOWN = "unknown"
+UNKNOWN: Final = "unknown"
 
 
 def _library(module: nn.Module) -> str:
@@ -84,24 +84,25 @@ def torchao_tensor_bits(weight: Any, name: str = "the weight") -> int:
     )
 
 
-def weight_bits(module: nn.Module) -> int | None | str:
+def weight_bits(module: nn.Module) -> int | None | Literal["unknown"]:
     """Weight width of a Brevitas or torchao conv/linear, ``None`` if float, ``UNKNOWN`` if neither."""
     if (weight := _torchao_weight(module)) is not None:
         return torchao_tensor_bits(weight, f"the weight of a {type(module).__name__}")
     library = _library(module)
-    if library == "brevitas" and hasattr(module, "weight_quant"):
+    layer: Any = module  # a foreign layer: its quantisers are not attributes torch types
+    if library == "brevitas" and hasattr(layer, "weight_quant"):
         if (
-            callable(getattr(module, "quant_weight_bit_width", None))
-            and module.weight_quant.is_quant_enabled
+            callable(getattr(layer, "quant_weight_bit_width", None))
+            and layer.weight_quant.is_quant_enabled
         ):
-            return int(round(float(module.quant_weight_bit_width())))
-        return _proxy_bits(module.weight_quant)
-    if library == "torchao" and hasattr(module, "weight_fake_quantizer"):
-        return _torchao_bits(module.weight_fake_quantizer)
+            return int(round(float(layer.quant_weight_bit_width())))
+        return _proxy_bits(layer.weight_quant)
+    if library == "torchao" and hasattr(layer, "weight_fake_quantizer"):
+        return _torchao_bits(layer.weight_fake_quantizer)
     return UNKNOWN
 
 
-def input_bits(module: nn.Module) -> int | None | str:
+def input_bits(module: nn.Module) -> int | None | Literal["unknown"]:
     """Width a Brevitas or torchao conv/linear quantises its own input to (``None``: it does not)."""
     if (weight := _torchao_weight(module)) is not None:
         kwargs = getattr(weight, "act_quant_kwargs", None)

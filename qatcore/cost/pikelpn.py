@@ -22,6 +22,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from qatcore.cost.pikelpn_layers import (
     PikeConv2d,
     PikeLinear,
     QuantNorm,
+    ScaleFormat,
     WeightQuantizer,
     check_optional_bits,
     quantize_on_range,
@@ -60,7 +62,7 @@ class PikeLPNConfig:
     dhq: bool = False
     norm_bits: int = 8
     bias_bits: int = 16
-    scale_format: str = "pow2"
+    scale_format: ScaleFormat = "pow2"
     scale_bits: int = 4
     clip_sigmas: float = 3.0
     estimator: str = "ste"
@@ -101,7 +103,7 @@ class PikeLPNConfig:
         int_at_least("in_channels", self.in_channels, 1)
         int_at_least("num_classes", self.num_classes, 2)
 
-    def switched(self, **techniques: bool) -> PikeLPNConfig:
+    def switched(self, **techniques: Any) -> PikeLPNConfig:
         """A copy with some of ``TECHNIQUES`` (or other fields) changed."""
         return dataclasses.replace(self, **techniques)
 

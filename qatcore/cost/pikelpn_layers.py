@@ -46,13 +46,13 @@ from qatcore.checks import check_choice, int_at_least, positive_number
 from qatcore.cost.cost_models import FLOAT, Operation
 from qatcore.quantizers import check_bits
 
-SCALE_FORMATS = ("pow2", "int")
+ScaleFormat = Literal["pow2", "int"]
+
+SCALE_FORMATS: tuple[ScaleFormat, ...] = ("pow2", "int")
 WEIGHT_SCHEMES = ("tensor-max", "channel-max", "channel-std")
 #: Width of the integer accumulator in the cost model: enough for 4×4-bit products summed over
 #: 2**16 terms or 8×8-bit ones over 2**8 (every layer here).
 ACCUMULATOR_BITS = 24
-
-ScaleFormat = Literal["pow2", "int"]
 
 
 def check_optional_bits(name: str, bits: object) -> int | None:
@@ -209,7 +209,7 @@ class CostedLayer:
     double-quantised) the two multiplies are shifts (or low-bit multiplies and shifts).
     """
 
-    weight: nn.Parameter
+    weight: torch.Tensor
 
     def _setup(
         self,
@@ -313,6 +313,8 @@ def fold_batch_norm(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     (running statistics), what QuantNorm quantises."""
     if not isinstance(bn, nn.BatchNorm2d):
         raise TypeError(f"bn must be an nn.BatchNorm2d, got {type(bn).__name__}")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("bn must keep running statistics (track_running_stats=True)")
     s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     return s, bn.bias.detach() - bn.running_mean * s
 
@@ -327,6 +329,9 @@ class QuantNorm(nn.Module):
     In eval mode the output differs from the folded float batch norm by at most
     ``|x|·δ_s + δ_t`` per element (``δ`` the two fixed-point steps, see ``quantization_error_bound``).
     """
+
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(
         self,
@@ -437,11 +442,11 @@ class ActQuant(nn.Module):
         super().__init__()
         self.bits = check_optional_bits("bits", bits)
         self.integer_input = bool(integer_input)
-        alpha = torch.tensor(positive_number("alpha", alpha))
+        initial = torch.tensor(positive_number("alpha", alpha))
         if learn_alpha and self.bits is not None:
-            self.alpha = nn.Parameter(alpha)
+            self.alpha = nn.Parameter(initial)
         else:
-            self.register_buffer("alpha", alpha)
+            self.register_buffer("alpha", initial)
         self.estimator = estimators.get(estimator)
         self.double_quant = bool(double_quant)
         self.scale_format = check_choice("scale_format", scale_format, SCALE_FORMATS)

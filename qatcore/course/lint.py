@@ -5,16 +5,26 @@ compare); no timing metadata (a rerun would change the file where no output chan
 machinery lives in cell tags, never in comments students read (``# NBVAL_…``); the tags are ones
 the suite knows; and what students read (markdown, code, printed output) speaks of the subject, not
 of the test suite, bench scripts, CI, the machine or how the notebook was written
-(``tooling_mentions``). Used by the pre-commit hook and by the tests.
+(``tooling_mentions``). Used by the pre-commit hook and by the tests. Without file names it checks
+every notebook of the course repository.
+
+The pre-commit hook runs this file as a script with nbformat alone, no qatcore installed, and gives it
+file names: so nbformat is imported where it is used, and ``qatcore.course.repository`` only without
+file names or without nbformat (to find the course's notebooks, or say in one line what is missing).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+if TYPE_CHECKING:
+    import nbformat
+
+COMMAND = "python -m qatcore.course.lint"
 
 KNOWN_TAGS = {
     "parameters",
@@ -40,7 +50,7 @@ TOOLING_WORDS = (
 )
 
 
-def _student_text(cell) -> str:
+def _student_text(cell: nbformat.NotebookNode) -> str:
     """What a student reads of ``cell``: its source and, for code, its printed output."""
     text = [cell.source]
     for output in cell.get("outputs", []):
@@ -53,6 +63,8 @@ def _student_text(cell) -> str:
 
 def tooling_mentions(path: Path) -> list[str]:
     """Student-facing text of the notebook at ``path`` that speaks of tooling instead of the subject."""
+    import nbformat
+
     nb = nbformat.read(path, as_version=4)
     found = []
     for index, cell in enumerate(nb.cells):
@@ -65,6 +77,8 @@ def tooling_mentions(path: Path) -> list[str]:
 
 def problems(path: Path) -> list[str]:
     """What is wrong with the committed notebook at ``path``, one line each (empty when nothing)."""
+    import nbformat
+
     nb = nbformat.read(path, as_version=4)
     found = []
     for index, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
@@ -88,9 +102,14 @@ def problems(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)] or sorted(
-        Path("notebooks").glob("*.ipynb")
-    )
+    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
+    if not paths or importlib.util.find_spec("nbformat") is None:
+        from qatcore.course.repository import ROOT, require_extra, require_repository
+
+        if not paths:  # every notebook of the course
+            require_repository(COMMAND)
+            paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+        require_extra(COMMAND, "course", "nbformat")
     found = [line for path in paths for line in problems(path) + tooling_mentions(path)]
     for line in found:
         print(line, file=sys.stderr)

@@ -1,13 +1,17 @@
-"""Whether qatcore runs from a clone of the course repository, and the one line that says so when not.
+"""Whether qatcore runs from a clone of the course repository with the extras a command needs, and the
+one line that says so when not.
 
-The course's commands (``qatcore reproduce``, ``python -m qatcore.course.student``, ``… .site``) read
-the repository's notebooks, docs and committed results. Installed from a wheel, the package has the
-library but not those files: the commands then say so in one line and exit with status 2, before
-importing the course extra's libraries, so no traceback hides the reason.
+The course's commands (``qatcore reproduce``, ``python -m qatcore.course.student``, ``… .site``,
+``… .lint``) read the repository's notebooks, docs and committed results, with the libraries of an
+optional extra (``course``: nbformat and the notebook runners; ``docs``: Sphinx; ``teach``: nbgrader).
+Installed from a wheel, the package has the library but neither those files nor the extras: the
+commands then say what is missing in one line and exit with status 2, before importing the extra's
+libraries, so no traceback hides the reason.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -28,6 +32,21 @@ def require_repository(command: str, notebooks: Path | None = None, root: Path =
     print(
         f"{command}: needs a clone of the qatcore course repository (its notebooks/), and this "
         f"qatcore is installed without one (at {root / 'qatcore'}): clone the course, run `make` there",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
+def require_extra(command: str, extra: str, *modules: str) -> None:
+    """Return when each of ``modules`` (import names) is installed; else print one line naming
+    ``command``, the missing modules and the ``extra`` that installs them, and exit with status 2."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    are = "is" if len(missing) == 1 else "are"
+    print(
+        f"{command}: needs {', '.join(missing)}, which {are} not installed "
+        f"(the {extra} extra: pip install 'qatcore[{extra}]')",
         file=sys.stderr,
     )
     raise SystemExit(2)

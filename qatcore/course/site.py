@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qatcore.course.repository import require_repository
+from qatcore.course.repository import require_extra, require_repository
 
 if TYPE_CHECKING:
     import nbformat
@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "build" / "site", help="folder for the HTML site"
     )
     args = parser.parse_args(argv)
-    require_repository("python -m qatcore.course.site")
+    command = "python -m qatcore.course.site"
+    require_repository(command)
+    require_extra(command, "course", "nbformat")
+    require_extra(
+        command, "docs", "sphinx", "myst_nb", "sphinx_book_theme", "sphinx-mathjax-offline"
+    )
     try:
         out = build(args.out)
     except RuntimeError as error:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qatcore.course.repository import require_repository
+from qatcore.course.repository import require_extra, require_repository
 
 if TYPE_CHECKING:
     import nbformat
@@ -96,8 +96,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=ROOT / "build" / "student", help="folder for the copies"
     )
     args = parser.parse_args(argv)
+    command = "python -m qatcore.course.student"
     if not args.notebooks:  # the default is every notebook of the course
-        require_repository("python -m qatcore.course.student")
+        require_repository(command)
+    require_extra(command, "course", "nbformat")
+    require_extra(command, "teach", "nbgrader")
     for path in write_student_copies(args.out, args.notebooks or None):
         print(path)
 

@@ -22,7 +22,7 @@ IDX_FILES = {
 }
 
 # IDX type code -> big-endian NumPy dtype.
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -190,18 +190,18 @@ def load_idx_folder(folder: str | Path, name: str | None = None) -> Dataset:
             f"than the {allowed} allowed for {seen} labels: a label file is damaged"
         )
 
-    def images(split: str) -> torch.Tensor:
+    def images_of(split: str) -> torch.Tensor:
         return torch.from_numpy(arrays[split, "images"]).float().div_(255).unsqueeze(1)
 
-    def labels(split: str) -> torch.Tensor:
+    def labels_of(split: str) -> torch.Tensor:
         return torch.from_numpy(arrays[split, "labels"].astype(np.int64))
 
-    y_train, y_test = labels("train"), labels("test")
+    y_train, y_test = labels_of("train"), labels_of("test")
     return Dataset(
         name=folder.name if name is None else name,
-        x_train=images("train"),
+        x_train=images_of("train"),
         y_train=y_train,
-        x_test=images("test"),
+        x_test=images_of("test"),
         y_test=y_test,
         num_classes=classes,
     )

@@ -113,21 +113,23 @@ class ImageFolder(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
         except (OSError, Image.DecompressionBombError) as error:  # not an image, truncated, huge
             raise ValueError(f"{str(path)!r} is not an image Pillow can read: {error}") from None
         if self.train:
             rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
             image = image.resize(
-                (self.image_size,) * 2, Image.BILINEAR, box=random_resized_box(image.size, rng)
+                (self.image_size,) * 2,
+                Image.Resampling.BILINEAR,
+                box=random_resized_box(image.size, rng),
             )
             if rng.random() < 0.5:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         else:
             image = image.resize(
                 (self.image_size,) * 2,
-                Image.BILINEAR,
+                Image.Resampling.BILINEAR,
                 box=centre_box(image.size, self.resize, self.image_size),
             )
         return to_tensor(image), label

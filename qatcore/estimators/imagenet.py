@@ -29,6 +29,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -259,10 +260,10 @@ def train_run(
     optimizer = build_optimizer(model, train_config)
     rank, world = distributed.place()
     local_batch = distributed.local_batch_size(config.batch_size)
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[int] = DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
     )
-    loader_options = dict(
+    loader_options: dict[str, Any] = dict(
         batch_size=local_batch,
         sampler=sampler,
         num_workers=config.workers,

@@ -25,7 +25,7 @@ SGD, the rule of the theorem; a config's ``lr`` and schedule are not used here (
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -110,6 +110,10 @@ class QuadraticProblem:
     bits: int = 2
     m: float = 1.0
     seed: int = 0
+    # drawn from seed in __post_init__; not arguments, and left out of repr and comparison
+    _matrix: torch.Tensor = field(init=False, repr=False, compare=False)
+    _target: torch.Tensor = field(init=False, repr=False, compare=False)
+    _w0: torch.Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         int_at_least("dim", self.dim, 1)
@@ -387,15 +391,15 @@ def one_step_gap(
     step is ``η·sign(g)`` for every estimator, so there is no ``η²`` term to measure.
     """
     estimator = estimators.get(estimator)
-    etas = _check_etas(etas)
+    rates = _check_etas(etas)
     rule = _rule(optimizer)
     if rule.name != "sgd":
         raise ValueError(
             f"optimizer must be SGD (plain or with momentum): Adam's first step has no η² term, got {rule.label}"
         )
     steps = int_at_least("steps", steps, 1)
-    w0 = safe_start(problem, etas.max() * _step_bound(problem, estimator) * steps**2)
-    _, _, gap, _ = _pair(problem, estimator, etas, steps, rule, True, w0.numpy())
+    w0 = safe_start(problem, rates.max() * _step_bound(problem, estimator) * steps**2)
+    _, _, gap, _ = _pair(problem, estimator, rates, steps, rule, True, w0.numpy())
     return gap[-1]
 
 
@@ -416,29 +420,31 @@ def fixed_time_gap(
     maximum varies by at most 1.2 (``gap/η``, seeds 0–3). Every step of every run counts; none is dropped.
     """
     estimator = estimators.get(estimator)
-    etas = _check_etas(etas)
+    rates = _check_etas(etas)
     rule = _rule(optimizer)
     if time is None and rule.label not in DEFAULT_TIME:
         raise ValueError(f"no default time for {rule.label}; pass time (defaults: {DEFAULT_TIME})")
     time = DEFAULT_TIME[rule.label] if time is None else positive_number("time", time)
-    steps = [max(1, round(time / eta)) for eta in etas]
+    steps = [max(1, round(time / eta)) for eta in rates]
     w0 = problem.initial_weights().numpy()
-    _, _, gap, _ = _pair(problem, estimator, etas, max(steps), rule, True, w0)
+    _, _, gap, _ = _pair(problem, estimator, rates, max(steps), rule, True, w0)
     return np.array([gap[: n + 1, i].max() for i, n in enumerate(steps)])
 
 
 def fit_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of ``log y`` against ``log x``: the order ``p`` of a power law ``y ∝ x^p``."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.ndim != 1 or xs.shape != ys.shape or len(xs) < 2:
         raise ValueError(
-            f"x and y must be 1-d and of the same length >= 2, got shapes {x.shape} and {y.shape}"
+            f"x and y must be 1-d and of the same length >= 2, got shapes {xs.shape} and {ys.shape}"
         )
-    if not (np.all(x > 0) and np.all(y > 0) and np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+    if not (
+        np.all(xs > 0) and np.all(ys > 0) and np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))
+    ):
         raise ValueError("x and y must be finite and > 0, to take their logarithms")
-    if np.ptp(np.log(x)) == 0:
+    if np.ptp(np.log(xs)) == 0:
         raise ValueError("x must hold at least two different values")
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
 def adam_scale_invariance(

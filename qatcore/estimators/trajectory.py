@@ -123,10 +123,12 @@ def level_indices(w: torch.Tensor, bits: int, m: float | torch.Tensor) -> torch.
             raise ValueError("w must have a last dimension when m is given per column")
         m = m.to(w.dtype)
         delta = 2.0 * m / (2**bits - 1)
+        clipped = torch.clamp(w, -m, m)  # one per branch: tensor bounds, then number bounds
     else:
         delta = step_size(bits, m)
+        clipped = torch.clamp(w, -m, m)
     # The same operations as quantizers.uniform_quantize, so the indices match it exactly.
-    k = torch.clamp(w, -m, m).add_(m).div_(delta).round_()
+    k = clipped.add_(m).div_(delta).round_()
     dtype = torch.int8 if bits <= 7 else torch.int16 if bits <= 15 else torch.int32
     return k.to(dtype)
 

@@ -125,6 +125,7 @@ def _reloaded(
 ) -> tuple[np.ndarray, dict]:
     """Write the export to ``tmp``, load it back from disk, run it on ``x``; its outputs and facts."""
     if format in ("onnx", "qonnx"):
+        assert ops is not None  # export() lowers the model for every format but pt2
         name = info.get("model") or "qatcore"
         if int8:
             proto, exact = onnx_int8.build(ops, tuple(x.shape[1:]), x.numpy(), name=name)
@@ -150,10 +151,11 @@ def _reloaded(
         facts["cleaned_outputs"] = qonnx.execute(qonnx.cleaned(loaded), x.numpy())
         return qonnx.execute(loaded, x.numpy()), {"qonnx": facts}
     if format == "packed":
+        assert ops is not None
         tmp.write_bytes(packed.to_bytes(packed_ops(ops), info))
-        loaded, _ = packed.load(tmp)
-        return reference.infer(loaded, x.numpy()), {
-            "packed": {"layers": [op.kind for op in loaded]}
+        reloaded, _ = packed.load(tmp)
+        return reference.infer(reloaded, x.numpy()), {
+            "packed": {"layers": [op.kind for op in reloaded]}
         }
     pt2.save(pt2.export_program(model, x[:2]), tmp)
     return outputs(pt2.load(tmp), x), {}

@@ -99,8 +99,9 @@ def _classifier(*trunk: str):
     def lowering(name: str, module: nn.Module) -> list[Op]:
         prefix = f"{name}." if name != type(module).__name__ else ""
         ops = [op for part in trunk for op in _lower(getattr(module, part), prefix + part)]
-        ops += _lower(module.pool, prefix + "pool") + [Op("flatten", prefix + "flatten")]
-        return ops + _lower(module.fc, prefix + "fc")
+        ops += _lower(module.get_submodule("pool"), prefix + "pool")
+        ops += [Op("flatten", prefix + "flatten")]
+        return ops + _lower(module.get_submodule("fc"), prefix + "fc")
 
     return lowering
 

@@ -20,6 +20,8 @@ optimized graph (``qatcore.export.onnx_inspect.optimized_node_types``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto
@@ -106,11 +108,11 @@ class Int8Builder(GraphBuilder):
         index = next(i for i, o in enumerate(self.ops) if o is op)
         x_scale, x_zero = uint8_grid(*self.ranges[op.name])
         x = self.qdq(x, f"{op.name}.input", x_scale, x_zero)
-        codes, w_scale, exact = int8_weight(op.weight)
+        codes, w_scale, exact = int8_weight(op.layer_weight())
         self.exact[op.name] = exact
         per_channel = len(w_scale) > 1
         shape = w_scale.shape if per_channel else ()
-        axis = {"axis": 0} if per_channel else {}
+        axis: dict[str, Any] = {"axis": 0} if per_channel else {}
         w = self.node(
             "DequantizeLinear",
             [

@@ -14,9 +14,11 @@ activation quantizer becomes a ``QuantizeLinear``/``DequantizeLinear`` pair (uns
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike
 from onnx import TensorProto, helper, numpy_helper
 
 from qatcore.export.onnx_inspect import (
@@ -68,7 +70,7 @@ def check_codes(name: str, weight: Weight) -> None:
         raise ValueError(f"layer {name!r}: binary weight codes must be ±1")
 
 
-def integer_tensor(name: str, values: np.ndarray, onnx_type: int) -> onnx.TensorProto:
+def integer_tensor(name: str, values: ArrayLike, onnx_type: int) -> onnx.TensorProto:
     """An integer initializer of ``onnx_type``, stored as raw bytes (INT4/UINT4 packed two to a
     byte), so the file's size does not depend on the values."""
     dtype = helper.tensor_dtype_to_np_dtype(onnx_type)  # ml_dtypes' int4/uint4 for the 4-bit types
@@ -105,7 +107,7 @@ class GraphBuilder:
     def weight(self, op: Op) -> str:
         """The float weight tensor: an initializer for a float weight; for a coded one, what
         ``coded_weight`` builds, with the codes' initializer and range recorded in ``code_bounds``."""
-        weight, name = op.weight, op.name
+        weight, name = op.layer_weight(), op.name
         if weight.kind == "float":
             return self.constant(f"{name}.weight", weight.values.astype(np.float32))
         check_codes(name, weight)
@@ -130,7 +132,7 @@ class GraphBuilder:
         zero = self.tensor(
             integer_tensor(f"{name}.weight_zero_point", np.zeros(shape, np.int64), onnx_type)
         )
-        axis = {"axis": 0} if per_channel else {}
+        axis: dict[str, Any] = {"axis": 0} if per_channel else {}
         return self.node("DequantizeLinear", [codes, scale_name, zero], name, **axis), codes
 
     def act_quant(self, op: Op, x: str) -> str:

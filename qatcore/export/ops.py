@@ -57,6 +57,11 @@ class Op:
     weight: Weight | None = None
     bias: np.ndarray | None = None
 
+    def layer_weight(self) -> Weight:
+        """``weight`` of a conv or linear op, which always carries one."""
+        assert self.weight is not None, f"{self.kind} op {self.name!r} has no weight"
+        return self.weight
+
 
 @overload
 def to_numpy(tensor: torch.Tensor) -> np.ndarray: ...

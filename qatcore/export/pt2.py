@@ -20,6 +20,9 @@ from qatcore.export import pikelpn
 class FrozenAffine(nn.Module):
     """A QuantNorm in eval mode: ``y = Q(a)·x + Q(b)`` per channel, with ``Q(a)``, ``Q(b)`` fixed."""
 
+    scale: torch.Tensor
+    shift: torch.Tensor
+
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("scale", scale.detach().clone())
@@ -31,6 +34,8 @@ class FrozenAffine(nn.Module):
 
 class FrozenActQuant(nn.Module):
     """An ActQuant in eval mode with its clip level ``α`` fixed (the same forward otherwise)."""
+
+    alpha: torch.Tensor
 
     def __init__(self, module) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike
 from onnx import helper
 
 from qatcore.export.onnx_qdq import GraphBuilder
@@ -70,7 +71,7 @@ class QonnxBuilder(GraphBuilder):
             gate = self.node("HardSigmoid", [x], op.name, alpha=1.0 / 6, beta=0.5)
             return self.node("Mul", [x, gate], op.name)
         if op.kind == "linear" and op.bias is None:  # qonnx's GemmToMatMul needs Gemm's C input
-            op = replace(op, bias=np.zeros(op.weight.values.shape[0], np.float32))
+            op = replace(op, bias=np.zeros(op.layer_weight().values.shape[0], np.float32))
         out = super().op(op, x)
         if op.kind in CHANNELS:
             self.channels = CHANNELS[op.kind](op)
@@ -102,7 +103,7 @@ class QonnxBuilder(GraphBuilder):
         )
 
     def quant(
-        self, x: str, name: str, scale: np.ndarray, bits: int, signed: bool, narrow: bool
+        self, x: str, name: str, scale: ArrayLike, bits: int, signed: bool, narrow: bool
     ) -> str:
         """A ``Quant`` node with zero point 0."""
         inputs = [

@@ -7,6 +7,8 @@ binary (±1) runs as the papers' hardware would: input and weight signs packed 8
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from qatcore.export.ops import Op, UnsupportedLayerError
@@ -20,7 +22,7 @@ def _pad(x: np.ndarray, padding: list[int], value: float = 0.0) -> np.ndarray:
 
 
 def _windows(
-    x: np.ndarray, kernel: list[int], stride: list[int], dilation: list[int] = (1, 1)
+    x: np.ndarray, kernel: list[int], stride: list[int], dilation: Sequence[int] = (1, 1)
 ) -> np.ndarray:
     """Sliding windows of N×C×H×W as N×C×H'×W'×kh×kw."""
     kh, kw = kernel
@@ -72,7 +74,8 @@ def pack_signs(values: np.ndarray) -> np.ndarray:
 
 def _binary_dot(x: np.ndarray, op: Op) -> np.ndarray:
     """Integer ``x·sign(W)`` of a binary layer with ±1 input, by XNOR and popcount."""
-    signs = op.weight.values.reshape(len(op.weight.values), -1)
+    values = op.layer_weight().values
+    signs = values.reshape(len(values), -1)
     w_bits = op.attrs.get("packed_weight")
     w_bits = pack_signs(signs) if w_bits is None else w_bits
     if op.kind == "linear":
@@ -84,7 +87,7 @@ def _binary_dot(x: np.ndarray, op: Op) -> np.ndarray:
 
 
 def _dense(x: np.ndarray, op: Op) -> np.ndarray:
-    weight = op.weight.dequantized()
+    weight = op.layer_weight().dequantized()
     if op.kind == "linear":
         return x @ weight.T
     groups = op.attrs["groups"]
@@ -133,7 +136,7 @@ def step(x: np.ndarray, op: Op) -> np.ndarray:  # noqa: C901 — one branch per 
     """One op applied to ``x`` (float64, or int8 signs for binary layers)."""
     a = op.attrs
     if op.kind in ("conv", "linear"):
-        binary = op.weight.kind == "binary" and x.dtype == np.int8
+        binary = op.layer_weight().kind == "binary" and x.dtype == np.int8
         out = _binary_dot(x, op) if binary else _dense(x.astype(np.float64), op)
         return out if op.bias is None else out + _channel(op.bias, out)
     if op.kind == "relu":
