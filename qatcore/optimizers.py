@@ -2,8 +2,8 @@
 
 The names mean the same everywhere, in training and on the quadratic of notebook 01:
 
-* ``"sgd"`` is stochastic gradient descent with heavy-ball momentum ``μ`` (PyTorch's rule:
-  ``b ← μ·b + g``, ``w ← w − η·b``). ``momentum=0`` is plain SGD. The default, 0.9, is the first
+* ``"sgd"`` is stochastic gradient descent with heavy-ball momentum ``λ`` (PyTorch's rule:
+  ``p ← λ·p + g``, ``w ← w − η·p``). ``momentum=0`` is plain SGD. The default, 0.9, is the first
   paper's.
 * ``"adam"`` is Adam with ``β₁ = 0.9`` and ``β₂ = 0.95``, the first paper's short second-moment window.
 

@@ -52,6 +52,25 @@ def test_planted_notation_violations_are_found(tmp_path):
     assert any("cell 3 defines `ξ`, which the glossary does not have" in line for line in found)
 
 
+def test_one_letter_for_the_momentum_coefficient_and_another_for_the_batch_norm_mean(tmp_path):
+    """Notebook 01's momentum argument once wrote the momentum coefficient as `μ`, the batch norm's mean
+    in the glossary. The glossary gives it `λ`, and a notebook that defines `μ` as the coefficient again,
+    in either form, is found."""
+    table = notation.glossary()
+    assert "momentum coefficient" in table["λ"] and "momentum" not in table["μ"]
+    path = _write(
+        tmp_path,
+        "Momentum sums `Σ_k λ^k g_k`, where `λ` is the momentum coefficient; `μ` is the mean of a batch norm.",
+        "Momentum sums `Σ_k μ^k g_k`, where `μ` is the momentum coefficient.",
+        "Heavy-ball SGD with the momentum coefficient `μ` sums past gradients.",
+        "Heavy-ball SGD with the momentum coefficient `λ` sums past gradients.",
+    )
+    found = notation.disagreements(path)
+    assert not any("cell 0" in line or "cell 3" in line for line in found), found
+    assert any("cell 1 defines `μ` as 'momentum coefficient'" in line for line in found), found
+    assert any("cell 2 defines `μ` as 'the momentum coefficient'" in line for line in found), found
+
+
 def test_planted_module_names_that_do_not_import_are_found(tmp_path):
     path = _write(
         tmp_path,

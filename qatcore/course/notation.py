@@ -2,7 +2,7 @@
 
 ``glossary()`` reads the table (and the terms list) into ``{symbol: meaning}``. ``disagreements(path)``
 lists each symbol a notebook's markdown defines ("`x` is the …", "where `x` is a …", a row "| `x` | … |" of
-a notation table) that the glossary
+a notation table, "the momentum coefficient `x`") that the glossary
 does not have, or defines with none of the glossary's words for it. ``unimportable_names(path)`` lists
 each ``qatcore.…`` name in a notebook's markdown that does not import.
 """
@@ -23,6 +23,12 @@ GLOSSARY = ROOT / "docs" / "glossary.md"
 #: "`x` is the …", "where `x` is a …", "`x` denotes …": a symbol of at most four characters, defined.
 DEFINITION = re.compile(
     r"`([^`\s]{1,4})`\s+(?:is|denotes|stands for|means)\s+(?:the|a|an)\s+([^.;:\n]{3,100})"
+)
+#: "the momentum coefficient `x`", "a positive constant `x`": a symbol named by the noun before it. Only
+#: nouns that introduce a letter of their own: "the rate `αη`" names an expression, not a symbol.
+NAMED = re.compile(
+    r"\b(?:the|a|an|with|its|their)\s+((?:[\w′-]+\s+){0,3}?(?:coefficient|constant|parameter)s?)"
+    r"\s+`([^`\s]{1,4})`"
 )
 #: A row of a notation table in a notebook: "| `x` | meaning |".
 TABLE_ROW = re.compile(r"^\|\s*`([^`]{1,4})`\s*\|\s*([^|]+)\|", re.MULTILINE)
@@ -83,6 +89,11 @@ def definitions(nb: nbformat.NotebookNode) -> list[tuple[int, str, str]]:
         if cell.cell_type == "markdown"
         for pattern in (DEFINITION, TABLE_ROW)
         for match in pattern.finditer(cell.source)
+    ] + [
+        (index, match.group(2), match.group(1))
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "markdown"
+        for match in NAMED.finditer(cell.source)
     ]
 
 

@@ -12,8 +12,8 @@ The defaults (``DEFAULT_ETAS``, ``DEFAULT_TIME``, 16 weights, 2 bits, ``m = 1``)
 the asymptotic regime for DSQ and PWL: the ranges stop where ``gap/η`` starts to drift with η, and
 the times were set from how far the weights travel. They were checked on ten seeds, not only the
 default one, and each fitted slope stayed within 0.1 of the theory. Momentum needs rates about 300
-times smaller than SGD's: its velocity is ``1/(1−μ) = 10`` times the gradient, and it adds up
-gradients from about ``μ/(1−μ) = 9`` steps back, where ``Q̂′`` was different. Everything is
+times smaller than SGD's: its velocity is ``1/(1−λ) = 10`` times the gradient, and it adds up
+gradients from about ``λ/(1−λ) = 9`` steps back, where ``Q̂′`` was different. Everything is
 float64 and deterministic given the problem's seed.
 
 The update rules are ``qatcore.optimizers.OptimizerConfig``s, with the names training uses:
@@ -211,7 +211,7 @@ def _train(
         estimate = slope(w, g) * g
         if rule.name == "sgd" and not rule.momentum:
             step = estimate
-        elif rule.name == "sgd":  # PyTorch's heavy ball: b ← μb + g
+        elif rule.name == "sgd":  # PyTorch's heavy ball: p ← λp + g
             first = rule.momentum * first + estimate
             step = first
         else:

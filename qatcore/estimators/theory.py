@@ -351,27 +351,27 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     """Heavy-ball momentum: the ``v = M(w)`` step is the STE's momentum step of rate ``αη`` up to
     ``O(η²)``, and the drift of ``Q̂′`` over the averaging window enters only at ``η²``.
 
-    The velocity sums the past estimated gradients ``Σ_k μ^k g_k q(w_{t−k})``, taken at earlier
-    weights ``w_{t−k} = w_t + η d_k`` (``d_k`` the drift back to step ``t−k``, per unit ``η``). sympy
-    expands ``M(w − η·velocity) − M(w)`` in ``η`` (``q`` expanded around ``w_t`` too) with
-    ``M′ = map_derivative(q)``. Checked: the ``η`` coefficient is ``−α Σ μ^k g_k`` (no drift in it);
+    The velocity sums the past estimated gradients ``Σ_k λ^k g_k Q̂′(w_{t−k})``, ``λ`` the momentum
+    coefficient, taken at earlier weights ``w_{t−k} = w_t + η d_k`` (``d_k`` the drift back to step
+    ``t−k``, per unit ``η``). sympy expands ``M(w − η·velocity) − M(w)`` in ``η`` (``Q̂′``, the sympy
+    function ``q``, expanded around ``w_t`` too) with ``M′ = map_derivative(q)``. Checked: the ``η`` coefficient is ``−α Σ λ^k g_k`` (no drift in it);
     the drift part of the ``η²`` coefficient, for a steady drift ``d_k = kD`` and gradient ``G``, is
-    ``−α(q′/q)GD Σ k μ^k``, and that sum stays finite over an unbounded window, ``μ/(1−μ)²``.
+    ``−α(Q̂″/Q̂′)GD Σ k λ^k``, and that sum stays finite over an unbounded window, ``λ/(1−λ)²``.
     """
     out = Verdicts()
     w = sp.Symbol("w", real=True)
-    mu, drift, grad = (
-        sp.Symbol("mu", positive=True),
+    lam, drift, grad = (
+        sp.Symbol("lambda", positive=True),  # the momentum coefficient λ
         sp.Symbol("D", real=True),
         sp.Symbol("G", real=True),
     )
     q = sp.Function("q")
     gs = sp.symbols(f"g_0:{window}", real=True)
     ds = sp.symbols(f"d_0:{window}", real=True)
-    velocity = sum(mu**k * gs[k] * q(w + eta * ds[k]) for k in range(window))
+    velocity = sum(lam**k * gs[k] * q(w + eta * ds[k]) for k in range(window))
     du = _expand_map(w - eta * velocity, w, map_derivative) - sp.Function("M")(w)
     first, second = du.coeff(eta, 1), du.coeff(eta, 2)
-    ste_step = -alpha * sum(mu**k * gs[k] for k in range(window))
+    ste_step = -alpha * sum(lam**k * gs[k] for k in range(window))
     out.expressions.update({"eta1": first, "eta2": second, "ste_step": ste_step})
     out.verdicts.append(
         Verdict(
@@ -384,14 +384,14 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     steady = {**{gs[k]: grad for k in range(window)}, **{ds[k]: k * drift for k in range(window)}}
     drift_part = sp.diff(second.subs(steady), drift)
     k = sp.Symbol("k", integer=True, nonnegative=True)
-    expected = -alpha * sp.diff(q(w), w) / q(w) * grad * sum(j * mu**j for j in range(window))
-    weight = sp.summation(k * mu**k, (k, 0, sp.oo))
-    if isinstance(weight, sp.Piecewise):  # (μ/(1−μ)², |μ| < 1), (divergent sum, otherwise)
+    expected = -alpha * sp.diff(q(w), w) / q(w) * grad * sum(j * lam**j for j in range(window))
+    weight = sp.summation(k * lam**k, (k, 0, sp.oo))
+    if isinstance(weight, sp.Piecewise):  # (λ/(1−λ)², |λ| < 1), (divergent sum, otherwise)
         weight = weight.args[0][0]
     out.expressions.update({"drift_part": drift_part, "drift_weight": weight})
     out.verdicts.append(
         Verdict(
-            "the drift of Q̂′ over the window enters at η² as −α(q′/q)GD·Σkμ^k",
+            "the drift of Q̂′ over the window enters at η² as −α(Q̂″/Q̂′)GD·Σkλ^k",
             sp.simplify(drift_part - expected) == 0,
             "symbolic",
             "η² coefficient of the same series, steady drift d_k = kD",
@@ -399,10 +399,10 @@ def momentum_argument(window: int = 4, map_derivative=theorem_map_derivative) ->
     )
     out.verdicts.append(
         Verdict(
-            "…and Σkμ^k over an unbounded window is finite, μ/(1−μ)²: the drift adds only O(η²)",
-            sp.simplify(weight - mu / (1 - mu) ** 2) == 0,
+            "…and Σkλ^k over an unbounded window is finite, λ/(1−λ)²: the drift adds only O(η²)",
+            sp.simplify(weight - lam / (1 - lam) ** 2) == 0,
             "symbolic",
-            "sympy summation, |μ| < 1",
+            "sympy summation, |λ| < 1",
         )
     )
     return out
