@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from qatcore import data, estimators, runtime
 from qatcore.estimators.equivalence import (
     RUNS,
     EquivalenceConfig,
+    _train_recorded,
     loose_bound_share,
     run_equivalence,
 )
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.train import TrainConfig, train
+from qatcore.metrics import accuracy as model_accuracy
 from qatcore.optimizers import OptimizerConfig
 
 
@@ -63,6 +66,50 @@ def test_the_adjusted_run_really_is_the_theorem_s(sgd_result, digits):
         [layer.weight.detach().reshape(-1) for layer in quantized_layers(model).values()]
     )
     assert torch.equal(flat, sgd_result.runs["adjusted"].weights[-1])
+
+
+def test_a_recorded_run_holds_what_training_and_evaluating_the_model_give(digits):
+    """Every step's weights, the losses, each epoch's test loss and accuracy, and the final test
+    logits and accuracy: the numbers of training with snapshots and evaluating the model directly."""
+    config = TrainConfig(OptimizerConfig(lr=0.02), batch_size=64, epochs=2)
+    runtime.seed_everything(0)
+    record = _train_recorded(MNISTCNN(2, "dsq", 8), digits, config, progress=False)
+    runtime.seed_everything(0)
+    model = MNISTCNN(2, "dsq", 8)
+    epoch_logits = []
+
+    def test_logits(mod):
+        mod.eval()
+        with torch.no_grad():
+            logits = mod(digits.x_test)
+        mod.train()
+        return logits
+
+    def on_step(step, mod):
+        if step % 4 == 0:  # 256 examples, batch 64
+            epoch_logits.append(test_logits(mod))
+
+    result = train(model, digits, config, range(9), progress=False, on_step=on_step)
+    assert record.losses == result.losses
+    layers = quantized_layers(model)
+    flat = [torch.cat([s[name].reshape(-1) for name in layers]) for s in result.snapshots.values()]
+    assert torch.equal(record.weights, torch.stack(flat))
+    assert torch.equal(record.test_logits, test_logits(model))
+    assert (
+        record.test_accuracy
+        == result.test_accuracy
+        == model_accuracy(model, digits.x_test, digits.y_test)
+    )
+    assert record.history.val_loss == [
+        float(F.cross_entropy(logits, digits.y_test)) for logits in epoch_logits
+    ]
+    assert record.history.val_accuracy == [
+        float((logits.argmax(dim=1) == digits.y_test).double().mean()) for logits in epoch_logits
+    ]
+    assert record.history.loss == [
+        torch.tensor(result.losses[:4], dtype=torch.float64).mean().item(),
+        torch.tensor(result.losses[4:], dtype=torch.float64).mean().item(),
+    ]
 
 
 def test_metrics_order_the_runs_as_the_theory_says(sgd_result):

@@ -278,6 +278,23 @@ def test_a_bound_estimator_is_cached_and_equals_the_general_derivation(name, bit
     assert torch.equal(bound.quantize_values(w), uniform_quantize(w, bits, m))
 
 
+@given(
+    bits=st.integers(1, 8),
+    m=st.floats(0.1, 4.0),
+    values=st.lists(st.floats(-5, 5, allow_subnormal=False), min_size=1, max_size=40),
+)
+@examples(40)
+def test_the_numpy_path_quantizes_and_differentiates_exactly_as_torch(bits, m, values):
+    w = torch.tensor(values + [0.0, -0.0, m, -m, 2 * m], dtype=torch.float64)
+    for name in ("ste", "dsq", "pwl"):
+        bound = E.get(name).bind(bits, m)
+        q = bound.quantize_values(w.numpy())
+        assert np.array_equal(q, uniform_quantize(w, bits, m).numpy())
+        assert np.array_equal(np.signbit(q), np.signbit(bound.quantize_values(w).numpy()))
+    ste = E.get("ste").bind(bits, m).derivative_numpy(w.numpy())
+    assert np.array_equal(ste, np.where(np.abs(w.numpy()) <= m, 1.0, 0.0))
+
+
 def test_binding_checks_its_arguments_once_and_a_sign_dependent_estimator_asks_for_the_sign():
     with pytest.raises(ValueError, match="bits"):
         E.get("dsq").bind(0, 1.0)

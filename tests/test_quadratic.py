@@ -100,6 +100,17 @@ def test_paired_run_pairs_as_the_theory_says(problem):
 
 
 @pytest.mark.parametrize("optimizer", Q.RULES.values(), ids=str)
+@pytest.mark.parametrize("name", ["dsq", "pwl"])
+def test_both_pairs_at_once_are_the_two_paired_runs_bit_for_bit(problem, optimizer, name):
+    both = Q.adjusted_and_unadjusted_runs(problem, name, 2e-2, 60, optimizer)
+    for run, adjusted in zip(both, (True, False), strict=True):
+        alone = Q.paired_runs(problem, name, 2e-2, 60, optimizer, adjusted=adjusted)
+        for field in dataclasses.fields(Q.PairedRun):
+            a, b = getattr(run, field.name), getattr(alone, field.name)
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, field.name
+
+
+@pytest.mark.parametrize("optimizer", Q.RULES.values(), ids=str)
 def test_ste_paired_with_itself_has_no_gap(problem, optimizer):
     run = Q.paired_runs(problem, "ste", 1e-2, 100, optimizer)
     assert run.max_gap < 1e-12

@@ -110,6 +110,14 @@ def test_training_on_digits_learns(digits, optimizer):
     assert result.test_accuracy > 0.8
 
 
+def test_training_without_evaluation_leaves_the_accuracies_unmeasured(digits):
+    config = TrainConfig(OptimizerConfig(lr=0.05), batch_size=200, epochs=1)
+    result = train(_model(), digits, config, progress=False, evaluate=False)
+    assert (
+        result.steps == 3 and math.isnan(result.train_accuracy) and math.isnan(result.test_accuracy)
+    )
+
+
 def test_trajectories_are_recorded_at_the_chosen_steps(digits):
     model = _model()
     config = TrainConfig(OptimizerConfig(lr=0.05), batch_size=200, epochs=2)

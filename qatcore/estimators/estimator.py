@@ -220,6 +220,7 @@ class BoundEstimator:
         args = (u, GRAD_SIGN) if definition.depends_on_gradient_sign else (u,)
         self._torch = sp.lambdify(args, expr, modules="torch")
         self._numpy = sp.lambdify(args, expr, modules="numpy")
+        self._constant = float(expr) if expr.is_number else None  # the STE: no offset to compute
 
     def __repr__(self) -> str:
         return f"{self.estimator!r}.bind(bits={self.bits}, m={self.m:g})"
@@ -248,7 +249,11 @@ class BoundEstimator:
     def derivative_numpy(self, w: np.ndarray) -> np.ndarray:
         """``Q̂′(w)`` in NumPy (for an estimator of one fixed ``Q̂′``), 0 outside ``[-m, m]``."""
         w = np.asarray(w, dtype=np.float64)
-        value = np.broadcast_to(self._numpy(self._offset(w)), w.shape)
+        if self._constant is not None:
+            return np.where(np.abs(w) <= self.m, self._constant, 0.0)
+        value = self._numpy(self._offset(w))
+        if np.shape(value) != w.shape:
+            value = np.broadcast_to(value, w.shape)
         return np.where(np.abs(w) <= self.m, value, 0.0)
 
     def quantize_values(self, w):

@@ -278,8 +278,10 @@ def _pair(
     rule: OptimizerConfig,
     adjusted: bool,
     w0: np.ndarray,
+    custom: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Both runs of a pair for every η at once (one row each): custom, STE, gap ``(steps+1, n)``, α."""
+    """Both runs of a pair for every η at once (one row each): custom, STE, gap ``(steps+1, n)``, α.
+    A ``custom`` run already trained from these arguments is reused, not trained again."""
     bits, m = problem.bits, problem.m
     remap = adjusted and rule.name == "sgd"
     alpha = estimator.alpha(bits, m) if remap else 1.0
@@ -289,7 +291,8 @@ def _pair(
 
     rates = etas[:, None]
     starts = np.tile(w0, (len(etas), 1))
-    custom = _train(problem, _estimator_slope(problem, estimator), rates, steps, rule, starts)
+    if custom is None:
+        custom = _train(problem, _estimator_slope(problem, estimator), rates, steps, rule, starts)
     ste_slope = _estimator_slope(problem, estimators.get("ste"))
     ste = _train(problem, ste_slope, alpha * rates, steps, rule, to_ste_space(starts))
     gap = np.abs(to_ste_space(custom) - ste).max(axis=-1)
@@ -311,30 +314,64 @@ def paired_runs(
     rate ``η`` for Adam (no remapping). Unadjusted (the naive baseline), it starts at ``w₀`` with
     rate ``η`` for every optimizer; for Adam the two choices are the same.
     """
+    if not isinstance(adjusted, bool):
+        raise ValueError(f"adjusted must be True or False, got {adjusted!r}")
+    return _paired_runs(problem, estimator, eta, steps, optimizer, w0, (adjusted,))[0]
+
+
+def adjusted_and_unadjusted_runs(
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    eta: float,
+    steps: int,
+    optimizer: Rule = PLAIN_SGD,
+    w0: torch.Tensor | None = None,
+) -> tuple[PairedRun, PairedRun]:
+    """``paired_runs`` adjusted and unadjusted, the same numbers, with the custom run both pair
+    trained once rather than twice."""
+    adjusted, unadjusted = _paired_runs(
+        problem, estimator, eta, steps, optimizer, w0, (True, False)
+    )
+    return adjusted, unadjusted
+
+
+def _paired_runs(
+    problem: QuadraticProblem,
+    estimator: Estimator | str,
+    eta: float,
+    steps: int,
+    optimizer: Rule,
+    w0: torch.Tensor | None,
+    adjusted: tuple[bool, ...],
+) -> list[PairedRun]:
+    """One ``PairedRun`` per entry of ``adjusted``, all pairing one custom run."""
     estimator = estimators.get(estimator)
     eta = positive_number("eta", eta)
     steps = int_at_least("steps", steps, 0)
     rule = _rule(optimizer)
-    if not isinstance(adjusted, bool):
-        raise ValueError(f"adjusted must be True or False, got {adjusted!r}")
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
-    custom, ste, gap, alpha = _pair(
-        problem, estimator, np.array([eta]), steps, rule, adjusted, start
-    )
-    same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(
-        torch.from_numpy(ste[:, 0])
-    )
-    return PairedRun(
-        rule,
-        eta,
-        adjusted,
-        alpha,
-        custom=torch.from_numpy(custom[:, 0]),
-        ste=torch.from_numpy(ste[:, 0]),
-        gap=torch.from_numpy(gap[:, 0]),
-        agreement=float(same[-1].double().mean()),
-        mean_agreement=float(same.double().mean()),
-    )
+    runs, custom = [], None
+    for each in adjusted:
+        custom, ste, gap, alpha = _pair(
+            problem, estimator, np.array([eta]), steps, rule, each, start, custom
+        )
+        same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(
+            torch.from_numpy(ste[:, 0])
+        )
+        runs.append(
+            PairedRun(
+                rule,
+                eta,
+                each,
+                alpha,
+                custom=torch.from_numpy(custom[:, 0]),
+                ste=torch.from_numpy(ste[:, 0]),
+                gap=torch.from_numpy(gap[:, 0]),
+                agreement=float(same[-1].double().mean()),
+                mean_agreement=float(same.double().mean()),
+            )
+        )
+    return runs
 
 
 # --- the two orders of the theory -------------------------------------------------------------

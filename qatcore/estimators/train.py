@@ -109,11 +109,13 @@ def train(
     record_steps: Iterable[int] = (),
     progress: bool | None = None,
     on_step: Callable[[int, nn.Module], None] | None = None,
+    evaluate: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``config``; record latent weights at ``record_steps``.
 
     ``on_step(step, model)`` is called after every optimizer step (``step`` counts from 1), for
-    callers that record more than weight snapshots.
+    callers that record more than weight snapshots. ``evaluate=False`` skips the final train and
+    test accuracies (left NaN), for callers that evaluate the model themselves.
 
     ``progress``: a tqdm bar (a widget in JupyterLab, text in a terminal); ``None`` shows it
     unless ``$QATCORE_PROGRESS`` is ``0`` or the call runs under pytest.
@@ -159,6 +161,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{result.losses[-1]:.3f}", refresh=False)
     bar.close()
-    result.train_accuracy = accuracy(model, data.x_train, data.y_train)
-    result.test_accuracy = accuracy(model, data.x_test, data.y_test)
+    if evaluate:
+        result.train_accuracy = accuracy(model, data.x_train, data.y_train)
+        result.test_accuracy = accuracy(model, data.x_test, data.y_test)
     return result

@@ -14,7 +14,11 @@ from qatcore.estimators.plots import (
     plot_twin_runs,
     plot_weight_map,
 )
-from qatcore.estimators.quadratic import PairedRun, QuadraticProblem, paired_runs
+from qatcore.estimators.quadratic import (
+    PairedRun,
+    QuadraticProblem,
+    adjusted_and_unadjusted_runs,
+)
 from qatcore.live import live_view
 from qatcore.quantizers import step_size
 
@@ -145,11 +149,7 @@ def twin_runs(
     with its STE twin (start ``M(w₀)``, rate ``αη``) and with the unadjusted STE (start ``w₀``, rate ``η``)."""
     dsq = estimators.get("dsq", sharpness=sharpness)
     steps = max(1, round(positive_number("time", time) / positive_number("eta", eta)))
-    return (
-        dsq,
-        paired_runs(problem, dsq, eta, steps),
-        paired_runs(problem, dsq, eta, steps, adjusted=False),
-    )
+    return dsq, *adjusted_and_unadjusted_runs(problem, dsq, eta, steps)
 
 
 def twin_runs_view(
