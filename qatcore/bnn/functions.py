@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch.autograd import Function
+from torch.nn import grad as conv_grad
 
 from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
 from qatcore.checks import check_choice
@@ -94,10 +95,10 @@ class ConvOp:
         return F.conv2d(x, w, stride=self.stride, padding=self.padding)
 
     def input_grad(self, dy: torch.Tensor, w: torch.Tensor, x_shape) -> torch.Tensor:
-        return torch.nn.grad.conv2d_input(x_shape, w, dy, stride=self.stride, padding=self.padding)
+        return conv_grad.conv2d_input(x_shape, w, dy, stride=self.stride, padding=self.padding)
 
     def weight_grad(self, x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
-        return torch.nn.grad.conv2d_weight(x, w_shape, dy, stride=self.stride, padding=self.padding)
+        return conv_grad.conv2d_weight(x, w_shape, dy, stride=self.stride, padding=self.padding)
 
     def output_shape(self, x_shape, w_shape) -> tuple[int, ...]:
         sides = [
@@ -268,7 +269,7 @@ def weight_gradient(
 
 def clear_weight_gradient(weight: torch.Tensor) -> None:
     """Drop the 1-bit gradient a low-memory layer left on ``weight`` (the optimiser has used it)."""
-    weight.grad_bits = None
+    weight.grad_bits = None  # type: ignore[attr-defined]  # the tensor's own attribute, set in backward
 
 
 #: values of a dense layer's float32 ``dW`` made at a time (when its batch is one chunk)

@@ -25,6 +25,7 @@ are computed (``qatcore.bnn.functions``), never the forward result in evaluation
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,16 +34,22 @@ from torch import nn
 from qatcore.bnn import functions as fn
 from qatcore.bnn.functions import sign
 
+if TYPE_CHECKING:  # what the mixins below are mixed into, for the type checker only
+    _Layer = nn.Module
+    _BatchNorm = nn.modules.batchnorm._BatchNorm
+else:
+    _Layer = _BatchNorm = object
+
 
 def _training_step(module: nn.Module) -> bool:
     """Use the autograd Functions only when gradients are being recorded in training."""
     return module.training and torch.is_grad_enabled()
 
 
-class BinaryLayer:
+class BinaryLayer(_Layer):
     """Mixin of the two binary layers: ``sign(W)`` weights, optional ``sign(x)`` inputs, no bias."""
 
-    weight: nn.Parameter
+    weight: torch.Tensor
     weight_bits = 1
 
     def _setup_binary(self, binary_input: bool) -> None:
@@ -145,18 +152,20 @@ class MaxPool2d(nn.MaxPool2d):
         return super().forward(x)
 
 
-class RealLayer:
+class RealLayer(_Layer):
     """Mixin of the real-valued (higher-precision) layers of ResNetE-18: its first convolution, its
     1×1 shortcut convolutions and its last dense layer. Standard mode: torch's float32 layer. Low-memory
     mode: float16 weights, the input kept in float16 for backward (``functions.HalfInputLayer``)."""
 
     low_memory = False
+    weight: torch.Tensor
     weight_bits = input_bits = None  # real-valued: ACE counts both operands at its float width
 
     def _real_forward(self, x: torch.Tensor, op) -> torch.Tensor:
         if _training_step(self) and self.low_memory:
             return fn.HalfInputLayer.apply(x, self.weight, self.bias, op)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+        bias = cast("torch.Tensor | None", self.bias)  # the classifier's; None in the convolutions
+        bias = None if bias is None else bias.to(x.dtype)
         y = op(x, self.weight.to(x.dtype))
         return y if bias is None else y + bias.view((1, -1) + (1,) * (y.dim() - 2))
 
@@ -225,7 +234,7 @@ class AvgPool2d(nn.AvgPool2d):
         return super().forward(x)
 
 
-class L1BatchNorm:
+class L1BatchNorm(_BatchNorm):
     """Mixin: the paper's l1 batch norm as an ``nn.BatchNorm`` (``γ = 1`` frozen, ``eps = 0``).
 
     Training uses ``σ = mean|x − μ|``; the running statistics keep ``μ`` and ``σ²`` (momentum 0.1,
@@ -233,6 +242,9 @@ class L1BatchNorm:
     """
 
     low_memory = True
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def _setup_l1(self) -> None:
         self.eps = 0.0
@@ -252,10 +264,13 @@ class L1BatchNorm:
                 self.eps,
             )
         out, mu, sigma = fn.L1BatchNorm.apply(x, self.bias)
+        momentum = cast(
+            float, self.momentum
+        )  # nn.BatchNorm's 0.1 (None, a cumulative mean, is not used)
         with torch.no_grad():  # running ← running + momentum·(batch − running), in float32
-            self.running_mean.copy_(self.running_mean.float().lerp_(mu, self.momentum))
+            self.running_mean.copy_(self.running_mean.float().lerp_(mu, momentum))
             self.running_var.copy_(
-                self.running_var.float().sqrt_().lerp_(sigma, self.momentum).square_()
+                self.running_var.float().sqrt_().lerp_(sigma, momentum).square_()
             )
             self.num_batches_tracked.add_(1)
         return out
@@ -281,7 +296,11 @@ def batch_norm_scale_shift(
     bn: nn.modules.batchnorm._BatchNorm,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel float32 ``(a, b)`` with ``bn(x) = a·x + b`` in evaluation (torch's or l1 batch norm)."""
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_var is None:
+    if (
+        not isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        or bn.running_var is None
+        or bn.running_mean is None
+    ):
         raise TypeError(f"bn must be a batch norm with running statistics, got {type(bn).__name__}")
     gamma = (
         bn.weight.detach().float()

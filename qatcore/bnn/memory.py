@@ -12,6 +12,7 @@ save, so ``qatcore.bnn.measure`` can check the model against a real step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -121,6 +122,7 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
     def record(name: str, module: nn.Module, inputs, output) -> None:
         n = inputs[0][0].numel()
         if isinstance(module, (BinaryLayer, RealLayer)):
+            bias = cast("torch.Tensor | None", getattr(module, "bias", None))
             shapes.append(
                 LayerShape(
                     name,
@@ -130,7 +132,7 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...] | None = None) -
                     per_example=n,
                     binary_input=getattr(module, "binary_input", False),
                     outputs=output[0].numel(),
-                    bias=0 if module.bias is None else module.bias.numel(),
+                    bias=0 if bias is None else bias.numel(),
                 )
             )
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -243,6 +245,15 @@ def _batch_norm_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[
     ]
 
 
+def _shapes_of(model: nn.Module | None, shapes: list[LayerShape] | None) -> list[LayerShape]:
+    """``shapes`` when given, else ``model``'s ``layer_shapes``."""
+    if shapes is not None:
+        return shapes
+    if model is None:
+        raise ValueError("give the model or its layer_shapes")
+    return layer_shapes(model)
+
+
 def memory_rows(
     model: nn.Module | None,
     batch_size: int,
@@ -256,7 +267,7 @@ def memory_rows(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     mask_bits = 1 if choices.bit_masks else 32
     rows: list[MemoryRow] = []
-    for s in shapes if shapes is not None else layer_shapes(model):
+    for s in _shapes_of(model, shapes):
         if s.kind == "binary":
             rows += _binary_rows(s, b, choices, optimizer)
         elif s.kind == "real":
@@ -347,7 +358,7 @@ def authors_rows(
     low = check_choice("mode", mode, MODES) == "low_memory"
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_choice("gradient", gradient, GRADIENT_FORMATS)
-    shapes = shapes if shapes is not None else layer_shapes(model)
+    shapes = _shapes_of(model, shapes)
     if any(s.kind == "real" for s in shapes):
         return _authors_resnete_rows(shapes, b, low, optimizer, gradient)
     binary = [s for s in shapes if s.kind == "binary"]
