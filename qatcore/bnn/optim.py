@@ -203,7 +203,7 @@ class HalfAdam(torch.optim.Optimizer):
 
 
 class HalfSGD(torch.optim.Optimizer):
-    """SGD with momentum (``b ← μb + g``, ``w ← w − lr·b``, as ``torch.optim.SGD``) with a float16 buffer."""
+    """SGD with momentum (``p ← λp + g``, ``w ← w − lr·p``, as ``torch.optim.SGD``) with a float16 buffer."""
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.9) -> None:
         positive_number("lr", lr)
@@ -220,7 +220,7 @@ class HalfSGD(torch.optim.Optimizer):
                 if not _has_gradient(p):
                     continue
                 state = self.state[p]
-                if not state:  # μ·0 + g = g: the first step copies g, as torch's SGD does
+                if not state:  # λ·0 + g = g: the first step copies g, as torch's SGD does
                     state["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float16)
                 entries.append((p, (state["momentum_buffer"],)))
             for _, w, g, b, _mask_row in _pieces(entries, work):
