@@ -114,7 +114,9 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
+def po2_quantize(
+    dy: torch.Tensor, top: float | None = None, known_finite: bool = False
+) -> torch.Tensor:
     """Power-of-two gradient: scale by ``2^bias`` (``bias = −round(log2 max|dY|) + 8``), keep the sign
     and ``2^clip(round(log2|·|), −8, 7)``, scale back. Zeros stay zero (the authors' code adds a tiny
     bias that turns them into ``+2^−8`` before scaling back).
@@ -125,28 +127,39 @@ def po2_quantize(dy: torch.Tensor, top: float | None = None) -> torch.Tensor:
     the same rule runs on float64 exponents and the result rounds to float32 once. ``top`` is
     ``max|dY|`` when ``dy`` is one chunk of a larger gradient (default: ``dy``'s own). NaN and ±inf
     entries pass through unchanged (never 0); the finite ones are scaled by ``top`` when it is finite,
-    else by their own largest magnitude.
+    else by their own largest magnitude. ``known_finite`` skips the pass that looks for them (the caller
+    has found none).
     """
     dy = dy.to(torch.float32).contiguous()
     if top is not None and (isinstance(top, bool) or not isinstance(top, int | float) or top < 0):
         raise ValueError(f"top (max|dY|) must be a number >= 0, got {top!r}")
     given, top = top, largest_magnitude(dy) if top is None else float(top)
-    if not math.isfinite(top) or (given is not None and not bool(torch.isfinite(dy).all())):
+    if not math.isfinite(top) or (
+        given is not None and not known_finite and not bool(torch.isfinite(dy).all())
+    ):
         finite = torch.isfinite(dy)  # NaN or ±inf in dy: they pass through, the rest is scaled
         inner = top if math.isfinite(top) else largest_magnitude(dy[finite])
         return torch.where(finite, po2_quantize(torch.where(finite, dy, 0.0), inner), dy)
     if top == 0:
         return torch.zeros_like(dy)
-    bias = PO2_HEADROOM - _round_log2(top)
-    lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
-    low, high = 127 + lowest - bias, 127 + highest - bias
+    low, high = po2_exponent_range(top)
     if low < 1 or high > 254:
-        return _po2_quantize_wide(dy, bias, lowest, highest)
+        lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
+        return _po2_quantize_wide(dy, low - 127 - lowest, lowest, highest)
     bits = dy.view(torch.int32)
     magnitude = bits & 0x7FFFFFFF
     exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
     out = (exponent << 23).bitwise_or_(bits & -0x80000000)
     return out.mul_(magnitude.clamp_(max=1)).view(torch.float32)  # zeros stay zero
+
+
+def po2_exponent_range(top: float) -> tuple[int, int]:
+    """The float32 exponent fields (biased by 127) of the smallest and largest magnitudes ``po2_quantize``
+    gives a gradient whose ``max|dY|`` is ``top`` (positive, finite): 16 consecutive powers of two. Outside
+    1 … 254 they are not normal float32 numbers (``po2_quantize`` then works on float64)."""
+    bias = PO2_HEADROOM - _round_log2(top)
+    lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
+    return 127 + lowest - bias, 127 + highest - bias
 
 
 def largest_magnitude(x: torch.Tensor) -> float:
@@ -203,11 +216,13 @@ class StandardBinaryLayer(Function):
 GRADIENT_FORMATS = ("po2", "float16")
 
 
-def quantize_gradient(dy: torch.Tensor, gradient: str, top: float | None = None) -> torch.Tensor:
+def quantize_gradient(
+    dy: torch.Tensor, gradient: str, top: float | None = None, known_finite: bool = False
+) -> torch.Tensor:
     """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``, relative to ``top``) or
     rounded to float16."""
     if check_choice("gradient", gradient, GRADIENT_FORMATS) == "po2":
-        return po2_quantize(dy, top)
+        return po2_quantize(dy, top, known_finite)
     return dy.to(torch.float16).to(torch.float32)
 
 
@@ -409,19 +424,32 @@ class MaxPool2x2(Function):
 
     @staticmethod
     def forward(ctx, x, packed):
-        y, index = F.max_pool2d(x, 2, 2, return_indices=True)
-        switches = x.new_zeros(x.shape[:2] + (x.shape[2] * x.shape[3],), dtype=torch.bool)
-        switches.scatter_(2, index.flatten(2), True)
-        _keep_mask(ctx, switches.view(x.shape), packed)
+        y, switches = max_pool_switches(x)
+        _keep_mask(ctx, switches, packed)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        spread = F.interpolate(dy, scale_factor=2, mode="nearest")  # each value over its 2×2 window
-        height, width = ctx.mask_shape[2:]
-        if (height, width) != spread.shape[2:]:
-            spread = F.pad(spread, (0, width - spread.shape[3], 0, height - spread.shape[2]))
-        return _masked(ctx, spread), None
+        return _masked(ctx, spread_over_windows(dy, ctx.mask_shape)), None
+
+
+def max_pool_switches(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """2×2 max-pooling, stride 2: the pooled tensor and the boolean switch mask of ``x``'s shape (one marked
+    input per window, the first maximum as torch picks it)."""
+    y, index = F.max_pool2d(x, 2, 2, return_indices=True)
+    switches = x.new_zeros(x.shape[:2] + (x.shape[2] * x.shape[3],), dtype=torch.bool)
+    switches.scatter_(2, index.flatten(2), True)
+    return y, switches.view(x.shape)
+
+
+def spread_over_windows(dy: torch.Tensor, shape) -> torch.Tensor:
+    """Each value of a 2×2-pooled gradient copied over its window, padded to the pool's input ``shape``
+    (odd sides); the switch mask then keeps the one input that was the maximum."""
+    spread = F.interpolate(dy, scale_factor=2, mode="nearest")
+    height, width = shape[2:]
+    if (height, width) != spread.shape[2:]:
+        spread = F.pad(spread, (0, width - spread.shape[3], 0, height - spread.shape[2]))
+    return spread
 
 
 def channel_dims(x: torch.Tensor) -> tuple[int, ...]:

@@ -264,6 +264,11 @@ class L1BatchNorm(_BatchNorm):
                 self.eps,
             )
         out, mu, sigma = fn.L1BatchNorm.apply(x, self.bias)
+        self.update_running(mu, sigma)
+        return out
+
+    def update_running(self, mu: torch.Tensor, sigma: torch.Tensor) -> None:
+        """Fold a training batch's ``μ`` and ``σ`` into the running statistics."""
         momentum = cast(
             float, self.momentum
         )  # nn.BatchNorm's 0.1 (None, a cumulative mean, is not used)
@@ -273,7 +278,6 @@ class L1BatchNorm(_BatchNorm):
                 self.running_var.float().sqrt_().lerp_(sigma, momentum).square_()
             )
             self.num_batches_tracked.add_(1)
-        return out
 
 
 class L1BatchNorm1d(L1BatchNorm, nn.BatchNorm1d):

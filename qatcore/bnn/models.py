@@ -42,6 +42,7 @@ from qatcore.bnn.layers import (
     SignActivation,
     StemMaxPool2d,
 )
+from qatcore.bnn.streamed import streamed_forward
 from qatcore.checks import check_choice, int_at_least
 
 MODES = ("standard", "low_memory")
@@ -50,6 +51,18 @@ BATCH_NORM_EPS = 1e-4  # the authors' Keras setting for the standard batch norm
 
 def _batch_norm(features: int, dims: int) -> nn.BatchNorm1d | nn.BatchNorm2d:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(features, eps=BATCH_NORM_EPS)
+
+
+class StreamedSequential(nn.Sequential):
+    """A ``Sequential`` BNN whose low-memory training step runs as one streamed pass over the whole network
+    (``qatcore.bnn.streamed``) while ``streamed`` is True (the default); otherwise, and in every other case,
+    module by module."""
+
+    streamed = True
+
+    def forward(self, x):
+        out = streamed_forward(self, x)
+        return super().forward(x) if out is None else out
 
 
 def _dense_stack(widths: list[int], first_binary: bool) -> list[nn.Module]:
@@ -71,7 +84,7 @@ def _check_shape(image_size: int, in_channels: int, num_classes: int) -> None:
     int_at_least("num_classes", num_classes, 2)
 
 
-class BNNMLP(nn.Sequential):
+class BNNMLP(StreamedSequential):
     """The paper's MNIST MLP: four hidden binary dense layers of 256."""
 
     def __init__(
@@ -97,7 +110,7 @@ def _cnv_side(image_size: int, padding: int) -> int:
     return side - 4 + 4 * padding
 
 
-class CNV(nn.Sequential):
+class CNV(StreamedSequential):
     """The paper's CNV for 32×32 CIFAR-10/SVHN images (any square image ≥ 8 with 'same' padding)."""
 
     def __init__(
@@ -125,7 +138,7 @@ class CNV(nn.Sequential):
         set_mode(self, mode)
 
 
-class BinaryNet(nn.Sequential):
+class BinaryNet(StreamedSequential):
     """Courbariaux et al.'s BinaryNet for 32×32 images ('same' padding; any image ≥ 8 pixels)."""
 
     def __init__(

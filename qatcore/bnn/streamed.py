@@ -1,0 +1,608 @@
+"""The low-memory step of a sequential BNN as one pass over the whole network, a few rows of the batch at a time.
+
+Layer by layer (``qatcore.bnn.functions``), the low-memory mode keeps every 1-bit quantity as packed bits, yet
+the tensors that pass between modules are whole-batch float32: a layer's output before its batch norm in the
+forward pass, and the gradient flowing back. Those, not what is kept, set the peak. ``StreamedNetwork`` runs the
+same algorithm over the network's *stages* (binary layer → [2×2 pool] → l1 batch norm → [sign → [2×2 pool]]) so
+that no whole-batch float tensor of a large layer exists:
+
+* **Forward.** A binary layer's output is an integer (a sum of ±1 products). It is kept whole, as int16, while
+  the batch norm's statistics are taken (``μ``, then ``σ = mean|y − μ|``: both need the whole batch) where that
+  fits in ``WHOLE_BYTES``; a larger one is counted per channel and value in one pass (the histogram gives both
+  statistics) and recomputed once. The first layer's real-valued output is recomputed for each statistic. Then
+  each chunk becomes the stage's packed bits: ``sign(x̂)``, the STE mask (with the switches of a pool after the
+  sign folded in: backward only needs their product), the next stage's input.
+* **Backward.** The batch norm's backward needs two per-channel sums of its incoming gradient ``g`` over the
+  batch, and the power-of-two ``dY`` needs ``max|dY|`` before any chunk is quantised. Both come from the pass of
+  the stage above that produces ``g``: the sums, and ``g``'s extremes per channel, which bound ``max|dY|`` (the
+  batch norm's backward increases with ``g``). ``dY`` is quantised relative to that bound; where the true
+  ``max|dY|``, found on the way, would have scaled it otherwise, the stage's pass runs again with it. The
+  gradient between two stages is kept whole in float16 (the batch norm rounds its incoming gradient to float16
+  first, so nothing changes), or, where that would exceed ``WHOLE_BYTES``, recomputed from the stage above's
+  kept gradient, chunk by chunk.
+
+Every chunk's arithmetic is the layer-by-layer mode's, element for element, so the step's results are the same;
+only the per-channel sums are added in another order (float32 per chunk, then float64), so a statistic rounded
+to float16, or a power of two at a rounding boundary, could differ in rare elements. The three small models
+(``BNNMLP``, ``CNV``, ``BinaryNet``) take this path in the low-memory mode with 1-bit weight gradients, where
+some stage's batch spans more than one chunk (``streamed_forward``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.autograd import Function
+
+from qatcore.bnn import functions as fn
+from qatcore.bnn.layers import (
+    BinaryConv2d,
+    BinaryLayer,
+    BinaryLinear,
+    L1BatchNorm,
+    MaxPool2d,
+    SignActivation,
+)
+from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_signs
+
+#: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
+ROW_VALUES = 1 << 18
+#: the largest whole-batch working buffer kept (bytes): a binary layer's int16 output while its batch norm's
+#: statistics are taken, a float16 gradient between two stages; a larger one is recomputed chunk by chunk
+WHOLE_BYTES = 8 << 20
+_TINY = torch.finfo(torch.float16).tiny
+
+
+@dataclass
+class Stage:
+    """One binary layer and what follows it up to the next: ``layer → [pool] → bn → [sign → [pool]]``."""
+
+    layer: BinaryLayer
+    flatten: bool = False  # its input is flattened first
+    pool_before: bool = False  # a 2×2 max-pool between the layer and its batch norm (BinaryNet)
+    bn: L1BatchNorm | None = None
+    sign: bool = False  # a sign activation follows the batch norm (every stage but the last)
+    pool_after: bool = False  # a 2×2 max-pool after the sign (CNV)
+    # shapes (with the batch) and chunks, set by the forward pass
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+
+    def op(self) -> fn.DenseOp | fn.ConvOp:
+        if isinstance(self.layer, BinaryConv2d):
+            return fn.ConvOp(self.layer.stride, self.layer.padding)
+        return fn.DenseOp()
+
+
+def stages_of(model: nn.Module) -> list[Stage] | None:
+    """``model``'s stages, or None when it is not a ``Sequential`` of them (a first ``Flatten`` allowed)."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    stages: list[Stage] = []
+    flatten = False
+    for m in model:
+        if isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
+            flatten = True
+        elif isinstance(m, BinaryLinear | BinaryConv2d):
+            stages.append(Stage(layer=m, flatten=flatten))
+            flatten = False
+        elif not stages or flatten or not _attach(stages[-1], m):
+            return None
+    if not stages or flatten or any(s.bn is None for s in stages):
+        return None
+    if any(not s.sign for s in stages[:-1]) or stages[-1].sign:
+        return None
+    return stages
+
+
+def _attach(stage: Stage, m: nn.Module) -> bool:
+    """Add ``m`` to the end of ``stage``, where a stage can have it there."""
+    if isinstance(m, MaxPool2d) and stage.bn is None and not stage.pool_before:
+        stage.pool_before = True
+    elif isinstance(m, MaxPool2d) and stage.sign and not stage.pool_after:
+        stage.pool_after = True
+    elif isinstance(m, L1BatchNorm) and stage.bn is None:
+        stage.bn = m
+    elif isinstance(m, SignActivation) and stage.bn is not None and not stage.sign:
+        stage.sign = True
+    else:
+        return False
+    return True
+
+
+def can_stream(model: nn.Module, x: torch.Tensor) -> list[Stage] | None:
+    """``model``'s stages when its training step can be streamed: training with gradients, every layer in the
+    low-memory mode with 1-bit weight gradients, the input needing no gradient. Else None."""
+    if not (model.training and torch.is_grad_enabled() and getattr(model, "streamed", False)):
+        return None
+    if x.requires_grad:
+        return None
+    stages = stages_of(model)
+    if stages is None:
+        return None
+    for s in stages:
+        layer = s.layer
+        if not (layer.low_memory and layer.bit_gradients) or layer.weight.dtype != torch.float16:
+            return None
+        if isinstance(layer, BinaryConv2d) and (layer.groups != 1 or layer.dilation != (1, 1)):
+            return None
+    return stages
+
+
+def plan(stages: list[Stage], x_shape) -> bool:
+    """Set each stage's shapes (with the batch: its input, the layer's output ``y``, the batch norm's input ``z``,
+    its output) and its chunks of rows; True when some stage spans more than one chunk (else streaming saves
+    nothing: every tensor of the step is already no larger than a chunk)."""
+    n = x_shape[0]
+    previous: tuple[int, ...] = tuple(x_shape)
+    below_z: tuple[int, ...] = (n, 1)
+    for s, st in enumerate(stages):
+        op, weight = st.op(), st.layer.weight
+        in_shape = (n, _per_example(previous)) if st.flatten else previous
+        y_shape = op.output_shape(in_shape, weight.shape)
+        z_shape = _pooled(y_shape) if st.pool_before else y_shape
+        out_shape = _pooled(z_shape) if st.pool_after else z_shape
+        st.shapes = {"in": in_shape, "y": y_shape, "z": z_shape, "out": out_shape}
+        packed = [_per_example(z_shape), _per_example(out_shape)]
+        packed += [_per_example(in_shape)] if s else []
+        packed += [_per_example(y_shape)] if st.pool_before else []
+        # its backward also makes the stage below's batch-norm gradient, of that stage's "z" shape
+        largest = max(_per_example(t) for t in [*st.shapes.values(), below_z])
+        st.chunks = _row_chunks(n, largest, packed)
+        previous, below_z = out_shape, z_shape
+    return any(len(st.chunks) > 1 for st in stages)
+
+
+def streamed_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """The logits of a streamed low-memory training step of ``model`` on ``x``, or None when it is not streamed
+    (``can_stream``, ``plan``; the caller then runs its modules one by one)."""
+    stages = can_stream(model, x)
+    if stages is None or not plan(stages, tuple(x.shape)):
+        return None
+    betas = [s.bn.bias for s in stages if s.bn is not None]
+    return StreamedNetwork.apply(x, stages, *betas)
+
+
+def _per_channel(values: torch.Tensor, like_shape) -> torch.Tensor:
+    return values.view((1, -1) + (1,) * (len(like_shape) - 2))
+
+
+def _dims(shape) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, len(shape)))
+
+
+def _pooled(shape) -> tuple[int, ...]:
+    return (*shape[:2], shape[2] // 2, shape[3] // 2)
+
+
+def _per_example(shape) -> int:
+    return math.prod(shape[1:])
+
+
+def _row_chunks(n: int, largest: int, packed: list[int]) -> list[tuple[int, int]]:
+    """Row ranges of about ``ROW_VALUES`` values of the largest per-example tensor; each range starts on a whole
+    byte of every packed tensor (``packed``: their values per example)."""
+    align = 1
+    for per_example in packed:
+        align = math.lcm(align, 8 // math.gcd(8, per_example))
+    rows = max(align, ROW_VALUES // max(largest, 1) // align * align)
+    return [(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def _put(buffer: torch.Tensor, per_example: int, start: int, bits: torch.Tensor) -> None:
+    """Write the packed bits of rows from ``start`` into ``buffer``, the packed tensor of all rows."""
+    offset = start * per_example // 8
+    buffer[offset : offset + bits.numel()] = bits
+
+
+def _rows(packed: torch.Tensor, shape, i: int, j: int, scale: float = 1.0) -> torch.Tensor:
+    """Rows ``i:j`` of the ±``scale`` tensor of ``shape`` whose signs ``packed`` holds."""
+    per_example = _per_example(shape)
+    first, last = i * per_example, j * per_example
+    window = packed[first // 8 : -(-last // 8)]
+    flat = unpack_signs(window, (window.numel() * 8,), scale)
+    return flat[first % 8 : first % 8 + last - first].view((j - i, *shape[1:]))
+
+
+def _mask_rows(packed: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
+    """Rows ``i:j`` of the float32 0/1 mask of ``shape`` packed by ``pack_bits``."""
+    return _rows(packed, shape, i, j, 0.5).add_(0.5)
+
+
+def _bits(n: int, shape) -> torch.Tensor:
+    return torch.empty(packed_size(n * _per_example(shape)), dtype=torch.uint8)
+
+
+class _Reductions:
+    """What a batch norm's backward needs of its incoming gradient ``g`` before it can start: per-channel sums over
+    the batch (``Σg``, ``Σ sign(x̂)·g``: float32 per chunk, added up in float64) and ``g``'s largest and smallest value per channel."""
+
+    def __init__(self, channels: int) -> None:
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.correlation = torch.zeros(channels, dtype=torch.float64)
+        self.high = torch.full((channels,), -math.inf)
+        self.low = torch.full((channels,), math.inf)
+
+    def add(self, g: torch.Tensor, signs: torch.Tensor) -> None:
+        """Add rows of ``g`` and of ``sign(x̂)`` (``signs``, overwritten)."""
+        dims = _dims(g.shape)
+        self.total += g.sum(dims)
+        self.correlation += signs.mul_(g).sum(dims)
+        torch.maximum(self.high, g.amax(dims), out=self.high)
+        torch.minimum(self.low, g.amin(dims), out=self.low)
+
+
+def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None):
+    """The batch's per-channel ``μ`` (rounded to float16) and ``mean|z − μ|`` (float32) of the batch norm's input
+    ``z``, whose rows ``z_rows(i, j)`` computes (``first_rows`` on the first pass), and the whole ``z`` as int16
+    when it was kept for the next pass (else None). An integer ``z`` (``|z| ≤ largest``) is kept if it fits in
+    ``WHOLE_BYTES``, else counted per channel and value in one pass (a histogram gives both statistics) when
+    the counts fit; otherwise, and for a real ``z``, it is recomputed for each statistic."""
+    n, channels = z_shape[0], z_shape[1]
+    dims, count = _dims(z_shape), n * math.prod(z_shape[2:])
+    integer = largest is not None and largest < 2**15
+    store = (
+        torch.empty(z_shape, dtype=torch.int16)
+        if integer and 2 * math.prod(z_shape) <= WHOLE_BYTES
+        else None
+    )
+    width = 2 * largest + 1 if largest is not None else 0
+    if store is None and integer and 8 * channels * width <= WHOLE_BYTES:
+        assert largest is not None
+        counts = torch.zeros(channels * width, dtype=torch.int64)
+        offsets = _per_channel(torch.arange(channels) * width + largest, z_shape)
+        for i, j in chunks:
+            counts += torch.bincount(
+                first_rows(i, j).to(torch.int64).add_(offsets).view(-1), minlength=counts.numel()
+            )
+        per_value = counts.view(channels, width).double()
+        values = torch.arange(-largest, largest + 1, dtype=torch.float32)
+        total = per_value @ values.double()
+        mu = (total / count).half().float()
+        deviation = (
+            values - mu.view(-1, 1)
+        ).abs_()  # |z − μ| in float32, as a pass over z computes it
+        return mu, ((per_value * deviation.double()).sum(1) / count).float(), None
+    total = torch.zeros(channels, dtype=torch.float64)
+    for i, j in chunks:
+        z = first_rows(i, j)
+        if store is not None:
+            store[i:j] = z
+        total += z.sum(dims)
+    mu = (total / count).half().float()
+    mu_c = _per_channel(mu, z_shape)
+    spread = torch.zeros_like(total)
+    for i, j in chunks:
+        z = store[i:j].float() if store is not None else z_rows(i, j)
+        spread += z.sub_(mu_c).abs_().sum(dims)
+    return mu, (spread / count).float(), store
+
+
+class _LayerRows:
+    """Rows of a stage's batch-norm input ``z``: the binary layer on those rows of its input (the first layer's
+    real-valued input, or the previous stage's packed signs), then the pool before the batch norm, if any."""
+
+    def __init__(self, st: Stage, first_input: torch.Tensor | None, bits: torch.Tensor | None):
+        self.st, self.first_input, self.bits = st, first_input, bits
+        self.op = st.op()
+        self.w = None if _blocked(self.op, st.layer.weight) else fn.sign(st.layer.weight)
+
+    def __call__(self, i: int, j: int, switches: torch.Tensor | None = None) -> torch.Tensor:
+        st = self.st
+        if self.bits is not None:
+            inputs = _rows(self.bits, st.shapes["in"], i, j)
+        else:
+            assert self.first_input is not None
+            inputs = self.first_input[i:j]
+            inputs = fn.sign(inputs) if st.layer.binary_input else inputs
+        y = (
+            self.op(inputs, self.w)
+            if self.w is not None
+            else _dense_blocks(inputs, st.layer.weight)
+        )
+        if not st.pool_before:
+            return y
+        z, mask = fn.max_pool_switches(y)
+        if switches is not None:  # the first pass over the rows keeps the switches
+            _put(switches, _per_example(st.shapes["y"]), i, pack_bits(mask))
+        return z
+
+
+def _stage_forward(st: Stage, rows: _LayerRows, keep) -> torch.Tensor:
+    """One stage's forward pass: its batch norm's statistics, then, chunk by chunk, the packed bits its backward
+    needs (``keep(name, tensor)``); returns the next stage's input as packed signs, or the logits."""
+    n, (y_shape, z_shape, out_shape) = st.shapes["z"][0], (st.shapes[k] for k in ("y", "z", "out"))
+    switches = _bits(n, y_shape) if st.pool_before else None
+    binary = rows.bits is not None or st.layer.binary_input
+    # the largest |output| of a binary layer: its fan-in (a sum of that many ±1 products)
+    mu, mean_spread, store = _statistics(
+        lambda i, j: rows(i, j, switches),
+        rows,
+        z_shape,
+        st.chunks,
+        st.layer.weight[0].numel() if binary else None,
+    )
+    sigma = mean_spread.half().float().clamp_min_(_TINY)
+    assert st.bn is not None
+    st.bn.update_running(mu, sigma)
+    mu_c, sigma_c = _per_channel(mu, z_shape), _per_channel(sigma, z_shape)
+    beta_c = _per_channel(st.bn.bias.float(), z_shape)
+    per_z, per_out = _per_example(z_shape), _per_example(out_shape)
+    xhat_bits, mask_bits, out_bits = _bits(n, z_shape), _bits(n, z_shape), _bits(n, out_shape)
+    logits = None if st.sign else torch.empty(z_shape)
+    for i, j in st.chunks:
+        xhat = (store[i:j].float() if store is not None else rows(i, j)).sub_(mu_c)
+        _put(xhat_bits, per_z, i, pack_signs(xhat))
+        out = torch.addcdiv(beta_c, xhat, sigma_c, out=xhat)
+        if logits is not None:
+            logits[i:j] = out
+            continue
+        mask = out.abs() <= 1  # the STE's; a pool after the sign adds its switches to it
+        a = fn.sign(out)
+        if st.pool_after:
+            a, switches_after = fn.max_pool_switches(a)
+            mask.logical_and_(switches_after)
+        _put(mask_bits, per_z, i, pack_bits(mask))
+        _put(out_bits, per_out, i, pack_signs(a))
+    if switches is not None:
+        keep("switches_before", switches)
+    keep("xhat", xhat_bits)
+    keep("mean_abs", mean_spread.div(sigma).half())
+    keep("sigma", sigma.half())
+    if logits is not None:
+        return logits
+    keep("mask", mask_bits)
+    return out_bits
+
+
+class StreamedNetwork(Function):
+    """The low-memory training step of a network of ``Stage``'s (``plan`` has set their shapes and chunks):
+    forward returns the logits; backward leaves each binary weight's 1-bit gradient on ``weight.grad_bits`` and
+    returns the batch norms' ``dβ``."""
+
+    @staticmethod
+    def forward(ctx, x, stages, *betas):
+        kept: list[torch.Tensor] = []  # saved for backward, named by ``names``
+        names: list[tuple[int, str]] = []
+
+        def keeper(s: int):
+            def keep(name: str, t: torch.Tensor) -> None:
+                names.append((s, name))
+                kept.append(t)
+
+            return keep
+
+        first = stages[0]
+        keeper(0)("in", pack_signs(x) if first.layer.binary_input else x)
+        out = _stage_forward(
+            first, _LayerRows(first, x.reshape(first.shapes["in"]), None), keeper(0)
+        )
+        for s, st in enumerate(stages[1:], start=1):
+            keeper(s)("in", out)
+            out = _stage_forward(st, _LayerRows(st, None, out), keeper(s))
+        ctx.stages, ctx.names = stages, names
+        ctx.save_for_backward(*kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        stages: list[Stage] = ctx.stages
+        saved = dict(zip(ctx.names, ctx.saved_tensors, strict=True))
+        last = len(stages) - 1
+        logits_grad = grad.half().float().reshape(stages[last].shapes["out"])
+
+        def source(i: int, j: int) -> torch.Tensor:
+            return logits_grad[i:j].clone()
+
+        step = _StageBackward(stages, saved, last, None, source)
+        reductions = _Reductions(stages[last].shapes["z"][1])
+        for i, j in stages[last].chunks:
+            reductions.add(step.bn_grad(last, source(i, j), i, j), step.signs(last, i, j))
+        stored_source, dbetas = True, [None] * len(stages)
+        for s in range(last, -1, -1):
+            bn = stages[s].bn
+            assert bn is not None
+            dbetas[s] = reductions.total.to(bn.bias.dtype)
+            step = _StageBackward(stages, saved, s, reductions, source)
+            # the stage below's output gradient is kept whole in float16 unless that is large and this stage's
+            # own source is kept: then it is recomputed from that source, chunk by chunk
+            below = stages[s - 1].shapes["out"] if s else None
+            recompute = below is not None and stored_source and 2 * math.prod(below) > WHOLE_BYTES
+            kept, reductions = step.run(recompute)
+            source = step.recomputed if kept is None else _Stored(kept)
+            stored_source = kept is not None
+        return (None, None, *dbetas)
+
+
+class _Stored:
+    """Rows of a gradient kept whole in float16, as float32."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values = values
+
+    def __call__(self, i: int, j: int) -> torch.Tensor:
+        return self.values[i:j].float()
+
+
+class _StageBackward:
+    """Stage ``s``'s backward once its batch norm's reductions are known: ``dY`` rows from the rows of its output
+    gradient (``source(i, j)``), the binary weight's 1-bit gradient, and the stage below's output gradient."""
+
+    def __init__(self, stages, saved, s: int, reductions: _Reductions | None, source) -> None:
+        self.stages, self.saved, self.s, self.source = stages, saved, s, source
+        st = self.st = stages[s]
+        self.op = st.op()
+        if reductions is None:  # used for its helpers only
+            return
+        z_shape = st.shapes["z"]
+        count = z_shape[0] * math.prod(z_shape[2:])
+        self.inverse = _per_channel(saved[s, "sigma"].float(), z_shape).reciprocal()
+        mean = _per_channel((reductions.total / count).float(), z_shape)
+        self.shift = mean.mul(self.inverse).neg_()  # −mean(g/σ)
+        self.slope = (  # −mean(sign(x̂)·g/σ)·mean|x̂|
+            _per_channel(reductions.correlation.float(), z_shape)
+            .mul_(self.inverse)
+            .mul_(_per_channel(saved[s, "mean_abs"].float(), z_shape) / -count)
+        )
+        self.top = _largest_dy_bound(reductions, self.inverse, self.shift, self.slope)
+
+    def signs(self, s: int, i: int, j: int) -> torch.Tensor:
+        return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j)
+
+    def bn_grad(self, s: int, big_g: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Rows ``i:j`` of stage ``s``'s batch-norm gradient ``g`` from those of its output gradient."""
+        st = self.stages[s]
+        if st.pool_after:
+            big_g = fn.spread_over_windows(big_g, st.shapes["z"])
+        if st.sign:
+            return big_g.mul_(_mask_rows(self.saved[s, "mask"], st.shapes["z"], i, j))
+        return big_g
+
+    def dy(self, i: int, j: int) -> tuple[torch.Tensor, float]:
+        """Rows ``i:j`` of the quantised ``dY``, and their ``max|dY|`` before quantising."""
+        s, st = self.s, self.st
+        g = self.bn_grad(s, self.source(i, j), i, j)
+        dz = torch.addcmul(self.shift, g, self.inverse).addcmul_(self.signs(s, i, j), self.slope)
+        del g
+        largest = fn.largest_magnitude(dz)
+        if st.pool_before:
+            dz = fn.spread_over_windows(dz, st.shapes["y"]).mul_(
+                _mask_rows(self.saved[s, "switches_before"], st.shapes["y"], i, j)
+            )
+        finite = math.isfinite(largest)
+        return fn.quantize_gradient(dz, st.layer.gradient, self.top, finite), largest
+
+    def below(self, dyq: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Rows ``i:j`` of the stage below's output gradient (float32, rounded to float16)."""
+        weight = self.st.layer.weight
+        # sign(W) is made anew for each chunk: a large layer's float32 copy would otherwise sit beside the
+        # float32 sum of its weight gradient for the whole pass
+        w = None if _blocked(self.op, weight) else fn.sign(weight)
+        dx = _input_grad(self.op, dyq, weight, w, self.st.shapes["in"], j - i)
+        del w
+        rounded = dx.copy_(dx.half())  # as the batch norm below rounds it
+        return rounded.reshape((j - i, *self.stages[self.s - 1].shapes["out"][1:]))
+
+    def recomputed(self, i: int, j: int) -> torch.Tensor:
+        return self.below(self.dy(i, j)[0], i, j)
+
+    def run(self, recompute: bool) -> tuple[torch.Tensor | None, _Reductions]:
+        """The pass over the stage's chunks: sets the weight's 1-bit gradient; returns the stage below's output
+        gradient (float16, or None where it is to be recomputed) and its batch norm's reductions. ``dY`` is
+        quantised relative to the bound of ``max|dY|``; where the true one would scale it otherwise, the pass is
+        run again with that."""
+        for attempt in range(2):
+            kept, reductions, largest = self._pass(recompute)
+            po2 = self.st.layer.gradient == "po2"
+            if attempt or not po2 or _same_scale(largest, self.top):
+                return kept, reductions
+            self.top = largest
+        raise AssertionError("unreachable")
+
+    def _pass(self, recompute: bool) -> tuple[torch.Tensor | None, _Reductions, float]:
+        s, st = self.s, self.st
+        weight_grad = _WeightGradient(self.op, st.layer.weight.shape)
+        below = self.stages[s - 1] if s else None
+        reductions = _Reductions(below.shapes["z"][1] if below is not None else 1)
+        kept = None
+        if below is not None and not recompute:
+            kept = torch.empty(below.shapes["out"], dtype=torch.float16)
+        largest = 0.0
+        for i, j in st.chunks:
+            dyq, chunk_largest = self.dy(i, j)
+            largest = max(largest, chunk_largest)
+            weight_grad.add(_inputs(self.saved[s, "in"], st.shapes["in"], i, j), dyq)
+            if below is None:
+                continue
+            big_g = self.below(dyq, i, j)
+            del dyq
+            if kept is not None:
+                kept[i:j] = big_g
+            reductions.add(self.bn_grad(s - 1, big_g, i, j), self.signs(s - 1, i, j))
+        st.layer.weight.grad_bits, st.layer.weight.grad_clip = weight_grad.bits(), st.layer.clip
+        return kept, reductions, largest
+
+
+def _blocked(op, weight: torch.Tensor) -> bool:
+    """Whether a dense layer's ``sign(W)`` is made a block of rows or columns at a time (a large one: its float32
+    copy would be the largest tensor of the step)."""
+    return isinstance(op, fn.DenseOp) and weight.numel() > fn.WEIGHT_BLOCK
+
+
+def _dense_blocks(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x·sign(W)ᵀ``, ``WEIGHT_BLOCK`` values of ``W``'s rows at a time (each output is the same dot product)."""
+    rows = max(1, fn.WEIGHT_BLOCK // weight.shape[1])
+    y = x.new_empty((x.shape[0], weight.shape[0]))
+    for r in range(0, weight.shape[0], rows):
+        torch.matmul(x, fn.sign(weight[r : r + rows]).t(), out=y[:, r : r + rows])
+    return y
+
+
+def _input_grad(
+    op, dyq: torch.Tensor, weight: torch.Tensor, w: torch.Tensor | None, in_shape, rows: int
+) -> torch.Tensor:
+    """A binary layer's input gradient of ``rows`` examples, with ``w = sign(W)``, or, for a large dense layer
+    (``w`` None), ``sign(W)`` made a block of columns at a time."""
+    if w is not None:
+        return op.input_grad(dyq, w, (rows, *in_shape[1:]))
+    columns = max(1, fn.WEIGHT_BLOCK // weight.shape[0])
+    dx = dyq.new_empty((rows, weight.shape[1]))
+    for c in range(0, weight.shape[1], columns):
+        torch.matmul(dyq, fn.sign(weight[:, c : c + columns]), out=dx[:, c : c + columns])
+    return dx
+
+
+def _inputs(kept: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
+    """Rows ``i:j`` of a binary layer's input as the layer saw it: unpacked signs, or the first layer's input."""
+    if kept.dtype == torch.uint8:
+        return _rows(kept, shape, i, j)
+    return kept.reshape(shape)[i:j].float()
+
+
+class _WeightGradient:
+    """The packed ``sign(dW)`` of a binary layer, summed over chunks of rows (a dense layer's rows are gathered
+    first and its sum made a block of output rows at a time, ``functions.dense_sign_bits``)."""
+
+    def __init__(self, op, w_shape) -> None:
+        self.op, self.w_shape = op, w_shape
+        self.dense = isinstance(op, fn.DenseOp)
+        self.total: torch.Tensor | None = None
+        self.rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, x: torch.Tensor, dyq: torch.Tensor) -> None:
+        if self.dense:
+            self.rows.append((x, dyq))
+            return
+        part = self.op.weight_grad(x, dyq, self.w_shape)
+        self.total = part if self.total is None else self.total.add_(part)
+
+    def bits(self) -> torch.Tensor:
+        if self.dense:
+            x, dyq = (torch.cat(t) for t in zip(*self.rows, strict=True))
+            if math.prod(self.w_shape) > fn.WEIGHT_BLOCK:
+                return fn.dense_sign_bits(x, dyq, self.w_shape)
+            self.total = self.op.weight_grad(x, dyq, self.w_shape)
+        assert self.total is not None
+        return pack_bits(self.total >= 0)  # sign(0) = +1
+
+
+def _largest_dy_bound(
+    reductions: _Reductions, inverse: torch.Tensor, shift: torch.Tensor, slope: torch.Tensor
+) -> float:
+    """An upper bound of ``max|dY|`` from ``g``'s extremes per channel: ``dY = g/σ + shift ± slope`` increases with
+    ``g`` whichever the sign of ``x̂``, so it is at most its value at ``g``'s largest value and at least its value at
+    the smallest, with either sign (by the same arithmetic; exact where the extremes fall in the right sign class)."""
+    flat = [t.reshape(1, -1) for t in (inverse, shift, slope)]
+    candidates = torch.stack([reductions.high, reductions.high, reductions.low, reductions.low])
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(-1, 1)
+    dz = torch.addcmul(flat[1], candidates, flat[0]).addcmul_(signs, flat[2])
+    return fn.largest_magnitude(dz)
+
+
+def _same_scale(top: float, other: float) -> bool:
+    """Whether ``po2_quantize`` scales a gradient alike with either ``max|dY|``."""
+    if not (math.isfinite(top) and math.isfinite(other)) or top <= 0 or other <= 0:
+        return top == other or top == 0
+    return fn.po2_exponent_range(top) == fn.po2_exponent_range(other)
