@@ -145,7 +145,7 @@ def po2_quantize(
     low, high = po2_exponent_range(top)
     if low < 1 or high > 254:
         lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
-        return _po2_quantize_wide(dy, low - 127 - lowest, lowest, highest)
+        return _po2_quantize_wide(dy, 127 + lowest - low, lowest, highest)
     bits = dy.view(torch.int32)
     magnitude = bits & 0x7FFFFFFF
     exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
@@ -473,7 +473,6 @@ def l1_batch_norm_backward(
     ``sign_xhat`` is a ±1 tensor, or the packed bits of one (``pack_signs``), unpacked here one chunk of
     the batch at a time; the result is built in place in one float32 copy of ``dy`` (in ``dy`` itself
     with ``inplace``)."""
-    dims = channel_dims(dy)
     count = dy.numel() // dy.shape[1]
     packed = sign_xhat.dtype == torch.uint8
     chunks = batch_chunks(dy.shape)
@@ -488,34 +487,37 @@ def l1_batch_norm_backward(
         )
 
     inverse = _per_channel(sigma, dy).reciprocal()
-    shift = dy.mean(dims, keepdim=True).mul_(inverse).neg_()  # −mean(dy/σ)
-    if len(chunks) == 1:  # the signs unpacked once
-        whole = signs(0, dy.shape[0])
-        correlation = (whole * dy).sum(dims, keepdim=True)
-    else:
-        correlation = torch.zeros_like(shift)
-        for i, j in chunks:
-            correlation += (signs(i, j) * dy[i:j]).sum(dims, keepdim=True)
-    slope = correlation.mul_(inverse).mul_(
-        _per_channel(mean_abs_xhat, dy) / -count
+    mean = _per_channel((channel_sum(dy) / count).float(), dy)
+    shift = mean.mul_(inverse).neg_()  # −mean(dy/σ)
+    whole = signs(0, dy.shape[0]) if len(chunks) == 1 else None  # the signs unpacked once
+    correlation = channel_sum(dy, signs=signs if whole is None else lambda i, j: whole[i:j])
+    slope = (
+        _per_channel(correlation.float(), dy)
+        .mul_(inverse)
+        .mul_(_per_channel(mean_abs_xhat, dy) / -count)
     )  # −mean(sign(x̂)·dy/σ)·mean|x̂|
     dx = torch.addcmul(shift, dy, inverse, out=dy if inplace else None)
-    if len(chunks) == 1:
+    if whole is not None:
         return dx.addcmul_(whole, slope)
     for i, j in chunks:
         dx[i:j].addcmul_(signs(i, j), slope)
     return dx
 
 
-def _abs_sum(x: torch.Tensor, dims) -> torch.Tensor:
-    """``Σ|x|`` over ``dims`` (which include the batch), one chunk of the batch at a time (the CPU sums an
-    absolute copy several times faster than ``vector_norm`` reduces across the batch)."""
-    chunks = batch_chunks(x.shape)
-    if len(chunks) == 1:
-        return x.abs().sum(dims)
-    total = x[: chunks[0][1]].abs().sum(dims)
-    for i, j in chunks[1:]:
-        total += x[i:j].abs().sum(dims)
+def channel_sum(x: torch.Tensor, absolute: bool = False, signs=None) -> torch.Tensor:
+    """Per-channel ``Σx`` (``Σ|x|`` with ``absolute``; ``Σ signs(i, j)·x`` with a function giving the rows of a
+    ±1 tensor) over the batch and positions, in float64, one chunk of the batch at a time. Every batch-norm
+    statistic is such a sum: float64 makes it exact for the values training meets (integers, float16 numbers),
+    so it does not depend on how the batch is cut into chunks."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    dims = channel_dims(x)
+    for i, j in batch_chunks(x.shape):
+        part = x[i:j]
+        if absolute:
+            part = part.abs()
+        if signs is not None:
+            part = signs(i, j) * part
+        total += part.sum(dims, dtype=torch.float64)
     return total
 
 
@@ -526,13 +528,12 @@ class L1BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, beta):
-        dims = channel_dims(x)
         count = x.numel() // x.shape[1]
-        mu = x.mean(dims).half().float()
+        mu = (channel_sum(x) / count).half().float()
         # x̂ overwrites x where nothing else can see x (a layer's fresh output), else one float32 copy
         inplace = x._base is None and not x.is_leaf  # never the caller's own input
         xhat = x.sub_(_per_channel(mu, x)) if inplace else x - _per_channel(mu, x)
-        spread = _abs_sum(xhat, dims).div_(count)  # mean|x − μ| before rounding
+        spread = (channel_sum(xhat, absolute=True) / count).float()  # mean|x − μ| before rounding
         sigma = spread.half().float().clamp_min_(torch.finfo(torch.float16).tiny)
         ctx.x_shape, ctx.beta_dtype = x.shape, beta.dtype
         mean_abs = spread.div_(sigma).half()  # mean|x̂| = mean|x − μ|/σ, without another pass over x̂
@@ -559,7 +560,7 @@ class L1BatchNorm(Function):
             rounded = torch.empty_like(dy, dtype=torch.float32)
             for i, j in chunks:
                 rounded[i:j] = dy[i:j].half()
-        dbeta = rounded.sum(channel_dims(rounded)).to(ctx.beta_dtype)
+        dbeta = channel_sum(rounded).to(ctx.beta_dtype)
         return l1_batch_norm_backward(
             rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True
         ), dbeta

@@ -21,9 +21,9 @@ that no whole-batch float tensor of a large layer exists:
   first, so nothing changes), or, where that would exceed ``WHOLE_BYTES``, recomputed from the stage above's
   kept gradient, chunk by chunk.
 
-Every chunk's arithmetic is the layer-by-layer mode's, element for element, so the step's results are the same;
-only the per-channel sums are added in another order (float32 per chunk, then float64), so a statistic rounded
-to float16, or a power of two at a rounding boundary, could differ in rare elements. The three small models
+Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
+in float64 in both (``functions.channel_sum``), where it is exact for the values training meets, so the order
+in which chunks are added does not matter: the step's results are the layer-by-layer step's, bit for bit. The three small models
 (``BNNMLP``, ``CNV``, ``BinaryNet``) take this path in the low-memory mode with 1-bit weight gradients, where
 some stage's batch spans more than one chunk (``streamed_forward``).
 """
@@ -217,7 +217,7 @@ def _bits(n: int, shape) -> torch.Tensor:
 
 class _Reductions:
     """What a batch norm's backward needs of its incoming gradient ``g`` before it can start: per-channel sums over
-    the batch (``Σg``, ``Σ sign(x̂)·g``: float32 per chunk, added up in float64) and ``g``'s largest and smallest value per channel."""
+    the batch (``Σg``, ``Σ sign(x̂)·g``, in float64 as ``functions.channel_sum``) and ``g``'s largest and smallest value per channel."""
 
     def __init__(self, channels: int) -> None:
         self.total = torch.zeros(channels, dtype=torch.float64)
@@ -228,8 +228,8 @@ class _Reductions:
     def add(self, g: torch.Tensor, signs: torch.Tensor) -> None:
         """Add rows of ``g`` and of ``sign(x̂)`` (``signs``, overwritten)."""
         dims = _dims(g.shape)
-        self.total += g.sum(dims)
-        self.correlation += signs.mul_(g).sum(dims)
+        self.total += g.sum(dims, dtype=torch.float64)
+        self.correlation += signs.mul_(g).sum(dims, dtype=torch.float64)
         torch.maximum(self.high, g.amax(dims), out=self.high)
         torch.minimum(self.low, g.amin(dims), out=self.low)
 
@@ -270,13 +270,13 @@ def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None):
         z = first_rows(i, j)
         if store is not None:
             store[i:j] = z
-        total += z.sum(dims)
+        total += z.sum(dims, dtype=torch.float64)
     mu = (total / count).half().float()
     mu_c = _per_channel(mu, z_shape)
     spread = torch.zeros_like(total)
     for i, j in chunks:
         z = store[i:j].float() if store is not None else z_rows(i, j)
-        spread += z.sub_(mu_c).abs_().sum(dims)
+        spread += z.sub_(mu_c).abs_().sum(dims, dtype=torch.float64)
     return mu, (spread / count).float(), store
 
 

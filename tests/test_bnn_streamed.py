@@ -1,0 +1,177 @@
+"""The streamed low-memory step (``qatcore.bnn.streamed``) against the layer-by-layer one it replaces."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qatcore.bnn import functions as fn
+from qatcore.bnn import streamed
+from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, ResNetE18, set_mode
+from qatcore.bnn.optim import make_optimizer
+from qatcore.bnn.train import training_step
+
+#: small chunks and buffers, so that a small batch takes every path: several chunks per stage, int16 outputs kept
+#: whole or counted in a histogram, gradients kept in float16 or recomputed
+SETTINGS = {"small buffers": (2_000, 40_000), "large buffers": (2_000, 1 << 30)}
+MODELS = {
+    "mlp": (lambda: BNNMLP(image_size=8), 24),
+    "cnv": (lambda: CNV(), 10),
+    "cnv_same_padding": (lambda: CNV(image_size=28, in_channels=1), 9),
+    "binarynet": (lambda: BinaryNet(image_size=16), 11),
+}
+
+
+def _pair(build, gradient="po2"):
+    torch.manual_seed(0)
+    net = set_mode(build(), "low_memory", gradient).train()
+    layered = copy.deepcopy(net)
+    layered.streamed = False
+    return net, layered
+
+
+def _batch(net, n, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, *net.input_shape), generator=generator) * 2 - 1
+    return x, torch.randint(0, 10, (n,), generator=generator)
+
+
+def _state(net: nn.Module):
+    bits = [getattr(p, "grad_bits", None) for p in net.parameters()]
+    grads = [p.grad for p in net.parameters()]
+    return bits, grads, [t.clone() for t in net.state_dict().values()]
+
+
+def _assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        if x is None or y is None:
+            assert x is None and y is None
+        else:
+            assert torch.equal(x, y)
+
+
+@pytest.fixture
+def count_streamed(monkeypatch):
+    calls = []
+    original = streamed.StreamedNetwork.apply
+
+    def apply(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(streamed.StreamedNetwork, "apply", apply)
+    return calls
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_streamed_step_is_bit_equal_to_the_layer_by_layer_step(
+    name, setting, monkeypatch, count_streamed
+):
+    monkeypatch.setattr(streamed, "ROW_VALUES", SETTINGS[setting][0])
+    monkeypatch.setattr(streamed, "WHOLE_BYTES", SETTINGS[setting][1])
+    build, n = MODELS[name]
+    net, layered = _pair(build)
+    x, y = _batch(net, n)
+    logits, layered_logits = net(x), layered(x)
+    assert count_streamed, "the streamed step did not run"
+    assert torch.equal(logits, layered_logits)
+    F.cross_entropy(logits, y).backward()
+    F.cross_entropy(layered_logits, y).backward()
+    _assert_same(_state(net)[0], _state(layered)[0])  # the 1-bit weight gradients
+    _assert_same(_state(net)[1], _state(layered)[1])  # the batch norms' dβ
+    _assert_same(_state(net)[2], _state(layered)[2])  # the running statistics
+
+
+def test_streamed_training_follows_the_layer_by_layer_training(monkeypatch):
+    """Three Adam steps: every weight and statistic stays identical."""
+    monkeypatch.setattr(streamed, "ROW_VALUES", 2_000)
+    monkeypatch.setattr(streamed, "WHOLE_BYTES", 40_000)
+    net, layered = _pair(MODELS["cnv_same_padding"][0])
+    runs = []
+    for model in (net, layered):
+        optimizer = make_optimizer(model, "low_memory")
+        runs.append([training_step(model, optimizer, *_batch(model, 9, seed)) for seed in range(3)])
+    assert runs[0] == runs[1]
+    _assert_same(list(net.state_dict().values()), list(layered.state_dict().values()))
+
+
+def test_float16_gradients_stream_too(monkeypatch, count_streamed):
+    monkeypatch.setattr(streamed, "ROW_VALUES", 2_000)
+    net, layered = _pair(MODELS["binarynet"][0], gradient="float16")
+    x, y = _batch(net, 7)
+    F.cross_entropy(net(x), y).backward()
+    F.cross_entropy(layered(x), y).backward()
+    assert count_streamed
+    _assert_same(_state(net)[0], _state(layered)[0])
+
+
+def test_histogram_statistics_equal_those_of_a_kept_output(monkeypatch):
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randint(-40, 41, (13, 5, 4, 4), generator=generator).float()
+    chunks = [(0, 4), (4, 9), (9, 13)]
+
+    def rows(i, j):
+        return z[i:j].clone()
+
+    kept = streamed._statistics(rows, rows, z.shape, chunks, 40)
+    monkeypatch.setattr(
+        streamed, "WHOLE_BYTES", 100_000 // 64
+    )  # too small for z, enough for the counts
+    counted = streamed._statistics(rows, rows, z.shape, chunks, 40)
+    assert kept[2] is not None and counted[2] is None
+    assert torch.equal(kept[0], counted[0]) and torch.equal(kept[1], counted[1])
+    assert torch.equal(kept[0], z.mean((0, 2, 3)).half().float())
+    assert torch.allclose(kept[1], (z - kept[0].view(1, -1, 1, 1)).abs().mean((0, 2, 3)))
+
+
+def test_the_bound_of_the_largest_gradient_is_never_below_it():
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(20):
+        g = torch.randn((6, 3, 2, 2), generator=generator)
+        signs = torch.where(torch.rand(g.shape, generator=generator) < 0.5, -1.0, 1.0)
+        reductions = streamed._Reductions(3)
+        reductions.add(g, signs.clone())
+        inverse = torch.rand((1, 3, 1, 1), generator=generator) + 0.5
+        shift, slope = torch.randn((2, 1, 3, 1, 1), generator=generator)
+        true = fn.largest_magnitude(torch.addcmul(shift, g, inverse).addcmul_(signs, slope))
+        assert streamed._largest_dy_bound(reductions, inverse, shift, slope) >= true
+
+
+def test_same_scale_reads_the_power_of_two_exponent():
+    assert streamed._same_scale(1.0, 1.4)  # both round to 2⁰
+    assert not streamed._same_scale(1.0, 1.5)  # 1.5 rounds to 2¹
+    assert streamed._same_scale(0.0, 3.0)  # an all-zero gradient quantises alike with any scale
+
+
+def test_stages_are_read_from_the_three_small_models():
+    cnv = streamed.stages_of(set_mode(CNV(), "low_memory"))
+    assert [s.pool_after for s in cnv] == [False, True, False, True] + [False] * 5
+    assert [s.flatten for s in cnv] == [False] * 6 + [True, False, False]
+    binarynet = streamed.stages_of(set_mode(BinaryNet(image_size=16), "low_memory"))
+    assert [s.pool_before for s in binarynet] == [False, True] * 3 + [False] * 3
+    assert len(streamed.stages_of(set_mode(BNNMLP(), "low_memory"))) == 5
+    assert streamed.stages_of(BNNMLP()) is None  # torch's batch norm: the standard mode
+    assert streamed.stages_of(set_mode(ResNetE18(image_size=32), "low_memory")) is None
+    assert streamed.stages_of(nn.Sequential(nn.ReLU())) is None
+
+
+def test_only_a_low_memory_step_with_bit_gradients_over_several_chunks_streams():
+    x = torch.rand((100, 3, 32, 32))
+    net = set_mode(CNV(), "low_memory").train()
+    stages = streamed.can_stream(net, x)
+    assert stages is not None and streamed.plan(stages, tuple(x.shape))
+    mlp = set_mode(BNNMLP(), "low_memory").train()  # at batch 100 every tensor fits in one chunk
+    mlp_stages = streamed.can_stream(mlp, torch.rand((100, 1, 28, 28)))
+    assert mlp_stages is not None and not streamed.plan(mlp_stages, (100, 1, 28, 28))
+    assert streamed.can_stream(set_mode(CNV(), "standard").train(), x) is None
+    assert streamed.can_stream(net.eval(), x) is None
+    assert (
+        streamed.can_stream(set_mode(CNV(), "low_memory", bit_gradients=False).train(), x) is None
+    )
+    with torch.no_grad():
+        assert streamed.can_stream(net.train(), x) is None
