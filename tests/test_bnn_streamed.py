@@ -74,6 +74,7 @@ def test_streamed_step_is_bit_equal_to_the_layer_by_layer_step(
 ):
     monkeypatch.setattr(streamed, "ROW_VALUES", SETTINGS[setting][0])
     monkeypatch.setattr(streamed, "WHOLE_BYTES", SETTINGS[setting][1])
+    monkeypatch.setattr(streamed, "GRADIENT_BYTES", SETTINGS[setting][1])
     build, n = MODELS[name]
     net, layered = _pair(build)
     x, y = _batch(net, n)
@@ -91,6 +92,7 @@ def test_streamed_training_follows_the_layer_by_layer_training(monkeypatch):
     """Three Adam steps: every weight and statistic stays identical."""
     monkeypatch.setattr(streamed, "ROW_VALUES", 2_000)
     monkeypatch.setattr(streamed, "WHOLE_BYTES", 40_000)
+    monkeypatch.setattr(streamed, "GRADIENT_BYTES", 40_000)
     net, layered = _pair(MODELS["cnv_same_padding"][0])
     runs = []
     for model in (net, layered):

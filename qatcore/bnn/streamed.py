@@ -18,7 +18,7 @@ that no whole-batch float tensor of a large layer exists:
   batch norm's backward increases with ``g``). ``dY`` is quantised relative to that bound; where the true
   ``max|dY|``, found on the way, would have scaled it otherwise, the stage's pass runs again with it. The
   gradient between two stages is kept whole in float16 (the batch norm rounds its incoming gradient to float16
-  first, so nothing changes), or, where that would exceed ``WHOLE_BYTES``, recomputed from the stage above's
+  first, so nothing changes), or, where that would exceed ``GRADIENT_BYTES``, recomputed from the stage above's
   kept gradient, chunk by chunk.
 
 Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
@@ -50,9 +50,15 @@ from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_signs
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
-#: the largest whole-batch working buffer kept (bytes): a binary layer's int16 output while its batch norm's
-#: statistics are taken, a float16 gradient between two stages; a larger one is recomputed chunk by chunk
+#: the largest binary layer's output kept whole (int16, bytes) while its batch norm's statistics are taken; a
+#: larger one is counted in a histogram and recomputed
 WHOLE_BYTES = 8 << 20
+#: values of a convolution's weight made at a time: a larger layer's weight gradient is computed a block of output
+#: channels at a time, and its input gradient a block of input channels at a time (its float32 ``sign(W)`` and
+#: ``dW`` pieces would otherwise be the step's largest temporaries)
+CONV_BLOCK = 1 << 18
+#: the largest gradient between two stages kept whole (float16, bytes); a larger one is recomputed where it can be
+GRADIENT_BYTES = 6 << 20
 _TINY = torch.finfo(torch.float16).tiny
 
 
@@ -409,7 +415,9 @@ class StreamedNetwork(Function):
             # the stage below's output gradient is kept whole in float16 unless that is large and this stage's
             # own source is kept: then it is recomputed from that source, chunk by chunk
             below = stages[s - 1].shapes["out"] if s else None
-            recompute = below is not None and stored_source and 2 * math.prod(below) > WHOLE_BYTES
+            recompute = (
+                below is not None and stored_source and 2 * math.prod(below) > GRADIENT_BYTES
+            )
             kept, reductions = step.run(recompute)
             source = step.recomputed if kept is None else _Stored(kept)
             stored_source = kept is not None
@@ -545,6 +553,13 @@ def _input_grad(
 ) -> torch.Tensor:
     """A binary layer's input gradient of ``rows`` examples, with ``w = sign(W)``, or, for a large dense layer
     (``w`` None), ``sign(W)`` made a block of columns at a time."""
+    if w is not None and w.numel() > CONV_BLOCK:  # a block of input channels at a time
+        dx = dyq.new_empty((rows, *in_shape[1:]))
+        step = max(1, CONV_BLOCK // w[:, 0].numel())
+        for c in range(0, w.shape[1], step):
+            block = w[:, c : c + step]
+            dx[:, c : c + step] = op.input_grad(dyq, block, (rows, block.shape[1], *in_shape[2:]))
+        return dx
     if w is not None:
         return op.input_grad(dyq, w, (rows, *in_shape[1:]))
     columns = max(1, fn.WEIGHT_BLOCK // weight.shape[0])
@@ -575,8 +590,19 @@ class _WeightGradient:
         if self.dense:
             self.rows.append((x, dyq))
             return
-        part = self.op.weight_grad(x, dyq, self.w_shape)
-        self.total = part if self.total is None else self.total.add_(part)
+        if math.prod(self.w_shape) <= CONV_BLOCK:
+            part = self.op.weight_grad(x, dyq, self.w_shape)
+            self.total = part if self.total is None else self.total.add_(part)
+            return
+        if (
+            self.total is None
+        ):  # a large layer's: a block of output channels at a time, into one sum
+            self.total = torch.zeros(self.w_shape)
+        step = max(1, CONV_BLOCK // math.prod(self.w_shape[1:]))
+        for o in range(0, self.w_shape[0], step):
+            block = dyq[:, o : o + step]
+            shape = (block.shape[1], *self.w_shape[1:])
+            self.total[o : o + step] += self.op.weight_grad(x, block, shape)
 
     def bits(self) -> torch.Tensor:
         if self.dense:
