@@ -4,6 +4,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -481,3 +482,46 @@ def test_the_authors_table_combines_parts_that_ran_apart():
         script.combine([_part("sgd", "only sgd"), other])
     with pytest.raises(SystemExit, match="repeat"):
         script.combine([_part("sgd", "only sgd"), _part("sgd", "only sgd")])
+
+
+def test_a_run_cache_reuses_runs_bit_for_bit(digits):
+    """A run two experiments share (the plain STE of SGD) is trained once, and every record and
+    metric is the one an uncached run gives, bit for bit."""
+    from qatcore.estimators.equivalence import RunCache
+
+    cache = RunCache()
+    config = EquivalenceConfig(estimator="dsq", epochs=1)
+    first = run_equivalence(config, digits, progress=False, cache=cache)
+    assert len(cache) == 4 and cache.hits == 0
+    second = run_equivalence(
+        EquivalenceConfig(estimator="pwl", epochs=1), digits, progress=False, cache=cache
+    )
+    assert cache.hits == 1 and len(cache) == 7  # pwl's ablation is dsq's: the STE from w₀ at η
+    assert second.runs["ablation"] is first.runs["ablation"]
+    fresh = run_equivalence(EquivalenceConfig(estimator="pwl", epochs=1), digits, progress=False)
+    for name, record in fresh.runs.items():
+        assert torch.equal(record.weights, second.runs[name].weights)
+        assert torch.equal(record.test_logits, second.runs[name].test_logits)
+        assert record.losses == second.runs[name].losses
+    assert fresh.agreements == second.agreements and fresh.authors == second.authors
+    again = run_equivalence(config, digits, progress=False, cache=cache)
+    assert cache.hits == 5 and again.agreements == first.agreements
+    # a different rate, seed or bit width is another run
+    run_equivalence(replace(config, seed=1), digits, progress=False, cache=cache, runs=("custom",))
+    run_equivalence(replace(config, bits=3), digits, progress=False, cache=cache, runs=("custom",))
+    assert cache.hits == 5 and len(cache) == 9
+
+
+def test_levels_and_mapped_custom_are_computed_once_and_unchanged(sgd_result):
+    from qatcore.estimators import trajectory
+
+    weights = sgd_result.runs["custom"].weights.double()
+    expected = trajectory.level_indices(weights, sgd_result.config.bits, sgd_result.m)
+    assert torch.equal(sgd_result.levels("custom"), expected)
+    assert sgd_result.levels("custom") is sgd_result.levels("custom")
+    est = estimators.get("dsq")
+    mapped = sgd_result.mapped_custom()
+    assert mapped is sgd_result.mapped_custom()
+    for sl in sgd_result.layer_slices.values():
+        m = float(sgd_result.m[sl.start])
+        assert torch.equal(mapped[:, sl], est.weight_map(weights[:, sl], 2, m))

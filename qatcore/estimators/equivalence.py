@@ -17,6 +17,7 @@ adjusted SGD pair (the custom run's weights mapped by ``M``), as they are for th
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import tomllib
@@ -180,19 +181,28 @@ class EquivalenceResult:
     labels: torch.Tensor | None = None  # test labels, for the authors' wrong-prediction agreement
     #: the authors' metrics of each pair (``trajectory.authors_metrics``), where the runs kept histories
     authors: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: ``levels`` and ``mapped_custom``, computed once (the comparison and the plots both read them)
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def levels(self, run: str) -> torch.Tensor:
         """Level index of every quantized weight at every step of ``run``."""
-        return trajectory.level_indices(self.runs[run].weights.double(), self.config.bits, self.m)
+        key = ("levels", run, id(self.runs[run]))
+        if key not in self._memo:
+            weights = self.runs[run].weights.double()
+            self._memo[key] = trajectory.level_indices(weights, self.config.bits, self.m)
+        return self._memo[key]
 
     def mapped_custom(self) -> torch.Tensor:
         """The custom run's trajectory mapped by ``M`` (layer by layer), in float64."""
-        est = estimators.get(self.config.estimator)
-        weights = self.runs["custom"].weights.double()
-        mapped = torch.empty_like(weights)
-        for sl, m in ((s, float(self.m[s.start])) for s in self.layer_slices.values()):
-            mapped[:, sl] = est.weight_map(weights[:, sl], self.config.bits, m)
-        return mapped
+        key = ("mapped_custom", id(self.runs["custom"]))
+        if key not in self._memo:
+            est = estimators.get(self.config.estimator)
+            weights = self.runs["custom"].weights.double()
+            mapped = torch.empty_like(weights)
+            for sl, m in ((s, float(self.m[s.start])) for s in self.layer_slices.values()):
+                mapped[:, sl] = est.weight_map(weights[:, sl], self.config.bits, m)
+            self._memo[key] = mapped
+        return self._memo[key]
 
     def to_dict(self) -> dict:
         """JSON-ready summary: the headline numbers first, then every metric of every pair."""
@@ -220,6 +230,62 @@ class EquivalenceResult:
             },
             "config": asdict(self.config),
         }
+
+
+class RunCache:
+    """Runs already trained, for ``run_equivalence`` to reuse instead of training them again.
+
+    Training is deterministic: a run is fixed by its data, initial weights, estimator, start
+    (``M(w₀)`` of which estimator, or ``w₀``), training settings, device and thread count, and
+    two experiments that share such a run (the plain STE of SGD is the ``ablation`` of every
+    estimator's experiment at one seed; a widget's opening state and a cell that recomputes it)
+    get the same record, bit for bit, without training it twice. One cache serves one session:
+    it keeps the datasets it has seen alive, so their ids stay theirs.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[tuple, RunRecord] = {}
+        self._data: dict[int, datasets.Dataset] = {}
+        self.hits = 0  # runs reused rather than trained
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def key(
+        self,
+        data: datasets.Dataset,
+        init: dict[str, torch.Tensor],
+        config: EquivalenceConfig,
+        run: RunPlan,
+        train_config: TrainConfig,
+    ) -> tuple:
+        """What fixes one run: the data, the initial weights (a digest), the run's estimator and
+        start, its ``TrainConfig``, the bit width, the device and the thread count."""
+        self._data.setdefault(id(data), data)
+        digest = hashlib.sha256()
+        for name, tensor in init.items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        start = config.estimator if run.remap else None
+        return (
+            id(data),
+            digest.hexdigest(),
+            run.estimator,
+            start,
+            train_config,
+            config.bits,
+            config.device,
+            torch.get_num_threads(),
+        )
+
+    def get(self, key: tuple) -> RunRecord | None:
+        """The record stored under ``key``, or ``None``."""
+        record = self._records.get(key)
+        self.hits += record is not None
+        return record
+
+    def put(self, key: tuple, record: RunRecord) -> None:
+        self._records[key] = record
 
 
 def _flat_weights(model: nn.Module) -> torch.Tensor:
@@ -345,9 +411,13 @@ def run_equivalence(
     data: datasets.Dataset | None = None,
     progress: bool | None = None,
     runs: tuple[str, ...] = RUNS,
+    cache: RunCache | None = None,
 ) -> EquivalenceResult:
     """Train ``runs`` (``custom`` and any of the others) and measure how closely each follows
     ``custom``.
+
+    With a ``cache`` (``RunCache``), a run it already holds is taken from it instead of trained
+    again (the same record, bit for bit), and each run trained here is added to it.
 
     Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
     estimator that has none; ``runs=("custom", "ablation", "jitter")`` works for any estimator
@@ -390,7 +460,13 @@ def run_equivalence(
     result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
     for name, run in plan.items():
         train_config = config.train_config(run)
-        result.runs[name] = _train_recorded(models[name], data, train_config, progress)
+        key = None if cache is None else cache.key(data, init, config, run, train_config)
+        record = None if key is None else cache.get(key)
+        if record is None:
+            record = _train_recorded(models[name], data, train_config, progress)
+            if key is not None:
+                cache.put(key, record)
+        result.runs[name] = record
     compare(result)
     return result
 

@@ -75,20 +75,24 @@ def equivalence_view(
     epochs: int = 2,
     data: Dataset | None = None,
     progress: bool | None = None,
+    cache=None,
 ):
     """A short equivalence experiment: a summary line and the trajectory figure. An estimator
-    outside the theory runs without the adjusted STE, and the line says why."""
+    outside the theory runs without the adjusted STE, and the line says why. Runs a ``cache``
+    (``qatcore.estimators.equivalence.RunCache``) holds are reused, not trained again."""
     from qatcore.estimators.equivalence import EquivalenceConfig, digits_optimizer, run_equivalence
 
     config = EquivalenceConfig(
         estimator=estimator, bits=bits, optimizer=digits_optimizer(optimizer, lr), epochs=epochs
     )
     try:
-        result = run_equivalence(config, data, progress=progress)
+        result = run_equivalence(config, data, progress=progress, cache=cache)
         why = ""
     except ValueError as refusal:
         plain = "ablation" if optimizer == "sgd" else "adjusted"  # the STE run that needs no map
-        result = run_equivalence(config, data, progress=progress, runs=("custom", plain, "jitter"))
+        result = run_equivalence(
+            config, data, progress=progress, runs=("custom", plain, "jitter"), cache=cache
+        )
         why = f" — no remapped STE run: {refusal}"
     summary = result.to_dict()
     parts = [
@@ -107,9 +111,10 @@ def equivalence_view(
     return text + why, plot_trajectory_overlap(result)
 
 
-def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
+def equivalence_explorer(data: Dataset | None = None, cache=None) -> widgets.VBox:
     """Pick estimator, bits, optimizer and learning rate; press Run for a short live training.
-    It opens on the runs at its starting settings, trained once as it is built."""
+    It opens on the runs at its starting settings, trained once as it is built. With a ``cache``
+    (``qatcore.estimators.equivalence.RunCache``) it reuses the runs already trained and keeps its own."""
     choose = widgets.Dropdown(options=estimators.names(), value="dsq", description="estimator")
     width = widgets.IntSlider(value=2, min=1, max=4, description="bits")
     optimizer = widgets.ToggleButtons(options=["sgd", "adam"], value="sgd", description="optimizer")
@@ -125,7 +130,7 @@ def equivalence_explorer(data: Dataset | None = None) -> widgets.VBox:
         out.clear_output()
         with out:  # the progress bar shows here while the runs train
             label.value, figure = equivalence_view(
-                choose.value, width.value, optimizer.value, rate.value, data=data
+                choose.value, width.value, optimizer.value, rate.value, data=data, cache=cache
             )
             out.clear_output(wait=True)
             display(figure)
