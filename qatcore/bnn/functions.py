@@ -467,12 +467,13 @@ def l1_batch_norm_backward(
     mean_abs_xhat: torch.Tensor,
     sigma: torch.Tensor,
     inplace: bool = False,
+    total: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``dx = dy/σ − mean(dy/σ) − sign(x̂)·mean(sign(x̂)·dy/σ)·mean|x̂|`` (per-channel means).
 
     ``sign_xhat`` is a ±1 tensor, or the packed bits of one (``pack_signs``), unpacked here one chunk of
     the batch at a time; the result is built in place in one float32 copy of ``dy`` (in ``dy`` itself
-    with ``inplace``)."""
+    with ``inplace``). ``total``: ``channel_sum(dy)``, where the caller has it."""
     count = dy.numel() // dy.shape[1]
     packed = sign_xhat.dtype == torch.uint8
     chunks = batch_chunks(dy.shape)
@@ -487,7 +488,8 @@ def l1_batch_norm_backward(
         )
 
     inverse = _per_channel(sigma, dy).reciprocal()
-    mean = _per_channel((channel_sum(dy) / count).float(), dy)
+    total = channel_sum(dy) if total is None else total
+    mean = _per_channel((total / count).float(), dy)
     shift = mean.mul_(inverse).neg_()  # −mean(dy/σ)
     whole = signs(0, dy.shape[0]) if len(chunks) == 1 else None  # the signs unpacked once
     correlation = channel_sum(dy, signs=signs if whole is None else lambda i, j: whole[i:j])
@@ -509,15 +511,17 @@ def channel_sum(x: torch.Tensor, absolute: bool = False, signs=None) -> torch.Te
     ±1 tensor) over the batch and positions, in float64, one chunk of the batch at a time. Every batch-norm
     statistic is such a sum: float64 makes it exact for the values training meets (integers, float16 numbers),
     so it does not depend on how the batch is cut into chunks."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
-    dims = channel_dims(x)
-    for i, j in batch_chunks(x.shape):
-        part = x[i:j]
+    dims, chunks = channel_dims(x), batch_chunks(x.shape)
+    total = None
+    for i, j in chunks:
+        part = x if len(chunks) == 1 else x[i:j]
         if absolute:
             part = part.abs()
         if signs is not None:
             part = signs(i, j) * part
-        total += part.sum(dims, dtype=torch.float64)
+        partial = part.sum(dims, dtype=torch.float64)
+        total = partial if total is None else total.add_(partial)
+    assert total is not None  # a batch has at least one row
     return total
 
 
@@ -560,10 +564,10 @@ class L1BatchNorm(Function):
             rounded = torch.empty_like(dy, dtype=torch.float32)
             for i, j in chunks:
                 rounded[i:j] = dy[i:j].half()
-        dbeta = channel_sum(rounded).to(ctx.beta_dtype)
+        total = channel_sum(rounded)
         return l1_batch_norm_backward(
-            rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True
-        ), dbeta
+            rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True, total=total
+        ), total.to(ctx.beta_dtype)
 
 
 class HalfInputLayer(Function):
