@@ -46,7 +46,7 @@ from qatcore.bnn.layers import (
     MaxPool2d,
     SignActivation,
 )
-from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_signs
+from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
@@ -203,18 +203,20 @@ def _put(buffer: torch.Tensor, per_example: int, start: int, bits: torch.Tensor)
     buffer[offset : offset + bits.numel()] = bits
 
 
-def _rows(packed: torch.Tensor, shape, i: int, j: int, scale: float = 1.0) -> torch.Tensor:
-    """Rows ``i:j`` of the ±``scale`` tensor of ``shape`` whose signs ``packed`` holds."""
+def _rows(packed: torch.Tensor, shape, i: int, j: int, mask: bool = False) -> torch.Tensor:
+    """Rows ``i:j`` of the float32 ±1 tensor of ``shape`` whose signs ``packed`` holds (``pack_signs``), or of
+    the 0/1 mask it holds (``mask``, ``pack_bits``)."""
     per_example = _per_example(shape)
     first, last = i * per_example, j * per_example
     window = packed[first // 8 : -(-last // 8)]
-    flat = unpack_signs(window, (window.numel() * 8,), scale)
+    size = (window.numel() * 8,)
+    flat = unpack_bits(window, size, torch.float32) if mask else unpack_signs(window, size)
     return flat[first % 8 : first % 8 + last - first].view((j - i, *shape[1:]))
 
 
 def _mask_rows(packed: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
     """Rows ``i:j`` of the float32 0/1 mask of ``shape`` packed by ``pack_bits``."""
-    return _rows(packed, shape, i, j, 0.5).add_(0.5)
+    return _rows(packed, shape, i, j, mask=True)
 
 
 def _bits(n: int, shape) -> torch.Tensor:
