@@ -59,6 +59,8 @@ class StreamedSequential(nn.Sequential):
     module by module."""
 
     streamed = True
+    #: outside a training step its forward is ``nn.Sequential``'s (what an exporter needs to know)
+    runs_children_in_order = True
 
     def forward(self, x):
         out = streamed_forward(self, x)

@@ -143,8 +143,13 @@ def supported() -> list[str]:
 
 
 def is_chain(model: nn.Module) -> bool:
-    """An ``nn.Sequential`` (or a subclass that keeps its forward): its children run in order."""
-    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+    """An ``nn.Sequential`` (or a subclass that keeps its forward, or says that its own forward runs the children in
+    order outside training: ``runs_children_in_order``): its children run in order."""
+    if not isinstance(model, nn.Sequential):
+        return False
+    return type(model).forward is nn.Sequential.forward or bool(
+        getattr(type(model), "runs_children_in_order", False)
+    )
 
 
 def leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
