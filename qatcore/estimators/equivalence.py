@@ -461,10 +461,10 @@ def run_equivalence(
     for name, run in plan.items():
         train_config = config.train_config(run)
         key = None if cache is None else cache.key(data, init, config, run, train_config)
-        record = None if key is None else cache.get(key)
+        record = None if cache is None or key is None else cache.get(key)
         if record is None:
             record = _train_recorded(models[name], data, train_config, progress)
-            if key is not None:
+            if cache is not None and key is not None:
                 cache.put(key, record)
         result.runs[name] = record
     compare(result)
