@@ -16,8 +16,12 @@ from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
 
 #: small chunks and buffers, so that a small batch takes every path: several chunks per stage, int16 outputs kept
-#: whole or counted in a histogram, gradients kept in float16 or recomputed
-SETTINGS = {"small buffers": (2_000, 40_000), "large buffers": (2_000, 1 << 30)}
+#: whole, in part or counted in a histogram, gradients kept in float16 whole, in part or recomputed
+SETTINGS = {
+    "small buffers": (2_000, 40_000),
+    "partly kept": (2_000, 300_000),
+    "large buffers": (2_000, 1 << 30),
+}
 MODELS = {
     "mlp": (lambda: BNNMLP(image_size=8), 24),
     "cnv": (lambda: CNV(), 10),
@@ -112,7 +116,35 @@ def test_float16_gradients_stream_too(monkeypatch, count_streamed):
     _assert_same(_state(net)[0], _state(layered)[0])
 
 
+def test_outputs_and_gradients_are_kept_in_part_between_the_buffers(monkeypatch):
+    """The "partly kept" setting keeps the first rows of CNV's large layer outputs and gradients (the
+    parametrised test above checks that the step stays bit-equal with it)."""
+    monkeypatch.setattr(streamed, "ROW_VALUES", SETTINGS["partly kept"][0])
+    monkeypatch.setattr(streamed, "WHOLE_BYTES", SETTINGS["partly kept"][1])
+    monkeypatch.setattr(streamed, "GRADIENT_BYTES", SETTINGS["partly kept"][1])
+    stores, gradients = [], []
+    counted, kept = streamed._counted_statistics, streamed._Kept.__init__
+
+    def counting(first_rows, z_shape, chunks, largest, store):
+        stores.append((0 if store is None else store.shape[0], z_shape[0]))
+        return counted(first_rows, z_shape, chunks, largest, store)
+
+    def keeping(self, values, recompute):
+        gradients.append((values.shape[0], recompute is None))
+        kept(self, values, recompute)
+
+    monkeypatch.setattr(streamed, "_counted_statistics", counting)
+    monkeypatch.setattr(streamed._Kept, "__init__", keeping)
+    net, _ = _pair(MODELS["cnv"][0])
+    x, y = _batch(net, MODELS["cnv"][1])
+    F.cross_entropy(net(x), y).backward()
+    assert any(0 < rows < n for rows, n in stores), stores
+    assert any(0 < rows < len(x) and not whole for rows, whole in gradients), gradients
+    assert any(rows == len(x) and whole for rows, whole in gradients)
+
+
 def test_histogram_statistics_equal_those_of_a_kept_output(monkeypatch):
+    counted_statistics = streamed._counted_statistics
     generator = torch.Generator().manual_seed(3)
     z = torch.randint(-40, 41, (13, 5, 4, 4), generator=generator).float()
     chunks = [(0, 4), (4, 9), (9, 13)]
@@ -121,11 +153,17 @@ def test_histogram_statistics_equal_those_of_a_kept_output(monkeypatch):
         return z[i:j].clone()
 
     kept = streamed._statistics(rows, rows, z.shape, chunks, 40)
+    calls = []
     monkeypatch.setattr(
-        streamed, "WHOLE_BYTES", 100_000 // 64
-    )  # too small for z, enough for the counts
+        streamed, "_counted_statistics", lambda *a: calls.append(1) or counted_statistics(*a)
+    )
+    # too small for z (2080 bytes as int16) and enough for its counts (5 channels × 81 values as int32) and
+    # its first 9 rows
+    monkeypatch.setattr(streamed, "WHOLE_BYTES", 1_700)
     counted = streamed._statistics(rows, rows, z.shape, chunks, 40)
-    assert kept[2] is not None and counted[2] is None
+    assert calls, "the histogram was not used"
+    assert kept[2] is not None and counted[2] is not None
+    assert torch.equal(counted[2], z[:9].to(torch.int16))
     assert torch.equal(kept[0], counted[0]) and torch.equal(kept[1], counted[1])
     assert torch.equal(kept[0], z.mean((0, 2, 3)).half().float())
     assert torch.allclose(kept[1], (z - kept[0].view(1, -1, 1, 1)).abs().mean((0, 2, 3)))
@@ -134,10 +172,13 @@ def test_histogram_statistics_equal_those_of_a_kept_output(monkeypatch):
 def test_the_bound_of_the_largest_gradient_is_never_below_it():
     generator = torch.Generator().manual_seed(5)
     for _ in range(20):
-        g = torch.randn((6, 3, 2, 2), generator=generator)
+        g = torch.randn((6, 3, 2, 2), generator=generator).half().float()
         signs = torch.where(torch.rand(g.shape, generator=generator) < 0.5, -1.0, 1.0)
         reductions = streamed._Reductions(3)
-        reductions.add(g, signs.clone())
+        reductions.add(g.clone(), signs > 0)
+        # the sums are exact for float16 values, so Σ sign·g from Σg and the negative part is Σ sign·g itself
+        assert torch.equal(reductions.total, g.double().sum((0, 2, 3)))
+        assert torch.equal(reductions.correlation, (signs * g).double().sum((0, 2, 3)))
         inverse = torch.rand((1, 3, 1, 1), generator=generator) + 0.5
         shift, slope = torch.randn((2, 1, 3, 1, 1), generator=generator)
         true = fn.largest_magnitude(torch.addcmul(shift, g, inverse).addcmul_(signs, slope))

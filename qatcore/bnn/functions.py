@@ -115,7 +115,7 @@ def _pair(value) -> tuple[int, int]:
 
 
 def po2_quantize(
-    dy: torch.Tensor, top: float | None = None, known_finite: bool = False
+    dy: torch.Tensor, top: float | None = None, known_finite: bool = False, overwrite: bool = False
 ) -> torch.Tensor:
     """Power-of-two gradient: scale by ``2^bias`` (``bias = −round(log2 max|dY|) + 8``), keep the sign
     and ``2^clip(round(log2|·|), −8, 7)``, scale back. Zeros stay zero (the authors' code adds a tiny
@@ -128,7 +128,7 @@ def po2_quantize(
     ``max|dY|`` when ``dy`` is one chunk of a larger gradient (default: ``dy``'s own). NaN and ±inf
     entries pass through unchanged (never 0); the finite ones are scaled by ``top`` when it is finite,
     else by their own largest magnitude. ``known_finite`` skips the pass that looks for them (the caller
-    has found none).
+    has found none). ``overwrite`` lets it use a float32 ``dy``'s memory (one temporary fewer).
     """
     dy = dy.to(torch.float32).contiguous()
     if top is not None and (isinstance(top, bool) or not isinstance(top, int | float) or top < 0):
@@ -146,11 +146,15 @@ def po2_quantize(
     if low < 1 or high > 254:
         lowest, highest = -(2 ** (PO2_EXPONENT_BITS - 1)), 2 ** (PO2_EXPONENT_BITS - 1) - 1
         return _po2_quantize_wide(dy, 127 + lowest - low, lowest, highest)
-    bits = dy.view(torch.int32)
-    magnitude = bits & 0x7FFFFFFF
-    exponent = ((magnitude + _ROUND_UP) >> 23).clamp_(low, high)
-    out = (exponent << 23).bitwise_or_(bits & -0x80000000)
-    return out.mul_(magnitude.clamp_(max=1)).view(torch.float32)  # zeros stay zero
+    magnitude = dy.view(torch.int32) & 0x7FFFFFFF
+    exponent = magnitude if overwrite else magnitude.clone()
+    out = (
+        exponent.add_(_ROUND_UP).bitwise_right_shift_(23).clamp_(low, high).bitwise_left_shift_(23)
+    )
+    out = out.view(torch.float32).copysign_(dy)
+    # zeros stay zero
+    nonzero = dy.view(torch.int32).bitwise_and_(0x7FFFFFFF) if overwrite else magnitude
+    return out.view(torch.int32).mul_(nonzero.clamp_(max=1)).view(torch.float32)
 
 
 def po2_exponent_range(top: float) -> tuple[int, int]:
@@ -217,12 +221,16 @@ GRADIENT_FORMATS = ("po2", "float16")
 
 
 def quantize_gradient(
-    dy: torch.Tensor, gradient: str, top: float | None = None, known_finite: bool = False
+    dy: torch.Tensor,
+    gradient: str,
+    top: float | None = None,
+    known_finite: bool = False,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """The low-memory mode's ``dY``: powers of two (``"po2"``, ``po2_quantize``, relative to ``top``) or
     rounded to float16."""
     if check_choice("gradient", gradient, GRADIENT_FORMATS) == "po2":
-        return po2_quantize(dy, top, known_finite)
+        return po2_quantize(dy, top, known_finite, overwrite)
     return dy.to(torch.float16).to(torch.float32)
 
 

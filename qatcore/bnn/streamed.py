@@ -9,7 +9,8 @@ that no whole-batch float tensor of a large layer exists:
 * **Forward.** A binary layer's output is an integer (a sum of ±1 products). It is kept whole, as int16, while
   the batch norm's statistics are taken (``μ``, then ``σ = mean|y − μ|``: both need the whole batch) where that
   fits in ``WHOLE_BYTES``; a larger one is counted per channel and value in one pass (the histogram gives both
-  statistics) and recomputed once. The first layer's real-valued output is recomputed for each statistic. Then
+  statistics), its first rows kept up to ``WHOLE_BYTES`` and the others recomputed once. The first layer's
+  real-valued output is recomputed for each statistic. Then
   each chunk becomes the stage's packed bits: ``sign(x̂)``, the STE mask (with the switches of a pool after the
   sign folded in: backward only needs their product), the next stage's input.
 * **Backward.** The batch norm's backward needs two per-channel sums of its incoming gradient ``g`` over the
@@ -18,8 +19,8 @@ that no whole-batch float tensor of a large layer exists:
   batch norm's backward increases with ``g``). ``dY`` is quantised relative to that bound; where the true
   ``max|dY|``, found on the way, would have scaled it otherwise, the stage's pass runs again with it. The
   gradient between two stages is kept whole in float16 (the batch norm rounds its incoming gradient to float16
-  first, so nothing changes), or, where that would exceed ``GRADIENT_BYTES``, recomputed from the stage above's
-  kept gradient, chunk by chunk.
+  first, so nothing changes), or, where that would exceed ``GRADIENT_BYTES``, its first rows are kept (beside
+  the stage above's kept gradient, up to ``GRADIENT_BYTES``) and the others recomputed from that, chunk by chunk.
 
 Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
 in float64 in both (``functions.channel_sum``), where it is exact for the values training meets, so the order
@@ -31,6 +32,7 @@ some stage's batch spans more than one chunk (``streamed_forward``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -50,15 +52,16 @@ from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits,
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
-#: the largest binary layer's output kept whole (int16, bytes) while its batch norm's statistics are taken; a
-#: larger one is counted in a histogram and recomputed
-WHOLE_BYTES = 8 << 20
+#: bytes of a binary layer's output kept as int16 while its batch norm's statistics are taken: the whole of it
+#: where it fits, else its first rows (it is then counted in a histogram and the other rows recomputed)
+WHOLE_BYTES = 6 << 20
 #: values of a convolution's weight made at a time: a larger layer's weight gradient is computed a block of output
 #: channels at a time, and its input gradient a block of input channels at a time (its float32 ``sign(W)`` and
 #: ``dW`` pieces would otherwise be the step's largest temporaries)
 CONV_BLOCK = 1 << 18
-#: the largest gradient between two stages kept whole (float16, bytes); a larger one is recomputed where it can be
-GRADIENT_BYTES = 6 << 20
+#: bytes of the gradients between stages kept in float16: one kept whole where it fits; a larger one's first rows
+#: where the gradient it comes from is kept whole, up to this many bytes with that one (the others recomputed)
+GRADIENT_BYTES = 5 << 20
 _TINY = torch.finfo(torch.float16).tiny
 
 
@@ -203,20 +206,23 @@ def _put(buffer: torch.Tensor, per_example: int, start: int, bits: torch.Tensor)
     buffer[offset : offset + bits.numel()] = bits
 
 
-def _rows(packed: torch.Tensor, shape, i: int, j: int, mask: bool = False) -> torch.Tensor:
+def _rows(
+    packed: torch.Tensor, shape, i: int, j: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Rows ``i:j`` of the float32 ±1 tensor of ``shape`` whose signs ``packed`` holds (``pack_signs``), or of
-    the 0/1 mask it holds (``mask``, ``pack_bits``)."""
+    its bits as ``dtype`` (float32 0/1, or bool: a mask packed by ``pack_bits``, or where the sign is +1)."""
     per_example = _per_example(shape)
     first, last = i * per_example, j * per_example
     window = packed[first // 8 : -(-last // 8)]
     size = (window.numel() * 8,)
-    flat = unpack_bits(window, size, torch.float32) if mask else unpack_signs(window, size)
+    flat = unpack_signs(window, size) if dtype is None else unpack_bits(window, size, dtype)
     return flat[first % 8 : first % 8 + last - first].view((j - i, *shape[1:]))
 
 
 def _mask_rows(packed: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
-    """Rows ``i:j`` of the float32 0/1 mask of ``shape`` packed by ``pack_bits``."""
-    return _rows(packed, shape, i, j, mask=True)
+    """Rows ``i:j`` of the boolean mask of ``shape`` packed by ``pack_bits`` (a float tensor multiplied by it
+    is the same as by its float 0/1, in a quarter of the memory)."""
+    return _rows(packed, shape, i, j, torch.bool)
 
 
 def _bits(n: int, shape) -> torch.Tensor:
@@ -233,46 +239,44 @@ class _Reductions:
         self.high = torch.full((channels,), -math.inf)
         self.low = torch.full((channels,), math.inf)
 
-    def add(self, g: torch.Tensor, signs: torch.Tensor) -> None:
-        """Add rows of ``g`` and of ``sign(x̂)`` (``signs``, overwritten)."""
+    def add(self, g: torch.Tensor, positive: torch.Tensor) -> None:
+        """Add rows of ``g`` (overwritten) given where ``sign(x̂)`` is +1 (``positive``, bool):
+        ``Σ sign(x̂)·g = 2·Σ_{x̂≥0} g − Σg``, exact in float64 as each sum is."""
         dims = _dims(g.shape)
-        self.total += g.sum(dims, dtype=torch.float64)
-        self.correlation += signs.mul_(g).sum(dims, dtype=torch.float64)
+        total = g.sum(dims, dtype=torch.float64)
         torch.maximum(self.high, g.amax(dims), out=self.high)
         torch.minimum(self.low, g.amin(dims), out=self.low)
+        self.total += total
+        # (multiplying by a boolean tensor is several times faster than masked_fill_ or where)
+        positive_part = g.mul_(positive).sum(dims, dtype=torch.float64)
+        self.correlation += positive_part.mul_(2).sub_(total)
 
 
 def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None):
     """The batch's per-channel ``μ`` (rounded to float16) and ``mean|z − μ|`` (float32) of the batch norm's input
-    ``z``, whose rows ``z_rows(i, j)`` computes (``first_rows`` on the first pass), and the whole ``z`` as int16
-    when it was kept for the next pass (else None). An integer ``z`` (``|z| ≤ largest``) is kept if it fits in
-    ``WHOLE_BYTES``, else counted per channel and value in one pass (a histogram gives both statistics) when
-    the counts fit; otherwise, and for a real ``z``, it is recomputed for each statistic."""
+    ``z``, whose rows ``z_rows(i, j)`` computes (``first_rows`` on the first pass), and the rows of ``z`` kept as
+    int16 for the next pass (the first ones, whole chunks; None when none are). An integer ``z``
+    (``|z| ≤ largest``) is kept whole if it fits in ``WHOLE_BYTES``; else it is counted per channel and value in
+    one pass (a histogram gives both statistics) when the counts fit, its first rows kept up to ``WHOLE_BYTES``
+    and the rest recomputed once. Otherwise, and for a real ``z``, it is recomputed for each statistic."""
     n, channels = z_shape[0], z_shape[1]
-    dims, count = _dims(z_shape), n * math.prod(z_shape[2:])
     integer = largest is not None and largest < 2**15
+    rows = max((j for _, j in chunks if 2 * j * _per_example(z_shape) <= WHOLE_BYTES), default=0)
+    counted = (
+        largest is not None
+        and integer
+        and rows < n
+        and 4 * channels * (2 * largest + 1) <= WHOLE_BYTES
+    )
     store = (
-        torch.empty(z_shape, dtype=torch.int16)
-        if integer and 2 * math.prod(z_shape) <= WHOLE_BYTES
+        torch.empty((rows, *z_shape[1:]), dtype=torch.int16)
+        if integer and rows and (rows == n or counted)
         else None
     )
-    width = 2 * largest + 1 if largest is not None else 0
-    if store is None and integer and 8 * channels * width <= WHOLE_BYTES:
-        assert largest is not None
-        counts = torch.zeros(channels * width, dtype=torch.int64)
-        offsets = _per_channel(torch.arange(channels) * width + largest, z_shape)
-        for i, j in chunks:
-            counts += torch.bincount(
-                first_rows(i, j).to(torch.int64).add_(offsets).view(-1), minlength=counts.numel()
-            )
-        per_value = counts.view(channels, width).double()
-        values = torch.arange(-largest, largest + 1, dtype=torch.float32)
-        total = per_value @ values.double()
-        mu = (total / count).half().float()
-        deviation = (
-            values - mu.view(-1, 1)
-        ).abs_()  # |z − μ| in float32, as a pass over z computes it
-        return mu, ((per_value * deviation.double()).sum(1) / count).float(), None
+    if counted:
+        assert largest is not None  # (for mypy)
+        return (*_counted_statistics(first_rows, z_shape, chunks, largest, store), store)
+    dims, count = _dims(z_shape), n * math.prod(z_shape[2:])
     total = torch.zeros(channels, dtype=torch.float64)
     for i, j in chunks:
         z = first_rows(i, j)
@@ -286,6 +290,28 @@ def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None):
         z = store[i:j].float() if store is not None else z_rows(i, j)
         spread += z.sub_(mu_c).abs_().sum(dims, dtype=torch.float64)
     return mu, (spread / count).float(), store
+
+
+def _counted_statistics(first_rows, z_shape, chunks, largest: int, store: torch.Tensor | None):
+    """``_statistics`` of an integer ``z`` from its per-channel histogram, made in one pass (each chunk counted
+    over its own range of values), its first rows kept in ``store``."""
+    channels, count = z_shape[1], z_shape[0] * math.prod(z_shape[2:])
+    counts = torch.zeros((channels, 2 * largest + 1), dtype=torch.int32)  # at most n·H·W per value
+    lowest, highest = largest, -largest
+    for i, j in chunks:
+        z = first_rows(i, j)
+        if store is not None and j <= store.shape[0]:
+            store[i:j] = z
+        low, high = (int(v) for v in torch.aminmax(z))
+        lowest, highest, width = min(lowest, low), max(highest, high), high - low + 1
+        offsets = _per_channel(torch.arange(channels) * width - low, z_shape)
+        part = torch.bincount(z.to(torch.int64).add_(offsets).view(-1), minlength=channels * width)
+        counts[:, low + largest : high + largest + 1] += part.view(channels, width)
+    per_value = counts[:, lowest + largest : highest + largest + 1].double()
+    values = torch.arange(lowest, highest + 1, dtype=torch.float32)
+    mu = ((per_value @ values.double()) / count).half().float()
+    deviation = (values - mu.view(-1, 1)).abs_()  # |z − μ| in float32, as a pass over z computes it
+    return mu, (per_value * deviation).sum(1).div_(count).float()
 
 
 class _LayerRows:
@@ -341,7 +367,8 @@ def _stage_forward(st: Stage, rows: _LayerRows, keep) -> torch.Tensor:
     xhat_bits, mask_bits, out_bits = _bits(n, z_shape), _bits(n, z_shape), _bits(n, out_shape)
     logits = None if st.sign else torch.empty(z_shape)
     for i, j in st.chunks:
-        xhat = (store[i:j].float() if store is not None else rows(i, j)).sub_(mu_c)
+        kept = store is not None and j <= store.shape[0]
+        xhat = (store[i:j].float() if kept else rows(i, j)).sub_(mu_c)
         _put(xhat_bits, per_z, i, pack_signs(xhat))
         out = torch.addcdiv(beta_c, xhat, sigma_c, out=xhat)
         if logits is not None:
@@ -407,33 +434,48 @@ class StreamedNetwork(Function):
         step = _StageBackward(stages, saved, last, None, source)
         reductions = _Reductions(stages[last].shapes["z"][1])
         for i, j in stages[last].chunks:
-            reductions.add(step.bn_grad(last, source(i, j), i, j), step.signs(last, i, j))
-        stored_source, dbetas = True, [None] * len(stages)
+            reductions.add(step.bn_grad(last, source(i, j), i, j), step.positive(last, i, j))
+        stored_source, source_bytes, dbetas = True, 0, [None] * len(stages)
         for s in range(last, -1, -1):
             bn = stages[s].bn
             assert bn is not None
             dbetas[s] = reductions.total.to(bn.bias.dtype)
             step = _StageBackward(stages, saved, s, reductions, source)
             # the stage below's output gradient is kept whole in float16 unless that is large and this stage's
-            # own source is kept: then it is recomputed from that source, chunk by chunk
-            below = stages[s - 1].shapes["out"] if s else None
-            recompute = (
-                below is not None and stored_source and 2 * math.prod(below) > GRADIENT_BYTES
-            )
-            kept, reductions = step.run(recompute)
-            source = step.recomputed if kept is None else _Stored(kept)
-            stored_source = kept is not None
+            # own source is kept whole: then its first rows are kept up to GRADIENT_BYTES and the rest recomputed
+            # from that source, chunk by chunk
+            rows = _rows_kept(stages[s - 1].shapes["out"], stored_source, source_bytes) if s else 0
+            kept, reductions = step.run(rows)
+            stored_source = s > 0 and kept.shape[0] == stages[s - 1].shapes["out"][0]
+            # (a whole one does not hold on to this stage's source, nor that to the one above)
+            source = _Kept(kept, None if stored_source else step.recomputed)
+            source_bytes = kept.numel() * kept.element_size()
         return (None, None, *dbetas)
 
 
-class _Stored:
-    """Rows of a gradient kept whole in float16, as float32."""
+def _rows_kept(shape, stored_source: bool, source_bytes: int) -> int:
+    """Rows of a gradient of ``shape`` kept in float16 (``StreamedNetwork.backward``): all of them where they fit
+    in ``GRADIENT_BYTES`` or where the gradient they come from is itself partly recomputed; else as many as fit
+    beside that gradient."""
+    if not stored_source or 2 * math.prod(shape) <= GRADIENT_BYTES:
+        return shape[0]
+    return max(0, GRADIENT_BYTES - source_bytes) // (2 * _per_example(shape))
 
-    def __init__(self, values: torch.Tensor) -> None:
-        self.values = values
+
+class _Kept:
+    """Rows of a gradient as float32: its first rows kept in float16, the rest recomputed (``recompute(i, j)``)."""
+
+    def __init__(self, values: torch.Tensor, recompute: Callable | None) -> None:
+        self.values, self.recompute = values, recompute
 
     def __call__(self, i: int, j: int) -> torch.Tensor:
-        return self.values[i:j].float()
+        k = self.values.shape[0]
+        if j <= k:
+            return self.values[i:j].float()
+        assert self.recompute is not None
+        if i >= k:
+            return self.recompute(i, j)
+        return torch.cat([self.values[i:k].float(), self.recompute(k, j)])
 
 
 class _StageBackward:
@@ -461,6 +503,9 @@ class _StageBackward:
     def signs(self, s: int, i: int, j: int) -> torch.Tensor:
         return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j)
 
+    def positive(self, s: int, i: int, j: int) -> torch.Tensor:
+        return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j, torch.bool)
+
     def bn_grad(self, s: int, big_g: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Rows ``i:j`` of stage ``s``'s batch-norm gradient ``g`` from those of its output gradient."""
         st = self.stages[s]
@@ -474,51 +519,50 @@ class _StageBackward:
         """Rows ``i:j`` of the quantised ``dY``, and their ``max|dY|`` before quantising."""
         s, st = self.s, self.st
         g = self.bn_grad(s, self.source(i, j), i, j)
-        dz = torch.addcmul(self.shift, g, self.inverse).addcmul_(self.signs(s, i, j), self.slope)
-        del g
+        dz = torch.addcmul(self.shift, g, self.inverse, out=g).addcmul_(
+            self.signs(s, i, j), self.slope
+        )
         largest = fn.largest_magnitude(dz)
         if st.pool_before:
             dz = fn.spread_over_windows(dz, st.shapes["y"]).mul_(
                 _mask_rows(self.saved[s, "switches_before"], st.shapes["y"], i, j)
             )
         finite = math.isfinite(largest)
-        return fn.quantize_gradient(dz, st.layer.gradient, self.top, finite), largest
+        return fn.quantize_gradient(
+            dz, st.layer.gradient, self.top, finite, overwrite=True
+        ), largest
 
     def below(self, dyq: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Rows ``i:j`` of the stage below's output gradient (float32, rounded to float16)."""
-        weight = self.st.layer.weight
-        # sign(W) is made anew for each chunk: a large layer's float32 copy would otherwise sit beside the
-        # float32 sum of its weight gradient for the whole pass
-        w = None if _blocked(self.op, weight) else fn.sign(weight)
-        dx = _input_grad(self.op, dyq, weight, w, self.st.shapes["in"], j - i)
-        del w
+        # sign(W) is made anew for each chunk, a large layer's a block at a time: its float32 copy would
+        # otherwise sit beside the float32 sum of its weight gradient for the whole pass
+        dx = _input_grad(self.op, dyq, self.st.layer.weight, self.st.shapes["in"], j - i)
         rounded = dx.copy_(dx.half())  # as the batch norm below rounds it
         return rounded.reshape((j - i, *self.stages[self.s - 1].shapes["out"][1:]))
 
     def recomputed(self, i: int, j: int) -> torch.Tensor:
         return self.below(self.dy(i, j)[0], i, j)
 
-    def run(self, recompute: bool) -> tuple[torch.Tensor | None, _Reductions]:
-        """The pass over the stage's chunks: sets the weight's 1-bit gradient; returns the stage below's output
-        gradient (float16, or None where it is to be recomputed) and its batch norm's reductions. ``dY`` is
+    def run(self, rows: int) -> tuple[torch.Tensor, _Reductions]:
+        """The pass over the stage's chunks: sets the weight's 1-bit gradient; returns the first ``rows`` rows of
+        the stage below's output gradient (float16; the others are to be recomputed) and its batch norm's
+        reductions. ``dY`` is
         quantised relative to the bound of ``max|dY|``; where the true one would scale it otherwise, the pass is
         run again with that."""
         for attempt in range(2):
-            kept, reductions, largest = self._pass(recompute)
+            kept, reductions, largest = self._pass(rows)
             po2 = self.st.layer.gradient == "po2"
             if attempt or not po2 or _same_scale(largest, self.top):
                 return kept, reductions
             self.top = largest
         raise AssertionError("unreachable")
 
-    def _pass(self, recompute: bool) -> tuple[torch.Tensor | None, _Reductions, float]:
+    def _pass(self, rows: int) -> tuple[torch.Tensor, _Reductions, float]:
         s, st = self.s, self.st
         weight_grad = _WeightGradient(self.op, st.layer.weight.shape)
         below = self.stages[s - 1] if s else None
         reductions = _Reductions(below.shapes["z"][1] if below is not None else 1)
-        kept = None
-        if below is not None and not recompute:
-            kept = torch.empty(below.shapes["out"], dtype=torch.float16)
+        kept = torch.empty((rows, *below.shapes["out"][1:]) if below else (0,), dtype=torch.float16)
         largest = 0.0
         for i, j in st.chunks:
             dyq, chunk_largest = self.dy(i, j)
@@ -528,9 +572,9 @@ class _StageBackward:
                 continue
             big_g = self.below(dyq, i, j)
             del dyq
-            if kept is not None:
-                kept[i:j] = big_g
-            reductions.add(self.bn_grad(s - 1, big_g, i, j), self.signs(s - 1, i, j))
+            if i < rows:
+                kept[i : min(j, rows)] = big_g[: rows - i]
+            reductions.add(self.bn_grad(s - 1, big_g, i, j), self.positive(s - 1, i, j))
         st.layer.weight.grad_bits, st.layer.weight.grad_clip = weight_grad.bits(), st.layer.clip
         return kept, reductions, largest
 
@@ -550,24 +594,23 @@ def _dense_blocks(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def _input_grad(
-    op, dyq: torch.Tensor, weight: torch.Tensor, w: torch.Tensor | None, in_shape, rows: int
-) -> torch.Tensor:
-    """A binary layer's input gradient of ``rows`` examples, with ``w = sign(W)``, or, for a large dense layer
-    (``w`` None), ``sign(W)`` made a block of columns at a time."""
-    if w is not None and w.numel() > CONV_BLOCK:  # a block of input channels at a time
-        dx = dyq.new_empty((rows, *in_shape[1:]))
-        step = max(1, CONV_BLOCK // w[:, 0].numel())
-        for c in range(0, w.shape[1], step):
-            block = w[:, c : c + step]
-            dx[:, c : c + step] = op.input_grad(dyq, block, (rows, block.shape[1], *in_shape[2:]))
+def _input_grad(op, dyq: torch.Tensor, weight: torch.Tensor, in_shape, rows: int) -> torch.Tensor:
+    """A binary layer's input gradient of ``rows`` examples; a large layer's ``sign(W)`` is made a block at a
+    time: a convolution's a block of input channels (``CONV_BLOCK`` values), a dense layer's a block of columns
+    (``functions.WEIGHT_BLOCK`` values)."""
+    if isinstance(op, fn.DenseOp) and _blocked(op, weight):
+        columns = max(1, fn.WEIGHT_BLOCK // weight.shape[0])
+        dx = dyq.new_empty((rows, weight.shape[1]))
+        for c in range(0, weight.shape[1], columns):
+            torch.matmul(dyq, fn.sign(weight[:, c : c + columns]), out=dx[:, c : c + columns])
         return dx
-    if w is not None:
-        return op.input_grad(dyq, w, (rows, *in_shape[1:]))
-    columns = max(1, fn.WEIGHT_BLOCK // weight.shape[0])
-    dx = dyq.new_empty((rows, weight.shape[1]))
-    for c in range(0, weight.shape[1], columns):
-        torch.matmul(dyq, fn.sign(weight[:, c : c + columns]), out=dx[:, c : c + columns])
+    if weight.numel() <= CONV_BLOCK:
+        return op.input_grad(dyq, fn.sign(weight), (rows, *in_shape[1:]))
+    dx = dyq.new_empty((rows, *in_shape[1:]))
+    step = max(1, CONV_BLOCK // weight[:, 0].numel())
+    for c in range(0, weight.shape[1], step):
+        block = fn.sign(weight[:, c : c + step])
+        dx[:, c : c + step] = op.input_grad(dyq, block, (rows, block.shape[1], *in_shape[2:]))
     return dx
 
 
