@@ -15,12 +15,13 @@ from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, ResNetE18, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
 
-#: small chunks and buffers, so that a small batch takes every path: several chunks per stage, int16 outputs kept
-#: whole, in part or counted in a histogram, gradients kept in float16 whole, in part or recomputed
+#: small chunks and budgets (``ROW_VALUES``, the share of ``OUTPUT_SHARE`` and ``GRADIENT_SHARE``), so that a small
+#: batch takes every path: several chunks per stage, int16 outputs kept whole, in part or counted in a histogram,
+#: gradients kept in float16 whole, in part or recomputed
 SETTINGS = {
-    "small buffers": (2_000, 40_000),
-    "partly kept": (2_000, 300_000),
-    "large buffers": (2_000, 1 << 30),
+    "small buffers": (2_000, 0.03),
+    "partly kept": (2_000, 0.45),
+    "large buffers": (2_000, 1.0),
 }
 MODELS = {
     "mlp": (lambda: BNNMLP(image_size=8), 24),
@@ -77,8 +78,8 @@ def test_streamed_step_is_bit_equal_to_the_layer_by_layer_step(
     name, setting, monkeypatch, count_streamed
 ):
     monkeypatch.setattr(streamed, "ROW_VALUES", SETTINGS[setting][0])
-    monkeypatch.setattr(streamed, "WHOLE_BYTES", SETTINGS[setting][1])
-    monkeypatch.setattr(streamed, "GRADIENT_BYTES", SETTINGS[setting][1])
+    monkeypatch.setattr(streamed, "OUTPUT_SHARE", SETTINGS[setting][1])
+    monkeypatch.setattr(streamed, "GRADIENT_SHARE", SETTINGS[setting][1])
     build, n = MODELS[name]
     net, layered = _pair(build)
     x, y = _batch(net, n)
@@ -95,8 +96,8 @@ def test_streamed_step_is_bit_equal_to_the_layer_by_layer_step(
 def test_streamed_training_follows_the_layer_by_layer_training(monkeypatch):
     """Three Adam steps: every weight and statistic stays identical."""
     monkeypatch.setattr(streamed, "ROW_VALUES", 2_000)
-    monkeypatch.setattr(streamed, "WHOLE_BYTES", 40_000)
-    monkeypatch.setattr(streamed, "GRADIENT_BYTES", 40_000)
+    monkeypatch.setattr(streamed, "OUTPUT_SHARE", 0.03)
+    monkeypatch.setattr(streamed, "GRADIENT_SHARE", 0.03)
     net, layered = _pair(MODELS["cnv_same_padding"][0])
     runs = []
     for model in (net, layered):
@@ -120,8 +121,8 @@ def test_outputs_and_gradients_are_kept_in_part_between_the_buffers(monkeypatch)
     """The "partly kept" setting keeps the first rows of CNV's large layer outputs and gradients (the
     parametrised test above checks that the step stays bit-equal with it)."""
     monkeypatch.setattr(streamed, "ROW_VALUES", SETTINGS["partly kept"][0])
-    monkeypatch.setattr(streamed, "WHOLE_BYTES", SETTINGS["partly kept"][1])
-    monkeypatch.setattr(streamed, "GRADIENT_BYTES", SETTINGS["partly kept"][1])
+    monkeypatch.setattr(streamed, "OUTPUT_SHARE", SETTINGS["partly kept"][1])
+    monkeypatch.setattr(streamed, "GRADIENT_SHARE", SETTINGS["partly kept"][1])
     stores, gradients = [], []
     counted, kept = streamed._counted_statistics, streamed._Kept.__init__
 
@@ -152,15 +153,14 @@ def test_histogram_statistics_equal_those_of_a_kept_output(monkeypatch):
     def rows(i, j):
         return z[i:j].clone()
 
-    kept = streamed._statistics(rows, rows, z.shape, chunks, 40)
+    kept = streamed._statistics(rows, rows, z.shape, chunks, 40, 1 << 20)
     calls = []
     monkeypatch.setattr(
         streamed, "_counted_statistics", lambda *a: calls.append(1) or counted_statistics(*a)
     )
     # too small for z (2080 bytes as int16) and enough for its counts (5 channels × 81 values as int32) and
     # its first 9 rows
-    monkeypatch.setattr(streamed, "WHOLE_BYTES", 1_700)
-    counted = streamed._statistics(rows, rows, z.shape, chunks, 40)
+    counted = streamed._statistics(rows, rows, z.shape, chunks, 40, 1_700)
     assert calls, "the histogram was not used"
     assert kept[2] is not None and counted[2] is not None
     assert torch.equal(counted[2], z[:9].to(torch.int16))
@@ -175,8 +175,8 @@ def test_the_bound_of_the_largest_gradient_is_never_below_it():
         g = torch.randn((6, 3, 2, 2), generator=generator).half().float()
         signs = torch.where(torch.rand(g.shape, generator=generator) < 0.5, -1.0, 1.0)
         reductions = streamed._Reductions(3)
-        reductions.add(g.clone(), signs > 0)
-        # the sums are exact for float16 values, so Σ sign·g from Σg and the negative part is Σ sign·g itself
+        reductions.add(g.clone(), (signs > 0).to(torch.uint8))
+        # the sums are exact for float16 values: Σ sign·g from Σg and the positive part is Σ sign·g itself
         assert torch.equal(reductions.total, g.double().sum((0, 2, 3)))
         assert torch.equal(reductions.correlation, (signs * g).double().sum((0, 2, 3)))
         inverse = torch.rand((1, 3, 1, 1), generator=generator) + 0.5

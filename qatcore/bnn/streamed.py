@@ -8,8 +8,8 @@ that no whole-batch float tensor of a large layer exists:
 
 * **Forward.** A binary layer's output is an integer (a sum of ±1 products). It is kept whole, as int16, while
   the batch norm's statistics are taken (``μ``, then ``σ = mean|y − μ|``: both need the whole batch) where that
-  fits in ``WHOLE_BYTES``; a larger one is counted per channel and value in one pass (the histogram gives both
-  statistics), its first rows kept up to ``WHOLE_BYTES`` and the others recomputed once. The first layer's
+  fits in its budget (``OUTPUT_SHARE``); a larger one is counted per channel and value in one pass (the histogram
+  gives both statistics), its first rows kept up to the budget and the others recomputed once. The first layer's
   real-valued output is recomputed for each statistic. Then
   each chunk becomes the stage's packed bits: ``sign(x̂)``, the STE mask (with the switches of a pool after the
   sign folded in: backward only needs their product), the next stage's input.
@@ -19,8 +19,10 @@ that no whole-batch float tensor of a large layer exists:
   batch norm's backward increases with ``g``). ``dY`` is quantised relative to that bound; where the true
   ``max|dY|``, found on the way, would have scaled it otherwise, the stage's pass runs again with it. The
   gradient between two stages is kept whole in float16 (the batch norm rounds its incoming gradient to float16
-  first, so nothing changes), or, where that would exceed ``GRADIENT_BYTES``, its first rows are kept (beside
-  the stage above's kept gradient, up to ``GRADIENT_BYTES``) and the others recomputed from that, chunk by chunk.
+  first, so nothing changes), or, where that would exceed its budget (``GRADIENT_SHARE``), its first rows are
+  kept (beside the stage above's kept gradient, up to the budget) and the others recomputed from that, chunk by
+  chunk. The budgets are shares of the network's largest such tensor: the step's transient memory grows with
+  the layers' outputs as the standard step's does, a fixed fraction of it.
 
 Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
 in float64 in both (``functions.channel_sum``), where it is exact for the values training meets, so the order
@@ -52,16 +54,18 @@ from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits,
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
-#: bytes of a binary layer's output kept as int16 while its batch norm's statistics are taken: the whole of it
-#: where it fits, else its first rows (it is then counted in a histogram and the other rows recomputed)
-WHOLE_BYTES = 6 << 20
+#: share of the network's largest binary-layer output (int16) that a layer's output may keep while its batch
+#: norm's statistics are taken: the whole of it where it fits, else its first rows (it is then counted in a
+#: histogram and the other rows recomputed)
+OUTPUT_SHARE = 0.6
 #: values of a convolution's weight made at a time: a larger layer's weight gradient is computed a block of output
 #: channels at a time, and its input gradient a block of input channels at a time (its float32 ``sign(W)`` and
 #: ``dW`` pieces would otherwise be the step's largest temporaries)
 CONV_BLOCK = 1 << 18
-#: bytes of the gradients between stages kept in float16: one kept whole where it fits; a larger one's first rows
-#: where the gradient it comes from is kept whole, up to this many bytes with that one (the others recomputed)
-GRADIENT_BYTES = 5 << 20
+#: share of the network's largest gradient between two stages (float16) that the kept ones may take together:
+#: one is kept whole where it fits; a larger one's first rows where the gradient it comes from is kept whole,
+#: beside that one (the other rows recomputed)
+GRADIENT_SHARE = 0.45
 _TINY = torch.finfo(torch.float16).tiny
 
 
@@ -75,9 +79,11 @@ class Stage:
     bn: L1BatchNorm | None = None
     sign: bool = False  # a sign activation follows the batch norm (every stage but the last)
     pool_after: bool = False  # a 2×2 max-pool after the sign (CNV)
-    # shapes (with the batch) and chunks, set by the forward pass
+    # shapes (with the batch), chunks and the budgets of kept outputs and gradients (bytes), set by ``plan``
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     chunks: list[tuple[int, int]] = field(default_factory=list)
+    output_bytes: int = 0
+    gradient_bytes: int = 0
 
     def op(self) -> fn.DenseOp | fn.ConvOp:
         if isinstance(self.layer, BinaryConv2d):
@@ -161,6 +167,13 @@ def plan(stages: list[Stage], x_shape) -> bool:
         largest = max(_per_example(t) for t in [*st.shapes.values(), below_z])
         st.chunks = _row_chunks(n, largest, packed)
         previous, below_z = out_shape, z_shape
+    outputs = [
+        2 * math.prod(st.shapes["z"]) for s, st in enumerate(stages) if s or st.layer.binary_input
+    ]
+    gradients = [2 * math.prod(st.shapes["out"]) for st in stages[:-1]]
+    for st in stages:
+        st.output_bytes = int(OUTPUT_SHARE * max(outputs, default=0))
+        st.gradient_bytes = int(GRADIENT_SHARE * max(gradients, default=0))
     return any(len(st.chunks) > 1 for st in stages)
 
 
@@ -210,7 +223,7 @@ def _rows(
     packed: torch.Tensor, shape, i: int, j: int, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
     """Rows ``i:j`` of the float32 ±1 tensor of ``shape`` whose signs ``packed`` holds (``pack_signs``), or of
-    its bits as ``dtype`` (float32 0/1, or bool: a mask packed by ``pack_bits``, or where the sign is +1)."""
+    its bits as ``dtype`` (``unpack_bits``: a mask packed by ``pack_bits``, or where the sign is +1)."""
     per_example = _per_example(shape)
     first, last = i * per_example, j * per_example
     window = packed[first // 8 : -(-last // 8)]
@@ -220,9 +233,8 @@ def _rows(
 
 
 def _mask_rows(packed: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
-    """Rows ``i:j`` of the boolean mask of ``shape`` packed by ``pack_bits`` (a float tensor multiplied by it
-    is the same as by its float 0/1, in a quarter of the memory)."""
-    return _rows(packed, shape, i, j, torch.bool)
+    """Rows ``i:j`` of the uint8 0/1 mask of ``shape`` packed by ``pack_bits``."""
+    return _rows(packed, shape, i, j, torch.uint8)
 
 
 def _bits(n: int, shape) -> torch.Tensor:
@@ -240,33 +252,28 @@ class _Reductions:
         self.low = torch.full((channels,), math.inf)
 
     def add(self, g: torch.Tensor, positive: torch.Tensor) -> None:
-        """Add rows of ``g`` (overwritten) given where ``sign(x̂)`` is +1 (``positive``, bool):
+        """Add rows of ``g`` (overwritten) given where ``sign(x̂)`` is +1 (``positive``, a uint8 mask):
         ``Σ sign(x̂)·g = 2·Σ_{x̂≥0} g − Σg``, exact in float64 as each sum is."""
         dims = _dims(g.shape)
         total = g.sum(dims, dtype=torch.float64)
         torch.maximum(self.high, g.amax(dims), out=self.high)
         torch.minimum(self.low, g.amin(dims), out=self.low)
         self.total += total
-        # (multiplying by a boolean tensor is several times faster than masked_fill_ or where)
-        positive_part = g.mul_(positive).sum(dims, dtype=torch.float64)
-        self.correlation += positive_part.mul_(2).sub_(total)
+        self.correlation += g.mul_(positive).sum(dims, dtype=torch.float64).mul_(2).sub_(total)
 
 
-def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None):
+def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None, budget: int):
     """The batch's per-channel ``μ`` (rounded to float16) and ``mean|z − μ|`` (float32) of the batch norm's input
     ``z``, whose rows ``z_rows(i, j)`` computes (``first_rows`` on the first pass), and the rows of ``z`` kept as
     int16 for the next pass (the first ones, whole chunks; None when none are). An integer ``z``
-    (``|z| ≤ largest``) is kept whole if it fits in ``WHOLE_BYTES``; else it is counted per channel and value in
-    one pass (a histogram gives both statistics) when the counts fit, its first rows kept up to ``WHOLE_BYTES``
+    (``|z| ≤ largest``) is kept whole if it fits in ``budget`` bytes; else it is counted per channel and value in
+    one pass (a histogram gives both statistics) when the counts fit, its first rows kept up to ``budget``
     and the rest recomputed once. Otherwise, and for a real ``z``, it is recomputed for each statistic."""
     n, channels = z_shape[0], z_shape[1]
     integer = largest is not None and largest < 2**15
-    rows = max((j for _, j in chunks if 2 * j * _per_example(z_shape) <= WHOLE_BYTES), default=0)
+    rows = max((j for _, j in chunks if 2 * j * _per_example(z_shape) <= budget), default=0)
     counted = (
-        largest is not None
-        and integer
-        and rows < n
-        and 4 * channels * (2 * largest + 1) <= WHOLE_BYTES
+        largest is not None and integer and rows < n and 4 * channels * (2 * largest + 1) <= budget
     )
     store = (
         torch.empty((rows, *z_shape[1:]), dtype=torch.int16)
@@ -357,6 +364,7 @@ def _stage_forward(st: Stage, rows: _LayerRows, keep) -> torch.Tensor:
         z_shape,
         st.chunks,
         st.layer.weight[0].numel() if binary else None,
+        st.output_bytes,
     )
     sigma = mean_spread.half().float().clamp_min_(_TINY)
     assert st.bn is not None
@@ -444,7 +452,16 @@ class StreamedNetwork(Function):
             # the stage below's output gradient is kept whole in float16 unless that is large and this stage's
             # own source is kept whole: then its first rows are kept up to GRADIENT_BYTES and the rest recomputed
             # from that source, chunk by chunk
-            rows = _rows_kept(stages[s - 1].shapes["out"], stored_source, source_bytes) if s else 0
+            rows = (
+                _rows_kept(
+                    stages[s - 1].shapes["out"],
+                    stored_source,
+                    source_bytes,
+                    stages[s].gradient_bytes,
+                )
+                if s
+                else 0
+            )
             kept, reductions = step.run(rows)
             stored_source = s > 0 and kept.shape[0] == stages[s - 1].shapes["out"][0]
             # (a whole one does not hold on to this stage's source, nor that to the one above)
@@ -453,13 +470,13 @@ class StreamedNetwork(Function):
         return (None, None, *dbetas)
 
 
-def _rows_kept(shape, stored_source: bool, source_bytes: int) -> int:
+def _rows_kept(shape, stored_source: bool, source_bytes: int, budget: int) -> int:
     """Rows of a gradient of ``shape`` kept in float16 (``StreamedNetwork.backward``): all of them where they fit
-    in ``GRADIENT_BYTES`` or where the gradient they come from is itself partly recomputed; else as many as fit
+    in ``budget`` bytes or where the gradient they come from is itself partly recomputed; else as many as fit
     beside that gradient."""
-    if not stored_source or 2 * math.prod(shape) <= GRADIENT_BYTES:
+    if not stored_source or 2 * math.prod(shape) <= budget:
         return shape[0]
-    return max(0, GRADIENT_BYTES - source_bytes) // (2 * _per_example(shape))
+    return max(0, budget - source_bytes) // (2 * _per_example(shape))
 
 
 class _Kept:
@@ -504,7 +521,7 @@ class _StageBackward:
         return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j)
 
     def positive(self, s: int, i: int, j: int) -> torch.Tensor:
-        return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j, torch.bool)
+        return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j, torch.uint8)
 
     def bn_grad(self, s: int, big_g: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Rows ``i:j`` of stage ``s``'s batch-norm gradient ``g`` from those of its output gradient."""
