@@ -396,14 +396,14 @@ def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
 
 def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
     """``dy ⊙ mask``: a float32 product, with the mask kept in float32 (standard) or unpacked from its bits
-    into float32 ones and zeros, one chunk of the batch at a time (low-memory; the CPU multiplies far
-    faster than it selects through bools)."""
+    into ones and zeros (uint8 for a batch in one chunk, else float32 one chunk of the batch at a time;
+    low-memory: the CPU multiplies far faster than it selects through bools)."""
     (kept,) = ctx.saved_tensors
     if not ctx.packed:
         return dy * kept.to(dy.dtype)
     chunks = batch_chunks(ctx.mask_shape)
     if len(chunks) == 1:
-        return dy * unpack_bits(kept, ctx.mask_shape, torch.float32)
+        return dy * unpack_bits(kept, ctx.mask_shape, torch.uint8)
     out = torch.empty_like(dy)
     for i, j in chunks:  # the float32 mask one chunk of the batch at a time: 1[bit] = (sign + 1)/2
         torch.mul(
