@@ -450,7 +450,7 @@ class StreamedNetwork(Function):
             dbetas[s] = reductions.total.to(bn.bias.dtype)
             step = _StageBackward(stages, saved, s, reductions, source)
             # the stage below's output gradient is kept whole in float16 unless that is large and this stage's
-            # own source is kept whole: then its first rows are kept up to GRADIENT_BYTES and the rest recomputed
+            # own source is kept whole: then its first rows are kept within its budget and the rest recomputed
             # from that source, chunk by chunk
             rows = (
                 _rows_kept(
