@@ -525,3 +525,22 @@ def test_levels_and_mapped_custom_are_computed_once_and_unchanged(sgd_result):
     for sl in sgd_result.layer_slices.values():
         m = float(sgd_result.m[sl.start])
         assert torch.equal(mapped[:, sl], est.weight_map(weights[:, sl], 2, m))
+
+
+def test_a_part_of_the_mapped_custom_run_is_that_part_of_the_whole(sgd_result):
+    """The comparison maps the last step alone and the plot a few weights alone: bit for bit what
+    mapping the whole trajectory gives there, from either layer, with or without the whole."""
+    whole = sgd_result.mapped_custom()
+    n = whole.shape[1]
+    columns = torch.tensor([n - 1, 0, 5, n - 2, 17])  # both layers, out of order
+    alone = replace(sgd_result, _memo={})
+    for part, expected in (
+        (alone.mapped_custom(steps=slice(-1, None)), whole[-1:]),
+        (alone.mapped_custom(columns=columns), whole[:, columns]),
+        (alone.mapped_custom(steps=slice(2, 4), columns=columns[:2]), whole[2:4, columns[:2]]),
+        (sgd_result.mapped_custom(steps=slice(-1, None)), whole[-1:]),
+        (alone.mapped_custom(columns=torch.tensor([0, 1])), whole[:, :2]),  # one layer only
+        (sgd_result.mapped_custom(columns=torch.tensor([0, 1])), whole[:, :2]),
+    ):
+        assert part.dtype == torch.float64 and torch.equal(part, expected)
+    assert not alone._memo  # the parts leave the whole uncomputed

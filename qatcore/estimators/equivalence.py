@@ -192,17 +192,37 @@ class EquivalenceResult:
             self._memo[key] = trajectory.level_indices(weights, self.config.bits, self.m)
         return self._memo[key]
 
-    def mapped_custom(self) -> torch.Tensor:
-        """The custom run's trajectory mapped by ``M`` (layer by layer), in float64."""
+    def mapped_custom(
+        self, steps: slice | None = None, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The custom run's trajectory mapped by ``M`` (layer by layer), in float64: the whole of it
+        (computed once), or only the rows ``steps`` and the weights ``columns`` (indices), mapped
+        on their own. ``M`` acts weight by weight, so a part equals that part of the whole; the
+        comparison reads the last step, the plot a few weights' paths."""
         key = ("mapped_custom", id(self.runs["custom"]))
-        if key not in self._memo:
-            est = estimators.get(self.config.estimator)
-            weights = self.runs["custom"].weights.double()
-            mapped = torch.empty_like(weights)
-            for sl, m in ((s, float(self.m[s.start])) for s in self.layer_slices.values()):
-                mapped[:, sl] = est.weight_map(weights[:, sl], self.config.bits, m)
-            self._memo[key] = mapped
-        return self._memo[key]
+        whole = self._memo.get(key)
+        if steps is None and columns is None:
+            if whole is None:
+                whole = self._memo[key] = self._weight_map(self.runs["custom"].weights)
+            return whole
+        part = self.runs["custom"].weights if whole is None else whole
+        part = part[slice(None) if steps is None else steps]
+        part = part if columns is None else part[:, columns]
+        return part if whole is not None else self._weight_map(part, columns)
+
+    def _weight_map(
+        self, weights: torch.Tensor, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``M`` of ``weights`` in float64, layer by layer; its columns are the weights ``columns``
+        (indices; all of them, in order, when ``None``)."""
+        est = estimators.get(self.config.estimator)
+        weights = weights.double()
+        mapped = torch.empty_like(weights)
+        for sl in self.layer_slices.values():
+            at = sl if columns is None else (columns >= sl.start) & (columns < sl.stop)
+            m = float(self.m[sl.start])
+            mapped[:, at] = est.weight_map(weights[:, at], self.config.bits, m)
+        return mapped
 
     def to_dict(self) -> dict:
         """JSON-ready summary: the headline numbers first, then every metric of every pair."""
@@ -382,12 +402,13 @@ def compare(result: EquivalenceResult) -> None:
     for name in (n for n in RUNS[1:] if n in result.runs):
         other = result.runs[name]
         in_m_space = name == remapped_run(result.config.optimizer) == "adjusted"
-        reference = result.mapped_custom() if in_m_space else custom.weights.double()
+        # the alignment error reads the custom run's last step only: only that step is mapped
+        final = result.mapped_custom(steps=slice(-1, None)) if in_m_space else custom.weights[-1:]
         result.agreements[name] = trajectory.compare_runs(
             custom_levels,
             result.levels(name),
-            reference,
-            other.weights.double(),
+            final,
+            other.weights,
             result.m,
             custom.test_logits,
             other.test_logits,
