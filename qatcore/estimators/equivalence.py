@@ -165,7 +165,8 @@ class RunRecord:
     weights: torch.Tensor
     test_logits: torch.Tensor
     test_accuracy: float
-    history: trajectory.History | None = None  # per-epoch curves, for the authors' correlations
+    #: per-epoch curves, for the authors' correlations (the test curves empty where not recorded)
+    history: trajectory.History | None = None
 
 
 @dataclass
@@ -278,9 +279,11 @@ class RunCache:
         config: EquivalenceConfig,
         run: RunPlan,
         train_config: TrainConfig,
+        test_curves: bool = True,
     ) -> tuple:
         """What fixes one run: the data, the initial weights (a digest), the run's estimator and
-        start, its ``TrainConfig``, the bit width, the device and the thread count."""
+        start, its ``TrainConfig``, the bit width, the device and the thread count; and what its
+        record holds (``test_curves``: the test loss and accuracy after every epoch, or not)."""
         self._data.setdefault(id(data), data)
         digest = hashlib.sha256()
         for name, tensor in init.items():
@@ -296,6 +299,7 @@ class RunCache:
             config.bits,
             config.device,
             torch.get_num_threads(),
+            test_curves,
         )
 
     def get(self, key: tuple) -> RunRecord | None:
@@ -325,29 +329,37 @@ def _test_logits(model: nn.Module, data: datasets.Dataset) -> torch.Tensor:
 
 
 def _train_recorded(
-    model: nn.Module, data: datasets.Dataset, config: TrainConfig, progress
+    model: nn.Module,
+    data: datasets.Dataset,
+    config: TrainConfig,
+    progress,
+    test_curves: bool = True,
 ) -> RunRecord:
     """Train, recording the latent quantized weights after every step and, as the authors do, the
     test loss and accuracy after every epoch. The last step ends an epoch, so that epoch's test
-    logits are the trained model's: they give the final logits and accuracy, with no second pass."""
+    logits are the trained model's: they give the final logits and accuracy, with no second pass.
+
+    ``test_curves=False`` tests after the last step only: the same final logits and accuracy, and
+    empty test curves in the history (the authors' two correlations of them are then ``nan``)."""
     rows = [_flat_weights(model)]
     local, local_batch = distributed.shard(torch.arange(len(data.x_train)), config.batch_size)
     per_epoch = math.ceil(len(local) / local_batch)
-    val_loss: list[float] = []
-    val_accuracy: list[float] = []
-    epoch_logits: list[torch.Tensor] = []  # the test logits after each epoch
+    last = per_epoch * config.epochs
+    epoch_logits: list[torch.Tensor] = []  # the test logits after each epoch tested
 
     def on_step(step: int, mod: nn.Module) -> None:
         rows.append(_flat_weights(mod))
-        if step % per_epoch == 0:
-            logits = _test_logits(mod, data)
-            val_loss.append(float(F.cross_entropy(logits, data.y_test)))
-            val_accuracy.append(float((logits.argmax(dim=1) == data.y_test).double().mean()))
-            epoch_logits.append(logits)
+        if step % per_epoch == 0 and (test_curves or step == last):
+            epoch_logits.append(_test_logits(mod, data))
 
     result = train(model, data, config, progress=progress, on_step=on_step, evaluate=False)
     losses = torch.tensor(result.losses, dtype=torch.float64).reshape(config.epochs, per_epoch)
-    history = trajectory.History(losses.mean(dim=1).tolist(), val_loss, val_accuracy)
+    curves = epoch_logits if test_curves else []  # the last epoch's test alone is no curve
+    history = trajectory.History(
+        losses.mean(dim=1).tolist(),
+        [float(F.cross_entropy(logits, data.y_test)) for logits in curves],
+        [float((logits.argmax(dim=1) == data.y_test).double().mean()) for logits in curves],
+    )
     logits = epoch_logits[-1]
     correct = int((logits.argmax(dim=1) == data.y_test).sum())  # as metrics.accuracy counts
     return RunRecord(result.losses, torch.stack(rows), logits, correct / len(data.y_test), history)
@@ -433,12 +445,17 @@ def run_equivalence(
     progress: bool | None = None,
     runs: tuple[str, ...] = RUNS,
     cache: RunCache | None = None,
+    test_curves: bool = True,
 ) -> EquivalenceResult:
     """Train ``runs`` (``custom`` and any of the others) and measure how closely each follows
     ``custom``.
 
     With a ``cache`` (``RunCache``), a run it already holds is taken from it instead of trained
     again (the same record, bit for bit), and each run trained here is added to it.
+
+    ``test_curves=False`` skips the test pass after every epoch but the last, for a caller that
+    reads no per-epoch test curve: every metric is the same but the authors' correlations of
+    those curves (``val_loss_correlation``, ``val_accuracy_correlation``), which are ``nan``.
 
     Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
     estimator that has none; ``runs=("custom", "ablation", "jitter")`` works for any estimator
@@ -481,10 +498,12 @@ def run_equivalence(
     result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
     for name, run in plan.items():
         train_config = config.train_config(run)
-        key = None if cache is None else cache.key(data, init, config, run, train_config)
+        key = (
+            None if cache is None else cache.key(data, init, config, run, train_config, test_curves)
+        )
         record = None if cache is None or key is None else cache.get(key)
         if record is None:
-            record = _train_recorded(models[name], data, train_config, progress)
+            record = _train_recorded(models[name], data, train_config, progress, test_curves)
             if cache is not None and key is not None:
                 cache.put(key, record)
         result.runs[name] = record
