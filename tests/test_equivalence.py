@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,6 +16,7 @@ from qatcore import data, estimators, runtime
 from qatcore.estimators.equivalence import (
     RUNS,
     EquivalenceConfig,
+    RunCache,
     _train_recorded,
     loose_bound_share,
     run_equivalence,
@@ -525,3 +527,55 @@ def test_levels_and_mapped_custom_are_computed_once_and_unchanged(sgd_result):
     for sl in sgd_result.layer_slices.values():
         m = float(sgd_result.m[sl.start])
         assert torch.equal(mapped[:, sl], est.weight_map(weights[:, sl], 2, m))
+
+
+def test_a_part_of_the_mapped_custom_run_is_that_part_of_the_whole(sgd_result):
+    """The comparison maps the last step alone and the plot a few weights alone: bit for bit what
+    mapping the whole trajectory gives there, from either layer, with or without the whole."""
+    whole = sgd_result.mapped_custom()
+    n = whole.shape[1]
+    columns = torch.tensor([n - 1, 0, 5, n - 2, 17])  # both layers, out of order
+    alone = replace(sgd_result, _memo={})
+    for part, expected in (
+        (alone.mapped_custom(steps=slice(-1, None)), whole[-1:]),
+        (alone.mapped_custom(columns=columns), whole[:, columns]),
+        (alone.mapped_custom(steps=slice(2, 4), columns=columns[:2]), whole[2:4, columns[:2]]),
+        (sgd_result.mapped_custom(steps=slice(-1, None)), whole[-1:]),
+        (alone.mapped_custom(columns=torch.tensor([0, 1])), whole[:, :2]),  # one layer only
+        (sgd_result.mapped_custom(columns=torch.tensor([0, 1])), whole[:, :2]),
+    ):
+        assert part.dtype == torch.float64 and torch.equal(part, expected)
+    assert not alone._memo  # the parts leave the whole uncomputed
+
+
+def test_without_test_curves_every_number_but_the_two_curve_correlations_is_the_same(
+    sgd_result, digits
+):
+    """``test_curves=False`` tests once, after the last step: the same runs bit for bit, the same
+    metrics, and no per-epoch test curve for the authors' two correlations of it."""
+    runtime.configure(seed=0)
+    cache = RunCache()
+    config = EquivalenceConfig(estimator="dsq", epochs=2)
+    lean = run_equivalence(config, digits, progress=False, cache=cache, test_curves=False)
+    for name, record in lean.runs.items():
+        full = sgd_result.runs[name]
+        assert torch.equal(record.weights, full.weights) and record.losses == full.losses
+        assert torch.equal(record.test_logits, full.test_logits)
+        assert record.test_accuracy == full.test_accuracy
+        assert record.history.loss == full.history.loss
+        assert record.history.val_loss == record.history.val_accuracy == []
+    assert lean.agreements == sgd_result.agreements
+    curves = {"val_loss_correlation", "val_accuracy_correlation"}
+    assert set(lean.authors) == set(sgd_result.authors)
+    for name, metrics in lean.authors.items():
+        full = sgd_result.authors[name]
+        assert all(math.isnan(metrics[k]) for k in curves)
+        assert all(not math.isnan(full[k]) for k in curves)  # two epochs: curves of two points
+        assert metrics.keys() == full.keys()
+        assert all(
+            metrics[k] == full[k] or math.isnan(metrics[k]) and math.isnan(full[k])
+            for k in metrics.keys() - curves
+        )
+    # a record without the curves is not one with them: asked for with curves, it is trained
+    run_equivalence(config, digits, progress=False, cache=cache, runs=("custom",))
+    assert cache.hits == 0 and len(cache) == 5

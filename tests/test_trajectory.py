@@ -365,6 +365,15 @@ def test_compare_runs_bundles_every_metric():
     assert all(isinstance(v, float) for v in d.values())
 
 
+def test_compare_runs_takes_the_mapped_run_s_last_row_alone():
+    args = list(small_runs())
+    whole = tr.compare_runs(*args)
+    args[2] = args[2][-1:]
+    assert tr.compare_runs(*args) == whole
+    with pytest.raises(ValueError, match="mapped_a and weights_b"):
+        tr.compare_runs(*args[:2], args[2][:, :1], *args[3:])
+
+
 def test_agreement_to_dict_keeps_nan_and_inf():
     a = tr.Agreement(1.0, math.inf, 1.0, 1.0, 1.0, 0.0, math.nan)
     d = a.to_dict()

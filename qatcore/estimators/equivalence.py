@@ -165,7 +165,8 @@ class RunRecord:
     weights: torch.Tensor
     test_logits: torch.Tensor
     test_accuracy: float
-    history: trajectory.History | None = None  # per-epoch curves, for the authors' correlations
+    #: per-epoch curves, for the authors' correlations (the test curves empty where not recorded)
+    history: trajectory.History | None = None
 
 
 @dataclass
@@ -192,17 +193,37 @@ class EquivalenceResult:
             self._memo[key] = trajectory.level_indices(weights, self.config.bits, self.m)
         return self._memo[key]
 
-    def mapped_custom(self) -> torch.Tensor:
-        """The custom run's trajectory mapped by ``M`` (layer by layer), in float64."""
+    def mapped_custom(
+        self, steps: slice | None = None, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The custom run's trajectory mapped by ``M`` (layer by layer), in float64: the whole of it
+        (computed once), or only the rows ``steps`` and the weights ``columns`` (indices), mapped
+        on their own. ``M`` acts weight by weight, so a part equals that part of the whole; the
+        comparison reads the last step, the plot a few weights' paths."""
         key = ("mapped_custom", id(self.runs["custom"]))
-        if key not in self._memo:
-            est = estimators.get(self.config.estimator)
-            weights = self.runs["custom"].weights.double()
-            mapped = torch.empty_like(weights)
-            for sl, m in ((s, float(self.m[s.start])) for s in self.layer_slices.values()):
-                mapped[:, sl] = est.weight_map(weights[:, sl], self.config.bits, m)
-            self._memo[key] = mapped
-        return self._memo[key]
+        whole = self._memo.get(key)
+        if steps is None and columns is None:
+            if whole is None:
+                whole = self._memo[key] = self._weight_map(self.runs["custom"].weights)
+            return whole
+        part = self.runs["custom"].weights if whole is None else whole
+        part = part[slice(None) if steps is None else steps]
+        part = part if columns is None else part[:, columns]
+        return part if whole is not None else self._weight_map(part, columns)
+
+    def _weight_map(
+        self, weights: torch.Tensor, columns: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``M`` of ``weights`` in float64, layer by layer; its columns are the weights ``columns``
+        (indices; all of them, in order, when ``None``)."""
+        est = estimators.get(self.config.estimator)
+        weights = weights.double()
+        mapped = torch.empty_like(weights)
+        for sl in self.layer_slices.values():
+            at = sl if columns is None else (columns >= sl.start) & (columns < sl.stop)
+            m = float(self.m[sl.start])
+            mapped[:, at] = est.weight_map(weights[:, at], self.config.bits, m)
+        return mapped
 
     def to_dict(self) -> dict:
         """JSON-ready summary: the headline numbers first, then every metric of every pair."""
@@ -258,9 +279,11 @@ class RunCache:
         config: EquivalenceConfig,
         run: RunPlan,
         train_config: TrainConfig,
+        test_curves: bool = True,
     ) -> tuple:
         """What fixes one run: the data, the initial weights (a digest), the run's estimator and
-        start, its ``TrainConfig``, the bit width, the device and the thread count."""
+        start, its ``TrainConfig``, the bit width, the device and the thread count; and what its
+        record holds (``test_curves``: the test loss and accuracy after every epoch, or not)."""
         self._data.setdefault(id(data), data)
         digest = hashlib.sha256()
         for name, tensor in init.items():
@@ -276,6 +299,7 @@ class RunCache:
             config.bits,
             config.device,
             torch.get_num_threads(),
+            test_curves,
         )
 
     def get(self, key: tuple) -> RunRecord | None:
@@ -305,29 +329,37 @@ def _test_logits(model: nn.Module, data: datasets.Dataset) -> torch.Tensor:
 
 
 def _train_recorded(
-    model: nn.Module, data: datasets.Dataset, config: TrainConfig, progress
+    model: nn.Module,
+    data: datasets.Dataset,
+    config: TrainConfig,
+    progress,
+    test_curves: bool = True,
 ) -> RunRecord:
     """Train, recording the latent quantized weights after every step and, as the authors do, the
     test loss and accuracy after every epoch. The last step ends an epoch, so that epoch's test
-    logits are the trained model's: they give the final logits and accuracy, with no second pass."""
+    logits are the trained model's: they give the final logits and accuracy, with no second pass.
+
+    ``test_curves=False`` tests after the last step only: the same final logits and accuracy, and
+    empty test curves in the history (the authors' two correlations of them are then ``nan``)."""
     rows = [_flat_weights(model)]
     local, local_batch = distributed.shard(torch.arange(len(data.x_train)), config.batch_size)
     per_epoch = math.ceil(len(local) / local_batch)
-    val_loss: list[float] = []
-    val_accuracy: list[float] = []
-    epoch_logits: list[torch.Tensor] = []  # the test logits after each epoch
+    last = per_epoch * config.epochs
+    epoch_logits: list[torch.Tensor] = []  # the test logits after each epoch tested
 
     def on_step(step: int, mod: nn.Module) -> None:
         rows.append(_flat_weights(mod))
-        if step % per_epoch == 0:
-            logits = _test_logits(mod, data)
-            val_loss.append(float(F.cross_entropy(logits, data.y_test)))
-            val_accuracy.append(float((logits.argmax(dim=1) == data.y_test).double().mean()))
-            epoch_logits.append(logits)
+        if step % per_epoch == 0 and (test_curves or step == last):
+            epoch_logits.append(_test_logits(mod, data))
 
     result = train(model, data, config, progress=progress, on_step=on_step, evaluate=False)
     losses = torch.tensor(result.losses, dtype=torch.float64).reshape(config.epochs, per_epoch)
-    history = trajectory.History(losses.mean(dim=1).tolist(), val_loss, val_accuracy)
+    curves = epoch_logits if test_curves else []  # the last epoch's test alone is no curve
+    history = trajectory.History(
+        losses.mean(dim=1).tolist(),
+        [float(F.cross_entropy(logits, data.y_test)) for logits in curves],
+        [float((logits.argmax(dim=1) == data.y_test).double().mean()) for logits in curves],
+    )
     logits = epoch_logits[-1]
     correct = int((logits.argmax(dim=1) == data.y_test).sum())  # as metrics.accuracy counts
     return RunRecord(result.losses, torch.stack(rows), logits, correct / len(data.y_test), history)
@@ -382,12 +414,13 @@ def compare(result: EquivalenceResult) -> None:
     for name in (n for n in RUNS[1:] if n in result.runs):
         other = result.runs[name]
         in_m_space = name == remapped_run(result.config.optimizer) == "adjusted"
-        reference = result.mapped_custom() if in_m_space else custom.weights.double()
+        # the alignment error reads the custom run's last step only: only that step is mapped
+        final = result.mapped_custom(steps=slice(-1, None)) if in_m_space else custom.weights[-1:]
         result.agreements[name] = trajectory.compare_runs(
             custom_levels,
             result.levels(name),
-            reference,
-            other.weights.double(),
+            final,
+            other.weights,
             result.m,
             custom.test_logits,
             other.test_logits,
@@ -412,12 +445,17 @@ def run_equivalence(
     progress: bool | None = None,
     runs: tuple[str, ...] = RUNS,
     cache: RunCache | None = None,
+    test_curves: bool = True,
 ) -> EquivalenceResult:
     """Train ``runs`` (``custom`` and any of the others) and measure how closely each follows
     ``custom``.
 
     With a ``cache`` (``RunCache``), a run it already holds is taken from it instead of trained
     again (the same record, bit for bit), and each run trained here is added to it.
+
+    ``test_curves=False`` skips the test pass after every epoch but the last, for a caller that
+    reads no per-epoch test curve: every metric is the same but the authors' correlations of
+    those curves (``val_loss_correlation``, ``val_accuracy_correlation``), which are ``nan``.
 
     Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
     estimator that has none; ``runs=("custom", "ablation", "jitter")`` works for any estimator
@@ -460,10 +498,12 @@ def run_equivalence(
     result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
     for name, run in plan.items():
         train_config = config.train_config(run)
-        key = None if cache is None else cache.key(data, init, config, run, train_config)
+        key = (
+            None if cache is None else cache.key(data, init, config, run, train_config, test_curves)
+        )
         record = None if cache is None or key is None else cache.get(key)
         if record is None:
-            record = _train_recorded(models[name], data, train_config, progress)
+            record = _train_recorded(models[name], data, train_config, progress, test_curves)
             if cache is not None and key is not None:
                 cache.put(key, record)
         result.runs[name] = record

@@ -148,17 +148,18 @@ def plot_trajectory_overlap(result, samples: int = 6) -> Figure:
     agreement.legend(fontsize=8)
     if "adjusted" in result.runs:
         sgd_like = result.config.optimizer.name == "sgd"
-        mapped = result.mapped_custom() if sgd_like else result.runs["custom"].weights.double()
         ste = result.runs["adjusted"].weights.double()
         movers = (
             (ste[1:] - ste[:-1]).abs().sum(dim=0).argsort(descending=True)[:samples]
         )  # the longest paths
+        custom = result.runs["custom"].weights[:, movers].double()
+        mapped = result.mapped_custom(columns=movers) if sgd_like else custom
         space = "M(w) of custom" if sgd_like else "custom"
         for i, column in enumerate(
             movers.tolist()
         ):  # each pair starts together: M(w₀) is the STE's start
             paths.plot(
-                mapped[:, column].numpy(),
+                mapped[:, i].numpy(),
                 color=RUNS["custom"],
                 lw=1.6,
                 label=space if i == 0 else None,

@@ -185,11 +185,15 @@ def weight_alignment_error(
     return _alignment_error(mapped_custom, ste, m, ("mapped_custom", "ste"))
 
 
-def _alignment_error(mapped: object, ste: object, m: object, names: tuple[str, str]) -> float:
-    """``weight_alignment_error``, with errors naming the caller's arguments."""
+def _alignment_error(
+    mapped: object, ste: object, m: object, names: tuple[str, str], final_only: bool = False
+) -> float:
+    """``weight_alignment_error``, with errors naming the caller's arguments. ``final_only``:
+    ``mapped`` may also be its last row alone (1 × N), the only one the error reads."""
     a = _check_tensor(mapped, names[0], "float", dim=2, finite=False)
     b = _check_tensor(ste, names[1], "float", dim=2, finite=False)
-    _check_same_shape(a, b, *names)
+    if not (final_only and a.shape == (1, b.shape[1])):
+        _check_same_shape(a, b, *names)
     m = _check_m(m, b.shape[1])
     final_a, final_b = (x[-1].detach().to(torch.float64) for x in (a, b))
     distance = float(((final_a - final_b).abs() / m).sum())
@@ -355,12 +359,15 @@ def compare_runs(
     """All metrics for two runs: ``T × N`` level trajectories, latent trajectories (run ``a``'s
     mapped by ``M``), the range ``m``, test logits and loss curves.
 
-    The quantized-weight agreement is taken at the final step (last row of the levels).
+    The quantized-weight agreement is taken at the final step (last row of the levels). Of
+    ``mapped_a`` the alignment error reads the last row only, so it may be that row alone (1 × N):
+    a long run need not be mapped by ``M`` at every step for it.
     """
     a, b = _check_levels(levels_a, levels_b, dim=2)
+    names = ("mapped_a", "weights_b")
     return Agreement(
         quantized_weight_agreement=quantized_weight_agreement(a[-1], b[-1]),
-        alignment_error=_alignment_error(mapped_a, weights_b, m, ("mapped_a", "weights_b")),
+        alignment_error=_alignment_error(mapped_a, weights_b, m, names, final_only=True),
         change_point_agreement=change_point_agreement(a, b),
         compressed_change_point_agreement=compressed_change_point_agreement(a, b),
         prediction_agreement=prediction_agreement(logits_a, logits_b),
@@ -509,14 +516,14 @@ def authors_change_point_agreement(
     return _sequence_agreement(_change_point_runs(a), _change_point_runs(b), a.shape[1]).result
 
 
-def _collapsed_runs(levels: torch.Tensor) -> tuple[_Entries, np.ndarray]:
-    """``_change_point_runs`` with each weight's sequence passed through ``oscillation_counts``,
-    and the oscillation count of every entry kept.
+def _collapsed_runs(entries: _Entries, n: int) -> tuple[_Entries, np.ndarray]:
+    """The change points of ``n`` weights (``_change_point_runs``) with each weight's sequence
+    passed through ``oscillation_counts``, and the oscillation count of every entry kept.
 
     Only weights with four or more entries can hold an ``A,B,A,B`` run; only those are looped over.
     """
-    level, step, column = _change_point_runs(levels)
-    lengths = np.bincount(column, minlength=levels.shape[1])
+    level, step, column = entries
+    lengths = np.bincount(column, minlength=n)
     long = lengths[column] >= 4
     short = ~long
     parts = [(level[short], step[short], column[short], np.zeros(int(short.sum()), np.int64))]
@@ -552,8 +559,16 @@ def authors_compressed_change_point_agreement(
     (``compare_change_point_data``, ``get_change_point_results``).
     """
     a, b = _check_levels(levels_a, levels_b, dim=2)
-    (runs_a, count_a), (runs_b, count_b) = _collapsed_runs(a), _collapsed_runs(b)
-    agreeing = _sequence_agreement(runs_a, runs_b, a.shape[1])
+    return _compressed_agreement(_change_point_runs(a), _change_point_runs(b), a.shape[1])
+
+
+def _compressed_agreement(
+    entries_a: _Entries, entries_b: _Entries, n: int
+) -> CompressedChangePointResult:
+    """``authors_compressed_change_point_agreement`` from both runs' change points."""
+    runs_a, count_a = _collapsed_runs(entries_a, n)
+    runs_b, count_b = _collapsed_runs(entries_b, n)
+    agreeing = _sequence_agreement(runs_a, runs_b, n)
     count_a, count_b = count_a[agreeing.in_a], count_b[agreeing.in_b]
     error = int(np.abs(count_a - count_b).sum())
     return CompressedChangePointResult(
@@ -626,8 +641,10 @@ def authors_metrics(
     computed as ours are (``quantized_weight_agreement``, ``alignment_error``) and left to ours;
     ``inference_agreement_proportion`` and ``logit_mse`` are theirs too, equal to
     ``prediction_agreement`` and ``logit_mse`` here."""
-    exact = authors_change_point_agreement(levels_a, levels_b)
-    compressed = authors_compressed_change_point_agreement(levels_a, levels_b)
+    a, b = _check_levels(levels_a, levels_b, dim=2)
+    entries_a, entries_b = _change_point_runs(a), _change_point_runs(b)  # found once, read twice
+    exact = _sequence_agreement(entries_a, entries_b, a.shape[1]).result
+    compressed = _compressed_agreement(entries_a, entries_b, a.shape[1])
     return {
         "exact_correct_sequences_proportion": exact.agreement,
         "average_exact_step_count_error": exact.step_error,
