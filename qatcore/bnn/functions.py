@@ -350,8 +350,9 @@ class LowMemoryBinaryLayer(Function):
         dx = dy.new_empty(ctx.x_shape) if ctx.needs_input_grad[0] and not whole else None
         w = sign(weight) if ctx.needs_input_grad[0] else None
         total = None
+        finite = math.isfinite(top)  # a NaN or ±inf in dy makes its largest magnitude one too
         for i, j in chunks:
-            dyq = quantize_gradient(dy if whole else dy[i:j], ctx.gradient, top)
+            dyq = quantize_gradient(dy if whole else dy[i:j], ctx.gradient, top, finite)
             if w is not None:
                 part = ctx.op.input_grad(dyq, w, (j - i, *ctx.x_shape[1:]))
                 if whole:
