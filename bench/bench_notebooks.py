@@ -26,8 +26,10 @@ from qatcore.runtime import thread_count
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-#: our bar for the default run of one notebook on two cores
-BUDGET_S = 120
+#: our bar for the default run of one notebook on two cores (issue 32)
+BUDGET_S = 60
+#: ... and for all of them, as `make reproduce` runs them (issue 32)
+TOTAL_BUDGET_S = 240
 
 
 def machine() -> dict:
@@ -108,7 +110,9 @@ def to_markdown(result: dict) -> str:
     total = sum(row["seconds"] for row in result["notebooks"].values())
     lines += [
         "",
-        f"All notebooks: {total:.0f} s; every check passed: {'yes' if result['ok'] else 'no'}.",
+        f"All notebooks: {total:.0f} s (our bar: {TOTAL_BUDGET_S} s; "
+        f"{'within' if total <= TOTAL_BUDGET_S else 'over'}); every check passed: "
+        f"{'yes' if result['ok'] else 'no'}.",
         "",
     ]
     return "\n".join(lines)
