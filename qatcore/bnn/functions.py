@@ -249,12 +249,16 @@ def batch_chunks(x_shape, values: int | None = None, y_shape=None):
     return [(i, min(i + rows, x_shape[0])) for i in range(0, x_shape[0], rows)]
 
 
-def unpack_sign_rows(packed: torch.Tensor, shape, start: int, stop: int) -> torch.Tensor:
-    """Rows ``start:stop`` of the ±1 tensor of ``shape`` packed by ``pack_signs``, unpacking only their bytes."""
+def unpack_rows(
+    packed: torch.Tensor, shape, start: int, stop: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Rows ``start:stop`` of the ±1 tensor of ``shape`` packed by ``pack_signs``, or of the bits packed by
+    ``pack_bits`` as ``dtype`` (``unpack_bits``), unpacking only their bytes."""
     per_example = math.prod(shape[1:])
     first, last = start * per_example, stop * per_example
     window = packed[first // 8 : -(-last // 8)]
-    flat = unpack_signs(window, (window.numel() * 8,))
+    size = (window.numel() * 8,)
+    flat = unpack_signs(window, size) if dtype is None else unpack_bits(window, size, dtype)
     return flat[first % 8 : first % 8 + last - first].view((stop - start, *shape[1:]))
 
 
@@ -363,7 +367,7 @@ class LowMemoryBinaryLayer(Function):
                 x = (
                     unpack_signs(kept, ctx.x_shape)
                     if whole
-                    else unpack_sign_rows(kept, ctx.x_shape, i, j)
+                    else unpack_rows(kept, ctx.x_shape, i, j)
                 )
             else:
                 x = kept.float() if whole else kept[i:j].float()
@@ -397,8 +401,8 @@ def _keep_mask(ctx, mask: torch.Tensor, packed: bool) -> None:
 
 def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
     """``dy ⊙ mask``: a float32 product, with the mask kept in float32 (standard) or unpacked from its bits
-    into ones and zeros (uint8 for a batch in one chunk, else float32 one chunk of the batch at a time;
-    low-memory: the CPU multiplies far faster than it selects through bools)."""
+    into uint8 ones and zeros, one chunk of the batch at a time (low-memory; the CPU multiplies far faster
+    than it selects through bools)."""
     (kept,) = ctx.saved_tensors
     if not ctx.packed:
         return dy * kept.to(dy.dtype)
@@ -406,10 +410,8 @@ def _masked(ctx, dy: torch.Tensor) -> torch.Tensor:
     if len(chunks) == 1:
         return dy * unpack_bits(kept, ctx.mask_shape, torch.uint8)
     out = torch.empty_like(dy)
-    for i, j in chunks:  # the float32 mask one chunk of the batch at a time: 1[bit] = (sign + 1)/2
-        torch.mul(
-            dy[i:j], unpack_sign_rows(kept, ctx.mask_shape, i, j).add_(1).mul_(0.5), out=out[i:j]
-        )
+    for i, j in chunks:  # the mask one chunk of the batch at a time
+        torch.mul(dy[i:j], unpack_rows(kept, ctx.mask_shape, i, j, torch.uint8), out=out[i:j])
     return out
 
 
@@ -493,7 +495,7 @@ def l1_batch_norm_backward(
         return (
             unpack_signs(sign_xhat, dy.shape)
             if len(chunks) == 1
-            else unpack_sign_rows(sign_xhat, dy.shape, i, j)
+            else unpack_rows(sign_xhat, dy.shape, i, j)
         )
 
     inverse = _per_channel(sigma, dy).reciprocal()

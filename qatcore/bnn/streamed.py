@@ -50,7 +50,7 @@ from qatcore.bnn.layers import (
     MaxPool2d,
     SignActivation,
 )
-from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
+from qatcore.bnn.packing import pack_bits, pack_signs, packed_size
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
@@ -219,22 +219,9 @@ def _put(buffer: torch.Tensor, per_example: int, start: int, bits: torch.Tensor)
     buffer[offset : offset + bits.numel()] = bits
 
 
-def _rows(
-    packed: torch.Tensor, shape, i: int, j: int, dtype: torch.dtype | None = None
-) -> torch.Tensor:
-    """Rows ``i:j`` of the float32 ±1 tensor of ``shape`` whose signs ``packed`` holds (``pack_signs``), or of
-    its bits as ``dtype`` (``unpack_bits``: a mask packed by ``pack_bits``, or where the sign is +1)."""
-    per_example = _per_example(shape)
-    first, last = i * per_example, j * per_example
-    window = packed[first // 8 : -(-last // 8)]
-    size = (window.numel() * 8,)
-    flat = unpack_signs(window, size) if dtype is None else unpack_bits(window, size, dtype)
-    return flat[first % 8 : first % 8 + last - first].view((j - i, *shape[1:]))
-
-
 def _mask_rows(packed: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
     """Rows ``i:j`` of the uint8 0/1 mask of ``shape`` packed by ``pack_bits``."""
-    return _rows(packed, shape, i, j, torch.uint8)
+    return fn.unpack_rows(packed, shape, i, j, torch.uint8)
 
 
 def _bits(n: int, shape) -> torch.Tensor:
@@ -333,7 +320,7 @@ class _LayerRows:
     def __call__(self, i: int, j: int, switches: torch.Tensor | None = None) -> torch.Tensor:
         st = self.st
         if self.bits is not None:
-            inputs = _rows(self.bits, st.shapes["in"], i, j)
+            inputs = fn.unpack_rows(self.bits, st.shapes["in"], i, j)
         else:
             assert self.first_input is not None
             inputs = self.first_input[i:j]
@@ -518,10 +505,10 @@ class _StageBackward:
         self.top = _largest_dy_bound(reductions, self.inverse, self.shift, self.slope)
 
     def signs(self, s: int, i: int, j: int) -> torch.Tensor:
-        return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j)
+        return fn.unpack_rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j)
 
     def positive(self, s: int, i: int, j: int) -> torch.Tensor:
-        return _rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j, torch.uint8)
+        return fn.unpack_rows(self.saved[s, "xhat"], self.stages[s].shapes["z"], i, j, torch.uint8)
 
     def bn_grad(self, s: int, big_g: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Rows ``i:j`` of stage ``s``'s batch-norm gradient ``g`` from those of its output gradient."""
@@ -563,9 +550,8 @@ class _StageBackward:
     def run(self, rows: int) -> tuple[torch.Tensor, _Reductions]:
         """The pass over the stage's chunks: sets the weight's 1-bit gradient; returns the first ``rows`` rows of
         the stage below's output gradient (float16; the others are to be recomputed) and its batch norm's
-        reductions. ``dY`` is
-        quantised relative to the bound of ``max|dY|``; where the true one would scale it otherwise, the pass is
-        run again with that."""
+        reductions. ``dY`` is quantised relative to the bound of ``max|dY|``; where the true one would scale it
+        otherwise, the pass is run again with that."""
         for attempt in range(2):
             kept, reductions, largest = self._pass(rows)
             po2 = self.st.layer.gradient == "po2"
@@ -634,7 +620,7 @@ def _input_grad(op, dyq: torch.Tensor, weight: torch.Tensor, in_shape, rows: int
 def _inputs(kept: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
     """Rows ``i:j`` of a binary layer's input as the layer saw it: unpacked signs, or the first layer's input."""
     if kept.dtype == torch.uint8:
-        return _rows(kept, shape, i, j)
+        return fn.unpack_rows(kept, shape, i, j)
     return kept.reshape(shape)[i:j].float()
 
 
