@@ -43,7 +43,7 @@ def _pack_bytes(flat: torch.Tensor) -> torch.Tensor:
     if sys.byteorder != "little":  # pragma: no cover - the shift-and-add fallback
         return (flat.view(-1, 8) << _SHIFTS).sum(dim=1, dtype=torch.uint8)
     # the product's top byte is the packed byte; the cast to uint8 keeps a value's lowest 8 bits
-    return (flat.view(torch.int64) * _GATHER >> 56).to(torch.uint8)
+    return (flat.view(torch.int64) * _GATHER).bitwise_right_shift_(56).to(torch.uint8)
 
 
 def _lookup(
@@ -87,9 +87,8 @@ def unpack_bits(
 
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
-    """Packed ``sign(x) = +1`` bits (``x >= 0``, so ``sign(0) = +1``); the comparison writes bytes, which the CPU
-    does faster than booleans."""
-    return _pack_bytes(torch.ge(x, 0, out=torch.empty(x.shape, dtype=torch.uint8)).view(-1))
+    """Packed ``sign(x) = +1`` bits (``x >= 0``, so ``sign(0) = +1``)."""
+    return _pack_bytes(torch.ge(x, 0).reshape(-1).view(torch.uint8))
 
 
 def unpack_signs(
