@@ -260,10 +260,11 @@ def main(argv: list[str]) -> int:
             runs = tuple(r for r in args.runs if r in ablations.default_runs(optimizer))
         for estimator in args.estimators:
             start = time.perf_counter()
-            report = ablations.run_seeds(
-                replace(config, estimator=estimator), runs, args.seeds, data=data, progress=False
-            )
             key = f"{estimator}-{optimizer}"
+            print(f"{key}: runs {', '.join(runs)}, seeds {args.seeds}", file=sys.stderr)
+            report = ablations.run_seeds(  # a bar per run, unless $QATCORE_PROGRESS is 0
+                replace(config, estimator=estimator), runs, args.seeds, data=data
+            )
             table["seconds"][key] = round(time.perf_counter() - start, 1)
             table["experiments"][key] = report
             table["claims"] = ablations.paper_claims(table)

@@ -83,3 +83,14 @@ def test_student_text_lint_names_each_planted_violation(tmp_path):
     )
     assert not any("cell 0 " in line for line in found), "the subject's own words pass"
     assert lint.main([str(tmp_path / "planted.ipynb")]) == 1
+
+
+def test_lint_help_and_a_missing_notebook_are_answered_in_words(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        lint.main(["--help"])
+    assert exit_.value.code == 0
+    assert "notebook files" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        lint.main([str(tmp_path / "absent.ipynb")])
+    assert exit_.value.code == 2
+    assert "no such notebook" in capsys.readouterr().err

@@ -15,6 +15,7 @@ file names or without nbformat (to find the course's notebooks, or say in one li
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import re
 import sys
@@ -102,7 +103,15 @@ def problems(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
+    parser = argparse.ArgumentParser(
+        prog=COMMAND,
+        description="Check committed notebooks: every cell executed, no timing metadata, known cell tags, and "
+        "student-facing text that speaks of the subject.",
+    )
+    parser.add_argument(
+        "notebooks", nargs="*", help="notebook files (default: every notebook of the course)"
+    )
+    paths = [Path(p) for p in parser.parse_args(argv).notebooks]
     if not paths or importlib.util.find_spec("nbformat") is None:
         from qatcore.course.repository import ROOT, require_extra, require_repository
 
@@ -110,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             require_repository(COMMAND)
             paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
         require_extra(COMMAND, "course", "nbformat")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
     found = [line for path in paths for line in problems(path) + tooling_mentions(path)]
     for line in found:
         print(line, file=sys.stderr)
