@@ -322,7 +322,14 @@ def _bnn_train(args: argparse.Namespace) -> int:
         gradient=args.gradient,
     )
     dataset = data.load(args.dataset, args.data_dir)
-    model = zoo.build(args.model, image_size=dataset.image_size, num_classes=dataset.num_classes)
+    side = dataset.image_size
+    try:
+        model = zoo.build(args.model, image_size=side, num_classes=dataset.num_classes)
+    except ValueError as refusal:  # ResNetE-18 takes sides that are multiples of 32 (ImageNet's 224)
+        raise ValueError(
+            f"--model {args.model} cannot take the {args.dataset} images, {side}×{side} ({refusal}); "
+            "bnn_mlp, cnv and binarynet can"
+        ) from refusal
     result = train_bnn(
         model, dataset, config, progress=not args.json and distributed.is_main_process()
     )

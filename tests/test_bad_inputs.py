@@ -92,6 +92,7 @@ BAD_ARGUMENTS = [
     (["equivalence", "--batch-size", "0"], "batch_size"),
     (["equivalence", "--device", "gpu"], "device must be a torch device name"),
     (["bnn-train", "--nproc", "0"], "nproc must be an int >= 1"),
+    (["bnn-train", "--model", "resnete18"], "cannot take the digits images, 8×8"),
     (["reproduce", "--timeout", "-5"], "timeout must be an int >= 1"),
     (["train", "--model", "mnist_cnn", "--out", "x.pt", "--data-dir", "d"], "data_dir"),
     (["equivalence", "--dataset", "mnist", "--data-dir", "/nonexistent/folder"], "/nonexistent"),
