@@ -6,8 +6,33 @@ ipywidgets and IPython, which the ``course`` extra installs.
 
 from __future__ import annotations
 
+import io
+
 import ipywidgets as widgets
-from IPython.display import display
+import numpy as np
+from IPython.display import Image, display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
+
+
+def rendered(figure: Figure) -> Image:
+    """``figure`` as the PNG image the inline backend would show, drawn once where that is enough.
+
+    Displaying the figure itself, the inline backend draws it twice: once to find the bounding box of
+    everything drawn, once more cropped to it. Here it is drawn once; where nothing was drawn outside
+    the figure (every course figure lays itself out), that drawing is the image. Only a figure that
+    overflows its edges is drawn again, cropped as the inline backend crops it."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    box = figure.get_tightbbox(canvas.get_renderer()).transformed(figure.dpi_scale_trans)
+    buffer = io.BytesIO()
+    if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+    else:
+        imsave(buffer, np.asarray(canvas.buffer_rgba()), format="png")
+    return Image(data=buffer.getvalue(), format="png")
 
 
 def live_view(controls: list[widgets.ValueWidget], view) -> widgets.VBox:
@@ -21,7 +46,7 @@ def live_view(controls: list[widgets.ValueWidget], view) -> widgets.VBox:
         out.clear_output(wait=True)
         if figure is not None:
             with out:
-                display(figure)
+                display(rendered(figure))
 
     for control in controls:
         control.observe(redraw, names="value")

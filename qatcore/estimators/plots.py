@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from qatcore import estimators
 from qatcore.palette import ESTIMATORS, RUNS, colour
@@ -269,7 +270,7 @@ def plot_twin_runs(
     paths.set(
         ylabel="weight: w, or v = M(w)",
         ylim=(-1.08 * m, 1.08 * m),
-        title=f"the {samples} weights that travel furthest: where the thick M(w_t) hides under the dashed "
+        title=f"the {samples} weights that travel furthest:\nwhere the thick M(w_t) hides under the dashed "
         "v_t, the runs agree",
     )
     gaps.semilogy(time, pair.gap, color=twin, lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|")
@@ -285,9 +286,12 @@ def plot_twin_runs(
         xlabel="training time ηt (step t × learning rate η)",
         ylabel="gap, largest over the weights",
         title=f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to the "
-        f"unadjusted STE (one bin: Δ = {step_size(bits, m):.3g})",
+        f"unadjusted STE\n(one bin: Δ = {step_size(bits, m):.3g})",
     )
     gaps.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    # the gaps span several decades: a tick a decade reads them, and the minor ticks would be a
+    # quarter of the figure's drawing time in a widget that redraws it as the reader moves η
+    gaps.yaxis.set_minor_locator(NullLocator())
     settings = "".join(
         f", {name} {value:g}" for name, value in estimator.parameter_values(bits).items()
     )

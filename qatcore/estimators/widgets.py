@@ -19,7 +19,7 @@ from qatcore.estimators.quadratic import (
     QuadraticProblem,
     adjusted_and_unadjusted_runs,
 )
-from qatcore.live import live_view
+from qatcore.live import live_view, rendered
 from qatcore.quantizers import step_size
 
 
@@ -133,7 +133,7 @@ def equivalence_explorer(data: Dataset | None = None, cache=None) -> widgets.VBo
                 choose.value, width.value, optimizer.value, rate.value, data=data, cache=cache
             )
             out.clear_output(wait=True)
-            display(figure)
+            display(rendered(figure))
         run.disabled = False
 
     run.on_click(go)
