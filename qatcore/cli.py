@@ -323,11 +323,9 @@ def _bnn_train(args: argparse.Namespace) -> int:
     )
     dataset = data.load(args.dataset, args.data_dir)
     side = dataset.image_size
-    try:
+    try:  # ResNetE-18 takes sides that are multiples of 32 (ImageNet's 224)
         model = zoo.build(args.model, image_size=side, num_classes=dataset.num_classes)
-    except (
-        ValueError
-    ) as refusal:  # ResNetE-18 takes sides that are multiples of 32 (ImageNet's 224)
+    except ValueError as refusal:
         raise ValueError(
             f"--model {args.model} cannot take the {args.dataset} images, {side}×{side} ({refusal}); "
             "bnn_mlp, cnv and binarynet can"
