@@ -133,7 +133,8 @@ def equivalence_explorer(data: Dataset | None = None, cache=None) -> widgets.VBo
                 choose.value, width.value, optimizer.value, rate.value, data=data, cache=cache
             )
             out.clear_output(wait=True)
-            display(rendered(figure))
+            if figure is not None:
+                display(rendered(figure))
         run.disabled = False
 
     run.on_click(go)
