@@ -88,7 +88,7 @@ def unpack_bits(
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
     """Packed ``sign(x) = +1`` bits (``x >= 0``, so ``sign(0) = +1``)."""
-    return _pack_bytes(torch.ge(x, 0).reshape(-1).view(torch.uint8))
+    return pack_bits(torch.ge(x, 0))
 
 
 def unpack_signs(
