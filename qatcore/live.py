@@ -22,8 +22,11 @@ def rendered(figure: Figure) -> Image:
     Displaying the figure itself, the inline backend draws it twice: once to find the bounding box of
     everything drawn, once more cropped to it. Here it is drawn once; where nothing was drawn outside
     the figure (every course figure lays itself out), that drawing is the image. Only a figure that
-    overflows its edges is drawn again, cropped as the inline backend crops it."""
-    canvas = FigureCanvasAgg(figure)
+    overflows its edges is drawn again, cropped as the inline backend crops it. A figure redrawn in
+    place keeps its canvas, and with it the sizes of its texts already measured."""
+    canvas = (
+        figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    )
     canvas.draw()
     width, height = canvas.get_width_height()
     box = figure.get_tightbbox(canvas.get_renderer()).transformed(figure.dpi_scale_trans)

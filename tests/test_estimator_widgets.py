@@ -2,15 +2,17 @@
 remapped STE twin), and the estimator, weight-map and equivalence views, every control at its
 extremes and middle (widget callbacks are plain qatcore functions)."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from strategies import examples
 
 from qatcore import data, estimators
-from qatcore.estimators.plots import plot_twin_runs
+from qatcore.estimators.plots import TwinRunsFigure, plot_twin_runs
 from qatcore.estimators.quadratic import QuadraticProblem
 from qatcore.estimators.widgets import (
     equivalence_view,
@@ -79,6 +81,30 @@ def test_plot_draws_the_mapped_custom_run_over_the_twin_with_levels_and_threshol
     for axis in (paths, gaps):
         assert axis.get_ylabel() and axis.get_title() and axis.get_legend() is not None
     assert gaps.get_xlabel().startswith("training time") and "α = 0.454" in fig.get_suptitle()
+
+
+def test_the_dashboards_figure_redrawn_in_place_shows_what_a_new_one_shows_in_its_first_layout():
+    kept = TwinRunsFigure("dsq", PROBLEM.bits, PROBLEM.m)
+    dsq, twin, unadjusted = twin_runs(PROBLEM, 1e-2, 6.5, time=0.5)
+    figure = kept.show(twin, unadjusted, dsq)
+    assert figure.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+    FigureCanvasAgg(figure).draw()  # the first drawing lays the figure out
+    laid_out = [axes.get_position().bounds for axes in figure.axes]
+    title_at = kept.title.get_position()
+    dsq, twin, unadjusted = twin_runs(PROBLEM, 3e-2, 2.0, time=0.9)  # other η, sharpness, length
+    assert kept.show(twin, unadjusted, dsq) is figure
+    figure.canvas.draw()
+    assert [axes.get_position().bounds for axes in figure.axes] == laid_out
+    assert kept.title.get_position() == title_at
+    fresh = plot_twin_runs(twin, unadjusted, dsq, PROBLEM.bits, PROBLEM.m)
+    assert figure.get_suptitle() == fresh.get_suptitle() and "sharpness 2" in fresh.get_suptitle()
+    for old, new in zip(figure.axes, fresh.axes, strict=True):
+        assert old.get_title() == new.get_title() and old.get_xlim() == new.get_xlim()
+        assert old.get_ylim() == pytest.approx(new.get_ylim())
+        assert len(old.lines) == len(new.lines)
+        for a, b in zip(old.lines, new.lines, strict=True):
+            assert np.array_equal(a.get_xdata(), b.get_xdata())
+            assert np.array_equal(a.get_ydata(), b.get_ydata())
 
 
 @pytest.mark.parametrize(("eta", "sharpness"), [(10**-3.5, 0.5), (1e-2, 6.5), (0.1, 20.0)])

@@ -228,3 +228,12 @@ def test_derivative_variation_is_one_for_a_flat_estimator_and_above_for_dsq():
     dsq = Q.derivative_variation(problem, "dsq", 1e-2, 99, window=20)
     assert np.all(dsq >= 1.0) and dsq.max() > 1.0
     assert dsq.max() <= 20.0  # DSQ's Q̂′ varies at most L₊/L₋ ≈ 19.6 across half a bin
+
+
+@pytest.mark.parametrize("optimizer", Q.RULES.values(), ids=str)
+def test_a_run_trained_beside_others_is_the_run_trained_alone(problem, optimizer):
+    # fixed_time_gap trains every η in one loop, a row each: each row must be its run alone, bit for bit
+    etas, time = [1e-2, 2e-2, 5e-2], 0.6
+    gaps = Q.fixed_time_gap(problem, "dsq", etas, time, optimizer)
+    for eta, gap in zip(etas, gaps, strict=True):
+        assert gap == Q.paired_runs(problem, "dsq", eta, round(time / eta), optimizer).max_gap

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
@@ -220,6 +222,106 @@ def plot_agreement_vs_lr(etas, disagreement, slope: float, title: str = "") -> F
     return fig
 
 
+class TwinRunsFigure:
+    """The figure of ``plot_twin_runs``, made once and redrawn in place for each new pair of runs.
+
+    Made for a live view that shows run after run: the axes, marks and legends are built once,
+    and the layout found at the first drawing is kept, because the figure's texts keep their sizes
+    from one run to the next. ``name`` is the custom estimator's, as the legend states it."""
+
+    def __init__(self, name: str, bits: int, m: float, samples: int = 3) -> None:
+        from matplotlib.lines import Line2D
+
+        self.bits, self.m, self.samples = bits, m, samples
+        self.figure = Figure(figsize=(10, 6.6), layout="constrained")
+        self.paths, self.gaps = self.figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+        paths, gaps = self.paths, self.gaps
+        for level in levels(bits, m):
+            paths.axhline(float(level), color="grey", lw=1.0, alpha=0.6)
+        for t in thresholds(bits, m):
+            paths.axhline(float(t), color="grey", lw=0.8, ls=":")
+        custom, twin, ablation = RUNS["custom"], RUNS["adjusted"], RUNS["ablation"]
+        styles: tuple[dict[str, Any], ...] = (
+            dict(color=custom, lw=0.8, ls=(0, (1, 1.5))),  # w_t
+            dict(color=custom, lw=3.0, alpha=0.45),  # M(w_t)
+            dict(color=twin, lw=1.1, ls="--"),  # v_t
+        )
+        #: per sampled weight: its lines w_t, M(w_t) and v_t
+        self.weights = [
+            [paths.plot([], [], **style)[0] for style in styles] for _ in range(samples)
+        ]
+        key = [
+            Line2D([], [], **styles[1], label=f"M(w_t): the {name} weight, mapped"),
+            Line2D([], [], **styles[2], label="v_t: its STE twin (start M(w₀), rate αη)"),
+            Line2D([], [], **styles[0], label=f"w_t: the {name} weight itself"),
+            Line2D([], [], color="grey", lw=1.0, alpha=0.6, label="levels"),
+            Line2D([], [], color="grey", lw=0.8, ls=":", label="thresholds"),
+        ]
+        paths.legend(handles=key, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        paths.set(
+            ylabel="weight: w, or v = M(w)",
+            ylim=(-1.08 * m, 1.08 * m),
+            title=f"the {samples} weights that travel furthest:\nwhere the thick M(w_t) hides under "
+            "the dashed v_t, the runs agree",
+        )
+        gaps.set_yscale("log")
+        self.twin_gap = gaps.plot(
+            [], [], color=twin, lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|"
+        )[0]
+        self.unadjusted_gap = gaps.plot(
+            [],
+            [],
+            color=ablation,
+            lw=1.4,
+            label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|",
+        )[0]
+        gaps.axhline(step_size(bits, m), color="grey", lw=0.8, ls="--", label="one bin, Δ")
+        gaps.set(
+            xlabel="training time ηt (step t × learning rate η)",
+            ylabel="gap, largest over the weights",
+        )
+        gaps.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        # the gaps span several decades: a tick a decade reads them, and the minor ticks would be a
+        # quarter of the figure's drawing time in a widget that redraws it as the reader moves η
+        gaps.yaxis.set_minor_locator(NullLocator())
+        self.title = self.figure.suptitle("")
+        self._first_drawing = self.figure.canvas.mpl_connect("draw_event", self._keep_layout)
+
+    def _keep_layout(self, _event) -> None:
+        """After the first drawing, which laid the figure out, draw with that layout."""
+        self.figure.set_layout_engine("none")
+        self.figure.canvas.mpl_disconnect(self._first_drawing)
+
+    def show(self, pair, unadjusted, estimator: estimators.Estimator) -> Figure:
+        """The figure, redrawn for ``pair`` and ``unadjusted`` (as ``plot_twin_runs``)."""
+        fig, bits, m = self.figure, self.bits, self.m
+        # NumPy arrays: matplotlib reads a tensor given to set_data element by element
+        time = np.arange(len(pair.gap)) * pair.eta
+        mapped = estimator.weight_map(pair.custom, bits, m)
+        travel = (pair.ste - pair.ste[0]).abs().amax(dim=0)
+        furthest = travel.argsort(descending=True)[: self.samples].tolist()
+        for lines, column in zip(self.weights, furthest, strict=False):
+            for line, run in zip(lines, (pair.custom, mapped, pair.ste), strict=True):
+                line.set_data(time, run[:, column].numpy())
+        self.twin_gap.set_data(time, pair.gap.numpy())
+        self.unadjusted_gap.set_data(time, unadjusted.gap.numpy())
+        for axes in (self.paths, self.gaps):
+            axes.relim()
+            axes.autoscale_view()
+        self.gaps.set_title(
+            f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to "
+            f"the unadjusted STE\n(one bin: Δ = {step_size(bits, m):.3g})"
+        )
+        settings = "".join(
+            f", {name} {value:g}" for name, value in estimator.parameter_values(bits).items()
+        )
+        self.title.set_text(  # the same Text: the layout placed it at the first drawing
+            f"{estimator.name} ({bits} bits{settings}) at η = {pair.eta:.2g} is an STE at "
+            f"αη = {pair.alpha * pair.eta:.2g} (α = {pair.alpha:.3f}) in the coordinates v = M(w)"
+        )
+        return fig
+
+
 def plot_twin_runs(
     pair, unadjusted, estimator: estimators.Estimator, bits: int, m: float, samples: int = 3
 ) -> Figure:
@@ -227,76 +329,4 @@ def plot_twin_runs(
     training time ``ηt``. Above, for the ``samples`` weights that travel furthest: the custom run's
     ``w_t`` and ``M(w_t)``, and the twin's ``v_t``, over the levels and thresholds. Below, the largest
     gap ``|M(w_t) − v_t|`` beside that of the ``unadjusted`` STE run (from ``w₀``, rate ``η``)."""
-    from matplotlib.lines import Line2D
-
-    time = torch.arange(len(pair.gap), dtype=torch.float64) * pair.eta
-    mapped = estimator.weight_map(pair.custom, bits, m)
-    travel = (pair.ste - pair.ste[0]).abs().amax(dim=0)
-    fig = Figure(figsize=(10, 6.6), layout="constrained")
-    paths, gaps = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    for level in levels(bits, m):
-        paths.axhline(float(level), color="grey", lw=1.0, alpha=0.6)
-    for t in thresholds(bits, m):
-        paths.axhline(float(t), color="grey", lw=0.8, ls=":")
-    custom, twin, ablation = RUNS["custom"], RUNS["adjusted"], RUNS["ablation"]
-    for column in travel.argsort(descending=True)[:samples].tolist():
-        paths.plot(time, pair.custom[:, column], color=custom, lw=0.8, ls=(0, (1, 1.5)))
-        paths.plot(time, mapped[:, column], color=custom, lw=3.0, alpha=0.45)
-        paths.plot(time, pair.ste[:, column], color=twin, lw=1.1, ls="--")
-    key = [
-        Line2D(
-            [],
-            [],
-            color=custom,
-            lw=3.0,
-            alpha=0.45,
-            label=f"M(w_t): the {estimator.name} weight, mapped",
-        ),
-        Line2D(
-            [], [], color=twin, lw=1.1, ls="--", label="v_t: its STE twin (start M(w₀), rate αη)"
-        ),
-        Line2D(
-            [],
-            [],
-            color=custom,
-            lw=0.8,
-            ls=(0, (1, 1.5)),
-            label=f"w_t: the {estimator.name} weight itself",
-        ),
-        Line2D([], [], color="grey", lw=1.0, alpha=0.6, label="levels"),
-        Line2D([], [], color="grey", lw=0.8, ls=":", label="thresholds"),
-    ]
-    paths.legend(handles=key, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    paths.set(
-        ylabel="weight: w, or v = M(w)",
-        ylim=(-1.08 * m, 1.08 * m),
-        title=f"the {samples} weights that travel furthest:\nwhere the thick M(w_t) hides under the dashed "
-        "v_t, the runs agree",
-    )
-    gaps.semilogy(time, pair.gap, color=twin, lw=1.4, label="remapped twin:\nmax |M(w_t) − v_t|")
-    gaps.semilogy(
-        time,
-        unadjusted.gap,
-        color=ablation,
-        lw=1.4,
-        label="unadjusted STE\n(start w₀, rate η):\nmax |w_t − v_t|",
-    )
-    gaps.axhline(step_size(bits, m), color="grey", lw=0.8, ls="--", label="one bin, Δ")
-    gaps.set(
-        xlabel="training time ηt (step t × learning rate η)",
-        ylabel="gap, largest over the weights",
-        title=f"largest gap: {pair.max_gap:.1e} to the remapped twin, {unadjusted.max_gap:.1e} to the "
-        f"unadjusted STE\n(one bin: Δ = {step_size(bits, m):.3g})",
-    )
-    gaps.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    # the gaps span several decades: a tick a decade reads them, and the minor ticks would be a
-    # quarter of the figure's drawing time in a widget that redraws it as the reader moves η
-    gaps.yaxis.set_minor_locator(NullLocator())
-    settings = "".join(
-        f", {name} {value:g}" for name, value in estimator.parameter_values(bits).items()
-    )
-    fig.suptitle(
-        f"{estimator.name} ({bits} bits{settings}) at η = {pair.eta:.2g} is an STE at "
-        f"αη = {pair.alpha * pair.eta:.2g} (α = {pair.alpha:.3f}) in the coordinates v = M(w)"
-    )
-    return fig
+    return TwinRunsFigure(estimator.name, bits, m, samples).show(pair, unadjusted, estimator)

@@ -195,9 +195,11 @@ def _train(
     """Latent weights ``(steps+1, *w0.shape)`` of ``rule`` on the estimate ``Q̂′(w)·g(Q(w))``.
 
     Rows of a 2-d ``w0`` are independent runs, each with its own rate in ``eta`` (shape ``(n, 1)``).
-    Written in numpy rather than torch: with 16 weights, each torch call costs more than its
-    arithmetic, and the scaling checks take tens of thousands of steps. ``Q`` is
-    ``quantizers.quantize_values``, the same as ``uniform_quantize``.
+    A row gives the same bits as training it alone: the gradient's product is ``einsum``'s, which
+    sums each row in the same order whatever the rows beside it (a BLAS matmul's last bits depend on
+    how many rows it multiplies). Written in numpy rather than torch: with 16 weights, each torch
+    call costs more than its arithmetic, and the scaling checks take tens of thousands of steps.
+    ``Q`` is ``quantizers.quantize_values``, the same as ``uniform_quantize``.
     """
     matrix, target = problem.matrix.numpy(), problem.target.numpy()
     m, delta = problem.m, step_size(problem.bits, problem.m)
@@ -207,7 +209,7 @@ def _train(
     first, second = np.zeros_like(w), np.zeros_like(w)
     for t in range(1, steps + 1):
         q = quantize_values(w, m, delta)
-        g = (q - target) @ matrix
+        g = np.einsum("...i,ij->...j", q - target, matrix)
         estimate = slope(w, g) * g
         if rule.name == "sgd" and not rule.momentum:
             step = estimate
@@ -270,33 +272,55 @@ class PairedRun:
         return float(self.gap.max())
 
 
-def _pair(
+def _by_rows(first: Slope, rest: Slope, split: int) -> Slope:
+    """``first`` on the rows before ``split``, ``rest`` on the others: runs of two estimators
+    trained in one loop."""
+
+    def slope(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return np.concatenate([first(w[:split], g[:split]), rest(w[split:], g[split:])])
+
+    return slope
+
+
+def _pairs(
     problem: QuadraticProblem,
     estimator: Estimator,
     etas: np.ndarray,
     steps: int,
     rule: OptimizerConfig,
-    adjusted: bool,
+    adjusted: tuple[bool, ...],
     w0: np.ndarray,
-    custom: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Both runs of a pair for every η at once (one row each): custom, STE, gap ``(steps+1, n)``, α.
-    A ``custom`` run already trained from these arguments is reused, not trained again."""
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, float]]]:
+    """The custom runs for every η (one row each, ``(steps+1, n, dim)``), and for each entry of
+    ``adjusted`` its STE runs, gap ``(steps+1, n)`` and α. All of them train in one loop, the custom
+    runs' rows first, then each entry's STE rows; each row is the run it would be alone."""
     bits, m = problem.bits, problem.m
-    remap = adjusted and rule.name == "sgd"
-    alpha = estimator.alpha(bits, m) if remap else 1.0
-
-    def to_ste_space(w: np.ndarray) -> np.ndarray:
-        return estimator.weight_map(torch.from_numpy(w), bits, m).numpy() if remap else w
-
-    rates = etas[:, None]
-    starts = np.tile(w0, (len(etas), 1))
-    if custom is None:
-        custom = _train(problem, _estimator_slope(problem, estimator), rates, steps, rule, starts)
-    ste_slope = _estimator_slope(problem, estimators.get("ste"))
-    ste = _train(problem, ste_slope, alpha * rates, steps, rule, to_ste_space(starts))
-    gap = np.abs(to_ste_space(custom) - ste).max(axis=-1)
-    return custom, ste, gap, alpha
+    n = len(etas)
+    rates, starts = [etas[:, None]], [np.tile(w0, (n, 1))]
+    maps = []
+    for each in adjusted:
+        remap = each and rule.name == "sgd"
+        alpha = estimator.alpha(bits, m) if remap else 1.0
+        to_ste_space = (
+            (lambda w: estimator.weight_map(torch.from_numpy(w), bits, m).numpy())
+            if remap
+            else (lambda w: w)
+        )
+        rates.append(alpha * rates[0])
+        starts.append(to_ste_space(starts[0]))
+        maps.append((to_ste_space, alpha))
+    slope = _by_rows(
+        _estimator_slope(problem, estimator),
+        _estimator_slope(problem, estimators.get("ste")),
+        n,
+    )
+    runs = _train(problem, slope, np.concatenate(rates), steps, rule, np.concatenate(starts))
+    custom = runs[:, :n]
+    pairs = []
+    for k, (to_ste_space, alpha) in enumerate(maps, start=1):
+        ste = runs[:, k * n : (k + 1) * n]
+        pairs.append((ste, np.abs(to_ste_space(custom) - ste).max(axis=-1), alpha))
+    return custom, pairs
 
 
 def paired_runs(
@@ -350,11 +374,9 @@ def _paired_runs(
     steps = int_at_least("steps", steps, 0)
     rule = _rule(optimizer)
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
-    runs, custom = [], None
-    for each in adjusted:
-        custom, ste, gap, alpha = _pair(
-            problem, estimator, np.array([eta]), steps, rule, each, start, custom
-        )
+    custom, pairs = _pairs(problem, estimator, np.array([eta]), steps, rule, adjusted, start)
+    runs = []
+    for each, (ste, gap, alpha) in zip(adjusted, pairs, strict=True):
         same = problem.quantize(torch.from_numpy(custom[:, 0])) == problem.quantize(
             torch.from_numpy(ste[:, 0])
         )
@@ -436,7 +458,7 @@ def one_step_gap(
         )
     steps = int_at_least("steps", steps, 1)
     w0 = safe_start(problem, rates.max() * _step_bound(problem, estimator) * steps**2)
-    _, _, gap, _ = _pair(problem, estimator, rates, steps, rule, True, w0.numpy())
+    _, [(_, gap, _)] = _pairs(problem, estimator, rates, steps, rule, (True,), w0.numpy())
     return gap[-1]
 
 
@@ -464,7 +486,7 @@ def fixed_time_gap(
     time = DEFAULT_TIME[rule.label] if time is None else positive_number("time", time)
     steps = [max(1, round(time / eta)) for eta in rates]
     w0 = problem.initial_weights().numpy()
-    _, _, gap, _ = _pair(problem, estimator, rates, max(steps), rule, True, w0)
+    _, [(_, gap, _)] = _pairs(problem, estimator, rates, max(steps), rule, (True,), w0)
     return np.array([gap[: n + 1, i].max() for i, n in enumerate(steps)])
 
 

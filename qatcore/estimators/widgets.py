@@ -9,9 +9,9 @@ from qatcore import estimators
 from qatcore.checks import positive_number
 from qatcore.data import Dataset
 from qatcore.estimators.plots import (
+    TwinRunsFigure,
     plot_estimators,
     plot_trajectory_overlap,
-    plot_twin_runs,
     plot_weight_map,
 )
 from qatcore.estimators.quadratic import (
@@ -159,9 +159,14 @@ def twin_runs(
 
 
 def twin_runs_view(
-    eta: float, sharpness: float, problem: QuadraticProblem | None = None, time: float = TWIN_TIME
+    eta: float,
+    sharpness: float,
+    problem: QuadraticProblem | None = None,
+    time: float = TWIN_TIME,
+    figure: TwinRunsFigure | None = None,
 ):
-    """What the twin-runs dashboard shows: α and both gaps in a line, and ``plot_twin_runs``."""
+    """What the twin-runs dashboard shows: α and both gaps in a line, and ``plot_twin_runs``'s figure
+    (``figure`` redrawn in place where one is given: a dashboard keeps its own from move to move)."""
     problem = QuadraticProblem() if problem is None else problem
     dsq, twin, unadjusted = twin_runs(problem, eta, sharpness, time)
     steps = len(twin.gap) - 1
@@ -169,7 +174,9 @@ def twin_runs_view(
         f"DSQ, sharpness {sharpness:g}, η = {eta:.2g}, {steps} step{'s' * (steps != 1)}: α = {twin.alpha:.3g}; "
         f"largest gap to the remapped STE twin {twin.max_gap:.1e}, to the unadjusted STE {unadjusted.max_gap:.1e}"
     )
-    return text, plot_twin_runs(twin, unadjusted, dsq, problem.bits, problem.m)
+    if figure is None:
+        figure = TwinRunsFigure(dsq.name, problem.bits, problem.m)
+    return text, figure.show(twin, unadjusted, dsq)
 
 
 def twin_runs_explorer(
@@ -201,6 +208,8 @@ def twin_runs_explorer(
         description="sharpness",
         continuous_update=False,
     )
+    figure = TwinRunsFigure(estimators.get("dsq").name, problem.bits, problem.m)
     return live_view(
-        [rate, sharp], lambda eta, sharpness: twin_runs_view(eta, sharpness, problem, time)
+        [rate, sharp],
+        lambda eta, sharpness: twin_runs_view(eta, sharpness, problem, time, figure),
     )
