@@ -13,6 +13,7 @@ the per-channel ``mean|x̂|`` and ``σ``; the upstream gradient ``dY`` is quanti
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -32,6 +33,14 @@ _ROUND_UP = (1 << 23) - 0x3504F4  # 0x3504F4 = ceil((√2 − 1)·2**23)
 _ONE = torch.ones(())
 
 
+def allocating_on(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which torch's factories (``empty``, ``zeros``, ``arange``, ``tensor``…) make their tensors on
+    ``device``, the device of the step's own tensors: a step's buffers then follow it onto a GPU. Where ``device``
+    is already the default, nothing is entered, and the step pays nothing for it."""
+    device = torch.device(device)
+    return contextlib.nullcontext() if device == torch.get_default_device() else device
+
+
 def sign(x: torch.Tensor) -> torch.Tensor:
     """``sign(x)`` as float32 ±1 with ``sign(0) = sign(−0) = +1``, as ``qatcore.quantizers.sign`` for every
     number, NaN included (a NaN gives its sign bit: ``float("nan")`` +1, ``-float("nan")`` −1):
@@ -48,7 +57,7 @@ def within_one(w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     result several times faster than a bool one (a float16 one several times more slowly: ``keep_within_one``)."""
     half = w.dtype == torch.float16
     magnitude = w.view(torch.int16) & 0x7FFF if half else w.abs()
-    out = torch.empty(w.shape, dtype=torch.float32) if out is None else out
+    out = torch.empty(w.shape, dtype=torch.float32, device=w.device) if out is None else out
     return torch.le(magnitude, 0x3C00 if half else 1, out=out)
 
 
@@ -60,7 +69,11 @@ def keep_within_one(
     ``|w| ≤ 1`` and zero elsewhere (NaN included), and ``g``'s bits are ANDed with it (the CPU compares into
     float16 several times more slowly)."""
     if g.dtype == w.dtype == torch.float16:
-        keep = torch.empty(w.shape, dtype=torch.int16) if row is None else row.view(torch.int16)
+        keep = (
+            torch.empty(w.shape, dtype=torch.int16, device=w.device)
+            if row is None
+            else row.view(torch.int16)
+        )
         torch.bitwise_and(w.view(torch.int16), 0x7FFF, out=keep).sub_(0x3C01).bitwise_right_shift_(
             15
         )
@@ -308,7 +321,7 @@ def dense_sign_bits(x: torch.Tensor, dy: torch.Tensor, w_shape) -> torch.Tensor:
     values of rows at a time (a multiple of 8 rows, so each block fills whole bytes)."""
     out_features, in_features = w_shape
     rows = max(8, WEIGHT_BLOCK // in_features // 8 * 8)
-    bits = torch.empty(packed_size(out_features * in_features), dtype=torch.uint8)
+    bits = torch.empty(packed_size(out_features * in_features), dtype=torch.uint8, device=x.device)
     dyt = dy.transpose(0, 1)
     for r in range(0, out_features, rows):
         block = pack_signs(dyt[r : r + rows] @ x)
@@ -624,8 +637,8 @@ class MaxPool3x3(Function):
     def forward(ctx, x, _packed=True):
         y, index = F.max_pool2d(x, 3, 2, 1, return_indices=True)
         width = x.shape[3]
-        rows = torch.arange(y.shape[2]).view(-1, 1) * 2 - 1
-        cols = torch.arange(y.shape[3]) * 2 - 1
+        rows = torch.arange(y.shape[2], device=y.device).view(-1, 1) * 2 - 1
+        cols = torch.arange(y.shape[3], device=y.device) * 2 - 1
         offset = (index // width - rows) * 3 + (index % width - cols)
         ctx.x_shape = x.shape
         ctx.save_for_backward(offset.to(torch.uint8))
@@ -635,8 +648,8 @@ class MaxPool3x3(Function):
     def backward(ctx, dy):
         (offset,) = ctx.saved_tensors
         n, c, height, width = ctx.x_shape
-        rows = torch.arange(dy.shape[2]).view(-1, 1) * 2 - 1
-        cols = torch.arange(dy.shape[3]) * 2 - 1
+        rows = torch.arange(dy.shape[2], device=dy.device).view(-1, 1) * 2 - 1
+        cols = torch.arange(dy.shape[3], device=dy.device) * 2 - 1
         dx = dy.new_zeros((n, c, height * width))
         for i, j in batch_chunks(ctx.x_shape):
             off = offset[i:j].long()

@@ -203,6 +203,66 @@ def peak_in_this_process(
     return None if peak is None else peak - before
 
 
+def peak_on_gpu(
+    model_name: str,
+    mode: str,
+    batch_size: int,
+    device: str | torch.device = "cuda",
+    optimizer: str = "bnn_adam",
+    gradient: str = "po2",
+    seed: int = 0,
+    steps: int = 3,
+) -> dict[str, float]:
+    """On a CUDA device, what ``peak_in_this_process`` measures on the CPU: the allocator's high-water mark
+    (``torch.cuda.max_memory_allocated``) while one of ``MODELS`` trains ``steps`` steps at ``batch_size``, over
+    what was allocated before the model existed, as ``peak_bytes``; and the median seconds per step, the device
+    synchronised around each, as ``seconds_per_step``. A first step of a throw-away copy warms the kernels up.
+    The GPU allocator's peak counts every tensor alive at once, with none of the CPU's resident-set noise: it is
+    the number an edge GPU's memory must hold."""
+    import time
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(
+            f"device must be a CUDA device, got {device}; on the CPU use measured_peak"
+        )
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "no CUDA device is available here: measure on the CPU with measured_peak"
+        )
+    check_choice("model_name", model_name, sorted(MODELS))
+    batch_size, steps = int_at_least("batch_size", batch_size, 2), int_at_least("steps", steps, 1)
+
+    def train(count: int) -> list[float]:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        net = set_mode(MODELS[model_name](), mode, gradient).train().to(device)
+        x = torch.rand((batch_size, *_input_shape(net)), generator=generator) * 2 - 1
+        y = torch.randint(0, 10, (batch_size,), generator=generator)
+        x, y = x.to(device), y.to(device)
+        opt = make_optimizer(net, mode, optimizer=optimizer)
+        seconds = []
+        for _ in range(count):
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            training_step(net, opt, x, y)
+            torch.cuda.synchronize(device)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    train(1)
+    gc.collect()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    seconds = train(steps)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    return {
+        "peak_bytes": float(peak),
+        "seconds_per_step": float(sorted(seconds)[len(seconds) // 2]),
+    }
+
+
 def measured_peak(
     model: str,
     mode: str,

@@ -118,9 +118,12 @@ def _concatenated(run, work: torch.Tensor):
         torch._foreach_copy_(tensors, list(copy.split(sizes)))
 
 
-def _workspace(rows: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``rows`` working rows of ``CHUNK`` values for one optimiser step."""
-    return torch.empty((rows, CHUNK), dtype=dtype)
+def _workspace(
+    optimizer: torch.optim.Optimizer, rows: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``rows`` working rows of ``CHUNK`` values for one step of ``optimizer``, on its parameters' device."""
+    device = optimizer.param_groups[0]["params"][0].device
+    return torch.empty((rows, CHUNK), dtype=dtype, device=device)
 
 
 def _has_gradient(p: torch.Tensor) -> bool:
@@ -159,7 +162,7 @@ class HalfAdam(torch.optim.Optimizer):
                 entries.append((p, (state["m"], state["v" if unit else "r"])))
             dtype = torch.float16 if unit else torch.float32
             if dtype not in work:  # one pair of rows per dtype for the whole step
-                work[dtype] = _workspace(2, dtype)
+                work[dtype] = _workspace(self, 2, dtype)
             (self._unit_step if unit else self._root_step)(group, entries, work[dtype])
             for p, _ in entries:
                 clear_weight_gradient(p)
@@ -171,7 +174,7 @@ class HalfAdam(torch.optim.Optimizer):
         beta1, beta2 = group["betas"]
         for p, (m, v) in entries:
             scale = math.sqrt(p.numel())
-            t = torch.tensor(float(self.state[p]["step"]))
+            t = torch.tensor(float(self.state[p]["step"]), device=p.device)
             for w, g, m_part, v_part, _mask_row in _chunks(p, m, v, work=work, scale=scale):
                 torch._fused_adam_(
                     [w],
@@ -214,7 +217,7 @@ class HalfSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        work = _workspace(2)
+        work = _workspace(self, 2)
         for group in self.param_groups:
             entries = []
             for p in group["params"]:
@@ -254,7 +257,7 @@ class Bop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        work = _workspace(2)
+        work = _workspace(self, 2)
         for group in self.param_groups:
             gamma, half = group["gamma"], group["half"]
             for p in group["params"]:

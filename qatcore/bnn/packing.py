@@ -73,6 +73,17 @@ def _lookup(
 
 
 _TABLES = {torch.bool: _BITS, torch.float32: _BITS.float(), torch.uint8: _BITS.to(torch.uint8)}
+_COPIES: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _on(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One of this module's tables on ``device`` (copied there once, on first use)."""
+    if table.device == device:
+        return table
+    key = (id(table), device)
+    if key not in _COPIES:
+        _COPIES[key] = table.to(device)
+    return _COPIES[key]
 
 
 def unpack_bits(
@@ -83,7 +94,7 @@ def unpack_bits(
     a boolean one, and by a float32 one in four times the memory)."""
     if dtype not in _TABLES:
         raise ValueError(f"dtype must be torch.bool, torch.float32 or torch.uint8, got {dtype}")
-    return _lookup(packed, shape, _TABLES[dtype])
+    return _lookup(packed, shape, _on(_TABLES[dtype], packed.device))
 
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
@@ -96,4 +107,5 @@ def unpack_signs(
 ) -> torch.Tensor:
     """The float32 ±1 tensor whose signs ``pack_signs`` stored, or ``±scale`` (one pass: the table is scaled),
     written into the flat ``out`` (float32 or float16, of at least ``8·packed.numel()`` values) when given."""
-    return _lookup(packed, shape, _SIGNS if scale == 1 else _SIGNS * scale, out)
+    table = _on(_SIGNS, packed.device)
+    return _lookup(packed, shape, table if scale == 1 else table * scale, out)

@@ -394,6 +394,11 @@ class StreamedNetwork(Function):
 
     @staticmethod
     def forward(ctx, x, stages, *betas):
+        with fn.allocating_on(x.device):
+            return StreamedNetwork._forward(ctx, x, stages)
+
+    @staticmethod
+    def _forward(ctx, x, stages):
         kept: list[torch.Tensor] = []  # saved for backward, named by ``names``
         names: list[tuple[int, str]] = []
 
@@ -418,6 +423,11 @@ class StreamedNetwork(Function):
 
     @staticmethod
     def backward(ctx, grad):
+        with fn.allocating_on(grad.device):
+            return StreamedNetwork._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         stages: list[Stage] = ctx.stages
         saved = dict(zip(ctx.names, ctx.saved_tensors, strict=True))
         last = len(stages) - 1
