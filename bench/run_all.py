@@ -1,6 +1,7 @@
 """Run every benchmark script and the whole course; rewrite ``bench/results/README.md``.
 
-Each ``bench/bench_*.py`` runs in its own process with its default arguments and writes its own
+Each ``bench/bench_*.py`` runs in its own process with its default arguments (those that measure a GPU,
+``bench_*_cuda.py``, only where a CUDA device is) and writes its own
 table to ``bench/results/<name>.md``; this script times it, keeps its exit status, and copies the
 lines of its table that state a criterion (PASS / FAIL) into one summary. Then it times
 ``qatcore reproduce`` (every notebook, executed into ``build/``) and names the slowest notebook.
@@ -27,6 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 VERDICT = re.compile(r"\b(PASS|FAIL)\b")
+
+
+def needs_a_gpu(script: Path) -> bool:
+    """Whether ``script`` measures a GPU only (``bench_*_cuda.py``): it runs where a CUDA device is."""
+    return script.stem.endswith("_cuda")
 
 
 def run_benchmark(script: Path) -> dict:
@@ -112,6 +118,9 @@ def main() -> int:
     args = parser.parse_args()
     benchmarks = []
     for script in sorted((ROOT / "bench").glob("bench_*.py")):
+        if needs_a_gpu(script) and not torch.cuda.is_available():
+            print(f"leaving out {script.name}: no CUDA device here", flush=True)
+            continue
         print(f"running {script.name} …", flush=True)
         benchmarks.append(run_benchmark(script))
     course = None if args.skip_reproduce else run_reproduce(args.inplace)
