@@ -88,7 +88,8 @@ def test_the_dashboards_figure_redrawn_in_place_shows_what_a_new_one_shows_in_it
     dsq, twin, unadjusted = twin_runs(PROBLEM, 1e-2, 6.5, time=0.5)
     figure = kept.show(twin, unadjusted, dsq)
     assert figure.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
-    FigureCanvasAgg(figure).draw()  # the first drawing lays the figure out
+    FigureCanvasAgg(figure).draw()  # the first drawing lays the figure out, and the layout is kept
+    assert figure.get_layout_engine().__class__.__name__ == "PlaceHolderLayoutEngine"
     laid_out = [axes.get_position().bounds for axes in figure.axes]
     title_at = kept.title.get_position()
     dsq, twin, unadjusted = twin_runs(PROBLEM, 3e-2, 2.0, time=0.9)  # other η, sharpness, length
