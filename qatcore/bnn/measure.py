@@ -166,6 +166,25 @@ def measure_step(
     )
 
 
+def _new_training(
+    model_name: str,
+    mode: str,
+    batch_size: int,
+    optimizer: str,
+    gradient: str,
+    seed: int,
+    device: torch.device | str = "cpu",
+):
+    """A fresh model of ``MODELS`` in ``mode`` on ``device``, its optimiser and one seeded random
+    batch: what the peak measurements train."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net = set_mode(MODELS[model_name](), mode, gradient).train().to(device)
+    x = torch.rand((batch_size, *_input_shape(net)), generator=generator) * 2 - 1
+    y = torch.randint(0, 10, (batch_size,), generator=generator)
+    return net, make_optimizer(net, mode, optimizer=optimizer), x.to(device), y.to(device)
+
+
 def peak_in_this_process(
     model_name: str,
     mode: str,
@@ -182,23 +201,18 @@ def peak_in_this_process(
     process (``measured_peak``); glibc returns freed blocks of ``MMAP_THRESHOLD`` bytes or more."""
     return_freed_memory()
 
-    def train(batch: int, count: int) -> None:
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        net = set_mode(MODELS[model_name](), mode, gradient).train()
-        x = torch.rand((batch, *_input_shape(net)), generator=generator) * 2 - 1
-        y = torch.randint(0, 10, (batch,), generator=generator)
-        opt = make_optimizer(net, mode, optimizer=optimizer)
+    def train(count: int) -> None:
+        net, opt, x, y = _new_training(model_name, mode, batch_size, optimizer, gradient, seed)
         for _ in range(count):
             training_step(net, opt, x, y)
 
-    train(batch_size, 1)
+    train(1)
     gc.collect()
     return_freed_memory()
     before = _status_kib("VmRSS")
     if before is None or not reset_peak():
         return None
-    train(batch_size, steps)
+    train(steps)
     peak = _status_kib("VmHWM")
     return None if peak is None else peak - before
 
@@ -234,13 +248,9 @@ def peak_on_gpu(
     batch_size, steps = int_at_least("batch_size", batch_size, 2), int_at_least("steps", steps, 1)
 
     def train(count: int) -> list[float]:
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        net = set_mode(MODELS[model_name](), mode, gradient).train().to(device)
-        x = torch.rand((batch_size, *_input_shape(net)), generator=generator) * 2 - 1
-        y = torch.randint(0, 10, (batch_size,), generator=generator)
-        x, y = x.to(device), y.to(device)
-        opt = make_optimizer(net, mode, optimizer=optimizer)
+        net, opt, x, y = _new_training(
+            model_name, mode, batch_size, optimizer, gradient, seed, device
+        )
         seconds = []
         for _ in range(count):
             torch.cuda.synchronize(device)
