@@ -39,7 +39,7 @@ from qatcore.estimators.equivalence import (
     EquivalenceConfig,
     EquivalenceResult,
     read_settings,
-    run_equivalence,
+    run_experiments,
 )
 from qatcore.optimizers import OptimizerConfig
 from qatcore.stats import MeanSd
@@ -111,25 +111,17 @@ def _pair(result: EquivalenceResult, name: str) -> dict:
     }
 
 
-def run_named(
-    config: EquivalenceConfig,
-    names: tuple[str, ...] | None = None,
-    data: datasets.Dataset | None = None,
-    progress: bool | None = None,
-) -> dict[str, dict]:
-    """Train the named runs (default: ``default_runs``) of one seed; each name's pair as ``_pair`` gives it.
-
-    The runs that share the main custom run (main, jitter, no_warp, ablation_ours) train it once.
-    """
-    names = default_runs(config.optimizer, config.bits) if names is None else tuple(names)
-    check_runs(names, config.optimizer)
-    data = datasets.load(config.dataset, config.data_dir) if data is None else data
-    pairs: dict[str, dict] = {}
+def _experiments(
+    config: EquivalenceConfig, names: tuple[str, ...]
+) -> list[tuple[EquivalenceConfig, tuple[str, ...], dict[str, str]]]:
+    """The experiments behind ``names`` at one seed: each config, its runs, and the named pairs it
+    gives (name: the run compared with ``custom``). The runs that share the main custom run
+    (main, jitter, no_warp, ablation_ours) are one experiment, so it trains once."""
+    experiments = []
     shared = [n for n in names if n in _SHARED]
     if shared:
         runs = ("custom", *(r for r in RUNS[1:] if r in {_SHARED[n] for n in shared}))
-        result = run_equivalence(config, data, progress, runs=runs)
-        pairs.update({n: _pair(result, _SHARED[n]) for n in shared})
+        experiments.append((config, runs, {n: _SHARED[n] for n in shared}))
     for name in (n for n in names if n not in _SHARED):
         if name == "scaledown":
             changed = replace(
@@ -139,10 +131,49 @@ def run_named(
             )
         else:
             changed = replace(config, bits=int(name.removeprefix("bits_")))
-        pairs[name] = _pair(
-            run_equivalence(changed, data, progress, runs=("custom", "adjusted")), "adjusted"
-        )
-    return {n: pairs[n] for n in names}
+        experiments.append((changed, ("custom", "adjusted"), {name: "adjusted"}))
+    return experiments
+
+
+def _named_pairs(
+    configs: list[EquivalenceConfig],
+    names: tuple[str, ...],
+    data: datasets.Dataset,
+    progress: bool | None,
+    stack_size: int | None,
+) -> list[dict[str, dict]]:
+    """``run_named`` of every config (seed), trained together: with ``stack_size`` (``None``: one by
+    one) the runs that take the same steps are stacked, that many at most in one network."""
+    planned = [_experiments(config, names) for config in configs]
+    flat = [(config, runs) for experiments in planned for config, runs, _ in experiments]
+    results = iter(run_experiments(flat, data, progress, stack_size=stack_size))
+    per_seed = []
+    for experiments in planned:
+        pairs: dict[str, dict] = {}
+        for _, _, named in experiments:
+            result = next(results)
+            pairs.update({name: _pair(result, run) for name, run in named.items()})
+        per_seed.append({n: pairs[n] for n in names})
+    return per_seed
+
+
+def run_named(
+    config: EquivalenceConfig,
+    names: tuple[str, ...] | None = None,
+    data: datasets.Dataset | None = None,
+    progress: bool | None = None,
+    stack_size: int | None = None,
+) -> dict[str, dict]:
+    """Train the named runs (default: ``default_runs``) of one seed; each name's pair as ``_pair`` gives it.
+
+    The runs that share the main custom run (main, jitter, no_warp, ablation_ours) train it once.
+    ``stack_size``: train the runs that take the same steps as stacked networks of at most that
+    many runs (``equivalence.run_experiments``); ``None`` trains them one by one.
+    """
+    names = default_runs(config.optimizer, config.bits) if names is None else tuple(names)
+    check_runs(names, config.optimizer)
+    data = datasets.load(config.dataset, config.data_dir) if data is None else data
+    return _named_pairs([config], names, data, progress, stack_size)[0]
 
 
 def _one_seed(args: tuple[EquivalenceConfig, tuple[str, ...] | None]) -> dict[str, dict]:
@@ -203,15 +234,20 @@ def run_seeds(
     workers: int = 1,
     data: datasets.Dataset | None = None,
     progress: bool | None = None,
+    stack_size: int | None = None,
 ) -> dict:
     """The named runs for seeds ``config.seed … config.seed + seeds − 1``: per-seed pairs, their mean and sd,
     and the adjusted-vs-jitter claim where both runs are named.
 
     ``workers > 1`` trains seeds in that many processes (each loads the data itself); the numbers
-    are the same as with one, since every run seeds itself.
+    are the same as with one, since every run seeds itself. ``stack_size`` trains the runs of all
+    seeds that take the same steps as stacked networks of at most that many runs, in this process
+    (``equivalence.run_experiments``): the same numbers within float tolerance.
     """
     int_at_least("seeds", seeds, 1)
     int_at_least("workers", workers, 1)
+    if stack_size is not None and workers > 1:
+        raise ValueError("workers and stack_size are two ways to share the work: choose one")
     names = default_runs(config.optimizer, config.bits) if names is None else tuple(names)
     check_runs(names, config.optimizer)
     configs = [replace(config, seed=config.seed + i) for i in range(seeds)]
@@ -220,7 +256,7 @@ def run_seeds(
             per_seed = list(pool.map(_one_seed, [(c, names) for c in configs]))
     else:
         data = datasets.load(config.dataset, config.data_dir) if data is None else data
-        per_seed = [run_named(c, names, data, progress) for c in configs]
+        per_seed = _named_pairs(configs, names, data, progress, stack_size)
     report = {
         "estimator": config.estimator,
         "bits": config.bits,

@@ -31,6 +31,7 @@ from torch import nn
 from qatcore import data as datasets
 from qatcore import distributed, estimators, runtime
 from qatcore.checks import check_choice, check_device, int_at_least, optional_text
+from qatcore.estimators import stacked as stacked_runs
 from qatcore.estimators import trajectory
 from qatcore.estimators.layers import quantized_layers
 from qatcore.estimators.models import MNISTCNN
@@ -328,6 +329,29 @@ def _test_logits(model: nn.Module, data: datasets.Dataset) -> torch.Tensor:
     return logits
 
 
+def _record(
+    losses: list[float],
+    weights: torch.Tensor,
+    epoch_logits: list[torch.Tensor],
+    data: datasets.Dataset,
+    epochs: int,
+    test_curves: bool,
+) -> RunRecord:
+    """A run's record from its per-step losses, weights (T+1 × N) and the test logits after each
+    tested epoch: the per-epoch history (the test curves empty with ``test_curves=False``) and the
+    final logits and accuracy, which are the last epoch's."""
+    per_epoch = torch.tensor(losses, dtype=torch.float64).reshape(epochs, -1)
+    curves = epoch_logits if test_curves else []  # the last epoch's test alone is no curve
+    history = trajectory.History(
+        per_epoch.mean(dim=1).tolist(),
+        [float(F.cross_entropy(logits, data.y_test)) for logits in curves],
+        [float((logits.argmax(dim=1) == data.y_test).double().mean()) for logits in curves],
+    )
+    logits = epoch_logits[-1]
+    correct = int((logits.argmax(dim=1) == data.y_test).sum())  # as metrics.accuracy counts
+    return RunRecord(losses, weights, logits, correct / len(data.y_test), history)
+
+
 def _train_recorded(
     model: nn.Module,
     data: datasets.Dataset,
@@ -353,16 +377,7 @@ def _train_recorded(
             epoch_logits.append(_test_logits(mod, data))
 
     result = train(model, data, config, progress=progress, on_step=on_step, evaluate=False)
-    losses = torch.tensor(result.losses, dtype=torch.float64).reshape(config.epochs, per_epoch)
-    curves = epoch_logits if test_curves else []  # the last epoch's test alone is no curve
-    history = trajectory.History(
-        losses.mean(dim=1).tolist(),
-        [float(F.cross_entropy(logits, data.y_test)) for logits in curves],
-        [float((logits.argmax(dim=1) == data.y_test).double().mean()) for logits in curves],
-    )
-    logits = epoch_logits[-1]
-    correct = int((logits.argmax(dim=1) == data.y_test).sum())  # as metrics.accuracy counts
-    return RunRecord(result.losses, torch.stack(rows), logits, correct / len(data.y_test), history)
+    return _record(result.losses, torch.stack(rows), epoch_logits, data, config.epochs, test_curves)
 
 
 def _model(
@@ -439,30 +454,28 @@ def compare(result: EquivalenceResult) -> None:
             )
 
 
-def run_equivalence(
-    config: EquivalenceConfig = EquivalenceConfig(),
-    data: datasets.Dataset | None = None,
-    progress: bool | None = None,
-    runs: tuple[str, ...] = RUNS,
-    cache: RunCache | None = None,
-    test_curves: bool = True,
-) -> EquivalenceResult:
-    """Train ``runs`` (``custom`` and any of the others) and measure how closely each follows
-    ``custom``.
+@dataclass
+class _Prepared:
+    """One experiment ready to train: its result (to fill), each run's model, training settings and
+    cache key (``None`` without a cache)."""
 
-    With a ``cache`` (``RunCache``), a run it already holds is taken from it instead of trained
-    again (the same record, bit for bit), and each run trained here is added to it.
+    result: EquivalenceResult
+    device: str
+    models: dict[str, MNISTCNN]
+    configs: dict[str, TrainConfig]
+    keys: dict[str, tuple | None]
 
-    ``test_curves=False`` skips the test pass after every epoch but the last, for a caller that
-    reads no per-epoch test curve: every metric is the same but the authors' correlations of
-    those curves (``val_loss_correlation``, ``val_accuracy_correlation``), which are ``nan``.
 
-    Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
-    estimator that has none; ``runs=("custom", "ablation", "jitter")`` works for any estimator
-    with SGD.
-    """
+def _prepare(
+    config: EquivalenceConfig,
+    data: datasets.Dataset,
+    runs: tuple[str, ...],
+    cache: RunCache | None,
+    test_curves: bool,
+) -> _Prepared:
+    """Seed, build ``custom`` and the other runs' models from its initial weights, and take every run
+    the cache already holds."""
     check_runs(runs)
-    data = datasets.load(config.dataset, config.data_dir) if data is None else data
     runtime.seed_everything(config.seed)
     shape = dict(image_size=data.image_size, classes=data.num_classes)
     custom_model = MNISTCNN(config.bits, config.estimator, data.image_size, data.num_classes).to(
@@ -495,19 +508,136 @@ def run_equivalence(
             for name, n in zip(layers, sizes, strict=True)
         ]
     )
-    result = EquivalenceResult(config, alpha, m, slices, labels=data.y_test)
+    prepared = _Prepared(
+        EquivalenceResult(config, alpha, m, slices, labels=data.y_test),
+        config.device,
+        models,
+        {},
+        {},
+    )
     for name, run in plan.items():
-        train_config = config.train_config(run)
-        key = (
+        train_config = prepared.configs[name] = config.train_config(run)
+        key = prepared.keys[name] = (
             None if cache is None else cache.key(data, init, config, run, train_config, test_curves)
         )
         record = None if cache is None or key is None else cache.get(key)
-        if record is None:
-            record = _train_recorded(models[name], data, train_config, progress, test_curves)
+        if record is not None:
+            prepared.result.runs[name] = record
+    return prepared
+
+
+def _train_prepared(
+    experiments: list[_Prepared],
+    data: datasets.Dataset,
+    progress,
+    cache: RunCache | None,
+    test_curves: bool,
+    stack_size: int | None,
+) -> None:
+    """Train every run the experiments still lack: one by one (``stack_size=None``), or the runs
+    that take the same steps on one device together, at most ``stack_size`` to a stacked network
+    (``qatcore.estimators.stacked``)."""
+    todo = [
+        (prepared, name)
+        for prepared in experiments
+        for name in prepared.configs
+        if name not in prepared.result.runs
+    ]
+    groups: dict[tuple, list[tuple[_Prepared, str]]] = {}
+    for prepared, name in todo:
+        c = prepared.configs[name]
+        same_steps = (c.batch_size, c.epochs, prepared.device)
+        groups.setdefault(same_steps if stack_size else (id(prepared), name), []).append(
+            (prepared, name)
+        )
+    chunks = [
+        group[i : i + (stack_size or 1)]
+        for group in groups.values()
+        for i in range(0, len(group), stack_size or 1)
+    ]
+    for group in chunks:
+        if stack_size:
+            records = stacked_runs.train_stacked(
+                [p.models[name] for p, name in group],
+                data,
+                [p.configs[name] for p, name in group],
+                progress,
+                test_curves,
+            )
+            epochs = group[0][0].configs[group[0][1]].epochs
+            made = [
+                _record(r.losses, r.weights, r.epoch_logits, data, epochs, test_curves)
+                for r in records
+            ]
+        else:
+            ((prepared, name),) = group
+            made = [
+                _train_recorded(
+                    prepared.models[name], data, prepared.configs[name], progress, test_curves
+                )
+            ]
+        for (prepared, name), record in zip(group, made, strict=True):
+            prepared.result.runs[name] = record
+            key = prepared.keys[name]
             if cache is not None and key is not None:
                 cache.put(key, record)
-        result.runs[name] = record
-    compare(result)
+
+
+def run_experiments(
+    experiments: list[tuple[EquivalenceConfig, tuple[str, ...]]],
+    data: datasets.Dataset,
+    progress: bool | None = None,
+    cache: RunCache | None = None,
+    test_curves: bool = True,
+    stack_size: int | None = None,
+) -> list[EquivalenceResult]:
+    """``run_equivalence`` of every ``(config, runs)`` in ``experiments``, on one dataset.
+
+    ``stack_size=N`` trains the runs of all the experiments that take the same steps (batch size,
+    epochs, device) as stacked networks of at most ``N`` runs (``qatcore.estimators.stacked``), each
+    run with its own seed, estimator, bit width and rate: the same records as training them one by
+    one, within float tolerance, in fewer, larger operations (on a GPU, time goes from kernel
+    launches to work). ``None`` trains them one by one.
+    """
+    if stack_size is not None:
+        int_at_least("stack_size", stack_size, 1)
+    prepared = [_prepare(config, data, runs, cache, test_curves) for config, runs in experiments]
+    _train_prepared(prepared, data, progress, cache, test_curves, stack_size)
+    for p in prepared:
+        p.result.runs = {name: p.result.runs[name] for name in p.configs}  # in plan order
+        compare(p.result)
+    return [p.result for p in prepared]
+
+
+def run_equivalence(
+    config: EquivalenceConfig = EquivalenceConfig(),
+    data: datasets.Dataset | None = None,
+    progress: bool | None = None,
+    runs: tuple[str, ...] = RUNS,
+    cache: RunCache | None = None,
+    test_curves: bool = True,
+    stack_size: int | None = None,
+) -> EquivalenceResult:
+    """Train ``runs`` (``custom`` and any of the others) and measure how closely each follows
+    ``custom``.
+
+    With a ``cache`` (``RunCache``), a run it already holds is taken from it instead of trained
+    again (the same record, bit for bit), and each run trained here is added to it.
+
+    ``test_curves=False`` skips the test pass after every epoch but the last, for a caller that
+    reads no per-epoch test curve: every metric is the same but the authors' correlations of
+    those curves (``val_loss_correlation``, ``val_accuracy_correlation``), which are ``nan``.
+
+    ``stack_size``: train the runs together, as stacked networks of at most that many runs
+    (``run_experiments``); ``None`` trains them one by one.
+
+    Raises ValueError (with notebook 01's reason) when a run needs the weight map or α of an
+    estimator that has none; ``runs=("custom", "ablation", "jitter")`` works for any estimator
+    with SGD.
+    """
+    check_runs(runs)
+    data = datasets.load(config.dataset, config.data_dir) if data is None else data
+    (result,) = run_experiments([(config, runs)], data, progress, cache, test_curves, stack_size)
     return result
 
 
