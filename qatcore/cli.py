@@ -114,14 +114,23 @@ def _equivalence(args: argparse.Namespace) -> int:
     if seeds is not None:
         int_at_least("seeds", seeds, 1)
     int_at_least("workers", args.workers, 1)
+    if args.stack_size is not None:
+        int_at_least("stack_size", args.stack_size, 1)
     args.seed = config.seed
     if (launched := _launch_or_join(args)) is not None:
         return launched
     show = not args.json and distributed.is_main_process()
     if runs is None and seeds is None:  # the four runs of one seed
-        summary = run_equivalence(config, progress=show).to_dict()
+        summary = run_equivalence(config, progress=show, stack_size=args.stack_size).to_dict()
     else:
-        summary = ablations.run_seeds(config, runs, seeds or 1, workers=args.workers, progress=show)
+        summary = ablations.run_seeds(
+            config,
+            runs,
+            seeds or 1,
+            workers=args.workers,
+            progress=show,
+            stack_size=args.stack_size,
+        )
     if not distributed.is_main_process():
         return 0
     if args.json:
@@ -469,6 +478,14 @@ def _arguments_equivalence(parser: argparse.ArgumentParser) -> None:
         "--seeds", type=int, default=None, help="repeat the named runs over N seeds; mean and sd"
     )
     parser.add_argument("--workers", type=int, default=1, help="train seeds in N processes")
+    parser.add_argument(
+        "--stack-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train runs of the same length (all seeds) together, as stacked networks of at most "
+        "N runs: one step for all of them (for a GPU); default: one by one",
+    )
 
 
 def _arguments_imagenet(parser: argparse.ArgumentParser) -> None:

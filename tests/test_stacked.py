@@ -7,16 +7,23 @@ and not the other, as it does between two CPUs' kernels, so whole runs are compa
 quantized levels and predictions.
 """
 
+import json
 from dataclasses import replace
 
 import pytest
 import torch
+from helpers import run_cli
 from torch import nn
 
 from qatcore import data, runtime
 from qatcore.estimators import ablations, trajectory
 from qatcore.estimators import stacked as stacked_runs
-from qatcore.estimators.equivalence import EquivalenceConfig, RunCache, run_experiments
+from qatcore.estimators.equivalence import (
+    EquivalenceConfig,
+    RunCache,
+    run_equivalence,
+    run_experiments,
+)
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.stacked import stacked_forward, train_stacked
 from qatcore.estimators.train import TrainConfig, train
@@ -164,3 +171,13 @@ def test_what_cannot_be_stacked_is_refused(digits):
         run_experiments([(EquivalenceConfig(epochs=1), ("custom",))], digits, stack_size=0)
     with pytest.raises(ValueError, match="choose one"):
         ablations.run_seeds(EquivalenceConfig(epochs=1), seeds=2, workers=2, stack_size=4)
+
+
+def test_the_command_line_stacks_the_runs_when_asked(capsys):
+    runtime.configure(seed=0)
+    code, out, err = run_cli(capsys, "equivalence", "--epochs", "1", "--stack-size", "4", "--json")
+    assert code == 0, err
+    stacked = run_equivalence(EquivalenceConfig(epochs=1), progress=False, stack_size=4)
+    assert json.loads(out) == json.loads(json.dumps(stacked.to_dict()))
+    code, _, err = run_cli(capsys, "equivalence", "--epochs", "1", "--stack-size", "0")
+    assert code == 2 and "stack_size" in err
