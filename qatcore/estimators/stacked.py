@@ -231,12 +231,8 @@ def train_stacked(
     logits: list[torch.Tensor] = []
     for model in models:
         model.train()
-    bar = tqdm(
-        total=total,
-        desc=f"{len(models)} runs stacked",
-        disable=not show_progress(progress),
-        leave=False,
-    )
+    desc = f"{len(models)} runs stacked"
+    bar = tqdm(total=total, desc=desc, disable=not show_progress(progress), leave=False)
     step = 0
     for _ in range(epochs):
         orders = {seed: torch.randperm(n, generator=g) for seed, g in generators.items()}
