@@ -15,6 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
+#: how far (pixels) a drawing may pass the figure's edge and still count as inside it: less than a
+#: pixel shows nothing that a crop would keep
+SUBPIXEL = 0.5
+
 
 def rendered(figure: Figure) -> Image:
     """``figure`` as the PNG image the inline backend would show, drawn once where that is enough.
@@ -31,7 +35,8 @@ def rendered(figure: Figure) -> Image:
     width, height = canvas.get_width_height()
     box = figure.get_tightbbox(canvas.get_renderer()).transformed(figure.dpi_scale_trans)
     buffer = io.BytesIO()
-    if box.x0 < 0 or box.y0 < 0 or box.x1 > width or box.y1 > height:
+    slack = SUBPIXEL  # constrained layout can leave a text a fraction of a pixel past the edge
+    if box.x0 < -slack or box.y0 < -slack or box.x1 > width + slack or box.y1 > height + slack:
         figure.savefig(buffer, format="png", bbox_inches="tight")
     else:
         imsave(buffer, np.asarray(canvas.buffer_rgba()), format="png")

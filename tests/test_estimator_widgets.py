@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from strategies import examples
 
 from qatcore import data, estimators
+from qatcore.estimators.definitions import derive
 from qatcore.estimators.plots import TwinRunsFigure, plot_twin_runs
 from qatcore.estimators.quadratic import QuadraticProblem
 from qatcore.estimators.widgets import (
@@ -160,9 +161,21 @@ def test_weight_map_view_gives_a_figure_or_the_reason(name, bits):
 def test_estimator_view_draws_every_estimator_at_every_width(name, bits):
     text, figure = estimator_view(name, bits)
     assert isinstance(figure, Figure) and f"{2**bits} levels" in text
-    assert (
-        len(figure.axes[1].lines) == (1 if name == "ste" else 2) + 2**bits - 1
-    )  # curves + thresholds
+    assert len(figure.axes[1].lines) == (1 if name == "ste" else 2)  # the curves
+    (marks,) = figure.axes[1].collections  # the rounding thresholds, one artist for all
+    drawn_at = sorted(float(segment[0][0]) for segment in marks.get_segments())
+    assert drawn_at == pytest.approx(thresholds(bits, 1.0).tolist())
+
+
+def test_the_weight_map_explorer_derives_every_estimator_before_the_first_pick():
+    derive.cache_clear()  # as in a fresh kernel: nothing derived yet
+    weight_map_explorer("dsq", 2)
+    before = derive.cache_info()
+    for name in estimators.names():
+        derive(estimators.definition(name))
+    after = derive.cache_info()
+    assert after.misses == before.misses  # nothing left to derive when the reader picks one
+    assert after.hits == before.hits + len(estimators.names())
 
 
 def test_estimator_explorer_redraws_when_a_control_moves():

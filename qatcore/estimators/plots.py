@@ -27,6 +27,13 @@ def surrogate(
     return -m + inside - inside[min(start, len(w) - 1)]
 
 
+def _mark_thresholds(axis, bits: int, m: float) -> None:
+    """The rounding thresholds as dotted verticals spanning the axis: one collection (at 8 bits, 255
+    lines drawn as one artist rather than 255)."""
+    xs = thresholds(bits, m).numpy()
+    axis.vlines(xs, 0, 1, transform=axis.get_xaxis_transform(), color="grey", lw=0.6, ls=":")
+
+
 def plot_estimators(
     names: Sequence[str] = ("ste", "dsq"), bits: int = 2, m: float = 1.0, points: int = 1201
 ) -> Figure:
@@ -47,8 +54,7 @@ def plot_estimators(
             label=est.name,
         )
     for axis in (forward, backward):
-        for t in thresholds(bits, m):
-            axis.axvline(float(t), color="grey", lw=0.6, ls=":")
+        _mark_thresholds(axis, bits, m)
         axis.set_xlabel("latent weight w")
         axis.legend(loc="upper left", fontsize=8)
     forward.plot(levels(bits, m), levels(bits, m), "o", color="black", ms=4)
@@ -80,8 +86,7 @@ def plot_weight_map(
         )
     right.plot(w, w, color=ESTIMATORS["ste"], lw=0.8, ls=":", label="identity (STE)")
     for axis in (left, right):
-        for t in thresholds(bits, m):
-            axis.axvline(float(t), color="grey", lw=0.6, ls=":")
+        _mark_thresholds(axis, bits, m)
         axis.set_xlabel("latent weight w")
         axis.legend(fontsize=7, loc="upper left")
     left.set_ylim(0, None)

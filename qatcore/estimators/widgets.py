@@ -8,6 +8,7 @@ from IPython.display import display
 from qatcore import estimators
 from qatcore.checks import positive_number
 from qatcore.data import Dataset
+from qatcore.estimators.definitions import derive
 from qatcore.estimators.plots import (
     TwinRunsFigure,
     plot_estimators,
@@ -63,7 +64,13 @@ def weight_map_view(name: str, bits: int, m: float = 1.0):
 
 
 def weight_map_explorer(name: str = "dsq", bits: int = 2) -> widgets.VBox:
-    """Pick an estimator and a bit width; see Q̂′, 1/Q̂′, M and α (or why there is no map)."""
+    """Pick an estimator and a bit width; see Q̂′, 1/Q̂′, M and α (or why there is no map).
+
+    Every estimator's ``∫ du/Q̂′`` is derived here, once (``definitions.derive``): sympy may look
+    for a closed form for seconds before settling on quadrature, and that wait belongs to building
+    the dashboard, not to the reader's first pick of that estimator."""
+    for option in estimators.names():
+        derive(estimators.definition(option))  # cached: every later call returns it at once
     return _estimator_and_bits(name, bits, weight_map_view)
 
 
