@@ -138,12 +138,15 @@ def test_runs_are_stacked_by_their_steps_and_at_most_stack_size_at_once(digits, 
     assert list(pairs) == list(ablations.default_runs(config.optimizer))
 
 
-def test_a_cached_run_is_not_trained_again_when_stacking(digits, monkeypatch):
+def test_the_cache_keeps_runs_trained_one_by_one_and_gives_them_to_a_stacked_call(
+    digits, monkeypatch
+):
     cache = RunCache()
     config = EquivalenceConfig(estimator="dsq", epochs=1)
-    (first,) = run_experiments(
-        [(config, ("custom", "ablation"))], digits, False, cache, stack_size=4
-    )
+    run_experiments([(config, ("custom", "ablation"))], digits, False, cache, stack_size=4)
+    assert len(cache) == 0  # stacked records equal their runs within float tolerance only
+    (first,) = run_experiments([(config, ("custom", "ablation"))], digits, False, cache)
+    assert len(cache) == 2
     monkeypatch.setattr(stacked_runs, "train_stacked", lambda *a, **k: pytest.fail("trained again"))
     (again,) = run_experiments(
         [(config, ("custom", "ablation"))], digits, False, cache, stack_size=4

@@ -262,7 +262,9 @@ class RunCache:
     two experiments that share such a run (the plain STE of SGD is the ``ablation`` of every
     estimator's experiment at one seed; a widget's opening state and a cell that recomputes it)
     get the same record, bit for bit, without training it twice. One cache serves one session:
-    it keeps the datasets it has seen alive, so their ids stay theirs.
+    it keeps the datasets it has seen alive, so their ids stay theirs. It holds runs trained one by
+    one only: a stacked run (``run_experiments(stack_size=…)``) equals its run within float
+    tolerance, not bit for bit, so it is used but not kept.
     """
 
     def __init__(self) -> None:
@@ -579,8 +581,8 @@ def _train_prepared(
         for (prepared, name), record in zip(group, made, strict=True):
             prepared.result.runs[name] = record
             key = prepared.keys[name]
-            if cache is not None and key is not None:
-                cache.put(key, record)
+            if cache is not None and key is not None and not stack_size:
+                cache.put(key, record)  # a stacked record is its run only within float tolerance
 
 
 def run_experiments(
