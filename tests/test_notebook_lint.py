@@ -94,3 +94,30 @@ def test_lint_help_and_a_missing_notebook_are_answered_in_words(tmp_path, capsys
         lint.main([str(tmp_path / "absent.ipynb")])
     assert exit_.value.code == 2
     assert "no such notebook" in capsys.readouterr().err
+
+
+#: the modules whose strings end up drawn in a notebook: figure titles, labels, dashboard lines
+DRAWING = [
+    *sorted((ROOT / "qatcore").glob("*/plots.py")),
+    *sorted((ROOT / "qatcore").glob("*/widgets.py")),
+    ROOT / "qatcore" / "live.py",
+]
+
+
+@pytest.mark.parametrize("module", DRAWING, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_figures_and_dashboards_speak_of_the_subject(module):
+    assert lint.drawn_text_mentions(module) == []
+
+
+def test_drawn_text_is_checked_and_docstrings_are_not(tmp_path):
+    module = tmp_path / "plots.py"
+    module.write_text(
+        '"""Figures; the timings come from bench/bench_export.py."""\n\n\n'
+        "def latency(axis):\n"
+        '    """Its title once named bench/bench_export.py."""\n'
+        '    axis.set_title("latency (bench/bench_export.py)")\n'
+        '    axis.set_xlabel(f"batch {1} on this machine")\n'
+    )
+    found = lint.drawn_text_mentions(module)
+    assert [line.split(" draws")[0] for line in found] == ["plots.py:6", "plots.py:6", "plots.py:7"]
+    assert "bench scripts" in found[0] and "the machine it ran on" in found[2]

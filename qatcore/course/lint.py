@@ -5,7 +5,8 @@ compare); no timing metadata (a rerun would change the file where no output chan
 machinery lives in cell tags, never in comments students read (``# NBVAL_…``); the tags are ones
 the suite knows; and what students read (markdown, code, printed output) speaks of the subject, not
 of the test suite, bench scripts, CI, the machine or how the notebook was written
-(``tooling_mentions``). Used by the pre-commit hook and by the tests. Without file names it checks
+(``tooling_mentions``; ``drawn_text_mentions`` applies the same rule to the text the package's
+figure and dashboard modules draw). Used by the pre-commit hook and by the tests. Without file names it checks
 every notebook of the course repository.
 
 The pre-commit hook runs this file as a script with nbformat alone, no qatcore installed, and gives it
@@ -73,6 +74,35 @@ def tooling_mentions(path: Path) -> list[str]:
         for pattern, what in TOOLING_WORDS:
             for match in re.finditer(pattern, text, flags=re.IGNORECASE):
                 found.append(f"{path.name}: cell {index} speaks of {what}: {match.group(0)!r}")
+    return found
+
+
+def drawn_text_mentions(module: Path) -> list[str]:
+    """Text a figure or dashboard module draws (its string literals and f-string parts, not its
+    docstrings) that speaks of tooling: a title, a label or a line a student reads in a notebook's
+    figure, which the notebook's own text checks cannot see."""
+    import ast
+
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) in docstrings:
+                continue
+            for pattern, what in TOOLING_WORDS:
+                for match in re.finditer(pattern, node.value, flags=re.IGNORECASE):
+                    found.append(
+                        f"{module.name}:{node.lineno} draws text that speaks of {what}: "
+                        f"{match.group(0)!r}"
+                    )
     return found
 
 
