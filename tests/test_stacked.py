@@ -24,6 +24,7 @@ from qatcore.estimators.equivalence import (
     run_equivalence,
     run_experiments,
 )
+from qatcore.estimators.estimator import BoundEstimator
 from qatcore.estimators.models import MNISTCNN
 from qatcore.estimators.stacked import stacked_forward, train_stacked
 from qatcore.estimators.train import TrainConfig, train
@@ -42,13 +43,18 @@ class _Float64(nn.Module):
         return x.double()
 
 
-#: four runs that differ in everything a stacked step lets differ: estimator, bit width, start,
+#: five runs that differ in everything a stacked step lets differ: estimator, bit width, start,
 #: seed (so batches), optimizer, rate and the quantized weights' rate factor
 RUNS = [
     ("dsq", 2, TrainConfig(OptimizerConfig("sgd", lr=0.02), 64, 2, seed=0)),
     ("ste", 2, TrainConfig(OptimizerConfig("sgd", lr=0.02), 64, 2, 0, quantized_lr_factor=0.8)),
     ("dsq", 1, TrainConfig(OptimizerConfig("sgd", lr=0.0202), 64, 2, seed=1)),
     ("ste", 3, TrainConfig(OptimizerConfig("adam", lr=1e-3), 64, 2, seed=2)),
+    (
+        "dsq",
+        2,
+        TrainConfig(OptimizerConfig("sgd", lr=0.03), 64, 2, seed=3),
+    ),  # quantized with the first
 ]
 
 
@@ -89,10 +95,18 @@ def test_a_stacked_run_is_its_run_trained_alone_in_float64(digits):
     assert not any(torch.equal(records[0].weights, r.weights) for r in records[1:])
 
 
-def test_the_stacked_forward_is_each_model_on_its_own_input(digits):
+def test_the_stacked_forward_is_each_model_on_its_own_input(digits, monkeypatch):
     models = _models()
-    x = torch.stack([digits.x_train[k * 10 : k * 10 + 10] for k in range(4)]).double()
+    x = torch.stack([digits.x_train[k * 10 : k * 10 + 10] for k in range(len(models))]).double()
+    calls = []
+    real = BoundEstimator.quantize
+    monkeypatch.setattr(
+        BoundEstimator, "quantize", lambda self, w: calls.append(self) or real(self, w)
+    )
     out = stacked_forward(models, x)
+    # one call per estimator and bit width for each quantized layer: 4 of them among the 5 runs
+    assert len(calls) == 2 * 4
+    monkeypatch.undo()
     for k, model in enumerate(models):
         torch.testing.assert_close(out[k], model(x[k]), rtol=0, atol=1e-12)
 
