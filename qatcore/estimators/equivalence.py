@@ -545,44 +545,37 @@ def _train_prepared(
         for name in prepared.configs
         if name not in prepared.result.runs
     ]
+    if not stack_size:
+        for prepared, name in todo:
+            record = _train_recorded(
+                prepared.models[name], data, prepared.configs[name], progress, test_curves
+            )
+            prepared.result.runs[name] = record
+            if cache is not None and (key := prepared.keys[name]) is not None:
+                cache.put(key, record)
+        return
     groups: dict[tuple, list[tuple[_Prepared, str]]] = {}
     for prepared, name in todo:
-        c = prepared.configs[name]
-        same_steps = (c.batch_size, c.epochs, prepared.device)
-        groups.setdefault(same_steps if stack_size else (id(prepared), name), []).append(
+        config = prepared.configs[name]
+        groups.setdefault((config.batch_size, config.epochs, prepared.device), []).append(
             (prepared, name)
         )
-    chunks = [
-        group[i : i + (stack_size or 1)]
-        for group in groups.values()
-        for i in range(0, len(group), stack_size or 1)
-    ]
-    for group in chunks:
-        if stack_size:
+    for group in groups.values():
+        for start in range(0, len(group), stack_size):
+            chunk = group[start : start + stack_size]
             records = stacked_runs.train_stacked(
-                [p.models[name] for p, name in group],
+                [p.models[name] for p, name in chunk],
                 data,
-                [p.configs[name] for p, name in group],
+                [p.configs[name] for p, name in chunk],
                 progress,
                 test_curves,
             )
-            epochs = group[0][0].configs[group[0][1]].epochs
-            made = [
-                _record(r.losses, r.weights, r.epoch_logits, data, epochs, test_curves)
-                for r in records
-            ]
-        else:
-            ((prepared, name),) = group
-            made = [
-                _train_recorded(
-                    prepared.models[name], data, prepared.configs[name], progress, test_curves
+            # not kept in the cache: a stacked record is its run only within float tolerance
+            for (prepared, name), r in zip(chunk, records, strict=True):
+                epochs = prepared.configs[name].epochs
+                prepared.result.runs[name] = _record(
+                    r.losses, r.weights, r.epoch_logits, data, epochs, test_curves
                 )
-            ]
-        for (prepared, name), record in zip(group, made, strict=True):
-            prepared.result.runs[name] = record
-            key = prepared.keys[name]
-            if cache is not None and key is not None and not stack_size:
-                cache.put(key, record)  # a stacked record is its run only within float tolerance
 
 
 def run_experiments(
