@@ -182,6 +182,9 @@ def test_what_cannot_be_stacked_is_refused(digits):
         train_stacked([small, MNISTCNN(image_size=8).double()], digits, [config, config])
     with pytest.raises(ValueError, match="does not stack"):
         train_stacked([nn.Sequential(nn.BatchNorm2d(1))], digits, [config])
+    reflecting = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(ValueError, match="zero padding"):
+        train_stacked([reflecting], digits, [config])
     with pytest.raises(ValueError, match="nn.Sequential"):
         train_stacked([nn.Linear(2, 2)], digits, [config])
     with pytest.raises(ValueError, match="stack_size"):

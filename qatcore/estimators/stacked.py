@@ -62,8 +62,8 @@ def check_stackable(models: Sequence[nn.Module]) -> None:
     for layer in first:
         if not isinstance(layer, (nn.Conv2d, nn.Linear, nn.Flatten, *_ELEMENTWISE)):
             raise ValueError(f"layer {type(layer).__name__} does not stack")
-        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-            raise ValueError("only ungrouped convolutions stack")
+        if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
+            raise ValueError("only ungrouped convolutions with zero padding stack")
     shapes = [[tuple(p.shape) for p in first.parameters()]]
     devices = {(p.device, p.dtype) for model in models for p in model.parameters()}
     for model in models[1:]:
