@@ -168,6 +168,31 @@ def test_l1_batch_norm_forward_and_backward_equal_their_formulas():
         )
 
 
+def test_l1_batch_norm_refuses_a_gradient_beyond_float16_and_passes_one_already_nan():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).requires_grad_()
+    beta = torch.zeros(2).half().requires_grad_()
+    out, _, _ = fn.L1BatchNorm.apply(x, beta)
+    with pytest.raises(OverflowError, match=r"(?s)float16's 65504.*2 value\(s\) per channel"):
+        torch.autograd.grad(out, [x, beta], torch.tensor([[1e5, 0.0], [0.0, 0.0]]))
+    out, _, _ = fn.L1BatchNorm.apply(x, beta)  # a NaN from upstream is not this layer's to explain
+    dx, _ = torch.autograd.grad(out, [x, beta], torch.tensor([[math.nan, 0.0], [0.0, 0.0]]))
+    assert torch.isnan(dx[:, 0]).all()
+
+
+def test_low_memory_resnete18_at_two_values_per_channel_says_why_rather_than_training_nan():
+    from qatcore.bnn.models import ResNetE18, set_mode
+    from qatcore.bnn.optim import make_optimizer
+    from qatcore.bnn.train import training_step
+
+    torch.manual_seed(0)
+    net = set_mode(ResNetE18(image_size=32, num_classes=10), "low_memory", "po2").train()
+    optimizer = make_optimizer(net, "low_memory", optimizer="bnn_adam")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand((2, 3, 32, 32), generator=g) * 2 - 1, torch.randint(0, 10, (2,), generator=g)
+    with pytest.raises(OverflowError, match="larger batch"):
+        training_step(net, optimizer, x, y)
+
+
 @pytest.mark.parametrize("packed", [False, True])
 def test_sign_ste_gradient_is_the_clipped_identity(packed):
     x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5]).requires_grad_()

@@ -589,9 +589,26 @@ class L1BatchNorm(Function):
             for i, j in chunks:
                 rounded[i:j] = dy[i:j].half()
         total = channel_sum(rounded)
+        if not bool(torch.isfinite(total).all()):
+            _refuse_float16_overflow(dy)
         return l1_batch_norm_backward(
             rounded, kept_signs, mean_abs.float(), sigma.float(), inplace=True, total=total
         ), total.to(ctx.beta_dtype)
+
+
+def _refuse_float16_overflow(dy: torch.Tensor) -> None:
+    """Raise where a finite float32 gradient reaching an l1 batch norm overflows float16, the precision the
+    low-memory mode keeps it in (a gradient already NaN or infinite in float32 is left to the caller's checks)."""
+    if not bool(torch.isfinite(dy).all()):
+        return
+    per_channel = dy.numel() // dy.shape[1]
+    raise OverflowError(
+        f"the gradient reaching an l1 batch norm over {dy.shape[1]} channels reaches "
+        f"{largest_magnitude(dy):.3g}, beyond float16's {torch.finfo(torch.float16).max:g}: the low-memory "
+        f"mode keeps this gradient in float16. With {per_channel} value(s) per channel (batch × positions), "
+        "σ = mean|x − μ| can be near 0, and dx = dy/σ grows from batch norm to batch norm. Train with a larger "
+        "batch (more values per channel) or in the standard mode"
+    )
 
 
 class HalfInputLayer(Function):
