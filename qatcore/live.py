@@ -20,6 +20,10 @@ from matplotlib.image import imsave
 SUBPIXEL = 0.5
 
 
+#: Pillow's options for a dashboard's PNG, drawn anew at every move of a control: encoded fast
+FAST_PNG = {"compress_level": 1}
+
+
 def rendered(figure: Figure) -> Image:
     """``figure`` as the PNG image the inline backend would show, drawn once where that is enough.
 
@@ -39,7 +43,8 @@ def rendered(figure: Figure) -> Image:
     if box.x0 < -slack or box.y0 < -slack or box.x1 > width + slack or box.y1 > height + slack:
         figure.savefig(buffer, format="png", bbox_inches="tight")
     else:
-        imsave(buffer, np.asarray(canvas.buffer_rgba()), format="png")
+        # the fastest zlib level: a third of the encoding time, a few per cent more bytes, the same pixels
+        imsave(buffer, np.asarray(canvas.buffer_rgba()), format="png", pil_kwargs=FAST_PNG)
     return Image(data=buffer.getvalue(), format="png")
 
 

@@ -9,7 +9,7 @@ import torch
 from qatcore import estimators as E
 from qatcore.estimators import quadratic as Q
 from qatcore.optimizers import OptimizerConfig
-from qatcore.quantizers import levels, thresholds
+from qatcore.quantizers import levels, quantize_values, step_size, thresholds
 
 SCALING = [(name, opt) for name in ("dsq", "pwl") for opt in (Q.PLAIN_SGD, Q.SGD_MOMENTUM)]
 
@@ -237,3 +237,42 @@ def test_a_run_trained_beside_others_is_the_run_trained_alone(problem, optimizer
     gaps = Q.fixed_time_gap(problem, "dsq", etas, time, optimizer)
     for eta, gap in zip(etas, gaps, strict=True):
         assert gap == Q.paired_runs(problem, "dsq", eta, round(time / eta), optimizer).max_gap
+
+
+def _edge_weights(bits: int, m: float, dim: int) -> np.ndarray:
+    """Rows of weights at and just past every level, threshold and ``±m``, at ``±0`` and outside."""
+    marks = np.concatenate([levels(bits, m).numpy(), thresholds(bits, m).numpy(), [0.0, -0.0]])
+    edges = np.concatenate([marks, np.nextafter(marks, 2 * m), np.nextafter(marks, -2 * m)])
+    edges = np.concatenate([edges, [1.5 * m, -3 * m]])
+    return np.resize(edges, (3, dim))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_the_step_quantizes_as_quantize_values_bit_for_bit(bits):
+    problem = Q.QuadraticProblem(dim=16, bits=bits, m=0.7)
+    w = _edge_weights(bits, 0.7, 16)
+    quantized = Q._Quantized(problem, w.shape)
+    expected = quantize_values(w, 0.7, step_size(bits, 0.7))
+    assert quantized(w).tobytes() == expected.tobytes()
+    assert np.array_equal(quantized.inside, np.abs(w) <= 0.7)
+
+
+@pytest.mark.parametrize("optimizer", Q.RULES.values(), ids=str)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_fixed_slopes_train_as_the_estimators_slopes_bit_for_bit(bits, optimizer):
+    # _FixedSlopes finds Q̂′ from the bins Q found; _estimator_slope asks derivative_numpy afresh
+    problem = Q.QuadraticProblem(dim=16, bits=bits, m=0.7, seed=2)
+    w0 = np.concatenate([_edge_weights(bits, 0.7, 16), problem.initial_weights().numpy()[None]])
+    eta = np.array([[3e-2], [1e-1], [1e-2], [5e-2]])
+    ste = E.get("ste")
+    for name in ("pwl", "dsq", "approx_sign"):
+        est = E.get(name)
+        general = [Q._estimator_slope(problem, each) for each in (est, ste)]
+
+        def by_rows(w, g, general=general):
+            return np.concatenate([general[0](w[:2], g[:2]), general[1](w[2:], g[2:])])
+
+        fixed = Q._slopes(problem, [(est, slice(0, 2)), (ste, slice(2, None))])
+        assert isinstance(fixed, Q._FixedSlopes)
+        expected = Q._train(problem, by_rows, eta, 40, optimizer, w0)
+        assert Q._train(problem, fixed, eta, 40, optimizer, w0).tobytes() == expected.tobytes()

@@ -225,6 +225,17 @@ class BoundEstimator:
     def __repr__(self) -> str:
         return f"{self.estimator!r}.bind(bits={self.bits}, m={self.m:g})"
 
+    @property
+    def constant(self) -> float | None:
+        """``Q̂′`` where it is one number throughout the bin (the STE), else ``None``."""
+        return self._constant
+
+    def derivative_at_offsets(self, u: np.ndarray) -> np.ndarray | float:
+        """``Q̂′`` in NumPy at offsets ``u = w − c`` of weights inside ``[-m, m]`` (an estimator of
+        one fixed ``Q̂′``), for a caller that has found their bins already: ``derivative_numpy``'s
+        values there. A number for a constant ``Q̂′``."""
+        return self._numpy(u)
+
     def _offset(self, w):
         """``u = w − c``, the offset from the rounding threshold of the bin holding ``w``."""
         floor = torch.floor if isinstance(w, torch.Tensor) else np.floor

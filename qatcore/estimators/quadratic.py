@@ -35,10 +35,10 @@ from qatcore.checks import int_at_least, positive_number
 from qatcore.estimators import Estimator
 from qatcore.optimizers import ADAM_BETA1, OptimizerConfig
 from qatcore.quantizers import (
+    bin_centre,
     check_bits,
     check_range,
     levels,
-    quantize_values,
     step_size,
     thresholds,
     uniform_quantize,
@@ -184,9 +184,124 @@ def _estimator_slope(problem: QuadraticProblem, estimator: Estimator) -> Slope:
     return lambda w, g: bound.derivative_numpy(w)
 
 
+class _Quantized:
+    """``Q(w)`` of each step into buffers kept from step to step, with what ``Q̂′`` shares with it.
+
+    ``Q`` is ``quantizers.quantize_values``, op for op and in its order, so it has its bits. On the
+    way it keeps ``scaled = (clip(w, −m, m) + m)/Δ``, whose floor is the index of the bin of ``w``:
+    for ``w`` in ``[−m, m]``, the only weights where ``Q̂′`` is not 0, the clip leaves ``w`` as it
+    is and ``scaled`` is ``(w + m)/Δ``, as ``BoundEstimator._offset`` computes it. ``inside`` is
+    ``|w| ≤ m``, which holds exactly where the clip leaves ``w`` as it is. The constants are 0-d
+    arrays: a ufunc converts a Python float anew on every call.
+    """
+
+    def __init__(self, problem: QuadraticProblem, shape: tuple[int, ...]) -> None:
+        self.m, self.low = np.array(problem.m), np.array(-problem.m)
+        self.delta = np.array(step_size(problem.bits, problem.m))
+        self.scaled, self.q = np.empty(shape), np.empty(shape)
+        self.inside = np.empty(shape, dtype=bool)
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        """``Q(w)``, in a buffer the next call overwrites; ``scaled`` and ``inside`` are then ``w``'s."""
+        scaled, q = self.scaled, self.q
+        np.minimum(np.maximum(w, self.low, out=scaled), self.m, out=scaled)
+        np.equal(scaled, w, out=self.inside)
+        np.divide(np.add(scaled, self.m, out=scaled), self.delta, out=scaled)
+        np.multiply(self.delta, np.rint(scaled, out=q), out=q)
+        return np.subtract(q, self.m, out=q)
+
+
+class _FixedSlopes:
+    """``Q̂′`` of estimators of one fixed ``Q̂′`` each (none that needs the gradient's sign), each on
+    its rows: the runs of several estimators trained in one loop, or one run (``slice(None)``).
+
+    ``reading(quantized)`` is the ``Slope`` of the weights that ``quantized`` has just quantized,
+    with their bins taken from its ``scaled`` rather than found again. The bin's index is the floor
+    of ``scaled`` (``astype`` truncates, which is the floor for ``scaled ≥ 0``), its threshold ``c``
+    is looked up among ``quantizers.bin_centre``'s (``take``'s clip mode puts ``w = m`` into the
+    top bin, as ``BoundEstimator._offset``'s clip does), and ``Q̂′`` is the bound estimator's at the
+    offset ``u = w − c``. A constant ``Q̂′`` (the STE's) is written once, not at every step. The
+    values, to the bit, are ``BoundEstimator.derivative_numpy``'s.
+    """
+
+    def __init__(
+        self, problem: QuadraticProblem, blocks: Sequence[tuple[Estimator, slice]]
+    ) -> None:
+        bits, m = problem.bits, problem.m
+        self.blocks = [(estimator.bind(bits, m), rows) for estimator, rows in blocks]
+        index = torch.arange(2**bits - 1, dtype=torch.float64)
+        self.centres = bin_centre(index, bits, m).numpy()
+
+    def reading(self, quantized: _Quantized) -> Slope:
+        """The ``Slope`` of the weights last quantized by ``quantized`` (its ``g`` is not used)."""
+        values, masked = np.empty(quantized.inside.shape), np.empty(quantized.inside.shape)
+        varying = []  # with the rows' views of scaled and values, taken once
+        for bound, rows in self.blocks:
+            if bound.constant is None:
+                varying.append(
+                    (bound.derivative_at_offsets, rows, quantized.scaled[rows], values[rows])
+                )
+            else:
+                values[rows] = bound.constant
+        centres, inside = self.centres, quantized.inside
+
+        def slope(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+            for derivative, rows, scaled, block in varying:
+                block[...] = derivative(w[rows] - centres.take(scaled.astype(np.intp), mode="clip"))
+            masked.fill(0.0)  # np.where(inside, values, 0.0), into a buffer
+            np.copyto(masked, values, where=inside)
+            return masked
+
+        return slope
+
+
+def _slopes(
+    problem: QuadraticProblem, blocks: Sequence[tuple[Estimator, slice]]
+) -> Slope | _FixedSlopes:
+    """``Q̂′`` of runs of several estimators trained in one loop, each on its rows (``slice(None)``
+    for one run): ``_FixedSlopes`` unless one needs the gradient's sign, else each estimator's
+    ``_estimator_slope`` on its rows."""
+    if not any(estimator.depends_on_gradient_sign for estimator, _ in blocks):
+        return _FixedSlopes(problem, blocks)
+    slopes = [(_estimator_slope(problem, estimator), rows) for estimator, rows in blocks]
+
+    def by_rows(w: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return np.concatenate([slope(w[rows], g[rows]) for slope, rows in slopes])
+
+    return by_rows
+
+
+#: A rule's step at step ``t`` (from 1) from the estimate ``Q̂′(w)·g``: ``w ← w − η·step``.
+Step = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _rule_step(rule: OptimizerConfig, shape: tuple[int, ...]) -> Step:
+    """``rule``'s step, PyTorch's, with its state kept from call to call: the estimate itself for
+    plain SGD, the heavy ball ``p ← λp + g`` for SGD with momentum (``p`` in a buffer, updated in
+    place) and Adam's bias-corrected ``m̂/(√v̂ + ε)``."""
+    first, second = np.zeros(shape), np.zeros(shape)
+    beta1, beta2, momentum = ADAM_BETA1, rule.beta2, np.array(rule.momentum)
+
+    def plain(estimate: np.ndarray, t: int) -> np.ndarray:
+        return estimate
+
+    def heavy_ball(estimate: np.ndarray, t: int) -> np.ndarray:
+        return np.add(np.multiply(momentum, first, out=first), estimate, out=first)
+
+    def adam(estimate: np.ndarray, t: int) -> np.ndarray:
+        nonlocal first, second
+        first = beta1 * first + (1 - beta1) * estimate
+        second = beta2 * second + (1 - beta2) * estimate**2
+        return first / (1 - beta1**t) / (np.sqrt(second / (1 - beta2**t)) + rule.eps)
+
+    if rule.name == "sgd":
+        return heavy_ball if rule.momentum else plain
+    return adam
+
+
 def _train(
     problem: QuadraticProblem,
-    slope: Slope,
+    slope: Slope | _FixedSlopes,
     eta: float | np.ndarray,
     steps: int,
     rule: OptimizerConfig,
@@ -197,30 +312,25 @@ def _train(
     Rows of a 2-d ``w0`` are independent runs, each with its own rate in ``eta`` (shape ``(n, 1)``).
     A row gives the same bits as training it alone: the gradient's product is ``einsum``'s, which
     sums each row in the same order whatever the rows beside it (a BLAS matmul's last bits depend on
-    how many rows it multiplies). Written in numpy rather than torch: with 16 weights, each torch
-    call costs more than its arithmetic, and the scaling checks take tens of thousands of steps.
-    ``Q`` is ``quantizers.quantize_values``, the same as ``uniform_quantize``.
+    how many rows it multiplies), and every other op is elementwise. Written in numpy rather than
+    torch: with 16 weights, each call costs more than its arithmetic (a torch call more than a numpy
+    one), and the scaling checks and the twin-runs dashboard take thousands of steps. So a step
+    makes few calls: into buffers kept from step to step, with ``Q`` and ``Q̂′`` sharing the bins of
+    ``w`` (``_Quantized``, ``_FixedSlopes``). ``Q`` is ``quantizers.quantize_values``, the same as
+    ``uniform_quantize``.
     """
     matrix, target = problem.matrix.numpy(), problem.target.numpy()
-    m, delta = problem.m, step_size(problem.bits, problem.m)
-    beta1, beta2 = ADAM_BETA1, rule.beta2
+    quantize, step = _Quantized(problem, w0.shape), _rule_step(rule, w0.shape)
+    slope_of = slope.reading(quantize) if isinstance(slope, _FixedSlopes) else slope
+    rate = np.broadcast_to(eta, w0.shape).copy()  # a ufunc costs more where it broadcasts a column
+    g, estimate, moved = np.empty(w0.shape), np.empty(w0.shape), np.empty(w0.shape)
     trajectory = np.empty((steps + 1, *w0.shape))
     w = trajectory[0] = w0
-    first, second = np.zeros_like(w), np.zeros_like(w)
     for t in range(1, steps + 1):
-        q = quantize_values(w, m, delta)
-        g = np.einsum("...i,ij->...j", q - target, matrix)
-        estimate = slope(w, g) * g
-        if rule.name == "sgd" and not rule.momentum:
-            step = estimate
-        elif rule.name == "sgd":  # PyTorch's heavy ball: p ← λp + g
-            first = rule.momentum * first + estimate
-            step = first
-        else:
-            first = beta1 * first + (1 - beta1) * estimate
-            second = beta2 * second + (1 - beta2) * estimate**2
-            step = first / (1 - beta1**t) / (np.sqrt(second / (1 - beta2**t)) + rule.eps)
-        w = trajectory[t] = w - eta * step
+        q = quantize(w)
+        np.einsum("...i,ij->...j", np.subtract(q, target, out=q), matrix, out=g)
+        np.multiply(slope_of(w, g), g, out=estimate)
+        w = np.subtract(w, np.multiply(rate, step(estimate, t), out=moved), out=trajectory[t])
     return trajectory
 
 
@@ -238,7 +348,7 @@ def simulate(
     steps = int_at_least("steps", steps, 0)
     rule = _rule(optimizer)
     start = _check_weights("w0", problem.initial_weights() if w0 is None else w0, problem.dim)
-    slope = _estimator_slope(problem, estimator)
+    slope = _slopes(problem, [(estimator, slice(None))])
     return torch.from_numpy(_train(problem, slope, eta, steps, rule, start))
 
 
@@ -272,16 +382,6 @@ class PairedRun:
         return float(self.gap.max())
 
 
-def _by_rows(first: Slope, rest: Slope, split: int) -> Slope:
-    """``first`` on the rows before ``split``, ``rest`` on the others: runs of two estimators
-    trained in one loop."""
-
-    def slope(w: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return np.concatenate([first(w[:split], g[:split]), rest(w[split:], g[split:])])
-
-    return slope
-
-
 def _pairs(
     problem: QuadraticProblem,
     estimator: Estimator,
@@ -309,11 +409,7 @@ def _pairs(
         rates.append(alpha * rates[0])
         starts.append(to_ste_space(starts[0]))
         maps.append((to_ste_space, alpha))
-    slope = _by_rows(
-        _estimator_slope(problem, estimator),
-        _estimator_slope(problem, estimators.get("ste")),
-        n,
-    )
+    slope = _slopes(problem, [(estimator, slice(0, n)), (estimators.get("ste"), slice(n, None))])
     runs = _train(problem, slope, np.concatenate(rates), steps, rule, np.concatenate(starts))
     custom = runs[:, :n]
     pairs = []
