@@ -10,6 +10,7 @@ Run from the repository root on a quiet machine (other load skews every timing):
     .venv/bin/python bench/run_all.py                 # everything, about 45 minutes on 2 cores
     .venv/bin/python bench/run_all.py --skip-reproduce
     .venv/bin/python bench/run_all.py --inplace        # the notebooks' stored outputs too
+    .venv/bin/python bench/run_all.py --only bench_widgets.py   # rerun one, refresh its row
 """
 
 from __future__ import annotations
@@ -80,6 +81,26 @@ def run_reproduce(inplace: bool = False) -> dict:
     }
 
 
+def row(b: dict) -> str:
+    """A benchmark's line of the summary table."""
+    link = f"[{b['table']}]({b['table']})" if b["table"] else "—"
+    return (
+        f"| `{b['name']}` | {link} | {b['seconds']:.0f} | {'ok' if b['ok'] else 'FAILED'} | "
+        f"{'<br>'.join(b['verdicts']) or '—'} |"
+    )
+
+
+def refreshed(text: str, benchmarks: list[dict]) -> str:
+    """The summary ``text`` with the rows of ``benchmarks`` replaced by their new ones, every other line
+    kept (``--only``); ValueError for a benchmark the summary has no row of."""
+    for b in benchmarks:
+        old = re.compile(rf"^\| `{re.escape(b['name'])}` \|.*$", re.MULTILINE)
+        if not old.search(text):
+            raise ValueError(f"{b['name']} has no row in the summary yet: run every benchmark once")
+        text = old.sub(lambda _, b=b: row(b), text)
+    return text
+
+
 def summary(benchmarks: list[dict], course: dict | None) -> str:
     lines = [
         "# Benchmark results",
@@ -90,12 +111,7 @@ def summary(benchmarks: list[dict], course: dict | None) -> str:
         "| benchmark | table | wall time (s) | status | criteria |",
         "|---|---|---:|---|---|",
     ]
-    for b in benchmarks:
-        link = f"[{b['table']}]({b['table']})" if b["table"] else "—"
-        lines.append(
-            f"| `{b['name']}` | {link} | {b['seconds']:.0f} | {'ok' if b['ok'] else 'FAILED'} | "
-            f"{'<br>'.join(b['verdicts']) or '—'} |"
-        )
+    lines += [row(b) for b in benchmarks]
     if course:
         lines += [
             "",
@@ -116,7 +132,22 @@ def main() -> int:
     parser.add_argument(
         "--inplace", action="store_true", help="let reproduce rewrite the committed notebooks"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCRIPT",
+        help="rerun only these benchmarks (e.g. bench_widgets.py) and refresh their rows, keeping the rest",
+    )
     args = parser.parse_args()
+    if args.only:
+        unknown = [name for name in args.only if not (ROOT / "bench" / name).is_file()]
+        if unknown:
+            parser.error(f"no such benchmark in bench/: {', '.join(unknown)}")
+        benchmarks = [run_benchmark(ROOT / "bench" / name) for name in args.only]
+        text = refreshed((RESULTS / "README.md").read_text(), benchmarks)
+        (RESULTS / "README.md").write_text(text)
+        print(text)
+        return 0 if all(b["ok"] for b in benchmarks) else 1
     benchmarks = []
     for script in sorted((ROOT / "bench").glob("bench_*.py")):
         if needs_a_gpu(script) and not torch.cuda.is_available():

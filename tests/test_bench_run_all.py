@@ -1,0 +1,46 @@
+"""bench/run_all.py's --only: one benchmark rerun, its row of the summary replaced, every other line kept."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "run_all.py"
+SUMMARY = """# Benchmark results
+
+| benchmark | table | wall time (s) | status | criteria |
+|---|---|---:|---|---|
+| `bench_a.py` | [a.md](a.md) | 12 | ok | Criterion: PASS |
+| `bench_b.py` | [b.md](b.md) | 184 | FAILED | Criterion: MISS (0.73 s > 0.5 s) |
+
+## The whole course
+
+| `make reproduce` wall time (7 notebooks) | 200 s |
+"""
+
+
+def run_all():
+    spec = importlib.util.spec_from_file_location("run_all", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_only_the_rerun_benchmark_row_changes():
+    new = {
+        "name": "bench_b.py",
+        "table": "b.md",
+        "seconds": 177,
+        "ok": True,
+        "verdicts": ["x: PASS", "y"],
+    }
+    text = run_all().refreshed(SUMMARY, [new])
+    old_lines, new_lines = SUMMARY.splitlines(), text.splitlines()
+    changed = [(a, b) for a, b in zip(old_lines, new_lines, strict=True) if a != b]
+    assert changed == [(old_lines[5], "| `bench_b.py` | [b.md](b.md) | 177 | ok | x: PASS<br>y |")]
+
+
+def test_a_benchmark_without_a_row_is_refused():
+    new = {"name": "bench_c.py", "table": "", "seconds": 1, "ok": True, "verdicts": []}
+    with pytest.raises(ValueError, match="bench_c.py has no row"):
+        run_all().refreshed(SUMMARY, [new])
