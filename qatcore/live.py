@@ -18,8 +18,6 @@ from matplotlib.image import imsave
 #: how far (pixels) a drawing may pass the figure's edge and still count as inside it: less than a
 #: pixel shows nothing that a crop would keep
 SUBPIXEL = 0.5
-
-
 #: Pillow's options for a dashboard's PNG, drawn anew at every move of a control: encoded fast
 FAST_PNG = {"compress_level": 1}
 
