@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from strategies import examples
 
 from qatcore.bnn import functions as fn
+from qatcore.bnn import packing
 from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
 
 shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4)
@@ -33,6 +34,47 @@ def test_sign_bits_round_trip_to_plus_minus_one(values):
     signs = unpack_signs(pack_signs(x), x.shape)
     assert torch.equal(signs, torch.where(x >= 0, 1.0, -1.0))
     assert torch.equal(fn.sign(x), signs)
+
+
+def _edge_values(n: int, seed: int) -> torch.Tensor:
+    x = torch.randn(n, generator=torch.Generator().manual_seed(seed)) * 1.5
+    for step, value in [(3, 1.0), (4, -1.0), (5, 0.0), (6, -0.0), (7, math.nan), (8, -math.nan)]:
+        x[::step] = value
+    x[::9], x[::10] = math.inf, -math.inf
+    return x
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 4099])
+def test_numpy_and_torch_packing_give_the_same_bits(n, monkeypatch):
+    """On the CPU NumPy packs and unpacks; on other devices torch does: both give the same bits and values,
+    NaN, ±0 and ±inf included (``packing._numpy`` returning None forces torch's path here)."""
+    x = _edge_values(n, n)
+    strided = torch.stack([x, -x], 1)[:, 1]  # a view that is not contiguous
+    inputs = [x, x.half(), x.double(), strided]
+    packed = pack_signs(x)
+
+    def results():
+        out = [pack_signs(t) for t in inputs] + [packing.pack_within_one(t) for t in inputs]
+        out += [pack_bits(x > 0), unpack_signs(packed, (n, 1)), unpack_signs(packed, (n,), 0.3)]
+        out += [
+            unpack_bits(packed, (n,), dtype) for dtype in (torch.bool, torch.uint8, torch.float32)
+        ]
+        for dtype in (torch.float32, torch.float16):
+            out.append(
+                unpack_signs(
+                    packed, (n,), 0.3, torch.full((packed.numel() * 8 + 5,), 7.0, dtype=dtype)
+                )
+            )
+        return out
+
+    on_cpu = results()
+    monkeypatch.setattr(packing, "_numpy", lambda t: None)
+    in_torch = results()
+    for a, b in zip(on_cpu, in_torch, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    expected = [v >= 0 for v in x.tolist()]  # NaN ≥ 0 is false, −0 ≥ 0 true
+    assert unpack_bits(on_cpu[0], (n,)).tolist() == expected
+    assert unpack_bits(on_cpu[4], (n,)).tolist() == [abs(v) <= 1 for v in x.tolist()]
 
 
 def test_packing_rejects_wrong_inputs():

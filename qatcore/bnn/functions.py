@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch.autograd import Function
 from torch.nn import grad as conv_grad
 
-from qatcore.bnn.packing import pack_bits, pack_signs, packed_size, unpack_bits, unpack_signs
+from qatcore.bnn.packing import (
+    pack_bits,
+    pack_signs,
+    pack_within_one,
+    packed_size,
+    unpack_bits,
+    unpack_signs,
+)
 from qatcore.checks import check_choice
 
 PO2_EXPONENT_BITS = 4  # sign + 4-bit exponent: exponents −8 … 7
@@ -398,11 +405,12 @@ class LowMemoryBinaryLayer(Function):
             part = ctx.op.weight_grad(x, dyq, weight.shape)
             total = part if total is None else total.add_(part)
             del x, dyq, part
-        up = total >= 0  # sign(sign(X)ᵀ·dY), sign(0) = +1
-        del total, w
-        if ctx.bit_gradients:
-            ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_bits(up), ctx.clip
+        del w
+        if ctx.bit_gradients:  # sign(sign(X)ᵀ·dY), sign(0) = +1
+            ctx.parameter.grad_bits, ctx.parameter.grad_clip = pack_signs(total), ctx.clip
             return dx, None, None, None, None, None, None
+        up = total >= 0
+        del total
         dw = up.to(weight.dtype).mul_(2).sub_(1).mul_(1 / math.sqrt(weight.numel()))
         return dx, dw.mul_(within_one(weight)) if ctx.clip else dw, None, None, None, None, None
 
@@ -434,7 +442,8 @@ class SignSTE(Function):
 
     @staticmethod
     def forward(ctx, x, packed):
-        _keep_mask(ctx, x.abs() <= 1, packed)
+        ctx.mask_shape, ctx.packed = x.shape, packed
+        ctx.save_for_backward(pack_within_one(x) if packed else (x.abs() <= 1).float())
         return sign(x)
 
     @staticmethod

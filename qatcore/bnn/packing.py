@@ -7,13 +7,16 @@ tensor of ``n`` bits really occupies ``ceil(n / 8)`` bytes while autograd holds 
 Packing reads each group of 8 booleans as one little-endian int64 and gathers its eight 0/1 bytes
 into the top byte with one multiplication (bit ``7 − i`` ← byte ``i``); unpacking looks each byte
 up in a 256-row table. Both are single passes, which keeps the low-memory mode's time close to the
-standard mode's.
+standard mode's. On the CPU, NumPy does both (``np.packbits`` and a table lookup, on the tensors' own
+memory): each is one call that writes its result directly, several times faster than torch's bool
+comparisons and gathers, with the same bits.
 """
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # bit 7 first, like np.packbits
@@ -28,10 +31,24 @@ def packed_size(numel: int) -> int:
     return -(-int(numel) // 8)
 
 
+#: dtypes whose CPU tensors NumPy reads in place
+_NUMPY_DTYPES = (torch.bool, torch.uint8, torch.float16, torch.float32, torch.float64)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray | None:
+    """``t``'s values as a NumPy array on its own memory where ``t`` is a CPU tensor NumPy can read, else None."""
+    if not t.is_cpu or t.dtype not in _NUMPY_DTYPES:
+        return None
+    return (t.detach() if t.requires_grad else t).numpy()
+
+
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """Pack a boolean tensor (any shape) into a flat ``uint8`` tensor of ``ceil(numel / 8)`` bytes."""
     if bits.dtype != torch.bool:
         raise TypeError(f"bits must be a bool tensor, got dtype {bits.dtype}")
+    values = _numpy(bits)
+    if values is not None:
+        return torch.from_numpy(np.packbits(values))
     return _pack_bytes(bits.reshape(-1).view(torch.uint8))
 
 
@@ -46,9 +63,8 @@ def _pack_bytes(flat: torch.Tensor) -> torch.Tensor:
     return (flat.view(torch.int64) * _GATHER).bitwise_right_shift_(56).to(torch.uint8)
 
 
-def _lookup(
-    packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor | None = None
-) -> torch.Tensor:
+def _check_packed(packed: torch.Tensor, shape) -> int:
+    """The number of values of ``shape``, after checking that ``packed`` holds exactly their bits."""
     if packed.dtype != torch.uint8 or packed.dim() != 1:
         raise TypeError(
             f"packed must be a flat uint8 tensor, got {packed.dtype} {tuple(packed.shape)}"
@@ -60,10 +76,25 @@ def _lookup(
         raise ValueError(
             f"packed has {packed.numel()} bytes; shape {tuple(shape)} needs {packed_size(numel)}"
         )
+    return numel
+
+
+def _lookup(
+    packed: torch.Tensor, shape, table: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each byte of ``packed`` replaced by its row of the 256×8 ``table``, cut to ``shape`` (into ``out``)."""
+    numel = _check_packed(packed, shape)
+    index = _numpy(packed)
     if out is None:
+        if index is not None:  # NumPy's take copies whole table rows
+            rows = np.take(table.numpy(), index, axis=0, mode="clip")
+            return torch.from_numpy(rows.reshape(-1)[:numel].reshape(tuple(shape)))
         return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
     table = table.to(out.dtype)
     rows = out[: packed.numel() * 8].view(-1, 8)
+    if index is not None and (into := _numpy(rows)) is not None:
+        np.take(table.numpy(), index, axis=0, out=into, mode="clip")
+        return out[:numel].view(shape)
     if (
         out.dtype == torch.float16
     ):  # gathered as int16 bit patterns, several times faster than as float16
@@ -94,12 +125,27 @@ def unpack_bits(
     a boolean one, and by a float32 one in four times the memory)."""
     if dtype not in _TABLES:
         raise ValueError(f"dtype must be torch.bool, torch.float32 or torch.uint8, got {dtype}")
+    if dtype != torch.float32 and (index := _numpy(packed)) is not None:
+        numel = _check_packed(packed, shape)
+        bits = np.unpackbits(index, count=numel).reshape(tuple(shape))  # ones and zeros
+        return torch.from_numpy(bits.view(np.bool_) if dtype == torch.bool else bits)
     return _lookup(packed, shape, _on(_TABLES[dtype], packed.device))
 
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
     """Packed ``sign(x) = +1`` bits (``x >= 0``, so ``sign(0) = +1``)."""
+    values = _numpy(x)
+    if values is not None:
+        return torch.from_numpy(np.packbits(np.greater_equal(values, 0)))
     return pack_bits(torch.ge(x, 0))
+
+
+def pack_within_one(x: torch.Tensor) -> torch.Tensor:
+    """Packed ``|x| ≤ 1`` bits (the clipping STE's mask; NaN gives 0)."""
+    values = _numpy(x)
+    if values is not None:
+        return torch.from_numpy(np.packbits(np.less_equal(np.abs(values), 1)))
+    return pack_bits(x.abs() <= 1)
 
 
 def unpack_signs(

@@ -50,7 +50,7 @@ from qatcore.bnn.layers import (
     MaxPool2d,
     SignActivation,
 )
-from qatcore.bnn.packing import pack_bits, pack_signs, packed_size
+from qatcore.bnn.packing import pack_bits, pack_signs, pack_within_one, packed_size
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
@@ -369,12 +369,13 @@ def _stage_forward(st: Stage, rows: _LayerRows, keep) -> torch.Tensor:
         if logits is not None:
             logits[i:j] = out
             continue
-        mask = out.abs() <= 1  # the STE's; a pool after the sign adds its switches to it
         a = fn.sign(out)
-        if st.pool_after:
+        if st.pool_after:  # the STE's mask and the pool's switches after the sign
             a, switches_after = fn.max_pool_switches(a)
-            mask.logical_and_(switches_after)
-        _put(mask_bits, per_z, i, pack_bits(mask))
+            mask = pack_bits(switches_after.logical_and_(out.abs() <= 1))
+        else:
+            mask = pack_within_one(out)  # the STE's mask
+        _put(mask_bits, per_z, i, mask)
         _put(out_bits, per_out, i, pack_signs(a))
     if switches is not None:
         keep("switches_before", switches)
@@ -669,7 +670,7 @@ class _WeightGradient:
                 return fn.dense_sign_bits(x, dyq, self.w_shape)
             self.total = self.op.weight_grad(x, dyq, self.w_shape)
         assert self.total is not None
-        return pack_bits(self.total >= 0)  # sign(0) = +1
+        return pack_signs(self.total)  # sign(0) = +1
 
 
 def _largest_dy_bound(
