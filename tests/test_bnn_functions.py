@@ -47,7 +47,7 @@ def _edge_values(n: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 4099])
 def test_numpy_and_torch_packing_give_the_same_bits(n, monkeypatch):
     """On the CPU NumPy packs and unpacks; on other devices torch does: both give the same bits and values,
-    NaN, ±0 and ±inf included (``packing._numpy`` returning None forces torch's path here)."""
+    NaN, ±0 and ±inf included (``packing.as_numpy`` returning None forces torch's path here)."""
     x = _edge_values(n, n)
     strided = torch.stack([x, -x], 1)[:, 1]  # a view that is not contiguous
     inputs = [x, x.half(), x.double(), strided]
@@ -68,7 +68,7 @@ def test_numpy_and_torch_packing_give_the_same_bits(n, monkeypatch):
         return out
 
     on_cpu = results()
-    monkeypatch.setattr(packing, "_numpy", lambda t: None)
+    monkeypatch.setattr(packing, "as_numpy", lambda t: None)
     in_torch = results()
     for a, b in zip(on_cpu, in_torch, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
@@ -271,7 +271,12 @@ def test_dense_sign_bits_made_in_blocks_equal_the_whole_product(shape, monkeypat
     )
 
 
-def test_keep_within_one_through_float16_bits_equals_the_comparison_for_every_float16():
+@pytest.mark.parametrize("in_numpy", [True, False], ids=["numpy", "torch"])
+def test_keep_within_one_through_float16_bits_equals_the_comparison_for_every_float16(
+    in_numpy, monkeypatch
+):
+    if not in_numpy:  # the path of devices other than the CPU
+        monkeypatch.setattr(packing, "as_numpy", lambda t: None)
     w = (
         torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.float16)
     )  # all 65536 patterns
@@ -279,6 +284,7 @@ def test_keep_within_one_through_float16_bits_equals_the_comparison_for_every_fl
     expected = torch.where(w.float().abs() <= 1, g.float(), 0.0)  # NaN: |w| ≤ 1 is false
     out = fn.keep_within_one(g.clone(), w, torch.empty(w.shape, dtype=torch.float16))
     assert out.dtype == torch.float16 and torch.equal(out.float(), expected)
+    assert torch.equal(fn.keep_within_one(g.clone(), w).float(), expected)  # its own scratch
     assert torch.equal(fn.keep_within_one(g.float(), w), expected)  # the float32 path
 
 

@@ -32,11 +32,21 @@ def packed_size(numel: int) -> int:
 
 
 #: dtypes whose CPU tensors NumPy reads in place
-_NUMPY_DTYPES = (torch.bool, torch.uint8, torch.float16, torch.float32, torch.float64)
+_NUMPY_DTYPES = (
+    torch.bool,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.float16,
+    torch.float32,
+    torch.float64,
+)
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray | None:
-    """``t``'s values as a NumPy array on its own memory where ``t`` is a CPU tensor NumPy can read, else None."""
+def as_numpy(t: torch.Tensor) -> np.ndarray | None:
+    """``t``'s values as a NumPy array on its own memory where ``t`` is a CPU tensor NumPy can read, else None:
+    the low-memory mode's bit operations run in NumPy there (one call each, with far less overhead per call
+    than torch's), and in torch on other devices."""
     if not t.is_cpu or t.dtype not in _NUMPY_DTYPES:
         return None
     return (t.detach() if t.requires_grad else t).numpy()
@@ -46,7 +56,7 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """Pack a boolean tensor (any shape) into a flat ``uint8`` tensor of ``ceil(numel / 8)`` bytes."""
     if bits.dtype != torch.bool:
         raise TypeError(f"bits must be a bool tensor, got dtype {bits.dtype}")
-    values = _numpy(bits)
+    values = as_numpy(bits)
     if values is not None:
         return torch.from_numpy(np.packbits(values))
     return _pack_bytes(bits.reshape(-1).view(torch.uint8))
@@ -84,15 +94,15 @@ def _lookup(
 ) -> torch.Tensor:
     """Each byte of ``packed`` replaced by its row of the 256×8 ``table``, cut to ``shape`` (into ``out``)."""
     numel = _check_packed(packed, shape)
-    index = _numpy(packed)
+    index = as_numpy(packed)
     if out is None:
         if index is not None:  # NumPy's take copies whole table rows
-            rows = np.take(table.numpy(), index, axis=0, mode="clip")
-            return torch.from_numpy(rows.reshape(-1)[:numel].reshape(tuple(shape)))
+            gathered = np.take(table.numpy(), index, axis=0, mode="clip")
+            return torch.from_numpy(gathered.reshape(-1)[:numel].reshape(tuple(shape)))
         return table.index_select(0, packed.int()).view(-1)[:numel].view(shape)
     table = table.to(out.dtype)
     rows = out[: packed.numel() * 8].view(-1, 8)
-    if index is not None and (into := _numpy(rows)) is not None:
+    if index is not None and (into := as_numpy(rows)) is not None:
         np.take(table.numpy(), index, axis=0, out=into, mode="clip")
         return out[:numel].view(shape)
     if (
@@ -125,7 +135,7 @@ def unpack_bits(
     a boolean one, and by a float32 one in four times the memory)."""
     if dtype not in _TABLES:
         raise ValueError(f"dtype must be torch.bool, torch.float32 or torch.uint8, got {dtype}")
-    if dtype != torch.float32 and (index := _numpy(packed)) is not None:
+    if dtype != torch.float32 and (index := as_numpy(packed)) is not None:
         numel = _check_packed(packed, shape)
         bits = np.unpackbits(index, count=numel).reshape(tuple(shape))  # ones and zeros
         return torch.from_numpy(bits.view(np.bool_) if dtype == torch.bool else bits)
@@ -134,7 +144,7 @@ def unpack_bits(
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
     """Packed ``sign(x) = +1`` bits (``x >= 0``, so ``sign(0) = +1``)."""
-    values = _numpy(x)
+    values = as_numpy(x)
     if values is not None:
         return torch.from_numpy(np.packbits(np.greater_equal(values, 0)))
     return pack_bits(torch.ge(x, 0))
@@ -142,7 +152,7 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
 
 def pack_within_one(x: torch.Tensor) -> torch.Tensor:
     """Packed ``|x| ≤ 1`` bits (the clipping STE's mask; NaN gives 0)."""
-    values = _numpy(x)
+    values = as_numpy(x)
     if values is not None:
         return torch.from_numpy(np.packbits(np.less_equal(np.abs(values), 1)))
     return pack_bits(x.abs() <= 1)
