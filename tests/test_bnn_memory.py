@@ -6,7 +6,13 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from qatcore.bnn.measure import measure_step, memory_summary
+from qatcore.bnn import streamed
+from qatcore.bnn.measure import (
+    measure_step,
+    memory_summary,
+    peak_in_this_process,
+    return_freed_memory,
+)
 from qatcore.bnn.memory import (
     KINDS,
     LOW_MEMORY,
@@ -116,3 +122,24 @@ def test_widget_callback_at_every_control_extreme(model, batch):
     assert (
         not plt.get_fignums()
     )  # a plain Figure: redrawing the widget leaves no pyplot figure behind
+
+
+def test_a_peak_is_measured_at_the_chunks_and_budgets_given(monkeypatch):
+    seen = []
+    plan = streamed.plan
+
+    def spying(stages, x_shape):
+        seen.append((streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE))
+        return plan(stages, x_shape)
+
+    monkeypatch.setattr(streamed, "plan", spying)
+    budgets = {"row_values": 2_000, "output_share": 0.1, "gradient_share": 0.2}
+    try:
+        peak = peak_in_this_process("cnv", "low_memory", 4, budgets=budgets)
+    finally:
+        return_freed_memory(on=False)
+    assert peak is None or peak > 0
+    assert len(seen) == 3 and set(seen) == {
+        (2_000, 0.1, 0.2)
+    }  # the throw-away step and the two measured
+    assert streamed.ROW_VALUES != 2_000

@@ -93,18 +93,51 @@ def test_streamed_step_is_bit_equal_to_the_layer_by_layer_step(
     _assert_same(_state(net)[2], _state(layered)[2])  # the running statistics
 
 
-def test_streamed_training_follows_the_layer_by_layer_training(monkeypatch):
-    """Three Adam steps: every weight and statistic stays identical."""
-    monkeypatch.setattr(streamed, "ROW_VALUES", 2_000)
-    monkeypatch.setattr(streamed, "OUTPUT_SHARE", 0.03)
-    monkeypatch.setattr(streamed, "GRADIENT_SHARE", 0.03)
+def test_streamed_training_follows_the_layer_by_layer_training(count_streamed):
+    """Three Adam steps with small chunks and budgets (``streamed.budgets``): every weight and statistic stays
+    identical."""
     net, layered = _pair(MODELS["cnv_same_padding"][0])
     runs = []
     for model in (net, layered):
         optimizer = make_optimizer(model, "low_memory")
-        runs.append([training_step(model, optimizer, *_batch(model, 9, seed)) for seed in range(3)])
-    assert runs[0] == runs[1]
+        with streamed.budgets(row_values=2_000, output_share=0.03, gradient_share=0.03):
+            runs.append(
+                [training_step(model, optimizer, *_batch(model, 9, seed)) for seed in range(3)]
+            )
+    assert count_streamed and runs[0] == runs[1]
     _assert_same(list(net.state_dict().values()), list(layered.state_dict().values()))
+
+
+def test_budgets_hold_inside_and_are_restored_after_even_an_error():
+    defaults = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE)
+    with streamed.budgets(row_values=4_096, gradient_share=0.1):
+        assert (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) == (
+            4_096,
+            defaults[1],
+            0.1,
+        )
+    with pytest.raises(RuntimeError), streamed.budgets(output_share=0.0):
+        assert streamed.OUTPUT_SHARE == 0.0
+        raise RuntimeError("inside")
+    assert (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) == defaults
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"row_values": 0}, "row_values"),
+        ({"row_values": 2.5}, "row_values"),
+        ({"output_share": 1.5}, "output_share"),
+        ({"output_share": -0.1}, "output_share"),
+        ({"gradient_share": float("nan")}, "gradient_share"),
+        ({"gradient_share": True}, "gradient_share"),
+    ],
+)
+def test_budgets_refuse_what_is_not_a_size_or_a_share(given, named):
+    defaults = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE)
+    with pytest.raises(ValueError, match=named), streamed.budgets(**given):
+        pass
+    assert (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) == defaults
 
 
 def test_float16_gradients_stream_too(monkeypatch, count_streamed):

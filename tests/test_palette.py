@@ -28,6 +28,7 @@ from qatcore.bnn.memory import (
 from qatcore.bnn.models import MODES as BNN_MODES
 from qatcore.bnn.plots import (
     accuracy_curves_figure,
+    budgets_figure,
     memory_breakdown_figure,
     memory_vs_batch_figure,
     waterfall_figure,
@@ -372,6 +373,38 @@ def test_bnn_curves_colour_each_training_mode_by_the_palette():
     )  # one mode, two curves: told apart by style
     with pytest.raises(ValueError, match="mode"):
         accuracy_curves_figure({"Adam": [0.5]}, "digits")
+
+
+def test_the_budgets_figure_puts_each_setting_at_its_time_and_peak_over_held():
+    settings = [
+        {
+            "row_values": 2**18,
+            "output_share": 0.6,
+            "gradient_share": 0.45,
+            "peak_bytes": 25 * MIB,
+            "time_ratio": 1.44,
+        },
+        {
+            "row_values": 2**16,
+            "output_share": 0.2,
+            "gradient_share": 0.2,
+            "peak_bytes": 21 * MIB,
+            "time_ratio": 1.8,
+        },
+    ]
+    figure = budgets_figure(settings, 15 * MIB, 1.3, 1.5)
+    axis = figure.axes[0]
+    (points,) = [line for line in axis.get_lines() if line.get_marker() == "o"]
+    assert list(points.get_xdata()) == [1.44, 1.8]
+    assert list(points.get_ydata()) == pytest.approx([25 / 15, 21 / 15])
+    assert hex_of(points.get_color()) == MODES["low_memory"].lower()
+    assert [t.get_text() for t in axis.texts] == ["2^18 · 0.60 · 0.45", "2^16 · 0.20 · 0.20"]
+    assert (
+        axis.get_xlim()[0] < 1.5 < axis.get_xlim()[1]
+        and axis.get_ylim()[0] < 1.3 < axis.get_ylim()[1]
+    )
+    with pytest.raises(ValueError, match="settings"):
+        budgets_figure([], 15 * MIB, 1.3, 1.5)
 
 
 # --- export (notebook 06) -----------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qatcore.bnn import streamed
 from qatcore.bnn.models import MODELS, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.train import training_step
@@ -193,18 +194,21 @@ def peak_in_this_process(
     gradient: str = "po2",
     seed: int = 0,
     steps: int = 2,
+    budgets: dict | None = None,
 ) -> int | None:
     """Peak resident memory of training one of ``MODELS`` ``steps`` steps at ``batch_size``, over this process's
     resident set before the model exists: the high-water mark covers the weights, the optimiser's
     state, every forward and backward. A first step of a throw-away copy, at the same batch, loads
     the kernels' code, thread pools and per-shape caches beforehand, so they do not count. Meant for a fresh
-    process (``measured_peak``); glibc returns freed blocks of ``MMAP_THRESHOLD`` bytes or more."""
+    process (``measured_peak``); glibc returns freed blocks of ``MMAP_THRESHOLD`` bytes or more. ``budgets``: the
+    streamed step's chunks and budgets (the arguments of ``qatcore.bnn.streamed.budgets``; default: its own)."""
     return_freed_memory()
 
     def train(count: int) -> None:
         net, opt, x, y = _new_training(model_name, mode, batch_size, optimizer, gradient, seed)
-        for _ in range(count):
-            training_step(net, opt, x, y)
+        with streamed.budgets(**(budgets or {})):
+            for _ in range(count):
+                training_step(net, opt, x, y)
 
     train(1)
     gc.collect()
@@ -280,6 +284,7 @@ def measured_peak(
     optimizer: str = "bnn_adam",
     gradient: str = "po2",
     seed: int = 0,
+    budgets: dict | None = None,
 ) -> int | None:
     """``peak_in_this_process`` run in a fresh Python process (so no earlier allocation hides the peak)
     for one of ``MODELS``; None where the peak cannot be read (not Linux)."""
@@ -287,7 +292,7 @@ def measured_peak(
     import subprocess
     import sys
 
-    args = json.dumps([model, mode, batch_size, optimizer, gradient, seed])
+    args = json.dumps([model, mode, batch_size, optimizer, gradient, seed, 2, budgets])
     code = f"import json; from qatcore.bnn.measure import peak_in_this_process as p; print(json.dumps(p(*json.loads({args!r}))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -152,3 +152,38 @@ def accuracy_curves_figure(curves: dict[str, list[float]], dataset: str) -> Figu
     ax.set_title(f"BNN MLP on {dataset}: both training algorithms")
     ax.legend()
     return fig
+
+
+def budgets_figure(
+    settings: list[dict], held_bytes: int, peak_target: float, time_target: float
+) -> Figure:
+    """The streamed step's trade: each setting of its chunks and budgets (``row_values``, ``output_share``,
+    ``gradient_share``, with its measured ``peak_bytes`` and ``time_ratio``) as a point, time against peak over
+    what the step holds; dashed lines at the two targets, the corner where both are met shaded."""
+    if not settings:
+        raise ValueError("settings must hold at least one measured setting")
+    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    times = [s["time_ratio"] for s in settings]
+    peaks = [s["peak_bytes"] / held_bytes for s in settings]
+    ax.plot(times, peaks, "o", color=MODES["low_memory"])
+    for s, t, p in zip(settings, times, peaks, strict=True):
+        label = f"2^{s['row_values'].bit_length() - 1} · {s['output_share']:.2f} · {s['gradient_share']:.2f}"
+        ax.annotate(label, (t, p), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    low_x, high_x = (
+        min(1.0, min(times) - 0.05),
+        max(time_target, max(times)) + 0.35,
+    )  # room for labels
+    low_y, high_y = min(1.0, min(peaks) - 0.05), max(peak_target, max(peaks)) + 0.1
+    ax.axvline(time_target, ls="--", color=GREY)
+    ax.axhline(peak_target, ls="--", color=GREY)
+    ax.fill_between(
+        [low_x, time_target], low_y, peak_target, color=REMOVED, alpha=0.5, label="both targets met"
+    )
+    ax.set_xlim(low_x, high_x)
+    ax.set_ylim(low_y, high_y)
+    ax.set_xlabel("low-memory step time / standard step time")
+    ax.set_ylabel("peak / held")
+    ax.set_title("Chunk size · output share · gradient share: memory against time")
+    ax.legend(fontsize=7, loc="upper right")
+    return fig

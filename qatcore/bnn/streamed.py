@@ -22,7 +22,8 @@ that no whole-batch float tensor of a large layer exists:
   first, so nothing changes), or, where that would exceed its budget (``GRADIENT_SHARE``), its first rows are
   kept (beside the stage above's kept gradient, up to the budget) and the others recomputed from that, chunk by
   chunk. The budgets are shares of the network's largest such tensor: the step's transient memory grows with
-  the layers' outputs as the standard step's does, a fixed fraction of it.
+  the layers' outputs as the standard step's does, a fixed fraction of it. ``budgets(...)`` sets the chunk size
+  and both shares for the steps taken inside it: smaller ones lower the peak and cost time.
 
 Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
 in float64 in both (``functions.channel_sum``), where it is exact for the values training meets, so the order
@@ -34,7 +35,9 @@ some stage's batch spans more than one chunk (``streamed_forward``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -51,6 +54,7 @@ from qatcore.bnn.layers import (
     SignActivation,
 )
 from qatcore.bnn.packing import pack_bits, pack_signs, pack_within_one, packed_size
+from qatcore.checks import int_at_least
 
 #: values of a stage's largest per-example tensor in one chunk of rows: the bound on every float32 working copy
 ROW_VALUES = 1 << 18
@@ -67,6 +71,38 @@ CONV_BLOCK = 1 << 18
 #: beside that one (the other rows recomputed)
 GRADIENT_SHARE = 0.45
 _TINY = torch.finfo(torch.float16).tiny
+
+
+@contextmanager
+def budgets(
+    row_values: int | None = None,
+    output_share: float | None = None,
+    gradient_share: float | None = None,
+) -> Iterator[None]:
+    """Stream the steps taken inside it with other chunks and budgets (``ROW_VALUES``, ``OUTPUT_SHARE``,
+    ``GRADIENT_SHARE``; None keeps one as it is), the defaults back on leaving. Smaller ones lower the step's
+    peak and cost time: more chunks, each a few more kernel calls, and more rows recomputed rather than kept. The
+    results do not change, bit for bit."""
+    given = {
+        "ROW_VALUES": None if row_values is None else int_at_least("row_values", row_values, 1),
+        "OUTPUT_SHARE": _share("output_share", output_share),
+        "GRADIENT_SHARE": _share("gradient_share", gradient_share),
+    }
+    module = globals()
+    before = {name: module[name] for name in given}
+    module.update({name: value for name, value in given.items() if value is not None})
+    try:
+        yield
+    finally:
+        module.update(before)
+
+
+def _share(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 1:
+        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 @dataclass
