@@ -292,8 +292,12 @@ def measured_peak(
     import subprocess
     import sys
 
-    args = json.dumps([model, mode, batch_size, optimizer, gradient, seed, 2, budgets])
-    code = f"import json; from qatcore.bnn.measure import peak_in_this_process as p; print(json.dumps(p(*json.loads({args!r}))))"
+    args = json.dumps([model, mode, batch_size, optimizer, gradient, seed])
+    keywords = json.dumps({"budgets": budgets})
+    code = (
+        "import json; from qatcore.bnn.measure import peak_in_this_process as p; "
+        f"print(json.dumps(p(*json.loads({args!r}), **json.loads({keywords!r}))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -80,7 +80,7 @@ def budgets(
     gradient_share: float | None = None,
 ) -> Iterator[None]:
     """Stream the steps taken inside it with other chunks and budgets (``ROW_VALUES``, ``OUTPUT_SHARE``,
-    ``GRADIENT_SHARE``; None keeps one as it is), the defaults back on leaving. Smaller ones lower the step's
+    ``GRADIENT_SHARE``; None keeps one as it is), the values from before back on leaving. Smaller ones lower the step's
     peak and cost time: more chunks, each a few more kernel calls, and more rows recomputed rather than kept. The
     results do not change, bit for bit."""
     given = {
