@@ -18,12 +18,14 @@ that no whole-batch float tensor of a large layer exists:
   the stage above that produces ``g``: the sums, and ``g``'s extremes per channel, which bound ``max|dY|`` (the
   batch norm's backward increases with ``g``). ``dY`` is quantised relative to that bound; where the true
   ``max|dY|``, found on the way, would have scaled it otherwise, the stage's pass runs again with it. The
-  gradient between two stages is kept whole in float16 (the batch norm rounds its incoming gradient to float16
-  first, so nothing changes), or, where that would exceed its budget (``GRADIENT_SHARE``), its first rows are
-  kept (beside the stage above's kept gradient, up to the budget) and the others recomputed from that, chunk by
-  chunk. The budgets are shares of the network's largest such tensor: the step's transient memory grows with
-  the layers' outputs as the standard step's does, a fixed fraction of it. ``budgets(...)`` sets the chunk size
-  and both shares for the steps taken inside it: smaller ones lower the peak and cost time.
+  gradient between two stages is kept in float16 (the batch norm rounds its incoming gradient to float16
+  first, so nothing changes): whole, or its first rows and the others recomputed, chunk by chunk, from the
+  gradient above it, then kept whole. ``gradient_plan`` chooses which, for all of them together, so that the
+  float16 gradients any one pass holds stay within their budget (``GRADIENT_SHARE``) and the fewest
+  multiply-adds are recomputed. The budgets are shares of the network's largest such tensor: the step's
+  transient memory grows with the layers' outputs as the standard step's does, a fixed fraction of it.
+  ``budgets(...)`` sets the chunk size and both shares for the steps taken inside it: smaller ones lower the
+  peak and cost time.
 
 Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
 in float64 in both (``functions.channel_sum``), where it is exact for the values training meets, so the order
@@ -45,6 +47,7 @@ from torch import nn
 from torch.autograd import Function
 
 from qatcore.bnn import functions as fn
+from qatcore.bnn.gradient_plan import gradient_rows
 from qatcore.bnn.layers import (
     BinaryConv2d,
     BinaryLayer,
@@ -66,9 +69,9 @@ OUTPUT_SHARE = 0.6
 #: channels at a time, and its input gradient a block of input channels at a time (its float32 ``sign(W)`` and
 #: ``dW`` pieces would otherwise be the step's largest temporaries)
 CONV_BLOCK = 1 << 18
-#: share of the network's largest gradient between two stages (float16) that the kept ones may take together:
-#: one is kept whole where it fits; a larger one's first rows where the gradient it comes from is kept whole,
-#: beside that one (the other rows recomputed)
+#: share of the network's largest gradient between two stages (float16) that the kept ones held by any one pass
+#: of the backward may take together (``gradient_plan``: where no choice of whole and partly kept ones fits, the
+#: least that does)
 GRADIENT_SHARE = 0.45
 _TINY = torch.finfo(torch.float16).tiny
 
@@ -115,11 +118,12 @@ class Stage:
     bn: L1BatchNorm | None = None
     sign: bool = False  # a sign activation follows the batch norm (every stage but the last)
     pool_after: bool = False  # a 2×2 max-pool after the sign (CNV)
-    # shapes (with the batch), chunks and the budgets of kept outputs and gradients (bytes), set by ``plan``
+    # set by ``plan``: shapes (with the batch), chunks, the budget of its kept output (bytes) and the rows of its
+    # output gradient kept in float16 (the others recomputed from the stage above's)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     chunks: list[tuple[int, int]] = field(default_factory=list)
     output_bytes: int = 0
-    gradient_bytes: int = 0
+    gradient_rows: int = 0
 
     def op(self) -> fn.DenseOp | fn.ConvOp:
         if isinstance(self.layer, BinaryConv2d):
@@ -206,10 +210,14 @@ def plan(stages: list[Stage], x_shape) -> bool:
     outputs = [
         2 * math.prod(st.shapes["z"]) for s, st in enumerate(stages) if s or st.layer.binary_input
     ]
-    gradients = [2 * math.prod(st.shapes["out"]) for st in stages[:-1]]
     for st in stages:
         st.output_bytes = int(OUTPUT_SHARE * max(outputs, default=0))
-        st.gradient_bytes = int(GRADIENT_SHARE * max(gradients, default=0))
+    gradients = [2 * _per_example(st.shapes["out"]) for st in stages[:-1]]
+    # recomputing a row of a stage's output gradient: the input gradient of the stage above, for one example
+    costs = [_per_example(st.shapes["y"]) * st.layer.weight[0].numel() for st in stages[1:]]
+    budget = int(GRADIENT_SHARE * n * max(gradients, default=0))
+    for st, rows in zip(stages, gradient_rows(gradients, costs, n, budget), strict=False):
+        st.gradient_rows = rows
     return any(len(st.chunks) > 1 for st in stages)
 
 
@@ -477,40 +485,19 @@ class StreamedNetwork(Function):
         reductions = _Reductions(stages[last].shapes["z"][1])
         for i, j in stages[last].chunks:
             reductions.add(step.bn_grad(last, source(i, j), i, j), step.positive(last, i, j))
-        stored_source, source_bytes, dbetas = True, 0, [None] * len(stages)
+        dbetas = [None] * len(stages)
         for s in range(last, -1, -1):
             bn = stages[s].bn
             assert bn is not None
             dbetas[s] = reductions.total.to(bn.bias.dtype)
             step = _StageBackward(stages, saved, s, reductions, source)
-            # the stage below's output gradient is kept whole in float16 unless that is large and this stage's
-            # own source is kept whole: then its first rows are kept within its budget and the rest recomputed
-            # from that source, chunk by chunk
-            rows = (
-                _rows_kept(
-                    stages[s - 1].shapes["out"],
-                    stored_source,
-                    source_bytes,
-                    stages[s].gradient_bytes,
-                )
-                if s
-                else 0
-            )
-            kept, reductions = step.run(rows)
-            stored_source = s > 0 and kept.shape[0] == stages[s - 1].shapes["out"][0]
+            # the stage below's output gradient: its first rows kept in float16 as planned (all of them, or the
+            # rest recomputed from this stage's source, chunk by chunk)
+            kept, reductions = step.run(stages[s - 1].gradient_rows if s else 0)
+            whole = s > 0 and kept.shape[0] == stages[s - 1].shapes["out"][0]
             # (a whole one does not hold on to this stage's source, nor that to the one above)
-            source = _Kept(kept, None if stored_source else step.recomputed)
-            source_bytes = kept.numel() * kept.element_size()
+            source = _Kept(kept, None if whole else step.recomputed)
         return (None, None, *dbetas)
-
-
-def _rows_kept(shape, stored_source: bool, source_bytes: int, budget: int) -> int:
-    """Rows of a gradient of ``shape`` kept in float16 (``StreamedNetwork.backward``): all of them where they fit
-    in ``budget`` bytes or where the gradient they come from is itself partly recomputed; else as many as fit
-    beside that gradient."""
-    if not stored_source or 2 * math.prod(shape) <= budget:
-        return shape[0]
-    return max(0, budget - source_bytes) // (2 * _per_example(shape))
 
 
 class _Kept:
