@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -251,3 +252,34 @@ def test_only_a_low_memory_step_with_bit_gradients_over_several_chunks_streams()
     )
     with torch.no_grad():
         assert streamed.can_stream(net.train(), x) is None
+
+
+@pytest.mark.parametrize("conv_block", [700, 5_000, 40_000])
+def test_large_convolutions_in_blocks_stay_bit_equal(conv_block, monkeypatch, count_streamed):
+    """With ``CONV_BLOCK`` small, CNV's convolutions run a block of their weight at a time: the forward a block
+    of output channels, the weight gradient summed block by block, its ``dY`` gathered where that takes less
+    memory than the whole sum, else added to the whole sum chunk by chunk."""
+    monkeypatch.setattr(streamed, "ROW_VALUES", 2_000)
+    monkeypatch.setattr(streamed, "CONV_BLOCK", conv_block)
+    made, blocks = [], []
+    original_init, original_blocks = streamed._WeightGradient.__init__, streamed._conv_blocks
+
+    def init(self, *args):
+        original_init(self, *args)
+        made.append(self)
+
+    monkeypatch.setattr(streamed._WeightGradient, "__init__", init)
+    monkeypatch.setattr(
+        streamed, "_conv_blocks", lambda *a: blocks.append(1) or original_blocks(*a)
+    )
+    net, layered = _pair(MODELS["cnv"][0])
+    x, y = _batch(net, MODELS["cnv"][1])
+    logits, layered_logits = net(x), layered(x)
+    assert count_streamed and blocks and torch.equal(logits, layered_logits)
+    F.cross_entropy(logits, y).backward()
+    F.cross_entropy(layered_logits, y).backward()
+    _assert_same(_state(net)[0], _state(layered)[0])
+    _assert_same(_state(net)[1], _state(layered)[1])
+    large = [w for w in made if not w.dense and math.prod(w.w_shape) > conv_block]
+    assert any(w.gathered for w in large)
+    assert any(not w.gathered for w in large)

@@ -215,10 +215,27 @@ def plan(stages: list[Stage], x_shape) -> bool:
     gradients = [2 * _per_example(st.shapes["out"]) for st in stages[:-1]]
     # recomputing a row of a stage's output gradient: the input gradient of the stage above, for one example
     costs = [_per_example(st.shapes["y"]) * st.layer.weight[0].numel() for st in stages[1:]]
-    budget = int(GRADIENT_SHARE * n * max(gradients, default=0))
-    for st, rows in zip(stages, gradient_rows(gradients, costs, n, budget), strict=False):
+    for st, rows in zip(
+        stages, gradient_rows(gradients, costs, n, _allowances(stages)), strict=False
+    ):
         st.gradient_rows = rows
     return any(len(st.chunks) > 1 for st in stages)
+
+
+def _allowances(stages: list[Stage]) -> list[int]:
+    """Bytes of kept gradients each stage's backward pass may hold: ``GRADIENT_SHARE`` of the largest, and as much
+    more as its chunks' float32 working copies (its input, ``dY`` and the batch-norm gradient below) are smaller
+    than those of the pass with the largest."""
+    n = stages[0].shapes["in"][0]
+    largest = max((2 * math.prod(st.shapes["out"]) for st in stages[:-1]), default=0)
+    work = []
+    for s, st in enumerate(stages):
+        below = _per_example(stages[s - 1].shapes["z"]) if s else 0
+        i, j = st.chunks[0]
+        work.append(
+            4 * (j - i) * (_per_example(st.shapes["in"]) + _per_example(st.shapes["y"]) + below)
+        )
+    return [int(GRADIENT_SHARE * largest) + max(work) - w for w in work] if n else []
 
 
 def streamed_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
@@ -359,7 +376,13 @@ class _LayerRows:
     def __init__(self, st: Stage, first_input: torch.Tensor | None, bits: torch.Tensor | None):
         self.st, self.first_input, self.bits = st, first_input, bits
         self.op = st.op()
-        self.w = None if _blocked(self.op, st.layer.weight) else fn.sign(st.layer.weight)
+        # a large layer's float32 sign(W) is made a block at a time (over a binary input, where the integer
+        # sums are exact in any order)
+        binary = bits is not None or st.layer.binary_input
+        self.blocked = _blocked(self.op, st.layer.weight) or (
+            binary and st.layer.weight.numel() > CONV_BLOCK
+        )
+        self.w = None if self.blocked else fn.sign(st.layer.weight)
 
     def __call__(self, i: int, j: int, switches: torch.Tensor | None = None) -> torch.Tensor:
         st = self.st
@@ -369,11 +392,12 @@ class _LayerRows:
             assert self.first_input is not None
             inputs = self.first_input[i:j]
             inputs = fn.sign(inputs) if st.layer.binary_input else inputs
-        y = (
-            self.op(inputs, self.w)
-            if self.w is not None
-            else _dense_blocks(inputs, st.layer.weight)
-        )
+        if self.w is not None:
+            y = self.op(inputs, self.w)
+        elif isinstance(self.op, fn.DenseOp):
+            y = _dense_blocks(inputs, st.layer.weight)
+        else:
+            y = _conv_blocks(self.op, inputs, st.layer.weight)
         if not st.pool_before:
             return y
         z, mask = fn.max_pool_switches(y)
@@ -596,7 +620,12 @@ class _StageBackward:
 
     def _pass(self, rows: int) -> tuple[torch.Tensor, _Reductions, float]:
         s, st = self.s, self.st
-        weight_grad = _WeightGradient(self.op, st.layer.weight.shape)
+        weight_grad = _WeightGradient(
+            self.op,
+            st.layer.weight.shape,
+            lambda i, j: _inputs(self.saved[s, "in"], st.shapes["in"], i, j),
+            math.prod(st.shapes["y"]),
+        )
         below = self.stages[s - 1] if s else None
         reductions = _Reductions(below.shapes["z"][1] if below is not None else 1)
         kept = torch.empty((rows, *below.shapes["out"][1:]) if below else (0,), dtype=torch.float16)
@@ -604,7 +633,7 @@ class _StageBackward:
         for i, j in st.chunks:
             dyq, chunk_largest = self.dy(i, j)
             largest = max(largest, chunk_largest)
-            weight_grad.add(_inputs(self.saved[s, "in"], st.shapes["in"], i, j), dyq)
+            weight_grad.add(i, j, dyq)
             if below is None:
                 continue
             big_g = self.below(dyq, i, j)
@@ -628,6 +657,15 @@ def _dense_blocks(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     y = x.new_empty((x.shape[0], weight.shape[0]))
     for r in range(0, weight.shape[0], rows):
         torch.matmul(x, fn.sign(weight[r : r + rows]).t(), out=y[:, r : r + rows])
+    return y
+
+
+def _conv_blocks(op: fn.ConvOp, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A convolution's output, ``CONV_BLOCK`` values of its weight (whole output channels) at a time."""
+    y = x.new_empty(op.output_shape(x.shape, weight.shape))
+    step = max(1, CONV_BLOCK // weight[0].numel())
+    for o in range(0, weight.shape[0], step):
+        y[:, o : o + step] = op(x, fn.sign(weight[o : o + step]))
     return y
 
 
@@ -659,41 +697,65 @@ def _inputs(kept: torch.Tensor, shape, i: int, j: int) -> torch.Tensor:
 
 
 class _WeightGradient:
-    """The packed ``sign(dW)`` of a binary layer, summed over chunks of rows (a dense layer's rows are gathered
-    first and its sum made a block of output rows at a time, ``functions.dense_sign_bits``)."""
+    """The packed ``sign(dW)`` of a binary layer, summed over chunks of rows (``inputs(i, j)``: rows of the layer's
+    input). A large convolution's sum is made a block of output channels (``CONV_BLOCK`` values) at a time. Where
+    the whole batch's ``dY`` takes less memory than the whole float32 sum, as a dense layer's and a late
+    convolution's do, the chunks' ``dY`` are gathered and each block summed over all of them and packed in turn
+    (a dense layer's by ``functions.dense_sign_bits``); else a whole sum is added to, block by block, chunk by
+    chunk. Each element's sum is the same either way: zero, then each chunk's part in turn."""
 
-    def __init__(self, op, w_shape) -> None:
-        self.op, self.w_shape = op, w_shape
+    def __init__(self, op, w_shape, inputs: Callable, dy_values: int) -> None:
+        self.op, self.w_shape, self.inputs = op, w_shape, inputs
         self.dense = isinstance(op, fn.DenseOp)
+        per_output = math.prod(w_shape[1:])
+        self.step = max(1, CONV_BLOCK // per_output)
+        if math.prod(w_shape) > CONV_BLOCK:  # each block starts on a whole byte of the packed bits
+            align = 8 // math.gcd(8, per_output)
+            self.step = max(align, self.step // align * align)
+        whole = self.dense or dy_values + self.step * per_output < math.prod(w_shape)
+        self.gathered = whole and (self.dense or math.prod(w_shape) > CONV_BLOCK)
         self.total: torch.Tensor | None = None
-        self.rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.rows: list[tuple[int, int, torch.Tensor]] = []
 
-    def add(self, x: torch.Tensor, dyq: torch.Tensor) -> None:
-        if self.dense:
-            self.rows.append((x, dyq))
+    def add(self, i: int, j: int, dyq: torch.Tensor) -> None:
+        if self.gathered:
+            self.rows.append((i, j, dyq))
             return
+        x = self.inputs(i, j)
         if math.prod(self.w_shape) <= CONV_BLOCK:
             part = self.op.weight_grad(x, dyq, self.w_shape)
             self.total = part if self.total is None else self.total.add_(part)
             return
-        if (
-            self.total is None
-        ):  # a large layer's: a block of output channels at a time, into one sum
+        if self.total is None:
             self.total = torch.zeros(self.w_shape)
-        step = max(1, CONV_BLOCK // math.prod(self.w_shape[1:]))
-        for o in range(0, self.w_shape[0], step):
-            block = dyq[:, o : o + step]
-            shape = (block.shape[1], *self.w_shape[1:])
-            self.total[o : o + step] += self.op.weight_grad(x, block, shape)
+        for o in range(0, self.w_shape[0], self.step):
+            self.total[o : o + self.step] += self._part(x, dyq, o)
+
+    def _part(self, x: torch.Tensor, dyq: torch.Tensor, o: int) -> torch.Tensor:
+        block = dyq[:, o : o + self.step]
+        return self.op.weight_grad(x, block, (block.shape[1], *self.w_shape[1:]))
 
     def bits(self) -> torch.Tensor:
         if self.dense:
-            x, dyq = (torch.cat(t) for t in zip(*self.rows, strict=True))
+            x = torch.cat([self.inputs(i, j) for i, j, _ in self.rows])
+            dyq = torch.cat([dyq for _, _, dyq in self.rows])
             if math.prod(self.w_shape) > fn.WEIGHT_BLOCK:
                 return fn.dense_sign_bits(x, dyq, self.w_shape)
             self.total = self.op.weight_grad(x, dyq, self.w_shape)
+        if self.gathered and not self.dense:
+            return self._gathered_bits()
         assert self.total is not None
         return pack_signs(self.total)  # sign(0) = +1
+
+    def _gathered_bits(self) -> torch.Tensor:
+        per_output = math.prod(self.w_shape[1:])
+        bits = torch.empty(packed_size(math.prod(self.w_shape)), dtype=torch.uint8)
+        for o in range(0, self.w_shape[0], self.step):
+            total = torch.zeros((min(self.step, self.w_shape[0] - o), *self.w_shape[1:]))
+            for i, j, dyq in self.rows:
+                total += self._part(self.inputs(i, j), dyq, o)
+            _put(bits, per_output, o, pack_signs(total))
+        return bits
 
 
 def _largest_dy_bound(
