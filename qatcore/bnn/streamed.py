@@ -212,6 +212,8 @@ def plan(stages: list[Stage], x_shape) -> bool:
     ]
     for st in stages:
         st.output_bytes = int(OUTPUT_SHARE * max(outputs, default=0))
+    if all(len(st.chunks) <= 1 for st in stages):
+        return False
     gradients = [2 * _per_example(st.shapes["out"]) for st in stages[:-1]]
     # recomputing a row of a stage's output gradient: the input gradient of the stage above, for one example
     costs = [_per_example(st.shapes["y"]) * st.layer.weight[0].numel() for st in stages[1:]]
@@ -219,14 +221,13 @@ def plan(stages: list[Stage], x_shape) -> bool:
         stages, gradient_rows(gradients, costs, n, _allowances(stages)), strict=False
     ):
         st.gradient_rows = rows
-    return any(len(st.chunks) > 1 for st in stages)
+    return True
 
 
 def _allowances(stages: list[Stage]) -> list[int]:
     """Bytes of kept gradients each stage's backward pass may hold: ``GRADIENT_SHARE`` of the largest, and as much
     more as its chunks' float32 working copies (its input, ``dY`` and the batch-norm gradient below) are smaller
     than those of the pass with the largest."""
-    n = stages[0].shapes["in"][0]
     largest = max((2 * math.prod(st.shapes["out"]) for st in stages[:-1]), default=0)
     work = []
     for s, st in enumerate(stages):
@@ -235,7 +236,7 @@ def _allowances(stages: list[Stage]) -> list[int]:
         work.append(
             4 * (j - i) * (_per_example(st.shapes["in"]) + _per_example(st.shapes["y"]) + below)
         )
-    return [int(GRADIENT_SHARE * largest) + max(work) - w for w in work] if n else []
+    return [int(GRADIENT_SHARE * largest) + max(work) - w for w in work]
 
 
 def streamed_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
