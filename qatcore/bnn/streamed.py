@@ -713,8 +713,10 @@ class _WeightGradient:
         if math.prod(w_shape) > CONV_BLOCK:  # each block starts on a whole byte of the packed bits
             align = 8 // math.gcd(8, per_output)
             self.step = max(align, self.step // align * align)
-        whole = self.dense or dy_values + self.step * per_output < math.prod(w_shape)
-        self.gathered = whole and (self.dense or math.prod(w_shape) > CONV_BLOCK)
+        # a large convolution's dY is gathered where the whole batch's and one block's sum take less memory than
+        # the whole sum
+        smaller = dy_values + self.step * per_output < math.prod(w_shape)
+        self.gathered = self.dense or (math.prod(w_shape) > CONV_BLOCK and smaller)
         self.total: torch.Tensor | None = None
         self.rows: list[tuple[int, int, torch.Tensor]] = []
 
