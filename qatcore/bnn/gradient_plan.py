@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 _WHOLE, _PART = 0, 1
-_Plan = tuple[
-    float, list[int]
-]  # (multiply-adds recomputed, rows kept of each gradient from some k up)
+#: (multiply-adds recomputed, rows kept of each gradient from some k up)
+_Plan = tuple[float, list[int]]
 
 
 def gradient_rows(
@@ -71,9 +70,8 @@ class _Planner:
         """Rows of gradient ``k`` kept as ``choice``, or None where it cannot be kept in part."""
         if choice == _WHOLE:
             return self.rows
-        whole = [self.rows * b for b in self.row_bytes]
-        above = whole[k + 1] if k + 1 < len(whole) else 0
-        below = whole[k - 1] if k else 0
+        above = self.rows * self.row_bytes[k + 1] if k + 1 < len(self.row_bytes) else 0
+        below = self.rows * self.row_bytes[k - 1] if k else 0
         # pass k + 1 holds the kept rows and gradient k + 1; pass k those, the one above it and gradient k − 1
         room = min(self.allowance[k + 1] - above, self.allowance[k] - above - below)
         if room < 0:

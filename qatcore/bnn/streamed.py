@@ -21,8 +21,8 @@ that no whole-batch float tensor of a large layer exists:
   gradient between two stages is kept in float16 (the batch norm rounds its incoming gradient to float16
   first, so nothing changes): whole, or its first rows and the others recomputed, chunk by chunk, from the
   gradient above it, then kept whole. ``gradient_plan`` chooses which, for all of them together, so that the
-  float16 gradients any one pass holds stay within their budget (``GRADIENT_SHARE``) and the fewest
-  multiply-adds are recomputed. The budgets are shares of the network's largest such tensor: the step's
+  float16 gradients each pass holds stay within its allowance (``GRADIENT_SHARE``, ``_allowances``) and the
+  fewest multiply-adds are recomputed. The budgets are shares of the network's largest such tensor: the step's
   transient memory grows with the layers' outputs as the standard step's does, a fixed fraction of it.
   ``budgets(...)`` sets the chunk size and both shares for the steps taken inside it: smaller ones lower the
   peak and cost time.
@@ -69,9 +69,9 @@ OUTPUT_SHARE = 0.6
 #: channels at a time, and its input gradient a block of input channels at a time (its float32 ``sign(W)`` and
 #: ``dW`` pieces would otherwise be the step's largest temporaries)
 CONV_BLOCK = 1 << 18
-#: share of the network's largest gradient between two stages (float16) that the kept ones held by any one pass
-#: of the backward may take together (``gradient_plan``: where no choice of whole and partly kept ones fits, the
-#: least that does)
+#: share of the network's largest gradient between two stages (float16) that the kept ones held by a pass of the
+#: backward may take together; a pass whose chunks' float32 working copies are smaller than the largest pass's may
+#: hold that much more (``_allowances``; ``gradient_plan``: where no plan fits, the least raise that one fits)
 GRADIENT_SHARE = 0.45
 _TINY = torch.finfo(torch.float16).tiny
 
