@@ -19,9 +19,23 @@ below, never up (tests/test_layout.py checks it, the zoo's ``"module:factory"`` 
    line: thin faces on the same functions.
 """
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = version("qatcore")  # written once, in pyproject.toml
+
+def _version() -> str:
+    """The installed version, written once, in pyproject.toml; for a checkout that is on ``PYTHONPATH``
+    without being installed (a machine that has its own PyTorch), the one its pyproject.toml states."""
+    try:
+        return version("qatcore")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text("utf-8"))["project"]["version"]
+
+
+__version__ = _version()
 __all__ = ["configure", "__version__"]
 
 

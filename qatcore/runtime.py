@@ -68,7 +68,22 @@ def configure(seed: int = 0, threads: int | None = None, strict: bool | None = N
     torch.set_num_threads(threads)
     # CPU kernels are all deterministic; on a GPU, an op without a deterministic kernel warns
     torch.use_deterministic_algorithms(True, warn_only=True)
+    full_float32_on_gpus()
     seed_everything(seed)
+
+
+def full_float32_on_gpus() -> None:
+    """Keep float32 convolutions and matrix products on a GPU in float32.
+
+    cuDNN's default on Ampere and later GPUs computes float32 convolutions in TF32 (10 mantissa bits),
+    which moves trained numbers by far more than a change of kernels does: two runs meant to agree
+    within float tolerance would not. The CPU is unaffected."""
+    if hasattr(torch.backends.cudnn, "conv"):  # torch 2.9 and later: per-operator precision
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def show_progress(progress: bool | None = None) -> bool:

@@ -224,3 +224,18 @@ def test_a_fresh_venv_with_the_default_install_imports_every_module_the_notebook
 def test_normalise_sees_a_drift():
     assert _normalise("numpy>=2.0,<3") == _normalise("NumPy <3, >=2.0")
     assert _normalise("numpy>=2.0,<3") != _normalise("numpy>=2.1,<3")
+
+
+def test_a_checkout_on_the_path_without_being_installed_knows_its_version(tmp_path):
+    # a copy of the checkout as one travels to a machine with its own Python: no build metadata beside it,
+    # and -S leaves out site-packages, where this one's installed metadata lies
+    (tmp_path / "qatcore").mkdir()
+    for name in ("qatcore/__init__.py", "pyproject.toml"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    code = "import qatcore; print(qatcore.__version__)"
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    assert done.stdout.strip() == pyproject["project"]["version"]

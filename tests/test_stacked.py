@@ -201,3 +201,16 @@ def test_the_command_line_stacks_the_runs_when_asked(capsys):
     assert json.loads(out) == json.loads(json.dumps(stacked.to_dict()))
     code, _, err = run_cli(capsys, "equivalence", "--epochs", "1", "--stack-size", "0")
     assert code == 2 and "stack_size" in err
+
+
+def test_configure_keeps_float32_convolutions_and_products_in_float32_on_a_gpu():
+    # TF32 (cuDNN's default for float32 convolutions on Ampere and later GPUs) rounds their inputs to
+    # 10 mantissa bits: a stacked run and its run alone would no longer agree to float tolerance
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        runtime.configure(seed=0)
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
