@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from qatcore.bnn import streamed
-from qatcore.bnn.measure import peak_on_gpu
+from qatcore.bnn.measure import operator_count, peak_on_gpu
 from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, ResNetE18, set_mode
 from qatcore.bnn.optim import make_optimizer
 from qatcore.bnn.packing import pack_bits, unpack_bits, unpack_signs
@@ -97,3 +97,17 @@ def test_without_a_gpu_the_gpu_bench_says_so_and_writes_nothing(tmp_path):
     )
     assert done.returncode == 2 and "no CUDA device here" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_operator_count_is_what_the_step_dispatches():
+    standard = operator_count("cnv", "standard", 4)
+    streamed_once = operator_count("cnv", "low_memory", 4)
+    # the same step, the same operators
+    assert operator_count("cnv", "low_memory", 4) == streamed_once
+    assert streamed_once > 2 * standard > 0
+    with streamed.budgets(row_values=2_000):  # more chunks: each runs its own operators
+        assert operator_count("cnv", "low_memory", 4) > 2 * streamed_once
+    with pytest.raises(ValueError, match="model_name"):
+        operator_count("vgg", "standard", 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        operator_count("cnv", "standard", 1)

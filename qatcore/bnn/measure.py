@@ -277,6 +277,30 @@ def peak_on_gpu(
     }
 
 
+def operator_count(model_name: str, mode: str, batch_size: int, optimizer: str = "bnn_adam") -> int:
+    """How many PyTorch operators the second training step of one of ``MODELS`` dispatches at ``batch_size``
+    (power-of-two ``dY``, seed 0), counted below autograd, where each is one kernel launch on a GPU. Where a
+    step's arithmetic is small, as on a GPU, the count sets its time: the streamed low-memory step runs its
+    operators chunk by chunk."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    check_choice("model_name", model_name, sorted(MODELS))
+    batch_size = int_at_least("batch_size", batch_size, 2)
+
+    class Counted(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counted.count += 1
+            return func(*args, **(kwargs or {}))
+
+    net, opt, x, y = _new_training(model_name, mode, batch_size, optimizer, "po2", 0)
+    training_step(net, opt, x, y)  # the first step makes the optimiser's state
+    with Counted():
+        training_step(net, opt, x, y)
+    return Counted.count
+
+
 def measured_peak(
     model: str,
     mode: str,
