@@ -77,13 +77,11 @@ def full_float32_on_gpus() -> None:
 
     cuDNN's default on Ampere and later GPUs computes float32 convolutions in TF32 (10 mantissa bits),
     which moves trained numbers by far more than a change of kernels does: two runs meant to agree
-    within float tolerance would not. The CPU is unaffected."""
-    if hasattr(torch.backends.cudnn, "conv"):  # torch 2.9 and later: per-operator precision
-        torch.backends.cudnn.conv.fp32_precision = "ieee"
-        torch.backends.cuda.matmul.fp32_precision = "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+    within float tolerance would not. The CPU is unaffected. These are the flags every torch version
+    reads; torch 2.9's per-operator ``fp32_precision`` would leave cuDNN's convolutions and RNNs set
+    differently, and torch code that reads ``allow_tf32`` (``torch.export`` does) then raises."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def show_progress(progress: bool | None = None) -> bool:

@@ -206,11 +206,13 @@ def test_the_command_line_stacks_the_runs_when_asked(capsys):
 def test_configure_keeps_float32_convolutions_and_products_in_float32_on_a_gpu():
     # TF32 (cuDNN's default for float32 convolutions on Ampere and later GPUs) rounds their inputs to
     # 10 mantissa bits: a stacked run and its run alone would no longer agree to float tolerance
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    before = conv.fp32_precision, matmul.fp32_precision
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
     try:
-        conv.fp32_precision = matmul.fp32_precision = "tf32"
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
         runtime.configure(seed=0)
-        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+        # read as torch.export reads it: one setting for every cuDNN operator
+        assert cudnn.conv.fp32_precision == cudnn.rnn.fp32_precision
     finally:
-        conv.fp32_precision, matmul.fp32_precision = before
+        cudnn.allow_tf32, matmul.allow_tf32 = before
