@@ -68,11 +68,11 @@ def configure(seed: int = 0, threads: int | None = None, strict: bool | None = N
     torch.set_num_threads(threads)
     # CPU kernels are all deterministic; on a GPU, an op without a deterministic kernel warns
     torch.use_deterministic_algorithms(True, warn_only=True)
-    full_float32_on_gpus()
+    _full_float32_on_gpus()
     seed_everything(seed)
 
 
-def full_float32_on_gpus() -> None:
+def _full_float32_on_gpus() -> None:
     """Keep float32 convolutions and matrix products on a GPU in float32.
 
     cuDNN's default on Ampere and later GPUs computes float32 convolutions in TF32 (10 mantissa bits),
