@@ -83,9 +83,10 @@ def thresholds(bits: int, m: float, dtype: torch.dtype = torch.float64) -> torch
 def uniform_quantize(w: torch.Tensor, bits: int, m: float) -> torch.Tensor:
     """``Q(w) = Δ·round((clip(w, -m, m) + m) / Δ) - m`` (forward only; no gradient defined).
 
-    NaN stays NaN and ±inf clip to ±m. float16 and bfloat16 inputs are quantized in float32 and the
-    levels rounded to their dtype once; widths their significand cannot hold (``HALF_MAX_BITS``)
-    are refused.
+    NaN stays NaN and ±inf take the end levels. The bottom level is ``-m`` exactly; the top,
+    ``Δ·(2**bits - 1) - m`` in float32, can be an ulp or two from ``m``. float16 and bfloat16
+    inputs are quantized in float32 and the levels rounded to their dtype once; widths their
+    significand cannot hold (``HALF_MAX_BITS``) are refused.
     """
     bits, m = check_bits(bits), check_range(m)
     delta = step_size(bits, m)

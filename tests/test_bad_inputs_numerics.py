@@ -72,12 +72,24 @@ def test_po2_quantize_refuses_a_negative_or_non_number_top(top):
 @examples(100)
 @given(st.integers(1, 16), st.floats(1e-3, 10.0), st.lists(FLOAT32, min_size=1, max_size=30))
 def test_uniform_quantize_keeps_nan_and_clips_inf(bits, m, values):
-    x = torch.tensor(values, dtype=torch.float32)
+    x = torch.tensor(values + [math.inf, -math.inf], dtype=torch.float32)
     q = Q.uniform_quantize(x, bits, m)
     assert torch.equal(torch.isnan(q), torch.isnan(x))
-    m32 = torch.tensor(m, dtype=torch.float32)
-    assert (q[x == math.inf] == m32).all() and (q[x == -math.inf] == -m32).all()
     assert torch.isfinite(q[~torch.isnan(x)]).all()
+    # ±inf take the end levels, as the largest finite weights beyond ±m do
+    ends = Q.uniform_quantize(torch.tensor([3.0e38, -3.0e38]), bits, m)
+    assert torch.equal(ends, Q.levels(bits, m, torch.float32)[[-1, 0]])
+    assert (q[x == math.inf] == ends[0]).all() and (q[x == -math.inf] == ends[1]).all()
+    # the bottom level is -m exactly; Δ·(2**bits − 1) − m rounds twice, so the top is m within 2 ulp
+    m32 = torch.tensor(m, dtype=torch.float32)
+    assert ends[1] == -m32
+    assert abs(ends[0] - m32) <= 2 * torch.finfo(torch.float32).eps * m32
+
+
+def test_the_top_level_is_m_only_to_float32_rounding():
+    # found by the test above: at 2 bits and m = 0.001 the float32 top level is one ulp below m
+    top = Q.uniform_quantize(torch.tensor([math.inf]), 2, 0.001)
+    assert top.item() == Q.levels(2, 0.001, torch.float32)[-1].item() != torch.tensor(0.001).item()
 
 
 @examples(100)
