@@ -1,7 +1,9 @@
-"""Each notebook states the time the course's rule gives, and the README and the site agree with it."""
+"""Each notebook states the time the course's rule gives, and the README and the site agree with it; the
+README's run times are the ones ``bench/bench_notebooks.py`` last measured."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -30,6 +32,21 @@ def test_the_course_tables_agree_with_the_notebooks(page):
         assert int(rows[path.name[:2]]) == times.stated_minutes(
             nbformat.read(path, as_version=4)
         ), path.name
+
+
+def test_the_readmes_run_times_are_the_measured_ones():
+    measured = json.loads((ROOT / "bench/results/notebooks.json").read_text())
+    seconds = {name[:2]: row["seconds"] for name, row in measured["notebooks"].items()}
+    quoted = re.search(
+        r"they take (\d+)–(\d+) s each \((\d\d) is the longest\) and about (\d+) min for the whole course",
+        " ".join((ROOT / "README.md").read_text().split()),
+    )
+    assert quoted, "README's sentence on run times changed: update this test with it"
+    low, high, longest, minutes = quoted.groups()
+    assert (int(low), int(high)) == (round(min(seconds.values())), round(max(seconds.values())))
+    assert longest == max(seconds, key=seconds.get)
+    assert int(minutes) == round(sum(seconds.values()) / 60)
+    assert set(seconds) == {path.name[:2] for path in NOTEBOOKS}
 
 
 def test_the_rule_counts_what_it_says():
