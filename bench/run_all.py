@@ -37,16 +37,20 @@ def needs_a_gpu(script: Path) -> bool:
     return script.stem.endswith("_cuda")
 
 
+def verdicts_of(lines: list[str]) -> list[str]:
+    """The lines of a table that state a criterion's outcome (a sentence rather than a table row, where both)."""
+    matching = [line.replace("**", "").strip("- ") for line in lines if VERDICT.search(line)]
+    sentences = [line for line in matching if not line.startswith("|")]  # prefer a stated criterion
+    return sentences or [line.strip("| ").replace("|", "/") for line in matching]
+
+
 def run_benchmark(script: Path) -> dict:
     """Run one benchmark script; its wall time, exit status and the verdict lines of its table."""
     started = time.monotonic()
     run = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True)
     seconds = time.monotonic() - started
     table = RESULTS / f"{script.stem.removeprefix('bench_')}.md"
-    lines = table.read_text().splitlines() if table.exists() else []
-    matching = [line.replace("**", "").strip("- ") for line in lines if VERDICT.search(line)]
-    sentences = [line for line in matching if not line.startswith("|")]  # prefer a stated criterion
-    verdicts = sentences or [line.strip("| ").replace("|", "/") for line in matching]
+    verdicts = verdicts_of(table.read_text().splitlines() if table.exists() else [])
     if run.returncode:
         verdicts.append(
             f"exit status {run.returncode}: {(run.stderr or run.stdout).strip().splitlines()[-1:]}"
@@ -101,6 +105,31 @@ def refreshed(text: str, benchmarks: list[dict]) -> str:
     return text
 
 
+def gpu_tables(results: Path = RESULTS) -> list[str]:
+    """The summary's section on the committed GPU tables (``*_cuda.md``, measured on a lent GPU, most of them by
+    ``bench/gpu_session.sh``): each linked with its title and the outcomes it states. A run without a GPU does not
+    remake them, so the summary names them rather than leaving them out."""
+    tables = sorted(results.glob("*_cuda.md"))
+    if not tables:
+        return []
+    lines = [
+        "",
+        "## Measured on a GPU",
+        "",
+        "Tables measured on a lent GPU and committed; a run without a GPU keeps them as they are.",
+        "",
+        "| table | what | criteria |",
+        "|---|---|---|",
+    ]
+    for table in tables:
+        text = table.read_text().splitlines()
+        title = next((line[2:] for line in text if line.startswith("# ")), table.stem)
+        lines.append(
+            f"| [{table.name}]({table.name}) | {title} | {'<br>'.join(verdicts_of(text)) or '—'} |"
+        )
+    return lines
+
+
 def summary(benchmarks: list[dict], course: dict | None) -> str:
     lines = [
         "# Benchmark results",
@@ -123,6 +152,7 @@ def summary(benchmarks: list[dict], course: dict | None) -> str:
             f"| slowest notebook | {course['slowest']} ({course['slowest_seconds']:.0f} s) |",
             f"| checks passed | {course['checks'] - course['failed']} of {course['checks']} |",
         ]
+    lines += gpu_tables()
     return "\n".join(lines) + "\n"
 
 

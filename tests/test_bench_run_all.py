@@ -1,4 +1,5 @@
-"""bench/run_all.py's --only: one benchmark rerun, its row of the summary replaced, every other line kept."""
+"""bench/run_all.py's --only: one benchmark rerun, its row of the summary replaced, every other line kept; and
+the summary's section on the committed GPU tables."""
 
 import importlib.util
 from pathlib import Path
@@ -44,3 +45,20 @@ def test_a_benchmark_without_a_row_is_refused():
     new = {"name": "bench_c.py", "table": "", "seconds": 1, "ok": True, "verdicts": []}
     with pytest.raises(ValueError, match="bench_c.py has no row"):
         run_all().refreshed(SUMMARY, [new])
+
+
+def test_the_summary_names_the_committed_gpu_tables(tmp_path):
+    module = run_all()
+    assert module.gpu_tables(tmp_path) == []
+    (tmp_path / "a.md").write_text("# A CPU table\n\nCriterion: PASS\n")
+    (tmp_path / "b_cuda.md").write_text(
+        "# Memory on a GPU\n\n| x | 1 |\n\n- Criterion: within 5×: **FAIL**\n"
+    )
+    (tmp_path / "c_cuda.md").write_text("no title, no criterion\n")
+    rows = [line for line in module.gpu_tables(tmp_path) if line.startswith("| [")]
+    assert rows == [
+        "| [b_cuda.md](b_cuda.md) | Memory on a GPU | Criterion: within 5×: FAIL |",
+        "| [c_cuda.md](c_cuda.md) | c_cuda | — |",
+    ]
+    # the committed summary has the section a run would write now
+    assert "\n".join(module.gpu_tables()) in (module.RESULTS / "README.md").read_text()
