@@ -3,8 +3,10 @@
 Clones the repository's HEAD into a temporary folder (committed files only, nothing from this
 working tree), runs ``qatcore reproduce --json`` there with this interpreter (its kernels run in this
 environment, as `make reproduce`'s do in `.venv`), and writes each notebook's wall time with the
-machine it ran on: CPU model, cores, threads, and the load average before and after, so a slow row
-can be told from a busy machine. Writes ``bench/results/notebooks.md`` and ``notebooks.json``; the
+machine it ran on: CPU model, cores, threads, the load average before and after, so a slow row
+can be told from a busy machine, and the time of a reference training step before the run, so it can
+be told from a slower one (the same CPU model can run the course's steps at very different speeds from
+one day to the next). Writes ``bench/results/notebooks.md`` and ``notebooks.json``; the
 README's times quote it.
 
     .venv/bin/python bench/bench_notebooks.py            # the whole course, a few minutes
@@ -17,9 +19,11 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from qatcore.runtime import thread_count
@@ -50,6 +54,37 @@ def machine() -> dict:
     }
 
 
+def reference_step_ms(rounds: int = 5, steps: int = 20) -> float:
+    """Median milliseconds of one training step of the course's most trained network (the 2-bit MNIST CNN on
+    8×8 digit-sized images, batch 64, DSQ, SGD with momentum), at the notebooks' thread count: a yardstick of
+    this machine's speed that does not depend on the notebooks."""
+    import torch
+    import torch.nn.functional as F
+
+    from qatcore.estimators.models import MNISTCNN
+
+    torch.set_num_threads(thread_count())
+    torch.manual_seed(0)
+    model = MNISTCNN(bits=2, estimator="dsq", image_size=8)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    sgd = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+
+    def step() -> None:
+        sgd.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        sgd.step()
+
+    for _ in range(5):
+        step()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - started) / steps * 1e3)
+    return round(statistics.median(times), 2)
+
+
 def run(only: str) -> dict:
     """Clone HEAD and reproduce its notebooks; each notebook's seconds and error, plus the machine."""
     commit = subprocess.run(
@@ -59,6 +94,7 @@ def run(only: str) -> dict:
         text=True,
         check=True,
     ).stdout.strip()
+    reference = reference_step_ms()
     with tempfile.TemporaryDirectory(prefix="qatcore-clone-") as folder:
         clone = Path(folder) / "qatcore"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
@@ -78,6 +114,7 @@ def run(only: str) -> dict:
         "machine": machine(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
+        "reference_step_ms": reference,
         "ok": report["ok"],
         "notebooks": {
             r["name"]: {"seconds": round(r["seconds"], 1), "error": r["error"]}
@@ -95,7 +132,14 @@ def to_markdown(result: dict) -> str:
         f"`qatcore reproduce`, default settings. Machine: {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}, torch threads {m['threads']}. Load average (1, 5, 15 min) "
         f"{result['load_average_before']} before and {result['load_average_after']} after. "
-        f"Our bar: {BUDGET_S} s per notebook.",
+        + (
+            f"A reference training step (the 2-bit MNIST CNN on 8×8 images, batch 64) took "
+            f"{result['reference_step_ms']:.1f} ms here before the run (a yardstick of the machine's speed, to "
+            "compare runs by). "
+            if "reference_step_ms" in result
+            else ""
+        )
+        + f"Our bar: {BUDGET_S} s per notebook.",
         "",
         "| notebook | seconds | within our bar |",
         "|---|---:|---|",
