@@ -11,11 +11,14 @@ low-memory step, the order alternating, setting after setting; a step's time is 
 holds (saved tensors, parameters, gradients, optimiser state) does not depend on the settings; it is measured once.
 Every setting's results are the same, bit for bit (``tests/test_bnn_streamed.py``).
 
-Targets (the issue's, as in ``bench_bnn.py``): peak at most 1.3× held, step time at most 1.5× the standard
-step. The table says which settings meet each, and whether any meets both.
+Targets (the issue's, as in ``bench_bnn.py``): peak at most 1.3× held (CNV, BinaryNet), step time at most 1.5× the
+standard step. The table says which settings meet each, and whether any meets both. The MLP (``--model bnn_mlp``,
+written to ``bnn_budgets_bnn_mlp.md``) is judged by its own target instead, a peak at least 2.5× below the standard
+step's: at the default chunk its batch is one chunk and it trains layer by layer; smaller chunks stream it.
 
     .venv/bin/python bench/bench_bnn_budgets.py            # about 10 minutes on 2 CPU cores
     .venv/bin/python bench/bench_bnn_budgets.py --quick    # two settings, 2 rounds, one process each; prints only
+    .venv/bin/python bench/bench_bnn_budgets.py --model bnn_mlp   # a minute or two
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_bnn import BATCH, HELD_TARGET, TIME_TARGET, WARM_UP
+from bench_bnn import BATCH, HELD_TARGET, PEAK_TARGET, TIME_TARGET, WARM_UP
 from tables import publish
 
 from qatcore import runtime, zoo
@@ -50,6 +53,12 @@ SETTINGS = [
     (1 << 17, 0.1, 0.1),
     (1 << 16, 0.2, 0.2),
     (1 << 16, 0.05, 0.05),
+]
+#: the MLP's: the default (its batch of 100 is one chunk, so it trains layer by layer), then chunks of 83, 41 and 20
+#: rows (784 input values each), which stream it, at the default shares
+MLP_SETTINGS = [
+    (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE),
+    *((1 << k, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) for k in (16, 15, 14)),
 ]
 
 
@@ -114,15 +123,22 @@ def lines_of(record: dict) -> list[str]:
             f"{s['peak_bytes'] / MIB:.1f} | {s['peak_bytes'] / held:.2f} | {standard_peak / s['peak_bytes']:.1f}× | "
             f"{s['time_ratio']:.2f} | {q[0]:.2f}–{q[2]:.2f} |"
         )
-    target = HELD_TARGET[record["model"]]
-    memory = [s for s in record["settings"] if s["peak_bytes"] / held <= target]
-    both = [s for s in memory if s["time_ratio"] <= TIME_TARGET]
     lowest = min(record["settings"], key=lambda s: s["peak_bytes"])
+    if record["model"] in HELD_TARGET:
+        target = HELD_TARGET[record["model"]]
+        memory = [s for s in record["settings"] if s["peak_bytes"] / held <= target]
+        goal = f"peak ≤ {target}× held"
+    else:  # judged by its peak saving
+        saving = 1 / PEAK_TARGET[record["model"]]
+        memory = [s for s in record["settings"] if standard_peak / s["peak_bytes"] >= saving]
+        goal = f"peak saving ≥ {saving:g}×"
+    both = [s for s in memory if s["time_ratio"] <= TIME_TARGET]
     lines += [
         "",
-        f"- Settings with peak ≤ {target}× held: {len(memory)} of {len(record['settings'])}; the lowest peak, "
-        f"{lowest['peak_bytes'] / held:.2f}× held, costs {lowest['time_ratio']:.2f}× the standard step.",
-        f"- Criterion (the issue's): peak ≤ {target}× held at a time ratio ≤ {TIME_TARGET}× at some setting: "
+        f"- Settings with {goal}: {len(memory)} of {len(record['settings'])}; the lowest peak, "
+        f"{lowest['peak_bytes'] / held:.2f}× held ({standard_peak / lowest['peak_bytes']:.1f}× below the standard "
+        f"step's), costs {lowest['time_ratio']:.2f}× the standard step.",
+        f"- Criterion (the issue's): {goal} at a time ratio ≤ {TIME_TARGET}× at some setting: "
         f"{'PASS' if both else 'MISS'}",
     ]
     return lines
@@ -130,19 +146,29 @@ def lines_of(record: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="cnv", choices=sorted(HELD_TARGET))
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--model", default="cnv", choices=sorted({*HELD_TARGET, "bnn_mlp"}))
+    parser.add_argument("--rounds", type=int, help="default: 5 (the MLP's 30 ms steps: 40)")
     parser.add_argument(
-        "--peak-runs", type=int, default=3, help="fresh processes per peak (median)"
+        "--peak-runs",
+        type=int,
+        help="fresh processes per peak (median); default: 3 (the MLP, whose few MiB vary more: 9)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="two settings, 2 rounds, one process each"
     )
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--output", type=Path, help="default: bnn_budgets.md (CNV), else bnn_budgets_<model>.md"
+    )
     args = parser.parse_args()
     runtime.configure(seed=0, threads=1)
     name, batch = args.model, BATCH[args.model]
-    settings = SETTINGS[:2] if args.quick else SETTINGS
+    small = name == "bnn_mlp"
+    args.rounds = args.rounds or (40 if small else 5)
+    args.peak_runs = args.peak_runs or (9 if small else 3)
+    if args.output is None:
+        args.output = RESULTS if name == "cnv" else RESULTS.with_name(f"bnn_budgets_{name}.md")
+    every = MLP_SETTINGS if name == "bnn_mlp" else SETTINGS
+    settings = every[:2] if args.quick else every
     rounds, peak_runs = (2, 1) if args.quick else (args.rounds, args.peak_runs)
     timed = time_settings(name, batch, settings, rounds)
     torch.manual_seed(0)
