@@ -11,6 +11,7 @@ Run from the repository root on a quiet machine (other load skews every timing):
     .venv/bin/python bench/run_all.py --skip-reproduce
     .venv/bin/python bench/run_all.py --inplace        # the notebooks' stored outputs too
     .venv/bin/python bench/run_all.py --only bench_widgets.py   # rerun one, refresh its row
+    .venv/bin/python bench/run_all.py --gpu-tables     # only relink the committed GPU tables (*_cuda.md)
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ def gpu_tables(results: Path = RESULTS) -> list[str]:
     return lines
 
 
+def with_gpu_tables(text: str, results: Path = RESULTS) -> str:
+    """``text``, a summary, with its section on the GPU tables rewritten from the tables committed now."""
+    kept = text.split("\n## Measured on a GPU\n")[0].rstrip("\n")
+    return "\n".join([kept, *gpu_tables(results)]) + "\n"
+
+
 def summary(benchmarks: list[dict], course: dict | None) -> str:
     lines = [
         "# Benchmark results",
@@ -168,13 +175,21 @@ def main() -> int:
         metavar="SCRIPT",
         help="rerun only these benchmarks (e.g. bench_widgets.py) and refresh their rows, keeping the rest",
     )
+    parser.add_argument(
+        "--gpu-tables",
+        action="store_true",
+        help="run nothing: rewrite the summary's section on the committed GPU tables (*_cuda.md)",
+    )
     args = parser.parse_args()
+    if args.gpu_tables:
+        (RESULTS / "README.md").write_text(with_gpu_tables((RESULTS / "README.md").read_text()))
+        return 0
     if args.only:
         unknown = [name for name in args.only if not (ROOT / "bench" / name).is_file()]
         if unknown:
             parser.error(f"no such benchmark in bench/: {', '.join(unknown)}")
         benchmarks = [run_benchmark(ROOT / "bench" / name) for name in args.only]
-        text = refreshed((RESULTS / "README.md").read_text(), benchmarks)
+        text = with_gpu_tables(refreshed((RESULTS / "README.md").read_text(), benchmarks))
         (RESULTS / "README.md").write_text(text)
         print(text)
         return 0 if all(b["ok"] for b in benchmarks) else 1

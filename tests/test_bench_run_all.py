@@ -61,4 +61,19 @@ def test_the_summary_names_the_committed_gpu_tables(tmp_path):
         "| [c_cuda.md](c_cuda.md) | c_cuda | — |",
     ]
     # the committed summary has the section a run would write now
-    assert "\n".join(module.gpu_tables()) in (module.RESULTS / "README.md").read_text()
+    committed = (module.RESULTS / "README.md").read_text()
+    assert module.with_gpu_tables(committed) == committed, "run bench/run_all.py --gpu-tables"
+
+
+def test_the_gpu_section_is_rewritten_and_the_rest_kept(tmp_path):
+    module = run_all()
+    (tmp_path / "new_cuda.md").write_text("# A new GPU table\n")
+    stale = SUMMARY + "\n## Measured on a GPU\n\n| [old_cuda.md](old_cuda.md) | gone | — |\n"
+    for text in (SUMMARY, stale):
+        rewritten = module.with_gpu_tables(text, tmp_path)
+        assert rewritten.startswith(SUMMARY.rstrip("\n") + "\n\n## Measured on a GPU\n")
+        assert (
+            "old_cuda" not in rewritten
+            and "| [new_cuda.md](new_cuda.md) | A new GPU table | — |" in rewritten
+        )
+        assert module.with_gpu_tables(rewritten, tmp_path) == rewritten
