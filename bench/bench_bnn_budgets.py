@@ -167,7 +167,7 @@ def main() -> None:
     args.peak_runs = args.peak_runs or (9 if small else 3)
     if args.output is None:
         args.output = RESULTS if name == "cnv" else RESULTS.with_name(f"bnn_budgets_{name}.md")
-    every = MLP_SETTINGS if name == "bnn_mlp" else SETTINGS
+    every = MLP_SETTINGS if small else SETTINGS
     settings = every[:2] if args.quick else every
     rounds, peak_runs = (2, 1) if args.quick else (args.rounds, args.peak_runs)
     timed = time_settings(name, batch, settings, rounds)

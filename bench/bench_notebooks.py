@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from qatcore.runtime import thread_count
@@ -55,34 +54,19 @@ def machine() -> dict:
 
 
 def reference_step_ms(rounds: int = 5, steps: int = 20) -> float:
-    """Median milliseconds of one training step of the course's most trained network (the 2-bit MNIST CNN on
-    8×8 digit-sized images, batch 64, DSQ, SGD with momentum), at the notebooks' thread count: a yardstick of
-    this machine's speed that does not depend on the notebooks."""
+    """Median milliseconds of ``bench_training.py``'s DSQ step on its digits setting (the 2-bit MNIST CNN on 8×8
+    images, batch 64: the network the course trains most), at the notebooks' thread count: a yardstick of this
+    machine's speed that does not depend on the notebooks, and the same step as that table's digits DSQ column."""
     import torch
-    import torch.nn.functional as F
-
-    from qatcore.estimators.models import MNISTCNN
+    from bench_training import SETTINGS, Trainer, build_models
 
     torch.set_num_threads(thread_count())
     torch.manual_seed(0)
-    model = MNISTCNN(bits=2, estimator="dsq", image_size=8)
-    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
-    sgd = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-
-    def step() -> None:
-        sgd.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        sgd.step()
-
-    for _ in range(5):
-        step()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - started) / steps * 1e3)
-    return round(statistics.median(times), 2)
+    digits = next(s for s in SETTINGS if s.image_size == 8)
+    x = torch.rand(digits.batch, 1, digits.image_size, digits.image_size)
+    trainer = Trainer(build_models(digits)["dsq"], x, torch.randint(0, 10, (digits.batch,)))
+    trainer.run(5)
+    return round(1e3 * statistics.median(trainer.run(steps) for _ in range(rounds)), 2)
 
 
 def run(only: str) -> dict:
@@ -133,7 +117,7 @@ def to_markdown(result: dict) -> str:
         f"Python {m['python']}, torch threads {m['threads']}. Load average (1, 5, 15 min) "
         f"{result['load_average_before']} before and {result['load_average_after']} after. "
         + (
-            f"A reference training step (the 2-bit MNIST CNN on 8×8 images, batch 64) took "
+            "A reference training step (`bench_training.py`'s DSQ step on 8×8 digits, batch 64; see training.md) took "
             f"{result['reference_step_ms']:.1f} ms here before the run (a yardstick of the machine's speed, to "
             "compare runs by). "
             if "reference_step_ms" in result
