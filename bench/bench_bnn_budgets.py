@@ -1,9 +1,10 @@
 """The streamed low-memory step's trade of time for memory: peak and time per step at several chunk sizes and budgets.
 
-The streamed step (``qatcore.bnn.streamed``) bounds its working memory by three settings: ``ROW_VALUES`` (values of
+The streamed step (``qatcore.bnn.streamed``) bounds its working memory by four settings: ``ROW_VALUES`` (values of
 a stage's largest per-example tensor in one chunk of rows), ``OUTPUT_SHARE`` (how much of a binary layer's int16
-output is kept while its batch norm's statistics are taken, rather than recomputed) and ``GRADIENT_SHARE`` (how much
-of the float16 gradients between stages is kept, rather than recomputed). Smaller ones lower the peak and cost time.
+output is kept while its batch norm's statistics are taken, rather than recomputed), ``GRADIENT_SHARE`` (how much
+of the float16 gradients between stages is kept, rather than recomputed) and ``CONV_BLOCK`` (values of a large
+convolution's weight, and of its float32 gradient sum, made at a time). Smaller ones lower the peak and cost time.
 This script measures one model (CNV at batch 100 by default) at several settings, through
 ``streamed.budgets``: the peak resident memory of training in fresh processes (``measured_peak``, the median), and
 the time per step against the standard step, timed in rounds in one process (one standard step, then one
@@ -44,30 +45,38 @@ from qatcore.bnn.train import training_step
 
 MIB = 2**20
 RESULTS = Path("bench/results/bnn_budgets.md")
-#: (ROW_VALUES, OUTPUT_SHARE, GRADIENT_SHARE): the defaults first, then smaller chunks and budgets
+DEFAULT = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE, streamed.CONV_BLOCK)
+#: (ROW_VALUES, OUTPUT_SHARE, GRADIENT_SHARE, CONV_BLOCK): the defaults first, then smaller chunks and budgets; the
+#: last two recompute every output and gradient (shares 0) and make large convolutions' weights in smaller blocks,
+#: whose float32 copies and sums bound the peak once the chunks are small
 SETTINGS = [
-    (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE),
-    (1 << 18, 0.3, 0.2),
-    (1 << 17, 0.6, 0.45),
-    (1 << 17, 0.2, 0.2),
-    (1 << 17, 0.1, 0.1),
-    (1 << 16, 0.2, 0.2),
-    (1 << 16, 0.05, 0.05),
+    DEFAULT,
+    *(
+        (row_values, output_share, gradient_share, streamed.CONV_BLOCK)
+        for row_values, output_share, gradient_share in [
+            (1 << 18, 0.3, 0.2),
+            (1 << 17, 0.6, 0.45),
+            (1 << 17, 0.2, 0.2),
+            (1 << 17, 0.1, 0.1),
+            (1 << 16, 0.2, 0.2),
+            (1 << 16, 0.05, 0.05),
+        ]
+    ),
+    (1 << 17, 0.0, 0.0, 1 << 16),
+    (1 << 16, 0.0, 0.0, 1 << 15),
 ]
 #: the MLP's: the default (its batch of 100 is one chunk, so it trains layer by layer), then chunks of 83, 41 and 20
 #: rows (784 input values each), which stream it, at the default shares
-MLP_SETTINGS = [
-    (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE),
-    *((1 << k, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) for k in (16, 15, 14)),
-]
+MLP_SETTINGS = [DEFAULT, *((1 << k, *DEFAULT[1:]) for k in (16, 15, 14))]
 
 
-def as_budgets(setting: tuple[int, float, float]) -> dict:
-    row_values, output_share, gradient_share = setting
+def as_budgets(setting: tuple[int, float, float, int]) -> dict:
+    row_values, output_share, gradient_share, conv_block = setting
     return {
         "row_values": row_values,
         "output_share": output_share,
         "gradient_share": gradient_share,
+        "conv_block": conv_block,
     }
 
 
@@ -110,17 +119,18 @@ def lines_of(record: dict) -> list[str]:
         f"built, the median of {record['peak_runs']} processes per setting; time ratio = the median over "
         f"{record['rounds']} rounds of the low-memory step's CPU time over the standard step's in the same round "
         "(one step of each, the order alternating; each setting's rounds in turn, after a warm-up step at it; "
-        "quartiles beside it). Settings: `ROW_VALUES`, `OUTPUT_SHARE`, `GRADIENT_SHARE` of "
+        "quartiles beside it). Settings: `ROW_VALUES`, `OUTPUT_SHARE`, `GRADIENT_SHARE`, `CONV_BLOCK` of "
         "`qatcore.bnn.streamed` (through `streamed.budgets`); the first row is the default.",
         "",
-        "| row values | output share | gradient share | peak MiB | peak/held | peak saving | time ratio | quartiles |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| row values | output share | gradient share | conv block | peak MiB | peak/held | peak saving | time ratio "
+        "| quartiles |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in record["settings"]:
         q = s["time_ratio_quartiles"]
         lines.append(
             f"| 2^{s['row_values'].bit_length() - 1} | {s['output_share']:.2f} | {s['gradient_share']:.2f} | "
-            f"{s['peak_bytes'] / MIB:.1f} | {s['peak_bytes'] / held:.2f} | {standard_peak / s['peak_bytes']:.1f}× | "
+            f"2^{s['conv_block'].bit_length() - 1} | {s['peak_bytes'] / MIB:.1f} | {s['peak_bytes'] / held:.2f} | {standard_peak / s['peak_bytes']:.1f}× | "
             f"{s['time_ratio']:.2f} | {q[0]:.2f}–{q[2]:.2f} |"
         )
     lowest = min(record["settings"], key=lambda s: s["peak_bytes"])

@@ -95,13 +95,15 @@ def test_streamed_step_is_bit_equal_to_the_layer_by_layer_step(
 
 
 def test_streamed_training_follows_the_layer_by_layer_training(count_streamed):
-    """Three Adam steps with small chunks and budgets (``streamed.budgets``): every weight and statistic stays
-    identical."""
+    """Three Adam steps with small chunks, budgets and weight blocks (``streamed.budgets``): every weight and
+    statistic stays identical."""
     net, layered = _pair(MODELS["cnv_same_padding"][0])
     runs = []
     for model in (net, layered):
         optimizer = make_optimizer(model, "low_memory")
-        with streamed.budgets(row_values=2_000, output_share=0.03, gradient_share=0.03):
+        with streamed.budgets(
+            row_values=2_000, output_share=0.03, gradient_share=0.03, conv_block=5_000
+        ):
             runs.append(
                 [training_step(model, optimizer, *_batch(model, 9, seed)) for seed in range(3)]
             )
@@ -109,18 +111,23 @@ def test_streamed_training_follows_the_layer_by_layer_training(count_streamed):
     _assert_same(list(net.state_dict().values()), list(layered.state_dict().values()))
 
 
+def _settings() -> tuple:
+    return (
+        streamed.ROW_VALUES,
+        streamed.OUTPUT_SHARE,
+        streamed.GRADIENT_SHARE,
+        streamed.CONV_BLOCK,
+    )
+
+
 def test_budgets_hold_inside_and_are_restored_after_even_an_error():
-    defaults = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE)
-    with streamed.budgets(row_values=4_096, gradient_share=0.1):
-        assert (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) == (
-            4_096,
-            defaults[1],
-            0.1,
-        )
+    defaults = _settings()
+    with streamed.budgets(row_values=4_096, gradient_share=0.1, conv_block=1_000):
+        assert _settings() == (4_096, defaults[1], 0.1, 1_000)
     with pytest.raises(RuntimeError), streamed.budgets(output_share=0.0):
         assert streamed.OUTPUT_SHARE == 0.0
         raise RuntimeError("inside")
-    assert (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) == defaults
+    assert _settings() == defaults
 
 
 @pytest.mark.parametrize(
@@ -132,13 +139,15 @@ def test_budgets_hold_inside_and_are_restored_after_even_an_error():
         ({"output_share": -0.1}, "output_share"),
         ({"gradient_share": float("nan")}, "gradient_share"),
         ({"gradient_share": True}, "gradient_share"),
+        ({"conv_block": 0}, "conv_block"),
+        ({"conv_block": "65536"}, "conv_block"),
     ],
 )
 def test_budgets_refuse_what_is_not_a_size_or_a_share(given, named):
-    defaults = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE)
+    defaults = _settings()
     with pytest.raises(ValueError, match=named), streamed.budgets(**given):
         pass
-    assert (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE) == defaults
+    assert _settings() == defaults
 
 
 def test_float16_gradients_stream_too(monkeypatch, count_streamed):

@@ -381,13 +381,15 @@ def test_the_budgets_figure_puts_each_setting_at_its_time_and_peak_over_held():
             "row_values": 2**18,
             "output_share": 0.6,
             "gradient_share": 0.45,
+            "conv_block": 2**18,
             "peak_bytes": 25 * MIB,
             "time_ratio": 1.44,
         },
         {
             "row_values": 2**16,
             "output_share": 0.2,
-            "gradient_share": 0.2,
+            "gradient_share": 0.0,
+            "conv_block": 2**15,
             "peak_bytes": 21 * MIB,
             "time_ratio": 1.8,
         },
@@ -398,7 +400,12 @@ def test_the_budgets_figure_puts_each_setting_at_its_time_and_peak_over_held():
     assert list(points.get_xdata()) == [1.44, 1.8]
     assert list(points.get_ydata()) == pytest.approx([25 / 15, 21 / 15])
     assert hex_of(points.get_color()) == MODES["low_memory"].lower()
-    assert [t.get_text() for t in axis.texts] == ["2^18 · 0.60 · 0.45", "2^16 · 0.20 · 0.20"]
+    assert [t.get_text() for t in axis.texts] == ["1", "2"]
+    (key,) = figure.axes[1].texts
+    assert key.get_text().splitlines()[-2:] == [
+        " 1  2^18  0.60  0.45  2^18",
+        " 2  2^16  0.20  0.00  2^15",
+    ]
     assert (
         axis.get_xlim()[0] < 1.5 < axis.get_xlim()[1]
         and axis.get_ylim()[0] < 1.3 < axis.get_ylim()[1]

@@ -158,22 +158,19 @@ def budgets_figure(
     settings: list[dict], held_bytes: int, peak_target: float, time_target: float
 ) -> Figure:
     """The streamed step's trade: each setting of its chunks and budgets (``row_values``, ``output_share``,
-    ``gradient_share``, with its measured ``peak_bytes`` and ``time_ratio``) as a point, time against peak over
-    what the step holds; dashed lines at the two targets, the corner where both are met shaded."""
+    ``gradient_share``, ``conv_block``, with its measured ``peak_bytes`` and ``time_ratio``) as a numbered point, time
+    against peak over what the step holds, the settings listed by number beside it; dashed lines at the two targets,
+    the corner where both are met shaded."""
     if not settings:
         raise ValueError("settings must hold at least one measured setting")
-    fig = Figure(figsize=(6.5, 3.8), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    ax, key = fig.subplots(1, 2, width_ratios=[3, 1.3])
     times = [s["time_ratio"] for s in settings]
     peaks = [s["peak_bytes"] / held_bytes for s in settings]
     ax.plot(times, peaks, "o", color=MODES["low_memory"])
-    for s, t, p in zip(settings, times, peaks, strict=True):
-        label = f"2^{s['row_values'].bit_length() - 1} · {s['output_share']:.2f} · {s['gradient_share']:.2f}"
-        ax.annotate(label, (t, p), textcoords="offset points", xytext=(5, 3), fontsize=7)
-    low_x, high_x = (
-        min(1.0, min(times) - 0.05),
-        max(time_target, max(times)) + 0.35,
-    )  # room for labels
+    for n, (t, p) in enumerate(zip(times, peaks, strict=True), start=1):
+        ax.annotate(str(n), (t, p), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    low_x, high_x = min(1.0, min(times) - 0.05), max(time_target, max(times)) + 0.15
     low_y, high_y = min(1.0, min(peaks) - 0.05), max(peak_target, max(peaks)) + 0.1
     ax.axvline(time_target, ls="--", color=GREY)
     ax.axhline(peak_target, ls="--", color=GREY)
@@ -184,6 +181,14 @@ def budgets_figure(
     ax.set_ylim(low_y, high_y)
     ax.set_xlabel("low-memory step time / standard step time")
     ax.set_ylabel("peak / held")
-    ax.set_title("Chunk size · output share · gradient share: memory against time")
+    ax.set_title("The streamed step: memory against time")
     ax.legend(fontsize=7, loc="upper right")
+    key.axis("off")
+    rows = [
+        f"{n:>2}  2^{s['row_values'].bit_length() - 1}  {s['output_share']:.2f}  {s['gradient_share']:.2f}  "
+        f"2^{s['conv_block'].bit_length() - 1}"
+        for n, s in enumerate(settings, start=1)
+    ]
+    heading = "chunk, output share,\ngradient share, weight block\n"
+    key.text(0, 1, heading + "\n".join(rows), va="top", family="monospace", fontsize=7)
     return fig

@@ -24,8 +24,8 @@ that no whole-batch float tensor of a large layer exists:
   float16 gradients each pass holds stay within its allowance (``GRADIENT_SHARE``, ``_allowances``) and the
   fewest multiply-adds are recomputed. The budgets are shares of the network's largest such tensor: the step's
   transient memory grows with the layers' outputs as the standard step's does, a fixed fraction of it.
-  ``budgets(...)`` sets the chunk size and both shares for the steps taken inside it: smaller ones lower the
-  peak and cost time.
+  ``budgets(...)`` sets the chunk size, both shares and the weight block (``CONV_BLOCK``) for the steps taken
+  inside it: smaller ones lower the peak and cost time.
 
 Every chunk's arithmetic is the layer-by-layer mode's, element for element, and every per-channel sum is taken
 in float64 in both (``functions.channel_sum``), where it is exact for the values training meets, so the order
@@ -81,15 +81,17 @@ def budgets(
     row_values: int | None = None,
     output_share: float | None = None,
     gradient_share: float | None = None,
+    conv_block: int | None = None,
 ) -> Iterator[None]:
     """Stream the steps taken inside it with other chunks and budgets (``ROW_VALUES``, ``OUTPUT_SHARE``,
-    ``GRADIENT_SHARE``; None keeps one as it is), the values from before back on leaving. Smaller ones lower the step's
-    peak and cost time: more chunks, each a few more kernel calls, and more rows recomputed rather than kept. The
-    results do not change, bit for bit."""
+    ``GRADIENT_SHARE``, ``CONV_BLOCK``; None keeps one as it is), the values from before back on leaving. Smaller ones
+    lower the step's peak and cost time: more chunks and weight blocks, each a few more kernel calls, and more rows
+    recomputed rather than kept. The results do not change, bit for bit."""
     given = {
         "ROW_VALUES": None if row_values is None else int_at_least("row_values", row_values, 1),
         "OUTPUT_SHARE": _share("output_share", output_share),
         "GRADIENT_SHARE": _share("gradient_share", gradient_share),
+        "CONV_BLOCK": None if conv_block is None else int_at_least("conv_block", conv_block, 1),
     }
     module = globals()
     before = {name: module[name] for name in given}
