@@ -45,23 +45,19 @@ from qatcore.bnn.train import training_step
 
 MIB = 2**20
 RESULTS = Path("bench/results/bnn_budgets.md")
-DEFAULT = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE, streamed.CONV_BLOCK)
+BLOCK = streamed.CONV_BLOCK
+DEFAULT = (streamed.ROW_VALUES, streamed.OUTPUT_SHARE, streamed.GRADIENT_SHARE, BLOCK)
 #: (ROW_VALUES, OUTPUT_SHARE, GRADIENT_SHARE, CONV_BLOCK): the defaults first, then smaller chunks and budgets; the
 #: last two recompute every output and gradient (shares 0) and make large convolutions' weights in smaller blocks,
 #: whose float32 copies and sums bound the peak once the chunks are small
 SETTINGS = [
     DEFAULT,
-    *(
-        (row_values, output_share, gradient_share, streamed.CONV_BLOCK)
-        for row_values, output_share, gradient_share in [
-            (1 << 18, 0.3, 0.2),
-            (1 << 17, 0.6, 0.45),
-            (1 << 17, 0.2, 0.2),
-            (1 << 17, 0.1, 0.1),
-            (1 << 16, 0.2, 0.2),
-            (1 << 16, 0.05, 0.05),
-        ]
-    ),
+    (1 << 18, 0.3, 0.2, BLOCK),
+    (1 << 17, 0.6, 0.45, BLOCK),
+    (1 << 17, 0.2, 0.2, BLOCK),
+    (1 << 17, 0.1, 0.1, BLOCK),
+    (1 << 16, 0.2, 0.2, BLOCK),
+    (1 << 16, 0.05, 0.05, BLOCK),
     (1 << 17, 0.0, 0.0, 1 << 16),
     (1 << 16, 0.0, 0.0, 1 << 15),
 ]
