@@ -41,6 +41,7 @@ from qatcore.bnn import streamed
 from qatcore.bnn.measure import measure_step, measured_peak
 from qatcore.bnn.models import set_mode
 from qatcore.bnn.optim import make_optimizer
+from qatcore.bnn.plots import power_of_two_label
 from qatcore.bnn.train import training_step
 
 MIB = 2**20
@@ -125,8 +126,8 @@ def lines_of(record: dict) -> list[str]:
     for s in record["settings"]:
         q = s["time_ratio_quartiles"]
         lines.append(
-            f"| 2^{s['row_values'].bit_length() - 1} | {s['output_share']:.2f} | {s['gradient_share']:.2f} | "
-            f"2^{s['conv_block'].bit_length() - 1} | {s['peak_bytes'] / MIB:.1f} | {s['peak_bytes'] / held:.2f} | {standard_peak / s['peak_bytes']:.1f}× | "
+            f"| {power_of_two_label(s['row_values'])} | {s['output_share']:.2f} | {s['gradient_share']:.2f} | "
+            f"{power_of_two_label(s['conv_block'])} | {s['peak_bytes'] / MIB:.1f} | {s['peak_bytes'] / held:.2f} | {standard_peak / s['peak_bytes']:.1f}× | "
             f"{s['time_ratio']:.2f} | {q[0]:.2f}–{q[2]:.2f} |"
         )
     lowest = min(record["settings"], key=lambda s: s["peak_bytes"])

@@ -31,6 +31,7 @@ from qatcore.bnn.plots import (
     budgets_figure,
     memory_breakdown_figure,
     memory_vs_batch_figure,
+    power_of_two_label,
     waterfall_figure,
 )
 from qatcore.cost import ace, sweeps
@@ -412,6 +413,28 @@ def test_the_budgets_figure_puts_each_setting_at_its_time_and_peak_over_held():
     )
     with pytest.raises(ValueError, match="settings"):
         budgets_figure([], 15 * MIB, 1.3, 1.5)
+
+
+def test_a_setting_is_labelled_a_power_of_two_only_where_it_is_one():
+    assert [power_of_two_label(n) for n in (1, 2**15, 2**18)] == ["2^0", "2^15", "2^18"]
+    assert [power_of_two_label(n) for n in (100_000, 3, 0)] == ["100000", "3", "0"]
+    figure = budgets_figure(
+        [
+            {
+                "row_values": 100_000,
+                "output_share": 0.5,
+                "gradient_share": 0.5,
+                "conv_block": 2**16,
+                "peak_bytes": 20 * MIB,
+                "time_ratio": 1.6,
+            }
+        ],
+        15 * MIB,
+        1.3,
+        1.5,
+    )
+    (key,) = figure.axes[1].texts
+    assert key.get_text().splitlines()[-1] == " 1  100000  0.50  0.50  2^16"
 
 
 # --- export (notebook 06) -----------------------------------------------------------------------

@@ -13,6 +13,12 @@ MIB = 2**20
 MODE_LABELS = {"standard": "standard", "low_memory": "low-memory"}
 
 
+def power_of_two_label(n: int) -> str:
+    """``2^k`` for a power of two ``n`` (a chunk's or a weight block's values), else ``n``'s digits."""
+    n = int(n)
+    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
+
+
 def mode_of(name: str) -> str:
     """The training mode a curve's name means: the mode itself, or the mode whose label starts it."""
     for mode, label in MODE_LABELS.items():
@@ -185,8 +191,8 @@ def budgets_figure(
     ax.legend(fontsize=7, loc="upper right")
     key.axis("off")
     rows = [
-        f"{n:>2}  2^{s['row_values'].bit_length() - 1}  {s['output_share']:.2f}  {s['gradient_share']:.2f}  "
-        f"2^{s['conv_block'].bit_length() - 1}"
+        f"{n:>2}  {power_of_two_label(s['row_values'])}  {s['output_share']:.2f}  {s['gradient_share']:.2f}  "
+        f"{power_of_two_label(s['conv_block'])}"
         for n, s in enumerate(settings, start=1)
     ]
     heading = "chunk, output share,\ngradient share, weight block\n"
