@@ -166,6 +166,28 @@ def test_parameters_are_injected_after_the_parameters_cell_for_the_names_it_assi
     assert nb.cells[1].metadata["tags"] == ["injected-parameters"] and len(nb.cells) == 3
 
 
+SPLIT_PRINTING = """\
+import sys, time
+print("first", flush=True); time.sleep(0.3)
+print("second", flush=True); time.sleep(0.3)
+print("a warning", file=sys.stderr, flush=True); time.sleep(0.3)
+print("third")
+"""
+
+
+def test_a_cells_printing_is_written_as_one_output_per_run_of_one_stream(tmp_path):
+    # flushed prints a while apart reach the notebook as separate messages: how a cell's printing
+    # is split depends on timing, so the written notebook joins them
+    _notebook(tmp_path / "nbs", "01_print.ipynb", SPLIT_PRINTING)
+    assert reproduce(tmp_path / "nbs", tmp_path / "build", tmp_path / "figs").ok
+    outputs = nbformat.read(tmp_path / "build" / "01_print.ipynb", as_version=4).cells[0].outputs
+    assert [(o.output_type, o.name, o.text) for o in outputs] == [
+        ("stream", "stdout", "first\nsecond\n"),
+        ("stream", "stderr", "a warning\n"),
+        ("stream", "stdout", "third\n"),
+    ]
+
+
 def test_a_notebook_without_those_parameters_runs_as_it_is(tmp_path):
     _notebook(tmp_path / "nbs", "01_ok.ipynb", PASSING)
     result = reproduce(

@@ -160,6 +160,29 @@ def plain_text(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def merge_streams(nb: nbformat.NotebookNode) -> None:
+    """Join each run of consecutive ``stream`` outputs of one name (stdout, stderr) into one output.
+
+    How the kernel splits a cell's printing into messages depends on timing (when its output buffer
+    is flushed), so without this two runs of the same notebook differ where their text does not.
+    """
+    for cell in nb.cells:
+        merged: list = []
+        for output in cell.get("outputs", []):
+            previous = merged[-1] if merged else None
+            if (
+                output.output_type == "stream"
+                and previous is not None
+                and previous.output_type == "stream"
+                and previous.name == output.name
+            ):
+                previous.text += output.text
+            else:
+                merged.append(output)
+        if "outputs" in cell:
+            cell.outputs = merged
+
+
 class _CellTracker:
     """Which cell is running, in the committed notebook's numbering (the injected cell not counted)."""
 
@@ -312,6 +335,7 @@ def _run_all(
         report.runs.append(NotebookRun(path.stem, time.monotonic() - started, error))
         if progress is not None:
             progress(report.runs[-1])
+        merge_streams(nb)
         nbformat.write(nb, path if inplace else build / path.name)
     report.entries = [json.loads(line) for line in report_file.read_text().splitlines() if line]
     return report
