@@ -25,7 +25,6 @@ step's: at the default chunk its batch is one chunk and it trains layer by layer
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -214,11 +213,7 @@ def main() -> None:
             }
         )
         print(record["settings"][-1], flush=True)
-    publish(lines_of(record), args.output, args.quick)
-    if not args.quick:
-        args.output.with_suffix(".json").write_text(
-            json.dumps(record, indent=1) + "\n", encoding="utf-8"
-        )
+    publish(lines_of(record), args.output, args.quick, record)
 
 
 if __name__ == "__main__":

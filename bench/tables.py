@@ -4,16 +4,22 @@ run was a quick smoke run (``--quick`` prints only)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
-def publish(lines: list[str], output: Path, quick: bool) -> str:
-    """Join ``lines`` into the table, print it, write it to ``output`` unless ``quick``; the table."""
+def publish(lines: list[str], output: Path, quick: bool, record: dict | None = None) -> str:
+    """Join ``lines`` into the table, print it, write it to ``output`` unless ``quick``; the table. A ``record``
+    (the measurements behind it) is written beside it as JSON (``output`` with ``.json``), unless ``quick``."""
     text = "\n".join(lines) + "\n"
     print(text)
     if not quick:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
+        if record is not None:
+            output.with_suffix(".json").write_text(
+                json.dumps(record, indent=1) + "\n", encoding="utf-8"
+            )
     return text
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -301,29 +302,81 @@ def operator_count(model_name: str, mode: str, batch_size: int, optimizer: str =
     return Counted.count
 
 
-def measured_peak(
-    model: str,
+#: the parts of a training step whose resident-memory high-water marks ``phase_peaks_in_this_process`` reads
+PHASES = ("forward", "backward", "optimizer")
+
+
+def phase_peaks_in_this_process(
+    model_name: str,
     mode: str,
     batch_size: int,
     optimizer: str = "bnn_adam",
     gradient: str = "po2",
     seed: int = 0,
+    steps: int = 2,
     budgets: dict | None = None,
-) -> int | None:
-    """``peak_in_this_process`` run in a fresh Python process (so no earlier allocation hides the peak)
-    for one of ``MODELS``; None where the peak cannot be read (not Linux)."""
+) -> dict[str, int] | None:
+    """Where ``peak_in_this_process``'s peak is reached: bytes over the resident set before the model exists, as
+    it measures them, once the model and optimiser are ``built``, ``between_steps`` (after the last step: the
+    weights, the optimiser's state, the batch and whatever the allocator keeps) and the high-water mark of each of
+    ``PHASES`` (the loss's forward pass, its backward pass, the optimiser's step), the highest over ``steps`` steps.
+    The step is ``training_step``'s, read between its parts. None where the peak cannot be read (not Linux)."""
+    steps = int_at_least("steps", steps, 1)
+    return_freed_memory()
+    with streamed.budgets(**(budgets or {})):
+        training_step(*_new_training(model_name, mode, batch_size, optimizer, gradient, seed))
+    gc.collect()
+    return_freed_memory()
+    before = _status_kib("VmRSS")
+    if before is None or not reset_peak():
+        return None
+    net, opt, x, y = _new_training(model_name, mode, batch_size, optimizer, gradient, seed)
+    built = _status_kib("VmRSS")
+    peaks = dict.fromkeys(PHASES, 0)
+
+    def high_water(phase: str, part: Callable[[], Any]) -> Any:
+        reset_peak()
+        result = part()
+        peaks[phase] = max(peaks[phase], cast(int, _status_kib("VmHWM")) - before)
+        return result
+
+    with streamed.budgets(**(budgets or {})):
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = high_water("forward", lambda: F.cross_entropy(net(x), y))
+            high_water("backward", loss.backward)
+            del loss
+            high_water("optimizer", opt.step)
+    after = _status_kib("VmRSS")
+    if built is None or after is None:
+        return None
+    return {"built": built - before, "between_steps": after - before, **peaks}
+
+
+def _in_a_fresh_process(function: str, *args: Any, **keywords: Any) -> Any:
+    """``function`` of this module called in a fresh Python process (so no earlier allocation hides a peak); its
+    JSON result."""
     import json
     import subprocess
     import sys
 
-    args = json.dumps([model, mode, batch_size, optimizer, gradient, seed])
-    keywords = json.dumps({"budgets": budgets})
     code = (
-        "import json; from qatcore.bnn.measure import peak_in_this_process as p; "
-        f"print(json.dumps(p(*json.loads({args!r}), **json.loads({keywords!r}))))"
+        f"import json; from qatcore.bnn.measure import {function} as f; "
+        f"print(json.dumps(f(*json.loads({json.dumps(args)!r}), **json.loads({json.dumps(keywords)!r}))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measured_peak(*args: Any, **keywords: Any) -> int | None:
+    """``peak_in_this_process`` (the same arguments) run in a fresh Python process (so no earlier allocation hides
+    the peak) for one of ``MODELS``; None where the peak cannot be read (not Linux)."""
+    return _in_a_fresh_process("peak_in_this_process", *args, **keywords)
+
+
+def measured_phase_peaks(*args: Any, **keywords: Any) -> dict[str, int] | None:
+    """``phase_peaks_in_this_process`` (the same arguments) run in a fresh Python process for one of ``MODELS``."""
+    return _in_a_fresh_process("phase_peaks_in_this_process", *args, **keywords)
 
 
 def memory_summary(
