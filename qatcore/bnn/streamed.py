@@ -703,9 +703,10 @@ class _WeightGradient:
     """The packed ``sign(dW)`` of a binary layer, summed over chunks of rows (``inputs(i, j)``: rows of the layer's
     input). A large convolution's sum is made a block of output channels (``CONV_BLOCK`` values) at a time. Where
     the whole batch's ``dY`` takes less memory than the whole float32 sum, as a dense layer's and a late
-    convolution's do, the chunks' ``dY`` are gathered and each block summed over all of them and packed in turn
-    (a dense layer's by ``functions.dense_sign_bits``); else a whole sum is added to, block by block, chunk by
-    chunk. Each element's sum is the same either way: zero, then each chunk's part in turn."""
+    convolution's do, the chunks' ``dY`` are gathered and each block summed over all of them and packed in turn;
+    else a whole sum is added to, block by block, chunk by chunk. Each element's sum is the same either way: zero,
+    then each chunk's part in turn. A dense layer's chunks fill one whole-batch ``dY``, summed with the layer's
+    whole input (the first layer's: the batch itself) by ``functions.dense_sign_bits``."""
 
     def __init__(self, op, w_shape, inputs: Callable, dy_values: int) -> None:
         self.op, self.w_shape, self.inputs = op, w_shape, inputs
@@ -721,8 +722,16 @@ class _WeightGradient:
         self.gathered = self.dense or (math.prod(w_shape) > CONV_BLOCK and smaller)
         self.total: torch.Tensor | None = None
         self.rows: list[tuple[int, int, torch.Tensor]] = []
+        #: a dense layer's whole-batch ``dY``, filled chunk by chunk (the chunks cover the batch)
+        self.dy: torch.Tensor | None = None
+        self.batch = dy_values // w_shape[0]
 
     def add(self, i: int, j: int, dyq: torch.Tensor) -> None:
+        if self.dense:
+            if self.dy is None:
+                self.dy = dyq.new_empty((self.batch, *dyq.shape[1:]))
+            self.dy[i:j] = dyq
+            return
         if self.gathered:
             self.rows.append((i, j, dyq))
             return
@@ -742,8 +751,9 @@ class _WeightGradient:
 
     def bits(self) -> torch.Tensor:
         if self.dense:
-            x = torch.cat([self.inputs(i, j) for i, j, _ in self.rows])
-            dyq = torch.cat([dyq for _, _, dyq in self.rows])
+            assert self.dy is not None  # every chunk was added
+            # the whole input at once: the first layer's is the batch itself, not a copy
+            x, dyq = self.inputs(0, self.batch), self.dy
             if math.prod(self.w_shape) > fn.WEIGHT_BLOCK:
                 return fn.dense_sign_bits(x, dyq, self.w_shape)
             self.total = self.op.weight_grad(x, dyq, self.w_shape)
