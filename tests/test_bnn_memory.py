@@ -149,6 +149,11 @@ def test_a_peak_is_measured_at_the_chunks_and_budgets_given(monkeypatch, measure
     assert streamed.ROW_VALUES != 2_000
 
 
+def test_a_measurement_in_a_fresh_process_names_what_went_wrong_there():
+    with pytest.raises(RuntimeError, match="phase_peaks_in_this_process failed: KeyError: 'lenet'"):
+        measured_phase_peaks("lenet", "low_memory", 100)
+
+
 def test_each_phase_of_a_step_peaks_above_what_the_process_keeps_between_steps():
     phases = {
         mode: measured_phase_peaks("bnn_mlp", mode, 100) for mode in ("standard", "low_memory")

@@ -364,7 +364,11 @@ def _in_a_fresh_process(function: str, *args: Any, **keywords: Any) -> Any:
         f"import json; from qatcore.bnn.measure import {function} as f; "
         f"print(json.dumps(f(*json.loads({json.dumps(args)!r}), **json.loads({json.dumps(keywords)!r}))))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:  # the child's own error, not only its exit status
+        raise RuntimeError(
+            f"{function} failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
