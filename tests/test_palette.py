@@ -31,6 +31,7 @@ from qatcore.bnn.plots import (
     budgets_figure,
     memory_breakdown_figure,
     memory_vs_batch_figure,
+    phases_figure,
     power_of_two_label,
     waterfall_figure,
 )
@@ -60,6 +61,7 @@ from qatcore.palette import (
     CONVOLUTIONS,
     ESTIMATORS,
     EXPORTS,
+    GREY,
     LADDER,
     MEMORY,
     MODES,
@@ -413,6 +415,34 @@ def test_the_budgets_figure_puts_each_setting_at_its_time_and_peak_over_held():
     )
     with pytest.raises(ValueError, match="settings"):
         budgets_figure([], 15 * MIB, 1.3, 1.5)
+
+
+def test_the_phases_figure_draws_the_low_memory_step_at_each_moment_and_the_target():
+    low = {
+        "between_steps": 3 * MIB,
+        "forward": 4 * MIB,
+        "backward": 5 * MIB,
+        "optimizer": 3.5 * MIB,
+    }
+    standard = {
+        "between_steps": 7 * MIB,
+        "forward": 6 * MIB,
+        "backward": 8 * MIB,
+        "optimizer": 9 * MIB,
+    }
+    entry = {"standard": {**standard, "peak": 9 * MIB}, "low_memory": low}
+    figure = phases_figure(
+        [{"model": "mlp", **entry}, {"model": "cnv", **entry}], {"mlp": 3.25 * MIB}
+    )
+    mlp, cnv = figure.axes
+    assert drawn(mlp) == {"low-memory": MODES["low_memory"].lower(), "target peak": GREY.lower()}
+    assert "target peak" not in drawn(cnv)
+    (bars,) = mlp.containers
+    assert [p.get_height() for p in bars.patches] == [3, 4, 5, 3.5]
+    assert [line.get_ydata()[0] for line in mlp.get_lines()] == [3.25]
+    assert "standard peak 9.0 MiB" in mlp.get_title()
+    with pytest.raises(ValueError, match="models"):
+        phases_figure([])
 
 
 def test_a_setting_is_labelled_a_power_of_two_only_where_it_is_one():

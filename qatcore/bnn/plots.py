@@ -11,6 +11,14 @@ from qatcore.palette import GREY, MEMORY, MODES, REMOVED, colour
 
 MIB = 2**20
 MODE_LABELS = {"standard": "standard", "low_memory": "low-memory"}
+#: the moments of a training step at which ``phases_figure`` shows the resident set (the keys of
+#: ``qatcore.bnn.measure.phase_peaks_in_this_process``'s readings)
+PHASE_LABELS = {
+    "between_steps": "between\nsteps",
+    "forward": "forward",
+    "backward": "backward",
+    "optimizer": "optimiser\nstep",
+}
 
 
 def power_of_two_label(n: int) -> str:
@@ -197,4 +205,38 @@ def budgets_figure(
     ]
     heading = "chunk, output share,\ngradient share, weight block\n"
     key.text(0, 1, heading + "\n".join(rows), va="top", family="monospace", fontsize=7)
+    return fig
+
+
+def phases_figure(models: list[dict], targets: dict[str, float] | None = None) -> Figure:
+    """Per model (``{"model": name, "standard": readings, "low_memory": readings}``, the readings in bytes keyed as
+    ``PHASE_LABELS``, the standard mode's with its ``peak``), the low-memory step's resident set at each moment of a
+    step, a bar each in MiB, the standard step's peak named in the title; a dashed line at a model's low-memory
+    target peak in ``targets`` (bytes)."""
+    if not models:
+        raise ValueError("models must hold at least one measured model")
+    fig = Figure(figsize=(3.4 * len(models) + 0.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, entry in zip(axes, models, strict=True):
+        heights = [entry["low_memory"][moment] / MIB for moment in PHASE_LABELS]
+        bars = ax.bar(
+            list(PHASE_LABELS.values()),
+            heights,
+            color=colour(MODES, "low_memory"),
+            label="low-memory",
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        top = max(heights)
+        if targets and entry["model"] in targets:
+            target = targets[entry["model"]] / MIB
+            ax.axhline(target, ls="--", color=GREY, label="target peak")
+            top = max(top, target)
+        ax.set_ylim(0, 1.15 * top)  # room for the bars' values
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(
+            f"{entry['model']} (standard peak {entry['standard']['peak'] / MIB:.1f} MiB)",
+            fontsize=9,
+        )
+    axes[0].set_ylabel("MiB over the process before the model")
+    axes[0].legend(fontsize=7, loc="lower right")
     return fig
