@@ -203,23 +203,29 @@ def peak_in_this_process(
     the kernels' code, thread pools and per-shape caches beforehand, so they do not count. Meant for a fresh
     process (``measured_peak``); glibc returns freed blocks of ``MMAP_THRESHOLD`` bytes or more. ``budgets``: the
     streamed step's chunks and budgets (the arguments of ``qatcore.bnn.streamed.budgets``; default: its own)."""
+    training = (model_name, mode, batch_size, optimizer, gradient, seed)
+    before = _baseline_after_a_throwaway_step(training, budgets)
+    if before is None:
+        return None
+    net, opt, x, y = _new_training(*training)
+    with streamed.budgets(**(budgets or {})):
+        for _ in range(steps):
+            training_step(net, opt, x, y)
+    peak = _status_kib("VmHWM")
+    return None if peak is None else peak - before
+
+
+def _baseline_after_a_throwaway_step(training: tuple, budgets: dict | None) -> int | None:
+    """This process's resident set, its high-water mark reset to it, after one step of a throw-away copy of the
+    training ``_new_training(*training)`` makes (at ``budgets``) loaded the kernels and caches; None where either
+    cannot be read (not Linux). glibc returns freed blocks from here on (``return_freed_memory``)."""
     return_freed_memory()
-
-    def train(count: int) -> None:
-        net, opt, x, y = _new_training(model_name, mode, batch_size, optimizer, gradient, seed)
-        with streamed.budgets(**(budgets or {})):
-            for _ in range(count):
-                training_step(net, opt, x, y)
-
-    train(1)
+    with streamed.budgets(**(budgets or {})):
+        training_step(*_new_training(*training))
     gc.collect()
     return_freed_memory()
     before = _status_kib("VmRSS")
-    if before is None or not reset_peak():
-        return None
-    train(steps)
-    peak = _status_kib("VmHWM")
-    return None if peak is None else peak - before
+    return before if before is not None and reset_peak() else None
 
 
 def peak_on_gpu(
@@ -322,15 +328,11 @@ def phase_peaks_in_this_process(
     ``PHASES`` (the loss's forward pass, its backward pass, the optimiser's step), the highest over ``steps`` steps.
     The step is ``training_step``'s, read between its parts. None where the peak cannot be read (not Linux)."""
     steps = int_at_least("steps", steps, 1)
-    return_freed_memory()
-    with streamed.budgets(**(budgets or {})):
-        training_step(*_new_training(model_name, mode, batch_size, optimizer, gradient, seed))
-    gc.collect()
-    return_freed_memory()
-    before = _status_kib("VmRSS")
-    if before is None or not reset_peak():
+    training = (model_name, mode, batch_size, optimizer, gradient, seed)
+    before = _baseline_after_a_throwaway_step(training, budgets)
+    if before is None:
         return None
-    net, opt, x, y = _new_training(model_name, mode, batch_size, optimizer, gradient, seed)
+    net, opt, x, y = _new_training(*training)
     built = _status_kib("VmRSS")
     peaks = dict.fromkeys(PHASES, 0)
 
