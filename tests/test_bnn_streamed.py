@@ -212,6 +212,22 @@ def test_histogram_statistics_equal_those_of_a_kept_output(monkeypatch):
     assert torch.allclose(kept[1], (z - kept[0].view(1, -1, 1, 1)).abs().mean((0, 2, 3)))
 
 
+def test_histogram_counts_follow_chunks_whose_values_lie_apart():
+    """The counts cover the range of values met so far: a chunk below it, then one above it, widen it on either
+    side, each chunk's counts landing on its own values."""
+    generator = torch.Generator().manual_seed(5)
+    parts = [(-3, 4), (-30, -20), (25, 39)]  # each chunk's values, none overlapping the others'
+    z = torch.cat(
+        [torch.randint(lo, hi, (3, 2, 3, 3), generator=generator) for lo, hi in parts]
+    ).float()
+    chunks = [(0, 3), (3, 6), (6, 9)]
+    mu, spread = streamed._counted_statistics(
+        lambda i, j: z[i:j].clone(), z.shape, chunks, 40, None
+    )
+    assert torch.equal(mu, z.mean((0, 2, 3)).half().float())
+    assert torch.allclose(spread, (z - mu.view(1, -1, 1, 1)).abs().mean((0, 2, 3)))
+
+
 def test_the_bound_of_the_largest_gradient_is_never_below_it():
     generator = torch.Generator().manual_seed(5)
     for _ in range(20):

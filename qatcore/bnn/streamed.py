@@ -341,31 +341,44 @@ def _statistics(first_rows, z_rows, z_shape, chunks, largest: int | None, budget
         if store is not None:
             store[i:j] = z
         total += z.sum(dims, dtype=torch.float64)
+        del z  # (before the next chunk's is made)
     mu = (total / count).half().float()
     mu_c = _per_channel(mu, z_shape)
     spread = torch.zeros_like(total)
     for i, j in chunks:
         z = store[i:j].float() if store is not None else z_rows(i, j)
         spread += z.sub_(mu_c).abs_().sum(dims, dtype=torch.float64)
+        del z
     return mu, (spread / count).float(), store
 
 
 def _counted_statistics(first_rows, z_shape, chunks, largest: int, store: torch.Tensor | None):
-    """``_statistics`` of an integer ``z`` from its per-channel histogram, made in one pass (each chunk counted
-    over its own range of values), its first rows kept in ``store``."""
+    """``_statistics`` of an integer ``z`` (``|z| ≤ largest``) from its per-channel histogram, made in one pass
+    (each chunk counted over its own range of values, the counts kept over the range met so far), its first rows
+    kept in ``store``."""
     channels, count = z_shape[1], z_shape[0] * math.prod(z_shape[2:])
-    counts = torch.zeros((channels, 2 * largest + 1), dtype=torch.int32)  # at most n·H·W per value
-    lowest, highest = largest, -largest
+    counts = torch.zeros((channels, 0), dtype=torch.int32)  # at most n·H·W per value
+    lowest, highest = largest + 1, -largest - 1  # the range of values met: none yet
     for i, j in chunks:
         z = first_rows(i, j)
         if store is not None and j <= store.shape[0]:
             store[i:j] = z
         low, high = (int(v) for v in torch.aminmax(z))
-        lowest, highest, width = min(lowest, low), max(highest, high), high - low + 1
-        offsets = _per_channel(torch.arange(channels) * width - low, z_shape)
-        part = torch.bincount(z.to(torch.int64).add_(offsets).view(-1), minlength=channels * width)
-        counts[:, low + largest : high + largest + 1] += part.view(channels, width)
-    per_value = counts[:, lowest + largest : highest + largest + 1].double()
+        if low < lowest or high > highest:  # a wider range: the counts so far moved into it
+            wider = torch.zeros(
+                (channels, max(high, highest) - min(low, lowest) + 1), dtype=torch.int32
+            )
+            start = max(lowest - low, 0)
+            wider[:, start : start + counts.shape[1]] = counts
+            counts, lowest, highest = wider, min(low, lowest), max(high, highest)
+        width = high - low + 1
+        offsets = _per_channel(torch.arange(channels, dtype=torch.int32) * width - low, z_shape)
+        codes = z.to(torch.int32).add_(offsets).view(-1)  # below channels·(2·largest + 1) < 2³¹
+        del z
+        part = torch.bincount(codes, minlength=channels * width)
+        del codes
+        counts[:, low - lowest : high - lowest + 1] += part.view(channels, width)
+    per_value = counts.double()
     values = torch.arange(lowest, highest + 1, dtype=torch.float32)
     mu = ((per_value @ values.double()) / count).half().float()
     deviation = (values - mu.view(-1, 1)).abs_()  # |z − μ| in float32, as a pass over z computes it
@@ -448,6 +461,7 @@ def _stage_forward(st: Stage, rows: _LayerRows, keep) -> torch.Tensor:
             mask = pack_within_one(out)  # the STE's mask
         _put(mask_bits, per_z, i, mask)
         _put(out_bits, per_out, i, pack_signs(a))
+        del xhat, out, a  # (before the next chunk's are made)
     if switches is not None:
         keep("switches_before", switches)
     keep("xhat", xhat_bits)
@@ -644,6 +658,7 @@ class _StageBackward:
             if i < rows:
                 kept[i : min(j, rows)] = big_g[: rows - i]
             reductions.add(self.bn_grad(s - 1, big_g, i, j), self.positive(s - 1, i, j))
+            del big_g  # (before the next chunk's is made)
         st.layer.weight.grad_bits, st.layer.weight.grad_clip = weight_grad.bits(), st.layer.clip
         return kept, reductions, largest
 
@@ -766,10 +781,16 @@ class _WeightGradient:
         per_output = math.prod(self.w_shape[1:])
         bits = torch.empty(packed_size(math.prod(self.w_shape)), dtype=torch.uint8)
         for o in range(0, self.w_shape[0], self.step):
-            total = torch.zeros((min(self.step, self.w_shape[0] - o), *self.w_shape[1:]))
+            total = (
+                None  # the first chunk's part, then each other's added (0 + part would be the same)
+            )
             for i, j, dyq in self.rows:
-                total += self._part(self.inputs(i, j), dyq, o)
+                part = self._part(self.inputs(i, j), dyq, o)
+                total = part if total is None else total.add_(part)
+                del part
+            assert total is not None  # (the batch has a chunk)
             _put(bits, per_output, o, pack_signs(total))
+            del total
         return bits
 
 
