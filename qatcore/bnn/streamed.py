@@ -782,9 +782,7 @@ class _WeightGradient:
         per_output = math.prod(self.w_shape[1:])
         bits = torch.empty(packed_size(math.prod(self.w_shape)), dtype=torch.uint8)
         for o in range(0, self.w_shape[0], self.step):
-            total = (
-                None  # the first chunk's part, then each other's added (0 + part would be the same)
-            )
+            total = None  # the first chunk's part, the others added to it (as to zeros)
             for i, j, dyq in self.rows:
                 part = self._part(self.inputs(i, j), dyq, o)
                 total = part if total is None else total.add_(part)
