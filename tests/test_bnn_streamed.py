@@ -289,8 +289,8 @@ def test_large_convolutions_in_blocks_stay_bit_equal(conv_block, monkeypatch, co
     made, blocks = [], []
     original_init, original_blocks = streamed._WeightGradient.__init__, streamed._conv_blocks
 
-    def init(self, *args):
-        original_init(self, *args)
+    def init(self, *args, **keywords):
+        original_init(self, *args, **keywords)
         made.append(self)
 
     monkeypatch.setattr(streamed._WeightGradient, "__init__", init)
@@ -308,3 +308,20 @@ def test_large_convolutions_in_blocks_stay_bit_equal(conv_block, monkeypatch, co
     large = [w for w in made if not w.dense and math.prod(w.w_shape) > conv_block]
     assert any(w.gathered for w in large)
     assert any(not w.gathered for w in large)
+    # the gathered power-of-two dY are kept one byte a value
+    assert all(isinstance(r[2], streamed._Codes) for w in large if w.gathered for r in w.rows)
+
+
+def test_power_of_two_rows_are_kept_one_byte_a_value_and_anything_else_as_it_is():
+    """``_Codes`` gives back a power-of-two ``dY``'s columns bit for bit; a value it could not give back exactly (NaN,
+    a value between powers of two, −0, exponents 128 or more apart) keeps the rows as they are."""
+    torch.manual_seed(0)
+    dy = fn.po2_quantize(torch.randn(6, 40, 3, 3) * (torch.rand(6, 40, 3, 3) > 0.3))
+    coded = streamed._Codes.of(dy)
+    assert isinstance(coded, streamed._Codes) and coded.codes.dtype == torch.int8
+    assert torch.equal(coded.columns(0, 40).view(torch.int32), dy.view(torch.int32))
+    assert torch.equal(coded.columns(7, 9).view(torch.int32), dy[:, 7:16].view(torch.int32))
+    for value in (float("nan"), float("inf"), 0.3, -0.0, 2.0**-140, 2.0**125):
+        odd = dy.clone()
+        odd[1, 2, 0, 1] = value
+        assert streamed._Codes.of(odd) is odd

@@ -51,7 +51,8 @@ GRADIENT_BITS = {"po2": 5, "float16": 16}
 
 @dataclass(frozen=True)
 class Choices:
-    """The paper's memory-saving choices; all off is the standard algorithm, all on the low-memory one."""
+    """The paper's memory-saving choices, and one of ours (``shared_moment``); all off is the standard algorithm,
+    all on the low-memory one as ``qatcore.bnn`` trains it."""
 
     packed_inputs: bool = False  # binary layers keep sign(X) as 1 bit (the first layer keeps X)
     l1_batch_norm: bool = False  # keep sign(x̂) bits and per-channel mean|x̂|, σ instead of x̂
@@ -60,18 +61,22 @@ class Choices:
         False  # weights, gradients, Adam state and batch-norm parameters in float16
     )
     bit_weight_gradients: bool = False  # binary layers' dW kept as packed sign bits
+    #: the binary weights' Adam ``v`` kept as the one value they share and the few that differ
+    #: (``qatcore.bnn.shared_moment``; none differ at a model's first steps). Not the paper's: it keeps ``v`` per weight
+    shared_moment: bool = False
 
 
 STANDARD = Choices()
-LOW_MEMORY = Choices(True, True, True, True, True)
-#: the paper's choices applied one after another, from the standard to the low-memory algorithm
+LOW_MEMORY = Choices(True, True, True, True, True, True)
+#: the choices applied one after another, from the standard to the low-memory algorithm (the paper's, then ours)
 WATERFALL = (
     ("standard", STANDARD),
     ("1-bit layer inputs", Choices(packed_inputs=True)),
     ("l1 batch norm", Choices(packed_inputs=True, l1_batch_norm=True)),
     ("1-bit masks", Choices(packed_inputs=True, l1_batch_norm=True, bit_masks=True)),
     ("float16 weights + state", Choices(True, True, True, True)),
-    ("1-bit weight gradients", LOW_MEMORY),
+    ("1-bit weight gradients", Choices(True, True, True, True, True)),
+    ("one shared Adam v", LOW_MEMORY),
 )
 
 
@@ -168,6 +173,13 @@ def _binary_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[Memo
     bits = 16 if c.half_precision else 32
     x_bits = 1 if c.packed_inputs and s.binary_input else 32
     state = {"sgd": "momentum", "adam": "Adam m, v", "bop": "Bop m"}[optimizer]
+    slots = STATE_SLOTS[optimizer] * s.weights
+    state_rows = [MemoryRow(s.name, state, "optimizer state", slots, bits)]
+    if optimizer == "adam" and c.shared_moment:  # m per weight, v one value (none differ yet)
+        state_rows = [
+            MemoryRow(s.name, "Adam m", "optimizer state", s.weights, bits),
+            MemoryRow(s.name, "Adam v (one shared value)", "optimizer state", 1, 16),
+        ]
     return [
         MemoryRow(
             s.name,
@@ -183,7 +195,7 @@ def _binary_rows(s: LayerShape, b: int, c: Choices, optimizer: str) -> list[Memo
             s.weights,
             1 if c.bit_weight_gradients else bits,
         ),
-        MemoryRow(s.name, state, "optimizer state", STATE_SLOTS[optimizer] * s.weights, bits),
+        *state_rows,
         MemoryRow(
             s.name,
             "X (layer input)" if x_bits == 32 else "sign(X) bits",
@@ -525,7 +537,7 @@ def compare_modes(model: nn.Module, batch_size: int) -> dict[str, float]:
 
 
 def waterfall(model: nn.Module, batch_size: int) -> list[tuple[str, int]]:
-    """Total bytes after each of the paper's choices in turn (``WATERFALL``)."""
+    """Total bytes after each choice in turn (``WATERFALL``)."""
     shapes = layer_shapes(model)
     return [
         (label, total_bytes(memory_rows(model, batch_size, c, shapes))) for label, c in WATERFALL

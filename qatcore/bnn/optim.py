@@ -6,7 +6,8 @@
   weight's size). Adam does not change when every gradient is multiplied by one constant ``s`` and ``ε``
   by ``s`` too, so it runs on ``√N·dW`` (±1 or 0) with ``√N·ε``: the moments of ±1 stay in float16's
   normal range, and torch's fused Adam kernel updates weight, ``m`` and ``v`` in one pass per chunk,
-  computing in float32 and rounding each once.
+  computing in float32 and rounding each once. ``g² = 1`` for every weight within ±1, so their ``v`` are one
+  value: it is kept once, with the few that differ (``qatcore.bnn.shared_moment``).
 * Any other parameter (the batch norms' β) keeps ``m`` and the root of the second moment ``r = sqrt(v)``, with the
   arithmetic in float32 chunk by chunk (chunks keep the float32 copies small); the float16 weight is
   updated in place from float32 operands, which torch computes in float32 and rounds once. It stores
@@ -31,6 +32,7 @@ from torch import nn
 from qatcore import optimizers
 from qatcore.bnn.functions import clear_weight_gradient, sign, weight_gradient
 from qatcore.bnn.layers import BinaryLayer
+from qatcore.bnn.shared_moment import INDEX, SharedMoment
 from qatcore.checks import positive_number
 
 #: values updated at a time: two working rows (float32 ``g`` and ``r``, or float16 ``√N·g`` and the mask), well
@@ -133,16 +135,31 @@ def _has_gradient(p: torch.Tensor) -> bool:
 class HalfAdam(torch.optim.Optimizer):
     """Adam (Kingma & Ba) with float16 state; parameters of any dtype. A group with ``unit_gradients=True``
     (gradients ``±1/√N`` or 0) keeps ``m`` and ``v`` of ``√N·dW`` and steps with torch's fused kernel; any
-    other keeps ``m`` and ``r = sqrt(v)`` (see the module's docstring)."""
+    other keeps ``m`` and ``r = sqrt(v)`` (see the module's docstring). With ``shared_moment`` (the default) a
+    unit-gradient group keeps ``v`` as the value its weights share and the few that differ
+    (``qatcore.bnn.shared_moment``): the same steps, bit for bit, without a float16 ``v`` per weight."""
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        shared_moment: bool = True,
+    ) -> None:
         positive_number("lr", lr)
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        super().__init__(
-            params,
-            dict(lr=lr, betas=tuple(betas), eps=positive_number("eps", eps), unit_gradients=False),
+        if not isinstance(shared_moment, bool):
+            raise TypeError(f"shared_moment must be True or False, got {shared_moment!r}")
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=positive_number("eps", eps),
+            unit_gradients=False,
+            shared_moment=shared_moment,
         )
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -157,9 +174,10 @@ class HalfAdam(torch.optim.Optimizer):
                 if not state:
                     state["step"] = 0
                     state["m"] = torch.zeros_like(p, dtype=torch.float16)
-                    state["v" if unit else "r"] = torch.zeros_like(p, dtype=torch.float16)
+                    if not unit or not group.get("shared_moment", True):  # (a shared v starts at 0)
+                        state["v" if unit else "r"] = torch.zeros_like(p, dtype=torch.float16)
                 state["step"] += 1
-                entries.append((p, (state["m"], state["v" if unit else "r"])))
+                entries.append((p, (state["m"],) if unit else (state["m"], state["r"])))
             dtype = torch.float16 if unit else torch.float32
             if dtype not in work:  # one pair of rows per dtype for the whole step
                 work[dtype] = _workspace(self, 2, dtype)
@@ -167,15 +185,33 @@ class HalfAdam(torch.optim.Optimizer):
             for p, _ in entries:
                 clear_weight_gradient(p)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's, keeping a shared ``v``'s listed positions integers (torch casts the state of a float16
+        parameter to float16)."""
+        positions = {k: s[INDEX] for k, s in state_dict["state"].items() if INDEX in s}
+        state = {
+            k: {n: v for n, v in s.items() if n != INDEX} for k, s in state_dict["state"].items()
+        }
+        super().load_state_dict({**state_dict, "state": state})
+        ids = (i for g in state_dict["param_groups"] for i in g["params"])
+        params = (p for g in self.param_groups for p in g["params"])
+        for i, p in zip(ids, params, strict=True):
+            if i in positions:
+                self.state[p][INDEX] = positions[i].to(device=p.device, dtype=torch.int32)
+
     def _unit_step(self, group: dict, entries, work: torch.Tensor) -> None:
         """The fused kernel on ``√N·dW`` with ``√N·ε``, one chunk (float16 rows of ``work``) at a time. The kernel,
         ``torch._fused_adam_``, is the one ``torch.optim.Adam(fused=True)`` calls (on the CPU since torch 2.4);
         calling it directly lets it run on one chunk's views and one gradient row."""
         beta1, beta2 = group["betas"]
-        for p, (m, v) in entries:
+        for p, (m,) in entries:
             scale = math.sqrt(p.numel())
-            t = torch.tensor(float(self.state[p]["step"]), device=p.device)
-            for w, g, m_part, v_part, _mask_row in _chunks(p, m, v, work=work, scale=scale):
+            state = self.state[p]
+            t = torch.tensor(float(state["step"]), device=p.device)
+            v = SharedMoment(state, p)
+            start = 0
+            for w, g, m_part, row in _chunks(p, m, work=work, scale=scale):
+                v_part = v.read(start, row)
                 torch._fused_adam_(
                     [w],
                     [g],
@@ -191,6 +227,9 @@ class HalfAdam(torch.optim.Optimizer):
                     amsgrad=False,
                     maximize=False,
                 )
+                v.write(start, v_part, g)
+                start += g.numel()
+            v.store(state, p)
 
     def _root_step(self, group: dict, entries, work: torch.Tensor) -> None:
         """``m`` and ``r = sqrt(v)`` updated in float32 rows of ``work``, runs of small parameters together."""

@@ -643,6 +643,7 @@ class _StageBackward:
             st.layer.weight.shape,
             lambda i, j: _inputs(self.saved[s, "in"], st.shapes["in"], i, j),
             math.prod(st.shapes["y"]),
+            coded=st.layer.gradient == "po2",
         )
         below = self.stages[s - 1] if s else None
         reductions = _Reductions(below.shapes["z"][1] if below is not None else 1)
@@ -724,7 +725,7 @@ class _WeightGradient:
     then each chunk's part in turn. A dense layer's chunks fill one whole-batch ``dY``, summed with the layer's
     whole input (the first layer's: the batch itself) by ``functions.dense_sign_bits``."""
 
-    def __init__(self, op, w_shape, inputs: Callable, dy_values: int) -> None:
+    def __init__(self, op, w_shape, inputs: Callable, dy_values: int, coded: bool = False) -> None:
         self.op, self.w_shape, self.inputs = op, w_shape, inputs
         self.dense = isinstance(op, fn.DenseOp)
         per_output = math.prod(w_shape[1:])
@@ -732,12 +733,13 @@ class _WeightGradient:
         if math.prod(w_shape) > CONV_BLOCK:  # each block starts on a whole byte of the packed bits
             align = 8 // math.gcd(8, per_output)
             self.step = max(align, self.step // align * align)
-        # a large convolution's dY is gathered where the whole batch's and one block's sum take less memory than
-        # the whole sum
-        smaller = dy_values + self.step * per_output < math.prod(w_shape)
+        # a large convolution's dY is gathered where the whole batch's (one byte a value where it is a power-of-two
+        # gradient, ``coded``: ``_Codes``) and one block's sum take less memory than the whole sum
+        dy_bytes = dy_values if coded else 4 * dy_values
+        smaller = dy_bytes + 4 * self.step * per_output < 4 * math.prod(w_shape)
         self.gathered = self.dense or (math.prod(w_shape) > CONV_BLOCK and smaller)
         self.total: torch.Tensor | None = None
-        self.rows: list[tuple[int, int, torch.Tensor]] = []
+        self.rows: list[tuple[int, int, torch.Tensor | _Codes]] = []
         #: a dense layer's whole-batch ``dY``, filled chunk by chunk (the chunks cover the batch)
         self.dy: torch.Tensor | None = None
         self.batch = dy_values // w_shape[0]
@@ -749,7 +751,7 @@ class _WeightGradient:
             self.dy[i:j] = dyq
             return
         if self.gathered:
-            self.rows.append((i, j, dyq))
+            self.rows.append((i, j, _Codes.of(dyq)))
             return
         x = self.inputs(i, j)
         if math.prod(self.w_shape) <= CONV_BLOCK:
@@ -761,8 +763,8 @@ class _WeightGradient:
         for o in range(0, self.w_shape[0], self.step):
             self.total[o : o + self.step] += self._part(x, dyq, o)
 
-    def _part(self, x: torch.Tensor, dyq: torch.Tensor, o: int) -> torch.Tensor:
-        block = dyq[:, o : o + self.step]
+    def _part(self, x: torch.Tensor, dyq: torch.Tensor | _Codes, o: int) -> torch.Tensor:
+        block = dyq.columns(o, self.step) if isinstance(dyq, _Codes) else dyq[:, o : o + self.step]
         return self.op.weight_grad(x, block, (block.shape[1], *self.w_shape[1:]))
 
     def bits(self) -> torch.Tensor:
@@ -791,6 +793,38 @@ class _WeightGradient:
             _put(bits, per_output, o, pack_signs(total))
             del total
         return bits
+
+
+class _Codes:
+    """Rows of a power-of-two ``dY`` kept one byte a value: 0 for 0, ``±(k + 1)`` for ``±2^(lowest + k)``. Exact: the
+    rows are coded only where decoding gives them back bit for bit (every non-zero value a normal power of two, their
+    exponents fewer than 128 apart, zeros +0); ``of`` keeps any others as they are."""
+
+    def __init__(self, codes: torch.Tensor, lowest: int) -> None:
+        self.codes, self.lowest = codes, lowest
+
+    @staticmethod
+    def of(dyq: torch.Tensor) -> torch.Tensor | _Codes:
+        """``dyq``'s rows coded, or ``dyq`` itself where they cannot be."""
+        if not dyq.numel():
+            return dyq
+        exponent = dyq.view(torch.int32).bitwise_right_shift(23).bitwise_and_(0xFF)
+        lowest = int(torch.where(dyq != 0, exponent, 255).min())
+        if int(exponent.max()) - lowest > 126:
+            return dyq
+        coded = _Codes(
+            exponent.sub_(lowest - 1).mul_(torch.sign(dyq).to(torch.int32)).to(torch.int8), lowest
+        )
+        del exponent
+        exact = torch.equal(coded.columns(0, dyq.shape[1]).view(torch.int32), dyq.view(torch.int32))
+        return coded if exact else dyq
+
+    def columns(self, start: int, count: int) -> torch.Tensor:
+        """The float32 values of the columns (output channels) ``start`` to ``start + count``."""
+        code = self.codes[:, start : start + count]
+        zero, sign_bit = code == 0, code.lt(0).to(torch.int32).mul_(-(2**31))
+        bits = code.to(torch.int32).abs_().add_(self.lowest - 1).bitwise_left_shift_(23)
+        return bits.masked_fill_(zero, 0).bitwise_or_(sign_bit).view(torch.float32)
 
 
 def _largest_dy_bound(

@@ -1,0 +1,143 @@
+"""The binary weights' Adam ``v`` kept as one shared value and the values that differ: the same steps, bit for bit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from qatcore.bnn import optim
+from qatcore.bnn.measure import tensor_bytes
+from qatcore.bnn.models import BNNMLP, set_mode
+from qatcore.bnn.optim import HalfAdam, make_optimizer
+from qatcore.bnn.shared_moment import INDEX, SHARED, VALUES, WHOLE, whole_moment
+from qatcore.bnn.train import training_step
+
+
+def _unit_gradient(n: int, outside: float, generator: torch.Generator) -> torch.Tensor:
+    """``±1/√n``, 0 for a share ``outside`` of the weights (as for weights beyond ±1)."""
+    signs = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    return (signs * (torch.rand(n, generator=generator) >= outside) / n**0.5).half()
+
+
+def _pair(n: int, lr: float = 1e-3):
+    torch.manual_seed(0)
+    a = torch.nn.Parameter((torch.randn(n) * 0.05).half())
+    b = torch.nn.Parameter(a.detach().clone())
+    shared = HalfAdam([{"params": [a], "unit_gradients": True}], lr=lr)
+    whole = HalfAdam([{"params": [b], "unit_gradients": True}], lr=lr, shared_moment=False)
+    return a, b, shared, whole
+
+
+def _assert_same(a, b, shared: HalfAdam, whole: HalfAdam) -> None:
+    assert torch.equal(a.detach().view(torch.int16), b.detach().view(torch.int16))
+    assert torch.equal(
+        shared.state[a]["m"].view(torch.int16), whole.state[b]["m"].view(torch.int16)
+    )
+    v = whole_moment(shared.state[a], a).view(torch.int16)
+    assert torch.equal(v, whole.state[b][WHOLE].view(torch.int16))
+
+
+@pytest.mark.parametrize("chunk", [1 << 17, 1 << 10])
+def test_a_shared_v_steps_as_a_whole_one_bit_for_bit_and_lists_only_the_weights_set_apart(
+    chunk, monkeypatch
+):
+    """Gradients ±1 everywhere keep ``v`` one value; weights with a 0 gradient at some step are listed, and the
+    steps equal those of a whole float16 ``v`` in every bit, over one chunk and over several."""
+    monkeypatch.setattr(optim, "CHUNK", chunk)
+    n = 5000
+    a, b, shared, whole = _pair(n)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(12):
+        g = _unit_gradient(n, 0.0 if step < 6 else 0.002, generator)
+        a.grad, b.grad = g.clone(), g.clone()
+        shared.step()
+        whole.step()
+        _assert_same(a, b, shared, whole)
+        state = shared.state[a]
+        assert WHOLE not in state and state[SHARED].shape == ()
+        if step < 6:
+            assert state[INDEX].numel() == 0
+    listed = shared.state[a][INDEX]
+    assert 0 < listed.numel() < 100 and listed.dtype == torch.int32
+    assert torch.equal(listed, listed.sort().values)
+    kept = [shared.state[a][k] for k in ("m", SHARED, INDEX, VALUES)]
+    assert tensor_bytes(kept) == 2 * n + 2 + 6 * listed.numel()  # m, the shared value, the list
+
+
+@pytest.mark.parametrize("chunk", [1 << 17, 1 << 10])
+def test_a_shared_v_becomes_whole_where_its_list_would_be_as_large(chunk, monkeypatch):
+    """Where most weights are set apart the list would outgrow ``v``: it is kept whole from then on, in the middle
+    of a step too (several chunks), and the steps stay equal."""
+    monkeypatch.setattr(optim, "CHUNK", chunk)
+    n = 5000
+    a, b, shared, whole = _pair(n)
+    generator = torch.Generator().manual_seed(2)
+    kinds = []
+    for step in range(8):
+        g = _unit_gradient(n, 0.0 if step < 3 else 0.2, generator)
+        a.grad, b.grad = g.clone(), g.clone()
+        shared.step()
+        whole.step()
+        _assert_same(a, b, shared, whole)
+        kinds.append(WHOLE in shared.state[a])
+    assert not kinds[0] and kinds[-1]
+    assert set(shared.state[a]) == {"step", "m", WHOLE}
+
+
+def test_training_the_low_memory_mlp_gives_the_same_weights_and_state_with_a_shared_v(monkeypatch):
+    """The low-memory MLP (1-bit weight gradients, masked where ``|w| > 1``) at a rate that drives weights out of
+    ±1: the same weights and ``m`` as with whole ``v``'s, and each ``v`` the same."""
+    monkeypatch.setattr(optim, "CHUNK", 1 << 12)
+    torch.manual_seed(0)
+    a = set_mode(BNNMLP(image_size=8), "low_memory").train()
+    b = copy.deepcopy(a)
+    shared, whole = (make_optimizer(m, "low_memory") for m in (a, b))
+    for group in whole.param_groups:
+        group["shared_moment"] = False
+    for group in [*shared.param_groups, *whole.param_groups]:
+        group["lr"] = 0.02
+    x, y = torch.rand(64, 64) * 2 - 1, torch.randint(0, 10, (64,))
+    for _ in range(60):
+        training_step(a, shared, x, y)
+        training_step(b, whole, x, y)
+    binary = [p for p in a.parameters() if p.dim() > 1]
+    assert any(shared.state[p][INDEX].numel() for p in binary)  # some weights left ±1
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+        if p.dim() > 1:
+            _assert_same(p, q, shared, whole)
+        elif p.requires_grad:  # the batch norms' β
+            assert torch.equal(shared.state[p]["r"], whole.state[q]["r"])
+
+
+def test_a_shared_v_survives_a_state_dict_round_trip():
+    """Loading the state keeps the listed positions integers and the steps after it equal."""
+    n = 3000
+    a, b, shared, whole = _pair(n)
+    generator = torch.Generator().manual_seed(3)
+    for step in range(6):
+        g = _unit_gradient(n, 0.01 * (step > 2), generator)
+        a.grad, b.grad = g.clone(), g.clone()
+        shared.step()
+        whole.step()
+    saved = copy.deepcopy(shared.state_dict())
+    assert saved["state"][0][INDEX].numel() > 0
+    c = torch.nn.Parameter(a.detach().clone())
+    again = HalfAdam([{"params": [c], "unit_gradients": True}], lr=1e-3)
+    again.load_state_dict(saved)
+    assert again.state[c][INDEX].dtype == torch.int32
+    assert torch.equal(again.state[c][INDEX], shared.state[a][INDEX])
+    for _ in range(3):
+        g = _unit_gradient(n, 0.01, generator)
+        c.grad, b.grad = g.clone(), g.clone()
+        again.step()
+        whole.step()
+        _assert_same(c, b, again, whole)
+    assert VALUES in again.state[c]
+
+
+def test_shared_moment_must_be_a_bool():
+    with pytest.raises(TypeError, match="shared_moment"):
+        HalfAdam([torch.nn.Parameter(torch.zeros(2))], shared_moment="yes")
