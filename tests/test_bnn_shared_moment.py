@@ -11,8 +11,9 @@ from qatcore.bnn import optim
 from qatcore.bnn.measure import tensor_bytes
 from qatcore.bnn.models import BNNMLP, set_mode
 from qatcore.bnn.optim import HalfAdam, make_optimizer
-from qatcore.bnn.shared_moment import INDEX, SHARED, VALUES, WHOLE, whole_moment
-from qatcore.bnn.train import training_step
+from qatcore.bnn.shared_moment import INDEX, SHARED, VALUES, WHOLE, listed, whole_moment
+from qatcore.bnn.train import BNNConfig, train_bnn, training_step
+from qatcore.data import load
 
 
 def _unit_gradient(n: int, outside: float, generator: torch.Generator) -> torch.Tensor:
@@ -141,3 +142,40 @@ def test_a_shared_v_survives_a_state_dict_round_trip():
 def test_shared_moment_must_be_a_bool():
     with pytest.raises(TypeError, match="shared_moment"):
         HalfAdam([torch.nn.Parameter(torch.zeros(2))], shared_moment="yes")
+
+
+def test_the_shared_value_is_not_taken_from_a_weight_set_apart():
+    """A weight whose gradient was 0 is listed; the shared value of later steps comes from another weight, so the
+    list stays that one weight (taken from it, every other weight would be listed)."""
+    n = 64
+    a, b, shared, whole = _pair(n)
+    signs = torch.where(torch.arange(n) % 3 == 0, -1.0, 1.0) / n**0.5
+    for step in range(4):
+        g = signs.clone()
+        if step == 0:
+            g[0] = 0.0
+        a.grad, b.grad = g.half(), g.half()
+        shared.step()
+        whole.step()
+        _assert_same(a, b, shared, whole)
+        assert shared.state[a][INDEX].tolist() == [0]
+
+
+def test_a_trained_low_memory_model_s_optimizer_says_how_many_values_of_v_it_lists():
+    """``train_bnn`` returns its optimiser; ``listed`` counts the listed values of ``v`` over the binary weights (a
+    whole ``v`` counts whole)."""
+    data = load("digits")
+    torch.manual_seed(0)
+    result = train_bnn(
+        BNNMLP(image_size=8, hidden=16), data, BNNConfig(mode="low_memory", epochs=1), progress=False
+    )
+    binary = [p for p in result.optimizer.state if p.dim() > 1]
+    assert listed(result.optimizer) == (
+        sum(result.optimizer.state[p][INDEX].numel() for p in binary),
+        sum(p.numel() for p in binary),
+    )
+    whole = HalfAdam([{"params": binary, "unit_gradients": True}], shared_moment=False)
+    for p in binary:
+        p.grad = torch.full_like(p, 0.01)
+    whole.step()
+    assert listed(whole) == (sum(p.numel() for p in binary),) * 2

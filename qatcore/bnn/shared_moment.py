@@ -35,16 +35,20 @@ class SharedMoment:
         if self.whole is not None:
             self.whole = self.whole.view(-1)
             return
-        empty = torch.empty(0, dtype=torch.int32, device=like.device)
-        self.shared = state.get(SHARED, torch.zeros((), dtype=torch.float16, device=like.device))
-        self.index = state.get(INDEX, empty)
-        self.values = state.get(VALUES, empty.to(torch.float16))
+        if SHARED in state:
+            self.shared, self.index, self.values = state[SHARED], state[INDEX], state[VALUES]
+        else:  # a first step: v = 0
+            self.shared = torch.zeros((), dtype=torch.float16, device=like.device)
+            self.index = torch.empty(0, dtype=torch.int32, device=like.device)
+            self.values = torch.empty(0, dtype=torch.float16, device=like.device)
         self.next_shared: torch.Tensor | None = None
         self.listed: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.count = 0
 
     def _range(self, start: int, stop: int) -> tuple[int, int]:
         """Where the listed positions from ``start`` to ``stop`` lie in ``index``."""
+        if not self.index.numel():
+            return 0, 0
         bounds = torch.tensor([start, stop], dtype=torch.int32, device=self.index.device)
         low, high = torch.searchsorted(self.index, bounds).tolist()
         return low, high
@@ -69,6 +73,8 @@ class SharedMoment:
             return
         if self.next_shared is None:
             self.next_shared = v[self._first_shared(start, g)].clone()
+        if not _differ(v, self.next_shared):  # (as is usual)
+            return
         differ = v.view(torch.int16) != self.next_shared.view(torch.int16)
         positions = differ.nonzero().view(-1)
         del differ
@@ -82,6 +88,9 @@ class SharedMoment:
     def _first_shared(self, start: int, g: torch.Tensor) -> int:
         """The position in the chunk from ``start`` of its first weight stepped with a gradient that is not 0 and
         not listed before (its first weight where there is none)."""
+        low, high = self._range(start, start + 1)
+        if high == low and bool(g[0] != 0):  # (as is usual: no pass over the chunk)
+            return 0
         candidate = g != 0
         low, high = self._range(start, start + g.numel())
         candidate[self.index[low:high].long() - start] = False
@@ -110,8 +119,36 @@ class SharedMoment:
             return
         assert self.next_shared is not None  # (a step wrote every chunk)
         state[SHARED] = self.next_shared
-        state[INDEX] = torch.cat([p for p, _ in self.listed])
-        state[VALUES] = torch.cat([v for _, v in self.listed])
+        if len(self.listed) == 1:
+            state[INDEX], state[VALUES] = self.listed[0]
+        elif not self.listed:  # (not views of a list that is gone: they would keep its memory)
+            state[INDEX] = self.index if not self.index.numel() else self.index.new_empty(0)
+            state[VALUES] = self.values if not self.values.numel() else self.values.new_empty(0)
+        else:
+            state[INDEX] = torch.cat([p for p, _ in self.listed])
+            state[VALUES] = torch.cat([v for _, v in self.listed])
+
+
+def _differ(v: torch.Tensor, shared: torch.Tensor) -> bool:
+    """Whether any value of the float16 ``v`` differs from ``shared`` bit for bit (compared four at a time)."""
+    pattern = int(shared.view(torch.int16)) & 0xFFFF
+    fourfold = pattern * 0x0001_0001_0001_0001
+    fourfold -= (fourfold >= 2**63) << 64  # as a signed 64-bit integer
+    whole = v.numel() // 4 * 4
+    head = v[:whole].view(torch.int64) if v.storage_offset() % 4 == 0 else v[:0]
+    if torch.count_nonzero(head != fourfold):
+        return True
+    return bool(
+        (v[head.numel() * 4 :].view(torch.int16) != pattern - ((pattern >= 2**15) << 16)).any()
+    )
+
+
+def listed(optimizer) -> tuple[int, int]:
+    """``(listed, weights)`` over the parameters of ``optimizer`` whose ``v`` is shared or was: how many values of ``v``
+    differ from their shared one (all of a whole ``v``) and how many there are."""
+    states = [s for s in optimizer.state.values() if SHARED in s or (WHOLE in s and "m" in s)]
+    count = sum(s[INDEX].numel() if SHARED in s else s[WHOLE].numel() for s in states)
+    return count, sum(s["m"].numel() for s in states)
 
 
 def whole_moment(state: dict, like: torch.Tensor) -> torch.Tensor:

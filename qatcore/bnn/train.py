@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,8 @@ class BNNConfig:
 
 @dataclass
 class BNNResult:
-    """Per-step losses, test accuracy after each epoch, final accuracies and mean step time."""
+    """Per-step losses, test accuracy after each epoch, final accuracies and mean step time, and the optimiser
+    as training left it (its state, e.g. ``qatcore.bnn.shared_moment.listed(result.optimizer)``)."""
 
     mode: str
     losses: list[float] = field(default_factory=list)
@@ -68,6 +70,7 @@ class BNNResult:
     train_accuracy: float = float("nan")
     test_accuracy: float = float("nan")
     seconds_per_step: float = float("nan")
+    optimizer: Any = field(default=None, repr=False)
 
 
 def signed_inputs(data: Dataset) -> Dataset:
@@ -98,7 +101,7 @@ def train_bnn(
     local, local_batch = distributed.shard(torch.arange(n), config.batch_size)
     steps = -(-len(local) // local_batch) * config.epochs
     net = distributed.wrap(model)
-    result = BNNResult(mode=config.mode)
+    result = BNNResult(mode=config.mode, optimizer=optimizer)
     bar = tqdm(total=steps, desc=config.mode, disable=not show_progress(progress), leave=False)
     seconds = 0.0
     for _ in range(config.epochs):
