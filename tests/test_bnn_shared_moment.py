@@ -167,7 +167,10 @@ def test_a_trained_low_memory_model_s_optimizer_says_how_many_values_of_v_it_lis
     data = load("digits")
     torch.manual_seed(0)
     result = train_bnn(
-        BNNMLP(image_size=8, hidden=16), data, BNNConfig(mode="low_memory", epochs=1), progress=False
+        BNNMLP(image_size=8, hidden=16),
+        data,
+        BNNConfig(mode="low_memory", epochs=1),
+        progress=False,
     )
     binary = [p for p in result.optimizer.state if p.dim() > 1]
     assert listed(result.optimizer) == (
