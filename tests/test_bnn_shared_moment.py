@@ -182,3 +182,20 @@ def test_a_trained_low_memory_model_s_optimizer_says_how_many_values_of_v_it_lis
         p.grad = torch.full_like(p, 0.01)
     whole.step()
     assert listed(whole) == (sum(p.numel() for p in binary),) * 2
+
+
+@pytest.mark.parametrize("value", [-0.75, 0.0, 0.4487, 65504.0])
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 1003])
+def test_one_value_that_differs_bit_for_bit_is_found_wherever_it_lies(value, n):
+    """Four values at a time where ``v`` is aligned, one at a time in its tail or where it is not: any single
+    value that differs from the shared one, −0 beside +0 too, is found."""
+    from qatcore.bnn.shared_moment import _differ
+
+    shared = torch.tensor(value, dtype=torch.float16)
+    for offset in (0, 1):  # aligned, and not
+        row = torch.full((n + 1,), value, dtype=torch.float16)
+        assert not _differ(row[offset : offset + n], shared)
+        for k in range(n):
+            odd = row.clone()
+            odd[offset + k] = -0.0 if value == 0 else 0.5
+            assert _differ(odd[offset : offset + n], shared)

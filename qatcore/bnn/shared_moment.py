@@ -80,9 +80,8 @@ class SharedMoment:
         del differ
         self.count += positions.numel()
         self.listed.append(((positions + start).to(torch.int32), v[positions]))
-        if (
-            6 * self.count >= 2 * self.numel
-        ):  # the list would take as much as v: keep v whole from here
+        # a listed value takes 6 bytes (position, value), one of a whole v 2: from as many bytes on, v is kept whole
+        if 6 * self.count >= 2 * self.numel:
             self._to_whole(start + v.numel())
 
     def _first_shared(self, start: int, g: torch.Tensor) -> int:
@@ -131,16 +130,14 @@ class SharedMoment:
 
 def _differ(v: torch.Tensor, shared: torch.Tensor) -> bool:
     """Whether any value of the float16 ``v`` differs from ``shared`` bit for bit (compared four at a time)."""
-    pattern = int(shared.view(torch.int16)) & 0xFFFF
-    fourfold = pattern * 0x0001_0001_0001_0001
-    fourfold -= (fourfold >= 2**63) << 64  # as a signed 64-bit integer
+    bits = int(shared.view(torch.int16))  # signed, as int16 views read it
+    fourfold = (bits & 0xFFFF) * 0x0001_0001_0001_0001
+    fourfold -= (fourfold >= 2**63) << 64  # signed, as int64 views read it
     whole = v.numel() // 4 * 4
     head = v[:whole].view(torch.int64) if v.storage_offset() % 4 == 0 else v[:0]
     if torch.count_nonzero(head != fourfold):
         return True
-    return bool(
-        (v[head.numel() * 4 :].view(torch.int16) != pattern - ((pattern >= 2**15) << 16)).any()
-    )
+    return bool((v[head.numel() * 4 :].view(torch.int16) != bits).any())
 
 
 def listed(optimizer) -> tuple[int, int]:
