@@ -40,6 +40,14 @@ def _assert_same(a, b, shared: HalfAdam, whole: HalfAdam) -> None:
     assert torch.equal(v, whole.state[b][WHOLE].view(torch.int16))
 
 
+def _step_both(a, b, shared: HalfAdam, whole: HalfAdam, g: torch.Tensor) -> None:
+    """One step of each optimiser on the same gradient, then the same weights, ``m`` and ``v``."""
+    a.grad, b.grad = g.clone(), g.clone()
+    shared.step()
+    whole.step()
+    _assert_same(a, b, shared, whole)
+
+
 @pytest.mark.parametrize("chunk", [1 << 17, 1 << 10])
 def test_a_shared_v_steps_as_a_whole_one_bit_for_bit_and_lists_only_the_weights_set_apart(
     chunk, monkeypatch
@@ -51,11 +59,7 @@ def test_a_shared_v_steps_as_a_whole_one_bit_for_bit_and_lists_only_the_weights_
     a, b, shared, whole = _pair(n)
     generator = torch.Generator().manual_seed(1)
     for step in range(12):
-        g = _unit_gradient(n, 0.0 if step < 6 else 0.002, generator)
-        a.grad, b.grad = g.clone(), g.clone()
-        shared.step()
-        whole.step()
-        _assert_same(a, b, shared, whole)
+        _step_both(a, b, shared, whole, _unit_gradient(n, 0.0 if step < 6 else 0.002, generator))
         state = shared.state[a]
         assert WHOLE not in state and state[SHARED].shape == ()
         if step < 6:
@@ -77,11 +81,7 @@ def test_a_shared_v_becomes_whole_where_its_list_would_be_as_large(chunk, monkey
     generator = torch.Generator().manual_seed(2)
     kinds = []
     for step in range(8):
-        g = _unit_gradient(n, 0.0 if step < 3 else 0.2, generator)
-        a.grad, b.grad = g.clone(), g.clone()
-        shared.step()
-        whole.step()
-        _assert_same(a, b, shared, whole)
+        _step_both(a, b, shared, whole, _unit_gradient(n, 0.0 if step < 3 else 0.2, generator))
         kinds.append(WHOLE in shared.state[a])
     assert not kinds[0] and kinds[-1]
     assert set(shared.state[a]) == {"step", "m", WHOLE}
@@ -119,10 +119,7 @@ def test_a_shared_v_survives_a_state_dict_round_trip():
     a, b, shared, whole = _pair(n)
     generator = torch.Generator().manual_seed(3)
     for step in range(6):
-        g = _unit_gradient(n, 0.01 * (step > 2), generator)
-        a.grad, b.grad = g.clone(), g.clone()
-        shared.step()
-        whole.step()
+        _step_both(a, b, shared, whole, _unit_gradient(n, 0.01 * (step > 2), generator))
     saved = copy.deepcopy(shared.state_dict())
     assert saved["state"][0][INDEX].numel() > 0
     c = torch.nn.Parameter(a.detach().clone())
@@ -131,11 +128,7 @@ def test_a_shared_v_survives_a_state_dict_round_trip():
     assert again.state[c][INDEX].dtype == torch.int32
     assert torch.equal(again.state[c][INDEX], shared.state[a][INDEX])
     for _ in range(3):
-        g = _unit_gradient(n, 0.01, generator)
-        c.grad, b.grad = g.clone(), g.clone()
-        again.step()
-        whole.step()
-        _assert_same(c, b, again, whole)
+        _step_both(c, b, again, whole, _unit_gradient(n, 0.01, generator))
     assert VALUES in again.state[c]
 
 
@@ -154,10 +147,7 @@ def test_the_shared_value_is_not_taken_from_a_weight_set_apart():
         g = signs.clone()
         if step == 0:
             g[0] = 0.0
-        a.grad, b.grad = g.half(), g.half()
-        shared.step()
-        whole.step()
-        _assert_same(a, b, shared, whole)
+        _step_both(a, b, shared, whole, g.half())
         assert shared.state[a][INDEX].tolist() == [0]
 
 
