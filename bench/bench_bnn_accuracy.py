@@ -57,9 +57,8 @@ def main() -> None:
                 "epoch_test_accuracy": [round(a, 4) for a in result.epoch_test_accuracy],
                 "seconds": round(time.perf_counter() - started, 1),
             }
-            if (
-                mode == "low_memory"
-            ):  # the binary weights' Adam v: how many differ from the shared value
+            # the binary weights' Adam v: how many values differ from the shared one
+            if mode == "low_memory":
                 run["v_listed"], run["binary_weights"] = listed(result.optimizer)
             runs[mode].append(run)
             print(f"seed {seed} {mode}: {100 * result.test_accuracy:.2f} %", flush=True)
@@ -112,7 +111,8 @@ def main() -> None:
         f"{'PASS' if gaps.upper() <= 2 else 'FAIL'}",
         "",
         "The low-memory step keeps the binary weights' Adam `v` as one shared value per layer and lists the values "
-        "that differ from it (`qatcore.bnn.shared_moment`): after training, "
+        "that differ from it (`qatcore.bnn.shared_moment`; a layer whose `v` is kept whole counts whole): after "
+        "training, "
         + ", ".join(
             f"{r['v_listed']} of {r['binary_weights']} ({100 * r['v_listed'] / r['binary_weights']:.2f} %)"
             for r in runs["low_memory"]
