@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -11,9 +12,18 @@ from qatcore.bnn import optim
 from qatcore.bnn.measure import tensor_bytes
 from qatcore.bnn.models import BNNMLP, set_mode
 from qatcore.bnn.optim import HalfAdam, make_optimizer
-from qatcore.bnn.shared_moment import INDEX, SHARED, VALUES, WHOLE, listed, whole_moment
-from qatcore.bnn.train import BNNConfig, train_bnn, training_step
+from qatcore.bnn.shared_moment import (
+    INDEX,
+    SHARED,
+    VALUES,
+    WHOLE,
+    listed,
+    moment_bytes,
+    whole_moment,
+)
+from qatcore.bnn.train import BNNConfig, signed_inputs, train_alike, train_bnn
 from qatcore.data import load
+from qatcore.optimizers import PRESETS
 
 
 def _unit_gradient(n: int, outside: float, generator: torch.Generator) -> torch.Tensor:
@@ -89,20 +99,20 @@ def test_a_shared_v_becomes_whole_where_its_list_would_be_as_large(chunk, monkey
 
 def test_training_the_low_memory_mlp_gives_the_same_weights_and_state_with_a_shared_v(monkeypatch):
     """The low-memory MLP (1-bit weight gradients, masked where ``|w| > 1``) at a rate that drives weights out of
-    ±1: the same weights and ``m`` as with whole ``v``'s, and each ``v`` the same."""
+    ±1, trained alike with a shared ``v`` and with whole ones: the same losses, weights and ``m``, each ``v`` the
+    same, in a fraction of the bytes."""
     monkeypatch.setattr(optim, "CHUNK", 1 << 12)
     torch.manual_seed(0)
     a = set_mode(BNNMLP(image_size=8), "low_memory").train()
     b = copy.deepcopy(a)
-    shared, whole = (make_optimizer(m, "low_memory") for m in (a, b))
-    for group in whole.param_groups:
-        group["shared_moment"] = False
-    for group in [*shared.param_groups, *whole.param_groups]:
-        group["lr"] = 0.02
-    x, y = torch.rand(64, 64) * 2 - 1, torch.randint(0, 10, (64,))
-    for _ in range(60):
-        training_step(a, shared, x, y)
-        training_step(b, whole, x, y)
+    fast = dataclasses.replace(PRESETS["bnn_adam"], lr=0.02)
+    shared = make_optimizer(a, "low_memory", fast)
+    whole = make_optimizer(b, "low_memory", fast, shared_moment=False)
+    assert all(g["lr"] == 0.02 for g in [*shared.param_groups, *whole.param_groups])
+    losses = train_alike(
+        [(a, shared), (b, whole)], signed_inputs(load("digits")), 60, batch_size=64
+    )
+    assert losses[0] == losses[1] and len(losses[0]) == 60
     binary = [p for p in a.parameters() if p.dim() > 1]
     assert any(shared.state[p][INDEX].numel() for p in binary)  # some weights left ±1
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
@@ -111,6 +121,16 @@ def test_training_the_low_memory_mlp_gives_the_same_weights_and_state_with_a_sha
             _assert_same(p, q, shared, whole)
         elif p.requires_grad:  # the batch norms' β
             assert torch.equal(shared.state[p]["r"], whole.state[q]["r"])
+    kept = [
+        shared.state[p][k]
+        for p in binary
+        for k in (SHARED, INDEX, VALUES, WHOLE)
+        if k in shared.state[p]
+    ]
+    assert moment_bytes(shared) == tensor_bytes(kept) < moment_bytes(whole) / 5
+    assert moment_bytes(whole) == 2 * sum(
+        p.numel() for p in binary
+    )  # a float16 v per binary weight
 
 
 def test_a_shared_v_survives_a_state_dict_round_trip():

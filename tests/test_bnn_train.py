@@ -1,5 +1,7 @@
 """qatcore.bnn models and training: standard mode = plain autograd, low-memory mode learns."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,3 +129,42 @@ def test_bad_arguments_are_named():
         CNV(image_size=4)
     with pytest.raises(ValueError, match="batch_size"):
         BNNConfig(batch_size=1)
+
+
+def test_train_alike_gives_twin_runs_the_same_batches_and_another_seed_other_ones():
+    """Two copies of one model with optimisers alike end alike, their losses the same at every step; a run drawn
+    with another seed sees other batches."""
+    from qatcore.bnn.optim import make_optimizer
+    from qatcore.bnn.train import signed_inputs, train_alike
+
+    data = signed_inputs(load("digits"))
+    torch.manual_seed(0)
+    a = set_mode(BNNMLP(image_size=8, hidden=16), "low_memory")
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    runs = [(m, make_optimizer(m, "low_memory")) for m in (a, b)]
+    losses = train_alike(runs, data, 5, batch_size=20, seed=3)
+    assert len(losses) == 2 and len(losses[0]) == 5 and losses[0] == losses[1]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    other = train_alike([(c, make_optimizer(c, "low_memory"))], data, 5, batch_size=20, seed=4)
+    assert other[0][0] != losses[0][0]  # the same weights, another first batch
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(steps=0), "steps"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(seed=-1), "seed"),
+        (dict(runs=[]), "runs"),
+    ],
+)
+def test_train_alike_says_what_is_wrong_with_its_arguments(bad, match):
+    from qatcore.bnn.optim import make_optimizer
+    from qatcore.bnn.train import train_alike
+
+    model = BNNMLP(image_size=8, hidden=16)
+    given = (
+        dict(runs=[(model, make_optimizer(model, "standard"))], data=load("digits"), steps=1) | bad
+    )
+    with pytest.raises(ValueError, match=match):
+        train_alike(**given)

@@ -340,11 +340,13 @@ def make_optimizer(
     model: nn.Module,
     mode: str,
     optimizer: optimizers.OptimizerConfig | str = "bnn_adam",
+    shared_moment: bool = True,
 ):
     """The optimiser for ``mode`` from a config or a preset name (``qatcore.optimizers.PRESETS``):
     ``"bnn_adam"`` (the paper's, lr 1e-3, β₂ 0.999), SGD with momentum, or Bop for the binary weights
     with Adam for the rest; float32 torch optimisers (standard) or float16 state (low-memory). The
-    rate is the config's base rate: the trainer keeps it constant.
+    rate is the config's base rate: the trainer keeps it constant. In the low-memory mode Adam keeps
+    the binary weights' ``v`` shared (``HalfAdam``'s ``shared_moment``) unless ``shared_moment`` is False.
 
     Bop has no latent weights to clip, so it switches the binary layers' ``|w| ≤ 1`` gradient mask off;
     its ``threshold`` defaults to ``BOP_THRESHOLD[mode]``.
@@ -373,6 +375,7 @@ def make_optimizer(
             lr=lr,
             betas=betas,
             eps=eps,
+            shared_moment=shared_moment,
         )
     if config.name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)

@@ -148,6 +148,14 @@ def listed(optimizer) -> tuple[int, int]:
     return count, sum(s["m"].numel() for s in states)
 
 
+def moment_bytes(optimizer) -> int:
+    """Bytes of the binary weights' ``v`` in ``optimizer``'s state: shared values, listed positions and values, and
+    every whole ``v``."""
+    keys = (SHARED, INDEX, VALUES, WHOLE)
+    tensors = [t for s in optimizer.state.values() for k, t in s.items() if k in keys]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def whole_moment(state: dict, like: torch.Tensor) -> torch.Tensor:
     """The parameter ``like``'s ``v`` as a whole float16 tensor (a copy where it is kept shared)."""
     moment = SharedMoment(state, like)

@@ -87,6 +87,29 @@ def training_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor)
     return loss.item()
 
 
+def train_alike(
+    runs, data: Dataset, steps: int, batch_size: int = 100, seed: int = 0
+) -> list[list[float]]:
+    """Train each ``(model, optimizer)`` of ``runs`` for ``steps`` steps on the same batches of ``data``'s training
+    set (as given: ``signed_inputs`` maps images to the paper's range), each batch ``batch_size`` examples drawn
+    at random, with replacement, by a generator seeded with ``seed``; each run's losses. Runs that start from the
+    same weights and differ only in how they keep their state must end alike."""
+    steps, batch_size = int_at_least("steps", steps, 1), int_at_least("batch_size", batch_size, 1)
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs must name at least one (model, optimizer) pair")
+    generator = torch.Generator().manual_seed(int_at_least("seed", seed, 0))
+    losses: list[list[float]] = [[] for _ in runs]
+    for _ in range(steps):
+        batch = torch.randint(0, len(data.x_train), (batch_size,), generator=generator)
+        for (model, optimizer), run_losses in zip(runs, losses, strict=True):
+            model.train()
+            run_losses.append(
+                training_step(model, optimizer, data.x_train[batch], data.y_train[batch])
+            )
+    return losses
+
+
 def train_bnn(
     model: nn.Module, data: Dataset, config: BNNConfig = BNNConfig(), progress: bool | None = None
 ) -> BNNResult:
