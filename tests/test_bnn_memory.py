@@ -172,3 +172,15 @@ def test_each_phase_of_a_step_peaks_above_what_the_process_keeps_between_steps()
         )  # read after it, with nothing made since
     # the standard step's float32 gradients and moments are what the low-memory step does without
     assert max(phases["low_memory"][p] for p in PHASES) < phases["standard"]["between_steps"]
+
+
+def test_cli_text_gives_each_mode_its_held_bytes_and_one_peak_read_in_a_fresh_process(capsys):
+    """The text names one peak per mode, the fresh process's, not the in-process reading that earlier steps
+    can distort."""
+    assert main(["bnn-memory", "--model", "bnn_mlp", "--batch-size", "10", "--measure"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    measured = [line for line in lines if line.lstrip().startswith("measured")]
+    assert [line.split(":")[0].split()[-1] for line in measured] == ["standard", "low_memory"]
+    for line in measured:
+        assert "held" in line and line.count("peak") == 1 and "fresh process" in line
+        assert "RSS" not in line

@@ -47,7 +47,9 @@ MMAP_THRESHOLD = 16 * 1024
 
 @dataclass(frozen=True)
 class Measurement:
-    """Bytes a real training step holds, by part, and its peak resident-memory increase."""
+    """Bytes a real training step holds, by part, and its peak resident-memory increase (``peak_rss_bytes``, read
+    in this process: memory freed by earlier work and kept by the allocator can hide part of it, so compare peaks
+    read by ``measured_peak`` in fresh processes)."""
 
     mode: str
     batch_size: int

@@ -144,16 +144,13 @@ def bnn_memory(model: str, batch_size: int, optimizer: str, accounting: str, sum
         f"{summary['low_memory_bytes'] / MIB:.2f} MiB, ratio {summary['ratio']:.2f}× (model)"
     ]
     for mode, measured in summary.get("measured", {}).items():
-        peak = measured["peak_rss_bytes"]
-        lines.append(
-            f"  measured {mode}: held {measured['held_bytes'] / MIB:.2f} MiB, peak RSS increase "
-            f"{'n/a' if peak is None else f'{peak / MIB:.1f} MiB'}"
-        )
+        # the peak of a fresh process: one read in this process, after other steps, may hide or add freed memory
         fresh = summary.get(f"measured_peak_{mode}_bytes")
-        if fresh is not None:
-            lines.append(
-                f"  measured {mode}: peak of a step in a fresh process {fresh / MIB:.1f} MiB"
-            )
+        peak = "n/a (Linux only)" if fresh is None else f"{fresh / MIB:.1f} MiB"
+        lines.append(
+            f"  measured {mode}: held {measured['held_bytes'] / MIB:.2f} MiB, peak of a step in a fresh "
+            f"process {peak}"
+        )
     return "\n".join(lines)
 
 
