@@ -128,9 +128,8 @@ def test_training_the_low_memory_mlp_gives_the_same_weights_and_state_with_a_sha
         if k in shared.state[p]
     ]
     assert moment_bytes(shared) == tensor_bytes(kept) < moment_bytes(whole) / 5
-    assert moment_bytes(whole) == 2 * sum(
-        p.numel() for p in binary
-    )  # a float16 v per binary weight
+    # a float16 v per binary weight
+    assert moment_bytes(whole) == 2 * sum(p.numel() for p in binary)
 
 
 def test_a_shared_v_survives_a_state_dict_round_trip():

@@ -20,7 +20,8 @@ from qatcore.bnn.layers import (
     binary_layers,
 )
 from qatcore.bnn.models import BNNMLP, CNV, BinaryNet, set_mode
-from qatcore.bnn.train import BNNConfig, train_bnn
+from qatcore.bnn.optim import make_optimizer
+from qatcore.bnn.train import BNNConfig, signed_inputs, train_alike, train_bnn
 from qatcore.data import load, subset
 
 
@@ -134,9 +135,6 @@ def test_bad_arguments_are_named():
 def test_train_alike_gives_twin_runs_the_same_batches_and_another_seed_other_ones():
     """Two copies of one model with optimisers alike end alike, their losses the same at every step; a run drawn
     with another seed sees other batches."""
-    from qatcore.bnn.optim import make_optimizer
-    from qatcore.bnn.train import signed_inputs, train_alike
-
     data = signed_inputs(load("digits"))
     torch.manual_seed(0)
     a = set_mode(BNNMLP(image_size=8, hidden=16), "low_memory")
@@ -159,9 +157,6 @@ def test_train_alike_gives_twin_runs_the_same_batches_and_another_seed_other_one
     ],
 )
 def test_train_alike_says_what_is_wrong_with_its_arguments(bad, match):
-    from qatcore.bnn.optim import make_optimizer
-    from qatcore.bnn.train import train_alike
-
     model = BNNMLP(image_size=8, hidden=16)
     given = (
         dict(runs=[(model, make_optimizer(model, "standard"))], data=load("digits"), steps=1) | bad
