@@ -100,10 +100,11 @@ def train_alike(
         raise ValueError("runs must name at least one (model, optimizer) pair")
     generator = torch.Generator().manual_seed(int_at_least("seed", seed, 0))
     losses: list[list[float]] = [[] for _ in runs]
+    for model, _ in runs:
+        model.train()
     for _ in range(steps):
         batch = torch.randint(0, len(data.x_train), (batch_size,), generator=generator)
         for (model, optimizer), run_losses in zip(runs, losses, strict=True):
-            model.train()
             run_losses.append(
                 training_step(model, optimizer, data.x_train[batch], data.y_train[batch])
             )
